@@ -1,0 +1,1 @@
+"""LFADS in TensorFlow 2, command-line and file compatible with the original run_lfads.py."""

@@ -1,0 +1,1 @@
+"""Preparation: datasets + parameter grids -> the LFADS run-folder tree, and loading results back."""

@@ -1,0 +1,83 @@
+"""Every name of the run-folder contract (DESIGN.md §2-§3), in one place.
+
+Dependency-free on purpose: `manager/` imports it too, so the preparation side and the
+queue can never disagree on a file name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TRAIN_SCRIPT = "lfads_train.sh"
+POSTERIOR_SCRIPT = "lfads_posterior_mean_sample.sh"
+WRITE_PARAMS_SCRIPT = "lfads_write_model_params.sh"
+# Steps in the order the queue runs them; only the first is required to exist.
+STEP_SCRIPTS: tuple[str, ...] = (TRAIN_SCRIPT, POSTERIOR_SCRIPT, WRITE_PARAMS_SCRIPT)
+
+OUT_LOG = "lfads.out"
+DONE_MARKER = "lfads.done"
+FAILED_MARKER = "lfads.failed"
+RUNTIME_DIR = ".runqueue"
+LFADS_INPUT = "lfadsInput"
+LFADS_OUTPUT = "lfadsOutput"
+# Optional per-run resource declaration the manager may write: JSON object with
+# "memory_mb" (int) and/or "time_limit" (e.g. "2h", "90m", seconds as a number).
+RESOURCES_FILE = "runqueue.json"
+
+SUMMARY_FILE = "summary.txt"
+TENSORBOARD_SCRIPT = "launch_tensorboard.sh"
+COLLECTION_QUEUE_SCRIPT = "run_lfads.py"
+
+DEFAULT_MEMORY_MB = 2000
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The paths of one run folder; nobody else builds these names."""
+
+    root: Path
+
+    @property
+    def train_script(self) -> Path:
+        return self.root / TRAIN_SCRIPT
+
+    @property
+    def step_scripts(self) -> tuple[Path, ...]:
+        return tuple(self.root / name for name in STEP_SCRIPTS)
+
+    @property
+    def out_log(self) -> Path:
+        return self.root / OUT_LOG
+
+    @property
+    def done_marker(self) -> Path:
+        return self.root / DONE_MARKER
+
+    @property
+    def failed_marker(self) -> Path:
+        return self.root / FAILED_MARKER
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.root / RUNTIME_DIR
+
+    @property
+    def lock(self) -> Path:
+        return self.runtime_dir / "lock"
+
+    @property
+    def state(self) -> Path:
+        return self.runtime_dir / "state.json"
+
+    @property
+    def resources(self) -> Path:
+        return self.root / RESOURCES_FILE
+
+    @property
+    def lfads_input(self) -> Path:
+        return self.root / LFADS_INPUT
+
+    @property
+    def lfads_output(self) -> Path:
+        return self.root / LFADS_OUTPUT

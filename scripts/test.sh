@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Everything CI runs: install into .venv, lint, then the whole test suite.
+# Usage: scripts/test.sh [pytest args]
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+"$repo/scripts/bootstrap.sh"
+venv="${LFADS_VENV:-$repo/.venv}"
+cd "$repo"
+"$venv/bin/ruff" check .
+PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest -q "$@"
