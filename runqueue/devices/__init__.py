@@ -1,0 +1,1 @@
+"""Devices: inventories, host-wide claims and the pure placement function."""

@@ -1,0 +1,60 @@
+"""What every inventory returns and what placement consumes: plain, frozen data.
+
+The single contract between inventories (NVML, static list, simulated file, CPU slots),
+the pure placement function and the scheduler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A compute process NVML (or the simulated file) reports on a device."""
+
+    pid: int
+    used_mb: int | None  # None: the driver did not say
+
+
+@dataclass(frozen=True)
+class Device:
+    """One place a run can execute: a GPU, a MIG instance, or a CPU slot.
+
+    `memory_total_mb is None` means memory is not tracked for this device (a static
+    `--gpus` entry or a CPU slot): placement then goes by run count alone.
+    """
+
+    uuid: str  # "GPU-…", "MIG-…", a static id such as "0", or "cpu-0"
+    index: int
+    name: str
+    is_gpu: bool
+    memory_total_mb: int | None = None
+    memory_used_mb: int | None = None
+    processes: tuple[GpuProcess, ...] = ()
+
+    def job_environment(self) -> dict[str, str]:
+        """Environment a step placed here gets (DESIGN.md §4)."""
+        if not self.is_gpu:
+            return {"CUDA_VISIBLE_DEVICES": ""}
+        return {
+            "CUDA_VISIBLE_DEVICES": self.uuid,
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        }
+
+
+@dataclass(frozen=True)
+class InventoryReading:
+    """One fresh look at the devices, plus a one-line human description of the source."""
+
+    devices: tuple[Device, ...]
+    status: str  # e.g. "nvml: 2 GPUs, driver 550.54" or "no GPUs (NVML library not found); 1 CPU slot"
+    problems: tuple[str, ...] = field(default=())  # per-device errors worth showing in `status`
+
+
+class Inventory(Protocol):
+    """Anything that can say which devices exist right now. Never raises for 'no GPU'."""
+
+    def read(self) -> InventoryReading: ...
