@@ -1,0 +1,23 @@
+"""The one error type of the manager: a sentence that names the file, what went wrong and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ManagerError(Exception):
+    """Bad input or a state the manager refuses to work with.
+
+    Rendered as one line: ``<path>: <problem>; <fix>`` so the CLI can print it as is.
+    """
+
+    def __init__(self, path: Path | str | None, problem: str, fix: str = "") -> None:
+        self.path = Path(path) if path is not None else None
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = f"{self.path}: " if self.path is not None else ""
+        hint = f"; {self.fix}" if self.fix else ""
+        return f"{where}{self.problem}{hint}"

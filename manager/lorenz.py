@@ -1,0 +1,125 @@
+"""Synthetic Lorenz spiking datasets, as LFADS.Utils.generateDemoDatasets makes them (reference §9.1).
+
+Every condition is one Lorenz trajectory shared by all datasets; each dataset reads it out through
+its own random loading matrix into Poisson spikes. MATLAB's mt19937ar stream cannot be reproduced
+bit for bit, so the numbers differ from the MATLAB files; the recipe is the same and the output is
+reproducible for a given seed.
+
+Storage (so a full-size dataset is a few MB instead of ~0.5 GB):
+  spikes                   uint8, nTrials x nChannels x nTime (0/1)
+  true_rates_by_condition  float32, nConditions x nChannels x nTime, spikes per ms
+  conditionId              nTrials x 1, 1-based index into the conditions
+The dataset loader expands the truth to trials through `conditionId`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from manager.matfile import write_mat
+
+SIGMA, RHO, BETA = 10.0, 28.0, 8.0 / 3.0
+# MATLAB datenum of 2017-11-07, a fixed stand-in for the original's "today" so files are reproducible.
+_BASE_DATENUM = 737006.0
+
+
+@dataclass(frozen=True)
+class LorenzSizes:
+    """Size knobs; the defaults are the original's (1300-1950 trials of 25-35 channels, 1 s at 1 ms)."""
+
+    n_conditions: int = 65
+    min_trials_per_condition: int = 20
+    max_trials_per_condition: int = 30
+    min_channels: int = 25
+    max_channels: int = 35
+    n_time: int = 1000
+    burn_in: int = 500
+    dt: float = 0.006
+    mean_rate_hz: float = 5.0
+
+
+def lorenz_trajectories(n_conditions: int, n_time: int, burn_in: int, dt: float, rng: np.random.Generator) -> np.ndarray:
+    """Normalised Lorenz trajectories, 3 x nTime x nConditions (the layout of `lorenz_trajectories`)."""
+    state = rng.standard_normal((n_conditions, 3)) + np.array([0.0, 0.0, 25.0])
+    out = np.empty((n_conditions, 3, n_time))
+    for step in range(burn_in + n_time):
+        if step >= burn_in:
+            out[:, :, step - burn_in] = state
+        x, y, z = state[:, 0], state[:, 1], state[:, 2]
+        # Forward Euler on the full equations (one published version of the generator dropped -y).
+        derivative = np.stack([SIGMA * (y - x), x * (RHO - z) - y, x * y - BETA * z], axis=1)
+        state = state + dt * derivative
+    out -= out.mean(axis=2, keepdims=True)
+    out /= out.max(axis=2, keepdims=True)
+    return np.transpose(out, (1, 2, 0))
+
+
+def _dataset_fields(index: int, trajectories: np.ndarray, sizes: LorenzSizes, rng: np.random.Generator) -> dict[str, object]:
+    n_conditions = trajectories.shape[2]
+    n_channels = int(rng.integers(sizes.min_channels, sizes.max_channels + 1))
+    trials_per_condition = rng.integers(sizes.min_trials_per_condition, sizes.max_trials_per_condition + 1, n_conditions)
+    loading = (rng.random((n_channels, 3)) + 1.0) * np.sign(rng.standard_normal((n_channels, 3)))
+    loading = loading[np.argsort(loading[:, 0], kind="stable")]  # sortrows by column 1 (issue #18)
+    bias = np.full(n_channels, np.log(sizes.mean_rate_hz / 1000.0))
+    # rates[c] = exp(clip(W x_c + b)), spikes per 1 ms bin
+    log_rates = np.einsum("nk,ktc->cnt", loading, trajectories) + bias[None, :, None]
+    rates = np.exp(np.clip(log_rates, -20.0, 20.0))
+    condition_id = np.repeat(np.arange(1, n_conditions + 1), trials_per_condition)
+    spikes = np.empty((condition_id.size, n_channels, sizes.n_time), dtype=np.uint8)
+    # Poisson(rate) > 0 is a Bernoulli draw with p = 1 - exp(-rate); drawing it directly is cheaper.
+    p_spike = -np.expm1(-rates)
+    for condition in range(n_conditions):
+        rows = np.flatnonzero(condition_id == condition + 1)
+        spikes[rows] = rng.random((rows.size, n_channels, sizes.n_time)) < p_spike[condition]
+    return {
+        "spikes": spikes,
+        "timeMs": np.arange(sizes.n_time, dtype=np.float64),
+        "conditionId": condition_id.astype(np.float64),
+        "datetime": _BASE_DATENUM + index,
+        "subject": "lorenz_example",
+        "W": loading,
+        "b": bias,
+        "lorenz_trajectories": trajectories,
+        "true_rates_by_condition": rates.astype(np.float32),
+    }
+
+
+def dataset_path(directory: Path, index: int) -> Path:
+    """`directory/dataset00N.mat` for 1-based `index`."""
+    return Path(directory) / f"dataset{index:03d}.mat"
+
+
+def generate_lorenz_datasets(
+    directory: Path | str,
+    n_datasets: int = 3,
+    seed: int = 0,
+    sizes: LorenzSizes | None = None,
+    only_missing: bool = False,
+    **size_knobs: float,
+) -> list[Path]:
+    """Write `dataset001.mat … dataset00N.mat` into `directory` and return their paths.
+
+    Size knobs are the fields of `LorenzSizes` (e.g. ``n_conditions=8, n_time=200``). Each dataset
+    has its own child seed, so dataset k is the same whatever `n_datasets` is, and with
+    `only_missing=True` existing files are kept untouched.
+    """
+    sizes = sizes or LorenzSizes()
+    if size_knobs:
+        sizes = LorenzSizes(**{**sizes.__dict__, **size_knobs})
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    condition_seed, *dataset_seeds = np.random.SeedSequence(seed).spawn(n_datasets + 1)
+    paths = [dataset_path(directory, index) for index in range(1, n_datasets + 1)]
+    if only_missing and all(path.exists() for path in paths):
+        return paths
+    trajectories = lorenz_trajectories(
+        sizes.n_conditions, sizes.n_time, sizes.burn_in, sizes.dt, np.random.default_rng(condition_seed)
+    )
+    for index, (path, child) in enumerate(zip(paths, dataset_seeds, strict=True), start=1):
+        if only_missing and path.exists():
+            continue
+        write_mat(path, _dataset_fields(index, trajectories, sizes, np.random.default_rng(child)))
+    return paths

@@ -1,0 +1,88 @@
+"""Reading and writing MATLAB .mat files (v5 through scipy, v7.3 through h5py).
+
+Writes are byte-reproducible: scipy stamps the creation time into the 116-byte text header, which
+would make every re-export look changed, so the header text is replaced by a fixed one.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import scipy.io
+
+from manager.atomicio import write_if_changed
+from manager.errors import ManagerError
+
+_HEADER_TEXT_BYTES = 116
+_FIXED_HEADER = b"MATLAB 5.0 MAT-file, written by lfads-manager"
+
+
+def mat_v5_bytes(fields: Mapping[str, Any]) -> bytes:
+    """The bytes of a compressed v5 .mat file holding `fields`, without a timestamp."""
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, dict(fields), do_compression=True, oned_as="column")
+    data = bytearray(buffer.getvalue())
+    data[:_HEADER_TEXT_BYTES] = _FIXED_HEADER.ljust(_HEADER_TEXT_BYTES, b" ")
+    return bytes(data)
+
+
+def write_mat(path: Path, fields: Mapping[str, Any]) -> bool:
+    """Atomically write a v5 .mat file; returns False when the file already held these bytes."""
+    return write_if_changed(path, mat_v5_bytes(fields))
+
+
+def is_mat_v73(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(19) == b"MATLAB 7.3 MAT-file" or h5py.is_hdf5(path)
+
+
+def read_mat(path: Path) -> dict[str, Any]:
+    """Top-level variables of a .mat file, arrays in MATLAB's dimension order."""
+    path = Path(path)
+    try:
+        if is_mat_v73(path):
+            return _read_mat_v73(path)
+        raw = scipy.io.loadmat(path, squeeze_me=False, mat_dtype=False)
+    except (OSError, ValueError, NotImplementedError) as error:
+        raise ManagerError(path, f"cannot read MATLAB file ({error})", "save it with save(..., '-v7') or '-v7.3'") from error
+    return {key: _from_v5(value) for key, value in raw.items() if not key.startswith("__")}
+
+
+def _from_v5(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and value.dtype.kind == "U":
+        return "".join(value.ravel().tolist()) if value.size else ""
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return [_from_v5(item) for item in value.ravel(order="F")]
+    return value
+
+
+def _read_mat_v73(path: Path) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    with h5py.File(path, "r") as handle:
+        for key, node in handle.items():
+            if key.startswith("#") or not isinstance(node, h5py.Dataset):
+                continue
+            fields[key] = _from_v73(handle, node)
+    return fields
+
+
+def _from_v73(handle: h5py.File, node: h5py.Dataset) -> Any:
+    matlab_class = node.attrs.get("MATLAB_class", b"double")
+    if isinstance(matlab_class, bytes):
+        matlab_class = matlab_class.decode()
+    if node.attrs.get("MATLAB_empty", 0):
+        return np.zeros((0, 0))
+    # HDF5 stores MATLAB's column-major arrays with the dimensions reversed.
+    data = np.asarray(node[()]).T
+    if matlab_class == "char":
+        return "".join(chr(code) for code in data.ravel(order="F"))
+    if matlab_class == "logical":
+        return data.astype(bool)
+    if matlab_class == "cell":
+        return [_from_v73(handle, handle[ref]) for ref in data.ravel(order="F")]
+    return data

@@ -1,0 +1,51 @@
+"""The Lorenz generator: reproducible, the documented layout, and the original's recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from manager.lorenz import generate_lorenz_datasets, lorenz_trajectories
+from manager.matfile import read_mat
+
+TINY = {"n_conditions": 4, "min_trials_per_condition": 3, "max_trials_per_condition": 5, "n_time": 60}
+
+
+def test_same_seed_gives_same_bytes_and_dataset_k_does_not_depend_on_count(tmp_path):
+    first = generate_lorenz_datasets(tmp_path / "a", n_datasets=2, seed=3, **TINY)
+    second = generate_lorenz_datasets(tmp_path / "b", n_datasets=3, seed=3, **TINY)
+    assert [p.name for p in second] == ["dataset001.mat", "dataset002.mat", "dataset003.mat"]
+    assert first[0].read_bytes() == second[0].read_bytes()
+    assert first[1].read_bytes() == second[1].read_bytes()
+    other_seed = generate_lorenz_datasets(tmp_path / "c", n_datasets=1, seed=4, **TINY)
+    assert other_seed[0].read_bytes() != first[0].read_bytes()
+
+
+def test_fields_follow_the_recipe(tmp_path):
+    (path,) = generate_lorenz_datasets(tmp_path, n_datasets=1, seed=0, **TINY)
+    fields = read_mat(path)
+    spikes, condition_id = fields["spikes"], fields["conditionId"].ravel()
+    n_trials, n_channels, n_time = spikes.shape
+    assert n_time == 60 and 25 <= n_channels <= 35 and 12 <= n_trials <= 20
+    assert set(np.unique(spikes)) <= {0, 1}
+    assert set(condition_id) == {1, 2, 3, 4}
+    loading = fields["W"]
+    assert np.all(np.diff(loading[:, 0]) >= 0)  # rows sorted by column 1
+    assert np.all((np.abs(loading) >= 1) & (np.abs(loading) < 2))
+    trajectories = fields["lorenz_trajectories"]
+    expected = np.exp(np.clip(np.einsum("nk,ktc->cnt", loading, trajectories) + fields["b"].reshape(1, -1, 1), -20, 20))
+    np.testing.assert_allclose(fields["true_rates_by_condition"], expected, rtol=1e-6)
+
+
+def test_only_missing_keeps_existing_files(tmp_path):
+    paths = generate_lorenz_datasets(tmp_path, n_datasets=2, **TINY)
+    before = paths[0].stat().st_mtime_ns
+    paths[1].unlink()
+    generate_lorenz_datasets(tmp_path, n_datasets=2, only_missing=True, **TINY)
+    assert paths[0].stat().st_mtime_ns == before and paths[1].exists()
+
+
+def test_trajectories_are_normalised_lorenz():
+    trajectories = lorenz_trajectories(3, 400, 500, 0.006, np.random.default_rng(0))
+    assert trajectories.shape == (3, 400, 3)
+    np.testing.assert_allclose(trajectories.mean(axis=1), 0, atol=1e-12)
+    np.testing.assert_allclose(trajectories.max(axis=1), 1)
