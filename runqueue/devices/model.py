@@ -16,6 +16,9 @@ class GpuProcess:
 
     pid: int
     used_mb: int | None  # None: the driver did not say
+    # Session id of the pid as seen from this host, filled in by the inventory at read time so
+    # that placement stays pure; None when the pid is gone or lives in another PID namespace.
+    sid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,9 @@ class InventoryReading:
     devices: tuple[Device, ...]
     status: str  # e.g. "nvml: 2 GPUs, driver 550.54" or "no GPUs (NVML library not found); 1 CPU slot"
     problems: tuple[str, ...] = field(default=())  # per-device errors worth showing in `status`
+    # True when GPUs exist but cannot be read right now (e.g. driver upgraded under us): place
+    # nothing and do not fall back to CPU slots, which would silently run GPU work on the CPU.
+    paused: bool = False
 
 
 class Inventory(Protocol):
