@@ -1,0 +1,155 @@
+"""RunParams: one set of LFADS hyperparameters and run-manager settings, with the original hashes."""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar
+
+from manager.datahash import MValue, short_hash
+from manager.errors import ManagerError
+from manager.matlab_values import ParamValueError, cast_value, matlab_isequal, to_mvalue
+from manager.params_schema import DATA_HASH_VERSION_CUTOFF, NOT_AFFECTING_HASH, PROPERTIES, ROOT_NAMES, Prop
+
+HASH_LENGTH = 6
+
+
+class RunParams:
+    """Hyperparameters under their original names (`c_factors_dim`, `spikeBinMs`, …).
+
+    A value object: assigning a property casts it to the property's MATLAB class (so hashes match the
+    MATLAB tool) and rejects what that class cannot hold. Subclasses may add properties by extending
+    `PROPERTIES`; like the original, their own properties count in both hashes.
+    """
+
+    PROPERTIES: ClassVar[tuple[Prop, ...]] = PROPERTIES
+
+    __slots__ = ("_cache", "_values")
+
+    def __init__(self, **values: Any) -> None:
+        object.__setattr__(self, "_values", {prop.name: prop.default for prop in self.PROPERTIES})
+        object.__setattr__(self, "_cache", {})
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    # ---- property access -------------------------------------------------------------------
+    @classmethod
+    def prop_named(cls, name: str) -> Prop:
+        props = cls._props_by_name()
+        if name not in props:
+            close = difflib.get_close_matches(name, props, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see docs/manager.md for the list of parameters"
+            raise ParamValueError(f"unknown parameter {name!r}; {hint}")
+        return props[name]
+
+    @classmethod
+    def _props_by_name(cls) -> dict[str, Prop]:
+        key = "_by_name_" + cls.__qualname__
+        cached = cls.__dict__.get(key)
+        if cached is None:
+            cached = {prop.name: prop for prop in cls.PROPERTIES}
+            setattr(cls, key, cached)
+        return cached
+
+    def __getattr__(self, name: str) -> Any:
+        values = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        raise AttributeError(f"RunParams has no parameter {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        prop = self.prop_named(name)
+        self._values[name] = cast_value(prop, value)
+        self._cache.clear()
+
+    def __dir__(self) -> Iterable[str]:
+        return [*super().__dir__(), *self._values]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunParams) and type(other) is type(self) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(self.param_hash)
+
+    def __repr__(self) -> str:
+        diffs = ", ".join(f"{k}={v!r}" for k, v in self.non_default().items())
+        return f"{type(self).__name__}({diffs})"
+
+    def copy(self, **changes: Any) -> RunParams:
+        clone = type(self).__new__(type(self))
+        object.__setattr__(clone, "_values", dict(self._values))
+        object.__setattr__(clone, "_cache", {})
+        for name, value in changes.items():
+            setattr(clone, name, value)
+        return clone
+
+    def items(self) -> Iterator[tuple[Prop, Any]]:
+        for prop in self.PROPERTIES:
+            yield prop, self._values[prop.name]
+
+    def is_default(self, prop: Prop) -> bool:
+        return matlab_isequal(to_mvalue(prop, self._values[prop.name]), to_mvalue(prop, prop.default))
+
+    def non_default(self) -> dict[str, Any]:
+        return {prop.name: value for prop, value in self.items() if not self.is_default(prop)}
+
+    # ---- hashes ----------------------------------------------------------------------------
+    def _hash_struct(self, names: Iterable[str]) -> MValue:
+        props = self._props_by_name()
+        fields = {}
+        for name in names:
+            prop = props[name]
+            if not self.is_default(prop):
+                fields[name] = to_mvalue(prop, self._values[name])
+        return MValue("struct", fields)
+
+    def _param_hash_names(self) -> list[str]:
+        return [p.name for p in self.PROPERTIES if p.name not in NOT_AFFECTING_HASH]
+
+    def _data_hash_names(self) -> list[str]:
+        keep_factors = self._values["version"] >= DATA_HASH_VERSION_CUTOFF
+        return [
+            name
+            for name in self._param_hash_names()
+            if not (name in ROOT_NAMES and name.startswith("c_")) or (name == "c_factors_dim" and keep_factors)
+        ]
+
+    @property
+    def param_hash(self) -> str:
+        if "param" not in self._cache:
+            self._cache["param"] = short_hash(self._hash_struct(self._param_hash_names()), HASH_LENGTH)
+        return self._cache["param"]
+
+    @property
+    def data_hash(self) -> str:
+        if "data" not in self._cache:
+            self._cache["data"] = short_hash(self._hash_struct(self._data_hash_names()), HASH_LENGTH)
+        return self._cache["data"]
+
+    @property
+    def param_hash_name(self) -> str:
+        return f"param_{self.param_hash}"
+
+    @property
+    def data_hash_name(self) -> str:
+        return f"data_{self.data_hash}"
+
+    # ---- grids -----------------------------------------------------------------------------
+    def sweep(self, **grid: Iterable[Any]) -> list[RunParams]:
+        """One copy per combination (`generateSweep`), the first named parameter varying fastest,
+        which is MATLAB's column-major order of the N-D array."""
+        names = list(grid)
+        value_lists = [list(grid[name]) for name in names]
+        for name in names:
+            self.prop_named(name)
+        combos = itertools.product(*reversed(value_lists))
+        return [self.copy(**dict(zip(reversed(names), combo, strict=True))) for combo in combos]
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], source: str | None = None) -> RunParams:
+        """Build from a plain mapping (e.g. TOML); errors name `source`."""
+        try:
+            return cls(**dict(values))
+        except ParamValueError as error:
+            raise ManagerError(source, str(error), "fix the value in [params]") from error

@@ -1,0 +1,85 @@
+"""Param and data hashes against every vector printed in lfads-run-manager's docs."""
+
+from __future__ import annotations
+
+import pytest
+
+from manager.datahash import MValue, short_hash
+from manager.matlab_values import ParamValueError
+from manager.params import RunParams
+
+# docs/index.md and docs/multisession.md: c_factors_dim swept over 2, 4, 6, 8
+SINGLE_SESSION = {2: ("Z1-4Ne", "cq1HAe"), 4: ("UEvXAB", "QcdNGf"), 6: ("m8Dk5i", "y3K_k3"), 8: ("YOs74u", "4MaTKO")}
+STITCHING = {2: ("7I6XSW", "cgrfui"), 4: ("O4V73g", "2_zdvC"), 6: ("ngqEhM", "GeiefE"), 8: ("Qr2PeG", "RE1kuL")}
+
+
+def docs_base(**extra: object) -> RunParams:
+    return RunParams(
+        spikeBinMs=2, c_co_dim=0, c_batch_size=150, c_gen_dim=64, c_ic_enc_dim=64, c_learning_rate_stop=1e-3, **extra
+    )
+
+
+@pytest.mark.parametrize(("extra", "vectors"), [({}, SINGLE_SESSION), ({"useAlignmentMatrix": True}, STITCHING)])
+def test_every_documented_hash(extra, vectors):
+    swept = docs_base(**extra).sweep(c_factors_dim=sorted(vectors))
+    got = {p.c_factors_dim: (p.param_hash, p.data_hash) for p in swept}
+    assert got == vectors
+    assert swept[-1].param_hash_name == f"param_{vectors[8][0]}" and swept[-1].data_hash_name == f"data_{vectors[8][1]}"
+
+
+def test_all_defaults_is_the_empty_struct():
+    assert RunParams().param_hash == RunParams().data_hash == short_hash(MValue("struct", {})) == "T4MzIi"
+
+
+def test_field_order_types_and_excluded_properties():
+    params = docs_base(c_factors_dim=8)
+    # Order of assignment does not matter; int vs float literal does not matter for typed props.
+    same = RunParams(c_factors_dim=8.0, c_learning_rate_stop=0.001, c_gen_dim=64, c_ic_enc_dim=64, c_batch_size=150, c_co_dim=0)
+    assert same.param_hash == params.param_hash
+    # Not-hashed properties change neither hash.
+    unhashed = params.copy(name="x", num_samples_posterior=64, posterior_mean_kind="posterior_push_mean", c_debug_verbose=True)
+    assert (unhashed.param_hash, unhashed.data_hash) == (params.param_hash, params.data_hash)
+    # An LFADS-only property changes the param hash only; a data property changes both.
+    gen = params.copy(c_gen_dim=100 + 1)
+    assert gen.param_hash != params.param_hash and gen.data_hash == params.data_hash
+    split = params.copy(trainToTestRatio=3)
+    assert split.param_hash != params.param_hash and split.data_hash != params.data_hash
+
+
+def test_added_properties_are_hashed_only_when_not_default():
+    params = docs_base(c_factors_dim=8)
+    assert params.copy(c_max_epochs=0, c_seed=-1).param_hash == "YOs74u"
+    assert params.copy(c_max_epochs=60).param_hash != "YOs74u"
+    assert params.copy(c_seed=0).data_hash == "4MaTKO"
+
+
+def test_auto_downsized_integers_match_declared_16_bit():
+    # uint32 values that fit in 16 bits hash like uint16 (AutoDownsizeIntegers).
+    assert short_hash(MValue("struct", {"a": MValue("uint32", [[7]])})) == short_hash(
+        MValue("struct", {"a": MValue("uint16", [[7]])})
+    )
+    assert short_hash(MValue("struct", {"a": MValue("uint32", [[70000]])})) != short_hash(
+        MValue("struct", {"a": MValue("uint16", [[70000 % 65536]])})
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("c_factors_dim", 8.5, "whole number"),
+        ("c_factors_dim", -1, "between 0 and 65535"),
+        ("c_factors_dim", True, "whole number"),
+        ("c_learning_rate_stop", "1e-3", "number"),
+        ("useAlignmentMatrix", "yes", "true or false"),
+        ("c_output_dist", 3, "string"),
+        ("c_factor_dim", 8, "did you mean 'c_factors_dim'"),
+    ],
+)
+def test_bad_values_are_refused_with_a_reason(name, value, message):
+    with pytest.raises(ParamValueError, match=message):
+        RunParams(**{name: value})
+
+
+def test_sweep_varies_the_first_name_fastest():
+    grid = RunParams().sweep(c_factors_dim=[2, 4], c_gen_dim=[10, 20, 30])
+    assert [(p.c_factors_dim, p.c_gen_dim) for p in grid] == [(2, 10), (4, 10), (2, 20), (4, 20), (2, 30), (4, 30)]
