@@ -1,0 +1,219 @@
+"""Host-wide claims: which run holds which device, shared by every queue on this machine.
+
+Two queues (two users, or `run_lfads.py` next to the service) must never over-book a GPU or
+start one run twice. Each claim is a small JSON file in one directory shared by all users
+(mode 1777 like /tmp: anyone can add a claim, only its writer can delete it). Decisions are
+made under an exclusive flock on `<dir>/.lock`, held by `with store.transaction() as txn:`.
+
+A claim lives as long as its process: the pid is stored with its start time and the boot id,
+so a dead supervisor's claim, or one whose pid was reused by an unrelated process, is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runqueue.devices.errors import ClaimError
+from runqueue.devices.procinfo import boot_id, process_start_ticks
+
+CLAIMS_DIR_ENV = "RUNQUEUE_CLAIMS_DIR"
+DEFAULT_CLAIMS_DIR = Path("/tmp/lfads-runqueue-claims")
+_LOCK_NAME = ".lock"
+_SUFFIX = ".claim.json"
+_SHARED_DIR_MODE = 0o1777
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One run holding one device, charged `memory_mb` until `pid` exits."""
+
+    run_dir: str
+    device_uuid: str
+    memory_mb: int
+    pid: int  # the run's supervisor
+    sid: int  # its session: every step process of the run is in it (how NVML pids are recognised)
+    queue_id: str
+    created: float
+
+
+@dataclass(frozen=True)
+class _StoredClaim:
+    claim: Claim
+    path: Path
+    pid_start: int | None
+    boot: str
+
+    def is_live(self, this_boot: str) -> bool:
+        if self.pid_start is None or self.boot != this_boot:
+            return False
+        return process_start_ticks(self.claim.pid) == self.pid_start
+
+
+def _run_key(run_dir: str) -> str:
+    return hashlib.sha256(run_dir.encode()).hexdigest()[:32]
+
+
+def claim_file_name(run_dir: str, uid: int) -> str:
+    """One file per run folder and writer: whatever characters the path holds, and so that a stale
+    claim left by another user (undeletable in a sticky directory) never blocks this user's claim."""
+    return f"{_run_key(run_dir)}-u{uid}{_SUFFIX}"
+
+
+class ClaimStore:
+    """The shared claims directory (default: $RUNQUEUE_CLAIMS_DIR, else /tmp/lfads-runqueue-claims)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        if directory is None:
+            directory = Path(os.environ.get(CLAIMS_DIR_ENV) or DEFAULT_CLAIMS_DIR)
+        self.directory = Path(directory)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[ClaimTransaction]:
+        """Hold the host-wide lock: read live claims, decide, add; nobody else decides meanwhile."""
+        self._ensure_directory()
+        fd = self._open_lock()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield ClaimTransaction(self)
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def claims(self) -> list[Claim]:
+        """Live claims, read without the lock and without removing anything (for `status`)."""
+        this_boot = boot_id()
+        return [stored.claim for stored in self._stored() if stored.is_live(this_boot)]
+
+    def remove(self, run_dir: str) -> None:
+        """Drop the claims of `run_dir` (its run ended). Unlink is atomic: no lock needed.
+
+        Other users' claim files of the same run are left alone when the sticky bit protects
+        them; they stop counting as soon as their process exits.
+        """
+        for path in self.directory.glob(f"{_run_key(run_dir)}-u*{_SUFFIX}"):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except PermissionError:
+                if path.name == claim_file_name(run_dir, os.geteuid()):
+                    raise ClaimError(f"{path}: cannot remove own claim file; check the permissions of "
+                                     f"{self.directory}") from None
+
+    # --- files -------------------------------------------------------------------------------------
+
+    def _ensure_directory(self) -> None:
+        try:
+            self.directory.mkdir(parents=True, mode=_SHARED_DIR_MODE)
+        except FileExistsError:
+            pass
+        except OSError as err:
+            raise ClaimError(f"{self.directory}: cannot create the claims directory ({err.strerror}); "
+                             f"set {CLAIMS_DIR_ENV} to a writable directory") from None
+        else:
+            # mkdir's mode is filtered by the umask; every user must be able to add claims.
+            with contextlib.suppress(PermissionError):
+                os.chmod(self.directory, _SHARED_DIR_MODE)
+        info = os.lstat(self.directory)
+        if not stat.S_ISDIR(info.st_mode):
+            raise ClaimError(f"{self.directory}: claims directory is not a directory (a symlink or file?); "
+                             f"remove it or set {CLAIMS_DIR_ENV}")
+        if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
+            raise ClaimError(f"{self.directory}: world-writable claims directory without the sticky bit lets "
+                             f"anyone delete claims; fix: chmod 1777 {self.directory}")
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise ClaimError(f"{self.directory}: claims directory is not writable by uid {os.getuid()}; "
+                             f"fix: chmod 1777 {self.directory} (as its owner), or set {CLAIMS_DIR_ENV}")
+
+    def _open_lock(self) -> int:
+        path = self.directory / _LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except PermissionError:
+            # Created by another user without group/other write: flock works on a read-only fd too.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        else:
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, 0o666)  # so other users can open it read-write as well
+        return fd
+
+    def _stored(self) -> list[_StoredClaim]:
+        try:
+            names = [entry.name for entry in os.scandir(self.directory) if entry.name.endswith(_SUFFIX)]
+        except FileNotFoundError:
+            return []
+        stored = (_load(self.directory / name) for name in names if not name.startswith("."))
+        return [item for item in stored if item is not None]
+
+
+def _load(path: Path) -> _StoredClaim | None:
+    """A claim file, or None when it vanished or is not ours to understand (it is then ignored)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        claim = Claim(
+            run_dir=str(data["run_dir"]),
+            device_uuid=str(data["device_uuid"]),
+            memory_mb=int(data["memory_mb"]),
+            pid=int(data["pid"]),
+            sid=int(data["sid"]),
+            queue_id=str(data["queue_id"]),
+            created=float(data["created"]),
+        )
+        pid_start = data.get("pid_start")
+        return _StoredClaim(claim, path, int(pid_start) if pid_start is not None else None, str(data.get("boot", "")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class ClaimTransaction:
+    """Claims as seen under the host-wide lock. Only valid inside `store.transaction()`."""
+
+    def __init__(self, store: ClaimStore) -> None:
+        self._store = store
+        self._boot = boot_id()
+
+    def live_claims(self) -> list[Claim]:
+        """Claims whose process still runs; stale ones (dead or reused pid, older boot) are removed."""
+        live: list[Claim] = []
+        for stored in self._store._stored():
+            if stored.is_live(self._boot):
+                live.append(stored.claim)
+                continue
+            # Another user's stale claim cannot be unlinked in a sticky directory; skipping it is enough.
+            with contextlib.suppress(OSError):
+                stored.path.unlink()
+        return live
+
+    def claim_for(self, run_dir: str) -> Claim | None:
+        """The live claim of `run_dir`, if any: the run is already running somewhere on this host."""
+        return next((claim for claim in self.live_claims() if claim.run_dir == run_dir), None)
+
+    def add(self, claim: Claim) -> None:
+        """Record `claim` atomically, replacing this run's previous claim (e.g. to hand it to the supervisor).
+
+        The pid's start time is stored with it; a claim for a pid that is not running is dead at once.
+        """
+        path = self._store.directory / claim_file_name(claim.run_dir, os.geteuid())
+        record = asdict(claim) | {"pid_start": process_start_ticks(claim.pid), "boot": self._boot}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(record, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise ClaimError(f"{path}: cannot write claim ({err.strerror}); check {self._store.directory}") from None
+
+    def remove(self, run_dir: str) -> None:
+        self._store.remove(run_dir)

@@ -1,0 +1,186 @@
+"""Host-wide claims with real processes: the lock serialises racers, dead and reused pids drop out."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from runqueue.devices.claims import Claim, ClaimStore
+from runqueue.devices.errors import ClaimError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_claim(run_dir: str, pid: int, device: str = "GPU-a", memory_mb: int = 2000) -> Claim:
+    return Claim(run_dir=run_dir, device_uuid=device, memory_mb=memory_mb, pid=pid, sid=os.getsid(0),
+                 queue_id="test", created=time.time())
+
+
+RACER = """
+    import os, sys, time
+    from pathlib import Path
+    from runqueue.devices.claims import Claim, ClaimStore
+    store, release = ClaimStore(Path(sys.argv[1])), Path(sys.argv[2])
+    with store.transaction() as txn:
+        if any(c.device_uuid == "GPU-only" for c in txn.live_claims()):
+            print("lost"); sys.exit(0)
+        time.sleep(0.2)  # without the lock every racer would get here and claim the GPU
+        txn.add(Claim(run_dir=f"/runs/{os.getpid()}", device_uuid="GPU-only", memory_mb=2000,
+                      pid=os.getpid(), sid=os.getsid(0), queue_id=str(os.getpid()), created=time.time()))
+    print("won", flush=True)
+    while not release.exists():  # stay alive (claim live) until every racer has decided
+        time.sleep(0.02)
+"""
+
+
+def test_racing_processes_claim_a_gpu_exactly_once(tmp_path: Path) -> None:
+    claims_dir, release = tmp_path / "claims", tmp_path / "release"
+    racers = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(RACER), str(claims_dir), str(release)],
+                               cwd=REPO, text=True, stdout=subprocess.PIPE) for _ in range(4)]
+    try:
+        outputs: list[str] = []
+        for racer in racers:
+            line = racer.stdout.readline().strip() if racer.stdout else ""
+            outputs.append(line)
+            if line == "won":
+                winner = racer
+        assert sorted(outputs) == ["lost", "lost", "lost", "won"]
+        live = ClaimStore(claims_dir).claims()
+        assert [(c.device_uuid, c.pid) for c in live] == [("GPU-only", winner.pid)]
+    finally:
+        release.touch()
+        for racer in racers:
+            racer.wait(timeout=30)
+    assert ClaimStore(claims_dir).claims() == []  # every racer exited: nothing is held any more
+
+
+def test_claim_of_dead_process_is_dropped_and_its_file_removed(tmp_path: Path) -> None:
+    store = ClaimStore(tmp_path / "claims")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with store.transaction() as txn:
+            txn.add(make_claim("/runs/a", child.pid))
+            txn.add(make_claim("/runs/b", os.getpid(), device="GPU-b"))
+            assert {c.run_dir for c in txn.live_claims()} == {"/runs/a", "/runs/b"}
+            assert txn.claim_for("/runs/a") is not None
+    finally:
+        child.kill()
+        child.wait()
+    assert [c.run_dir for c in store.claims()] == ["/runs/b"]  # read-only view already ignores it
+    assert len(list(store.directory.glob("*.claim.json"))) == 2  # ... without deleting anything
+    with store.transaction() as txn:
+        assert [c.run_dir for c in txn.live_claims()] == ["/runs/b"]
+        assert txn.claim_for("/runs/a") is None
+    assert len(list(store.directory.glob("*.claim.json"))) == 1
+    store.remove("/runs/b")
+    store.remove("/runs/never-claimed")
+    assert store.claims() == []
+
+
+def test_reused_pid_or_other_boot_does_not_keep_a_claim_alive(tmp_path: Path) -> None:
+    store = ClaimStore(tmp_path / "claims")
+    with store.transaction() as txn:
+        txn.add(make_claim("/runs/reused", os.getpid()))
+        txn.add(make_claim("/runs/rebooted", os.getpid()))
+    assert len(store.claims()) == 2
+    # Same pid, different start time: the pid now belongs to another process.
+    for path in store.directory.glob("*.claim.json"):
+        record = json.loads(path.read_text())
+        if record["run_dir"] == "/runs/reused":
+            record["pid_start"] -= 1
+        else:
+            record["boot"] = "an-earlier-boot"
+        path.write_text(json.dumps(record))
+    assert store.claims() == []
+
+
+def test_add_replaces_the_runs_previous_claim(tmp_path: Path) -> None:
+    store = ClaimStore(tmp_path / "claims")
+    with store.transaction() as txn:
+        txn.add(make_claim("/runs/a", os.getpid(), device="GPU-a"))
+        txn.add(make_claim("/runs/a", os.getpid(), device="GPU-b", memory_mb=4000))
+        assert [(c.device_uuid, c.memory_mb) for c in txn.live_claims()] == [("GPU-b", 4000)]
+
+
+def test_directory_created_shared_and_unsafe_directories_refused(tmp_path: Path) -> None:
+    store = ClaimStore(tmp_path / "new" / "claims")
+    with store.transaction() as txn:
+        txn.add(make_claim("/runs/a", os.getpid()))
+    mode = stat.S_IMODE(os.stat(store.directory).st_mode)
+    assert mode == 0o1777
+
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    with pytest.raises(ClaimError, match="chmod 1777"), ClaimStore(open_dir).transaction():
+        pass
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ClaimError, match="not a directory"), ClaimStore(tmp_path / "link").transaction():
+        pass
+
+
+def test_env_variable_chooses_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNQUEUE_CLAIMS_DIR", str(tmp_path / "from-env"))
+    assert ClaimStore().directory == tmp_path / "from-env"
+
+
+AS_OTHER_USER = """
+    import json, os, sys, time
+    from pathlib import Path
+    from runqueue.devices.claims import Claim, ClaimStore
+    store = ClaimStore(Path(sys.argv[1]))
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)  # everything is imported: /root is 0700
+    with store.transaction() as txn:
+        seen = sorted(c.run_dir for c in txn.live_claims())
+        txn.add(Claim(run_dir="/runs/nobody", device_uuid="GPU-a", memory_mb=1000, pid=os.getpid(),
+                      sid=os.getsid(0), queue_id="nobody", created=time.time()))
+    try:
+        store.remove("/runs/root-live")
+        removed_roots = "no error"
+    except Exception as err:
+        removed_roots = type(err).__name__
+    print(json.dumps({"seen": seen, "after": sorted(c.run_dir for c in store.claims()), "remove": removed_roots}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as a second user (uid 65534)")
+def test_second_user_shares_the_directory_and_cannot_delete_others_claims() -> None:
+    # pytest's tmp_path sits under a 0700 directory the second user cannot traverse.
+    shared = Path(tempfile.mkdtemp(prefix="devices-claims-"))
+    try:
+        shared.chmod(0o755)
+        check_second_user(ClaimStore(shared / "claims"))
+    finally:
+        shutil.rmtree(shared)
+
+
+def check_second_user(store: ClaimStore) -> None:
+    dead = subprocess.Popen(["true"])
+    with store.transaction() as txn:
+        txn.add(make_claim("/runs/root-live", os.getpid()))
+        txn.add(make_claim("/runs/root-dead", dead.pid))  # live at add time ...
+    dead.wait()  # ... dead now, but nobody cannot unlink root's file in the sticky directory
+    other = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(AS_OTHER_USER), str(store.directory)],
+        cwd=REPO, text=True, capture_output=True, timeout=60)
+    assert other.returncode == 0, other.stderr
+    result = json.loads(other.stdout)
+    assert result["seen"] == ["/runs/root-live"]  # root's dead claim is dropped even though undeletable
+    assert result["after"] == ["/runs/nobody", "/runs/root-live"]  # its own claim, while it ran
+    assert result["remove"] == "no error"  # root's claim file is left alone, without an error
+    owners = {json.loads(p.read_text())["run_dir"]: p.stat().st_uid for p in store.directory.glob("*.claim.json")}
+    assert owners == {"/runs/root-live": 0, "/runs/root-dead": 0, "/runs/nobody": 65534}
+    with store.transaction() as txn:  # nobody has exited; root may clean up everybody's stale claims
+        assert [c.run_dir for c in txn.live_claims()] == ["/runs/root-live"]
+    assert len(list(store.directory.glob("*.claim.json"))) == 1
