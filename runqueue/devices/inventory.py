@@ -106,16 +106,20 @@ def make_inventory(*, gpus: str | None, simulate_gpus: str | None, cpu_slots: in
 
 
 def _static_inventory(ids: tuple[str, ...]) -> Inventory:
-    return StaticInventory(ids)
+    """NVML restricted to `ids` when NVML works (UUIDs, memory, processes); else untracked ids.
+
+    Decided once, at start: switching later would key the same GPU by two names in the claims.
+    """
+    from runqueue.devices.nvml import NvmlInventory  # loads pynvml only when NVML is wanted
+
+    nvml = NvmlInventory(only=ids)
+    first = nvml.read()
+    if nvml.available or first.paused:
+        return nvml
+    return StaticInventory(ids, reason="NVML unavailable")
 
 
 def _nvml_inventory() -> Inventory:
-    return _NoGpuInventory("no GPUs (NVML inventory not available yet)")
+    from runqueue.devices.nvml import NvmlInventory
 
-
-class _NoGpuInventory:
-    def __init__(self, status: str) -> None:
-        self.status = status
-
-    def read(self) -> InventoryReading:
-        return InventoryReading(devices=(), status=self.status)
+    return NvmlInventory()
