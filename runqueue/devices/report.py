@@ -1,0 +1,100 @@
+"""What the inventory sees, for people (`runqueue gpus`) and for `status --json` (`devices_json`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from runqueue.devices.claims import Claim, ClaimStore
+from runqueue.devices.errors import ClaimError, InventoryError
+from runqueue.devices.inventory import make_inventory
+from runqueue.devices.model import Device, InventoryReading
+from runqueue.devices.placement import free_memory_mb
+
+
+def devices_json(reading: InventoryReading, claims: Sequence[Claim]) -> list[dict[str, Any]]:
+    """DESIGN.md §5 `devices` entries: uuid, index, name, memory_total_mb, memory_used_mb, runs."""
+    return [
+        {
+            "uuid": device.uuid,
+            "index": device.index,
+            "name": device.name,
+            "memory_total_mb": device.memory_total_mb,
+            "memory_used_mb": device.memory_used_mb,
+            "runs": sorted(claim.run_dir for claim in claims if claim.device_uuid == device.uuid),
+        }
+        for device in reading.devices
+    ]
+
+
+def _detailed_json(reading: InventoryReading, claims: Sequence[Claim]) -> dict[str, Any]:
+    our_sids = {claim.sid for claim in claims}
+    entries = devices_json(reading, claims)
+    for entry, device in zip(entries, reading.devices, strict=True):
+        entry["is_gpu"] = device.is_gpu
+        entry["free_mb"] = free_memory_mb(device, claims)
+        entry["processes"] = [
+            {"pid": p.pid, "used_mb": p.used_mb, "ours": p.sid is not None and p.sid in our_sids}
+            for p in device.processes
+        ]
+    return {"status": reading.status, "paused": reading.paused, "problems": list(reading.problems), "devices": entries}
+
+
+def _memory_text(device: Device, claims: Sequence[Claim]) -> str:
+    if device.memory_total_mb is None:
+        return "not tracked" if device.is_gpu else "-"
+    used = "?" if device.memory_used_mb is None else str(device.memory_used_mb)
+    free = free_memory_mb(device, claims)
+    return f"{used}/{device.memory_total_mb} MB used, {'?' if free is None else free} MB free"
+
+
+def render_table(reading: InventoryReading, claims: Sequence[Claim]) -> str:
+    """A few lines per device: identity, memory, processes, our runs."""
+    our_sids = {claim.sid for claim in claims}
+    lines = [reading.status]
+    for device in reading.devices:
+        lines.append(f"  [{device.index}] {device.uuid}  {device.name}  {_memory_text(device, claims)}")
+        if device.processes:
+            shown = ", ".join(
+                f"{p.pid} ({'ours' if p.sid in our_sids and p.sid is not None else 'foreign'}"
+                f"{'' if p.used_mb is None else f', {p.used_mb} MB'})"
+                for p in device.processes
+            )
+            lines.append(f"      processes: {shown}")
+        for claim in sorted(claims, key=lambda c: c.run_dir):
+            if claim.device_uuid == device.uuid:
+                lines.append(f"      run: {claim.run_dir} ({claim.memory_mb} MB declared, pid {claim.pid})")
+    lines.extend(f"  problem: {problem}" for problem in reading.problems)
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runqueue gpus", description="Show the devices the queue would use.")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--gpus", help="static list of GPU indices or UUIDs, e.g. 0,1")
+    parser.add_argument("--simulate-gpus", metavar="FILE", help="simulated inventory file (DESIGN.md §4)")
+    parser.add_argument("--cpu-slots", type=int, metavar="N", help="CPU slots offered when there is no GPU (default 1)")
+    return parser
+
+
+def gpus_command(argv: list[str]) -> int:
+    """`runqueue gpus [--json] [--gpus …] [--simulate-gpus …] [--cpu-slots N]`; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        reading = make_inventory(gpus=args.gpus, simulate_gpus=args.simulate_gpus, cpu_slots=args.cpu_slots).read()
+    except InventoryError as err:
+        print(f"runqueue gpus: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        claims = ClaimStore().claims()
+    except ClaimError as err:
+        claims = []
+        reading = InventoryReading(reading.devices, reading.status, (*reading.problems, str(err)), reading.paused)
+    if args.json:
+        print(json.dumps(_detailed_json(reading, claims), indent=2))
+    else:
+        print(render_table(reading, claims))
+    return 0
