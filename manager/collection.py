@@ -1,0 +1,134 @@
+"""RunCollection: a grid of runs (run specs x param sets) under `<root>/<name>/`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from manager.datasets import DatasetCollection
+from manager.errors import ManagerError
+from manager.params import RunParams
+from manager.prepare import PrepareReport, prepare_collection, write_collection_files
+from manager.run import Run
+from manager.runspec import RunSpec
+from runqueue.layout import DEFAULT_MEMORY_MB, DONE_MARKER, FAILED_MARKER, OUT_LOG
+
+Progress = Callable[[str], None]
+
+
+class RunCollection:
+    """`RunCollection(root, name, datasets)`; add params and run specs, then `prepare()`.
+
+    `python` is the interpreter the step scripts call (default: the one running now).
+    `gpu_memory_mb` (default 2000, MATLAB's gpuMemoryRequired) and `time_limit` ("2h", "90m" or
+    seconds) go into each run's runqueue.json when set to something other than the default.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        name: str,
+        datasets: DatasetCollection,
+        python: str | None = None,
+        gpu_memory_mb: int = DEFAULT_MEMORY_MB,
+        time_limit: str | int | None = None,
+    ) -> None:
+        if not name or "/" in name or name in (".", ".."):
+            raise ManagerError(None, f"collection name {name!r} cannot be a folder name", "use a plain folder name")
+        self.root = Path(os.path.abspath(Path(root).expanduser()))
+        self.name = name
+        self.dataset_collection = datasets
+        self.python = python or os.path.abspath(sys.executable)
+        self.gpu_memory_mb = int(gpu_memory_mb)
+        self.time_limit = time_limit
+        self.params: list[RunParams] = []
+        self.run_specs: list[RunSpec] = []
+
+    def __repr__(self) -> str:
+        return f"RunCollection({self.name!r}, {len(self.run_specs)} specs x {len(self.params)} params)"
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.name
+
+    # ---- building the grid -----------------------------------------------------------------
+    def add_params(self, params: RunParams | Iterable[RunParams]) -> None:
+        """Add one or many param sets; one with the same param hash replaces the existing entry."""
+        for item in [params] if isinstance(params, RunParams) else list(params):
+            for index, existing in enumerate(self.params):
+                if existing.param_hash == item.param_hash:
+                    self.params[index] = item
+                    break
+            else:
+                self.params.append(item)
+
+    def add_run_spec(self, spec: RunSpec) -> None:
+        """Add a run spec; one with the same name and datasets replaces the existing entry."""
+        for index, existing in enumerate(self.run_specs):
+            if existing.same_as(spec):
+                self.run_specs[index] = spec
+                return
+            if existing.name == spec.name:
+                raise ManagerError(None, f"run spec {spec.name!r} already exists with datasets {existing.dataset_names}",
+                                   "give the new run spec another name")
+        self.run_specs.append(spec)
+
+    @property
+    def runs(self) -> list[Run]:
+        """Every run, param set by param set (the original's column-major order of runs(iSpec, iParam))."""
+        return [Run(self, spec, params) for params in self.params for spec in self.run_specs]
+
+    def find_runs(self, spec: str | int | None = None, params: str | int | None = None) -> list[Run]:
+        """Runs matching a spec (name or 0-based index) and a param set (0-based index,
+        'param_HASH' or 'HASH'); None matches all."""
+        specs = self.run_specs if spec is None else [self._spec(spec)]
+        param_sets = self.params if params is None else [self._params(params)]
+        return [Run(self, s, p) for p in param_sets for s in specs]
+
+    def _spec(self, key: str | int) -> RunSpec:
+        if isinstance(key, int):
+            return self.run_specs[key]
+        for spec in self.run_specs:
+            if spec.name == key:
+                return spec
+        raise ManagerError(self.path, f"no run spec named {key!r}", f"use one of {[s.name for s in self.run_specs]}")
+
+    def _params(self, key: str | int) -> RunParams:
+        if isinstance(key, int):
+            return self.params[key]
+        wanted = key.removeprefix("param_")
+        for params in self.params:
+            if params.param_hash == wanted:
+                return params
+        raise ManagerError(self.path, f"no param set {key!r}", f"use one of {[p.param_hash_name for p in self.params]}")
+
+    # ---- writing ---------------------------------------------------------------------------
+    def prepare(self, regenerate: bool = False, progress: Progress | None = None) -> PrepareReport:
+        """Export data, link it into every run, write scripts, summary.txt and the collection scripts.
+
+        Nothing is rewritten when nothing changed; `regenerate=True` re-exports and re-links all.
+        """
+        return prepare_collection(self, regenerate=regenerate, progress=progress)
+
+    def write_summary(self) -> bool:
+        return write_collection_files(self, only_summary=True)
+
+    def delete_lfads_output(self, run: Run, confirm: bool = False) -> None:
+        """Delete a run's lfadsOutput/, lfads.out and the done/failed markers (the run goes again).
+
+        Without `confirm=True` it asks you to type "yes", like the original.
+        """
+        if not confirm:
+            answer = input(f"Delete LFADS output of {run.path}? Type yes to confirm: ")
+            if answer.strip() != "yes":
+                raise ManagerError(run.path, "deletion not confirmed", "type yes, or pass confirm=True")
+        shutil.rmtree(run.paths.lfads_output, ignore_errors=True)
+        for name in (OUT_LOG, DONE_MARKER, FAILED_MARKER):
+            try:
+                (run.path / name).unlink()
+            except FileNotFoundError:
+                pass
+

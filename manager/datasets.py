@@ -1,0 +1,176 @@
+"""Datasets (one file per session) and the collection (folder) that holds them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from manager.errors import ManagerError
+from manager.matfile import read_mat
+from manager.sequence import SequenceData, sequence_from_fields
+
+Loader = Callable[[Path], Mapping[str, Any]]
+
+
+def _read_npz(path: Path) -> dict[str, Any]:
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def _read_h5(path: Path) -> dict[str, Any]:
+    with h5py.File(path, "r") as handle:
+        return {key: node[()] for key, node in handle.items() if isinstance(node, h5py.Dataset)}
+
+
+# Suffix -> loader. `register_loader` adds formats; a Dataset may also carry its own loader.
+LOADERS: dict[str, Loader] = {".mat": read_mat, ".npz": _read_npz, ".h5": _read_h5, ".hdf5": _read_h5}
+
+
+def register_loader(suffix: str, loader: Loader) -> None:
+    """Teach every Dataset to read files ending in `suffix` (e.g. ".nwb"): `loader(path) -> {name: array}`.
+
+    The mapping uses the field names of `manager.sequence` (counts, timeVecMs, conditionId, truth, …).
+    """
+    LOADERS[suffix.lower() if suffix.startswith(".") else "." + suffix.lower()] = loader
+
+
+@dataclass(frozen=True)
+class SourceStamp:
+    """Identifies a dataset file's content cheaply (for deciding whether to export again)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+class Dataset:
+    """One session's data file. Subclass and override `load_counts` for anything custom
+    (the original's `generateCountsForDataset` hook)."""
+
+    def __init__(self, collection: DatasetCollection, rel_path: str | Path, loader: Loader | None = None) -> None:
+        self.collection = collection
+        self.rel_path = Path(rel_path)
+        self.loader = loader
+        self.name = self.rel_path.stem.replace(",", "_")
+        self.subject: str = ""
+        self.datenum: float | None = None
+        self.n_channels: int | None = None
+        self.n_trials: int | None = None
+        collection.add(self)
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r}, {str(self.path)!r})"
+
+    @property
+    def path(self) -> Path:
+        return self.collection.path / self.rel_path
+
+    @property
+    def single_run_name(self) -> str:
+        return f"single_{self.name}"
+
+    def source_stamp(self) -> SourceStamp:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError as error:
+            raise ManagerError(self.path, "dataset file not found", "check the dataset path or collection folder") from error
+        return SourceStamp(str(self.path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+    def load_data(self) -> Mapping[str, Any]:
+        """The file's variables, through `loader` or the loader registered for its suffix."""
+        loader = self.loader or LOADERS.get(self.path.suffix.lower())
+        if loader is None:
+            known = ", ".join(sorted(LOADERS))
+            raise ManagerError(self.path, f"no loader for {self.path.suffix!r} files (known: {known})",
+                               "convert the file or call manager.register_loader(suffix, function)")
+        self.source_stamp()
+        return loader(self.path)
+
+    def load_counts(self) -> SequenceData:
+        """Counts, time and truth for export and alignment; checked for bad values."""
+        return sequence_from_fields(self.load_data(), self.path)
+
+    def load_info(self) -> None:
+        """Fill subject, datenum, n_channels and n_trials from the file (LorenzExperiment.Dataset.loadInfo)."""
+        fields = self.load_data()
+        data = sequence_from_fields(fields, self.path)
+        self.n_trials, self.n_channels = data.n_trials, data.n_channels
+        subject = fields.get("subject")
+        self.subject = subject if isinstance(subject, str) else ""
+        when = fields.get("datetime")
+        self.datenum = float(np.asarray(when).ravel()[0]) if when is not None and np.size(when) else None
+
+
+@dataclass
+class DatasetCollection:
+    """A folder of datasets, in the order they were added (that order is the dataset index)."""
+
+    path: Path
+    name: str = ""
+    datasets: list[Dataset] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.path = Path(os.path.abspath(Path(self.path).expanduser()))
+        self.name = self.name or self.path.name
+
+    def add(self, dataset: Dataset) -> None:
+        """Add `dataset`, replacing one with the same name (as the original constructor does)."""
+        for index, existing in enumerate(self.datasets):
+            if existing.name == dataset.name:
+                self.datasets[index] = dataset
+                return
+        self.datasets.append(dataset)
+
+    def add_files(self, rel_paths: Iterable[str | Path], loader: Loader | None = None) -> list[Dataset]:
+        return [Dataset(self, rel_path, loader) for rel_path in rel_paths]
+
+    def __iter__(self) -> Iterator[Dataset]:
+        return iter(self.datasets)
+
+    def __len__(self) -> int:
+        return len(self.datasets)
+
+    def __getitem__(self, index: int) -> Dataset:
+        return self.datasets[index]
+
+    @property
+    def names(self) -> list[str]:
+        return [dataset.name for dataset in self.datasets]
+
+    def index_of(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ManagerError(self.path, f"unknown dataset {name!r} (known: {', '.join(self.names) or 'none'})",
+                               "use one of the known dataset names") from None
+
+    def load_info(self) -> None:
+        for dataset in self.datasets:
+            dataset.load_info()
+
+    def filter_datasets(self, mask: Sequence[bool]) -> None:
+        if len(mask) != len(self.datasets):
+            raise ValueError(f"mask has {len(mask)} entries for {len(self.datasets)} datasets")
+        self.datasets = [dataset for dataset, keep in zip(self.datasets, mask, strict=True) if keep]
+
+    def filter_having_minimum_trials(self, n_trials: int) -> None:
+        """Keep datasets with at least `n_trials` trials (loads their info if needed)."""
+        for dataset in self.datasets:
+            if dataset.n_trials is None:
+                dataset.load_info()
+        self.datasets = [d for d in self.datasets if (d.n_trials or 0) >= n_trials]
+
+    def filter_having_minimum_trials_for_batch_size(self, params: Any) -> None:
+        """Keep datasets with enough trials that the validation split fills one batch."""
+        self.filter_having_minimum_trials(minimum_trials(params))
+
+
+def minimum_trials(params: Any) -> int:
+    """c_batch_size * (trainToTestRatio + 1): the original's rule for a usable dataset."""
+    return int(params.c_batch_size) * (int(params.trainToTestRatio) + 1)

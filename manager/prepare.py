@@ -1,0 +1,305 @@
+"""prepare(): the run tree on disk, in phases that never leave a half-written state behind.
+
+1. check what is in the way (a plain file where a symlink or folder must go);
+2. for every (data hash, run spec) whose export is missing or stale, load and check its datasets and
+   compute the alignment; check every run's batch size against the trial counts;
+3. write the exports (once per data hash + run spec; every file atomic and compared before writing);
+4. write each run folder: lfadsInput symlinks, step scripts, runqueue.json;
+5. write the collection's summary.txt, launch_tensorboard.sh and run_lfads.py.
+Errors in 1-2 stop before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from manager.alignment import AlignmentResult, compute_alignment, plot_alignment_reconstruction
+from manager.atomicio import write_if_changed
+from manager.datasets import minimum_trials
+from manager.errors import ManagerError
+from manager.export import (
+    input_info_fields,
+    input_info_file_name,
+    lfads_arrays,
+    lfads_file_name,
+    rebin_factor,
+    rebin_sum,
+    write_input_info,
+    write_lfads_h5,
+)
+from manager.run import Run
+from manager.scripts import (
+    SCRIPT_MODE,
+    posterior_mean_script,
+    queue_script,
+    tensorboard_script,
+    train_script,
+    write_model_params_script,
+)
+from manager.sequence import SequenceData
+from manager.summary import summary_text
+from runqueue.layout import (
+    COLLECTION_QUEUE_SCRIPT,
+    DEFAULT_MEMORY_MB,
+    POSTERIOR_SCRIPT,
+    SUMMARY_FILE,
+    TENSORBOARD_SCRIPT,
+    TRAIN_SCRIPT,
+    WRITE_PARAMS_SCRIPT,
+)
+
+if TYPE_CHECKING:
+    from manager.collection import RunCollection
+
+EXPORT_STAMP_FILE = ".export_stamp.json"
+ALIGNMENT_PLOT_FILE = "alignment_reconstruction.png"
+# Bump when the export's content changes, so older exports are redone.
+EXPORT_FORMAT = 1
+
+
+@dataclass
+class PrepareReport:
+    exported: list[Path] = field(default_factory=list)  # data_<h>/<spec> folders (re)exported
+    files_written: list[Path] = field(default_factory=list)
+    export_seconds: float = 0.0
+    other_seconds: float = 0.0
+
+
+@dataclass
+class _ExportPlan:
+    run: Run  # any run of this (data hash, spec); its params define the export
+    sequences: list[SequenceData]
+    rebins: list[int]
+    alignment: AlignmentResult | None
+    stamp: dict[str, Any]
+
+
+def _say(progress: Callable[[str], None] | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
+
+
+# ---- phase 1 ------------------------------------------------------------------------------
+def _check_obstacles(runs: list[Run]) -> None:
+    for run in runs:
+        for folder in (run.path, run.paths.lfads_input, run.path_common_data):
+            if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+                raise ManagerError(folder, "a file is in the way of a folder the run tree needs", "move it away or delete it")
+        for name in run.symlink_targets():
+            entry = run.paths.lfads_input / name
+            if (entry.exists() or entry.is_dir()) and not entry.is_symlink():
+                raise ManagerError(entry, "an existing file is in the way of the lfadsInput symlink",
+                                   "move it away or delete it, then prepare again")
+
+
+# ---- phase 2 ------------------------------------------------------------------------------
+def _source_stamp(run: Run) -> dict[str, Any]:
+    return {
+        "format": EXPORT_FORMAT,
+        "data_hash": run.params.data_hash,
+        "spec": run.spec.name,
+        "datasets": [
+            {"name": d.name, **vars(d.source_stamp()), "loader": _loader_name(d)} for d in run.spec.datasets
+        ],
+    }
+
+
+def _loader_name(dataset: Any) -> str:
+    loader = dataset.loader
+    kind = type(dataset)
+    return f"{kind.__module__}.{kind.__qualname__}" + (f"/{loader.__module__}.{loader.__qualname__}" if loader else "")
+
+
+def _read_stamp(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((data_dir / EXPORT_STAMP_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored stamp when the export matches the current sources and all its files exist."""
+    stored = _read_stamp(run.path_common_data)
+    if stored is None or stored.get("source") != source:
+        return None
+    for dataset in run.dataset_names:
+        for name in (lfads_file_name(dataset), input_info_file_name(dataset)):
+            if not (run.path_common_data / name).is_file():
+                return None
+    return stored
+
+
+def _plan_export(run: Run, source: dict[str, Any], cache: dict[str, SequenceData]) -> _ExportPlan:
+    params = run.params
+    sequences, rebins = [], []
+    for dataset in run.spec.datasets:
+        if dataset.name not in cache:
+            cache[dataset.name] = dataset.load_counts()
+        data = cache[dataset.name]
+        sequences.append(data)
+        rebins.append(rebin_factor(params.spikeBinMs, data.bin_width_ms, dataset.path))
+    bins = {d.name: rebin_sum(s.counts[:1, :1], r).shape[-1] for d, s, r in zip(run.spec.datasets, sequences, rebins, strict=True)}
+    if len(set(bins.values())) > 1:
+        raise ManagerError(run.spec.datasets[0].path, f"run spec {run.spec.name!r} mixes trial lengths after rebinning {bins}",
+                           "trim every dataset of a stitched run to the same duration")
+    if min(bins.values()) == 0:
+        raise ManagerError(run.spec.datasets[0].path, f"trials are shorter than one {params.spikeBinMs:g} ms bin",
+                           "lower spikeBinMs")
+    alignment = None
+    if run.uses_alignment:
+        alignment = compute_alignment(sequences, rebins, int(params.c_factors_dim), params.alignmentApproach,
+                                      params.alignmentExtraArgs, where=run.spec.datasets[0].path)
+    counts = {d.name: {"n_trials": s.n_trials, "n_ext": 0 if s.external_inputs is None else int(s.external_inputs.shape[1])}
+              for d, s in zip(run.spec.datasets, sequences, strict=True)}
+    return _ExportPlan(run, sequences, rebins, alignment, {"source": source, "datasets": counts})
+
+
+def _check_trials(run: Run, counts: dict[str, dict[str, int]]) -> None:
+    params = run.params
+    needed = minimum_trials(params)
+    for dataset in run.spec.datasets:
+        info = counts[dataset.name]
+        if info["n_trials"] < needed:
+            raise ManagerError(
+                dataset.path,
+                f"{info['n_trials']} trials are too few for c_batch_size={params.c_batch_size} with "
+                f"trainToTestRatio={params.trainToTestRatio} (run {run.rel_dir} needs {needed})",
+                "lower c_batch_size or use a dataset with more trials",
+            )
+        if info["n_ext"] != params.c_ext_input_dim:
+            raise ManagerError(dataset.path, f"data has {info['n_ext']} external inputs but c_ext_input_dim={params.c_ext_input_dim}",
+                               "set c_ext_input_dim to the number of external inputs")
+
+
+# ---- phase 3 ------------------------------------------------------------------------------
+def _write_export(plan: _ExportPlan, force: bool) -> list[Path]:
+    run = plan.run
+    data_dir = run.path_common_data
+    data_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, (dataset, data, rebin) in enumerate(zip(run.spec.datasets, plan.sequences, plan.rebins, strict=True)):
+        alignment = plan.alignment.alignments[index] if plan.alignment else None
+        h5_path = data_dir / lfads_file_name(dataset.name)
+        arrays = lfads_arrays(data, rebin, int(run.params.trainToTestRatio), alignment)
+        if force:
+            h5_path.unlink(missing_ok=True)
+        if write_lfads_h5(h5_path, arrays):
+            written.append(h5_path)
+        info_path = data_dir / input_info_file_name(dataset.name)
+        if force:
+            info_path.unlink(missing_ok=True)
+        if write_input_info(info_path, input_info_fields(data, int(run.params.trainToTestRatio), run.params.data_hash)):
+            written.append(info_path)
+    if plan.alignment is not None:
+        png = plot_alignment_reconstruction(plan.alignment, run.dataset_names)
+        if write_if_changed(data_dir / ALIGNMENT_PLOT_FILE, png):
+            written.append(data_dir / ALIGNMENT_PLOT_FILE)
+    write_if_changed(data_dir / EXPORT_STAMP_FILE, json.dumps(plan.stamp, indent=1, sort_keys=True) + "\n")
+    return written
+
+
+# ---- phase 4 ------------------------------------------------------------------------------
+def _link(entry: Path, target: str, force: bool) -> bool:
+    if entry.is_symlink() and os.readlink(entry) == target and not force:
+        return False
+    tmp = entry.with_name(f".{entry.name}.link-tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, entry)  # atomic: the entry is never missing
+    return True
+
+
+def _resources(collection: RunCollection) -> str | None:
+    declared: dict[str, Any] = {}
+    if collection.gpu_memory_mb != DEFAULT_MEMORY_MB:
+        declared["memory_mb"] = collection.gpu_memory_mb
+    if collection.time_limit not in (None, ""):
+        declared["time_limit"] = collection.time_limit
+    return json.dumps(declared, sort_keys=True) + "\n" if declared else None
+
+
+def _write_run(run: Run, force_links: bool, resources: str | None) -> list[Path]:
+    written = []
+    run.paths.lfads_input.mkdir(parents=True, exist_ok=True)
+    for name, target in run.symlink_targets().items():
+        if _link(run.paths.lfads_input / name, target, force_links):
+            written.append(run.paths.lfads_input / name)
+    python, n = run.collection.python, run.n_datasets
+    scripts = {
+        TRAIN_SCRIPT: train_script(run.params, n, python),
+        POSTERIOR_SCRIPT: posterior_mean_script(run.params, n, python),
+        WRITE_PARAMS_SCRIPT: write_model_params_script(run.params, n, python),
+    }
+    for name, text in scripts.items():
+        if write_if_changed(run.path / name, text, SCRIPT_MODE):
+            written.append(run.path / name)
+    if resources is not None and write_if_changed(run.paths.resources, resources):
+        written.append(run.paths.resources)
+    return written
+
+
+# ---- phase 5 ------------------------------------------------------------------------------
+def write_collection_files(collection: RunCollection, only_summary: bool = False) -> bool:
+    collection.path.mkdir(parents=True, exist_ok=True)
+    changed = write_if_changed(collection.path / SUMMARY_FILE, summary_text(collection))
+    if only_summary:
+        return changed
+    rel_dirs = [run.rel_dir for run in collection.runs]
+    changed |= write_if_changed(collection.path / TENSORBOARD_SCRIPT, tensorboard_script(rel_dirs, collection.python), SCRIPT_MODE)
+    changed |= write_if_changed(collection.path / COLLECTION_QUEUE_SCRIPT, queue_script(collection.python), SCRIPT_MODE)
+    return changed
+
+
+def prepare_collection(collection: RunCollection, regenerate: bool = False,
+                       progress: Callable[[str], None] | None = None) -> PrepareReport:
+    report = PrepareReport()
+    runs = collection.runs
+    if not runs:
+        raise ManagerError(collection.path, "the collection has no runs", "add at least one param set and one run spec")
+    started = time.perf_counter()
+    _check_obstacles(runs)
+
+    groups: dict[tuple[str, str], Run] = {}
+    for run in runs:
+        groups.setdefault((run.params.data_hash, run.spec.name), run)
+    cache: dict[str, SequenceData] = {}
+    plans: list[_ExportPlan] = []
+    counts: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
+    export_seconds = 0.0
+    for key, run in groups.items():
+        source = _source_stamp(run)
+        current = None if regenerate else _export_is_current(run, source)
+        if current is not None:
+            counts[key] = current["datasets"]
+            continue
+        t0 = time.perf_counter()
+        _say(progress, f"loading {', '.join(run.dataset_names)} for {run.params.data_hash_name}/{run.spec.name}")
+        plan = _plan_export(run, source, cache)
+        export_seconds += time.perf_counter() - t0
+        plans.append(plan)
+        counts[key] = plan.stamp["datasets"]
+    for run in runs:
+        _check_trials(run, counts[(run.params.data_hash, run.spec.name)])
+
+    for plan in plans:
+        t0 = time.perf_counter()
+        _say(progress, f"exporting {plan.run.params.data_hash_name}/{plan.run.spec.name}")
+        report.files_written += _write_export(plan, force=regenerate)
+        report.exported.append(plan.run.path_common_data)
+        export_seconds += time.perf_counter() - t0
+    cache.clear()
+
+    resources = _resources(collection)
+    for run in runs:
+        report.files_written += _write_run(run, regenerate, resources)
+    write_collection_files(collection)
+    report.export_seconds = export_seconds
+    report.other_seconds = time.perf_counter() - started - export_seconds
+    _say(progress, f"prepared {len(runs)} runs in {collection.path}")
+    return report

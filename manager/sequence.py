@@ -1,0 +1,153 @@
+"""What a dataset hands to the export: counts, time, conditions, truth (`generateCountsForDataset`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from manager.errors import ManagerError
+
+COUNT_KEYS = ("counts", "spikes")
+TIME_KEYS = ("timeVecMs", "timeMs", "time_ms")
+CONDITION_KEYS = ("conditionId", "condition_id")
+TRUTH_KEYS = ("truth", "true_rates")
+TRUTH_BY_CONDITION_KEY = "true_rates_by_condition"
+EXT_INPUT_KEYS = ("externalInputs", "external_inputs")
+
+
+@dataclass(frozen=True)
+class SequenceData:
+    """One dataset's trials at the input binning.
+
+    counts:          nTrials x nChannels x nTime spike counts (whole numbers, no NaN, >= 0)
+    time_ms:         nTime, the time of each input bin (ms); the bin width is its step
+    condition_id:    nTrials numbers or strings, or None (only used for alignment)
+    truth:           nTrials x nChannels x nTime true rates per input bin, or None
+    external_inputs: nTrials x nExt x nTime, or None
+    """
+
+    counts: np.ndarray
+    time_ms: np.ndarray
+    bin_width_ms: float
+    condition_id: np.ndarray | None = None
+    truth: np.ndarray | None = None
+    external_inputs: np.ndarray | None = None
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.counts.shape[1])
+
+    @property
+    def n_time(self) -> int:
+        return int(self.counts.shape[2])
+
+
+def _first(fields: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if key in fields:
+            return fields[key]
+    return None
+
+
+def _condition_vector(raw: Any, n_trials: int, path: Path) -> np.ndarray | None:
+    if raw is None:
+        return None
+    if isinstance(raw, list):
+        values = np.array([str(item) for item in raw], dtype=object)
+    else:
+        values = np.asarray(raw).ravel()
+    if values.size != n_trials:
+        raise ManagerError(path, f"conditionId has {values.size} entries for {n_trials} trials", "give one condition per trial")
+    return values
+
+
+def _bin_width(time: np.ndarray, n_time: int, path: Path) -> tuple[np.ndarray, float]:
+    """The first trial's time vector and the one bin width every trial must share."""
+    if time.size == n_time:
+        rows = time.reshape(1, n_time)
+    elif time.ndim == 2 and time.shape[1] == n_time:
+        rows = time  # one time vector per trial
+    elif time.ndim == 2 and time.shape[0] == n_time:
+        rows = time.T
+    else:
+        raise ManagerError(path, f"time vector of shape {time.shape} does not match {n_time} time bins", "store one time per bin")
+    if n_time < 2:
+        return rows[0].astype(np.float64), 1.0
+    steps = np.diff(rows.astype(np.float64), axis=-1)
+    width = float(steps.flat[0])
+    if width <= 0 or not np.allclose(steps, width, rtol=1e-9, atol=1e-9):
+        raise ManagerError(
+            path, f"inconsistent bin widths in the time vector (from {steps.min():g} to {steps.max():g} ms)",
+            "resample every trial to one common bin width",
+        )
+    return rows[0].astype(np.float64), width
+
+
+def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
+    """Map loaded variables to SequenceData and refuse data the export cannot use."""
+    counts_raw = _first(fields, COUNT_KEYS)
+    if counts_raw is None:
+        raise ManagerError(path, f"no spike counts found (looked for {', '.join(COUNT_KEYS)})", "save the counts as 'counts' (trials x channels x time)")
+    counts = np.asarray(counts_raw)
+    if counts.ndim == 2:
+        counts = counts[:, :, None] if counts.shape[0] else counts.reshape(0, 0, 0)
+    if counts.ndim != 3 or counts.shape[0] == 0:
+        raise ManagerError(path, f"counts must be a non-empty trials x channels x time array, got shape {counts.shape}", "reshape the counts")
+    check_counts(counts, path)
+    n_trials, _, n_time = counts.shape
+    time_raw = _first(fields, TIME_KEYS)
+    time = np.arange(1, n_time + 1, dtype=np.float64) if time_raw is None else np.asarray(time_raw, dtype=np.float64)
+    time_ms, width = _bin_width(time, n_time, path)
+    condition_id = _condition_vector(_first(fields, CONDITION_KEYS), n_trials, path)
+    truth = _truth(fields, counts.shape, condition_id, path)
+    ext = _first(fields, EXT_INPUT_KEYS)
+    if ext is not None:
+        ext = np.asarray(ext, dtype=np.float64)
+        if ext.ndim == 2:
+            ext = ext[:, None, :]
+        if ext.shape[0] != n_trials or ext.shape[2] != n_time:
+            raise ManagerError(path, f"externalInputs shape {ext.shape} does not match counts {counts.shape}", "store trials x inputs x time")
+    return SequenceData(counts, time_ms, width, condition_id, truth, ext)
+
+
+def _truth(fields: Mapping[str, Any], shape: tuple[int, ...], condition_id: np.ndarray | None, path: Path) -> np.ndarray | None:
+    truth = _first(fields, TRUTH_KEYS)
+    if truth is not None:
+        truth = np.asarray(truth)
+        if truth.shape != shape:
+            raise ManagerError(path, f"truth shape {truth.shape} differs from counts {shape}", "store truth with the counts' shape")
+        return truth
+    by_condition = fields.get(TRUTH_BY_CONDITION_KEY)
+    if by_condition is None:
+        return None
+    by_condition = np.asarray(by_condition)
+    if condition_id is None:
+        raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} needs conditionId", "store conditionId (1-based) next to it")
+    index = condition_id.astype(np.int64) - 1
+    if by_condition.shape[1:] != shape[1:] or index.min() < 0 or index.max() >= by_condition.shape[0]:
+        raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} shape {by_condition.shape} does not fit conditionId and counts {shape}",
+                           "store conditions x channels x time with 1-based conditionId")
+    return by_condition[index]
+
+
+def check_counts(counts: np.ndarray, path: Path) -> None:
+    if counts.dtype.kind in "iub":
+        if counts.dtype.kind == "i" and counts.size and counts.min() < 0:
+            raise ManagerError(path, "negative spike counts", "counts must be >= 0 (spike counts, not rates)")
+        return
+    if counts.dtype.kind != "f":
+        raise ManagerError(path, f"counts have dtype {counts.dtype}", "store spike counts as integers or doubles")
+    if np.isnan(counts).any():
+        raise ManagerError(path, "NaN in spike counts", "replace NaNs (e.g. drop the affected trials) before preparing")
+    if (counts < 0).any():
+        raise ManagerError(path, "negative spike counts", "counts must be >= 0 (spike counts, not rates)")
+    if not np.isfinite(counts).all() or (counts != np.round(counts)).any():
+        raise ManagerError(path, "spike counts that are not whole numbers", "export counts per bin, not rates")

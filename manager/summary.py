@@ -1,0 +1,45 @@
+"""summary.txt: which runs exist and every parameter of each (RunCollection.generateSummaryText)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from manager.matlab_values import format_summary_value
+
+if TYPE_CHECKING:
+    from manager.collection import RunCollection
+    from manager.params import RunParams
+
+
+def short_differences(params: RunParams) -> str:
+    """`prop=value prop=value` for the non-default properties (generateShortDifferencesString)."""
+    return " ".join(f"{name}={format_summary_value(value)}" for name, value in params.non_default().items())
+
+
+def summary_text(collection: RunCollection) -> str:
+    datasets = collection.dataset_collection
+    lines = [
+        f'RunCollection "{collection.name}" ({len(collection.runs)} runs total)',
+        f"  Path: {collection.path}",
+        f'  Dataset Collection "{datasets.name}" ({len(datasets)} datasets) in {datasets.path}',
+        "",
+        "  ------------------------",
+        f"  {len(collection.run_specs)} Run Specifications:",
+        "",
+    ]
+    for index, spec in enumerate(collection.run_specs, start=1):
+        lines.append(f'    [runSpec {index}] RunSpec "{spec.name}" ({spec.n_datasets} datasets)')
+        for ds_index, name in zip(spec.dataset_indices, spec.dataset_names, strict=True):
+            lines.append(f'      [ds {ds_index + 1}] Dataset "{name}"')
+        lines.append("")
+    lines += ["  ------------------------", f"  {len(collection.params)} Parameter Settings:", ""]
+    for index, params in enumerate(collection.params, start=1):
+        lines.append(f'    [{index} {params.param_hash_name} {params.data_hash_name}] RunParams "{params.name}"')
+        lines.append(f"      {short_differences(params)}")
+        lines.append("")
+        for prop, value in params.items():
+            if prop.name in ("name", "version") or ((prop.hidden or prop.added) and params.is_default(prop)):
+                continue
+            lines.append(f"      {prop.name}: {format_summary_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
