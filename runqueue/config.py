@@ -1,0 +1,171 @@
+"""`runqueue serve --config FILE`: the service's TOML file, checked before anything starts.
+
+The keys are the `runqueue run` flags with underscores (`max_per_gpu` for `--max-per-gpu`), plus
+`roots`. Relative paths are taken from the file's folder, so a config can travel with its runs.
+
+    roots = ["/data/lfads/runs"]
+    max_per_gpu = 2
+    memory_per_run = 4000
+    time_limit = "12h"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from runqueue.durations import parse_duration
+from runqueue.errors import RunqueueError
+from runqueue.layout import DEFAULT_MEMORY_MB
+
+
+class ConfigError(RunqueueError, ValueError):
+    """The service config cannot be used as written; one line naming the file and the fix."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What `runqueue serve` runs with. None means "the queue's own default"."""
+
+    roots: tuple[Path, ...]
+    gpus: str | None = None
+    simulate_gpus: Path | None = None
+    cpu_slots: int | None = None
+    max_per_gpu: int = 1
+    memory_per_run: int = DEFAULT_MEMORY_MB
+    retries: int = 1
+    time_limit: float | None = None  # seconds; the file may say "12h", "90m", "1h30m" or a number
+    foreign: Literal["block", "share"] = "block"
+    poll_interval: float | None = None  # seconds between full rescans
+    quiet: bool = False
+    executor: Literal["local", "slurm"] = "local"
+    claims_dir: Path | None = None
+
+    def to_argv(self) -> list[str]:
+        """The same settings as `runqueue run --watch` arguments, for a CLI that parses flags once."""
+        argv = [str(root) for root in self.roots] + ["--watch"]
+        options: list[tuple[str, object]] = [
+            ("--gpus", self.gpus),
+            ("--simulate-gpus", self.simulate_gpus),
+            ("--cpu-slots", self.cpu_slots),
+            ("--max-per-gpu", self.max_per_gpu),
+            ("--memory-per-run", self.memory_per_run),
+            ("--retries", self.retries),
+            ("--time-limit", None if self.time_limit is None else f"{self.time_limit:g}"),
+            ("--foreign", self.foreign),
+            ("--poll-interval", None if self.poll_interval is None else f"{self.poll_interval:g}"),
+            ("--executor", self.executor),
+        ]
+        for flag, value in options:
+            if value is not None:
+                argv += [flag, str(value)]
+        if self.quiet:
+            argv.append("--quiet")
+        return argv
+
+
+VALID_KEYS = tuple(field.name for field in fields(ServiceConfig))
+
+
+def load_service_config(path: Path | str) -> ServiceConfig:
+    """Read and check `path`; ConfigError (one line: file, problem, fix) on anything wrong."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "config file not found", "pass an existing file to --config") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(path, f"cannot read config file: {err}", "check its permissions") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(path, f"not valid TOML: {err}", "fix the syntax") from None
+    unknown = sorted(set(data) - set(VALID_KEYS))
+    if unknown:
+        raise ConfigError(path, f"unknown key(s) {', '.join(map(repr, unknown))}",
+                          f"valid keys: {', '.join(VALID_KEYS)}; use underscores, e.g. max_per_gpu")
+    return _Checker(path, data).config()
+
+
+class _Checker:
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+        self.base = path.resolve().parent
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.path, f"{key}: {problem}", "fix that key or remove it to use the default")
+
+    def config(self) -> ServiceConfig:
+        values: dict[str, Any] = {"roots": self.roots()}
+        for key in ("cpu_slots", "retries"):
+            self._maybe(values, key, self.integer(key, minimum=0))
+        for key in ("max_per_gpu", "memory_per_run"):
+            self._maybe(values, key, self.integer(key, minimum=1))
+        self._maybe(values, "gpus", self.text("gpus"))
+        for key in ("simulate_gpus", "claims_dir"):
+            text = self.text(key)
+            self._maybe(values, key, None if text is None else self.base / Path(text).expanduser())
+        self._maybe(values, "foreign", self.choice("foreign", ("block", "share")))
+        self._maybe(values, "executor", self.choice("executor", ("local", "slurm")))
+        self._maybe(values, "time_limit", self.duration("time_limit"))
+        self._maybe(values, "poll_interval", self.duration("poll_interval"))
+        if "quiet" in self.data:
+            if not isinstance(self.data["quiet"], bool):
+                raise self.fail("quiet", "must be true or false")
+            values["quiet"] = self.data["quiet"]
+        return ServiceConfig(**values)
+
+    @staticmethod
+    def _maybe(values: dict[str, Any], key: str, value: object) -> None:
+        if value is not None:
+            values[key] = value
+
+    def roots(self) -> tuple[Path, ...]:
+        raw = self.data.get("roots")
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw or not all(isinstance(item, str) and item for item in raw):
+            raise ConfigError(self.path, "roots: must be a non-empty list of folders",
+                              'e.g. roots = ["/data/lfads/runs"]')
+        roots = tuple(self.base / Path(item).expanduser() for item in raw)
+        missing = [str(root) for root in roots if not root.is_dir()]
+        if missing:
+            raise ConfigError(self.path, f"roots: no such folder {', '.join(missing)}",
+                              "create it, mount it, or remove it from roots")
+        return roots
+
+    def integer(self, key: str, minimum: int) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise self.fail(key, f"must be a whole number >= {minimum}, got {value!r}")
+        return value
+
+    def text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, f"must be a non-empty string, got {value!r}")
+        return value.strip()
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if value not in allowed:
+            raise self.fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return str(value)
+
+    def duration(self, key: str) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.fail(key, f'must be a duration such as "90m", "12h" or a number of seconds, got {value!r}')
+        try:
+            return parse_duration(value)
+        except ValueError as err:
+            raise self.fail(key, str(err)) from None

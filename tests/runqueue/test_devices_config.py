@@ -1,0 +1,88 @@
+"""The service's TOML config: every knob checked, relative paths from the file's folder, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runqueue.config import ConfigError, ServiceConfig, load_service_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "etc" / "runqueue.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_full_config_loads_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "etc" / "more").mkdir(parents=True)
+    path = write(tmp_path, '''
+roots = ["../runs", "more"]
+gpus = "0,1"
+simulate_gpus = "gpus.json"
+cpu_slots = 2
+max_per_gpu = 3
+memory_per_run = 4000
+retries = 0
+time_limit = "1h30m"
+foreign = "share"
+poll_interval = 15
+quiet = true
+executor = "local"
+claims_dir = "/run/lfads-claims"
+''')
+    config = load_service_config(path)
+    etc = tmp_path / "etc"
+    assert config == ServiceConfig(
+        roots=(etc / "../runs", etc / "more"), gpus="0,1", simulate_gpus=etc / "gpus.json", cpu_slots=2,
+        max_per_gpu=3, memory_per_run=4000, retries=0, time_limit=5400.0, foreign="share", poll_interval=15.0,
+        quiet=True, executor="local", claims_dir=Path("/run/lfads-claims"))
+    assert config.to_argv() == [
+        str(etc / "../runs"), str(etc / "more"), "--watch", "--gpus", "0,1", "--simulate-gpus", str(etc / "gpus.json"),
+        "--cpu-slots", "2", "--max-per-gpu", "3", "--memory-per-run", "4000", "--retries", "0",
+        "--time-limit", "5400", "--foreign", "share", "--poll-interval", "15", "--executor", "local", "--quiet"]
+
+
+def test_minimal_config_takes_the_design_defaults(tmp_path: Path) -> None:
+    config = load_service_config(write(tmp_path, f'roots = "{tmp_path}"\n'))
+    assert (config.roots, config.max_per_gpu, config.memory_per_run, config.retries, config.foreign) == (
+        (tmp_path,), 1, 2000, 1, "block")
+    assert config.time_limit is None and config.gpus is None and not config.quiet
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("roots = [\"{root}\"]\ngpu = \"0\"\nmax_per_gpus = 2\n",
+         "unknown key(s) 'gpu', 'max_per_gpus' (valid keys: roots, gpus, simulate_gpus, cpu_slots, max_per_gpu,"),
+        ("roots = [\"{root}\"]\nmax-per-gpu = 2\n", "use underscores"),
+        ("roots = []\n", "roots: must be a non-empty list of folders"),
+        ("max_per_gpu = 2\n", "roots: must be a non-empty list"),
+        ("roots = [\"{root}/nope\"]\n", "roots: no such folder"),
+        ("roots = [\"{root}\"]\nmax_per_gpu = 0\n", "max_per_gpu: must be a whole number >= 1, got 0"),
+        ("roots = [\"{root}\"]\nretries = true\n", "retries: must be a whole number >= 0, got True"),
+        ("roots = [\"{root}\"]\nmemory_per_run = \"4GB\"\n", "memory_per_run: must be a whole number >= 1"),
+        ("roots = [\"{root}\"]\nforeign = \"allow\"\n", "foreign: must be one of block, share, got 'allow'"),
+        ("roots = [\"{root}\"]\ntime_limit = \"soon\"\n", "time_limit: invalid duration 'soon'"),
+        ("roots = [\"{root}\"]\ntime_limit = [1]\n", "time_limit: must be a duration"),
+        ("roots = [\"{root}\"]\nquiet = \"yes\"\n", "quiet: must be true or false"),
+        ("roots = [\"{root}\"\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_line_naming_the_file(tmp_path: Path, body: str, expected: str) -> None:
+    path = write(tmp_path, body.replace("{root}", str(tmp_path)))
+    with pytest.raises(ConfigError) as caught:
+        load_service_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "\n" not in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_service_config(tmp_path / "absent.toml")
