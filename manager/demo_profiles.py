@@ -13,6 +13,8 @@ from typing import Any
 # property's MATLAB type by RunParams, so hashes match the MATLAB tool.
 SEED_PROFILE: dict[str, Any] = {
     "n_datasets": 4,
+    # Lorenz generator size knobs (manager.lorenz.LorenzSizes); empty = the original's sizes.
+    "lorenz": {},
     "collection": "exampleRun",
     # run spec name -> 1-based dataset indices, as in drive_script_stitching.m
     "run_specs": {
@@ -35,6 +37,8 @@ SEED_PROFILE: dict[str, Any] = {
 
 QUICK_PROFILE: dict[str, Any] = {
     "n_datasets": 2,
+    # 5 ms input bins keep the export small (spikeBinMs must stay a multiple of 5).
+    "lorenz": {"bin_ms": 5},
     "collection": "lorenzQuick",
     "run_specs": {
         "single_dataset001": [1],

@@ -6,8 +6,8 @@ bit for bit, so the numbers differ from the MATLAB files; the recipe is the same
 reproducible for a given seed.
 
 Storage (so a full-size dataset is a few MB instead of ~0.5 GB):
-  spikes                   uint8, nTrials x nChannels x nTime (0/1)
-  true_rates_by_condition  float32, nConditions x nChannels x nTime, spikes per ms
+  spikes                   uint8, nTrials x nChannels x nBins (0/1 at the default 1 ms bins)
+  true_rates_by_condition  float32, nConditions x nChannels x nBins, expected spikes per bin
   conditionId              nTrials x 1, 1-based index into the conditions
 The dataset loader expands the truth to trials through `conditionId`.
 """
@@ -39,6 +39,9 @@ class LorenzSizes:
     burn_in: int = 500
     dt: float = 0.006
     mean_rate_hz: float = 5.0
+    # Width of the stored bins in ms: spikes are drawn per 1 ms and summed into bins this wide
+    # (1 = the original's 0/1 spikes). Coarser bins make files and exports much smaller.
+    bin_ms: int = 1
 
 
 def lorenz_trajectories(n_conditions: int, n_time: int, burn_in: int, dt: float, rng: np.random.Generator) -> np.ndarray:
@@ -68,22 +71,26 @@ def _dataset_fields(index: int, trajectories: np.ndarray, sizes: LorenzSizes, rn
     log_rates = np.einsum("nk,ktc->cnt", loading, trajectories) + bias[None, :, None]
     rates = np.exp(np.clip(log_rates, -20.0, 20.0))
     condition_id = np.repeat(np.arange(1, n_conditions + 1), trials_per_condition)
-    spikes = np.empty((condition_id.size, n_channels, sizes.n_time), dtype=np.uint8)
+    width = int(sizes.bin_ms)
+    n_bins = sizes.n_time // width
+    spikes = np.empty((condition_id.size, n_channels, n_bins), dtype=np.uint8)
     # Poisson(rate) > 0 is a Bernoulli draw with p = 1 - exp(-rate); drawing it directly is cheaper.
-    p_spike = -np.expm1(-rates)
+    p_spike = -np.expm1(-rates[:, :, : n_bins * width])
     for condition in range(n_conditions):
         rows = np.flatnonzero(condition_id == condition + 1)
-        spikes[rows] = rng.random((rows.size, n_channels, sizes.n_time)) < p_spike[condition]
+        drawn = rng.random((rows.size, n_channels, n_bins * width)) < p_spike[condition]
+        spikes[rows] = drawn.reshape(rows.size, n_channels, n_bins, width).sum(axis=3)
+    binned_rates = rates[:, :, : n_bins * width].reshape(n_conditions, n_channels, n_bins, width).sum(axis=3)
     return {
         "spikes": spikes,
-        "timeMs": np.arange(sizes.n_time, dtype=np.float64),
+        "timeMs": np.arange(n_bins, dtype=np.float64) * width,
         "conditionId": condition_id.astype(np.float64),
         "datetime": _BASE_DATENUM + index,
         "subject": "lorenz_example",
         "W": loading,
         "b": bias,
         "lorenz_trajectories": trajectories,
-        "true_rates_by_condition": rates.astype(np.float32),
+        "true_rates_by_condition": binned_rates.astype(np.float32),
     }
 
 

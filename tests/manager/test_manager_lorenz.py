@@ -49,3 +49,15 @@ def test_trajectories_are_normalised_lorenz():
     assert trajectories.shape == (3, 400, 3)
     np.testing.assert_allclose(trajectories.mean(axis=1), 0, atol=1e-12)
     np.testing.assert_allclose(trajectories.max(axis=1), 1)
+
+
+def test_coarser_bins_sum_the_one_ms_draws(tmp_path):
+    (fine,) = generate_lorenz_datasets(tmp_path / "fine", n_datasets=1, **TINY)
+    (coarse,) = generate_lorenz_datasets(tmp_path / "coarse", n_datasets=1, bin_ms=5, **TINY)
+    fine_fields, coarse_fields = read_mat(fine), read_mat(coarse)
+    # Same random stream, so the 5 ms counts are the 1 ms spikes summed in groups of five.
+    summed = fine_fields["spikes"].reshape(*fine_fields["spikes"].shape[:2], 12, 5).sum(axis=3)
+    np.testing.assert_array_equal(coarse_fields["spikes"], summed)
+    np.testing.assert_array_equal(coarse_fields["timeMs"].ravel(), np.arange(0, 60, 5))
+    truth = fine_fields["true_rates_by_condition"].astype(np.float64).reshape(4, -1, 12, 5).sum(axis=3)
+    np.testing.assert_allclose(coarse_fields["true_rates_by_condition"], truth, rtol=1e-5)
