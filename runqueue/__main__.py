@@ -1,0 +1,7 @@
+"""`python -m runqueue` is `runqueue`."""
+
+import sys
+
+from runqueue.cli import main
+
+sys.exit(main())

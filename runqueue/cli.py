@@ -1,0 +1,236 @@
+"""`runqueue`: run, serve, status, requeue, cancel, gpus (DESIGN.md §5).
+
+Never imports TensorFlow or the model (tests/runqueue/test_runqueue_cli.py checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from runqueue.durations import parse_duration
+from runqueue.errors import RunqueueError
+from runqueue.layout import DEFAULT_MEMORY_MB
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def _add_device_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpus", metavar="LIST", help="use only these GPUs: indices or UUIDs, e.g. 0,1")
+    parser.add_argument("--simulate-gpus", metavar="FILE", help="simulated inventory file (DESIGN.md §4; also $RUNQUEUE_SIMULATE_GPUS)")
+    parser.add_argument("--cpu-slots", type=_non_negative_int, metavar="N", help="CPU slots offered when there is no GPU (default 1)")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    _add_device_flags(parser)
+    parser.add_argument("--max-per-gpu", type=_positive_int, default=1, metavar="N", help="runs per GPU, packed by declared memory (default 1)")
+    parser.add_argument("--foreign", choices=("block", "share"), default="block", help="GPUs with other users' processes: block (default) or share when memory fits")
+    parser.add_argument("--memory-per-run", type=_non_negative_int, default=DEFAULT_MEMORY_MB, metavar="MB", help=f"GPU memory a run declares unless its runqueue.json says otherwise (default {DEFAULT_MEMORY_MB})")
+    parser.add_argument("--retries", type=_non_negative_int, default=1, metavar="N", help="attempts after the first failure, each from the failed step (default 1)")
+    parser.add_argument("--retry-backoff", type=_non_negative_float, default=10.0, metavar="SECONDS", help="wait before the first retry, doubled for each further one (default 10)")
+    parser.add_argument("--time-limit", type=_duration, metavar="DURATION", help="stop a run's attempt after e.g. 90s, 45m, 2h, 1h30m (default: none)")
+    parser.add_argument("--kill-grace", type=_non_negative_float, default=10.0, metavar="SECONDS", help="between SIGTERM and SIGKILL when stopping a run (default 10)")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (only local exists yet)")
+    parser.add_argument("--poll-interval", type=_duration, default=5.0, metavar="DURATION", help="rescan the roots this often (default 5s)")
+    parser.add_argument("--quiet", action="store_true", help="do not echo the runs' output (events and status still show)")
+    parser.add_argument("--stop-runs", action="store_true", help="on Ctrl-C/SIGTERM also stop the running runs (recorded as interrupted)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runqueue", description="The LFADS Run Queue: train every pending run on the free GPUs.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run every pending run under ROOT; return when none is pending or running")
+    run.add_argument("roots", nargs="+", metavar="ROOT", type=Path)
+    run.add_argument("--watch", action="store_true", help="keep watching for new and requeued runs")
+    _add_run_flags(run)
+
+    serve = commands.add_parser("serve", help="the long-running service: watch roots forever")
+    serve.add_argument("--config", metavar="FILE", type=Path, help="TOML service configuration (roots and the `run` knobs)")
+    serve.add_argument("roots", nargs="*", metavar="ROOT", type=Path, help="roots to watch (instead of, or besides, the config's)")
+
+    status = commands.add_parser("status", help="runs (pending/running/done/failed), devices, claims")
+    status.add_argument("roots", nargs="+", metavar="ROOT", type=Path)
+    status.add_argument("--json", action="store_true", help="one JSON object (DESIGN.md §5)")
+    _add_device_flags(status)
+
+    requeue = commands.add_parser("requeue", help="clear done/failed markers so the run goes again")
+    requeue.add_argument("runs", nargs="+", metavar="RUN")
+
+    cancel = commands.add_parser("cancel", help="stop a running run (its whole process group) and mark it failed (cancelled)")
+    cancel.add_argument("runs", nargs="+", metavar="RUN")
+    cancel.add_argument("--grace", type=_non_negative_float, default=15.0, metavar="SECONDS", help="wait this long for the run to stop before killing it")
+
+    commands.add_parser("gpus", help="what the inventory sees", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["gpus"]:
+        from runqueue.devices.report import gpus_command
+
+        return gpus_command(arguments[1:])
+    args = _parser().parse_args(arguments)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "status":
+            return _status(args)
+        if args.command == "requeue":
+            return _requeue(args)
+        if args.command == "cancel":
+            return _cancel(args)
+    except (RunqueueError, ValueError, RuntimeError) as error:
+        # InventoryError is a ValueError and ClaimError a RuntimeError: both are one-line, user-facing.
+        print(f"runqueue {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    raise AssertionError(args.command)
+
+
+def _options_from_args(args: argparse.Namespace, roots: list[Path]) -> object:
+    from runqueue.scheduler import QueueOptions
+
+    return QueueOptions(
+        roots=roots,
+        watch=getattr(args, "watch", False),
+        gpus=args.gpus,
+        simulate_gpus=args.simulate_gpus,
+        cpu_slots=args.cpu_slots,
+        max_per_gpu=args.max_per_gpu,
+        foreign=args.foreign,
+        memory_per_run=args.memory_per_run,
+        retries=args.retries,
+        retry_backoff_s=args.retry_backoff,
+        time_limit_s=args.time_limit,
+        kill_grace_s=args.kill_grace,
+        executor=args.executor,
+        poll_interval_s=args.poll_interval,
+        quiet=args.quiet,
+        stop_runs=args.stop_runs,
+    )
+
+
+def _check_roots(roots: list[Path]) -> None:
+    for root in roots:
+        if not root.is_dir():
+            raise RunqueueError(root, "is not a directory", "give a runs folder, a collection or a run folder")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runqueue.scheduler import Scheduler
+
+    _check_roots(args.roots)
+    options = _options_from_args(args, args.roots)
+    return Scheduler(options).run()  # type: ignore[arg-type]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from runqueue.serve import serve
+
+    return serve(args.config, list(args.roots))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from runqueue.devices.claims import ClaimStore
+    from runqueue.devices.errors import ClaimError, InventoryError
+    from runqueue.devices.inventory import make_inventory
+    from runqueue.devices.placement import PlacementPolicy
+    from runqueue.devices.report import devices_json
+    from runqueue.devices.report import render_table as render_devices
+    from runqueue.discovery import find_runs
+    from runqueue.status import render_table, run_row
+
+    _check_roots(args.roots)
+    problems: list[str] = []
+    try:
+        reading = make_inventory(gpus=args.gpus, simulate_gpus=args.simulate_gpus, cpu_slots=args.cpu_slots).read()
+    except InventoryError as error:
+        from runqueue.devices.model import InventoryReading
+
+        reading = InventoryReading(devices=(), status=f"inventory unavailable: {error}")
+        problems.append(str(error))
+    try:
+        claims = ClaimStore().claims()
+    except ClaimError as error:
+        claims = []
+        problems.append(str(error))
+    rows = [run_row(found, reading.devices, claims, PlacementPolicy()) for found in find_runs(args.roots)]
+    if args.json:
+        print(json.dumps({"runs": [row.to_json() for row in rows], "devices": devices_json(reading, claims)}, indent=1))
+    else:
+        print(render_table(rows, ["", *render_devices(reading, claims).splitlines()]))
+    for problem in problems:
+        print(f"runqueue status: {problem}", file=sys.stderr)
+    return 0
+
+
+def _requeue(args: argparse.Namespace) -> int:
+    from runqueue.control import requeue, resolve_runs
+    from runqueue.layout import RunPaths
+
+    runs, errors = resolve_runs(args.runs)
+    for run in runs:
+        print(f"{run}: {requeue(RunPaths(run))}")
+    for error in errors:
+        print(f"runqueue requeue: error: {error}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from runqueue.control import cancel, resolve_runs
+    from runqueue.layout import RunPaths
+
+    runs, errors = resolve_runs(args.runs)
+    for run in runs:
+        try:
+            print(f"{run}: {cancel(RunPaths(run), args.grace)}")
+        except PermissionError as error:
+            errors.append(f"{run}: not allowed to stop this run ({error.strerror}); ask its owner or run as root")
+    for error in errors:
+        print(f"runqueue cancel: error: {error}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

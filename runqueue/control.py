@@ -1,0 +1,116 @@
+"""`runqueue requeue` and `runqueue cancel`: act on runs through their markers, lock and supervisor."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import time
+from pathlib import Path
+
+from runqueue import runlock
+from runqueue.atomicio import atomic_write_json
+from runqueue.layout import RunPaths
+from runqueue.procinfo import is_alive, session_members, signal_session
+from runqueue.runstate import FailureRecord, PersistedState, Reason, load_state, now_iso, save_state
+
+
+def requeue(paths: RunPaths) -> str:
+    """Clear lfads.done / lfads.failed and the attempt count; returns what was done, in words."""
+    if runlock.is_held(paths.lock):
+        return "is running; not requeued (`runqueue cancel` it first)"
+    removed = []
+    for marker in (paths.done_marker, paths.failed_marker):
+        with contextlib.suppress(FileNotFoundError):
+            marker.unlink()
+            removed.append(marker.name)
+    previous = load_state(paths)
+    if paths.state.exists():
+        save_state(paths, PersistedState(history=previous.history))
+    if removed:
+        return f"requeued (removed {', '.join(removed)})"
+    return "requeued (attempt count reset)" if previous.attempt else "already pending"
+
+
+def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
+    """Stop a run's whole session and mark it failed(cancelled); returns what was done, in words."""
+    if os.path.lexists(paths.done_marker):
+        return "already done; nothing to cancel"
+    if os.path.lexists(paths.failed_marker):
+        return "already failed; nothing to cancel"
+    if not runlock.is_held(paths.lock):
+        _write_cancelled(paths, None, "cancelled before it started")
+        return "was not running; marked failed (cancelled) so it does not start"
+    state = load_state(paths)
+    pid, start = state.supervisor_pid, state.supervisor_start_time
+    if is_alive(pid, start):
+        assert pid is not None
+        if _ask_supervisor(pid, start, grace_s) and os.path.lexists(paths.failed_marker):
+            return f"cancelled (supervisor pid {pid} stopped it)"
+    # No supervisor to ask (it died and left steps running), or it did not answer: stop its
+    # session ourselves. The supervisor led that session, so its pid is the session id.
+    if pid:
+        _stop_session(pid, grace_s)
+    _write_cancelled(paths, state.step, "cancelled with `runqueue cancel`; the queue stopped the processes itself")
+    return "cancelled (processes stopped by `runqueue cancel`)"
+
+
+def _ask_supervisor(pid: int, start: int | None, grace_s: float) -> bool:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if not is_alive(pid, start):
+            return False
+        signal.pidfd_send_signal(pidfd, signal.SIGUSR1)
+        ready, _, _ = select.select([pidfd], [], [], grace_s + 10.0)
+        return bool(ready)
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
+def _stop_session(sid: int, grace_s: float) -> None:
+    me = frozenset({os.getpid()})
+    signal_session(sid, signal.SIGTERM, spare=me)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and [pid for pid in session_members(sid) if pid not in me]:
+        time.sleep(0.05)
+    signal_session(sid, signal.SIGKILL, spare=me)
+
+
+def _write_cancelled(paths: RunPaths, step: str | None, message: str) -> None:
+    state = load_state(paths)
+    record = FailureRecord(
+        step=step,
+        exit_code=None,
+        signal=None,
+        attempt=state.attempt,
+        time=now_iso(),
+        reason=str(Reason.CANCELLED),
+        message=message,
+        last_lines=[],
+        device=state.device_uuid,
+    )
+    atomic_write_json(paths.failed_marker, record.to_json())
+
+
+def resolve_runs(arguments: list[str]) -> tuple[list[Path], list[str]]:
+    """Run folders named by `arguments` (a run, or a folder holding runs); plus one error per bad argument."""
+    from runqueue.discovery import find_runs
+
+    runs: list[Path] = []
+    errors: list[str] = []
+    for argument in arguments:
+        path = Path(argument)
+        if not path.exists():
+            errors.append(f"{argument}: no such file or directory")
+            continue
+        found = find_runs([path])
+        if not found:
+            errors.append(f"{argument}: no run folder (a folder with lfads_train.sh) here or below")
+        runs.extend(item.path for item in found)
+    return runs, errors

@@ -1,0 +1,122 @@
+"""Finding run folders (DESIGN.md §3: a directory holding lfads_train.sh, at any depth under a root).
+
+One `scandir` per directory gives both "is this a run?" and its markers, so a pass costs one
+listing per folder. Run folders are not descended into (runs do not nest), nor are `data_*`,
+`lfadsInput`, `lfadsOutput` or hidden folders, which is where the files are.
+
+Rescans use the mtime trick: a directory whose mtime has not changed still has the same entries
+(creating or deleting lfads.done changes its run folder's mtime), so it is not listed again. mtime
+is only a hint: a folder changed within the last two seconds is always listed again (coarse
+timestamps, NFS attribute caches), and callers do a full pass every so often.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from runqueue.layout import DONE_MARKER, FAILED_MARKER, LFADS_INPUT, LFADS_OUTPUT, TRAIN_SCRIPT
+
+_SKIP_NAMES = frozenset({LFADS_INPUT, LFADS_OUTPUT, "__pycache__", "node_modules"})
+_RACY_WINDOW_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class FoundRun:
+    path: Path
+    root: Path  # the root it was found under (for naming)
+    has_done: bool
+    has_failed: bool
+
+
+@dataclass
+class _Listing:
+    mtime_ns: int
+    listed_at_ns: int
+    subdirs: tuple[str, ...]
+    is_run: bool
+    has_done: bool
+    has_failed: bool
+
+
+def _descend_into(name: str) -> bool:
+    return not (name.startswith(".") or name.startswith("data_") or name in _SKIP_NAMES)
+
+
+class RunScanner:
+    """Scans roots for runs; remembers listings so that rescans only list what changed."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = [Path(os.path.abspath(root)) for root in roots]
+        self._listings: dict[str, _Listing] = {}
+        self.problems: list[str] = []
+
+    def scan(self, *, full: bool = False) -> list[FoundRun]:
+        """Every run under the roots, in path order (the order runs are started in)."""
+        if full:
+            self._listings.clear()
+        self.problems = []
+        seen: set[str] = set()
+        found: dict[str, FoundRun] = {}
+        for root in self.roots:
+            if not root.is_dir():
+                self.problems.append(f"{root}: not a directory (give a runs folder, a collection or a run folder)")
+                continue
+            self._walk(str(root), root, seen, found)
+        # Forget listings of folders that are gone, so a recreated folder is listed afresh.
+        for stale in set(self._listings) - seen:
+            del self._listings[stale]
+        return [found[key] for key in sorted(found)]
+
+    def _walk(self, top: str, root: Path, seen: set[str], found: dict[str, FoundRun]) -> None:
+        stack = [top]
+        while stack:
+            directory = stack.pop()
+            if directory in seen:
+                continue  # two roots that overlap
+            seen.add(directory)
+            listing = self._listing(directory)
+            if listing is None:
+                continue
+            if listing.is_run:
+                found[directory] = FoundRun(Path(directory), root, listing.has_done, listing.has_failed)
+                continue
+            stack.extend(os.path.join(directory, name) for name in listing.subdirs)
+
+    def _listing(self, directory: str) -> _Listing | None:
+        try:
+            mtime_ns = os.stat(directory).st_mtime_ns
+        except OSError:
+            return None
+        cached = self._listings.get(directory)
+        if cached is not None and cached.mtime_ns == mtime_ns and cached.listed_at_ns - mtime_ns > _RACY_WINDOW_NS:
+            return cached
+        subdirs: list[str] = []
+        names: set[str] = set()
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    names.add(entry.name)
+                    # d_type from the listing: no stat per entry; symlinked folders are not followed.
+                    if _descend_into(entry.name) and entry.is_dir(follow_symlinks=False):
+                        subdirs.append(entry.name)
+        except OSError as error:
+            self.problems.append(f"{directory}: cannot list ({error.strerror}); skipped")
+            return None
+        listing = _Listing(
+            mtime_ns=mtime_ns,
+            listed_at_ns=time.time_ns(),
+            subdirs=tuple(subdirs),
+            is_run=TRAIN_SCRIPT in names,
+            has_done=DONE_MARKER in names,
+            has_failed=FAILED_MARKER in names,
+        )
+        self._listings[directory] = listing
+        return listing
+
+
+def find_runs(roots: list[Path]) -> list[FoundRun]:
+    """One full pass (for `status`, `requeue`, `cancel`)."""
+    return RunScanner(roots).scan(full=True)

@@ -1,0 +1,47 @@
+"""Durations as users write them: "90s", "2h", "1h30m", "45m", "1d", or plain seconds."""
+
+from __future__ import annotations
+
+import re
+
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in `text`; raises ValueError with the accepted forms on anything else."""
+    if isinstance(text, bool):
+        raise ValueError(f"invalid duration {text!r}")
+    if isinstance(text, int | float):
+        if text <= 0:
+            raise ValueError(f"invalid duration {text!r}: must be positive")
+        return float(text)
+    cleaned = text.strip().lower().replace(" ", "")
+    try:
+        seconds = float(cleaned)
+    except ValueError:
+        seconds = None
+    if seconds is None:
+        position = 0
+        seconds = 0.0
+        for match in _PART.finditer(cleaned):
+            if match.start() != position:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            position = match.end()
+        if position != len(cleaned) or not cleaned:
+            raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 45m, 2h, 1h30m or a number of seconds")
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be positive")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

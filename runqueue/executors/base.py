@@ -1,0 +1,83 @@
+"""The executor seam: the scheduler starts, watches, stops and re-adopts supervisors only through it.
+
+What a run *does* (steps, log, markers) is the supervisor's business and the same everywhere;
+an executor only decides where that supervisor process runs. Starting is two-phase so the
+scheduler can record its host-wide claim between "the supervisor holds the run lock" and
+"the supervisor may run the steps" (see runqueue.supervisor).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runqueue.supervisor_spec import SupervisorSpec
+
+
+@dataclass
+class RunHandle:
+    """A supervisor we watch: one we started, or one adopted after a restart."""
+
+    run_dir: Path
+    pid: int
+    start_time: int | None
+    device_uuid: str | None
+    adopted: bool
+    wait_fd: int  # becomes readable when the supervisor has ended (a pidfd for local runs)
+    attempt: int | None = None
+    native: Any = None  # executor-specific (the Popen of a local child)
+
+
+@dataclass
+class PendingStart:
+    """A supervisor launched but not yet allowed to run its steps."""
+
+    run_dir: Path
+    spec: SupervisorSpec
+    reply: dict[str, Any] = field(default_factory=dict)  # the supervisor's first message
+    native: Any = None
+
+    @property
+    def locked(self) -> bool:
+        return self.reply.get("status") == "locked"
+
+
+class Executor(ABC):
+    name: str = "abstract"
+
+    @abstractmethod
+    def launch(self, spec: SupervisorSpec) -> PendingStart:
+        """Start a supervisor for `spec.run_dir`; it takes the lock and waits for `confirm`."""
+
+    @abstractmethod
+    def await_replies(self, pending: list[PendingStart], timeout_s: float) -> None:
+        """Fill each `reply` (locked / busy / finished / error) or mark it as timed out."""
+
+    @abstractmethod
+    def confirm(self, pending: PendingStart) -> RunHandle:
+        """Let a locked supervisor run its steps; the returned handle is watched until it ends."""
+
+    @abstractmethod
+    def abandon(self, pending: PendingStart) -> None:
+        """Make a launched supervisor go away without running anything."""
+
+    @abstractmethod
+    def adopt(self, run_dir: Path) -> RunHandle | None:
+        """Watch a supervisor someone else started (earlier queue, other queue); None if none lives."""
+
+    @abstractmethod
+    def collect(self, handle: RunHandle) -> int | None:
+        """After `wait_fd` fired: release resources; the supervisor's exit status when known."""
+
+    @abstractmethod
+    def interrupt(self, handle: RunHandle) -> None:
+        """Stop the run and record it as interrupted (it goes again next time)."""
+
+    @abstractmethod
+    def cancel(self, handle: RunHandle) -> None:
+        """Stop the run and mark it failed(cancelled)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release whatever the executor holds."""

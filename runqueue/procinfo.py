@@ -1,0 +1,92 @@
+"""Facts about processes from /proc: identity that survives pid reuse, and session members.
+
+A pid alone is not an identity (pids are reused); pid + kernel start time is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            raw = stat_file.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses; the fields start after the last ')'.
+    return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """Start time of `pid` in clock ticks since boot, or None when there is no such process."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    return int(fields[19])  # field 22 of proc(5); fields[0] is field 3
+
+
+def is_zombie(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] in ("Z", "X")
+
+
+def is_alive(pid: int | None, start_time: int | None) -> bool:
+    """True when `pid` runs and is the process that started at `start_time` (if given)."""
+    if not pid or pid <= 0:
+        return False
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return start_time is None or int(fields[19]) == start_time
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of every live process in session `sid` (the steps of one run, and its supervisor)."""
+    members = []
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return members
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            fields = _stat_fields(int(entry.name))
+            # fields[3] is the session id (field 6), fields[0] the state.
+            if fields is not None and len(fields) > 3 and fields[0] not in ("Z", "X") and int(fields[3]) == sid:
+                members.append(int(entry.name))
+    return members
+
+
+def signal_session(sid: int, signum: int, *, spare: frozenset[int] = frozenset()) -> int:
+    """Send `signum` to every process of session `sid` except `spare`; returns how many were signalled.
+
+    Catches step processes that left their process group (setsid/setpgid in a script).
+    """
+    count = 0
+    for pid in session_members(sid):
+        if pid in spare:
+            continue
+        try:
+            os.kill(pid, signum)
+            count += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return count
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    try:
+        os.killpg(pgid, signum)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"

@@ -1,0 +1,98 @@
+"""The run lock: "running" means an open-file-description lock on `.runqueue/lock` is held.
+
+Why OFD locks (fcntl F_OFD_SETLK) and not flock: F_OFD_GETLK asks "is it held?" without
+taking the lock, so `status` and the scheduler can probe a run while its supervisor is starting
+without ever making the supervisor's own non-blocking attempt fail. OFD locks belong to the open
+file (not the process), so the supervisor can hand the descriptor to its step processes: a step
+that outlives a killed supervisor still holds the run, and no queue starts it twice. On NFS they
+become ordinary POSIX locks held by the server, so they also work across hosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from runqueue.procinfo import process_start_time
+
+# struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
+_FLOCK = "hhqqi4x"
+
+
+def _flock_bytes(lock_type: int) -> bytes:
+    return struct.pack(_FLOCK, lock_type, os.SEEK_SET, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """What the holder wrote into the lock file: enough to find and verify it."""
+
+    pid: int | None
+    start_time: int | None
+    host: str | None
+
+
+def try_acquire(lock_path: Path) -> int | None:
+    """Take the run lock without waiting; the open descriptor (keep it open), or None when held.
+
+    Creates `.runqueue/` and the lock file if needed. The descriptor is inheritable on purpose
+    (see the module doc); callers pass it to their steps explicitly.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_bytes(fcntl.F_WRLCK))
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def write_holder(fd: int) -> None:
+    """Record who holds the lock (pid + start time survive pid reuse) inside the lock file."""
+    pid = os.getpid()
+    record = {"pid": pid, "start_time": process_start_time(pid), "host": socket.gethostname()}
+    data = json.dumps(record).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+def is_held(lock_path: Path) -> bool:
+    """True while some live process holds the run lock. Never takes the lock."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: never run, or the folder is gone
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock_bytes(fcntl.F_WRLCK))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+
+
+def read_holder(lock_path: Path) -> LockHolder | None:
+    try:
+        raw = lock_path.read_bytes()
+    except OSError:
+        return None
+    with contextlib.suppress(ValueError):
+        record = json.loads(raw)
+        if isinstance(record, dict):
+            return LockHolder(
+                pid=_int_or_none(record.get("pid")),
+                start_time=_int_or_none(record.get("start_time")),
+                host=record.get("host") if isinstance(record.get("host"), str) else None,
+            )
+    return None
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,668 @@
+"""The queue: find pending runs, place them on free devices, start their supervisors, watch them end.
+
+One thread, one `selectors` loop. It wakes when a supervisor ends (its pidfd becomes readable, so
+the next run starts at once), when a signal arrives (handlers only record), or on a timer
+(rescans, retries coming due, console output). Named phases: `_reap_finished`, `_discover`,
+`_place_and_start`.
+
+Exactly once: a run is started only inside the host-wide claim transaction, by a supervisor that
+must first take the run's lock (and re-check its markers under it); the claim is recorded before
+the supervisor is told to go. Two queues on one tree therefore never run one run twice, and a
+queue that dies loses nothing: on start it re-adopts every run whose supervisor still lives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import selectors
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runqueue import runlock
+from runqueue.console import Console
+from runqueue.devices.claims import Claim, ClaimStore, ClaimTransaction
+from runqueue.devices.errors import ClaimError, InventoryError
+from runqueue.devices.inventory import make_inventory
+from runqueue.devices.model import Device, Inventory
+from runqueue.devices.placement import (
+    PlacementPolicy,
+    PlacementRequest,
+    free_memory_mb,
+    place,
+    why_not_placed,
+)
+from runqueue.discovery import RunScanner
+from runqueue.durations import format_duration
+from runqueue.errors import RunqueueError
+from runqueue.executors import make_executor
+from runqueue.executors.base import Executor, PendingStart, RunHandle
+from runqueue.layout import DEFAULT_MEMORY_MB, RunPaths
+from runqueue.logtail import LogTail
+from runqueue.naming import run_identity
+from runqueue.resources import RunResources, load_resources
+from runqueue.runstate import Phase, Reason, RunState, load_state, read_failure
+from runqueue.supervisor import EXIT_VANISHED
+from runqueue.supervisor_spec import SupervisorSpec
+
+_TAIL_INTERVAL_S = 0.25
+_ELSEWHERE_PROBE_S = 2.0
+_FULL_RESCAN_EVERY = 12  # rescans; the others use the mtime hint
+_REPLY_TIMEOUT_S = 30.0
+_MAX_CRASHES = 3
+_WAITING_NOTE_EVERY_S = 60.0
+
+
+@dataclass
+class QueueOptions:
+    """Everything `runqueue run` / `serve` can be told (DESIGN.md §5)."""
+
+    roots: list[Path]
+    watch: bool = False
+    gpus: str | None = None
+    simulate_gpus: str | None = None
+    cpu_slots: int | None = None
+    max_per_gpu: int = 1
+    foreign: str = "block"
+    memory_per_run: int = DEFAULT_MEMORY_MB
+    retries: int = 1
+    retry_backoff_s: float = 10.0
+    time_limit_s: float | None = None
+    kill_grace_s: float = 10.0
+    executor: str = "local"
+    poll_interval_s: float = 5.0
+    quiet: bool = False
+    stop_runs: bool = False  # first Ctrl-C/SIGTERM also stops the running runs
+    detach_on_stop: bool = False  # serve: on stop, leave runs to their supervisors (re-adopted later)
+
+
+class LoopHooks:
+    """Called by the loop at its milestones; `runqueue serve` forwards them to systemd."""
+
+    def ready(self, status: str) -> None:
+        """Start-up done: roots scanned, running runs re-adopted."""
+
+    def status(self, line: str) -> None:
+        """The status line changed."""
+
+    def tick(self) -> None:
+        """Every turn of the loop (a watchdog ping belongs here, not in a side thread)."""
+
+    def tick_interval_s(self) -> float | None:
+        """Longest the loop may sleep between ticks; None for no limit."""
+        return None
+
+    def stopping(self, status: str) -> None:
+        """The queue is about to stop."""
+
+
+@dataclass
+class TrackedRun:
+    path: Path
+    collection: str
+    name: str
+    state: RunState
+    handle: RunHandle | None = None
+    elsewhere: bool = False  # held by a process we cannot watch (another host, a lost supervisor's step)
+    retry_after: float | None = None  # wall clock
+    blocked: str | None = None  # this queue will not place it, and why
+    crashes: int = 0
+    tail: LogTail | None = None
+    ended_here: bool = False
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.path)
+
+
+@dataclass
+class _Candidate:
+    run: TrackedRun
+    request: PlacementRequest
+    resources: RunResources
+
+
+@dataclass
+class _Counts:
+    running: int = 0
+    pending: int = 0
+    done: int = 0
+    failed: int = 0
+    blocked: int = 0
+    waiting_retry: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        options: QueueOptions,
+        console: Console | None = None,
+        *,
+        inventory: Inventory | None = None,
+        executor: Executor | None = None,
+        claims: ClaimStore | None = None,
+        hooks: LoopHooks | None = None,
+    ) -> None:
+        self.options = options
+        self.console = console or Console(quiet=options.quiet)
+        self.policy = PlacementPolicy(max_per_gpu=options.max_per_gpu, foreign=options.foreign)  # type: ignore[arg-type]
+        self.inventory = inventory or make_inventory(gpus=options.gpus, simulate_gpus=options.simulate_gpus, cpu_slots=options.cpu_slots)
+        self.executor = executor or make_executor(options.executor)
+        self.claims = claims or ClaimStore()
+        self.hooks = hooks or LoopHooks()
+        self.last_status = ""
+        self.queue_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.scanner = RunScanner(options.roots)
+        self.runs: dict[Path, TrackedRun] = {}
+        self.selector = selectors.DefaultSelector()
+        self.stop_level = 0  # 1: stop placing; 2: stop the runs; 3: leave now
+        self.signals: list[int] = []
+        self.rescans = 0
+        self.next_rescan = 0.0
+        self.next_probe = 0.0
+        self.next_waiting_note = 0.0
+        self.placement_dirty = True  # something changed that may allow a placement
+        self.last_devices: tuple[Device, ...] = ()
+        self.inventory_status = ""
+        self.problems_shown: set[str] = set()
+
+    # ================================================================ main loop
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.selector.register(wake_r, selectors.EVENT_READ, None)
+        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        old_handlers = {signum: signal.signal(signum, self._record_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._discover(full=True)
+            self._adopt_running()
+            self.hooks.ready(self.status_line())
+            while True:
+                self._act_on_signals()
+                if self.stop_level >= 3:
+                    break
+                self._reap_finished()
+                if self.stop_level == 0:
+                    if time.monotonic() >= self.next_rescan:
+                        self._discover()
+                    if time.monotonic() >= self.next_probe:
+                        self._probe_elsewhere()
+                    self._place_and_start()
+                self._tail_logs()
+                self._show_status()
+                self.hooks.tick()
+                if self._finished():
+                    break
+                self._wait(wake_r)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for signum, handler in old_handlers.items():
+                signal.signal(signum, handler)
+            self.selector.close()
+            os.close(wake_r)
+            os.close(wake_w)
+        return self._summarize()
+
+    def _record_signal(self, signum: int, _frame: object) -> None:
+        self.signals.append(signum)
+
+    def _act_on_signals(self) -> None:
+        while self.signals:
+            self.signals.pop(0)
+            self.stop_level += 1
+            watched = [run for run in self.runs.values() if run.handle is not None]
+            if self.stop_level == 1 and self.options.detach_on_stop:
+                self.hooks.stopping(self.status_line())
+                self.console.event(f"stopping; {len(watched)} running run(s) keep running under their supervisors and are re-adopted on the next start")
+                self.stop_level = 3
+            elif self.stop_level == 1 and not self.options.stop_runs:
+                self.console.event(
+                    f"stopping: no new runs start; waiting for {len(watched)} running run(s). "
+                    "Press Ctrl-C again to stop them too (they go again next time), or `runqueue cancel RUN` to cancel one."
+                )
+            elif self.stop_level <= 2:
+                self.stop_level = 2
+                self.console.event(f"stopping {len(watched)} running run(s); they are recorded as interrupted and go again next time")
+                for run in watched:
+                    assert run.handle is not None
+                    self.executor.interrupt(run.handle)
+            else:
+                self.console.event("leaving now; runs still stopping finish on their own")
+
+    def _finished(self) -> bool:
+        watched = any(run.handle is not None for run in self.runs.values())
+        if self.stop_level >= 1:
+            return not watched
+        if self.options.watch:
+            return False
+        return not any(
+            run.blocked is None and run.state in (RunState.PENDING, RunState.RUNNING) for run in self.runs.values()
+        )
+
+    def _wait(self, wake_r: int) -> None:
+        now = time.monotonic()
+        deadlines = [self.next_rescan]
+        if any(run.handle is not None and run.tail is not None for run in self.runs.values()):
+            deadlines.append(now + _TAIL_INTERVAL_S)
+        if any(run.elsewhere for run in self.runs.values()):
+            deadlines.append(self.next_probe)
+        wall = time.time()
+        retries = [run.retry_after for run in self.runs.values() if run.retry_after is not None and run.state == RunState.PENDING]
+        if retries:
+            deadlines.append(now + max(0.0, min(retries) - wall))
+        if self.console.tty:
+            deadlines.append(now + 1.0)
+        tick = self.hooks.tick_interval_s()
+        if tick is not None:
+            deadlines.append(now + tick)
+        timeout = max(0.0, min(deadlines) - now)
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_r, 64):
+                        pass
+
+    # ================================================================ discovery
+    def _discover(self, *, full: bool = False) -> None:
+        self.rescans += 1
+        full = full or self.rescans % _FULL_RESCAN_EVERY == 0
+        found = self.scanner.scan(full=full)
+        for problem in self.scanner.problems:
+            self._problem_once(problem)
+        present = set()
+        for item in found:
+            present.add(item.path)
+            run = self.runs.get(item.path)
+            if run is None:
+                collection, name = run_identity(item.path, item.root)
+                state = RunState.DONE if item.has_done else RunState.FAILED if item.has_failed else RunState.PENDING
+                self.runs[item.path] = TrackedRun(item.path, collection, name, state)
+                if state == RunState.PENDING:
+                    self.placement_dirty = True
+                continue
+            if run.handle is not None:
+                continue  # its supervisor's end tells us what happened
+            if item.has_done:
+                run.state = RunState.DONE
+            elif item.has_failed:
+                run.state = RunState.FAILED
+            elif run.state in (RunState.DONE, RunState.FAILED):
+                run.state = RunState.PENDING
+                run.retry_after = None
+                run.blocked = None
+                run.crashes = 0
+                self.placement_dirty = True
+                self.console.event(f"[{run.name}] requeued (its marker was removed)")
+        for path in [path for path, run in self.runs.items() if path not in present and run.handle is None]:
+            run = self.runs.pop(path)
+            if run.state in (RunState.PENDING, RunState.RUNNING):
+                self.console.event(f"[{run.name}] {path} is gone; dropped")
+        self.next_rescan = time.monotonic() + self.options.poll_interval_s
+
+    def _adopt_running(self) -> None:
+        """On start: watch every run whose supervisor lives (started by an earlier or another queue)."""
+        for run in self.runs.values():
+            if run.state == RunState.PENDING and runlock.is_held(run.paths.lock):
+                self._watch_running_elsewhere(run, announce=True)
+
+    def _watch_running_elsewhere(self, run: TrackedRun, *, announce: bool = False) -> None:
+        run.state = RunState.RUNNING
+        handle = self.executor.adopt(run.path)
+        if handle is None:
+            run.elsewhere = True
+            self.next_probe = min(self.next_probe, time.monotonic() + _ELSEWHERE_PROBE_S) if self.next_probe else time.monotonic() + _ELSEWHERE_PROBE_S
+            if announce:
+                self.console.event(f"[{run.name}] is running but its supervisor is not visible from here; checking every {_ELSEWHERE_PROBE_S:g}s")
+            return
+        run.elsewhere = False
+        self._start_watching(run, handle, log_offset=None)
+        if announce:
+            self.console.event(f"[{run.name}] re-adopted (supervisor pid {handle.pid}, device {handle.device_uuid})")
+
+    def _probe_elsewhere(self) -> None:
+        """Runs held by a process we cannot watch: see whether they have ended."""
+        self.next_probe = time.monotonic() + _ELSEWHERE_PROBE_S
+        for run in self.runs.values():
+            if run.elsewhere and run.handle is None and not runlock.is_held(run.paths.lock):
+                run.elsewhere = False
+                self._settle(run, exit_code=None)
+
+    def _start_watching(self, run: TrackedRun, handle: RunHandle, log_offset: int | None) -> None:
+        run.handle = handle
+        run.state = RunState.RUNNING
+        run.tail = None if self.options.quiet else LogTail(run.paths.out_log, log_offset)
+        self.selector.register(handle.wait_fd, selectors.EVENT_READ, run)
+
+    # ================================================================ ends of runs
+    def _reap_finished(self) -> None:
+        ready = [key.data for key, _ in self.selector.select(0) if key.data is not None]
+        for run in ready:
+            handle = run.handle
+            assert handle is not None
+            self.selector.unregister(handle.wait_fd)
+            code = self.executor.collect(handle)
+            run.handle = None
+            with contextlib.suppress(ClaimError, OSError):
+                self.claims.remove(str(run.path))
+            if run.tail is not None:
+                self.console.run_output(run.name, run.tail.read_lines(final=True))
+                run.tail = None
+            self._settle(run, code)
+            self.placement_dirty = True
+
+    def _settle(self, run: TrackedRun, exit_code: int | None) -> None:
+        """A run's supervisor ended: its markers and state.json say what happened."""
+        paths = run.paths
+        run.ended_here = True
+        if exit_code == EXIT_VANISHED or not paths.root.is_dir():
+            self.console.event(f"[{run.name}] {run.path} vanished while running; dropped")
+            self.runs.pop(run.path, None)
+            return
+        if os.path.lexists(paths.done_marker):
+            run.state = RunState.DONE
+            self.console.event(f"[{run.name}] done")
+            return
+        failure = read_failure(paths)
+        if failure is not None:
+            run.state = RunState.FAILED
+            self.console.event(f"[{run.name}] failed ({failure.get('reason')}): {failure.get('message', '')} — see {paths.out_log}")
+            return
+        run.state = RunState.PENDING
+        state = load_state(paths)
+        if state.phase == Phase.RETRY_WAIT:
+            run.retry_after = state.retry_after
+            wait = max(0.0, (state.retry_after or 0) - time.time())
+            self.console.event(
+                f"[{run.name}] attempt {state.attempt} failed ({state.reason}): {state.message}; "
+                f"retrying from {state.resume_step} in {format_duration(wait)}"
+            )
+        elif state.phase == Phase.INTERRUPTED:
+            self.console.event(f"[{run.name}] interrupted during {state.resume_step}; it goes again next time")
+        elif exit_code is not None and exit_code != 0:
+            run.crashes += 1
+            self.console.event(f"[{run.name}] supervisor ended unexpectedly (exit status {exit_code}); see {paths.out_log}")
+            if run.crashes >= _MAX_CRASHES:
+                run.blocked = f"supervisor failed {run.crashes} times"
+
+    # ================================================================ placement
+    def _place_and_start(self) -> None:
+        if not self.placement_dirty and not self._retry_due():
+            return
+        for _round in range(5):  # another round when a supervisor found its run taken meanwhile
+            if not self._place_round():
+                break
+
+    def _retry_due(self) -> bool:
+        wall = time.time()
+        return any(run.retry_after is not None and run.retry_after <= wall and run.state == RunState.PENDING for run in self.runs.values())
+
+    def _place_round(self) -> bool:
+        """Place and start what fits; True when another round may place more."""
+        self.placement_dirty = False
+        candidates = self._candidates()
+        if not candidates:
+            return False
+        try:
+            with self.claims.transaction() as txn:
+                reading = self.inventory.read()
+                self._note_inventory(reading.status, reading.problems)
+                self.last_devices = reading.devices
+                if reading.paused:
+                    return False
+                live = txn.live_claims()
+                placements = self._decide(candidates, reading.devices, live)
+                if not placements:
+                    self._note_waiting(candidates, reading.devices, live)
+                    return False
+                return self._start(placements, live, txn)
+        except (InventoryError, ClaimError) as error:
+            self._problem_once(str(error))
+            return False
+
+    def _candidates(self) -> list[_Candidate]:
+        """Pending runs that may start now, in path order, fresh from disk (another queue may have moved)."""
+        slots = max(1, len(self.last_devices) or 1) * self.options.max_per_gpu
+        limit = 4 * slots + 16
+        wall = time.time()
+        chosen: list[_Candidate] = []
+        for path in sorted(self.runs):
+            run = self.runs[path]
+            if run.state != RunState.PENDING or run.blocked is not None or run.handle is not None:
+                continue
+            if run.retry_after is not None and run.retry_after > wall:
+                continue
+            paths = run.paths
+            if os.path.lexists(paths.done_marker):
+                run.state = RunState.DONE
+                continue
+            if os.path.lexists(paths.failed_marker):
+                run.state = RunState.FAILED
+                continue
+            if runlock.is_held(paths.lock):
+                self._watch_running_elsewhere(run)
+                continue
+            state = load_state(paths)
+            if state.phase == Phase.RETRY_WAIT and state.retry_after is not None and state.retry_after > wall:
+                run.retry_after = state.retry_after
+                continue
+            run.retry_after = None
+            try:
+                resources = load_resources(paths, self.options.memory_per_run, self.options.time_limit_s)
+            except RunqueueError as error:
+                run.blocked = str(error)
+                self.console.event(f"[{run.name}] not started: {error}")
+                continue
+            request = PlacementRequest(run_dir=str(path), memory_mb=resources.memory_mb)
+            if state.phase == Phase.RETRY_WAIT and state.reason == Reason.CUDA_OOM and state.failed_device_uuid:
+                request = dataclasses.replace(
+                    request,
+                    exclude=frozenset({state.failed_device_uuid}),
+                    min_free_mb=(state.device_free_mb or resources.memory_mb) + 1,
+                )
+            chosen.append(_Candidate(run, request, resources))
+            if len(chosen) >= limit:
+                break
+        return chosen
+
+    def _decide(self, candidates: list[_Candidate], devices: tuple[Device, ...], live: list[Claim]) -> list[tuple[_Candidate, Device]]:
+        by_dir = {candidate.request.run_dir: candidate for candidate in candidates}
+        placed = [(by_dir[request.run_dir], device) for request, device in place([c.request for c in candidates], devices, live, self.policy)]
+        # A CUDA-OOM retry goes to a device with more free memory if one has it now; otherwise it
+        # is an ordinary retry (placed like any other run).
+        placed_dirs = {candidate.request.run_dir for candidate, _ in placed}
+        relaxed = [
+            dataclasses.replace(c.request, exclude=frozenset(), min_free_mb=0)
+            for c in candidates
+            if c.request.run_dir not in placed_dirs and (c.request.exclude or c.request.min_free_mb)
+        ]
+        if relaxed:
+            charged = live + [self._provisional_claim(c, d) for c, d in placed]
+            for request, device in place(relaxed, devices, charged, self.policy):
+                candidate = by_dir[request.run_dir]
+                candidate.request = request
+                placed.append((candidate, device))
+        # Keep path order among everything placed.
+        placed.sort(key=lambda item: item[0].request.run_dir)
+        # A request nothing could ever hold (more memory than any device has) would wait forever.
+        if not placed:
+            for candidate in candidates:
+                reason = self._never_placeable(candidate.request, devices)
+                if reason is not None:
+                    candidate.run.blocked = reason
+                    self.console.event(f"[{candidate.run.name}] cannot be placed: {reason}")
+        return placed
+
+    def _never_placeable(self, request: PlacementRequest, devices: tuple[Device, ...]) -> str | None:
+        if not devices:
+            return None
+        empty = [
+            dataclasses.replace(device, memory_used_mb=0 if device.memory_total_mb is not None else None, processes=())
+            for device in devices
+        ]
+        relaxed = dataclasses.replace(request, exclude=frozenset(), min_free_mb=0)
+        if place([relaxed], empty, [], PlacementPolicy(max_per_gpu=self.options.max_per_gpu, foreign="share")):
+            return None
+        largest = max((device.memory_total_mb or 0) for device in devices)
+        return (
+            f"it declares {request.memory_mb} MB and the largest device has {largest} MB; "
+            f"lower memory_mb in {RunPaths(Path(request.run_dir)).resources.name} or pass a smaller --memory-per-run"
+        )
+
+    def _provisional_claim(self, candidate: _Candidate, device: Device) -> Claim:
+        return Claim(candidate.request.run_dir, device.uuid, candidate.request.memory_mb, -1, -1, self.queue_id, time.time())
+
+    def _start(self, placements: list[tuple[_Candidate, Device]], live: list[Claim], txn: ClaimTransaction) -> bool:
+        """Launch supervisors, wait until each holds its run lock, claim, then let them go."""
+        launches: list[tuple[_Candidate, Device, PendingStart]] = []
+        charged = list(live)
+        for candidate, device in placements:
+            spec = SupervisorSpec(
+                run_dir=candidate.request.run_dir,
+                device_uuid=device.uuid,
+                device_name=device.name,
+                device_env=device.job_environment(),
+                max_attempts=self.options.retries + 1,
+                retry_backoff_s=self.options.retry_backoff_s,
+                time_limit_s=candidate.resources.time_limit_s,
+                kill_grace_s=self.options.kill_grace_s,
+                queue_id=self.queue_id,
+                device_free_mb=free_memory_mb(device, charged),
+            )
+            charged.append(self._provisional_claim(candidate, device))
+            offset = _file_size(candidate.run.paths.out_log)
+            pending = self.executor.launch(spec)
+            launches.append((candidate, device, pending))
+            candidate.run.tail = None if self.options.quiet else LogTail(candidate.run.paths.out_log, offset)
+        self.executor.await_replies([pending for _, _, pending in launches], _REPLY_TIMEOUT_S)
+        again = False
+        for candidate, device, pending in launches:
+            run = candidate.run
+            status = pending.reply.get("status")
+            if status != "locked":
+                self.executor.abandon(pending)
+                run.tail = None
+                again = True
+                self._not_started(run, pending)
+                continue
+            pid = int(pending.reply["pid"])
+            txn.add(Claim(str(run.path), device.uuid, candidate.request.memory_mb, pid, pid, self.queue_id, time.time()))
+            handle = self.executor.confirm(pending)
+            tail = run.tail
+            self._start_watching(run, handle, log_offset=None)
+            run.tail = tail
+            run.ended_here = False
+            attempt = pending.reply.get("attempt")
+            resume = pending.reply.get("resume_step")
+            where = f"{device.uuid} ({device.name})"
+            more = f", resuming at {resume}" if resume else ""
+            self.console.event(f"[{run.name}] started on {where}, attempt {attempt}/{max(self.options.retries + 1, int(attempt or 1))}{more}")
+        return again
+
+    def _not_started(self, run: TrackedRun, pending: PendingStart) -> None:
+        status = pending.reply.get("status")
+        if status == "busy":
+            self._watch_running_elsewhere(run)
+        elif status == "finished":
+            paths = run.paths
+            run.state = RunState.DONE if os.path.lexists(paths.done_marker) else RunState.FAILED
+        else:
+            run.crashes += 1
+            message = pending.reply.get("message", "unknown error")
+            self.console.event(f"[{run.name}] could not start: {message}")
+            if run.crashes >= _MAX_CRASHES or pending.reply.get("reason") == Reason.FOLDER_VANISHED:
+                run.blocked = str(message)
+
+    def _note_waiting(self, candidates: list[_Candidate], devices: tuple[Device, ...], live: list[Claim]) -> None:
+        """Say why nothing starts, now and then, so a queue never waits in silence."""
+        if time.monotonic() < self.next_waiting_note or not candidates:
+            return
+        self.next_waiting_note = time.monotonic() + _WAITING_NOTE_EVERY_S
+        running_here = any(run.handle is not None for run in self.runs.values())
+        if running_here:
+            return  # a run ending will make room; nothing surprising
+        first = candidates[0]
+        self.console.event(f"[{first.run.name}] {why_not_placed(first.request, devices, live, self.policy)}")
+
+    # ================================================================ console
+    def _tail_logs(self) -> None:
+        for run in self.runs.values():
+            if run.handle is not None and run.tail is not None:
+                self.console.run_output(run.name, run.tail.read_lines())
+
+    def counts(self) -> _Counts:
+        counts = _Counts()
+        for run in self.runs.values():
+            if run.blocked is not None and run.state == RunState.PENDING:
+                counts.blocked += 1
+            elif run.state == RunState.RUNNING:
+                counts.running += 1
+            elif run.state == RunState.PENDING:
+                counts.pending += 1
+            elif run.state == RunState.DONE:
+                counts.done += 1
+            else:
+                counts.failed += 1
+        return counts
+
+    def status_line(self) -> str:
+        counts = self.counts()
+        text = f"{counts.running} running, {counts.pending} pending, {counts.done} done, {counts.failed} failed"
+        if counts.blocked:
+            text += f", {counts.blocked} blocked"
+        if self.stop_level:
+            text += " (stopping)"
+        return text
+
+    def _show_status(self) -> None:
+        line = self.status_line()
+        self.console.status(line)
+        if line != self.last_status:
+            self.last_status = line
+            self.hooks.status(line)
+
+    def _note_inventory(self, status: str, problems: tuple[str, ...]) -> None:
+        if status != self.inventory_status:
+            self.inventory_status = status
+            self.console.event(f"devices: {status}")
+        for problem in problems:
+            self._problem_once(problem)
+
+    def _problem_once(self, text: str) -> None:
+        if text not in self.problems_shown:
+            self.problems_shown.add(text)
+            self.console.event(text)
+
+    def _summarize(self) -> int:
+        self.console.status(self.status_line(), force=True)
+        self.console.close()
+        counts = self.counts()
+        failed = [run for run in self.runs.values() if run.state == RunState.FAILED]
+        blocked = [run for run in self.runs.values() if run.blocked is not None and run.state == RunState.PENDING]
+        head = (
+            f"summary: {len(self.runs)} run(s): {counts.done} done, {counts.failed} failed, "
+            f"{counts.running} running, {counts.pending} pending"
+        )
+        lines = [head + (f", {counts.blocked} blocked" if counts.blocked else "")]
+        for run in failed:
+            failure = read_failure(run.paths) or {}
+            lines.append(f"  failed  {run.name}: {failure.get('reason')} — {failure.get('message', '')} ({run.paths.out_log})")
+        for run in blocked:
+            lines.append(f"  blocked {run.name}: {run.blocked}")
+        for line in lines:
+            self.console.event(line)
+        if failed or blocked:
+            return 1
+        if self.stop_level and (counts.pending or counts.running):
+            return 130
+        return 0
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

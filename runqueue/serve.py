@@ -1,0 +1,62 @@
+"""`runqueue serve`: the queue as a service, watching its roots forever (systemd Type=notify).
+
+On SIGTERM it stops placing and leaves at once: running runs stay with their supervisors (each in
+its own session, and the unit uses KillMode=process) and the next start re-adopts them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from runqueue import sdnotify
+from runqueue.config import load_service_config
+from runqueue.errors import RunqueueError
+from runqueue.scheduler import LoopHooks, QueueOptions, Scheduler
+
+
+class SystemdHooks(LoopHooks):
+    def __init__(self) -> None:
+        self.pinger = sdnotify.WatchdogPinger()
+
+    def ready(self, status: str) -> None:
+        sdnotify.ready(status)
+
+    def status(self, line: str) -> None:
+        sdnotify.status(line)
+
+    def tick(self) -> None:
+        self.pinger.maybe_ping()
+
+    def tick_interval_s(self) -> float | None:
+        return None if self.pinger.interval_s is None else self.pinger.interval_s / 2
+
+    def stopping(self, status: str) -> None:
+        sdnotify.stopping(status)
+
+
+def serve(config_path: Path | None, roots: list[Path]) -> int:
+    options = QueueOptions(roots=list(roots), watch=True, detach_on_stop=True)
+    if config_path is not None:
+        config = load_service_config(config_path)
+        options.roots = [*config.roots, *roots]
+        options.gpus = config.gpus
+        options.simulate_gpus = None if config.simulate_gpus is None else str(config.simulate_gpus)
+        options.cpu_slots = config.cpu_slots
+        options.max_per_gpu = config.max_per_gpu
+        options.memory_per_run = config.memory_per_run
+        options.retries = config.retries
+        options.time_limit_s = config.time_limit
+        options.foreign = config.foreign
+        options.executor = config.executor
+        options.quiet = config.quiet
+        if config.poll_interval is not None:
+            options.poll_interval_s = config.poll_interval
+        if config.claims_dir is not None:
+            os.environ["RUNQUEUE_CLAIMS_DIR"] = str(config.claims_dir)
+    if not options.roots:
+        raise RunqueueError(None, "runqueue serve: no roots to watch", "pass --config FILE (with roots = [...]) or ROOT folders")
+    for root in options.roots:
+        if not root.is_dir():
+            raise RunqueueError(root, "is not a directory", "create or mount it, or remove it from the roots")
+    return Scheduler(options, hooks=SystemdHooks()).run()

@@ -1,0 +1,111 @@
+"""`runqueue status`: every run under the roots with its state, and the devices (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from runqueue import runlock
+from runqueue.devices.claims import Claim
+from runqueue.devices.model import Device
+from runqueue.devices.placement import PlacementPolicy, PlacementRequest, why_not_placed
+from runqueue.discovery import FoundRun
+from runqueue.errors import RunqueueError
+from runqueue.layout import DEFAULT_MEMORY_MB, RunPaths
+from runqueue.naming import run_identity
+from runqueue.procinfo import is_alive
+from runqueue.resources import load_resources
+from runqueue.runstate import Phase, RunState, load_state, read_failure
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One `runs` entry of `status --json`, exactly the keys of DESIGN.md §5."""
+
+    path: str
+    collection: str
+    name: str
+    state: str
+    step: str | None
+    attempt: int | None
+    device: str | None
+    pid: int | None
+    exit_code: int | None
+    reason: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy) -> RunRow:
+    paths = RunPaths(found.path)
+    collection, name = run_identity(found.path, found.root)
+    state = load_state(paths)
+    attempt = state.attempt or None
+    base = {"path": str(found.path), "collection": collection, "name": name}
+    if found.has_done:
+        return RunRow(**base, state=RunState.DONE, step=None, attempt=attempt, device=state.device_uuid, pid=None, exit_code=0 if state.phase == Phase.SUCCEEDED else None, reason=None)
+    if found.has_failed:
+        failure = read_failure(paths) or {}
+        return RunRow(
+            **base,
+            state=RunState.FAILED,
+            step=_str(failure.get("step")),
+            attempt=_int(failure.get("attempt")),
+            device=_str(failure.get("device")),
+            pid=None,
+            exit_code=_int(failure.get("exit_code")),
+            reason=_str(failure.get("reason")),
+        )
+    if runlock.is_held(paths.lock):
+        pid = state.supervisor_pid if is_alive(state.supervisor_pid, state.supervisor_start_time) else None
+        return RunRow(**base, state=RunState.RUNNING, step=state.step, attempt=attempt, device=state.device_uuid, pid=pid, exit_code=None, reason=None if pid else "held by a process whose supervisor is gone")
+    return RunRow(**base, state=RunState.PENDING, step=state.resume_step, attempt=attempt, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy))
+
+
+def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy) -> str | None:
+    if state.phase == Phase.RETRY_WAIT:
+        when = time.strftime("%H:%M:%S", time.localtime(state.retry_after)) if state.retry_after else "now"
+        return f"retry after {state.reason} (attempt {state.attempt} failed); not before {when}"
+    if state.phase == Phase.INTERRUPTED:
+        return f"interrupted; resumes at {state.resume_step}"
+    try:
+        memory = load_resources(paths, DEFAULT_MEMORY_MB, None).memory_mb
+    except RunqueueError as error:
+        return str(error)
+    return why_not_placed(PlacementRequest(str(paths.root), memory), devices, claims, policy)
+
+
+def render_table(rows: Sequence[RunRow], device_lines: Sequence[str]) -> str:
+    """The human `status`: one line per run, a count line, then the devices."""
+    header = ("STATE", "ATTEMPT", "STEP", "DEVICE", "RUN", "REASON")
+    table = [header] + [
+        (
+            row.state,
+            "-" if row.attempt is None else str(row.attempt),
+            row.step or "-",
+            row.device or "-",
+            f"{row.collection}/{row.name}" if row.collection else row.name,
+            row.reason or "",
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in table) for column in range(len(header) - 1)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True)) + ("  " + line[-1] if line[-1] else "") for line in table]
+    counts = {state: sum(1 for row in rows if row.state == state) for state in RunState}
+    lines.append(", ".join(f"{counts[state]} {state}" for state in RunState) + f" ({len(rows)} runs)")
+    lines.extend(device_lines)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+__all__ = ["RunRow", "render_table", "run_row"]

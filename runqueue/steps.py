@@ -1,0 +1,99 @@
+"""What the supervisor needs to know about steps: which to run, whether a script can run, why one failed."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from runqueue import legacy
+from runqueue.layout import STEP_SCRIPTS, TRAIN_SCRIPT, RunPaths
+from runqueue.runstate import Reason
+
+# Messages TensorFlow, CUDA and cuDNN print when a device runs out of memory.
+_CUDA_OOM = re.compile(
+    rb"CUDA out of memory|ResourceExhaustedError|CUDA_ERROR_OUT_OF_MEMORY|OOM when allocating"
+    rb"|out of memory trying to allocate|CUBLAS_STATUS_ALLOC_FAILED"
+)
+
+
+class StepScriptError(Exception):
+    """A step script that cannot be run; `reason` goes to lfads.failed, the message to the log."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    script: str
+    legacy: bool  # run with the tee shim and pipefail; check outputs afterwards
+    text: str
+
+
+def check_step_script(path: Path) -> str:
+    """The script's text, or StepScriptError saying in one sentence why `bash <path>` cannot run it."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise StepScriptError(Reason.SCRIPT_MISSING, f"{path} does not exist; re-create the run folder") from None
+    except OSError as error:
+        raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"cannot stat {path}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"{path} is not a regular file; replace it with the step script")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        hint = "make it readable (chmod u+r)" if error.errno == errno.EACCES else "check the file"
+        raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"cannot read {path}: {error.strerror}; {hint}") from None
+    if b"\0" in raw[:4096]:
+        raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"{path} is not a shell script (binary content)")
+    return raw.decode("utf-8", "replace")
+
+
+def plan_steps(paths: RunPaths, resume_step: str | None) -> list[str]:
+    """Step scripts to run this attempt, in order, from `resume_step` (DESIGN.md §3).
+
+    The train step is always planned (a missing one fails with a clear reason); the other two
+    run when present, except those a legacy train script already chains.
+    """
+    chained: frozenset[str] = frozenset()
+    try:
+        chained = legacy.chained_steps(paths.train_script.read_text(errors="replace"))
+    except OSError:
+        pass
+    planned = [
+        name
+        for name in STEP_SCRIPTS
+        if name == TRAIN_SCRIPT or (name not in chained and os.path.lexists(paths.root / name))
+    ]
+    if resume_step in planned:
+        return planned[planned.index(resume_step) :]
+    return planned
+
+
+def looks_like_cuda_oom(output_tail: bytes) -> bool:
+    return _CUDA_OOM.search(output_tail) is not None
+
+
+def read_region_tail(path: Path, start: int, max_bytes: int) -> bytes:
+    """The last `max_bytes` of `path` written at or after offset `start` (a step's own output)."""
+    try:
+        with open(path, "rb") as log:
+            end = log.seek(0, os.SEEK_END)
+            begin = max(start, end - max_bytes)
+            if begin >= end:
+                return b""
+            log.seek(begin)
+            return log.read(end - begin)
+    except OSError:
+        return b""
+
+
+def last_lines(data: bytes, count: int) -> list[str]:
+    lines = data.decode("utf-8", "replace").splitlines()
+    return [line[-500:] for line in lines[-count:]]

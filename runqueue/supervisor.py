@@ -1,0 +1,550 @@
+"""The per-run supervisor: one small process per run that owns the run while it executes.
+
+It takes the run lock, runs the steps in order (`bash <script>` in the run folder), appends their
+output to lfads.out with a header per step and attempt, keeps `.runqueue/state.json` current and
+writes lfads.done / lfads.failed. It runs in its own session, so a queue that dies or restarts loses
+no run; the queue only decides *where* it runs (the executor) and watches it end.
+
+Start-up handshake with the queue (optional, over `--control-fd`, a socket): after taking the lock
+and re-checking the markers the supervisor sends one JSON line (`{"status": "locked", ...}`, or
+`busy` / `finished` / `error`), then waits for the queue's `go` line, which the queue sends after
+recording its host-wide claim. If the queue vanishes before that, the supervisor lets go of the run
+without running anything, so no run ever executes unclaimed.
+
+Exit status: see the EXIT_* constants; the markers and state.json remain the truth.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from runqueue import legacy, runlock
+from runqueue.atomicio import atomic_write_json
+from runqueue.layout import RunPaths
+from runqueue.procinfo import process_start_time, session_members, signal_group, signal_name, signal_session
+from runqueue.runstate import FailureRecord, PersistedState, Phase, Reason, load_state, now_iso, save_state
+from runqueue.steps import (
+    StepScriptError,
+    check_step_script,
+    last_lines,
+    looks_like_cuda_oom,
+    plan_steps,
+    read_region_tail,
+)
+from runqueue.supervisor_spec import SupervisorSpec
+
+EXIT_SUCCEEDED = 0
+EXIT_FAILED = 1  # attempts used up: lfads.failed written
+EXIT_RETRY = 2  # failed, attempts remain (state.json says from which step and when)
+EXIT_INTERRUPTED = 3
+EXIT_CANCELLED = 4
+EXIT_NOT_STARTED = 5  # lock held elsewhere, already finished, or the queue went away first
+EXIT_VANISHED = 6  # the run folder disappeared
+EXIT_ERROR = 7
+
+HEADER_PREFIX = "### runqueue"
+_OOM_SCAN_BYTES = 1 << 20
+_FAILED_TAIL_LINES = 30
+_MAX_BACKOFF_S = 600.0
+_GO_TIMEOUT_S = 60.0
+
+
+class _DiskFull(Exception):
+    pass
+
+
+class _Vanished(Exception):
+    pass
+
+
+class Supervisor:
+    def __init__(self, spec: SupervisorSpec, control: socket.socket | None) -> None:
+        self.spec = spec
+        self.paths = RunPaths(Path(spec.run_dir))
+        self.control = control
+        self.lock_fd = -1
+        self.log_fd = -1
+        self.state = PersistedState()
+        self.max_attempts = max(1, spec.max_attempts)
+        self.started = time.monotonic()
+        self.deadline = None if spec.time_limit_s is None else self.started + spec.time_limit_s
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.pending_signals: list[int] = []
+        self.previous = PersistedState()
+
+    # ----------------------------------------------------------------- start-up
+    def run(self) -> int:
+        self._install_signal_handlers()
+        if not self.paths.root.is_dir():
+            self._tell({"status": "error", "reason": Reason.FOLDER_VANISHED, "message": "run folder is gone"})
+            return EXIT_VANISHED
+        try:
+            fd = runlock.try_acquire(self.paths.lock)
+        except OSError as error:
+            self._tell({"status": "error", "reason": "lock", "message": f"cannot create {self.paths.lock}: {error.strerror}"})
+            return EXIT_ERROR
+        if fd is None:
+            self._tell({"status": "busy"})
+            return EXIT_NOT_STARTED
+        self.lock_fd = fd
+        # Markers are re-checked under the lock: another queue may have finished the run
+        # between our caller's scan and now.
+        if os.path.lexists(self.paths.done_marker) or os.path.lexists(self.paths.failed_marker):
+            self._tell({"status": "finished"})
+            return EXIT_NOT_STARTED
+        try:
+            runlock.write_holder(fd)
+            self._begin_attempt()
+        except OSError as error:
+            self._tell({"status": "error", "reason": "state", "message": f"cannot write {self.paths.state}: {error.strerror}"})
+            return EXIT_ERROR
+        if not self._handshake():
+            self._undo_begin()
+            return EXIT_NOT_STARTED
+        try:
+            return self._run_attempt()
+        except _Vanished:
+            return EXIT_VANISHED
+
+    def _install_signal_handlers(self) -> None:
+        # Handlers only record; the wait loop acts (the wake-up pipe ends its poll at once).
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(signum, self._record_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def _record_signal(self, signum: int, _frame: object) -> None:
+        self.pending_signals.append(signum)
+
+    def _begin_attempt(self) -> None:
+        previous = load_state(self.paths)
+        resume = None
+        attempt = 1
+        history = previous.history
+        if previous.phase == Phase.RETRY_WAIT:
+            attempt = previous.attempt + 1
+            resume = previous.resume_step
+        elif previous.phase in (Phase.INTERRUPTED, Phase.RUNNING):
+            # Stopped by the queue, or its supervisor was lost (reboot, kill -9): not the run's
+            # fault, so the attempt is not counted; it resumes where it stopped.
+            attempt = max(1, previous.attempt)
+            resume = previous.resume_step or previous.step
+        # Any other phase with no marker means the user requeued the run: start afresh.
+        self.max_attempts = max(self.max_attempts, attempt)
+        pid = os.getpid()
+        self.previous = previous
+        self.state = PersistedState(
+            phase=Phase.RUNNING,
+            attempt=attempt,
+            step=None,
+            resume_step=resume,
+            device_uuid=self.spec.device_uuid,
+            device_name=self.spec.device_name,
+            device_free_mb=self.spec.device_free_mb,
+            supervisor_pid=pid,
+            supervisor_start_time=process_start_time(pid),
+            host=socket.gethostname(),
+            queue_id=self.spec.queue_id,
+            started_at=time.time(),
+            history=history,
+        )
+        save_state(self.paths, self.state)
+
+    def _undo_begin(self) -> None:
+        try:
+            save_state(self.paths, self.previous)
+        except OSError:
+            pass
+
+    def _tell(self, message: dict[str, object]) -> None:
+        if self.control is None:
+            return
+        try:
+            self.control.sendall((json.dumps(message) + "\n").encode())
+        except OSError:
+            pass
+
+    def _handshake(self) -> bool:
+        """Report the lock to the queue and wait for its claim; True when the run may start."""
+        if self.control is None:
+            return True
+        self._tell(
+            {
+                "status": "locked",
+                "pid": os.getpid(),
+                "attempt": self.state.attempt,
+                "resume_step": self.state.resume_step,
+            }
+        )
+        self.control.settimeout(_GO_TIMEOUT_S)
+        try:
+            answer = self.control.recv(64)
+        except OSError:
+            answer = b""
+        self.control.close()
+        self.control = None
+        return answer.startswith(b"go")
+
+    # ----------------------------------------------------------------- the attempt
+    def _run_attempt(self) -> int:
+        try:
+            self.log_fd = os.open(self.paths.out_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            return self._fail(None, None, None, self._reason_for(error), f"cannot open {self.paths.out_log}: {error.strerror}")
+        # Our own tracebacks belong in the run's log, not in a terminal that may be gone.
+        os.dup2(self.log_fd, 2)
+        for step in plan_steps(self.paths, self.state.resume_step):
+            outcome = self._run_step(step)
+            if outcome is not None:
+                return outcome
+        return self._succeed()
+
+    def _run_step(self, step: str) -> int | None:
+        """Run one step; None when it succeeded, else the supervisor's exit status."""
+        self.state.step = step
+        self.state.resume_step = step
+        self._save()
+        script = self.paths.root / step
+        try:
+            text = check_step_script(script)
+        except StepScriptError as error:
+            self._log_line(f"{self._header(step)}\n")
+            return self._fail(step, None, None, error.reason, str(error))
+        is_legacy = legacy.is_legacy_script(text)
+        try:
+            self._write_log(f"{self._header(step)}{' (legacy script: tee shim, pipefail)' if is_legacy else ''}\n")
+        except _DiskFull:
+            return self._fail(step, None, None, Reason.DISK_FULL, f"cannot write {self.paths.out_log}: no space left")
+        start_offset = os.fstat(self.log_fd).st_size
+        try:
+            process = self._spawn(step, is_legacy)
+        except OSError as error:
+            return self._fail(step, None, None, Reason.SPAWN_FAILED, f"cannot start bash {step}: {error.strerror}")
+        stop = self._wait(process)
+        code = process.returncode
+        exit_code = code if code is not None and code >= 0 else None
+        signum = -code if code is not None and code < 0 else None
+        if stop == "interrupt":
+            return self._interrupted(step)
+        if stop == "cancel":
+            return self._cancelled(step, exit_code, signum)
+        if not self.paths.root.is_dir():
+            self._vanished()
+        if stop == "time_limit":
+            limit = self.spec.time_limit_s or 0
+            return self._fail(step, exit_code, signum, Reason.TIME_LIMIT, f"time limit of {limit:g}s exceeded; every process of the run was stopped")
+        if code == 0:
+            if is_legacy:
+                missing = legacy.missing_outputs(self.paths, text)
+                if missing:
+                    return self._fail(step, 0, None, Reason.LEGACY_OUTPUT_MISSING, "legacy script exited 0 but did not write " + ", ".join(missing))
+            return None
+        tail = read_region_tail(self.paths.out_log, start_offset, _OOM_SCAN_BYTES)
+        if looks_like_cuda_oom(tail):
+            return self._fail(step, exit_code, signum, Reason.CUDA_OOM, f"CUDA out of memory on {self.spec.device_uuid}", tail)
+        if self._disk_is_full():
+            return self._fail(step, exit_code, signum, Reason.DISK_FULL, f"the disk holding {self.paths.root} is full", tail)
+        if signum is not None:
+            hint = " (the kernel's out-of-memory killer sends SIGKILL: check host memory)" if signum == signal.SIGKILL else ""
+            return self._fail(step, None, signum, Reason.SIGNAL, f"{step} killed by {signal_name(signum)}{hint}", tail)
+        return self._fail(step, exit_code, None, Reason.EXIT_STATUS, f"{step} exited with status {exit_code}", tail)
+
+    def _spawn(self, step: str, is_legacy: bool) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(self.spec.extra_env)
+        env.update(self.spec.device_env)
+        env["RUNQUEUE_RUN_DIR"] = str(self.paths.root)
+        env["RUNQUEUE_ATTEMPT"] = str(self.state.attempt)
+        env["RUNQUEUE_STEP"] = step
+        env.setdefault("PYTHONUNBUFFERED", "1")  # so the log and the console see lines as they come
+        bash = shutil.which("bash", path=env.get("PATH")) or "/bin/bash"
+        argv = [bash, step]
+        if is_legacy:
+            shim = legacy.write_tee_shim(self.paths.runtime_dir / legacy.SHIM_DIR_NAME, env.get("PATH", os.defpath))
+            env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', os.defpath)}"
+            argv = [bash, "-o", "pipefail", step]
+        identity: dict[str, object] = {}
+        who = self.spec.identity
+        if who is not None and (who.uid != os.geteuid() or who.gid != os.getegid()):
+            identity = {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
+        return subprocess.Popen(
+            argv,
+            cwd=self.paths.root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_fd,
+            stderr=subprocess.STDOUT,
+            process_group=0,  # the step's own group: a time limit stops all of it at once
+            pass_fds=(self.lock_fd,),  # see runlock: a step that outlives us still holds the run
+            **identity,  # type: ignore[arg-type]
+        )
+
+    def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
+        """Wait for the step; returns None, "interrupt", "cancel" or "time_limit"."""
+        pidfd = os.pidfd_open(process.pid)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        stop: str | None = None
+        try:
+            while True:
+                stop = self._stop_requested()
+                if stop is not None:
+                    break
+                timeout_ms = None
+                if self.deadline is not None:
+                    remaining = self.deadline - time.monotonic()
+                    if remaining <= 0:
+                        stop = "time_limit"
+                        break
+                    timeout_ms = int(remaining * 1000) + 1
+                ready = {fd for fd, _ in poller.poll(timeout_ms)}
+                if self.wake_r in ready:
+                    self._drain_wake()
+                if pidfd in ready:
+                    break
+            if stop is not None:
+                self._stop_processes(process, pidfd)
+        finally:
+            os.close(pidfd)
+        process.wait()
+        # Anything the step left running in its group would keep the GPU and the run lock.
+        signal_group(process.pid, signal.SIGTERM)
+        return stop
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self.wake_r, 64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _stop_requested(self) -> str | None:
+        while self.pending_signals:
+            signum = self.pending_signals.pop(0)
+            if signum == signal.SIGUSR1:
+                return "cancel"
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                return "interrupt"
+        return None
+
+    def _stop_processes(self, process: subprocess.Popen[bytes], pidfd: int) -> None:
+        """TERM the step's group and every other process of our session, then KILL after the grace."""
+        me = frozenset({os.getpid()})
+        # Sweep the session only when it is ours alone (the executors start us as its leader);
+        # run by hand from a shell, the session is the user's.
+        own_session = os.getsid(0) == os.getpid()
+        signal_group(process.pid, signal.SIGTERM)
+        if own_session:
+            signal_session(os.getpid(), signal.SIGTERM, spare=me)
+        deadline = time.monotonic() + self.spec.kill_grace_s
+        while time.monotonic() < deadline:
+            if own_session:
+                if not [pid for pid in session_members(os.getpid()) if pid not in me]:
+                    break
+            elif process.poll() is not None:
+                break
+            select.select([pidfd], [], [], 0.05)
+        signal_group(process.pid, signal.SIGKILL)
+        if own_session:
+            signal_session(os.getpid(), signal.SIGKILL, spare=me)
+
+    # ----------------------------------------------------------------- endings
+    def _succeed(self) -> int:
+        record = {
+            "finished": now_iso(),
+            "host": self.state.host,
+            "attempt": self.state.attempt,
+            "device": self.spec.device_uuid,
+            "seconds": round(time.monotonic() - self.started, 3),
+        }
+        try:
+            atomic_write_json(self.paths.done_marker, record)
+        except OSError as error:
+            return self._fail(self.state.step, 0, None, self._reason_for(error), f"cannot write {self.paths.done_marker}: {error.strerror}")
+        self.state.phase = Phase.SUCCEEDED
+        self.state.resume_step = None
+        self.state.exit_code = 0
+        self._end_attempt(None)
+        self._log_line(f"{HEADER_PREFIX} {now_iso()} done: every step succeeded (attempt {self.state.attempt})\n")
+        return EXIT_SUCCEEDED
+
+    def _fail(self, step: str | None, exit_code: int | None, signum: int | None, reason: Reason, message: str, tail: bytes | None = None) -> int:
+        if not self.paths.root.is_dir():
+            self._vanished()
+        if tail is None:
+            tail = read_region_tail(self.paths.out_log, 0, 64 * 1024)
+        self.state.exit_code = exit_code
+        self.state.signal = signum
+        self.state.reason = reason
+        self.state.message = message
+        self.state.failed_device_uuid = self.spec.device_uuid
+        attempt = self.state.attempt
+        if attempt < self.max_attempts:
+            backoff = min(_MAX_BACKOFF_S, self.spec.retry_backoff_s * 2 ** (attempt - 1))
+            self.state.phase = Phase.RETRY_WAIT
+            self.state.resume_step = step
+            self.state.retry_after = time.time() + backoff
+            self._end_attempt(reason)
+            self._log_line(f"{HEADER_PREFIX} {now_iso()} attempt {attempt}/{self.max_attempts} failed ({reason}): {message}; retrying from {step} in {backoff:g}s\n")
+            return EXIT_RETRY
+        record = FailureRecord(
+            step=step,
+            exit_code=exit_code,
+            signal=signum,
+            attempt=attempt,
+            time=now_iso(),
+            reason=str(reason),
+            message=message,
+            last_lines=last_lines(tail, _FAILED_TAIL_LINES),
+            device=self.spec.device_uuid,
+        )
+        self._write_failed(record)
+        self.state.phase = Phase.FAILED
+        self.state.resume_step = step
+        self._end_attempt(reason)
+        self._log_line(f"{HEADER_PREFIX} {now_iso()} attempt {attempt}/{self.max_attempts} failed ({reason}): {message}; giving up (see lfads.failed; `runqueue requeue` to run again)\n")
+        return EXIT_FAILED
+
+    def _interrupted(self, step: str) -> int:
+        self.state.phase = Phase.INTERRUPTED
+        self.state.resume_step = step
+        self.state.reason = "interrupted"
+        self._end_attempt("interrupted")
+        self._log_line(f"{HEADER_PREFIX} {now_iso()} interrupted by the queue during {step}; it goes again from this step next time\n")
+        return EXIT_INTERRUPTED
+
+    def _cancelled(self, step: str, exit_code: int | None, signum: int | None) -> int:
+        tail = read_region_tail(self.paths.out_log, 0, 64 * 1024)
+        record = FailureRecord(
+            step=step,
+            exit_code=exit_code,
+            signal=signum,
+            attempt=self.state.attempt,
+            time=now_iso(),
+            reason=str(Reason.CANCELLED),
+            message="cancelled with `runqueue cancel`",
+            last_lines=last_lines(tail, _FAILED_TAIL_LINES),
+            device=self.spec.device_uuid,
+        )
+        self._write_failed(record)
+        self.state.phase = Phase.CANCELLED
+        self.state.reason = Reason.CANCELLED
+        self._end_attempt(Reason.CANCELLED)
+        self._log_line(f"{HEADER_PREFIX} {now_iso()} cancelled during {step}\n")
+        return EXIT_CANCELLED
+
+    def _vanished(self) -> None:
+        print(f"runqueue: {self.paths.root} vanished while it was running; dropping the run", file=sys.__stderr__)
+        raise _Vanished
+
+    def _write_failed(self, record: FailureRecord) -> None:
+        try:
+            atomic_write_json(self.paths.failed_marker, record.to_json())
+        except OSError:
+            # A full disk may still take a tiny file; a marker without details beats none.
+            try:
+                with open(self.paths.failed_marker, "w") as marker:
+                    marker.write(json.dumps({"reason": record.reason, "step": record.step, "attempt": record.attempt}))
+            except OSError:
+                pass
+
+    def _end_attempt(self, reason: str | None) -> None:
+        self.state.ended_at = time.time()
+        self.state.history.append(
+            {
+                "attempt": self.state.attempt,
+                "step": self.state.step,
+                "device": self.spec.device_uuid,
+                "reason": reason,
+                "exit_code": self.state.exit_code,
+                "signal": self.state.signal,
+                "ended_at": self.state.ended_at,
+            }
+        )
+        self._save()
+
+    # ----------------------------------------------------------------- helpers
+    def _header(self, step: str) -> str:
+        return (
+            f"{HEADER_PREFIX} {now_iso()} host={self.state.host} attempt={self.state.attempt}/{self.max_attempts}"
+            f" step={step} device={self.spec.device_uuid} ({self.spec.device_name})"
+        )
+
+    def _write_log(self, text: str) -> None:
+        data = text.encode()
+        try:
+            while data:
+                data = data[os.write(self.log_fd, data) :]
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _DiskFull from None
+            raise
+
+    def _log_line(self, text: str) -> None:
+        if self.log_fd < 0:
+            return
+        try:
+            self._write_log(text)
+        except (OSError, _DiskFull):
+            pass
+
+    def _save(self) -> None:
+        try:
+            save_state(self.paths, self.state)
+        except FileNotFoundError:
+            if not self.paths.root.is_dir():
+                self._vanished()
+        except OSError:
+            pass  # a full disk must not stop the run; the markers still decide
+
+    def _disk_is_full(self) -> bool:
+        try:
+            info = os.statvfs(self.paths.root)
+        except OSError:
+            return False
+        return info.f_bavail * info.f_frsize < (1 << 20)
+
+    @staticmethod
+    def _reason_for(error: OSError) -> Reason:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return Reason.DISK_FULL
+        if error.errno == errno.ENOENT:
+            return Reason.FOLDER_VANISHED
+        return Reason.INTERNAL_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    spec_text = None
+    control_fd = None
+    while args:
+        flag = args.pop(0)
+        if flag == "--spec" and args:
+            spec_text = args.pop(0)
+        elif flag == "--control-fd" and args:
+            control_fd = int(args.pop(0))
+        else:
+            print(f"usage: python -m runqueue.supervisor --spec JSON [--control-fd N] (got {flag!r})", file=sys.stderr)
+            return EXIT_ERROR
+    if spec_text is None:
+        print("usage: python -m runqueue.supervisor --spec JSON [--control-fd N]", file=sys.stderr)
+        return EXIT_ERROR
+    spec = SupervisorSpec.from_json(spec_text)
+    control = socket.socket(fileno=control_fd) if control_fd is not None else None
+    return Supervisor(spec, control).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
