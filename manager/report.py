@@ -1,0 +1,129 @@
+"""`lfads-manager report RUN_DIR`: PNG plots of a run's fit into RUN_DIR/report/ and the R² vs truth."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from manager.atomicio import write_if_changed
+from manager.errors import ManagerError
+from manager.export import LFADS_FILE_PREFIX
+from manager.results import PosteriorMeans, fit_log, input_datasets, load_posterior_means, posterior_files
+from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT
+
+REPORT_DIR = "report"
+
+
+def _pyplot():  # matplotlib is slow to import; only the report needs it
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(figure: object) -> bytes:
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, metadata={"Software": None})  # type: ignore[attr-defined]
+    plt.close(figure)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def r_squared(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """1 - SSE/SST pooled over every trial, time bin and channel."""
+    residual = np.sum((predicted - truth) ** 2)
+    total = np.sum((truth - truth.mean()) ** 2)
+    return float(1.0 - residual / total) if total > 0 else float("nan")
+
+
+def training_curves_png(run_dir: Path) -> bytes:
+    log = fit_log(run_dir)
+    plt = _pyplot()
+    figure, (costs, weights) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for values, label in ((log.total_train, "total train"), (log.total_valid, "total valid"),
+                          (log.recon_train, "recon train"), (log.recon_valid, "recon valid")):
+        if np.isfinite(values).any():
+            costs.plot(log.epoch, values, label=label)
+    if log.lve_index is not None:
+        costs.axvline(log.epoch[log.lve_index], color="grey", ls=":", label="lowest valid error")
+    costs.set_xlabel("epoch")
+    costs.set_ylabel("cost")
+    costs.legend(fontsize=7)
+    weights.plot(log.epoch, log.kl_weight, label="KL weight")
+    weights.plot(log.epoch, log.l2_weight, label="L2 weight")
+    weights.set_xlabel("epoch")
+    weights.legend(fontsize=7)
+    figure.suptitle(f"{run_dir.parent.name}/{run_dir.name}", fontsize=9)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _truth_in_trial_order(run_dir: Path, means: PosteriorMeans) -> np.ndarray | None:
+    with h5py.File(run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{means.dataset}.h5", "r") as handle:
+        if "train_truth" not in handle or "valid_truth" not in handle:
+            return None
+        truth = np.empty(means.rates_per_bin.shape)
+        truth[means.train_inds] = handle["train_truth"][()]
+        truth[means.valid_inds] = handle["valid_truth"][()]
+    return truth  # spikes per bin, like output_dist_params
+
+
+def rates_png(means: PosteriorMeans, truth: np.ndarray, n_channels: int = 3, n_conditions: int = 3) -> bytes:
+    plt = _pyplot()
+    valid = means.valid_inds
+    labels = means.condition_id[valid] if means.condition_id is not None else np.zeros(valid.size)
+    conditions = list(dict.fromkeys(labels.tolist()))[:n_conditions]
+    channels = range(min(n_channels, truth.shape[2]))
+    figure, axes = plt.subplots(len(channels), len(conditions), figsize=(3.2 * len(conditions), 2.3 * len(channels)), squeeze=False)
+    to_hz = 1000.0 / means.spike_bin_ms
+    for row, channel in enumerate(channels):
+        for col, condition in enumerate(conditions):
+            ax = axes[row][col]
+            trials = valid[labels == condition]
+            for trial in trials:
+                ax.plot(means.time_ms, means.rates[trial, :, channel], color="tab:blue", lw=0.6, alpha=0.5)
+            ax.plot(means.time_ms, truth[trials[0], :, channel] * to_hz, color="black", lw=2)
+            ax.set_title(f"channel {channel + 1}, condition {condition}", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[-1][0].set_xlabel("time (ms)")
+    axes[-1][0].set_ylabel("rate (Hz)")
+    figure.suptitle(f"{means.dataset}: inferred (blue, valid trials) vs true rates (black)", fontsize=9)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def write_report(run_dir: Path | str) -> list[str]:
+    """Write report/*.png for whatever the run has produced; return the lines to print."""
+    run_dir = Path(run_dir).absolute()
+    output = run_dir / LFADS_OUTPUT
+    if not output.is_dir():
+        raise ManagerError(output, "no LFADS output yet", "train the run first (python run_lfads.py in its collection)")
+    has_fitlog = (output / "fitlog.csv").exists()
+    datasets = input_datasets(run_dir)
+    has_posterior = all(posterior_files(run_dir, name) is not None for name in datasets)
+    if not has_fitlog and not has_posterior:
+        raise ManagerError(output, "nothing to report (no fitlog.csv, no posterior means)", "let training run for an epoch")
+    report = run_dir / REPORT_DIR
+    report.mkdir(exist_ok=True)
+    lines = []
+    if has_fitlog:
+        write_if_changed(report / "training_curves.png", training_curves_png(run_dir))
+        lines.append(f"wrote {report / 'training_curves.png'}")
+    if not has_posterior:
+        lines.append("no posterior means yet (run lfads_posterior_mean_sample.sh); skipped the rate plots")
+        return lines
+    for name, means in load_posterior_means(run_dir).items():
+        truth = _truth_in_trial_order(run_dir, means)
+        if truth is None:
+            lines.append(f"{name}: no truth in the input; skipped the rate plot")
+            continue
+        score = r_squared(means.rates_per_bin[means.valid_inds], truth[means.valid_inds])
+        png = report / f"rates_vs_truth_{name}.png"
+        write_if_changed(png, rates_png(means, truth))
+        lines += [f"wrote {png}", f"{name}: valid-trial rate R² vs truth = {score:.3f}"]
+    return lines

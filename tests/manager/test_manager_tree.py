@@ -1,0 +1,142 @@
+"""`lfads-manager demo --profile seed` builds the seed's tree, name for name, with working scripts."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import SEED_TINY, run_manager_cli
+
+from manager.collection import RunCollection
+from manager.params import RunParams
+from manager.scripts import flag_pairs
+
+SPECS = {"all": ["dataset001", "dataset002", "dataset003"], "single_dataset001": ["dataset001"],
+         "single_dataset002": ["dataset002"], "single_dataset003": ["dataset003"]}
+# The flags the MATLAB run manager writes for the seed (docs/running.md shows the same set).
+ORIGINAL_FLAGS = {
+    "allow_gpu_growth", "max_ckpt_to_keep", "max_ckpt_to_keep_lve", "device", "learning_rate_init",
+    "learning_rate_decay_factor", "learning_rate_n_to_compare", "learning_rate_stop", "max_grad_norm", "batch_size",
+    "cell_clip_value", "temporal_spike_jitter_width", "keep_prob", "l2_gen_scale", "l2_con_scale", "co_mean_corr_scale",
+    "kl_ic_weight", "kl_co_weight", "kl_start_step", "l2_start_step", "kl_increase_steps", "l2_increase_steps",
+    "ext_input_dim", "inject_ext_input_to_gen", "co_dim", "prior_ar_atau", "do_train_prior_ar_atau", "prior_ar_nvar",
+    "do_train_prior_ar_nvar", "do_causal_controller", "do_feed_factors_to_controller", "feedback_factors_or_rates",
+    "controller_input_lag", "ci_enc_dim", "con_dim", "co_prior_var_scale", "num_steps_for_gen_ic", "ic_dim", "ic_enc_dim",
+    "ic_prior_var_min", "ic_prior_var_scale", "ic_prior_var_max", "ic_post_var_min", "cell_weight_scale", "gen_dim",
+    "gen_cell_input_weight_scale", "gen_cell_rec_weight_scale", "factors_dim", "output_dist", "do_train_readin",
+    "tf_debug_cli", "tf_debug_tensorboard", "tf_debug_tensorboard_hostport", "debug_verbose", "debug_print_each_step",
+}
+
+
+def expected_tree() -> set[str]:
+    names = {f"datasets/dataset00{i}.mat" for i in range(1, 5)}
+    base = "runs/exampleRun"
+    names |= {f"{base}/summary.txt", f"{base}/launch_tensorboard.sh", f"{base}/run_lfads.py"}
+    for spec, datasets in SPECS.items():
+        data = f"{base}/data_RE1kuL/{spec}"
+        run = f"{base}/param_Qr2PeG/{spec}"
+        names |= {f"{data}/.export_stamp.json"}
+        names |= {f"{run}/lfads_train.sh", f"{run}/lfads_posterior_mean_sample.sh", f"{run}/lfads_write_model_params.sh"}
+        for ds in datasets:
+            for file in (f"lfads_{ds}.h5", f"inputInfo_{ds}.mat"):
+                names |= {f"{data}/{file}", f"{run}/lfadsInput/{file}"}
+    return names | {f"{base}/data_RE1kuL/all/alignment_reconstruction.png"}
+
+
+def test_seed_demo_cli_builds_the_seed_tree(tmp_path):
+    knobs = [arg for key, value in SEED_TINY.items() for arg in ("--lorenz", f"{key}={value}")]
+    result = run_manager_cli("demo", str(tmp_path), "--profile", "seed", "--print-collection", *knobs)
+    assert result.returncode == 0, result.stderr
+    collection_dir = tmp_path / "runs" / "exampleRun"
+    assert result.stdout == f"{collection_dir}\n"  # only the folder; progress went to stderr
+    assert "exporting" in result.stderr
+    found = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() or p.is_symlink()}
+    assert found == expected_tree()
+    for spec, datasets in SPECS.items():
+        run = collection_dir / "param_Qr2PeG" / spec
+        for entry in (run / "lfadsInput").iterdir():
+            target = os.readlink(entry)
+            assert target == f"../../../data_RE1kuL/{spec}/{entry.name}"
+            assert entry.resolve() == (collection_dir / "data_RE1kuL" / spec / entry.name).resolve()
+            assert entry.resolve().is_file()
+        for script in ("lfads_train.sh", "lfads_posterior_mean_sample.sh", "lfads_write_model_params.sh"):
+            assert (run / script).stat().st_mode & stat.S_IXUSR
+        assert sorted(p.name[6:-3] for p in (run / "lfadsInput").glob("lfads*")) == datasets
+    assert (collection_dir / "run_lfads.py").stat().st_mode & stat.S_IXUSR
+    summary = (collection_dir / "summary.txt").read_text()
+    assert 'RunCollection "exampleRun" (4 runs total)' in summary
+    assert "[1 param_Qr2PeG data_RE1kuL]" in summary and "useAlignmentMatrix: true" in summary
+
+    # Running the demo again destroys nothing and rewrites nothing.
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    again = run_manager_cli("demo", str(tmp_path), "--profile", "seed", *knobs)
+    assert again.returncode == 0, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_scripts_carry_exactly_the_original_flags(seed_demo):
+    (stitched,) = seed_demo.find_runs("all")
+    pairs = dict(flag_pairs(stitched.params, stitched.n_datasets))
+    assert set(pairs) == ORIGINAL_FLAGS
+    # steps scale with the number of datasets; doubles print without %f padding
+    assert pairs["kl_increase_steps"] == "2700" and pairs["l2_increase_steps"] == "2700"
+    assert pairs["learning_rate_stop"] == "0.001" and pairs["keep_prob"] == "0.95" and pairs["max_grad_norm"] == "200"
+    single = seed_demo.find_runs("single_dataset001")[0]
+    assert dict(flag_pairs(single.params, 1))["kl_increase_steps"] == "900"
+
+    train_text = (stitched.path / "lfads_train.sh").read_text()
+    assert "set -euo pipefail" in train_text and "tee" not in train_text
+    train = command_tokens(train_text)
+    assert train[:4] == [sys.executable, "-m", "lfads", "--kind=train"]
+    assert train.count("-m") == 1  # training only; the queue chains the steps and keeps the log
+    posterior = command_tokens((stitched.path / "lfads_posterior_mean_sample.sh").read_text())
+    assert posterior[3:6] == ["--kind=posterior_sample_and_average", "--batch_size=512", "--checkpoint_pb_load_name=checkpoint_lve"]
+    assert sum(t.startswith("--batch_size=") for t in posterior) == 1
+    assert not any(t.startswith("--temporal_spike_jitter_width") for t in posterior)
+    params_step = command_tokens((stitched.path / "lfads_write_model_params.sh").read_text())
+    assert params_step[3:5] == ["--kind=write_model_params", "--checkpoint_pb_load_name=checkpoint_lve"]
+    assert "--batch_size=150" in params_step and not any(t.startswith("--temporal_spike") for t in params_step)
+
+
+def command_tokens(script: str) -> list[str]:
+    """The exec'd command line of a generated step script, as the shell would split it."""
+    command = script[script.index("\nexec ") + 6:].replace("\\\n", " ")
+    return shlex.split(command.replace("$run_dir", "RUN"))
+
+
+def test_small_values_and_added_flags():
+    params = RunParams(c_learning_rate_stop=1e-7, c_ic_post_var_min=2.5e-9, c_max_epochs=60, c_seed=0)
+    pairs = dict(flag_pairs(params, 2))
+    assert pairs["learning_rate_stop"] == "1e-07" and pairs["ic_post_var_min"] == "2.5e-09"
+    assert pairs["max_epochs"] == "60" and pairs["seed"] == "0"
+    assert "max_epochs" not in dict(flag_pairs(RunParams(), 1)) and "seed" not in dict(flag_pairs(RunParams(), 1))
+
+
+def recorder(path: Path, log: Path) -> str:
+    """A stand-in interpreter that records its arguments, to run the generated scripts for real."""
+    path.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$PWD" "$@" > {log}\n')
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_step_scripts_and_run_lfads_py_run_by_hand_from_anywhere(tmp_path, seed_demo):
+    log = tmp_path / "argv.txt"
+    fake_python = recorder(tmp_path / "fake-python", log)
+    collection = RunCollection(seed_demo.root, seed_demo.name, seed_demo.dataset_collection, python=fake_python)
+    collection.params, collection.run_specs = seed_demo.params, seed_demo.run_specs
+    collection.prepare()
+    moved = tmp_path / "moved"
+    os.rename(collection.root, moved)  # relative paths: the tree still works after a move
+    run_dir = moved / "exampleRun" / "param_Qr2PeG" / "single_dataset002"
+    subprocess.run(["bash", str(run_dir / "lfads_train.sh")], cwd="/", check=True, timeout=30)
+    argv = log.read_text().splitlines()
+    assert argv[1:5] == ["-m", "lfads", "--kind=train", f"--data_dir={run_dir}/lfadsInput"]
+    assert argv[5:7] == ["--data_filename_stem=lfads", f"--lfads_save_dir={run_dir}/lfadsOutput"]
+    assert "--factors_dim=8" in argv and "--kl_increase_steps=900" in argv
+
+    subprocess.run(["python3", str(moved / "exampleRun" / "run_lfads.py"), "--cpu-slots", "2"], cwd="/", check=True, timeout=30)
+    assert log.read_text().splitlines()[1:] == ["-m", "runqueue", "run", str(moved / "exampleRun"), "--cpu-slots", "2"]
