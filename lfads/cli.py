@@ -1,0 +1,66 @@
+"""`lfads` / `run_lfads.py` / `python -m lfads`: parse flags (no TensorFlow), then run one kind.
+
+Exit status 0 only on success; every failure ends with one line starting `lfads: error:`.
+A GPU out-of-memory failure says "CUDA out of memory" so the queue can tell it apart.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from lfads.errors import LfadsError
+from lfads.flags import FlagError, parse_flags, usage
+
+HELP_FLAGS = ("-h", "--help", "--helpfull", "--helpshort", "-?")
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    text = f"{type(err).__name__} {err}"
+    return "ResourceExhausted" in text or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def _quiet_tensorflow(verbose: bool) -> None:
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # the queue tees our output into lfads.out
+    if any(a in HELP_FLAGS for a in args):
+        print(usage())
+        return 0
+    try:
+        flags = parse_flags(args)
+    except FlagError as err:
+        print(f"lfads: error: {err}", file=sys.stderr)
+        return 2
+    _quiet_tensorflow(flags.debug_verbose)
+    try:
+        from lfads.run import run  # TensorFlow loads here, after the flags are known to be good
+
+        if not flags.debug_verbose:
+            import tensorflow as tf
+
+            tf.get_logger().setLevel("ERROR")
+        run(flags)
+    except LfadsError as err:
+        print(f"lfads: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lfads: error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # anything else: full traceback, then the one-line verdict
+        traceback.print_exc()
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if _is_out_of_memory(err):
+            print(f"lfads: error: ResourceExhaustedError: CUDA out of memory ({first_line[:300]});"
+                  " lower --batch_size or run fewer models per GPU", file=sys.stderr)
+        else:
+            print(f"lfads: error: {type(err).__name__}: {first_line[:500]}", file=sys.stderr)
+        return 1
+    return 0

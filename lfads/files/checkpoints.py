@@ -1,0 +1,148 @@
+"""Name-based TF checkpoints (`lfads_vae.ckpt-N`, `lfads_vae_lve.ckpt-N`) and their state files.
+
+Tensors are saved under the variables' TF1-style names (`LFADS/gen/GenGRU/...`), in the V2
+bundle format (`.index` + `.data-00000-of-00001`), so `tf.train.load_checkpoint` reads them by
+name. The state files `checkpoint` / `checkpoint_lve` are the CheckpointState text proto. A
+save writes the bundle under a temporary prefix, renames it into place, and only then
+rewrites the state file, so a crash never leaves the state pointing at half a checkpoint.
+No `.meta` graph file is written: TensorFlow 2 has no graph to store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from lfads.errors import LfadsError
+from lfads.files.atomic import fsync_dir, fsync_path, write_text_atomic
+
+PERIODIC_STATE = "checkpoint"
+LVE_STATE = "checkpoint_lve"
+DATA_SUFFIX = ".data-00000-of-00001"
+INDEX_SUFFIX = ".index"
+_LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"(.*)"\s*$')
+
+
+class CheckpointState(NamedTuple):
+    latest: str  # as written in the state file (relative to its folder, or absolute)
+    all_paths: list[str]
+
+
+def prefix_name(checkpoint_name: str, lve: bool, step: int) -> str:
+    return f"{checkpoint_name}{'_lve' if lve else ''}.ckpt-{step}"
+
+
+def step_of(prefix: str) -> int:
+    """The global step in a checkpoint path (`-[0-9]+$`), 0 if none, as the original parses it."""
+    match = re.search(r"-([0-9]+)$", prefix)
+    return int(match.group(1)) if match else 0
+
+
+def read_state(path: Path) -> CheckpointState | None:
+    if not path.exists():
+        return None
+    latest, all_paths = "", []
+    for line in path.read_text().splitlines():
+        match = _LINE.match(line)
+        if not match:
+            continue
+        if match.group(1) == "model_checkpoint_path":
+            latest = match.group(2)
+        else:
+            all_paths.append(match.group(2))
+    if not latest:
+        raise LfadsError(f"{path}: no model_checkpoint_path line; delete the file to start over")
+    return CheckpointState(latest, all_paths or [latest])
+
+
+def write_state(path: Path, state: CheckpointState) -> None:
+    lines = [f'model_checkpoint_path: "{state.latest}"']
+    lines += [f'all_model_checkpoint_paths: "{p}"' for p in state.all_paths]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def resolve(save_dir: Path, prefix: str) -> Path:
+    path = Path(prefix)
+    return path if path.is_absolute() else save_dir / path
+
+
+def latest_checkpoint(save_dir: Path, state_name: str) -> Path | None:
+    """Prefix the state file points at, or None if there is no state file; error if it is dangling."""
+    state_path = save_dir / state_name
+    state = read_state(state_path)
+    if state is None:
+        return None
+    prefix = resolve(save_dir, state.latest)
+    if not Path(str(prefix) + INDEX_SUFFIX).exists():
+        raise LfadsError(
+            f"{state_path} points at {prefix}, whose {INDEX_SUFFIX} file is missing;"
+            f" restore the checkpoint files or delete {state_path}"
+        )
+    return prefix
+
+
+def _remove_bundle(prefix: Path) -> None:
+    for suffix in (INDEX_SUFFIX, DATA_SUFFIX, ".meta"):
+        Path(str(prefix) + suffix).unlink(missing_ok=True)
+
+
+def save(save_dir: Path, variables: dict[str, tf.Variable], checkpoint_name: str, step: int, lve: bool,
+         max_to_keep: int) -> Path:
+    """Write a checkpoint and record it in `checkpoint` / `checkpoint_lve`; prune beyond max_to_keep."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    name = prefix_name(checkpoint_name, lve, step)
+    final = save_dir / name
+    tmp = save_dir / f".tmp-{uuid.uuid4().hex}.ckpt"
+    names = sorted(variables)
+    try:
+        tf.raw_ops.SaveV2(prefix=str(tmp), tensor_names=names, shape_and_slices=[""] * len(names),
+                          tensors=[variables[n].read_value() for n in names])
+        for suffix in (DATA_SUFFIX, INDEX_SUFFIX):  # index last: it is what readers look for
+            fsync_path(Path(str(tmp) + suffix))
+            os.replace(str(tmp) + suffix, str(final) + suffix)
+        fsync_dir(save_dir)
+    finally:
+        _remove_bundle(tmp)
+    state_path = save_dir / (LVE_STATE if lve else PERIODIC_STATE)
+    old = read_state(state_path)
+    kept = [p for p in (old.all_paths if old else []) if p != name and resolve(save_dir, p) != final] + [name]
+    if max_to_keep > 0:
+        for stale in kept[:-max_to_keep]:
+            _remove_bundle(resolve(save_dir, stale))
+        kept = kept[-max_to_keep:]
+    write_state(state_path, CheckpointState(name, kept))
+    return final
+
+
+def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str]) -> list[str]:
+    """Assign every variable found in the checkpoint; -> names that were not in it.
+
+    A missing or mis-shaped variable in `required` means the flags differ from training's.
+    """
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+    except (tf.errors.OpError, ValueError) as err:
+        raise LfadsError(f"{prefix}: cannot read checkpoint ({err}); delete it or restore the files") from None
+    shapes = reader.get_variable_to_shape_map()
+    missing = []
+    for name, var in variables.items():
+        if name not in shapes:
+            if name in required:
+                raise LfadsError(
+                    f"{prefix}: has no variable {name}; pass the same model flags as in training"
+                    " (the README of LFADS: every training flag must be passed again)"
+                )
+            missing.append(name)
+            continue
+        if list(shapes[name]) != var.shape.as_list():
+            raise LfadsError(
+                f"{prefix}: {name} has shape {shapes[name]} but these flags build {var.shape.as_list()};"
+                " pass the same model flags as in training"
+            )
+        var.assign(reader.get_tensor(name))
+    return missing

@@ -1,0 +1,38 @@
+"""`model_runs_*` and `model_params` HDF5 files (reference §6): names, keys, float64, gzip."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from lfads.files.atomic import atomic_path
+
+
+def model_runs_name(output_filename_stem: str, dataset: str, split: str, kind: str) -> str:
+    # The original: "model_runs_" + name, or the stem glued on with no separator.
+    head = output_filename_stem if output_filename_stem else "model_runs_"
+    return f"{head}{dataset}_{split}_{kind}"
+
+
+def prior_sample_name(output_filename_stem: str) -> str:
+    return f"{output_filename_stem}model_runs_prior_sample"
+
+
+def model_params_name(output_filename_stem: str) -> str:
+    return f"{output_filename_stem}_model_params" if output_filename_stem else "model_params"
+
+
+def write_h5(path: Path, arrays: Mapping[str, np.ndarray], compression: str | None) -> None:
+    """One HDF5 dataset per key ('/' in keys becomes '_', as write_data did); written atomically."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for key, value in arrays.items():
+            array = np.asarray(value)
+            options = {"compression": compression} if compression and array.ndim > 0 else {}
+            h5.create_dataset(key.replace("/", "_"), data=array, **options)
+
+
+def write_model_runs(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    write_h5(path, {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}, "gzip")

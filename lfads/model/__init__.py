@@ -1,0 +1,1 @@
+"""The LFADS graph as small tf.Modules whose variable names follow the original scopes."""

@@ -1,0 +1,57 @@
+"""Training state and the original's optimiser: Adam (β1 0.9, β2 0.999, ε 0.1), global-norm clip.
+
+Written out rather than taken from Keras so the slot variables carry TF1 names
+(`<var>/Adam`, `<var>/Adam_1`, `beta1_power`, `beta2_power`) in checkpoints and model_params,
+and so a non-finite step can be skipped inside the compiled function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+BETA1, BETA2, EPSILON = 0.9, 0.999, 0.1
+
+
+def base_name(var: tf.Variable) -> str:
+    return var.name.split(":")[0]
+
+
+class TrainState(tf.Module):
+    """Saved with the weights: global step, learning rate and (added by this port) the epoch count."""
+
+    def __init__(self, learning_rate: float) -> None:
+        super().__init__(name=None)
+        self.global_step = tf.Variable(np.int64(0), name="LFADS/global_step", trainable=False)
+        self.learning_rate = tf.Variable(np.float32(learning_rate), name="LFADS/learning_rate", trainable=False)
+        self.epoch = tf.Variable(np.int64(0), name="LFADS/epoch", trainable=False)
+
+
+class Adam(tf.Module):
+    def __init__(self, variables: list[tf.Variable], max_grad_norm: float) -> None:
+        super().__init__(name=None)
+        self.targets = list(variables)
+        self.max_grad_norm = max_grad_norm
+        self.m = [tf.Variable(tf.zeros_like(v), name=f"{base_name(v)}/Adam", trainable=False) for v in variables]
+        self.v = [tf.Variable(tf.zeros_like(v), name=f"{base_name(v)}/Adam_1", trainable=False) for v in variables]
+        self.beta1_power = tf.Variable(np.float32(BETA1), name="beta1_power", trainable=False)
+        self.beta2_power = tf.Variable(np.float32(BETA2), name="beta2_power", trainable=False)
+
+    def apply(self, grads: list[tf.Tensor], state: TrainState, cost: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Clip, then update unless the cost or gradient is non-finite. -> (global norm, applied)."""
+        clipped, norm = tf.clip_by_global_norm(grads, self.max_grad_norm)
+        finite = tf.logical_and(tf.math.is_finite(norm), tf.math.is_finite(cost))
+
+        def update() -> tf.Tensor:
+            lr = state.learning_rate * tf.sqrt(1.0 - self.beta2_power) / (1.0 - self.beta1_power)
+            for var, g, m, v in zip(self.targets, clipped, self.m, self.v, strict=True):
+                m.assign(BETA1 * m + (1.0 - BETA1) * g)
+                v.assign(BETA2 * v + (1.0 - BETA2) * tf.square(g))
+                var.assign_sub(lr * m / (tf.sqrt(v) + EPSILON))
+            self.beta1_power.assign(self.beta1_power * BETA1)
+            self.beta2_power.assign(self.beta2_power * BETA2)
+            state.global_step.assign_add(1)
+            return tf.constant(True)
+
+        applied = tf.cond(finite, update, lambda: tf.constant(False))
+        return norm, applied

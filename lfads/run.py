@@ -1,0 +1,83 @@
+"""One invocation of `lfads --kind=...`: data -> model -> restore -> the kind's work."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import tensorflow as tf
+
+from lfads import posterior
+from lfads.build import RunContext, build
+from lfads.config import cost_config, model_config
+from lfads.data import check_alignment, check_trial_counts, load_datasets
+from lfads.device import configure_device
+from lfads.errors import LfadsError
+from lfads.files import checkpoints
+from lfads.files.hyperparams import write_hyperparameters
+from lfads.files.model_runs import model_params_name, write_h5
+from lfads.flags import Flags
+from lfads.train import train
+
+TRAINING_KINDS = ("train", "write_model_params")  # kinds whose graph holds the optimiser
+
+
+def restore_or_init(ctx: RunContext) -> int:
+    """Restore from the state file --checkpoint_pb_load_name names; -> the step for hyperparameters-N."""
+    flags, built = ctx.flags, ctx.built
+    state_path = ctx.save_dir / flags.checkpoint_pb_load_name
+    prefix = checkpoints.latest_checkpoint(ctx.save_dir, flags.checkpoint_pb_load_name)
+    if prefix is None:
+        if flags.kind != "train":
+            raise LfadsError(
+                f"{state_path} not found: there is no trained model to load for --kind={flags.kind};"
+                " run --kind=train first (it writes checkpoint and checkpoint_lve)"
+            )
+        print("Created model with fresh parameters.", flush=True)
+        return 0
+    print(f"Restoring parameters from {prefix}", flush=True)
+    missing = checkpoints.restore(prefix, built.variables, built.required)
+    if missing and flags.kind == "train":
+        print(f"Not in the checkpoint, starting fresh: {', '.join(sorted(missing))}", flush=True)
+    if flags.kind == "train" and flags.do_reset_learning_rate:
+        built.state.learning_rate.assign(flags.learning_rate_init)
+    return checkpoints.step_of(prefix.name)
+
+
+def write_model_params(ctx: RunContext) -> Path:
+    path = ctx.save_dir / model_params_name(ctx.flags.output_filename_stem)
+    arrays = {f"{name}:0": var.numpy() for name, var in sorted(ctx.built.variables.items())}
+    write_h5(path, arrays, compression=None)
+    print(f"Wrote {len(arrays)} variables to {path}", flush=True)
+    return path
+
+
+def run(flags: Flags) -> None:
+    save_dir = Path(flags.lfads_save_dir)
+    datasets = load_datasets(Path(flags.data_dir), flags.data_filename_stem, flags.output_dist,
+                             flags.ext_input_dim, flags.debug_reduce_timesteps_to)
+    check_alignment(datasets, flags.factors_dim)
+    if flags.kind == "train":
+        check_trial_counts(datasets, flags.batch_size)
+    cfg = model_config(flags, datasets)
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LfadsError(f"{save_dir}: cannot create the output folder ({err}); check --lfads_save_dir") from None
+    device = configure_device(flags.device, flags.allow_gpu_growth)
+    with tf.device(device):
+        built = build(flags, datasets, cfg, with_optimizer=flags.kind in TRAINING_KINDS)
+        ctx = RunContext(flags, datasets, cfg, cost_config(flags), built, save_dir)
+        step = restore_or_init(ctx)
+        write_hyperparameters(save_dir, flags, cfg, step)
+        base_seed = flags.seed if flags.seed >= 0 else secrets.randbits(31)
+        if flags.kind == "train":
+            train(ctx)
+        elif flags.kind == "posterior_sample_and_average":
+            posterior.write_posterior(ctx, push_mean=False, base_seed=base_seed)
+        elif flags.kind == "posterior_push_mean":
+            posterior.write_posterior(ctx, push_mean=True, base_seed=base_seed)
+        elif flags.kind == "prior_sample":
+            posterior.write_prior_sample(ctx, base_seed)
+        else:
+            write_model_params(ctx)

@@ -1,0 +1,204 @@
+"""The original training loop (reference §4) plus --max_epochs and a clean stop on a non-finite cost.
+
+Epoch: every dataset's trials permuted and padded to whole batches, all (dataset, batch) pairs
+shuffled together. After each epoch: a validation pass, the LVE checkpoint rule, TensorBoard,
+fitlog.csv, the console line, and the learning-rate plateau rule on the training cost.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from lfads.augment import jitter_spikes
+from lfads.build import RunContext
+from lfads.data import Dataset
+from lfads.errors import LfadsError
+from lfads.files import checkpoints
+from lfads.files.fitlog import EpochSummary, append_fitlog, console_line
+from lfads.files.tensorboard import TensorBoardLog
+from lfads.steps import CompiledSteps
+
+SAVE_EVERY_EPOCHS = 10
+SEED_HIGH = 2**62
+
+
+class EpochCosts(NamedTuple):
+    total: float
+    recon: float
+    kl: float
+    l2: float
+    kl_weight: float
+    l2_weight: float
+    grad_norm: float
+    corr: float
+    skipped: int
+
+
+def epoch_batches(datasets: list[Dataset], split: str, batch_size: int,
+                  rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
+    """[(dataset index, trial indices)], the original's randomize_example_idxs_mod_batch_size."""
+    pairs: list[tuple[int, np.ndarray]] = []
+    for index, ds in enumerate(datasets):
+        data, _ = ds.split(split)
+        if data is None:
+            continue
+        count = data.shape[0]
+        extra = (-count) % batch_size
+        padding = rng.choice(count, size=extra, replace=False) if extra else np.zeros(0, np.int64)
+        order = rng.permutation(np.concatenate([np.arange(count), padding]))
+        pairs.extend((index, row) for row in order.reshape(-1, batch_size))
+    return [pairs[i] for i in rng.permutation(len(pairs))]
+
+
+def _seed(rng: np.random.Generator) -> np.ndarray:
+    return rng.integers(0, SEED_HIGH, size=2, dtype=np.int64)
+
+
+def _batch(ds: Dataset, split: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    data, ext = ds.split(split)
+    assert data is not None
+    return data[rows], None if ext is None else ext[rows]
+
+
+def train_epoch(ctx: RunContext, steps: CompiledSteps, rng: np.random.Generator) -> EpochCosts:
+    flags = ctx.flags
+    results = []
+    for index, rows in epoch_batches(ctx.datasets, "train", flags.batch_size, rng):
+        data, ext = _batch(ctx.datasets[index], "train", rows)
+        if flags.output_dist == "poisson" and flags.temporal_spike_jitter_width > 0:
+            data = jitter_spikes(data, flags.temporal_spike_jitter_width, rng)
+        result = steps.train(index)(data, ext, _seed(rng))
+        if flags.debug_print_each_step:
+            c = result.costs
+            print(f"  step:{int(ctx.built.state.global_step.numpy())} total:{float(c.total):.3f} "
+                  f"recon:{float(c.recon):.3f} kl:{float(c.kl):.3f}", flush=True)
+        results.append(result)
+    totals = np.array([float(r.costs.total) for r in results])
+    applied = np.array([bool(r.applied) for r in results])
+    last = results[-1]
+    return EpochCosts(
+        total=float(np.mean(totals)),
+        recon=float(np.mean([float(r.costs.recon) for r in results])),
+        kl=float(np.mean([float(r.costs.kl) for r in results])),
+        l2=float(last.costs.l2), kl_weight=float(last.costs.kl_weight), l2_weight=float(last.costs.l2_weight),
+        grad_norm=float(last.grad_norm), corr=float(last.costs.corr), skipped=int(np.sum(~applied)),
+    )
+
+
+def valid_epoch(ctx: RunContext, steps: CompiledSteps, rng: np.random.Generator) -> tuple[float, float, float]:
+    totals, recons, kls = [], [], []
+    for index, rows in epoch_batches(ctx.datasets, "valid", ctx.flags.batch_size, rng):
+        data, ext = _batch(ctx.datasets[index], "valid", rows)
+        costs = steps.evaluate(index)(data, ext, _seed(rng))
+        totals.append(float(costs.total))
+        recons.append(float(costs.recon))
+        kls.append(float(costs.kl))
+    return float(np.mean(totals)), float(np.mean(recons)), float(np.mean(kls))
+
+
+def ar_prior_readings(ctx: RunContext) -> tuple[list[float], list[float]]:
+    ar1 = ctx.built.model.ar1
+    if ar1 is None:
+        return [], []
+    taus = np.exp(ar1.logatau.numpy()).ravel().tolist()
+    pvars = np.exp(ar1.log_process_var().numpy()).ravel().tolist()
+    return taus, pvars
+
+
+class Trainer:
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        flags = ctx.flags
+        self.rng = np.random.default_rng(None if flags.seed < 0 else [flags.seed, 1])
+        self.steps = CompiledSteps(ctx.built, ctx.costs, flags.keep_prob, flags.jit_compile)
+        self.has_valid = any(ds.valid_data is not None for ds in ctx.datasets)
+        self.train_costs: list[float] = []
+        self.valid_costs: list[float] = []
+        self.lowest_valid = math.inf
+        self.saved_step = -1
+
+    def save(self, lve: bool) -> None:
+        ctx, flags = self.ctx, self.ctx.flags
+        step = int(ctx.built.state.global_step.numpy())
+        keep = flags.max_ckpt_to_keep_lve if lve else flags.max_ckpt_to_keep
+        checkpoints.save(ctx.save_dir, ctx.built.variables, flags.checkpoint_name, step, lve, keep)
+        if not lve:
+            self.saved_step = step
+
+    def run(self) -> None:
+        ctx, state = self.ctx, self.ctx.built.state
+        board = TensorBoardLog(ctx.save_dir)
+        try:
+            self._loop(board)
+        finally:
+            board.close()
+        if int(state.global_step.numpy()) != self.saved_step:
+            self.save(lve=False)
+        if checkpoints.read_state(ctx.save_dir / checkpoints.LVE_STATE) is None:
+            print("No lowest-validation-error checkpoint was written (the KL/L2 ramps did not finish, or"
+                  " there is no validation set); saving the final weights as the LVE checkpoint.", flush=True)
+            self.save(lve=True)
+
+    def _loop(self, board: TensorBoardLog) -> None:
+        ctx, flags, state = self.ctx, self.ctx.flags, self.ctx.built.state
+        lr = float(state.learning_rate.numpy())
+        while True:
+            epoch = int(state.epoch.numpy())
+            if flags.max_epochs and epoch >= flags.max_epochs:
+                print(f"Stopping optimization: reached --max_epochs={flags.max_epochs}.", flush=True)
+                return
+            tr = train_epoch(ctx, self.steps, self.rng)
+            step = int(state.global_step.numpy())
+            if tr.skipped:
+                raise LfadsError(
+                    f"{ctx.save_dir}: non-finite cost or gradient in epoch {epoch} ({tr.skipped} steps skipped,"
+                    f" global step {step}); training stopped, the weights of the last finite step are kept."
+                    " Lower --learning_rate_init or --max_grad_norm"
+                )
+            state.epoch.assign(epoch + 1)
+            if epoch % SAVE_EVERY_EPOCHS == 0:
+                self.save(lve=False)
+            valid: tuple[float, float, float] | None = None
+            if self.has_valid:
+                valid = valid_epoch(ctx, self.steps, self.rng)
+                self._maybe_save_lve(tr, valid[0])
+            summary = EpochSummary(epoch, step, tr.total, tr.recon, tr.kl, *(valid or (None, None, None)),
+                                   tr.l2, tr.kl_weight, tr.l2_weight)
+            taus, pvars = ar_prior_readings(ctx)
+            board.epoch(summary, lr, tr.grad_norm, tr.corr, taus, pvars)
+            if flags.csv_log:
+                append_fitlog(ctx.save_dir / f"{flags.csv_log}.csv", summary)
+            print(console_line(summary), flush=True)
+            lr = self._manage_learning_rate(tr.total, lr)
+            if lr < flags.learning_rate_stop:
+                print("Stopping optimization based on learning rate criteria.", flush=True)
+                return
+
+    def _maybe_save_lve(self, tr: EpochCosts, valid_total: float) -> None:
+        flags = self.ctx.flags
+        self.valid_costs.append(valid_total)
+        ramps_done = tr.kl_weight >= 1.0 and (
+            tr.l2_weight >= 1.0 or (flags.l2_gen_scale == 0.0 and flags.l2_con_scale == 0.0)
+        )
+        if ramps_done and len(self.valid_costs) > 1 and valid_total < self.lowest_valid:
+            self.lowest_valid = valid_total
+            self.save(lve=True)
+
+    def _manage_learning_rate(self, train_total: float, lr: float) -> float:
+        flags, state = self.ctx.flags, self.ctx.built.state
+        window = flags.learning_rate_n_to_compare
+        if len(self.train_costs) > window and train_total > max(self.train_costs[-window:]):
+            state.learning_rate.assign(lr * flags.learning_rate_decay_factor)
+            lr = float(state.learning_rate.numpy())
+            print(f"     Decreasing learning rate to {lr:f}.", flush=True)
+            self.train_costs.append(math.inf)  # forces at least `window` epochs at the new rate
+        else:
+            self.train_costs.append(train_total)
+        return lr
+
+
+def train(ctx: RunContext) -> None:
+    Trainer(ctx).run()
