@@ -42,6 +42,67 @@ def is_alive(pid: int | None, start_time: int | None) -> bool:
     return start_time is None or int(fields[19]) == start_time
 
 
+def _all_processes() -> dict[int, tuple[str, int, int]]:
+    """pid -> (state, parent pid, session id) for every process we can see."""
+    table: dict[int, tuple[str, int, int]] = {}
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return table
+    with entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                fields = _stat_fields(int(entry.name))
+                # fields[0] state (field 3), fields[1] ppid (field 4), fields[3] session (field 6)
+                if fields is not None and len(fields) > 3:
+                    table[int(entry.name)] = (fields[0], int(fields[1]), int(fields[3]))
+    return table
+
+
+def run_processes(leader: int) -> list[int]:
+    """Live processes belonging to the run whose supervisor is `leader` (not counting it).
+
+    That is its session (it is the session leader), plus its descendants: with the supervisor as
+    child subreaper, a step's process that escaped with setsid is re-parented to it, not to init.
+    """
+    table = _all_processes()
+    found = []
+    for pid, (state, _, sid) in table.items():
+        if pid == leader or state in ("Z", "X"):
+            continue
+        if sid == leader:
+            found.append(pid)
+            continue
+        ancestor, hops = table[pid][1], 0
+        while ancestor > 1 and ancestor != leader and hops < 64:
+            ancestor, hops = (table[ancestor][1] if ancestor in table else 0), hops + 1
+        if ancestor == leader:
+            found.append(pid)
+    return found
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants are re-parented to us instead of init (Linux prctl PR_SET_CHILD_SUBREAPER)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # 36 = PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_orphans() -> None:
+    """Collect exited children we inherited as subreaper, so none stays a zombie."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def session_members(sid: int) -> list[int]:
     """Pids of every live process in session `sid` (the steps of one run, and its supervisor)."""
     members = []

@@ -16,6 +16,7 @@ Exit status: see the EXIT_* constants; the markers and state.json remain the tru
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -31,7 +32,14 @@ from pathlib import Path
 from runqueue import legacy, runlock
 from runqueue.atomicio import atomic_write_json
 from runqueue.layout import RunPaths
-from runqueue.procinfo import process_start_time, session_members, signal_group, signal_name, signal_session
+from runqueue.procinfo import (
+    become_subreaper,
+    process_start_time,
+    reap_orphans,
+    run_processes,
+    signal_group,
+    signal_name,
+)
 from runqueue.runstate import FailureRecord, PersistedState, Phase, Reason, load_state, now_iso, save_state
 from runqueue.steps import (
     StepScriptError,
@@ -81,10 +89,14 @@ class Supervisor:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pending_signals: list[int] = []
         self.previous = PersistedState()
+        self.own_session = False
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
         self._install_signal_handlers()
+        self.own_session = os.getsid(0) == os.getpid()
+        if self.own_session:
+            become_subreaper()
         if not self.paths.root.is_dir():
             self._tell({"status": "error", "reason": Reason.FOLDER_VANISHED, "message": "run folder is gone"})
             return EXIT_VANISHED
@@ -319,8 +331,9 @@ class Supervisor:
         finally:
             os.close(pidfd)
         process.wait()
-        # Anything the step left running in its group would keep the GPU and the run lock.
-        signal_group(process.pid, signal.SIGTERM)
+        # Anything the step left running would keep the GPU and the run lock.
+        self._signal_run(process, signal.SIGTERM)
+        reap_orphans()
         return stop
 
     def _drain_wake(self) -> None:
@@ -340,25 +353,31 @@ class Supervisor:
         return None
 
     def _stop_processes(self, process: subprocess.Popen[bytes], pidfd: int) -> None:
-        """TERM the step's group and every other process of our session, then KILL after the grace."""
-        me = frozenset({os.getpid()})
-        # Sweep the session only when it is ours alone (the executors start us as its leader);
-        # run by hand from a shell, the session is the user's.
-        own_session = os.getsid(0) == os.getpid()
-        signal_group(process.pid, signal.SIGTERM)
-        if own_session:
-            signal_session(os.getpid(), signal.SIGTERM, spare=me)
+        """TERM every process of the run, then KILL what is left after the grace period."""
+        self._signal_run(process, signal.SIGTERM)
         deadline = time.monotonic() + self.spec.kill_grace_s
-        while time.monotonic() < deadline:
-            if own_session:
-                if not [pid for pid in session_members(os.getpid()) if pid not in me]:
-                    break
-            elif process.poll() is not None:
-                break
+        while time.monotonic() < deadline and self._run_processes(process):
             select.select([pidfd], [], [], 0.05)
-        signal_group(process.pid, signal.SIGKILL)
-        if own_session:
-            signal_session(os.getpid(), signal.SIGKILL, spare=me)
+            # Never wait(-1) before the step itself is collected: its exit status would be lost.
+            if process.poll() is not None:
+                reap_orphans()
+        self._signal_run(process, signal.SIGKILL)
+
+    def _run_processes(self, process: subprocess.Popen[bytes]) -> list[int]:
+        if self.own_session:
+            return run_processes(os.getpid())
+        return [] if process.poll() is not None else [process.pid]
+
+    def _signal_run(self, process: subprocess.Popen[bytes], signum: int) -> None:
+        # The step's process group, then (when the session is ours alone, as the executors start
+        # us) everything in our session or below us: a script may have used setsid or setpgid.
+        # Started by hand from a shell, the session is the user's and only the group is touched.
+        signal_group(process.pid, signum)
+        if not self.own_session:
+            return
+        for pid in run_processes(os.getpid()):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
 
     # ----------------------------------------------------------------- endings
     def _succeed(self) -> int:

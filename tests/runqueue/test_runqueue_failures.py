@@ -1,0 +1,123 @@
+"""Failures end as lfads.failed with their reason after the retries, and the queue carries on."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from runqueue_testkit import gpu, make_run, pid_alive, queue_env, read_json, run_queue, step_headers, write_gpus
+
+
+def _sim(tmp_path: Path) -> Path:
+    return write_gpus(tmp_path / "gpus.json", [gpu("GPU-f1"), gpu("GPU-f2")])
+
+
+def test_runqueue_retries_from_the_failed_step_then_writes_lfads_failed(tmp_path: Path) -> None:
+    counter = tmp_path / "posterior_calls"
+    # Training succeeds; the posterior step fails every time: retried from that step only.
+    bad = make_run(tmp_path / "runs", "c/param_X/bad", "echo train-ran\n", posterior=f"echo x >> {counter}\necho 'about to fail'\nexit 7\n")
+    # Fails once, then succeeds: a retry rescues it.
+    flaky_flag = tmp_path / "flaky"
+    flaky = make_run(tmp_path / "runs", "c/param_X/flaky", f"[ -e {flaky_flag} ] || {{ touch {flaky_flag}; exit 3; }}\necho ok\n")
+    good = make_run(tmp_path / "runs", "c/param_X/good", "echo fine\n")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", _sim(tmp_path), "--retries", "2", "--retry-backoff", "0.2")
+    assert result.returncode == 1, result.stdout
+    failure = read_json(bad / "lfads.failed")
+    assert failure["reason"] == "exit_status"
+    assert (failure["step"], failure["exit_code"], failure["signal"], failure["attempt"]) == ("lfads_posterior_mean_sample.sh", 7, None, 3)
+    assert failure["last_lines"][-1] == "about to fail"
+    assert failure["time"] and failure["message"] == "lfads_posterior_mean_sample.sh exited with status 7"
+    assert counter.read_text().count("x") == 3
+    log = (bad / "lfads.out").read_text()
+    assert log.count("train-ran") == 1  # not retried from the start
+    steps = [(h.split(" attempt=")[1].split()[0], h.split(" step=")[1].split()[0]) for h in step_headers(log)]
+    assert steps == [("1/3", "lfads_train.sh"), ("1/3", "lfads_posterior_mean_sample.sh"), ("2/3", "lfads_posterior_mean_sample.sh"), ("3/3", "lfads_posterior_mean_sample.sh")]
+    assert not (bad / "lfads.done").exists()
+    assert read_json(flaky / "lfads.done")["attempt"] == 2
+    assert (good / "lfads.done").exists()
+    assert "failed  param_X/bad: exit_status" in result.stdout
+    # A failed run is not started again until requeued.
+    again = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", _sim(tmp_path), "--quiet")
+    assert again.returncode == 1
+    assert counter.read_text().count("x") == 3
+
+
+def test_runqueue_time_limit_stops_the_whole_process_group(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    run = make_run(
+        tmp_path / "runs",
+        "c/param_T/slow",
+        # A child in the background, one that ignores SIGTERM, and one that left the process group.
+        f"sleep 300 & echo $! >> {pids}\n"
+        f"bash -c 'trap \"\" TERM; sleep 300' & echo $! >> {pids}\n"
+        f"setsid sleep 300 & echo $! >> {pids}\n"
+        "echo started; sleep 300\n",
+    )
+    start = time.monotonic()
+    result = run_queue(
+        queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", _sim(tmp_path),
+        "--time-limit", "1.5s", "--retries", "0", "--kill-grace", "0.5",
+    )
+    assert time.monotonic() - start < 60
+    assert result.returncode == 1
+    failure = read_json(run / "lfads.failed")
+    assert failure["reason"] == "time_limit"
+    assert failure["signal"] in (15, 9)
+    children = [int(pid) for pid in pids.read_text().split()]
+    assert len(children) == 3
+    for pid in children:
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not pid_alive(pid), f"pid {pid} survived the time limit"
+
+
+def test_runqueue_time_limit_from_runqueue_json(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_T/declared", "sleep 300\n", resources={"time_limit": "1s"})
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", _sim(tmp_path), "--retries", "0", "--kill-grace", "0.5")
+    assert result.returncode == 1
+    assert read_json(run / "lfads.failed")["reason"] == "time_limit"
+
+
+def test_runqueue_missing_unreadable_and_disk_full_have_reasons(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    missing = root / "c/param_M/missing"
+    missing.mkdir(parents=True)
+    (missing / "lfads_train.sh").symlink_to(tmp_path / "deleted.sh")  # the script the run names is gone
+    unreadable = make_run(root, "c/param_M/unreadable")
+    (unreadable / "lfads_posterior_mean_sample.sh").mkdir()  # not a script at all
+    full = make_run(root, "c/param_M/full")
+    (full / "lfads.out").symlink_to("/dev/full")  # every write: ENOSPC
+    fine = make_run(root, "c/param_M/fine")
+    result = run_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", _sim(tmp_path), "--retries", "0", "--quiet")
+    assert result.returncode == 1
+    assert read_json(missing / "lfads.failed")["reason"] == "script_missing"
+    assert "does not exist" in read_json(missing / "lfads.failed")["message"]
+    assert read_json(unreadable / "lfads.failed")["reason"] == "script_unreadable"
+    assert read_json(unreadable / "lfads.failed")["step"] == "lfads_posterior_mean_sample.sh"
+    assert read_json(full / "lfads.failed")["reason"] == "disk_full"
+    assert (fine / "lfads.done").exists()  # and the queue carried on
+
+
+def test_runqueue_vanished_run_folder_is_dropped_and_the_queue_carries_on(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    make_run(root, "c/param_V/gone", 'rm -rf "$RUNQUEUE_RUN_DIR"\nexit 1\n')
+    fine = make_run(root, "c/param_V/zfine")
+    result = run_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", _sim(tmp_path), "--quiet")
+    assert "[param_V/gone]" in result.stdout and "vanished while running; dropped" in result.stdout
+    assert (fine / "lfads.done").exists()
+    assert not (root / "c/param_V/gone").exists()
+    assert result.returncode == 0
+
+
+def test_runqueue_bad_runqueue_json_blocks_only_that_run(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    bad = make_run(root, "c/param_B/bad")
+    (bad / "runqueue.json").write_text('{"memory_mb": -5}')
+    fine = make_run(root, "c/param_B/fine")
+    result = run_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", _sim(tmp_path), "--quiet")
+    assert result.returncode == 1
+    assert f"not started: {bad / 'runqueue.json'}: memory_mb must be a non-negative integer (MB), got -5" in result.stdout
+    assert (fine / "lfads.done").exists()
+    assert not os.path.exists(bad / "lfads.failed")  # the user fixes the file; nothing to requeue

@@ -1,0 +1,147 @@
+"""Simulated GPUs end to end: the real queue places real processes; each run reports what it saw.
+
+Every step script below records, under flock, how many runs were running on its device when it
+started, and can wait at a barrier until a given number of runs have started: so "two runs fit on
+one GPU at once" is shown by the barrier passing, and "never more than two" by the record.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from runqueue_testkit import gpu, make_run, queue_env, read_json, run_queue, step_headers, write_gpus
+
+
+def _counting_script(state: Path, *, barrier: int = 0, hold_s: float = 0.3) -> str:
+    """bash: count runs per device, optionally wait until `barrier` runs started, hold, uncount."""
+    return f"""
+state={state}
+dev="${{CUDA_VISIBLE_DEVICES:-cpu}}"
+exec 9>"$state/lock"
+flock 9
+now=$(( $(cat "$state/running.$dev" 2>/dev/null || echo 0) + 1 )); echo $now > "$state/running.$dev"
+started=$(( $(cat "$state/started" 2>/dev/null || echo 0) + 1 )); echo $started > "$state/started"
+echo "$dev $now $CUDA_DEVICE_ORDER $TF_FORCE_GPU_ALLOW_GROWTH $RUNQUEUE_RUN_DIR" >> "$state/log"
+flock -u 9
+if [ {barrier} -gt 0 ] && [ $started -le {barrier} ]; then
+  for i in $(seq 400); do [ "$(cat "$state/started")" -ge {barrier} ] && break; sleep 0.05; done
+  [ "$(cat "$state/started")" -ge {barrier} ] || {{ echo "barrier of {barrier} never reached"; exit 9; }}
+fi
+sleep {hold_s}
+flock 9
+echo $(( $(cat "$state/running.$dev") - 1 )) > "$state/running.$dev"
+"""
+
+
+def _records(state: Path) -> list[tuple[str, int]]:
+    return [(line.split()[0], int(line.split()[1])) for line in (state / "log").read_text().splitlines()]
+
+
+def test_runqueue_each_job_sees_its_own_gpu_uuid(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    uuids = [f"GPU-{letter * 8}" for letter in "abcd"]
+    sim = write_gpus(tmp_path / "gpus.json", [gpu(uuid) for uuid in uuids])
+    for index in range(4):
+        make_run(tmp_path / "runs", f"c/param_P/r{index}", _counting_script(state, barrier=4))
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = (state / "log").read_text().splitlines()
+    # All four ran at once (the barrier passed), each on a different GPU, named by UUID, with
+    # the PCI order and allow-growth settings of DESIGN.md §4.
+    assert sorted(line.split()[0] for line in lines) == uuids
+    assert all(line.split()[1:4] == ["1", "PCI_BUS_ID", "true"] for line in lines)
+    for line in lines:
+        run_dir = Path(line.split()[4])
+        assert f"device={line.split()[0]} (Sim GPU)" in step_headers((run_dir / "lfads.out").read_text())[0]
+
+
+@pytest.mark.parametrize(
+    ("device", "flags", "resources"),
+    [
+        # Packing by memory: 8000 MB holds two runs of 3000 MB, whatever max-per-gpu allows.
+        (gpu("GPU-pack", total=8000), ["--max-per-gpu", "4"], {"memory_mb": 3000}),
+        # Packing by count: plenty of memory, but at most two runs per GPU.
+        (gpu("GPU-count", total=80000), ["--max-per-gpu", "2"], None),
+    ],
+    ids=["memory", "max-per-gpu"],
+)
+def test_runqueue_packs_runs_on_one_gpu_up_to_memory_and_count(tmp_path: Path, device: dict, flags: list[str], resources: dict | None) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    sim = write_gpus(tmp_path / "gpus.json", [device])
+    for index in range(4):
+        make_run(tmp_path / "runs", f"c/param_K/r{index}", _counting_script(state, barrier=2), resources=resources)
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--quiet", *flags)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = _records(state)
+    assert len(records) == 4
+    # Never more than two at once; the barrier passing proves two did run together. The simulated
+    # file keeps showing 0 MB used: launched runs are charged their declared memory until they exit.
+    assert max(count for _, count in records) == 2
+
+
+def test_runqueue_foreign_process_and_too_full_gpu_are_avoided(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    # Someone else's process (another session) computes on GPU-foreign; GPU-full has 1000 MB left.
+    stranger = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        devices = [
+            gpu("GPU-foreign", total=80000, used=500, processes=[{"pid": stranger.pid, "used_mb": 500}]),
+            gpu("GPU-full", total=8000, used=7000),
+            gpu("GPU-free", total=8000),
+        ]
+        sim = write_gpus(tmp_path / "gpus.json", devices)
+        for index in range(3):
+            make_run(tmp_path / "runs", f"c/param_F/r{index}", _counting_script(state, hold_s=0.05))
+        result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--quiet", "--max-per-gpu", "3")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert {dev for dev, _ in _records(state)} == {"GPU-free"}
+        # With --foreign share the stranger's GPU takes runs when its memory allows.
+        write_gpus(sim, devices[:1])
+        make_run(tmp_path / "runs2", "c/param_S/r0", _counting_script(state, hold_s=0.05))
+        shared = run_queue(queue_env(tmp_path), "run", tmp_path / "runs2", "--simulate-gpus", sim, "--quiet", "--foreign", "share")
+        assert shared.returncode == 0, shared.stdout + shared.stderr
+        assert _records(state)[-1][0] == "GPU-foreign"
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_runqueue_cuda_oom_is_retried_on_a_gpu_with_more_free_memory(tmp_path: Path) -> None:
+    small = gpu("GPU-small", total=6000)
+    big_busy = gpu("GPU-big", total=24000, used=23000)  # too full at first: the run lands on GPU-small
+    sim = write_gpus(tmp_path / "gpus.json", [small, big_busy])
+    freed = tmp_path / "freed.json"
+    write_gpus(freed, [small, gpu("GPU-big", total=24000)])
+    run = make_run(
+        tmp_path / "runs",
+        "c/param_O/r0",
+        f"""echo "on $CUDA_VISIBLE_DEVICES"
+if [ "$CUDA_VISIBLE_DEVICES" = GPU-small ]; then
+  cp {freed} {sim}.new && mv {sim}.new {sim}   # meanwhile the big GPU became free
+  echo "tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating tensor with shape[4096,4096]"
+  exit 1
+fi
+echo trained
+""",
+    )
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--retry-backoff", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    devices = [header.split(" device=")[1].split()[0] for header in step_headers((run / "lfads.out").read_text())]
+    assert devices == ["GPU-small", "GPU-big"]
+    assert "attempt 1 failed (cuda_oom)" in result.stdout
+    assert read_json(run / "lfads.done")["device"] == "GPU-big"
+
+
+def test_runqueue_run_larger_than_every_gpu_is_reported_not_waited_for(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-tiny", total=4000)])
+    make_run(tmp_path / "runs", "c/param_L/huge", resources={"memory_mb": 50000})
+    make_run(tmp_path / "runs", "c/param_L/fine")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--quiet")
+    assert result.returncode == 1
+    assert "[param_L/huge] cannot be placed: it declares 50000 MB and the largest device has 4000 MB" in result.stdout
+    assert (tmp_path / "runs/c/param_L/fine/lfads.done").exists()

@@ -1,0 +1,193 @@
+"""The queue's small parts on real files: durations, naming, discovery, run lock, state, legacy detection."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from runqueue_testkit import make_run
+
+from runqueue import legacy, runlock
+from runqueue.discovery import RunScanner, find_runs
+from runqueue.durations import parse_duration
+from runqueue.errors import RunqueueError
+from runqueue.layout import RunPaths
+from runqueue.naming import run_identity
+from runqueue.resources import load_resources
+from runqueue.runstate import Phase, PersistedState, RunState, load_state, marker_state
+from runqueue.steps import looks_like_cuda_oom, plan_steps
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("2h", 7200), ("1h30m", 5400), ("45m", 2700), ("1d", 86400), ("12", 12), ("0.5", 0.5), (30, 30)])
+def test_runqueue_durations_parse(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "1x", "2h-3m", "-5", "0", "1h 30", "m30"])
+def test_runqueue_durations_reject_with_the_accepted_forms(text: str) -> None:
+    with pytest.raises(ValueError, match=r"invalid duration|must be positive"):
+        parse_duration(text)
+
+
+def test_runqueue_naming_seed_layout_and_other_trees(tmp_path: Path) -> None:
+    seed = tmp_path / "runs" / "exampleRun" / "param_Qr2PeG" / "all"
+    assert run_identity(seed, tmp_path / "runs") == ("exampleRun", "param_Qr2PeG/all")
+    assert run_identity(tmp_path / "sweep" / "a" / "b", tmp_path / "sweep") == ("sweep", "a/b")
+    assert run_identity(tmp_path / "lonely", tmp_path / "lonely") == (tmp_path.name, "lonely")
+
+
+def test_runqueue_discovery_finds_runs_at_any_depth_and_skips_data_folders(tmp_path: Path) -> None:
+    make_run(tmp_path, "c1/param_AAA/all")
+    make_run(tmp_path, "c1/param_AAA/single")
+    make_run(tmp_path, "deep/er/still/run")
+    # Inside folders the queue must not descend into: a run there is not a run.
+    make_run(tmp_path, "c1/data_XYZ/all")
+    make_run(tmp_path, "c1/param_AAA/all/lfadsOutput/nested")
+    make_run(tmp_path, ".hidden/run")
+    (tmp_path / "c1/param_AAA/single/lfads.done").touch()
+    found = find_runs([tmp_path])
+    names = [item.path.relative_to(tmp_path).as_posix() for item in found]
+    assert names == ["c1/param_AAA/all", "c1/param_AAA/single", "deep/er/still/run"]
+    assert [item.has_done for item in found] == [False, True, False]
+    # A run folder given as the root is found too; overlapping roots give each run once.
+    assert [item.path for item in find_runs([tmp_path / "deep/er/still/run", tmp_path / "deep"])] == [tmp_path / "deep/er/still/run"]
+
+
+def test_runqueue_discovery_rescan_sees_markers_and_new_runs(tmp_path: Path) -> None:
+    run = make_run(tmp_path, "c/param_A/x")
+    scanner = RunScanner([tmp_path])
+    assert not scanner.scan()[0].has_done
+    (run / "lfads.done").touch()
+    assert scanner.scan()[0].has_done
+    make_run(tmp_path, "c/param_B/y")
+    assert len(scanner.scan()) == 2
+    # Listings older than the racy window are reused, yet a marker change still shows: the
+    # folder's mtime moves when lfads.done is deleted.
+    old = time.time() - 10
+    for folder in (tmp_path, tmp_path / "c", tmp_path / "c/param_A", run):
+        os.utime(folder, (old, old))
+    scanner.scan(full=True)
+    (run / "lfads.done").unlink()
+    assert not scanner.scan()[0].has_done
+    shutil.rmtree(run)
+    assert [item.path.name for item in scanner.scan()] == ["y"]
+
+
+def test_runqueue_run_lock_probe_never_takes_the_lock(tmp_path: Path) -> None:
+    paths = RunPaths(make_run(tmp_path, "r"))
+    assert not runlock.is_held(paths.lock)
+    fd = runlock.try_acquire(paths.lock)
+    assert fd is not None
+    runlock.write_holder(fd)
+    assert runlock.is_held(paths.lock)
+    assert runlock.try_acquire(paths.lock) is None  # a second open file cannot take it, even here
+    holder = runlock.read_holder(paths.lock)
+    assert holder is not None and holder.pid == os.getpid()
+    # A child that inherits the descriptor keeps the run held after we let go of ours.
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], pass_fds=(fd,))
+    try:
+        os.close(fd)
+        assert runlock.is_held(paths.lock)
+        assert marker_state(paths) == RunState.RUNNING
+    finally:
+        child.kill()
+        child.wait()
+    assert not runlock.is_held(paths.lock)
+    # While a prober looks, acquiring still succeeds (the probe holds nothing).
+    probe = subprocess.Popen(
+        [sys.executable, "-c", f"from runqueue import runlock\nfrom pathlib import Path\nfor _ in range(3000): runlock.is_held(Path({str(paths.lock)!r}))"]
+    )
+    try:
+        for _ in range(200):
+            fd = runlock.try_acquire(paths.lock)
+            assert fd is not None
+            os.close(fd)
+    finally:
+        probe.wait()
+
+
+def test_runqueue_markers_decide_state(tmp_path: Path) -> None:
+    paths = RunPaths(make_run(tmp_path, "r"))
+    assert marker_state(paths) == RunState.PENDING
+    paths.failed_marker.write_text("not json at all")
+    assert marker_state(paths) == RunState.FAILED
+    paths.done_marker.touch()  # an empty file a user touched means done
+    assert marker_state(paths) == RunState.DONE
+
+
+def test_runqueue_old_state_file_keeps_loading(tmp_path: Path) -> None:
+    paths = RunPaths(make_run(tmp_path, "r"))
+    paths.runtime_dir.mkdir()
+    shutil.copy(DATA / "state_v1.json", paths.state)
+    state = load_state(paths)
+    assert state.phase == Phase.RETRY_WAIT
+    assert (state.attempt, state.resume_step, state.reason, state.device_free_mb) == (1, "lfads_posterior_mean_sample.sh", "cuda_oom", 7000)
+    assert state.history[0]["reason"] == "cuda_oom"
+    # Garbage or a wrong type never stops the queue: defaults instead.
+    paths.state.write_text('{"attempt": "three", "phase": 5, "resume_step": "rm -rf /"}')
+    assert load_state(paths) == PersistedState()
+    paths.state.write_text("")
+    assert load_state(paths) == PersistedState()
+
+
+def test_runqueue_plan_resumes_at_the_failed_step_and_skips_absent_ones(tmp_path: Path) -> None:
+    paths = RunPaths(make_run(tmp_path, "r", write_params="true\n"))
+    assert plan_steps(paths, None) == ["lfads_train.sh", "lfads_write_model_params.sh"]
+    assert plan_steps(paths, "lfads_write_model_params.sh") == ["lfads_write_model_params.sh"]
+
+
+def test_runqueue_legacy_detection_and_chained_steps(tmp_path: Path) -> None:
+    matlab = (
+        "#!/bin/bash\n(DISPLAY=:0 python $(which run_lfads.py) --data_dir=/x && python $(which run_lfads.py)"
+        " --kind=posterior_sample_and_average && python $(which run_lfads.py) --kind=write_model_params)"
+        " 2>&1 | tee /abs/run/lfads.out\n"
+    )
+    assert legacy.is_legacy_script(matlab)
+    assert not legacy.is_legacy_script("python $(which run_lfads.py) --data_dir=/x\n")
+    assert not legacy.is_legacy_script("echo hi | tee other.log\n")
+    paths = RunPaths(make_run(tmp_path, "r", matlab, posterior="true\n", write_params="true\n"))
+    # The chained steps are not run a second time from their own scripts.
+    assert plan_steps(paths, None) == ["lfads_train.sh"]
+    assert legacy.missing_outputs(paths, matlab) == ["lfadsOutput/model_runs_*_posterior_sample_and_average", "lfadsOutput/model_params"]
+
+
+def test_runqueue_legacy_tee_shim_drops_only_the_log(tmp_path: Path) -> None:
+    shim = legacy.write_tee_shim(tmp_path / "bin", os.environ["PATH"])
+    result = subprocess.run(
+        ["bash", "-c", f"echo hello | {shim}/tee -a /somewhere/lfads.out {tmp_path}/copy.txt"],
+        capture_output=True, text=True, check=True,
+    )
+    assert result.stdout == "hello\n"
+    assert (tmp_path / "copy.txt").read_text() == "hello\n"
+    assert not Path("/somewhere/lfads.out").exists()
+
+
+def test_runqueue_cuda_oom_patterns() -> None:
+    assert looks_like_cuda_oom(b"...\ntensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when allocating tensor")
+    assert looks_like_cuda_oom(b"RuntimeError: CUDA out of memory. Tried to allocate")
+    assert looks_like_cuda_oom(b"failed to alloc: CUDA_ERROR_OUT_OF_MEMORY")
+    assert not looks_like_cuda_oom(b"step 100: loss 3.2\nStopping optimization\n")
+
+
+def test_runqueue_resources_file_errors_name_the_file_and_fix(tmp_path: Path) -> None:
+    paths = RunPaths(make_run(tmp_path, "r", resources={"memory_mb": 4000, "time_limit": "1h30m"}))
+    resources = load_resources(paths, 2000, None)
+    assert (resources.memory_mb, resources.time_limit_s) == (4000, 5400)
+    paths.resources.write_text('{"memory": 4000}')
+    with pytest.raises(RunqueueError, match=r"runqueue.json: unknown key\(s\) memory \(valid keys: memory_mb, time_limit\)"):
+        load_resources(paths, 2000, None)
+    paths.resources.write_text('{"memory_mb": "lots"}')
+    with pytest.raises(RunqueueError, match="memory_mb must be a non-negative integer"):
+        load_resources(paths, 2000, None)
+    paths.resources.write_text("{oops")
+    with pytest.raises(RunqueueError, match="is not a JSON object"):
+        load_resources(paths, 2000, None)
+    paths.resources.unlink()
+    assert load_resources(paths, 2000, 60.0).time_limit_s == 60.0
