@@ -1,0 +1,89 @@
+"""Loading results: posterior means back in trial order, fitlog.csv, and `lfads-manager report`."""
+
+from __future__ import annotations
+
+import re
+
+import h5py
+import numpy as np
+import pytest
+from conftest import run_manager_cli, small_collection, write_npz_dataset
+
+from manager.errors import ManagerError
+from manager.results import fit_log, load_posterior_means
+
+FACTORS, GEN = 3, 5
+FITLOG = [
+    "epoch,0, step,8, total,900.00,950.00,       recon,880.00,940.00, kl,20.00,10.00, l2,0.50000,       klweight,0.50, l2weight,0.50",
+    "epoch,1, step,16, total,700.00,720.00,       recon,690.00,700.00, kl,10.00,20.00, l2,0.40000,       klweight,1.00, l2weight,1.00",
+    "epoch,2, step,24, total,650.00,710.00,       recon,640.00,690.00, kl,10.00,20.00, l2,0.30000,       klweight,1.00, l2weight,1.00",
+    "epoch,3, step,32, total,600.00,715.00,       recon,590.00,695.00, kl,10.00,20.00, l2,0.20000,       klweight,1.00, l2weight,1.00",
+]
+
+
+@pytest.fixture
+def trained_run(tmp_path):
+    """A prepared run whose lfadsOutput holds files shaped like the model's (written here with h5py)."""
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "ds.npz", n_trials=37, n_time=20)
+    collection = small_collection(tmp_path, ["ds.npz"], spikeBinMs=2)
+    collection.prepare()
+    (run,) = collection.runs
+    with h5py.File(run.path / "lfadsInput" / "lfads_ds.h5", "r") as inputs:
+        for split in ("train", "valid"):
+            inds = inputs[f"{split}_inds"][()].astype(int) - 1
+            truth = inputs[f"{split}_truth"][()]
+            n, t, _ = truth.shape
+            out = run.path / "lfadsOutput" / f"model_runs_ds.h5_{split}_posterior_sample_and_average"
+            out.parent.mkdir(exist_ok=True)
+            with h5py.File(out, "w") as handle:
+                handle["output_dist_params"] = truth * 0.9  # counts per bin
+                handle["factors"] = np.broadcast_to(inds[:, None, None], (n, t, FACTORS)).astype(float)
+                handle["gen_states"] = np.zeros((n, t, GEN))
+                handle["gen_ics"] = np.repeat(inds[:, None], GEN, axis=1).astype(float)
+                handle["post_g0_mean"] = np.zeros((n, 4))
+                handle["costs"] = inds.astype(float)
+    (run.path / "lfadsOutput" / "fitlog.csv").write_text("\n".join(FITLOG) + "\n")
+    return run
+
+
+def test_posterior_means_come_back_in_the_original_trial_order(trained_run):
+    (means,) = load_posterior_means(trained_run).values()
+    n_trials = 37
+    np.testing.assert_array_equal(means.factors[:, 0, 0], np.arange(n_trials))
+    np.testing.assert_array_equal(means.generator_ics[:, 0], np.arange(n_trials))
+    np.testing.assert_array_equal(means.costs, np.arange(n_trials))
+    assert means.controller_outputs is None  # no controller in these files
+    np.testing.assert_array_equal(means.valid_inds, np.arange(0, n_trials, 5))
+    np.testing.assert_allclose(means.rates, means.rates_per_bin * 1000 / 2)  # Hz with 2 ms bins
+    np.testing.assert_array_equal(means.time_ms, np.arange(0, 20, 2.0))
+    assert means.rates.shape == (n_trials, 10, 6)
+    # The same from a bare run folder (what the report command has).
+    (by_path,) = load_posterior_means(trained_run.path).values()
+    np.testing.assert_array_equal(by_path.rates, means.rates)
+
+
+def test_fit_log_reads_the_original_format(trained_run):
+    log = fit_log(trained_run)
+    np.testing.assert_array_equal(log.epoch, [0, 1, 2, 3])
+    np.testing.assert_array_equal(log.total_valid, [950, 720, 710, 715])
+    np.testing.assert_array_equal(log.l2, [0.5, 0.4, 0.3, 0.2])
+    assert log.lve_index == 2  # lowest valid cost once both weights reached 1
+
+
+def test_missing_outputs_are_explained(trained_run):
+    for path in (trained_run.path / "lfadsOutput").glob("model_runs_*"):
+        path.unlink()
+    with pytest.raises(ManagerError, match=re.escape("no posterior means for ds; run lfads_posterior_mean_sample.sh")):
+        load_posterior_means(trained_run)
+
+
+def test_report_writes_plots_and_prints_r2(trained_run):
+    result = run_manager_cli("report", str(trained_run.path))
+    assert result.returncode == 0, result.stderr
+    with h5py.File(trained_run.path / "lfadsInput" / "lfads_ds.h5", "r") as inputs:
+        truth = inputs["valid_truth"][()]
+    expected = 1 - np.sum((0.1 * truth) ** 2) / np.sum((truth - truth.mean()) ** 2)
+    assert f"ds: valid-trial rate R² vs truth = {expected:.3f}" in result.stdout
+    for name in ("training_curves.png", "rates_vs_truth_ds.png"):
+        assert (trained_run.path / "report" / name).read_bytes()[:4] == b"\x89PNG"
