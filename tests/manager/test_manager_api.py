@@ -1,0 +1,66 @@
+"""The Python API around the grid: replacing entries, finding runs, deleting output, import boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import small_collection, write_npz_dataset
+
+from manager import ManagerError, RunParams, RunSpec
+
+
+@pytest.fixture
+def collection(tmp_path):
+    (tmp_path / "datasets").mkdir()
+    for name in ("a", "b"):
+        write_npz_dataset(tmp_path / "datasets" / f"{name}.npz", seed=ord(name))
+    return small_collection(tmp_path, ["a.npz", "b.npz"])
+
+
+def test_equal_entries_replace_and_runs_are_found_by_name_index_and_hash(collection):
+    params = collection.params[0]
+    collection.add_params([params.copy(name="renamed"), params.copy(c_gen_dim=32)])  # same hash replaces
+    assert [p.name for p in collection.params] == ["renamed", ""]
+    collection.add_run_spec(RunSpec("single_a", collection.dataset_collection, ["a"]))
+    with pytest.raises(ManagerError, match="already exists with datasets"):
+        collection.add_run_spec(RunSpec("single_a", collection.dataset_collection, [1]))
+    both = RunSpec("both", collection.dataset_collection, [True, True])
+    collection.add_run_spec(both)
+    assert len(collection.runs) == 6
+    assert [r.rel_dir for r in collection.find_runs("both")] == [f"{p.param_hash_name}/both" for p in collection.params]
+    wanted = collection.params[1]
+    (run,) = collection.find_runs(1, wanted.param_hash_name)
+    assert run.spec.name == "single_b" and run.params is wanted
+    with pytest.raises(ManagerError, match="no param set"):
+        collection.find_runs(params="param_zzzzzz")
+
+
+def test_delete_lfads_output_needs_confirmation(collection, monkeypatch):
+    collection.prepare()
+    run = collection.runs[0]
+    (run.paths.lfads_output).mkdir()
+    (run.paths.lfads_output / "fitlog.csv").write_text("epoch,0")
+    run.paths.done_marker.write_text("")
+    run.paths.out_log.write_text("log")
+    monkeypatch.setattr("builtins.input", lambda prompt: "no")
+    with pytest.raises(ManagerError, match="not confirmed"):
+        collection.delete_lfads_output(run)
+    assert run.paths.done_marker.exists()
+    collection.delete_lfads_output(run, confirm=True)
+    assert not run.paths.lfads_output.exists() and not run.paths.done_marker.exists() and not run.paths.out_log.exists()
+    assert run.paths.train_script.exists()  # the run itself stays
+
+
+def test_values_are_cast_to_the_matlab_type():
+    params = RunParams(spikeBinMs=2, c_factors_dim=8.0, useAlignmentMatrix=1, num_samples_posterior=64)
+    assert params.spikeBinMs == 2.0 and isinstance(params.spikeBinMs, float)
+    assert params.c_factors_dim == 8 and isinstance(params.c_factors_dim, int)
+    assert params.useAlignmentMatrix is True and params.num_samples_posterior == 64.0
+
+
+def test_the_manager_never_imports_tensorflow():
+    code = ("import sys, manager, manager.cli, manager.demo, manager.experiment, manager.report; "
+            "sys.exit(any(m.split('.')[0] in ('tensorflow', 'lfads') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

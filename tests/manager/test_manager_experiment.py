@@ -1,0 +1,83 @@
+"""`lfads-manager prepare EXPERIMENT.toml`: values cast to MATLAB types, sweeps, run specs, queue resources."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_manager_cli
+
+from manager.experiment import load_experiment
+from manager.lorenz import generate_lorenz_datasets
+
+STITCHING_HASHES = {"param_7I6XSW", "param_O4V73g", "param_ngqEhM", "param_Qr2PeG"}
+
+
+def test_toml_sweep_reproduces_the_documented_folders(tmp_path):
+    generate_lorenz_datasets(tmp_path / "data", n_datasets=2, n_conditions=10, min_trials_per_condition=8,
+                             max_trials_per_condition=9, n_time=20)
+    toml = tmp_path / "experiment.toml"
+    toml.write_text("""
+[collection]
+root = "runs"
+name = "lorenzSweep"
+
+[datasets]
+folder = "data"
+glob = "dataset*.mat"
+single_runs = true
+
+[params]
+spikeBinMs = 2            # an integer in TOML, a double in MATLAB
+c_co_dim = 0
+c_batch_size = 150
+c_gen_dim = 64
+c_ic_enc_dim = 64
+c_learning_rate_stop = 1e-3
+useAlignmentMatrix = true
+
+[sweep]
+c_factors_dim = [2, 4, 6, 8]
+
+[[runspec]]
+name = "all"
+datasets = ["dataset001", "dataset002"]
+
+[queue]
+memory_mb = 4000
+time_limit = "2h"
+""")
+    collection = load_experiment(toml)
+    assert {p.param_hash_name for p in collection.params} == STITCHING_HASHES
+    assert [s.name for s in collection.run_specs] == ["all", "single_dataset001", "single_dataset002"]
+    # Batch size 150 needs 750 trials; these tiny datasets are for the names only.
+    collection.params = [p.copy(c_batch_size=2) for p in collection.params]
+    collection.run_specs = collection.run_specs[:1]
+    collection.prepare()
+    folders = {p.name for p in collection.path.iterdir() if p.is_dir()}
+    assert {f for f in folders if f.startswith("param_")} == {p.param_hash_name for p in collection.params}
+    assert len([f for f in folders if f.startswith("data_")]) == 4  # c_factors_dim is in the data hash
+    for run in collection.runs:
+        assert json.loads(run.paths.resources.read_text()) == {"memory_mb": 4000, "time_limit": "2h"}
+
+
+def test_cli_prepare_prints_the_collection_and_writes_no_resources_by_default(tmp_path):
+    generate_lorenz_datasets(tmp_path / "data", n_datasets=1, n_conditions=4, min_trials_per_condition=5,
+                             max_trials_per_condition=5, n_time=20)
+    toml = tmp_path / "exp.toml"
+    toml.write_text("""
+[collection]
+root = "runs"
+name = "one"
+[datasets]
+folder = "data"
+files = ["dataset001.mat"]
+single_runs = true
+[params]
+c_batch_size = 2
+c_factors_dim = 4
+""")
+    result = run_manager_cli("prepare", str(toml), "--print-collection")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{tmp_path / 'runs' / 'one'}\n"
+    (run_dir,) = (tmp_path / "runs" / "one").glob("param_*/single_dataset001")
+    assert (run_dir / "lfads_train.sh").exists() and not (run_dir / "runqueue.json").exists()
