@@ -6,7 +6,16 @@ import os
 import time
 from pathlib import Path
 
-from runqueue_testkit import gpu, make_run, pid_alive, queue_env, read_json, run_queue, step_headers, write_gpus
+from runqueue_testkit import (
+    gpu,
+    make_run,
+    pid_alive,
+    queue_env,
+    read_json,
+    run_queue,
+    step_headers,
+    write_gpus,
+)
 
 
 def _sim(tmp_path: Path) -> Path:

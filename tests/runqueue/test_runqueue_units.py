@@ -19,7 +19,7 @@ from runqueue.errors import RunqueueError
 from runqueue.layout import RunPaths
 from runqueue.naming import run_identity
 from runqueue.resources import load_resources
-from runqueue.runstate import Phase, PersistedState, RunState, load_state, marker_state
+from runqueue.runstate import PersistedState, Phase, RunState, load_state, marker_state
 from runqueue.steps import looks_like_cuda_oom, plan_steps
 
 DATA = Path(__file__).parent / "data"

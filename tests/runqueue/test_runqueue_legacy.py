@@ -1,0 +1,103 @@
+"""Run folders written by the MATLAB lfads-run-manager: `( train && posterior && params ) | tee lfads.out`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from runqueue_testkit import gpu, make_run, queue_env, read_json, run_queue, step_headers, write_gpus
+
+# A stand-in for the original run_lfads.py: prints like LFADS and writes the files each kind leaves.
+FAKE_RUN_LFADS = '''#!/usr/bin/env python
+import os, sys
+args = dict(arg[2:].split("=", 1) for arg in sys.argv[1:] if arg.startswith("--") and "=" in arg)
+kind = args.get("kind", "train")
+out = args["lfads_save_dir"]
+os.makedirs(out, exist_ok=True)
+print(f"fake lfads {kind} starting", flush=True)
+if os.environ.get("FAKE_LFADS_FAIL") == kind:
+    print(f"Traceback: {kind} crashed", flush=True)
+    sys.exit(1)
+if kind == "train":
+    print("Stopping optimization", flush=True)
+    open(os.path.join(out, "checkpoint"), "w").close()
+elif kind == "posterior_sample_and_average":
+    for split in ("train", "valid"):
+        open(os.path.join(out, f"model_runs_dataset001.h5_{split}_posterior_sample_and_average"), "w").close()
+elif kind == "write_model_params" and os.environ.get("FAKE_LFADS_SKIP_WRITE") != "1":
+    open(os.path.join(out, "model_params"), "w").close()
+print(f"fake lfads {kind} finished", flush=True)
+'''
+
+
+def _matlab_train_script(run: Path) -> str:
+    """lfads_train.sh as RunCollection.writeShellScriptRunQueue generates it (reference §6.3)."""
+    common = f"--data_dir={run}/lfadsInput --data_filename_stem=lfads --lfads_save_dir={run}/lfadsOutput"
+    flags = "--c_co_dim=0 --c_factors_dim=8 --c_learning_rate_stop=0.001000"
+    return (
+        "\n"
+        "path_to_run_lfads=$(which run_lfads.py)\n"
+        'if [ ! -n "$path_to_run_lfads" ]; then\n'
+        '    echo "Error: run_lfads.py not found on PATH. Ensure you add LFADS to your system PATH."\n'
+        "    exit 1\n"
+        "fi\n\n"
+        f"(DISPLAY=:0 python $(which run_lfads.py) {common} {flags}"
+        f" && python $(which run_lfads.py) {common} --kind=posterior_sample_and_average --batch_size=512 --checkpoint_pb_load_name=checkpoint_lve {flags}"
+        f" && python $(which run_lfads.py) {common} --kind=write_model_params --checkpoint_pb_load_name=checkpoint_lve {flags})"
+        f" 2>&1 | tee {run}/lfads.out\n"
+    )
+
+
+def _legacy_run(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "run_lfads.py"
+    fake.write_text(FAKE_RUN_LFADS)
+    fake.chmod(0o755)
+    run = tmp_path / "runs/exampleRun/param_YOs74u/single_dataset001"
+    make_run(tmp_path / "runs", "exampleRun/param_YOs74u/single_dataset001", _matlab_train_script(run),
+             posterior="echo SHOULD-NOT-RUN\n", write_params="echo SHOULD-NOT-RUN\n")
+    (run / "lfads.out").write_text("an earlier attempt's log line\n")
+    env = queue_env(tmp_path)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-legacy")])
+    return run, env, sim
+
+
+def test_runqueue_legacy_folder_runs_with_whole_log_and_is_done(tmp_path: Path) -> None:
+    run, env, sim = _legacy_run(tmp_path)
+    result = run_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (run / "lfads.out").read_text()
+    # Not truncated by the script's own tee, our header kept, each LFADS command's output once.
+    assert log.startswith("an earlier attempt's log line\n")
+    headers = step_headers(log)
+    assert len(headers) == 1 and "step=lfads_train.sh" in headers[0] and "legacy script" in headers[0]
+    for kind in ("train", "posterior_sample_and_average", "write_model_params"):
+        assert log.count(f"fake lfads {kind} finished") == 1
+    assert "SHOULD-NOT-RUN" not in log  # the chained steps are not run again from their own scripts
+    assert (run / "lfads.done").exists()
+    assert "[param_YOs74u/single_dataset001] Stopping optimization" in result.stdout
+
+
+def test_runqueue_legacy_failed_training_is_not_done_despite_tee(tmp_path: Path) -> None:
+    run, env, sim = _legacy_run(tmp_path)
+    env["FAKE_LFADS_FAIL"] = "train"
+    result = run_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, "--retries", "0")
+    assert result.returncode == 1
+    assert not (run / "lfads.done").exists()
+    failure = read_json(run / "lfads.failed")
+    assert (failure["reason"], failure["exit_code"]) == ("exit_status", 1)
+    assert "Traceback: train crashed" in failure["last_lines"]
+
+
+@pytest.mark.parametrize("missing", ["write_model_params"])
+def test_runqueue_legacy_success_without_outputs_is_not_done(tmp_path: Path, missing: str) -> None:
+    run, env, sim = _legacy_run(tmp_path)
+    env["FAKE_LFADS_SKIP_WRITE"] = "1"
+    result = run_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, "--retries", "0")
+    assert result.returncode == 1
+    failure = read_json(run / "lfads.failed")
+    assert failure["reason"] == "legacy_output_missing"
+    assert "lfadsOutput/model_params" in failure["message"]

@@ -1,0 +1,32 @@
+"""A run's output reaches lfads.out whole, in order, after our header; the console is never flooded."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from runqueue_testkit import gpu, make_run, queue_env, run_queue, write_gpus
+
+LINES = 12_000_000  # about 100 MB
+
+
+def test_runqueue_100_mb_of_output_arrives_whole(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_O/big", f"seq 1 {LINES}\necho stderr-line >&2\n", posterior="echo second-step\n")
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-o")])
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim)
+    assert result.returncode == 0, result.stderr
+    with open(run / "lfads.out", "rb") as log:
+        header = log.readline()
+        assert header.startswith(b"### runqueue ") and b"step=lfads_train.sh" in header
+        digest = hashlib.sha256()
+        for _ in range(LINES):
+            digest.update(log.readline())
+        rest = log.read().decode().splitlines()
+    expected = hashlib.sha256()
+    for start in range(1, LINES + 1, 1_000_000):
+        expected.update("".join(f"{number}\n" for number in range(start, min(start + 1_000_000, LINES + 1))).encode())
+    assert digest.hexdigest() == expected.hexdigest()
+    assert rest[0] == "stderr-line"
+    assert "step=lfads_posterior_mean_sample.sh" in rest[1] and rest[2] == "second-step"
+    assert len(result.stdout) < 20_000_000  # the console skipped ahead instead of echoing 100 MB
+    assert "[param_O/big] second-step" in result.stdout
