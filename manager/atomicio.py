@@ -23,10 +23,12 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path, mode: int = 0o644) -> Iterator[Path]:
+def atomic_path(path: Path, mode: int = 0o644, durable: bool = True) -> Iterator[Path]:
     """Yield a temp path next to `path`; on success fsync it and rename it onto `path`.
 
     On any exception the temp file is removed and `path` is left exactly as it was.
+    `durable=False` skips the fsyncs (still atomic): for files that prepare() regenerates anyway,
+    where a crash can at worst leave an outdated file that the next prepare() rewrites.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,23 +37,25 @@ def atomic_path(path: Path, mode: int = 0o644) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    with atomic_path(path, mode) as tmp:
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    with atomic_path(path, mode, durable) as tmp:
         tmp.write_bytes(data)
 
 
-def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644) -> bool:
+def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True) -> bool:
     """Write `data` atomically unless `path` already holds exactly it (and has `mode`).
 
     Returns True when the file was (re)written.
@@ -65,5 +69,5 @@ def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644) -> bool:
             return False
     except FileNotFoundError:
         pass
-    write_bytes_atomic(path, payload, mode)
+    write_bytes_atomic(path, payload, mode, durable)
     return True

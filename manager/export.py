@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,9 +124,9 @@ class _Unchanged(Exception):
     """Raised inside atomic_path to drop the temp file when the target already holds the same bytes."""
 
 
-def write_lfads_h5(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+def write_lfads_h5(path: Path, arrays: dict[str, np.ndarray], force: bool = False) -> bool:
     """Atomically write the h5 file unless `path` already holds the same bytes (h5py output is
-    deterministic); returns True when written."""
+    deterministic) and not `force`; returns True when written."""
     try:
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as handle:
@@ -136,17 +134,12 @@ def write_lfads_h5(path: Path, arrays: dict[str, np.ndarray]) -> bool:
                     big = value.ndim == 3 and value.size > 4096
                     options = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if big else {}
                     handle.create_dataset(key, data=value, **options)
-            if _same_file_content(tmp, path):
+            if not force and _same_file_content(tmp, path):
                 raise _Unchanged
     except _Unchanged:
         return False
     return True
 
 
-def write_input_info(path: Path, fields: dict[str, object]) -> bool:
-    return write_mat(path, fields)
-
-
-def remove_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+def write_input_info(path: Path, fields: dict[str, object], force: bool = False) -> bool:
+    return write_mat(path, fields, force)

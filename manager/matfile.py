@@ -15,25 +15,49 @@ import h5py
 import numpy as np
 import scipy.io
 
-from manager.atomicio import write_if_changed
+from manager.atomicio import write_bytes_atomic, write_if_changed
 from manager.errors import ManagerError
 
+_HEADER_BYTES = 128
 _HEADER_TEXT_BYTES = 116
 _FIXED_HEADER = b"MATLAB 5.0 MAT-file, written by lfads-manager"
+# Large float arrays (e.g. true rates) barely shrink under zlib but dominate export time.
+_UNCOMPRESSED_FLOAT_BYTES = 1 << 20
+
+
+def _compress(value: Any) -> bool:
+    return not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.nbytes > _UNCOMPRESSED_FLOAT_BYTES)
 
 
 def mat_v5_bytes(fields: Mapping[str, Any]) -> bytes:
-    """The bytes of a compressed v5 .mat file holding `fields`, without a timestamp."""
+    """The bytes of a v5 .mat file holding `fields`, without a timestamp.
+
+    A v5 file is a 128-byte header followed by one element per variable, so each variable is
+    written on its own and compressed only where that pays off."""
+    parts = []
+    for name, value in fields.items():
+        buffer = io.BytesIO()
+        scipy.io.savemat(buffer, {name: value}, do_compression=_compress(value), oned_as="column")
+        parts.append(buffer.getvalue())
+    header = bytearray(parts[0][:_HEADER_BYTES] if parts else _empty_header())
+    header[:_HEADER_TEXT_BYTES] = _FIXED_HEADER.ljust(_HEADER_TEXT_BYTES, b" ")
+    return bytes(header) + b"".join(part[_HEADER_BYTES:] for part in parts)
+
+
+def _empty_header() -> bytes:
     buffer = io.BytesIO()
-    scipy.io.savemat(buffer, dict(fields), do_compression=True, oned_as="column")
-    data = bytearray(buffer.getvalue())
-    data[:_HEADER_TEXT_BYTES] = _FIXED_HEADER.ljust(_HEADER_TEXT_BYTES, b" ")
-    return bytes(data)
+    scipy.io.savemat(buffer, {})
+    return buffer.getvalue()[:_HEADER_BYTES]
 
 
-def write_mat(path: Path, fields: Mapping[str, Any]) -> bool:
-    """Atomically write a v5 .mat file; returns False when the file already held these bytes."""
-    return write_if_changed(path, mat_v5_bytes(fields))
+def write_mat(path: Path, fields: Mapping[str, Any], force: bool = False) -> bool:
+    """Atomically write a v5 .mat file; returns False when the file already held these bytes
+    (unless `force`)."""
+    data = mat_v5_bytes(fields)
+    if force:
+        write_bytes_atomic(path, data)
+        return True
+    return write_if_changed(path, data)
 
 
 def is_mat_v73(path: Path) -> bool:

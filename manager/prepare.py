@@ -187,14 +187,11 @@ def _write_export(plan: _ExportPlan, force: bool) -> list[Path]:
         alignment = plan.alignment.alignments[index] if plan.alignment else None
         h5_path = data_dir / lfads_file_name(dataset.name)
         arrays = lfads_arrays(data, rebin, int(run.params.trainToTestRatio), alignment)
-        if force:
-            h5_path.unlink(missing_ok=True)
-        if write_lfads_h5(h5_path, arrays):
+        if write_lfads_h5(h5_path, arrays, force):
             written.append(h5_path)
         info_path = data_dir / input_info_file_name(dataset.name)
-        if force:
-            info_path.unlink(missing_ok=True)
-        if write_input_info(info_path, input_info_fields(data, int(run.params.trainToTestRatio), run.params.data_hash)):
+        fields = input_info_fields(data, int(run.params.trainToTestRatio), run.params.data_hash)
+        if write_input_info(info_path, fields, force):
             written.append(info_path)
     if plan.alignment is not None:
         png = plot_alignment_reconstruction(plan.alignment, run.dataset_names)
@@ -206,6 +203,7 @@ def _write_export(plan: _ExportPlan, force: bool) -> list[Path]:
 
 # ---- phase 4 ------------------------------------------------------------------------------
 def _link(entry: Path, target: str, force: bool) -> bool:
+    """Point `entry` at `target` (relative); returns True when it had to be (re)made."""
     if entry.is_symlink() and os.readlink(entry) == target and not force:
         return False
     tmp = entry.with_name(f".{entry.name}.link-tmp")
@@ -224,22 +222,34 @@ def _resources(collection: RunCollection) -> str | None:
     return json.dumps(declared, sort_keys=True) + "\n" if declared else None
 
 
-def _write_run(run: Run, force_links: bool, resources: str | None) -> list[Path]:
+_ScriptCache = dict[tuple[str, int], dict[str, str]]
+
+
+def _step_scripts(run: Run, cache: _ScriptCache) -> dict[str, str]:
+    """The three step scripts; the same for every spec with this param set and dataset count."""
+    key = (run.params.param_hash, run.n_datasets)
+    if key not in cache:
+        python, n = run.collection.python, run.n_datasets
+        cache[key] = {
+            TRAIN_SCRIPT: train_script(run.params, n, python),
+            POSTERIOR_SCRIPT: posterior_mean_script(run.params, n, python),
+            WRITE_PARAMS_SCRIPT: write_model_params_script(run.params, n, python),
+        }
+    return cache[key]
+
+
+def _write_run(run: Run, force_links: bool, resources: str | None, cache: _ScriptCache) -> list[Path]:
+    """Run-folder files are regenerated from the collection on every prepare(), so they are
+    written atomically but without fsync (a crash leaves, at worst, a file prepare() rewrites)."""
     written = []
     run.paths.lfads_input.mkdir(parents=True, exist_ok=True)
     for name, target in run.symlink_targets().items():
         if _link(run.paths.lfads_input / name, target, force_links):
             written.append(run.paths.lfads_input / name)
-    python, n = run.collection.python, run.n_datasets
-    scripts = {
-        TRAIN_SCRIPT: train_script(run.params, n, python),
-        POSTERIOR_SCRIPT: posterior_mean_script(run.params, n, python),
-        WRITE_PARAMS_SCRIPT: write_model_params_script(run.params, n, python),
-    }
-    for name, text in scripts.items():
-        if write_if_changed(run.path / name, text, SCRIPT_MODE):
+    for name, text in _step_scripts(run, cache).items():
+        if write_if_changed(run.path / name, text, SCRIPT_MODE, durable=False):
             written.append(run.path / name)
-    if resources is not None and write_if_changed(run.paths.resources, resources):
+    if resources is not None and write_if_changed(run.paths.resources, resources, durable=False):
         written.append(run.paths.resources)
     return written
 
@@ -296,8 +306,9 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
     cache.clear()
 
     resources = _resources(collection)
+    scripts: _ScriptCache = {}
     for run in runs:
-        report.files_written += _write_run(run, regenerate, resources)
+        report.files_written += _write_run(run, regenerate, resources, scripts)
     write_collection_files(collection)
     report.export_seconds = export_seconds
     report.other_seconds = time.perf_counter() - started - export_seconds
