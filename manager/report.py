@@ -88,7 +88,8 @@ def rates_png(means: PosteriorMeans, truth: np.ndarray, n_channels: int = 3, n_c
             for trial in trials:
                 ax.plot(means.time_ms, means.rates[trial, :, channel], color="tab:blue", lw=0.6, alpha=0.5)
             ax.plot(means.time_ms, truth[trials[0], :, channel] * to_hz, color="black", lw=2)
-            ax.set_title(f"channel {channel + 1}, condition {condition}", fontsize=8)
+            label = f"{condition:g}" if isinstance(condition, float) else condition
+            ax.set_title(f"channel {channel + 1}, condition {label}", fontsize=8)
             ax.tick_params(labelsize=7)
     axes[-1][0].set_xlabel("time (ms)")
     axes[-1][0].set_ylabel("rate (Hz)")
