@@ -7,7 +7,8 @@ reproducible for a given seed.
 
 Storage (so a full-size dataset is a few MB instead of ~0.5 GB):
   spikes                   uint8, nTrials x nChannels x nBins (0/1 at the default 1 ms bins)
-  true_rates_by_condition  float32, nConditions x nChannels x nBins, expected spikes per bin
+  true_rates_by_condition  float32, nConditions x nChannels x nBins, the rate summed over each bin
+                           (the original's true_rates, spikes per ms, at the default 1 ms bins)
   conditionId              nTrials x 1, 1-based index into the conditions
 The dataset loader expands the truth to trials through `conditionId`.
 """

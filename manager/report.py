@@ -35,10 +35,13 @@ def _png(figure: object) -> bytes:
 
 
 def r_squared(predicted: np.ndarray, truth: np.ndarray) -> float:
-    """1 - SSE/SST pooled over every trial, time bin and channel."""
-    residual = np.sum((predicted - truth) ** 2)
-    total = np.sum((truth - truth.mean()) ** 2)
-    return float(1.0 - residual / total) if total > 0 else float("nan")
+    """R² per channel over all trials and time bins, averaged over channels (sklearn's
+    'uniform_average'; channels whose truth is constant are left out)."""
+    p, t = predicted.reshape(-1, predicted.shape[-1]), truth.reshape(-1, truth.shape[-1])
+    residual = ((t - p) ** 2).sum(axis=0)
+    total = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
+    keep = total > 0
+    return float(np.mean(1.0 - residual[keep] / total[keep])) if keep.any() else float("nan")
 
 
 def training_curves_png(run_dir: Path) -> bytes:

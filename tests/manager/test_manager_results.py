@@ -83,7 +83,8 @@ def test_report_writes_plots_and_prints_r2(trained_run):
     assert result.returncode == 0, result.stderr
     with h5py.File(trained_run.path / "lfadsInput" / "lfads_ds.h5", "r") as inputs:
         truth = inputs["valid_truth"][()]
-    expected = 1 - np.sum((0.1 * truth) ** 2) / np.sum((truth - truth.mean()) ** 2)
+    flat = truth.reshape(-1, truth.shape[-1])  # per channel over trials x time, then averaged
+    expected = np.mean(1 - np.sum((0.1 * flat) ** 2, axis=0) / np.sum((flat - flat.mean(axis=0)) ** 2, axis=0))
     assert f"ds: valid-trial rate R² vs truth = {expected:.3f}" in result.stdout
     for name in ("training_curves.png", "rates_vs_truth_ds.png"):
         assert (trained_run.path / "report" / name).read_bytes()[:4] == b"\x89PNG"
