@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -206,8 +207,8 @@ def _link(entry: Path, target: str, force: bool) -> bool:
     """Point `entry` at `target` (relative); returns True when it had to be (re)made."""
     if entry.is_symlink() and os.readlink(entry) == target and not force:
         return False
-    tmp = entry.with_name(f".{entry.name}.link-tmp")
-    tmp.unlink(missing_ok=True)
+    # A name of our own (pid + random), so two prepare() runs on one tree cannot collide.
+    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.{secrets.token_hex(4)}.link-tmp")
     os.symlink(target, tmp)
     os.replace(tmp, entry)  # atomic: the entry is never missing
     return True
