@@ -32,6 +32,7 @@ class RunContext(NamedTuple):
     costs: CostConfig
     built: Built
     save_dir: Path
+    device: str  # tf.device string everything runs under
 
 
 def trainable_selection(flags: Flags, model: LfadsModel) -> list[tf.Variable]:

@@ -52,7 +52,8 @@ def write_model_params(ctx: RunContext) -> Path:
     return path
 
 
-def run(flags: Flags) -> None:
+def prepare(flags: Flags) -> RunContext:
+    """Load and check the data, pick the device, build the model and restore it; no kind-specific work."""
     save_dir = Path(flags.lfads_save_dir)
     datasets = load_datasets(Path(flags.data_dir), flags.data_filename_stem, flags.output_dist,
                              flags.ext_input_dim, flags.debug_reduce_timesteps_to)
@@ -67,10 +68,16 @@ def run(flags: Flags) -> None:
     device = configure_device(flags.device, flags.allow_gpu_growth)
     with tf.device(device):
         built = build(flags, datasets, cfg, with_optimizer=flags.kind in TRAINING_KINDS)
-        ctx = RunContext(flags, datasets, cfg, cost_config(flags), built, save_dir)
+        ctx = RunContext(flags, datasets, cfg, cost_config(flags), built, save_dir, device)
         step = restore_or_init(ctx)
-        write_hyperparameters(save_dir, flags, cfg, step)
-        base_seed = flags.seed if flags.seed >= 0 else secrets.randbits(31)
+    write_hyperparameters(save_dir, flags, cfg, step)
+    return ctx
+
+
+def run(flags: Flags) -> None:
+    ctx = prepare(flags)
+    base_seed = flags.seed if flags.seed >= 0 else secrets.randbits(31)
+    with tf.device(ctx.device):
         if flags.kind == "train":
             train(ctx)
         elif flags.kind == "posterior_sample_and_average":

@@ -46,7 +46,7 @@ QUICK_PROFILE: dict[str, Any] = {
     "params": {
         "spikeBinMs": 20,
         "c_co_dim": 0,
-        "c_batch_size": 100,
+        "c_batch_size": 50,
         "c_factors_dim": 8,
         "c_gen_dim": 64,
         "c_ic_enc_dim": 64,
@@ -54,7 +54,7 @@ QUICK_PROFILE: dict[str, Any] = {
         "c_learning_rate_stop": 1e-3,
         "c_kl_increase_steps": 200,
         "c_l2_increase_steps": 200,
-        "c_max_epochs": 60,
+        "c_max_epochs": 80,
         "c_seed": 0,
         "num_samples_posterior": 64,
     },
