@@ -38,11 +38,11 @@ class Console:
                 self._redraw_status()
             return
         now = time.monotonic()
-        if force or (text != self._status and now - self._last_status_print >= self.status_every_s):
+        due = force or now - self._last_status_print >= self.status_every_s
+        if text != self._status and due:
             self._status = text
             self._last_status_print = now
-            self.stream.write(f"runqueue: {text}\n")
-            self.stream.flush()
+            self._write(f"runqueue: {text}\n")
 
     def _write(self, text: str) -> None:
         try:

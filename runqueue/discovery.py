@@ -39,6 +39,7 @@ class _Listing:
     is_run: bool
     has_done: bool
     has_failed: bool
+    found: FoundRun | None = None  # reused while the listing is: building Paths is most of a rescan
 
 
 def _descend_into(name: str) -> bool:
@@ -64,7 +65,7 @@ class RunScanner:
             if not root.is_dir():
                 self.problems.append(f"{root}: not a directory (give a runs folder, a collection or a run folder)")
                 continue
-            self._walk(str(root), root, seen, found)
+            self._walk(str(root).rstrip("/") or "/", root, seen, found)
         # Forget listings of folders that are gone, so a recreated folder is listed afresh.
         for stale in set(self._listings) - seen:
             del self._listings[stale]
@@ -81,9 +82,11 @@ class RunScanner:
             if listing is None:
                 continue
             if listing.is_run:
-                found[directory] = FoundRun(Path(directory), root, listing.has_done, listing.has_failed)
+                if listing.found is None or listing.found.root is not root:
+                    listing.found = FoundRun(Path(directory), root, listing.has_done, listing.has_failed)
+                found[directory] = listing.found
                 continue
-            stack.extend(os.path.join(directory, name) for name in listing.subdirs)
+            stack.extend(f"{directory}/{name}" for name in listing.subdirs)
 
     def _listing(self, directory: str) -> _Listing | None:
         try:

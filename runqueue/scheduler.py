@@ -52,6 +52,7 @@ from runqueue.supervisor_spec import SupervisorSpec
 _TAIL_INTERVAL_S = 0.25
 _ELSEWHERE_PROBE_S = 2.0
 _FULL_RESCAN_EVERY = 12  # rescans; the others use the mtime hint
+_RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <= 0.5 % of a core
 _REPLY_TIMEOUT_S = 30.0
 _MAX_CRASHES = 3
 _WAITING_NOTE_EVERY_S = 60.0
@@ -203,6 +204,7 @@ class Scheduler:
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
             self.selector.close()
+            self.executor.close()
             os.close(wake_r)
             os.close(wake_w)
         return self._summarize()
@@ -270,7 +272,9 @@ class Scheduler:
     def _discover(self, *, full: bool = False) -> None:
         self.rescans += 1
         full = full or self.rescans % _FULL_RESCAN_EVERY == 0
+        began = time.monotonic()
         found = self.scanner.scan(full=full)
+        cost = time.monotonic() - began
         for problem in self.scanner.problems:
             self._problem_once(problem)
         present = set()
@@ -301,7 +305,9 @@ class Scheduler:
             run = self.runs.pop(path)
             if run.state in (RunState.PENDING, RunState.RUNNING):
                 self.console.event(f"[{run.name}] {path} is gone; dropped")
-        self.next_rescan = time.monotonic() + self.options.poll_interval_s
+        # Rescans may use at most ~0.5 % of a core: a huge tree on a slow (NFS) disk is rescanned
+        # less often than --poll-interval asks, a small one exactly as often.
+        self.next_rescan = time.monotonic() + max(self.options.poll_interval_s, cost * _RESCAN_BUDGET_FACTOR)
 
     def _adopt_running(self) -> None:
         """On start: watch every run whose supervisor lives (started by an earlier or another queue)."""
@@ -355,7 +361,7 @@ class Scheduler:
             self.placement_dirty = True
 
     def _settle(self, run: TrackedRun, exit_code: int | None) -> None:
-        """A run's supervisor ended: its markers and state.json say what happened."""
+        """A run's supervisor ended: its markers, lock and state.json say what happened."""
         paths = run.paths
         run.ended_here = True
         if exit_code == EXIT_VANISHED or not paths.root.is_dir():
@@ -371,6 +377,12 @@ class Scheduler:
             run.state = RunState.FAILED
             self.console.event(f"[{run.name}] failed ({failure.get('reason')}): {failure.get('message', '')} — see {paths.out_log}")
             return
+        if runlock.is_held(paths.lock):
+            # The supervisor is gone but something of the run still holds it (a step that
+            # outlived it, or is still stopping): not startable until that ends.
+            run.state = RunState.RUNNING
+            run.elsewhere = True
+            return
         run.state = RunState.PENDING
         state = load_state(paths)
         if state.phase == Phase.RETRY_WAIT:
@@ -382,11 +394,13 @@ class Scheduler:
             )
         elif state.phase == Phase.INTERRUPTED:
             self.console.event(f"[{run.name}] interrupted during {state.resume_step}; it goes again next time")
-        elif exit_code is not None and exit_code != 0:
+        elif state.phase == Phase.RUNNING and run.ended_here:
+            # It ended without recording an outcome: killed (kill -9, out of memory) or crashed.
             run.crashes += 1
-            self.console.event(f"[{run.name}] supervisor ended unexpectedly (exit status {exit_code}); see {paths.out_log}")
+            how = f"exit status {exit_code}" if exit_code is not None else "no outcome recorded"
+            self.console.event(f"[{run.name}] supervisor ended unexpectedly ({how}); see {paths.out_log}")
             if run.crashes >= _MAX_CRASHES:
-                run.blocked = f"supervisor failed {run.crashes} times"
+                run.blocked = f"its supervisor ended unexpectedly {run.crashes} times"
 
     # ================================================================ placement
     def _place_and_start(self) -> None:
@@ -582,9 +596,10 @@ class Scheduler:
             return
         self.next_waiting_note = time.monotonic() + _WAITING_NOTE_EVERY_S
         running_here = any(run.handle is not None for run in self.runs.values())
-        if running_here:
+        waiting = [candidate for candidate in candidates if candidate.run.blocked is None]
+        if running_here or not waiting:
             return  # a run ending will make room; nothing surprising
-        first = candidates[0]
+        first = waiting[0]
         self.console.event(f"[{first.run.name}] {why_not_placed(first.request, devices, live, self.policy)}")
 
     # ================================================================ console

@@ -1,13 +1,14 @@
 """Supervisors as processes on this machine, each the leader of its own session.
 
-The supervisor is started with `python -S` and an explicit import path: skipping site-packages
-setup halves interpreter start-up, which is most of the time between one run's end and the
-next run's start.
+They are forked by a fork server (forkserver.py) started with `python -S` and an explicit import
+path, so neither interpreter start-up nor imports sit between one run's end and the next run's
+start. `supervisor_command` is the equivalent stand-alone command line (what a SLURM job runs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import selectors
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import runqueue
@@ -40,108 +42,111 @@ def supervisor_command(spec: SupervisorSpec, control_fd: int | None) -> list[str
     return argv
 
 
+_FORKSERVER_BOOTSTRAP = (
+    f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
+    "from runqueue.executors.forkserver import main; sys.exit(main())"
+)
+
+
 class LocalExecutor(Executor):
+    """Supervisors forked by a fork server (see forkserver.py) on this machine."""
+
     name = "local"
+
+    def __init__(self) -> None:
+        self._server: subprocess.Popen[bytes] | None = None
+        self._link: socket.socket | None = None
+
+    def _ensure_server(self) -> socket.socket:
+        if self._link is not None and self._server is not None and self._server.poll() is None:
+            return self._link
+        self.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._server = subprocess.Popen(
+                [sys.executable, "-S", "-c", _FORKSERVER_BOOTSTRAP, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        self._link = ours
+        return ours
 
     def launch(self, spec: SupervisorSpec) -> PendingStart:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            process = subprocess.Popen(
-                supervisor_command(spec, theirs.fileno()),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,  # start-up crashes only; later output goes to lfads.out
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,  # survives the queue, its terminal and its Ctrl-C
-            )
-        except OSError as error:
+            link = self._ensure_server()
+            socket.send_fds(link, [spec.to_argv_json().encode()], [theirs.fileno()])
+            answer = json.loads(link.recv(4096) or b"{}")
+        except (OSError, ValueError) as error:
             ours.close()
+            self.close()
             return PendingStart(Path(spec.run_dir), spec, {"status": "error", "message": f"cannot start a supervisor: {error}"})
         finally:
             theirs.close()
-        return PendingStart(Path(spec.run_dir), spec, native=(process, ours, bytearray()))
+        pid = answer.get("pid")
+        if not isinstance(pid, int):
+            ours.close()
+            return PendingStart(Path(spec.run_dir), spec, {"status": "error", "message": str(answer.get("error", "fork server gave no pid"))})
+        # Opened now, while the supervisor cannot have finished (it waits for our go), so the
+        # pidfd is surely this process; it may already be gone if it failed at once.
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            pidfd = _already_ended_fd()
+        return PendingStart(Path(spec.run_dir), spec, native=_Launched(pid, pidfd, ours, bytearray()))
 
     def await_replies(self, pending: list[PendingStart], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         with selectors.DefaultSelector() as selector:
             for start in pending:
                 if start.native is not None and not start.reply:
-                    selector.register(start.native[1], selectors.EVENT_READ, start)
+                    selector.register(start.native.control, selectors.EVENT_READ, start)
             while selector.get_map():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 for key, _ in selector.select(remaining):
                     start = key.data
-                    _, sock, buffer = start.native
+                    launched: _Launched = start.native
                     chunk = b""
                     with contextlib.suppress(OSError):
-                        chunk = sock.recv(4096)
-                    buffer += chunk
-                    if b"\n" in buffer or not chunk:
-                        selector.unregister(sock)
-                        start.reply = self._parse_reply(start, bytes(buffer))
+                        chunk = launched.control.recv(4096)
+                    launched.buffer += chunk
+                    if b"\n" in launched.buffer or not chunk:
+                        selector.unregister(launched.control)
+                        start.reply = _parse_reply(bytes(launched.buffer))
         for start in pending:
             if not start.reply:
                 start.reply = {"status": "error", "message": f"supervisor did not answer within {timeout_s:g}s"}
 
-    @staticmethod
-    def _parse_reply(start: PendingStart, raw: bytes) -> dict[str, object]:
-        import json
-
-        line = raw.split(b"\n", 1)[0]
-        if line:
-            with contextlib.suppress(ValueError):
-                reply = json.loads(line)
-                if isinstance(reply, dict):
-                    return reply
-        process = start.native[0]
-        try:
-            code = process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
-        stderr = b""
-        with contextlib.suppress(OSError, ValueError):
-            stderr = process.stderr.read() if code is not None else b""
-        detail = stderr.decode(errors="replace").strip().splitlines()
-        return {
-            "status": "error",
-            "message": f"supervisor exited with status {code} before taking the lock"
-            + (f": {detail[-1]}" if detail else ""),
-        }
-
     def confirm(self, pending: PendingStart) -> RunHandle:
-        process, sock, _ = pending.native
+        launched: _Launched = pending.native
         with contextlib.suppress(OSError):
-            sock.sendall(b"go\n")
-        sock.close()
-        if process.stderr is not None:
-            process.stderr.close()
+            launched.control.sendall(b"go\n")
+        launched.control.close()
+        attempt = pending.reply.get("attempt")
         return RunHandle(
             run_dir=pending.run_dir,
-            pid=process.pid,
-            start_time=process_start_time(process.pid),
+            pid=launched.pid,
+            start_time=process_start_time(launched.pid),
             device_uuid=pending.spec.device_uuid,
             adopted=False,
-            wait_fd=os.pidfd_open(process.pid),
-            attempt=pending.reply.get("attempt") if isinstance(pending.reply.get("attempt"), int) else None,
-            native=process,
+            wait_fd=launched.pidfd,
+            attempt=attempt if isinstance(attempt, int) else None,
         )
 
     def abandon(self, pending: PendingStart) -> None:
-        if pending.native is None:
+        launched: _Launched | None = pending.native
+        if launched is None:
             return
-        process, sock, _ = pending.native
         with contextlib.suppress(OSError):
-            sock.sendall(b"no\n")
-        sock.close()
-        if process.stderr is not None:
-            process.stderr.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            launched.control.sendall(b"no\n")
+        launched.control.close()
+        os.close(launched.pidfd)
 
     def adopt(self, run_dir: Path) -> RunHandle | None:
         paths = RunPaths(run_dir)
@@ -163,13 +168,12 @@ class LocalExecutor(Executor):
         return RunHandle(run_dir, pid, start_time, state.device_uuid, True, pidfd, attempt=state.attempt or None)
 
     def collect(self, handle: RunHandle) -> int | None:
-        code = None
-        if handle.native is not None:
-            code = handle.native.wait()
+        # Supervisors are not our children (the fork server's, reaped by the kernel): their
+        # outcome is in the run folder, which is where the scheduler looks.
         with contextlib.suppress(OSError):
             os.close(handle.wait_fd)
         handle.wait_fd = -1
-        return code
+        return None
 
     def interrupt(self, handle: RunHandle) -> None:
         self._signal(handle, signal.SIGTERM)
@@ -182,3 +186,40 @@ class LocalExecutor(Executor):
         # Through the pidfd: never a reused pid.
         with contextlib.suppress(ProcessLookupError, OSError):
             signal.pidfd_send_signal(handle.wait_fd, signum)
+
+    def close(self) -> None:
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        if self._server is not None:
+            try:
+                self._server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+                self._server.wait()
+            self._server = None
+
+
+@dataclass
+class _Launched:
+    pid: int
+    pidfd: int
+    control: socket.socket
+    buffer: bytearray
+
+
+def _parse_reply(raw: bytes) -> dict[str, object]:
+    line = raw.split(b"\n", 1)[0]
+    if line:
+        with contextlib.suppress(ValueError):
+            reply = json.loads(line)
+            if isinstance(reply, dict):
+                return reply
+    return {"status": "error", "message": "supervisor ended before taking the lock"}
+
+
+def _already_ended_fd() -> int:
+    """A descriptor that is readable at once, standing in for the pidfd of a process already gone."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    os.close(write_end)
+    return read_end
