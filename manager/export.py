@@ -132,7 +132,7 @@ def write_lfads_h5(path: Path, arrays: dict[str, np.ndarray], force: bool = Fals
             with h5py.File(tmp, "w") as handle:
                 for key, value in arrays.items():
                     big = value.ndim == 3 and value.size > 4096
-                    options = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if big else {}
+                    options = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if big else {}
                     handle.create_dataset(key, data=value, **options)
             if not force and _same_file_content(tmp, path):
                 raise _Unchanged
