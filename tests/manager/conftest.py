@@ -1,68 +1,17 @@
-"""Shared fixtures of the manager tests: tiny Lorenz data, trees, and file-state snapshots."""
+"""Fixtures of the manager tests; helpers live in manager_test_helpers.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from manager_test_helpers import SEED_TINY
 
 from manager.collection import RunCollection
-from manager.datasets import DatasetCollection
 from manager.demo import build_demo
-from manager.params import RunParams
-from manager.runspec import RunSpec
-
-# Enough trials for the seed's c_batch_size=150 (needs 750), tiny in every other way.
-SEED_TINY = {"n_conditions": 25, "min_trials_per_condition": 30, "max_trials_per_condition": 32, "n_time": 40}
-
-
-def run_manager_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The real `lfads-manager` entry point in a child process."""
-    return subprocess.run([sys.executable, "-m", "manager", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def file_states(root: Path) -> dict[str, tuple[int, int]]:
-    """rel path -> (mtime_ns, size) of every file and symlink under root (symlinks not followed)."""
-    states = {}
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(folder) / name
-            stat = path.lstat()
-            states[str(path.relative_to(root))] = (stat.st_mtime_ns, stat.st_size)
-    return states
 
 
 @pytest.fixture
 def seed_demo(tmp_path: Path) -> RunCollection:
+    """The seed profile's tree built from tiny Lorenz data (the names do not depend on the data)."""
     return build_demo(tmp_path, "seed", lorenz=SEED_TINY)
-
-
-def write_npz_dataset(path: Path, n_trials: int = 40, n_channels: int = 6, n_time: int = 20, seed: int = 0,
-                      **overrides: object) -> Path:
-    """A small .npz dataset with counts, time, conditions and truth; `overrides` replace fields."""
-    rng = np.random.default_rng(seed)
-    truth = rng.uniform(0.05, 0.5, size=(n_trials, n_channels, n_time))
-    fields: dict[str, object] = {
-        "counts": rng.poisson(truth).astype(np.float64),
-        "timeVecMs": np.arange(n_time, dtype=np.float64),
-        "conditionId": np.arange(n_trials) % 4 + 1.0,
-        "truth": truth,
-    }
-    fields.update(overrides)
-    np.savez(path, **{k: v for k, v in fields.items() if v is not None})
-    return path
-
-
-def small_collection(root: Path, files: list[str], batch_size: int = 4, **params: object) -> RunCollection:
-    """A collection with one single-dataset spec per file and one param set."""
-    datasets = DatasetCollection(root / "datasets")
-    datasets.add_files(files)
-    collection = RunCollection(root / "runs", "small", datasets)
-    collection.add_params(RunParams(c_batch_size=batch_size, c_factors_dim=3, **params))
-    for dataset in datasets:
-        collection.add_run_spec(RunSpec(dataset.single_run_name, datasets, [dataset.name]))
-    return collection

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import small_collection, write_npz_dataset
+from manager_test_helpers import small_collection, write_npz_dataset
 
 from manager import ManagerError, RunParams, RunSpec
 

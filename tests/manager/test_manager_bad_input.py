@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import file_states, run_manager_cli, write_npz_dataset
+from manager_test_helpers import file_states, run_manager_cli, write_npz_dataset
 
 
 def experiment(tmp_path: Path, params: str = "c_batch_size = 4\nc_factors_dim = 3", extra: str = "",

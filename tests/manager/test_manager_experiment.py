@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_manager_cli
+from manager_test_helpers import run_manager_cli
 
 from manager.experiment import load_experiment
 from manager.lorenz import generate_lorenz_datasets

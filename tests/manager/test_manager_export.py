@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from conftest import file_states, small_collection, write_npz_dataset
+from manager_test_helpers import file_states, small_collection, write_npz_dataset
 
 from manager.datasets import register_loader
 from manager.matfile import mat_v5_bytes, read_mat

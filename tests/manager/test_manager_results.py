@@ -7,7 +7,7 @@ import re
 import h5py
 import numpy as np
 import pytest
-from conftest import run_manager_cli, small_collection, write_npz_dataset
+from manager_test_helpers import run_manager_cli, small_collection, write_npz_dataset
 
 from manager.errors import ManagerError
 from manager.results import fit_log, load_posterior_means

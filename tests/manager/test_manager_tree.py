@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SEED_TINY, run_manager_cli
+from manager_test_helpers import SEED_TINY, run_manager_cli
 
 from manager.collection import RunCollection
 from manager.params import RunParams
