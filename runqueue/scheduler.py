@@ -167,6 +167,7 @@ class Scheduler:
         self.next_rescan = 0.0
         self.next_probe = 0.0
         self.next_waiting_note = 0.0
+        self.next_placement_retry: float | None = None  # runs wait for a device that may free up by itself
         self.placement_dirty = True  # something changed that may allow a placement
         self.last_devices: tuple[Device, ...] = ()
         self.inventory_status = ""
@@ -192,6 +193,9 @@ class Scheduler:
                         self._discover()
                     if time.monotonic() >= self.next_probe:
                         self._probe_elsewhere()
+                    if self.next_placement_retry is not None and time.monotonic() >= self.next_placement_retry:
+                        self.next_placement_retry = None
+                        self.placement_dirty = True
                     self._place_and_start()
                 self._tail_logs()
                 self._show_status()
@@ -252,6 +256,8 @@ class Scheduler:
             deadlines.append(now + _TAIL_INTERVAL_S)
         if any(run.elsewhere for run in self.runs.values()):
             deadlines.append(self.next_probe)
+        if self.next_placement_retry is not None:
+            deadlines.append(self.next_placement_retry)
         wall = time.time()
         retries = [run.retry_after for run in self.runs.values() if run.retry_after is not None and run.state == RunState.PENDING]
         if retries:
@@ -316,6 +322,8 @@ class Scheduler:
                 self._watch_running_elsewhere(run, announce=True)
 
     def _watch_running_elsewhere(self, run: TrackedRun, *, announce: bool = False) -> None:
+        """Watch a run some other supervisor holds. `announce`: adopted at start-up (ours from an
+        earlier queue): say so and follow its output; otherwise another live queue runs it."""
         run.state = RunState.RUNNING
         handle = self.executor.adopt(run.path)
         if handle is None:
@@ -326,6 +334,8 @@ class Scheduler:
             return
         run.elsewhere = False
         self._start_watching(run, handle, log_offset=None)
+        if not announce:
+            run.tail = None  # another queue shows its output
         if announce:
             self.console.event(f"[{run.name}] re-adopted (supervisor pid {handle.pid}, device {handle.device_uuid})")
 
@@ -431,6 +441,9 @@ class Scheduler:
                 placements = self._decide(candidates, reading.devices, live)
                 if not placements:
                     self._note_waiting(candidates, reading.devices, live)
+                    # Foreign processes end and NVML memory frees without any event of ours:
+                    # look again after a while.
+                    self.next_placement_retry = time.monotonic() + self.options.poll_interval_s
                     return False
                 return self._start(placements, live, txn)
         except (InventoryError, ClaimError) as error:
@@ -563,7 +576,13 @@ class Scheduler:
                 self._not_started(run, pending)
                 continue
             pid = int(pending.reply["pid"])
-            txn.add(Claim(str(run.path), device.uuid, candidate.request.memory_mb, pid, pid, self.queue_id, time.time()))
+            try:
+                txn.add(Claim(str(run.path), device.uuid, candidate.request.memory_mb, pid, pid, self.queue_id, time.time()))
+            except ClaimError as error:
+                self.executor.abandon(pending)  # never run unclaimed
+                run.tail = None
+                self._problem_once(str(error))
+                continue
             handle = self.executor.confirm(pending)
             tail = run.tail
             self._start_watching(run, handle, log_offset=None)

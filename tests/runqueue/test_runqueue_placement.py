@@ -11,7 +11,18 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from runqueue_testkit import gpu, make_run, queue_env, read_json, run_queue, step_headers, write_gpus
+from runqueue_testkit import (
+    finish,
+    gpu,
+    make_run,
+    queue_env,
+    read_json,
+    run_queue,
+    start_queue,
+    step_headers,
+    wait_for,
+    write_gpus,
+)
 
 
 def _counting_script(state: Path, *, barrier: int = 0, hold_s: float = 0.3) -> str:
@@ -145,3 +156,20 @@ def test_runqueue_run_larger_than_every_gpu_is_reported_not_waited_for(tmp_path:
     assert result.returncode == 1
     assert "[param_L/huge] cannot be placed: it declares 50000 MB and the largest device has 4000 MB" in result.stdout
     assert (tmp_path / "runs/c/param_L/fine/lfads.done").exists()
+
+
+def test_runqueue_waits_for_a_busy_gpu_to_free_up_and_says_why(tmp_path: Path) -> None:
+    stranger = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-busy", processes=[{"pid": stranger.pid, "used_mb": 100}])])
+        run = make_run(tmp_path / "runs", "c/param_W/r0", "echo finally\n")
+        log = tmp_path / "queue.log"
+        queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--poll-interval", "0.2", log=log)
+        wait_for(lambda: "waiting: GPU-busy has a foreign process" in log.read_text(), what="the waiting note")
+        assert not (run / "lfads.out").exists()
+        write_gpus(sim, [gpu("GPU-busy")])  # the other user's job ended; no event of ours says so
+        assert finish(queue) == 0
+        assert (run / "lfads.done").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()

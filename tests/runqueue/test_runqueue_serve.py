@@ -1,0 +1,67 @@
+"""`runqueue serve`: systemd notifications, and a stop that leaves runs to be re-adopted."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from runqueue_testkit import (
+    finish,
+    gpu,
+    make_run,
+    pid_alive,
+    queue_command,
+    queue_env,
+    read_json,
+    start_queue,
+    wait_for,
+    write_gpus,
+)
+
+
+def test_runqueue_serve_notifies_systemd_and_survives_its_own_restart(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-serve")])
+    first = make_run(tmp_path / "runs", "c/param_S/quick")
+    release, started = tmp_path / "release", tmp_path / "started"
+    long = make_run(tmp_path / "runs", "c/param_S/zlong", f"touch {started}\nfor i in $(seq 1200); do [ -e {release} ] && break; sleep 0.05; done\n")
+    config = tmp_path / "runqueue.toml"
+    config.write_text(f'roots = ["runs"]\nsimulate_gpus = "{sim}"\npoll_interval = 0.2\nclaims_dir = "claims"\n')
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
+    env = queue_env(tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    service = start_queue(env, "serve", "--config", config, log=tmp_path / "serve1.log")
+    try:
+        messages = [notify.recv(4096).decode()]
+        assert messages[0].startswith("READY=1")
+        wait_for(started.exists, what="the long run to start")
+        assert (first / "lfads.done").exists()
+        while not any(message.startswith("STATUS=1 running") for message in messages):
+            messages.append(notify.recv(4096).decode())
+        supervisor = read_json(long / ".runqueue/state.json")["supervisor_pid"]
+        service.send_signal(signal.SIGTERM)  # systemctl stop / restart
+        assert finish(service, timeout=30) == 0
+        while not any(message.startswith("STOPPING=1") for message in messages):
+            messages.append(notify.recv(4096).decode())
+        assert pid_alive(supervisor)  # the run kept running without its queue
+        service = start_queue(env, "serve", "--config", config, log=tmp_path / "serve2.log")
+        wait_for(lambda: "[param_S/zlong] re-adopted" in (tmp_path / "serve2.log").read_text(), what="re-adoption")
+        release.touch()
+        wait_for(lambda: (long / "lfads.done").exists(), what="the re-adopted run to finish")
+    finally:
+        service.send_signal(signal.SIGTERM)
+        finish(service, timeout=30)
+        notify.close()
+
+
+@pytest.mark.parametrize(("text", "message"), [("rootz = []\n", "unknown key(s) 'rootz'"), ("roots = []\n", "roots: must be a non-empty list")])
+def test_runqueue_serve_bad_config_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    import subprocess
+
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = subprocess.run(queue_command("serve", "--config", config), env=queue_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr and str(config) in result.stderr
