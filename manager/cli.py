@@ -67,6 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ManagerError as error:
         print(f"lfads-manager: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # e.g. a read-only or full disk: say which file, not a traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"lfads-manager: error: {where}{error.strerror or error}; check the path and its permissions", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,6 +10,7 @@ from manager.collection import RunCollection
 from manager.datasets import DatasetCollection
 from manager.errors import ManagerError
 from manager.lorenz import LorenzSizes, generate_lorenz_datasets
+from manager.matlab_values import ParamValueError
 from manager.params import RunParams
 from manager.runspec import RunSpec
 
@@ -45,7 +46,12 @@ def build_demo(
     datasets = DatasetCollection(datasets_dir, name=DATASET_COLLECTION_NAME)
     datasets.add_files([path.name for path in paths])
     collection = RunCollection(directory / "runs", str(profile["collection"]), datasets)
-    collection.add_params(RunParams(**profile["params"]))
+    try:
+        collection.add_params(RunParams(**profile["params"]))
+    except ParamValueError as error:
+        import manager.demo_profiles as profiles
+
+        raise ManagerError(profiles.__file__, f"demo profile: {error}", "fix the profile's params") from error
     for name, one_based in profile["run_specs"].items():
         collection.add_run_spec(RunSpec(name, datasets, [index - 1 for index in one_based]))
     collection.prepare(progress=progress)

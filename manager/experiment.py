@@ -153,7 +153,7 @@ def load_experiment(path: Path | str) -> RunCollection:
         _resolve(path.parent, _string(path, "collection", "root", collection_table.get("root", ""))),
         _string(path, "collection", "name", collection_table.get("name", "")),
         datasets,
-        python=collection_table.get("python"),
+        python=_string(path, "collection", "python", collection_table["python"]) if "python" in collection_table else None,
         gpu_memory_mb=memory,
         time_limit=time_limit,
     )
