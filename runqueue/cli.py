@@ -10,10 +10,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runqueue.durations import parse_duration
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB
+
+if TYPE_CHECKING:
+    from runqueue.scheduler import QueueOptions
 
 
 def _duration(text: str) -> float:
@@ -128,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(args.command)
 
 
-def _options_from_args(args: argparse.Namespace, roots: list[Path]) -> object:
+def _options_from_args(args: argparse.Namespace, roots: list[Path]) -> QueueOptions:
     from runqueue.scheduler import QueueOptions
 
     return QueueOptions(
@@ -162,7 +166,7 @@ def _run(args: argparse.Namespace) -> int:
 
     _check_roots(args.roots)
     options = _options_from_args(args, args.roots)
-    return Scheduler(options).run()  # type: ignore[arg-type]
+    return Scheduler(options).run()
 
 
 def _serve(args: argparse.Namespace) -> int:
