@@ -436,6 +436,8 @@ class Scheduler:
                 self._note_inventory(reading.status, reading.problems)
                 self.last_devices = reading.devices
                 if reading.paused:
+                    # GPUs exist but cannot be read (e.g. driver upgraded under us): place nothing, look again.
+                    self.next_placement_retry = time.monotonic() + self.options.poll_interval_s
                     return False
                 live = txn.live_claims()
                 placements = self._decide(candidates, reading.devices, live)
@@ -448,6 +450,7 @@ class Scheduler:
                 return self._start(placements, live, txn)
         except (InventoryError, ClaimError) as error:
             self._problem_once(str(error))
+            self.next_placement_retry = time.monotonic() + self.options.poll_interval_s
             return False
 
     def _candidates(self) -> list[_Candidate]:
