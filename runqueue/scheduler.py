@@ -111,6 +111,8 @@ class TrackedRun:
     elsewhere: bool = False  # held by a process we cannot watch (another host, a lost supervisor's step)
     retry_after: float | None = None  # wall clock
     blocked: str | None = None  # this queue will not place it, and why
+    recheck_block: bool = False  # the block may lift by itself (file fixed, devices changed): re-check on rescans
+    last_block_message: str | None = None
     crashes: int = 0
     tail: LogTail | None = None
     ended_here: bool = False
@@ -296,6 +298,9 @@ class Scheduler:
                 continue
             if run.handle is not None:
                 continue  # its supervisor's end tells us what happened
+            if run.blocked is not None and run.recheck_block:
+                run.blocked = None  # placed or blocked again at the next placement
+                self.placement_dirty = True
             if item.has_done:
                 run.state = RunState.DONE
             elif item.has_failed:
@@ -483,8 +488,7 @@ class Scheduler:
             try:
                 resources = load_resources(paths, self.options.memory_per_run, self.options.time_limit_s)
             except RunqueueError as error:
-                run.blocked = str(error)
-                self.console.event(f"[{run.name}] not started: {error}")
+                self._block(run, str(error), recheck=True, event=f"not started: {error}")
                 continue
             request = PlacementRequest(run_dir=str(path), memory_mb=resources.memory_mb)
             if state.phase == Phase.RETRY_WAIT and state.reason == Reason.CUDA_OOM and state.failed_device_uuid:
@@ -522,8 +526,7 @@ class Scheduler:
             for candidate in candidates:
                 reason = self._never_placeable(candidate.request, devices)
                 if reason is not None:
-                    candidate.run.blocked = reason
-                    self.console.event(f"[{candidate.run.name}] cannot be placed: {reason}")
+                    self._block(candidate.run, reason, recheck=True, event=f"cannot be placed: {reason}")
         return placed
 
     def _never_placeable(self, request: PlacementRequest, devices: tuple[Device, ...]) -> str | None:
@@ -597,6 +600,13 @@ class Scheduler:
             more = f", resuming at {resume}" if resume else ""
             self.console.event(f"[{run.name}] started on {where}, attempt {attempt}/{max(self.options.retries + 1, int(attempt or 1))}{more}")
         return again
+
+    def _block(self, run: TrackedRun, reason: str, *, recheck: bool, event: str) -> None:
+        run.blocked = reason
+        run.recheck_block = recheck
+        if reason != run.last_block_message:  # a re-check that finds the same problem stays quiet
+            run.last_block_message = reason
+            self.console.event(f"[{run.name}] {event}")
 
     def _not_started(self, run: TrackedRun, pending: PendingStart) -> None:
         status = pending.reply.get("status")

@@ -7,13 +7,16 @@ import time
 from pathlib import Path
 
 from runqueue_testkit import (
+    finish,
     gpu,
     make_run,
     pid_alive,
     queue_env,
     read_json,
     run_queue,
+    start_queue,
     step_headers,
+    wait_for,
     write_gpus,
 )
 
@@ -130,3 +133,18 @@ def test_runqueue_bad_runqueue_json_blocks_only_that_run(tmp_path: Path) -> None
     assert f"not started: {bad / 'runqueue.json'}: memory_mb must be a non-negative integer (MB), got -5" in result.stdout
     assert (fine / "lfads.done").exists()
     assert not os.path.exists(bad / "lfads.failed")  # the user fixes the file; nothing to requeue
+
+
+def test_runqueue_watching_queue_starts_a_run_once_its_runqueue_json_is_fixed(tmp_path: Path) -> None:
+    bad = make_run(tmp_path / "runs", "c/param_B/bad")
+    (bad / "runqueue.json").write_text('{"memory_mb": "lots"}')
+    log = tmp_path / "queue.log"
+    queue = start_queue(queue_env(tmp_path), "run", "--watch", tmp_path / "runs", "--simulate-gpus", _sim(tmp_path), "--poll-interval", "0.2", log=log)
+    try:
+        wait_for(lambda: "memory_mb must be a non-negative integer" in log.read_text(), what="the complaint")
+        (bad / "runqueue.json").write_text('{"memory_mb": 1000}')
+        wait_for(lambda: (bad / "lfads.done").exists(), what="the fixed run to run")
+    finally:
+        queue.send_signal(2)
+        finish(queue)
+    assert log.read_text().count("memory_mb must be a non-negative integer") == 1  # said once, not every rescan
