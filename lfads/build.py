@@ -33,6 +33,7 @@ class RunContext(NamedTuple):
     built: Built
     save_dir: Path
     device: str  # tf.device string everything runs under
+    jit: bool  # XLA-compile the steps
 
 
 def trainable_selection(flags: Flags, model: LfadsModel) -> list[tf.Variable]:

@@ -111,7 +111,7 @@ class Flags:
     # Added by this port (docs/lfads.md); the defaults keep the original behaviour.
     max_epochs: int = _flag(0, "stop after this many epochs in total (0: no limit)")
     seed: int = _flag(-1, "seed for initialisation, batching, dropout and sampling (-1: unseeded)")
-    jit_compile: bool = _flag(True, "compile the training and sampling steps with XLA")
+    jit_compile: str = _flag("auto", "XLA-compile the training and sampling steps: auto (on a GPU only), true, false")
 
 
 FLAG_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Flags))
@@ -212,6 +212,8 @@ def check_flags(parsed: Flags) -> None:
         raise FlagError(f"--keep_prob must be in (0, 1], got {parsed.keep_prob}")
     if parsed.ic_prior_var_min > parsed.ic_prior_var_max:
         raise FlagError("--ic_prior_var_min must not exceed --ic_prior_var_max")
+    if parsed.jit_compile not in ("auto", "true", "false"):
+        raise FlagError(f"--jit_compile={parsed.jit_compile} must be auto, true or false")
     if parsed.checkpoint_pb_load_name in ("", "."):
         raise FlagError("--checkpoint_pb_load_name must name a state file, e.g. checkpoint_lve")
 

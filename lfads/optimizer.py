@@ -43,14 +43,16 @@ class Adam(tf.Module):
         finite = tf.logical_and(tf.math.is_finite(norm), tf.math.is_finite(cost))
 
         def update() -> tf.Tensor:
-            lr = state.learning_rate * tf.sqrt(1.0 - self.beta2_power) / (1.0 - self.beta1_power)
+            # ResourceApplyAdam is the kernel TF1's AdamOptimizer ran: lr·sqrt(1-β2^t)/(1-β1^t) step.
+            lr = tf.cast(state.learning_rate, tf.float32)
             for var, g, m, v in zip(self.targets, clipped, self.m, self.v, strict=True):
-                m.assign(BETA1 * m + (1.0 - BETA1) * g)
-                v.assign(BETA2 * v + (1.0 - BETA2) * tf.square(g))
-                var.assign_sub(lr * m / (tf.sqrt(v) + EPSILON))
-            self.beta1_power.assign(self.beta1_power * BETA1)
-            self.beta2_power.assign(self.beta2_power * BETA2)
-            state.global_step.assign_add(1)
+                tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, beta1_power=self.beta1_power,
+                                             beta2_power=self.beta2_power, lr=lr, beta1=BETA1, beta2=BETA2,
+                                             epsilon=EPSILON, grad=g)
+            with tf.control_dependencies([var.read_value() for var in self.targets]):
+                self.beta1_power.assign(self.beta1_power * BETA1)
+                self.beta2_power.assign(self.beta2_power * BETA2)
+                state.global_step.assign_add(1)
             return tf.constant(True)
 
         applied = tf.cond(finite, update, lambda: tf.constant(False))

@@ -105,7 +105,7 @@ class Sampler:
         if key not in self._cache:
             model = self.ctx.built.model
 
-            @tf.function(jit_compile=self.ctx.flags.jit_compile)
+            @tf.function(jit_compile=self.ctx.jit, autograph=False)
             def run(data: tf.Tensor, ext: tf.Tensor | None, seeds: tf.Tensor) -> dict[str, tf.Tensor]:
                 noise = self._noise(seeds, samples) if mode == SAMPLE else Noise(None, None)
                 tiled = tf.repeat(data, samples, axis=0)

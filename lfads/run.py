@@ -22,6 +22,14 @@ from lfads.train import train
 TRAINING_KINDS = ("train", "write_model_params")  # kinds whose graph holds the optimiser
 
 
+def use_xla(flags: Flags, device: str) -> bool:
+    # Measured (bench/lfads_lorenz.py): on CPU XLA gains nothing for these scans and costs
+    # seconds of compile time per shape, so "auto" compiles only on a GPU.
+    if flags.jit_compile == "auto":
+        return device.upper().startswith("/GPU")
+    return flags.jit_compile == "true"
+
+
 def restore_or_init(ctx: RunContext) -> int:
     """Restore from the state file --checkpoint_pb_load_name names; -> the step for hyperparameters-N."""
     flags, built = ctx.flags, ctx.built
@@ -68,7 +76,7 @@ def prepare(flags: Flags) -> RunContext:
     device = configure_device(flags.device, flags.allow_gpu_growth)
     with tf.device(device):
         built = build(flags, datasets, cfg, with_optimizer=flags.kind in TRAINING_KINDS)
-        ctx = RunContext(flags, datasets, cfg, cost_config(flags), built, save_dir, device)
+        ctx = RunContext(flags, datasets, cfg, cost_config(flags), built, save_dir, device, use_xla(flags, device))
         step = restore_or_init(ctx)
     write_hyperparameters(save_dir, flags, cfg, step)
     return ctx

@@ -44,7 +44,7 @@ class CompiledSteps:
         assert optimizer is not None
         train_vars, cost_cfg, keep_prob = self.built.train_vars, self.cost_cfg, self.keep_prob
 
-        @tf.function(jit_compile=self.jit)
+        @tf.function(jit_compile=self.jit, autograph=False)
         def step(data: tf.Tensor, ext: tf.Tensor | None, seed: tf.Tensor) -> StepResult:
             batch = data.shape[0]
             noise_seed, mask_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2, alg=RNG_ALG))
@@ -64,7 +64,7 @@ class CompiledSteps:
     def _make_eval(self, dataset: int) -> Callable[..., Costs]:
         model, state, cost_cfg = self.built.model, self.built.state, self.cost_cfg
 
-        @tf.function(jit_compile=self.jit)
+        @tf.function(jit_compile=self.jit, autograph=False)
         def evaluate(data: tf.Tensor, ext: tf.Tensor | None, seed: tf.Tensor) -> Costs:
             # keep_prob = 1, posterior still sampled: the original's validation pass.
             noise = model.make_noise(data.shape[0], seed)

@@ -113,7 +113,7 @@ class Trainer:
         self.ctx = ctx
         flags = ctx.flags
         self.rng = np.random.default_rng(None if flags.seed < 0 else [flags.seed, 1])
-        self.steps = CompiledSteps(ctx.built, ctx.costs, flags.keep_prob, flags.jit_compile)
+        self.steps = CompiledSteps(ctx.built, ctx.costs, flags.keep_prob, ctx.jit)
         self.has_valid = any(ds.valid_data is not None for ds in ctx.datasets)
         self.train_costs: list[float] = []
         self.valid_costs: list[float] = []

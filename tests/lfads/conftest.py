@@ -59,17 +59,18 @@ TINY_FLAGS = [
 ]
 
 
-@pytest.fixture
+# Session-scoped (they hold no state) so module-scoped fixtures can use them too.
+@pytest.fixture(scope="session")
 def dataset_factory() -> Callable[..., dict[str, np.ndarray]]:
     return make_dataset
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_flags() -> list[str]:
     return list(TINY_FLAGS)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_lfads() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run `python -m lfads` as the queue does: a real subprocess, CPU only."""
 

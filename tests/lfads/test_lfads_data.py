@@ -1,0 +1,97 @@
+"""Input files: the original stem rule, and one-line errors that name the file and the fix."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from lfads.data import check_alignment, check_trial_counts, load_datasets
+from lfads.errors import LfadsError
+
+MakeDataset = Callable[..., dict[str, np.ndarray]]
+
+
+def test_every_file_starting_with_the_stem_is_a_dataset_keyed_by_its_name(
+    tmp_path: Path, dataset_factory: MakeDataset
+) -> None:
+    dataset_factory(tmp_path / "lfads_dataset002.h5", neurons=5, seed=1)
+    arrays = dataset_factory(tmp_path / "lfads_dataset001.h5", neurons=7)
+    (tmp_path / "inputInfo_dataset001.mat").write_bytes(b"not for lfads")
+    datasets = load_datasets(tmp_path, "lfads", "poisson", 0)
+    assert [d.name for d in datasets] == ["dataset001.h5", "dataset002.h5"]
+    first = datasets[0]
+    assert first.train_data.dtype == np.int32 and first.data_dim == 7
+    np.testing.assert_array_equal(first.train_data, arrays["train_data"])
+    assert first.valid_data is not None and first.valid_data.shape == arrays["valid_data"].shape
+    assert first.conversion_factor == 1.0
+
+
+def test_a_gzip_wrapped_h5_file_is_read(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    plain = tmp_path / "plain" / "lfads_a.h5"
+    arrays = dataset_factory(plain)
+    wrapped = tmp_path / "wrapped"
+    wrapped.mkdir()
+    (wrapped / "lfads_a.h5").write_bytes(gzip.compress(plain.read_bytes()))
+    (dataset,) = load_datasets(wrapped, "lfads", "poisson", 0)
+    np.testing.assert_array_equal(dataset.train_data, arrays["train_data"])
+
+
+def test_non_integer_counts_for_poisson_name_the_file_and_the_fix(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    path = tmp_path / "lfads_x.h5"
+    dataset_factory(path)
+    with h5py.File(path, "a") as h5:
+        data = h5["train_data"][()].astype(np.float64) + 0.5
+        del h5["train_data"]
+        h5["train_data"] = data
+    with pytest.raises(LfadsError, match=r"lfads_x\.h5: 'train_data' holds non-integer.*--output_dist=gaussian"):
+        load_datasets(tmp_path, "lfads", "poisson", 0)
+
+
+def test_whole_number_floats_are_accepted_as_counts(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    path = tmp_path / "lfads_x.h5"
+    arrays = dataset_factory(path)
+    with h5py.File(path, "a") as h5:
+        del h5["train_data"]
+        h5["train_data"] = arrays["train_data"].astype(np.float64)
+    (dataset,) = load_datasets(tmp_path, "lfads", "poisson", 0)
+    np.testing.assert_array_equal(dataset.train_data, arrays["train_data"])
+
+
+def test_fewer_trials_than_the_batch_is_a_clear_error(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    dataset_factory(tmp_path / "lfads_small.h5", trials=20)  # 16 train, 4 valid
+    datasets = load_datasets(tmp_path, "lfads", "poisson", 0)
+    check_trial_counts(datasets, 4)
+    with pytest.raises(LfadsError, match=r"lfads_small\.h5: 4 valid trials, fewer than --batch_size=8.*at most 4"):
+        check_trial_counts(datasets, 8)
+
+
+def test_datasets_with_different_time_steps_are_refused(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    dataset_factory(tmp_path / "lfads_a.h5", steps=12)
+    dataset_factory(tmp_path / "lfads_b.h5", steps=10)
+    with pytest.raises(LfadsError, match=r"lfads_b\.h5: 10 time steps, but .*lfads_a\.h5 has 12"):
+        load_datasets(tmp_path, "lfads", "poisson", 0)
+
+
+def test_missing_ext_inputs_and_bad_alignment_are_named(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    dataset_factory(tmp_path / "lfads_a.h5", alignment_factors=3)
+    with pytest.raises(LfadsError, match=r"--ext_input_dim=2 but no 'train_ext_input'"):
+        load_datasets(tmp_path, "lfads", "poisson", 2)
+    datasets = load_datasets(tmp_path, "lfads", "poisson", 0)
+    check_alignment(datasets, 3)
+    with pytest.raises(LfadsError, match=r"alignment_matrix_cxf is \(6, 3\), expected \(6, 4\)"):
+        check_alignment(datasets, 4)
+
+
+def test_no_matching_file_names_the_folder_and_the_stem(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    dataset_factory(tmp_path / "lfads_a.h5")
+    with pytest.raises(LfadsError, match=r"no file name starts with 'chaotic'"):
+        load_datasets(tmp_path, "chaotic", "poisson", 0)
+    shutil.rmtree(tmp_path)
+    with pytest.raises(LfadsError, match=r"data folder not found"):
+        load_datasets(tmp_path, "lfads", "poisson", 0)

@@ -1,0 +1,146 @@
+"""`python -m lfads` as the queue runs it: train, restore, every inference kind, every output file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import h5py
+import numpy as np
+import pytest
+
+from lfads.files.fitlog import read_fitlog
+
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+EPOCHS = 6
+
+
+class Trained(NamedTuple):
+    data_dir: Path
+    out: Path
+    flags: list[str]  # model flags, to pass again to every kind (the original's rule)
+    stdout: str
+    arrays: dict[str, np.ndarray]
+
+
+def _io_flags(data_dir: Path, out: Path) -> list[str]:
+    return [f"--data_dir={data_dir}", "--data_filename_stem=lfads", f"--lfads_save_dir={out}"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, dataset_factory: Callable[..., dict[str, np.ndarray]],
+            tiny_flags: list[str], run_lfads: Runner) -> Trained:
+    root = tmp_path_factory.mktemp("e2e")
+    arrays = dataset_factory(root / "in" / "lfads_dataset001.h5", trials=40, steps=12, neurons=6)
+    proc = run_lfads(["--kind=train", *_io_flags(root / "in", root / "out"), *tiny_flags, f"--max_epochs={EPOCHS}"])
+    return Trained(root / "in", root / "out", tiny_flags, proc.stdout, arrays)
+
+
+def test_training_lowers_the_cost_and_writes_the_original_files(trained: Trained) -> None:
+    out = trained.out
+    rows = read_fitlog(out / "fitlog.csv")
+    assert [int(r["epoch"][0]) for r in rows] == list(range(EPOCHS))
+    assert all(len(line.split(",")) == 19 for line in (out / "fitlog.csv").read_text().splitlines())
+    assert rows[-1]["recon"][0] < rows[0]["recon"][0] - 5.0  # train reconstruction cost went down
+    assert rows[-1]["step"][0] == EPOCHS * 4  # 32 train trials / batch 8 = 4 steps per epoch
+    # periodic checkpoint at epoch 0 and at the end; LVE ones once the 4-step ramps are done
+    assert (out / "checkpoint").read_text().startswith('model_checkpoint_path: "lfads_vae.ckpt-24"')
+    assert (out / "lfads_vae.ckpt-4.index").exists() and (out / "lfads_vae.ckpt-24.data-00000-of-00001").exists()
+    assert (out / "checkpoint_lve").read_text().startswith('model_checkpoint_path: "lfads_vae_lve.ckpt-')
+    hps = json.loads((out / "hyperparameters-0.txt").read_text())
+    assert hps["kind"] == "train" and hps["dataset_names"] == ["dataset001.h5"]
+    assert hps["dataset_dims"] == {"dataset001.h5": 6} and hps["num_steps"] == 12 and hps["ndatasets"] == 1
+    assert hps["num_steps_for_gen_ic"] == 12 and hps["do_train_readin"] == "true"
+    assert list((out / "lfads_log").glob("events.out.tfevents.*"))
+    assert "No GPU 0 visible" in trained.stdout and "running on /cpu:0" in trained.stdout
+    assert f"Stopping optimization: reached --max_epochs={EPOCHS}." in trained.stdout
+    assert "Epoch:5, step:24 (TRAIN, VALID): total:" in trained.stdout
+
+
+def test_training_again_restores_and_continues_the_step_count(trained: Trained, tmp_path: Path,
+                                                              run_lfads: Runner) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(trained.out, out)
+    proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *trained.flags, f"--max_epochs={EPOCHS + 2}"])
+    assert f"Restoring parameters from {out}/lfads_vae.ckpt-24" in proc.stdout
+    rows = read_fitlog(out / "fitlog.csv")
+    assert [int(r["epoch"][0]) for r in rows] == list(range(EPOCHS + 2))
+    assert [int(r["step"][0]) for r in rows[-3:]] == [24, 28, 32]
+    assert (out / "hyperparameters-24.txt").exists()
+    assert (out / "checkpoint").read_text().startswith('model_checkpoint_path: "lfads_vae.ckpt-32"')
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as h5:
+        return {key: h5[key][()] for key in h5}
+
+
+def test_posterior_sample_and_average_writes_every_key_and_shape(trained: Trained, tmp_path: Path,
+                                                                 run_lfads: Runner) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(trained.out, out)
+    run_lfads(["--kind=posterior_sample_and_average", *_io_flags(trained.data_dir, out), *trained.flags,
+               "--batch_size=6", "--checkpoint_pb_load_name=checkpoint_lve"])
+    lve_step = int((out / "checkpoint_lve").read_text().split('"')[1].rsplit("-", 1)[1])
+    assert (out / f"hyperparameters-{lve_step}.txt").exists()
+    for split, count in (("train", 32), ("valid", 8)):
+        runs = _read(out / f"model_runs_dataset001.h5_{split}_posterior_sample_and_average")
+        expected = {
+            "prior_g0_mean": (count, 4), "prior_g0_logvar": (count, 4), "post_g0_mean": (count, 4),
+            "post_g0_logvar": (count, 4), "gen_ics": (count, 8), "gen_states": (count, 12, 8),
+            "factors": (count, 12, 3), "controller_outputs": (count, 12, 1), "output_dist_params": (count, 12, 6),
+            "costs": (count,), "nll_bound_vaes": (count,), "nll_bound_iwaes": (count,), "train_steps": (count,),
+        }
+        assert {k: v.shape for k, v in runs.items()} == expected
+        assert all(v.dtype == np.float64 and np.all(np.isfinite(v)) for v in runs.values())
+        assert np.all(runs["output_dist_params"] > 0) and np.all(runs["train_steps"] == lve_step)
+        # IWAE is a tighter bound than the VAE average of the same samples
+        assert np.all(runs["nll_bound_iwaes"] <= runs["nll_bound_vaes"] + 1e-6)
+        np.testing.assert_allclose(runs["prior_g0_logvar"], np.log(0.1), rtol=1e-5)
+
+
+def test_push_mean_prior_sample_and_model_params(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(trained.out, out)
+    io = _io_flags(trained.data_dir, out)
+    run_lfads(["--kind=posterior_push_mean", *io, *trained.flags, "--checkpoint_pb_load_name=checkpoint_lve"])
+    runs = _read(out / "model_runs_dataset001.h5_valid_posterior_push_mean")
+    assert runs["factors"].shape == (8, 12, 3) and runs["controller_outputs"].shape == (8, 12, 1)
+    run_lfads(["--kind=prior_sample", *io, *trained.flags, "--batch_size=5"])
+    prior = _read(out / "model_runs_prior_sample")
+    assert {k: v.shape for k, v in prior.items()} == {
+        "gen_ics": (5, 8), "gen_states": (5, 12, 8), "factors": (5, 12, 3), "output_dist_params": (5, 12, 6),
+        "costs": (1,), "prior_g0_mean": (5, 4), "prior_g0_logvar": (5, 4), "prior_zs_ar_con": (5, 12, 1),
+    }
+    run_lfads(["--kind=write_model_params", *io, *trained.flags, "--checkpoint_pb_load_name=checkpoint_lve"])
+    params = _read(out / "model_params")
+    # the names MATLAB's LFADS.ModelTrainedParams and Run.loadReadoutMatricesByDataset read
+    assert params["LFADS_glm_fac_2_logrates_dataset001.h5_W:0"].shape == (3, 6)
+    assert params["LFADS_glm_fac_2_logrates_dataset001.h5_b:0"].shape == (1, 6)
+    assert params["LFADS_gen_gen_2_fac_W:0"].shape == (8, 3)
+    for key in ("LFADS_ic_enc_fwd_GRU_Gates_xh_2_ru_W:0", "LFADS_z_ic_enc_2_post_g0_mean_W:0",
+                "LFADS_con_GenGRU_Gates_h_2_ru_b:0", "LFADS_z_u_prior_ar1_logatau:0", "LFADS_con_c0:0",
+                "LFADS_gen_GenGRU_Candidate_rh_2_c_W:0", "LFADS_gen_gen_2_fac_W_Adam:0", "LFADS_global_step:0"):
+        assert key in params
+    assert "LFADS_x_2_infac_dataset001.h5_W:0" not in params  # single session, no alignment: identity read-in
+
+
+def test_a_posterior_step_without_an_lve_checkpoint_names_the_missing_file(trained: Trained, tmp_path: Path,
+                                                                          run_lfads: Runner) -> None:
+    proc = run_lfads(["--kind=posterior_sample_and_average", *_io_flags(trained.data_dir, tmp_path / "empty"),
+                      *trained.flags, "--checkpoint_pb_load_name=checkpoint_lve"], check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"lfads: error: {tmp_path}/empty/checkpoint_lve not found")
+
+
+def test_a_non_finite_cost_stops_cleanly_with_a_message(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
+    proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, tmp_path / "out"), *trained.flags,
+                      "--learning_rate_init=1e12", "--max_grad_norm=1e12", "--max_epochs=20"], check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("lfads: error:") and "non-finite cost" in last and "--learning_rate_init" in last
+    assert "Traceback" not in proc.stderr

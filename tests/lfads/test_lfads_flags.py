@@ -1,0 +1,93 @@
+"""The command line: every flag a script of the original MATLAB run manager passes must parse."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from lfads.flags import KINDS, FlagError, parse_flags
+
+# The posterior-mean command as LFADS.Run.buildCommandLFADSPosteriorMeanSample writes it: every
+# c_* property, doubles with %f, logicals as true/false, debug flags included (run-manager.md §6).
+MATLAB_POSTERIOR_COMMAND = """
+--data_dir=/abs/run/lfadsInput --data_filename_stem=lfads --lfads_save_dir=/abs/run/lfadsOutput
+--kind=posterior_sample_and_average --batch_size=512 --checkpoint_pb_load_name=checkpoint_lve
+--allow_gpu_growth=true --max_ckpt_to_keep=5 --max_ckpt_to_keep_lve=5 --device=/gpu:0
+--learning_rate_init=0.010000 --learning_rate_decay_factor=0.980000 --learning_rate_n_to_compare=6
+--learning_rate_stop=0.000010 --max_grad_norm=200.000000 --cell_clip_value=5.000000
+--keep_prob=0.950000 --l2_gen_scale=500.000000 --l2_con_scale=500.000000 --co_mean_corr_scale=0.000000
+--kl_ic_weight=1.000000 --kl_co_weight=1.000000 --kl_start_step=0 --l2_start_step=0
+--kl_increase_steps=900 --l2_increase_steps=900 --ext_input_dim=0 --inject_ext_input_to_gen=false
+--co_dim=4 --prior_ar_atau=10.000000 --do_train_prior_ar_atau=true --prior_ar_nvar=0.100000
+--do_train_prior_ar_nvar=true --do_causal_controller=false --do_feed_factors_to_controller=true
+--feedback_factors_or_rates=factors --controller_input_lag=1 --ci_enc_dim=128 --con_dim=128
+--co_prior_var_scale=0.100000 --num_steps_for_gen_ic=4294967295 --ic_dim=64 --ic_enc_dim=128
+--ic_prior_var_min=0.100000 --ic_prior_var_scale=0.100000 --ic_prior_var_max=0.100000
+--ic_post_var_min=0.000100 --cell_weight_scale=1.000000 --gen_dim=100
+--gen_cell_input_weight_scale=1.000000 --gen_cell_rec_weight_scale=1.000000 --factors_dim=50
+--output_dist=poisson --do_train_readin=true --tf_debug_cli=false --tf_debug_tensorboard=false
+--tf_debug_tensorboard_hostport=localhost:6064 --debug_verbose=false --debug_print_each_step=false
+--in_factors_dim=40
+"""
+
+
+def test_a_matlab_run_manager_command_parses_with_its_values() -> None:
+    flags = parse_flags(shlex.split(MATLAB_POSTERIOR_COMMAND))
+    assert flags.kind == "posterior_sample_and_average"
+    assert flags.batch_size == 512 and flags.checkpoint_pb_load_name == "checkpoint_lve"
+    assert flags.learning_rate_stop == pytest.approx(1e-5) and flags.max_grad_norm == 200.0
+    assert flags.allow_gpu_growth is True and flags.inject_ext_input_to_gen is False
+    assert flags.num_steps_for_gen_ic == 4294967295 and flags.co_dim == 4 and flags.gen_dim == 100
+    assert flags.device == "/gpu:0" and flags.tf_debug_tensorboard_hostport == "localhost:6064"
+    # the additions keep the original behaviour unless asked for
+    assert flags.max_epochs == 0 and flags.seed == -1
+
+
+def test_defaults_are_the_originals() -> None:
+    flags = parse_flags([])
+    assert (flags.kind, flags.batch_size, flags.factors_dim, flags.gen_dim, flags.co_dim) == ("train", 128, 50, 200, 1)
+    assert (flags.keep_prob, flags.l2_gen_scale, flags.kl_increase_steps) == (0.95, 2000.0, 2000)
+    assert flags.checkpoint_name == "lfads_vae" and flags.csv_log == "fitlog"
+
+
+def test_booleans_take_every_absl_spelling_and_whole_floats_pass_as_ints() -> None:
+    flags = parse_flags(["--nodo_train_readin", "--allow_gpu_growth", "--batch_size=512.000000"])
+    assert flags.do_train_readin is False and flags.allow_gpu_growth is True and flags.batch_size == 512
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--not_a_flag=1"], "--not_a_flag"),
+        (["--kind=sample_everything"], "--kind=sample_everything"),
+        (["--batch_size=1.5"], "--batch_size"),
+        (["--keep_prob=0"], "--keep_prob"),
+        (["positional"], "positional"),
+    ],
+)
+def test_bad_flags_are_one_line_errors_naming_the_flag(argv: list[str], needle: str) -> None:
+    with pytest.raises(FlagError) as err:
+        parse_flags(argv)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_rejects_an_unknown_flag_fast_without_tensorflow() -> None:
+    code = (
+        "import sys\nfrom lfads.cli import main\nrc = main(['--kind=train', '--bogus_flag=3'])\n"
+        "assert 'tensorflow' not in sys.modules\nsys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "lfads: error: unknown flag --bogus_flag; see `lfads --help` for the accepted flags"
+    )
+
+
+def test_help_lists_every_kind_and_the_added_flags() -> None:
+    proc = subprocess.run([sys.executable, "-m", "lfads", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    for word in (*KINDS, "--max_epochs", "--seed", "--tf_debug_cli"):
+        assert word in proc.stdout
