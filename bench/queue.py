@@ -212,7 +212,7 @@ echo $(( $(date +%s%N) - began )) > "$ELAPSED_FILE"
 """
 
 
-def bench_output(work: Path, rounds: int = 3) -> None:
+def bench_output(work: Path, rounds: int = 5) -> None:
     root = work / "output"
     run = _make_runs(root, 1, GIGABYTE_SCRIPT)[0]
     base_dir = work / "output-base"

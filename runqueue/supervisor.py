@@ -239,6 +239,11 @@ class Supervisor:
         except _DiskFull:
             return self._fail(step, None, None, Reason.DISK_FULL, f"cannot write {self.paths.out_log}: no space left")
         start_offset = os.fstat(self.log_fd).st_size
+        stop = self._stop_requested()  # asked to stop between two steps: do not start the next
+        if stop == "interrupt":
+            return self._interrupted(step)
+        if stop == "cancel":
+            return self._cancelled(step, None, None)
         try:
             process = self._spawn(step, is_legacy)
         except OSError as error:
