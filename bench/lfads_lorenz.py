@@ -42,8 +42,8 @@ from manager.demo_profiles import QUICK_PROFILE  # noqa: E402
 
 # "full": the same data, a larger model trained to the learning-rate stop (no epoch cap).
 FULL_OVERRIDES: dict[str, Any] = {
-    "c_gen_dim": 100, "c_ic_enc_dim": 100, "c_ic_dim": 64, "c_batch_size": 100,
-    "c_kl_increase_steps": 1000, "c_l2_increase_steps": 1000, "c_max_epochs": 600,
+    "c_gen_dim": 100, "c_ic_enc_dim": 100, "c_ic_dim": 64, "c_batch_size": 50,
+    "c_kl_increase_steps": 1000, "c_l2_increase_steps": 1000, "c_max_epochs": 300,
     "c_learning_rate_stop": 1e-4, "num_samples_posterior": 128,
 }
 
@@ -161,7 +161,7 @@ def main() -> None:
 
     profile = profile_dict(args.profile)
     collection = build_demo(args.workdir, profile)
-    run_dir = next(Path(collection.path).glob("param_*/single_dataset001"))
+    run_dir = collection.find_runs(spec="single_dataset001")[0].path
     load_before = os.getloadavg()
     walls = {}
     if not args.skip_train:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 
@@ -22,9 +23,25 @@ def _is_out_of_memory(err: BaseException) -> bool:
     return "ResourceExhausted" in text or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
 
 
-def _quiet_tensorflow(verbose: bool) -> None:
-    if not verbose:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow >= 2.16 prints absl/oneDNN start-up lines that no environment variable silences;
+    hold stderr (the file descriptor) while importing, and replay it only if the import fails."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow as tf
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    tf.get_logger().setLevel("ERROR")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,14 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlagError as err:
         print(f"lfads: error: {err}", file=sys.stderr)
         return 2
-    _quiet_tensorflow(flags.debug_verbose)
     try:
+        if not flags.debug_verbose:
+            _import_tensorflow_quietly()
         from lfads.run import run  # TensorFlow loads here, after the flags are known to be good
 
-        if not flags.debug_verbose:
-            import tensorflow as tf
-
-            tf.get_logger().setLevel("ERROR")
         run(flags)
     except LfadsError as err:
         print(f"lfads: error: {err}", file=sys.stderr)

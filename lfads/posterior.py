@@ -23,7 +23,7 @@ from lfads.files.model_runs import model_runs_name, prior_sample_name, write_mod
 from lfads.model.lfads_model import MEAN, RNG_ALG, SAMPLE, ModelOutput, Noise
 
 # Largest per-call workload, in float elements of the per-sample time series (bounds memory).
-ELEMENT_BUDGET = 2**23
+ELEMENT_BUDGET = 2**25
 SPLITS = ("train", "valid")
 # Per-sample outputs that model_runs stores as per-trial averages.
 AVERAGED = ("gen_ics", "gen_states", "factors", "output_dist_params", "controller_outputs",

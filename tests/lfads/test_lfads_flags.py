@@ -91,3 +91,12 @@ def test_help_lists_every_kind_and_the_added_flags() -> None:
     assert proc.returncode == 0
     for word in (*KINDS, "--max_epochs", "--seed", "--tf_debug_cli"):
         assert word in proc.stdout
+
+
+def test_run_lfads_py_is_on_path_next_to_the_interpreter() -> None:
+    # MATLAB-written scripts look for `run_lfads.py` on PATH; it is the same program.
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "run_lfads.py"
+    proc = subprocess.run([str(script), "--kind=train", "--batch_size=abc"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--batch_size" in proc.stderr.strip().splitlines()[-1]
