@@ -253,23 +253,30 @@ class Scheduler:
 
     def _wait(self, wake_r: int) -> None:
         now = time.monotonic()
-        deadlines = [self.next_rescan]
+        deadlines = []
+        if self.stop_level == 0:  # stopping: no rescans, probes or placements are due any more
+            deadlines.append(self.next_rescan)
+            if any(run.elsewhere for run in self.runs.values()):
+                deadlines.append(self.next_probe)
+            if self.next_placement_retry is not None:
+                deadlines.append(self.next_placement_retry)
+            wall = time.time()
+            # Only retries still to come: one already due was tried by this turn's placement.
+            retries = [
+                run.retry_after
+                for run in self.runs.values()
+                if run.retry_after is not None and run.retry_after > wall and run.state == RunState.PENDING and run.blocked is None
+            ]
+            if retries:
+                deadlines.append(now + min(retries) - wall)
         if any(run.handle is not None and run.tail is not None for run in self.runs.values()):
             deadlines.append(now + _TAIL_INTERVAL_S)
-        if any(run.elsewhere for run in self.runs.values()):
-            deadlines.append(self.next_probe)
-        if self.next_placement_retry is not None:
-            deadlines.append(self.next_placement_retry)
-        wall = time.time()
-        retries = [run.retry_after for run in self.runs.values() if run.retry_after is not None and run.state == RunState.PENDING]
-        if retries:
-            deadlines.append(now + max(0.0, min(retries) - wall))
         if self.console.tty:
             deadlines.append(now + 1.0)
         tick = self.hooks.tick_interval_s()
         if tick is not None:
             deadlines.append(now + tick)
-        timeout = max(0.0, min(deadlines) - now)
+        timeout = max(0.0, min(deadlines) - now) if deadlines else None
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 with contextlib.suppress(BlockingIOError):
@@ -427,7 +434,10 @@ class Scheduler:
 
     def _retry_due(self) -> bool:
         wall = time.time()
-        return any(run.retry_after is not None and run.retry_after <= wall and run.state == RunState.PENDING for run in self.runs.values())
+        return any(
+            run.retry_after is not None and run.retry_after <= wall and run.state == RunState.PENDING and run.blocked is None
+            for run in self.runs.values()
+        )
 
     def _place_round(self) -> bool:
         """Place and start what fits; True when another round may place more."""
