@@ -157,3 +157,21 @@ def test_adam_is_tf1s_with_epsilon_0_1_and_skips_non_finite_steps() -> None:
     _, applied = adam.apply([tf.constant([np.nan, 0.0, 0.0], tf.float32)], state, tf.constant(1.0))
     assert not bool(applied) and int(state.global_step.numpy()) == 2
     np.testing.assert_allclose(var.numpy(), x, rtol=1e-5)
+
+
+def test_learning_rate_decays_on_a_plateau_of_the_training_cost(make_context: Callable[..., RunContext],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from lfads.train import Trainer
+
+    ctx = make_context("schedule", ["--learning_rate_n_to_compare=2", "--learning_rate_decay_factor=0.5",
+                                    "--learning_rate_init=0.01"], trials=20, steps=8, neurons=4)
+    trainer = Trainer(ctx)
+    lr = 0.01
+    for cost in (10.0, 9.0, 8.0, 8.5, 9.5):  # only 9.5 is above the max of the 2 costs before it
+        lr = trainer._manage_learning_rate(cost, lr)
+    assert lr == pytest.approx(0.005) and trainer.train_costs[-1] == float("inf")
+    assert "     Decreasing learning rate to 0.005000." in capsys.readouterr().out
+    for cost in (1.0, 0.5):  # the inf forces `n_to_compare` epochs at the new rate, however good they are
+        lr = trainer._manage_learning_rate(cost, lr)
+    assert lr == pytest.approx(0.005)
+    assert float(ctx.built.state.learning_rate.numpy()) == pytest.approx(0.005)

@@ -23,16 +23,18 @@ SAMPLES = 5
 def context(tmp_path_factory: pytest.TempPathFactory, dataset_factory: Callable[..., dict[str, np.ndarray]],
             tiny_flags: list[str]) -> RunContext:
     root = tmp_path_factory.mktemp("posterior")
-    dataset_factory(root / "in" / "lfads_d.h5", trials=30, steps=10, neurons=5)
+    dataset_factory(root / "in" / "lfads_d.h5", trials=30, steps=10, neurons=5, ext_dim=1)
+    # external inputs injected into the generator, so they are tiled with the samples too
     flags = parse_flags([f"--data_dir={root / 'in'}", "--data_filename_stem=lfads", f"--lfads_save_dir={root / 'out'}",
-                         *tiny_flags, "--device=/cpu:0", "--batch_size=4"])
+                         *tiny_flags, "--device=/cpu:0", "--batch_size=4", "--ext_input_dim=1",
+                         "--inject_ext_input_to_gen=true"])
     return prepare(flags)  # a fresh model: sampling semantics do not need training
 
 
-def _valid(ctx: RunContext) -> np.ndarray:
-    data = ctx.datasets[0].valid_data
-    assert data is not None
-    return data
+def _valid(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
+    data, ext = ctx.datasets[0].split("valid")
+    assert data is not None and ext is not None
+    return data, ext
 
 
 def test_vectorised_averages_match_the_original_per_trial_method(context: RunContext,
@@ -43,13 +45,13 @@ def test_vectorised_averages_match_the_original_per_trial_method(context: RunCon
     per_sample = posterior.per_sample_elements(context, 0)
     monkeypatch.setattr(posterior, "ELEMENT_BUDGET", 4 * SAMPLES * per_sample)
     assert posterior.trials_per_call(context, 0, SAMPLES, 6) == 4
-    fast = posterior.average_split(sampler, key, _valid(context), None, SAMPLES, base_seed=5)
-    slow = posterior.average_per_trial(sampler, key, _valid(context), None, SAMPLES, base_seed=5)
+    fast = posterior.average_split(sampler, key, *_valid(context), SAMPLES, base_seed=5)
+    slow = posterior.average_per_trial(sampler, key, *_valid(context), SAMPLES, base_seed=5)
     assert fast.keys() == slow.keys()
     for name in fast:
         np.testing.assert_allclose(fast[name], slow[name], rtol=2e-4, atol=2e-4, err_msg=name)
     # averages really are over distinct samples: the controller outputs vary across trials and seeds
-    other_seed = posterior.average_split(sampler, key, _valid(context), None, SAMPLES, base_seed=6)
+    other_seed = posterior.average_split(sampler, key, *_valid(context), SAMPLES, base_seed=6)
     assert not np.allclose(fast["controller_outputs"], other_seed["controller_outputs"])
 
 
@@ -57,10 +59,10 @@ def test_sampling_is_deterministic_under_a_seed_whatever_the_grouping(context: R
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     sampler = posterior.Sampler(context)
     key = posterior.SplitKey(0, 1)
-    first = posterior.average_split(sampler, key, _valid(context), None, SAMPLES, base_seed=9)
-    again = posterior.average_split(sampler, key, _valid(context), None, SAMPLES, base_seed=9)
+    first = posterior.average_split(sampler, key, *_valid(context), SAMPLES, base_seed=9)
+    again = posterior.average_split(sampler, key, *_valid(context), SAMPLES, base_seed=9)
     monkeypatch.setattr(posterior, "ELEMENT_BUDGET", 1)  # one trial per call
-    one_by_one = posterior.average_split(sampler, key, _valid(context), None, SAMPLES, base_seed=9)
+    one_by_one = posterior.average_split(sampler, key, *_valid(context), SAMPLES, base_seed=9)
     for name in first:
         np.testing.assert_array_equal(first[name], again[name], err_msg=name)
         np.testing.assert_allclose(first[name], one_by_one[name], rtol=1e-5, atol=1e-5, err_msg=name)
@@ -69,10 +71,10 @@ def test_sampling_is_deterministic_under_a_seed_whatever_the_grouping(context: R
 def test_push_mean_is_noise_free_and_iwae_never_exceeds_vae(context: RunContext) -> None:
     sampler = posterior.Sampler(context)
     key = posterior.SplitKey(0, 1)
-    a = posterior.average_split(sampler, key, _valid(context), None, 1, base_seed=1, mode=MEAN)
-    b = posterior.average_split(sampler, key, _valid(context), None, 1, base_seed=2, mode=MEAN)
+    a = posterior.average_split(sampler, key, *_valid(context), 1, base_seed=1, mode=MEAN)
+    b = posterior.average_split(sampler, key, *_valid(context), 1, base_seed=2, mode=MEAN)
     np.testing.assert_array_equal(a["output_dist_params"], b["output_dist_params"])
-    sampled = posterior.average_split(sampler, key, _valid(context), None, SAMPLES, base_seed=1, mode=SAMPLE)
+    sampled = posterior.average_split(sampler, key, *_valid(context), SAMPLES, base_seed=1, mode=SAMPLE)
     assert np.all(sampled["nll_bound_iwaes"] <= sampled["nll_bound_vaes"] + 1e-4)
 
 
