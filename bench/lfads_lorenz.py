@@ -179,14 +179,15 @@ def main() -> None:
     with h5py.File(out / "model_runs_dataset001.h5_valid_posterior_sample_and_average") as h5:
         rates = h5["output_dist_params"][()]
         nll = float(np.mean(h5["nll_bound_vaes"][()]))
-        global_step = int(h5["train_steps"][0])
+        lve_step = int(h5["train_steps"][0])
     truth_all, _ = expected_counts(args.workdir / "datasets" / "dataset001.mat", bin_ms, steps)
     truth = truth_all[valid_inds]
     fitlog_lines = (out / "fitlog.csv").read_text().splitlines()
+    global_step = int(fitlog_lines[-1].split(",")[3])  # "epoch,E, step,S, ..."
 
     print(f"profile {args.profile}: run {run_dir}")
     print(f"  valid trials {rates.shape[0]}, T={rates.shape[1]}, neurons={rates.shape[2]}, "
-          f"epochs {len(fitlog_lines)}, global steps {global_step}")
+          f"epochs {len(fitlog_lines)}, global steps {global_step} (posterior from the LVE checkpoint, step {lve_step})")
     print(f"  valid rate R2 vs expected counts (exact truth): {r2_uniform(rates, truth):.3f}")
     print(f"  valid rate R2 vs h5 valid_truth (sum of rates): {r2_uniform(rates, h5_truth):.3f}")
     print(f"  valid NLL bound (VAE, nats/trial): {nll:.2f}")
