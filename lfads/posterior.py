@@ -194,6 +194,8 @@ def write_posterior(ctx: RunContext, push_mean: bool, base_seed: int) -> None:
             if data is None:
                 continue
             count = min(flags.ps_nexamples_to_process, data.shape[0])
+            if count <= 0:
+                continue
             print(f"Writing data for {ds.name} {split} data and kind {kind}.", flush=True)
             runs = average_split(sampler, SplitKey(index, split_index), data[:count],
                                  None if ext is None else ext[:count], samples, base_seed,
