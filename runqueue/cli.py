@@ -18,6 +18,7 @@ from runqueue.layout import DEFAULT_MEMORY_MB
 
 if TYPE_CHECKING:
     from runqueue.scheduler import QueueOptions
+    from runqueue.slurm.options import SlurmOptions
 
 
 def _duration(text: str) -> float:
@@ -72,10 +73,51 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-backoff", type=_non_negative_float, default=10.0, metavar="SECONDS", help="wait before the first retry, doubled for each further one (default 10)")
     parser.add_argument("--time-limit", type=_duration, metavar="DURATION", help="stop a run's attempt after e.g. 90s, 45m, 2h, 1h30m (default: none)")
     parser.add_argument("--kill-grace", type=_non_negative_float, default=10.0, metavar="SECONDS", help="between SIGTERM and SIGKILL when stopping a run (default 10)")
-    parser.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute (only local exists yet)")
+    parser.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute: local (default) or slurm (one sbatch job per run; docs/slurm.md)")
     parser.add_argument("--poll-interval", type=_duration, default=5.0, metavar="DURATION", help="rescan the roots this often (default 5s)")
     parser.add_argument("--quiet", action="store_true", help="do not echo the runs' output (events and status still show)")
     parser.add_argument("--stop-runs", action="store_true", help="on Ctrl-C/SIGTERM also stop the running runs (recorded as interrupted)")
+
+
+def _slurm_time(text: str) -> float:
+    from runqueue.slurm.options import parse_slurm_time
+
+    try:
+        return parse_slurm_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_slurm_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("SLURM (with --executor slurm; see docs/slurm.md)")
+    group.add_argument("--slurm-gpus", type=_non_negative_int, metavar="N", help="GPUs per job, as --gres=gpu:N (default 1; 0 = CPU-only jobs)")
+    group.add_argument("--slurm-partition", metavar="P", help="partition to submit to (default: the cluster's)")
+    group.add_argument("--slurm-time", type=_slurm_time, metavar="TIME", help="sbatch --time, e.g. 2:00:00 (default: the run's time limit plus a margin)")
+    group.add_argument("--slurm-mem", type=_positive_int, metavar="MB", help="host memory per job (sbatch --mem)")
+    group.add_argument("--slurm-cpus", type=_positive_int, metavar="N", help="CPUs per job (sbatch --cpus-per-task)")
+    group.add_argument("--slurm-extra", metavar="ARGS", help='more sbatch arguments; write it with = as they start with a dash: --slurm-extra="--account=lab --qos=long"')
+    group.add_argument("--max-submitted", type=_positive_int, metavar="N", help="at most N jobs of this queue in SLURM at once (default: no limit)")
+
+
+_SLURM_FLAGS = ("slurm_gpus", "slurm_partition", "slurm_time", "slurm_mem", "slurm_cpus", "slurm_extra", "max_submitted")
+
+
+def _slurm_options(args: argparse.Namespace) -> SlurmOptions:
+    from runqueue.slurm.options import SlurmOptions, split_extra
+
+    given = [name for name in _SLURM_FLAGS if getattr(args, name, None) is not None]
+    if given and args.executor != "slurm":
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise RunqueueError(None, f"{flags} only apply to SLURM jobs", "add --executor slurm, or drop them")
+    return SlurmOptions(
+        gpus=1 if args.slurm_gpus is None else args.slurm_gpus,
+        partition=args.slurm_partition,
+        time_s=args.slurm_time,
+        mem_mb=args.slurm_mem,
+        cpus=args.slurm_cpus,
+        extra=() if args.slurm_extra is None else split_extra(args.slurm_extra),
+        max_submitted=args.max_submitted,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("roots", nargs="+", metavar="ROOT", type=Path)
     run.add_argument("--watch", action="store_true", help="keep watching for new and requeued runs")
     _add_run_flags(run)
+    _add_slurm_flags(run)
 
     serve = commands.add_parser("serve", help="the long-running service: watch roots forever")
     serve.add_argument("--config", metavar="FILE", type=Path, help="TOML service configuration (roots and the `run` knobs)")
@@ -152,6 +195,7 @@ def _options_from_args(args: argparse.Namespace, roots: list[Path]) -> QueueOpti
         poll_interval_s=args.poll_interval,
         quiet=args.quiet,
         stop_runs=args.stop_runs,
+        slurm=_slurm_options(args),
     )
 
 
@@ -200,6 +244,10 @@ def _status(args: argparse.Namespace) -> int:
         claims = []
         problems.append(str(error))
     rows = [run_row(found, reading.devices, claims, PlacementPolicy()) for found in find_runs(args.roots)]
+    from runqueue.slurm.control import annotate_rows
+
+    rows, slurm_problems = annotate_rows(rows)
+    problems += slurm_problems
     if args.json:
         print(json.dumps({"runs": [row.to_json() for row in rows], "devices": devices_json(reading, claims)}, indent=1))
     else:
@@ -224,11 +272,14 @@ def _requeue(args: argparse.Namespace) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     from runqueue.control import cancel, resolve_runs
     from runqueue.layout import RunPaths
+    from runqueue.slurm.control import cancel_if_submitted
 
     runs, errors = resolve_runs(args.runs)
     for run in runs:
         try:
-            print(f"{run}: {cancel(RunPaths(run), args.grace)}")
+            # A run handed to SLURM is stopped through SLURM; any other through its supervisor.
+            outcome = cancel_if_submitted(RunPaths(run), args.grace) or cancel(RunPaths(run), args.grace)
+            print(f"{run}: {outcome}")
         except PermissionError as error:
             errors.append(f"{run}: not allowed to stop this run ({error.strerror}); ask its owner or run as root")
     for error in errors:

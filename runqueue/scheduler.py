@@ -46,6 +46,7 @@ from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
 from runqueue.resources import RunResources, load_resources
 from runqueue.runstate import Phase, Reason, RunState, load_state, read_failure
+from runqueue.slurm.options import SlurmOptions
 from runqueue.supervisor import EXIT_VANISHED
 from runqueue.supervisor_spec import SupervisorSpec
 
@@ -56,6 +57,7 @@ _RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <
 _REPLY_TIMEOUT_S = 30.0
 _MAX_CRASHES = 3
 _WAITING_NOTE_EVERY_S = 60.0
+_SUBMIT_BATCH = 50  # runs handed to a batch system per loop turn (signals are looked at in between)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class QueueOptions:
     time_limit_s: float | None = None
     kill_grace_s: float = 10.0
     executor: str = "local"
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)  # --slurm-* (only with executor "slurm")
     poll_interval_s: float = 5.0
     quiet: bool = False
     stop_runs: bool = False  # first Ctrl-C/SIGTERM also stops the running runs
@@ -155,7 +158,7 @@ class Scheduler:
         self.console = console or Console(quiet=options.quiet)
         self.policy = PlacementPolicy(max_per_gpu=options.max_per_gpu, foreign=options.foreign)  # type: ignore[arg-type]
         self.inventory = inventory or make_inventory(gpus=options.gpus, simulate_gpus=options.simulate_gpus, cpu_slots=options.cpu_slots)
-        self.executor = executor or make_executor(options.executor)
+        self.executor = executor or make_executor(options.executor, slurm=options.slurm, kill_grace_s=options.kill_grace_s)
         self.claims = claims or ClaimStore()
         self.hooks = hooks or LoopHooks()
         self.last_status = ""
@@ -228,10 +231,7 @@ class Scheduler:
                 self.console.event(f"stopping; {len(watched)} running run(s) keep running under their supervisors and are re-adopted on the next start")
                 self.stop_level = 3
             elif self.stop_level == 1 and not self.options.stop_runs:
-                self.console.event(
-                    f"stopping: no new runs start; waiting for {len(watched)} running run(s). "
-                    "Press Ctrl-C again to stop them too (they go again next time), or `runqueue cancel RUN` to cancel one."
-                )
+                self.console.event(self.executor.first_stop_text(len(watched)))
             elif self.stop_level <= 2:
                 self.stop_level = 2
                 self.console.event(f"stopping {len(watched)} running run(s); they are recorded as interrupted and go again next time")
@@ -330,7 +330,7 @@ class Scheduler:
     def _adopt_running(self) -> None:
         """On start: watch every run whose supervisor lives (started by an earlier or another queue)."""
         for run in self.runs.values():
-            if run.state == RunState.PENDING and runlock.is_held(run.paths.lock):
+            if run.state == RunState.PENDING and (runlock.is_held(run.paths.lock) or self.executor.submitted(run.path)):
                 self._watch_running_elsewhere(run, announce=True)
 
     def _watch_running_elsewhere(self, run: TrackedRun, *, announce: bool = False) -> None:
@@ -349,7 +349,7 @@ class Scheduler:
         if not announce:
             run.tail = None  # another queue shows its output
         if announce:
-            self.console.event(f"[{run.name}] re-adopted (supervisor pid {handle.pid}, device {handle.device_uuid})")
+            self.console.event(f"[{run.name}] re-adopted ({self.executor.adopted_text(handle)})")
 
     def _probe_elsewhere(self) -> None:
         """Runs held by a process we cannot watch: see whether they have ended."""
@@ -442,6 +442,9 @@ class Scheduler:
     def _place_round(self) -> bool:
         """Place and start what fits; True when another round may place more."""
         self.placement_dirty = False
+        batch_device = self.executor.placement_device()
+        if batch_device is not None:
+            return self._submit_round(batch_device)
         candidates = self._candidates()
         if not candidates:
             return False
@@ -468,10 +471,25 @@ class Scheduler:
             self.next_placement_retry = time.monotonic() + self.options.poll_interval_s
             return False
 
-    def _candidates(self) -> list[_Candidate]:
+    def _submit_round(self, device: Device) -> bool:
+        """A batch system places the runs: hand it every candidate (up to the executor's capacity)."""
+        watched = sum(1 for run in self.runs.values() if run.handle is not None)
+        room = self.executor.capacity(watched)
+        batch = _SUBMIT_BATCH if room is None else min(room, _SUBMIT_BATCH)
+        if batch <= 0:
+            return False
+        candidates = self._candidates(limit=batch)
+        if not candidates:
+            return False
+        again = self._start([(candidate, device) for candidate in candidates], [], None)
+        if len(candidates) == batch:
+            self.placement_dirty = True  # more next turn, after a look at signals and ended runs
+        return again
+
+    def _candidates(self, limit: int | None = None) -> list[_Candidate]:
         """Pending runs that may start now, in path order, fresh from disk (another queue may have moved)."""
         slots = max(1, len(self.last_devices) or 1) * self.options.max_per_gpu
-        limit = 4 * slots + 16
+        limit = limit or 4 * slots + 16
         wall = time.time()
         chosen: list[_Candidate] = []
         for path in sorted(self.runs):
@@ -487,7 +505,7 @@ class Scheduler:
             if os.path.lexists(paths.failed_marker):
                 run.state = RunState.FAILED
                 continue
-            if runlock.is_held(paths.lock):
+            if runlock.is_held(paths.lock) or self.executor.submitted(path):
                 self._watch_running_elsewhere(run)
                 continue
             state = load_state(paths)
@@ -558,8 +576,10 @@ class Scheduler:
     def _provisional_claim(self, candidate: _Candidate, device: Device) -> Claim:
         return Claim(candidate.request.run_dir, device.uuid, candidate.request.memory_mb, -1, -1, self.queue_id, time.time())
 
-    def _start(self, placements: list[tuple[_Candidate, Device]], live: list[Claim], txn: ClaimTransaction) -> bool:
-        """Launch supervisors, wait until each holds its run lock, claim, then let them go."""
+    def _start(self, placements: list[tuple[_Candidate, Device]], live: list[Claim], txn: ClaimTransaction | None) -> bool:
+        """Launch supervisors, wait until each holds its run lock, claim, then let them go.
+
+        `txn` None: a batch system places the runs (no host-wide claim; "launched" means submitted)."""
         launches: list[tuple[_Candidate, Device, PendingStart]] = []
         charged = list(live)
         for candidate, device in placements:
@@ -584,21 +604,21 @@ class Scheduler:
         again = False
         for candidate, device, pending in launches:
             run = candidate.run
-            status = pending.reply.get("status")
-            if status != "locked":
+            if not pending.started:
                 self.executor.abandon(pending)
                 run.tail = None
-                again = True
+                again = again or pending.reply.get("status") != "deferred"
                 self._not_started(run, pending)
                 continue
-            pid = int(pending.reply["pid"])
-            try:
-                txn.add(Claim(str(run.path), device.uuid, candidate.request.memory_mb, pid, pid, self.queue_id, time.time()))
-            except ClaimError as error:
-                self.executor.abandon(pending)  # never run unclaimed
-                run.tail = None
-                self._problem_once(str(error))
-                continue
+            if txn is not None:
+                pid = int(pending.reply["pid"])
+                try:
+                    txn.add(Claim(str(run.path), device.uuid, candidate.request.memory_mb, pid, pid, self.queue_id, time.time()))
+                except ClaimError as error:
+                    self.executor.abandon(pending)  # never run unclaimed
+                    run.tail = None
+                    self._problem_once(str(error))
+                    continue
             handle = self.executor.confirm(pending)
             tail = run.tail
             self._start_watching(run, handle, log_offset=None)
@@ -606,9 +626,9 @@ class Scheduler:
             run.ended_here = False
             attempt = pending.reply.get("attempt")
             resume = pending.reply.get("resume_step")
-            where = f"{device.uuid} ({device.name})"
             more = f", resuming at {resume}" if resume else ""
-            self.console.event(f"[{run.name}] started on {where}, attempt {attempt}/{max(self.options.retries + 1, int(attempt or 1))}{more}")
+            where = self.executor.started_text(handle, device)
+            self.console.event(f"[{run.name}] {where}, attempt {attempt}/{max(self.options.retries + 1, int(attempt or 1))}{more}")
         return again
 
     def _block(self, run: TrackedRun, reason: str, *, recheck: bool, event: str) -> None:
@@ -625,6 +645,11 @@ class Scheduler:
         elif status == "finished":
             paths = run.paths
             run.state = RunState.DONE if os.path.lexists(paths.done_marker) else RunState.FAILED
+        elif status == "deferred":
+            # The batch system refused for now (controller down, submit limit): try again later,
+            # without counting it against the run.
+            self._problem_once(str(pending.reply.get("message", "not submitted")))
+            self.next_placement_retry = time.monotonic() + self.options.poll_interval_s
         else:
             run.crashes += 1
             message = pending.reply.get("message", "unknown error")
@@ -657,6 +682,8 @@ class Scheduler:
                 counts.blocked += 1
             elif run.state == RunState.RUNNING:
                 counts.running += 1
+                if run.handle is not None and self.executor.waiting(run.handle):
+                    counts.extra["queued"] = counts.extra.get("queued", 0) + 1  # handed to a batch system, not started
             elif run.state == RunState.PENDING:
                 counts.pending += 1
             elif run.state == RunState.DONE:
@@ -667,7 +694,9 @@ class Scheduler:
 
     def status_line(self) -> str:
         counts = self.counts()
-        text = f"{counts.running} running, {counts.pending} pending, {counts.done} done, {counts.failed} failed"
+        queued = counts.extra.get("queued", 0)
+        waiting = f", {queued} queued" if queued else ""
+        text = f"{counts.running - queued} running{waiting}, {counts.pending} pending, {counts.done} done, {counts.failed} failed"
         if counts.blocked:
             text += f", {counts.blocked} blocked"
         if self.stop_level:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runqueue.devices.model import Device
 from runqueue.supervisor_spec import SupervisorSpec
 
 
@@ -42,6 +43,11 @@ class PendingStart:
     @property
     def locked(self) -> bool:
         return self.reply.get("status") == "locked"
+
+    @property
+    def started(self) -> bool:
+        """Locked by a local supervisor, or submitted to a batch system: either way, it is under way."""
+        return self.reply.get("status") in ("locked", "submitted")
 
 
 class Executor(ABC):
@@ -81,3 +87,33 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release whatever the executor holds."""
+
+    # ---- hooks with local defaults; a batch-system executor (slurm.py) overrides them
+    def placement_device(self) -> Device | None:
+        """None: the scheduler places runs on this machine's devices and claims them host-wide.
+        A device: every run is handed to the executor as is (the batch system places it)."""
+        return None
+
+    def capacity(self, watched: int) -> int | None:
+        """How many more runs may be launched now, given `watched` watched ones; None for no limit."""
+        return None
+
+    def submitted(self, run_dir: Path) -> bool:
+        """True when the run is handed to a batch system and not over yet (adopt it, never start it again)."""
+        return False
+
+    def waiting(self, handle: RunHandle) -> bool:
+        """True while a watched run still waits for the batch system to start it."""
+        return False
+
+    def started_text(self, handle: RunHandle, device: Device) -> str:
+        return f"started on {device.uuid} ({device.name})"
+
+    def adopted_text(self, handle: RunHandle) -> str:
+        return f"supervisor pid {handle.pid}, device {handle.device_uuid}"
+
+    def first_stop_text(self, running: int) -> str:
+        return (
+            f"stopping: no new runs start; waiting for {running} running run(s). "
+            "Press Ctrl-C again to stop them too (they go again next time), or `runqueue cancel RUN` to cancel one."
+        )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
-import pytest
 from runqueue_testkit import (
     finish,
     gpu,
@@ -166,9 +166,12 @@ def test_runqueue_status_table_matches_golden(tmp_path: Path) -> None:
     assert text == golden.read_text(), f"status table changed; if intended, accept it with UPDATE_GOLDEN=1 pytest {__file__}"
 
 
-@pytest.mark.parametrize("executor", ["slurm"])
-def test_runqueue_unbuilt_executor_is_a_clear_error(tmp_path: Path, executor: str) -> None:
+def test_runqueue_slurm_executor_without_slurm_is_a_clear_error(tmp_path: Path) -> None:
     make_run(tmp_path / "runs", "r")
-    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--executor", executor)
+    env = queue_env(tmp_path, PATH=str(Path(sys.executable).parent))  # no SLURM tools on this PATH
+    result = run_queue(env, "run", tmp_path / "runs", "--executor", "slurm")
     assert result.returncode == 2
-    assert result.stderr.strip() == "runqueue run: error: --executor slurm is not implemented yet (use --executor local (the default))"
+    assert result.stderr.strip() == (
+        "runqueue run: error: --executor slurm: `sbatch` is not on PATH (run the queue on a SLURM login node, or load the slurm module)"
+    )
+    assert not (tmp_path / "runs" / "r" / "lfads.out").exists()

@@ -1,0 +1,121 @@
+"""`runqueue cancel` and `runqueue status` for runs handed to SLURM (the CLI's side of the executor)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from runqueue import runlock
+from runqueue.errors import RunqueueError
+from runqueue.layout import RunPaths
+from runqueue.runstate import RunState
+from runqueue.slurm.commands import JobInfo, SlurmCommands, SlurmError
+from runqueue.slurm.outcome import write_cancelled
+from runqueue.slurm.paths import SlurmPaths
+from runqueue.slurm.records import (
+    STOP_CANCEL,
+    SubmissionRecord,
+    load_submission,
+    save_submission,
+    submission_lock,
+)
+from runqueue.status import RunRow
+
+_POLL_S = 0.2
+
+
+def cancel_if_submitted(paths: RunPaths, grace_s: float, commands: SlurmCommands | None = None) -> str | None:
+    """Cancel a run whose current submission is a SLURM job; None when it has none (cancel it locally).
+
+    Running job: the supervisor gets SIGUSR1 (scancel --batch), stops the steps and writes
+    lfads.failed(cancelled) itself; if it has not ended within `grace_s` + 10 s, scancel.
+    Pending job: scancel, and lfads.failed(cancelled) written here.
+    """
+    slurm_paths = SlurmPaths(paths)
+    if os.path.lexists(paths.done_marker) or os.path.lexists(paths.failed_marker):
+        return None  # the local cancel says "already done/failed"
+    record = load_submission(slurm_paths)
+    if record is None or not record.active:
+        return None
+    commands = commands or SlurmCommands()
+    commands.check_available()
+    with submission_lock(slurm_paths):
+        record = load_submission(slurm_paths)
+        if record is None or not record.active:
+            return None
+        save_submission(slurm_paths, dataclasses.replace(record, stop_requested=STOP_CANCEL))
+    job = record.job_id
+    if job is None:
+        write_cancelled(paths, "cancelled with `runqueue cancel` while its submission to SLURM was in flight")
+        return "marked failed (cancelled); its SLURM submission was still in flight"
+    stopped = commands.signal_batch(job, "USR1") and _wait_for_end(commands, paths, job, grace_s + 10.0)
+    if stopped and os.path.lexists(paths.failed_marker):
+        _settle(slurm_paths, record.token, f"SLURM job {job} cancelled with `runqueue cancel`; its supervisor stopped the run")
+        return f"cancelled (SLURM job {job}: its supervisor stopped the run)"
+    commands.cancel(job)
+    if not os.path.lexists(paths.failed_marker):
+        write_cancelled(paths, f"cancelled with `runqueue cancel` (SLURM job {job} scancelled)")
+    _settle(slurm_paths, record.token, f"SLURM job {job} scancelled with `runqueue cancel`")
+    return f"cancelled (SLURM job {job} scancelled)"
+
+
+def _wait_for_end(commands: SlurmCommands, paths: RunPaths, job: int, timeout_s: float) -> bool:
+    """Until the job is over in SLURM and nothing of the run holds its lock; False on time-out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            info = commands.query([job]).get(job)
+        except SlurmError:
+            info = None
+        if (info is None or info.finished or info.state == "COMPLETING") and not runlock.is_held(paths.lock):
+            return True
+        time.sleep(_POLL_S)
+    return False
+
+
+def _settle(paths: SlurmPaths, token: str, ending: str) -> None:
+    with submission_lock(paths):
+        record = load_submission(paths)
+        if record is not None and record.token == token and record.active:
+            save_submission(paths, record.settle(ending))
+
+
+def annotate_rows(rows: Sequence[RunRow], commands: SlurmCommands | None = None) -> tuple[list[RunRow], list[str]]:
+    """`runqueue status`: pending/running rows whose run is a SLURM job get the job id and state as reason.
+
+    One squeue call for all of them. Returns the rows and problems (e.g. squeue unavailable).
+    """
+    submitted: dict[int, tuple[SubmissionRecord, RunRow]] = {}
+    unrecorded: list[int] = []
+    for index, row in enumerate(rows):
+        if row.state not in (RunState.PENDING, RunState.RUNNING):
+            continue
+        record = load_submission(SlurmPaths.of(Path(row.path)))
+        if record is not None and record.active:
+            submitted[index] = (record, row)
+            if record.job_id is None:
+                unrecorded.append(index)
+    if not submitted:
+        return list(rows), []
+    problems: list[str] = []
+    known: dict[int, JobInfo] = {}
+    try:
+        commands = commands or SlurmCommands()
+        known = commands.query([record.job_id for record, _ in submitted.values() if record.job_id is not None])
+    except (SlurmError, RunqueueError) as error:
+        problems.append(f"SLURM job states unknown: {error}")
+    result = list(rows)
+    for index, (record, row) in submitted.items():
+        if record.job_id is None:
+            text = "submitted to SLURM; job id not recorded yet"
+        else:
+            info = known.get(record.job_id)
+            state = info.describe() if info is not None else ("state unknown" if problems else "no longer known to SLURM")
+            text = f"SLURM job {record.job_id}: {state}"
+            if info is not None and info.finished:
+                text += "; the next `runqueue run` records how it ended"
+        result[index] = dataclasses.replace(row, reason=text)
+    return result, problems

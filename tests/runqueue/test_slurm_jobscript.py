@@ -1,0 +1,139 @@
+"""The SLURM executor's pure parts: the generated job script (golden file), time limits, options, parsing.
+
+No cluster needed; the end-to-end behaviour on a real SLURM is in test_slurm_queue.py.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from runqueue_testkit import make_run, queue_env, run_queue
+
+from runqueue.slurm.commands import _parse_query, parse_scontrol_job
+from runqueue.slurm.job import job_device
+from runqueue.slurm.jobscript import JobScriptInputs, job_name, render_job_script
+from runqueue.slurm.options import (
+    SlurmOptions,
+    format_sbatch_time,
+    job_time_limits,
+    parse_slurm_time,
+    split_extra,
+)
+from runqueue.supervisor_spec import SupervisorSpec
+
+GOLDEN = Path(__file__).parent / "slurm_golden"
+SEED_RUN = Path("/data/lfads/runs/exampleRun/param_Qr2PeG/all")
+
+
+def _inputs(run_dir: Path = SEED_RUN, options: SlurmOptions | None = None) -> JobScriptInputs:
+    options = options or SlurmOptions(gpus=1, partition="gpu", mem_mb=16000, cpus=4)
+    limits = job_time_limits(7200.0, options.time_s, 10.0)
+    spec = SupervisorSpec(
+        run_dir=str(run_dir), device_uuid="slurm", device_name="assigned by SLURM", device_env={},
+        max_attempts=2, time_limit_s=limits.supervisor_s, queue_id="login1:4242",
+    )
+    return JobScriptInputs(
+        run_dir=run_dir, token="0123456789abcdef", spec_json=spec.to_argv_json(), options=options,
+        sbatch_minutes=limits.sbatch_minutes, python="/opt/lfads/venv/bin/python", package_parent="/opt/lfads/src",
+    )
+
+
+def test_slurm_job_script_matches_golden() -> None:
+    text = render_job_script(_inputs())
+    golden = GOLDEN / "job_script.sh"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text)
+    assert golden.exists(), f"{golden} missing: run UPDATE_GOLDEN=1 pytest {__file__} to create it"
+    assert text == golden.read_text(), f"the job script changed; if intended, accept it with UPDATE_GOLDEN=1 pytest {__file__}"
+
+
+def test_slurm_job_script_quotes_blanks_and_omits_what_was_not_asked(tmp_path: Path) -> None:
+    run = tmp_path / "my runs" / "c" / "param_X" / "all"
+    text = render_job_script(_inputs(run, SlurmOptions(gpus=0)))
+    assert f'#SBATCH --chdir="{run}"' in text
+    assert f'#SBATCH --output="{run}/.runqueue/slurm-%j.out"' in text
+    for absent in ("--gres", "--partition", "--mem", "--cpus-per-task"):
+        assert absent not in text
+    assert "#SBATCH --time=2:01:00" in text  # 2 h + kill grace + margin, rounded up to the minute
+    with pytest.raises(Exception, match="double quote or a line break"):
+        render_job_script(_inputs(tmp_path / 'bad"name' / "r"))
+
+
+def test_slurm_job_name_is_the_run_name_sanitised() -> None:
+    assert job_name(SEED_RUN) == "lfads-param_Qr2PeG/all"
+    assert job_name(Path("/x/c/param_A/spec with space;rm")) == "lfads-param_A/spec_with_space_rm"
+
+
+@pytest.mark.parametrize(
+    ("run_limit", "slurm_time", "minutes", "supervisor"),
+    [
+        (None, None, None, None),  # nothing asked: the partition's default, no supervisor limit
+        (7200.0, None, 121, 7200.0),  # the run's limit exactly; SLURM's a margin later
+        (None, 7200.0, 120, 7160.0),  # SLURM's limit; the supervisor stops the margin before
+        (90.0, 3600.0, 60, 90.0),  # both: the smaller for the supervisor
+        (None, 30.0, 1, 20.0),  # seconds round up to a minute; still stops before SLURM
+    ],
+)
+def test_slurm_time_limits_let_the_supervisor_stop_first(run_limit: float | None, slurm_time: float | None, minutes: int | None, supervisor: float | None) -> None:
+    limits = job_time_limits(run_limit, slurm_time, kill_grace_s=10.0)
+    assert (limits.sbatch_minutes, limits.supervisor_s) == (minutes, supervisor)
+    if minutes is not None and supervisor is not None:
+        assert supervisor + 10.0 < minutes * 60
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 5400), ("1:30", 90), ("2:00:00", 7200), ("1-0", 86400), ("1-2:30", 95400), ("2h", 7200), ("45m", 2700)])
+def test_slurm_time_accepts_slurm_forms_and_durations(text: str, seconds: float) -> None:
+    assert parse_slurm_time(text) == seconds
+
+
+def test_slurm_time_rejects_nonsense_and_formats_back() -> None:
+    with pytest.raises(ValueError, match="invalid --slurm-time 'soon'"):
+        parse_slurm_time("soon")
+    assert (format_sbatch_time(121), format_sbatch_time(1500)) == ("2:01:00", "1-01:00:00")
+
+
+def test_slurm_options_refuse_what_the_executor_sets_itself() -> None:
+    assert split_extra("--account=lab --qos 'long one'") == ("--account=lab", "--qos", "long one")
+    SlurmOptions(extra=("--account=lab", "--qos", "long"))
+    for extra in (("--chdir=/x",), ("-o", "out"), ("--comment=mine",), ("-Dsomewhere",)):
+        with pytest.raises(ValueError, match="runqueue sets"):
+            SlurmOptions(extra=extra)
+    with pytest.raises(ValueError, match="must be 0 or more"):
+        SlurmOptions(gpus=-1)
+
+
+def test_slurm_flags_without_the_slurm_executor_are_a_clear_error(tmp_path: Path) -> None:
+    make_run(tmp_path / "runs", "r")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--slurm-gpus", "2", "--max-submitted", "3")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "runqueue run: error: --slurm-gpus, --max-submitted only apply to SLURM jobs (add --executor slurm, or drop them)"
+    )
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--executor", "slurm", "--slurm-extra=--output=x.log")
+    assert result.returncode == 2 and "runqueue sets --output itself" in result.stderr
+    assert not (tmp_path / "runs" / "r" / "lfads.out").exists()
+
+
+def test_slurm_job_device_is_what_slurm_set() -> None:
+    cpu = job_device({}, 7)
+    assert (cpu.uuid, cpu.env) == ("cpu-slurm", {"CUDA_VISIBLE_DEVICES": ""})  # no GPU granted: none used
+    assert job_device({"CUDA_VISIBLE_DEVICES": ""}, 7).uuid == "cpu-slurm"
+    # No NVML on this machine: SLURM's index is kept, in the header and in the environment.
+    gpus = job_device({"CUDA_VISIBLE_DEVICES": "2,3"}, 7)
+    assert (gpus.uuid, gpus.name) == ("2,3", "SLURM GPU 2,3")
+    assert gpus.env == {"CUDA_VISIBLE_DEVICES": "2,3", "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+
+
+def test_slurm_parses_squeue_and_scontrol_as_slurm_22_prints_them() -> None:
+    # Captured from the test cluster (squeue -O ..., scontrol show job -o).
+    jobs = _parse_query("3|CANCELLED|JobHeldUser|0||(null)|\n2|FAILED|NonZeroExitCode|1024|vm|runqueue:tok123|\n12_3|RUNNING|None|0|vm||\n")
+    assert [(j.job_id, j.state, j.exit_code, j.signal, j.comment) for j in jobs] == [
+        (3, "CANCELLED", 0, None, "(null)"), (2, "FAILED", 4, None, "runqueue:tok123")]
+    assert jobs[1].finished and jobs[1].describe() == "FAILED (NonZeroExitCode, exit 4)"
+    line = ("JobId=2 JobName=lfads-param_X/all UserId=root(0) JobState=CANCELLED Reason=None Dependency=(null) "
+            "ExitCode=0:15 NodeList=vm WorkDir=/tmp/sl/a b Comment=runqueue:tok123  StdErr=/tmp/x")
+    info = parse_scontrol_job(line)
+    assert info is not None
+    assert (info.job_id, info.state, info.exit_code, info.signal, info.comment) == (2, "CANCELLED", 0, 15, "runqueue:tok123")
