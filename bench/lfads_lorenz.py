@@ -9,7 +9,8 @@ then reports:
     recomputed from the generator's W, b and Lorenz trajectories stored in datasetNNN.mat (spikes
     are Bernoulli per 1 ms, so the expected count is Σ(1 − e^−rate)); R² is sklearn's
     uniform average over neurons of time-concatenated trials. The R² against the h5
-    `valid_truth` (Σ rate, which saturating channels inflate) is printed next to it.
+    `valid_truth` the manager exported (the same expected counts, stored as float32) is printed
+    next to it, as a check that the export and `lfads-manager report` agree with the bench.
   * valid NLL: mean `nll_bound_vaes` (nats per trial) from the posterior file;
   * wall time of each step, training steps/s, and the load average (other jobs share the cores);
   * in-process: steady-state training step time with and without XLA (ratio), and the
@@ -189,7 +190,7 @@ def main() -> None:
     print(f"  valid trials {rates.shape[0]}, T={rates.shape[1]}, neurons={rates.shape[2]}, "
           f"epochs {len(fitlog_lines)}, global steps {global_step} (posterior from the LVE checkpoint, step {lve_step})")
     print(f"  valid rate R2 vs expected counts (exact truth): {r2_uniform(rates, truth):.3f}")
-    print(f"  valid rate R2 vs h5 valid_truth (sum of rates): {r2_uniform(rates, h5_truth):.3f}")
+    print(f"  valid rate R2 vs h5 valid_truth (manager export): {r2_uniform(rates, h5_truth):.3f}")
     print(f"  valid NLL bound (VAE, nats/trial): {nll:.2f}")
     if walls:
         print(f"  wall: train {walls['train_s']:.1f} s, posterior {walls['posterior_s']:.1f} s; "

@@ -7,8 +7,12 @@ reproducible for a given seed.
 
 Storage (so a full-size dataset is a few MB instead of ~0.5 GB):
   spikes                   uint8, nTrials x nChannels x nBins (0/1 at the default 1 ms bins)
-  true_rates_by_condition  float32, nConditions x nChannels x nBins, the rate summed over each bin
-                           (the original's true_rates, spikes per ms, at the default 1 ms bins)
+  true_rates_by_condition  float32, nConditions x nChannels x nBins: the expected spike count per bin
+                           of the spikes actually stored, sum of (1 - exp(-rate)) over the bin's 1 ms
+                           draws. The original stored the Poisson rate itself, but its spikes are
+                           Poisson > 0 (at most one per ms), so on channels whose rate saturates that
+                           "truth" is up to e^20 times what the data can show, and no fit can match it.
+                           The rate itself is W, b and lorenz_trajectories, all stored.
   conditionId              nTrials x 1, 1-based index into the conditions
 The dataset loader expands the truth to trials through `conditionId`.
 """
@@ -81,7 +85,7 @@ def _dataset_fields(index: int, trajectories: np.ndarray, sizes: LorenzSizes, rn
         rows = np.flatnonzero(condition_id == condition + 1)
         drawn = rng.random((rows.size, n_channels, n_bins * width)) < p_spike[condition]
         spikes[rows] = drawn.reshape(rows.size, n_channels, n_bins, width).sum(axis=3)
-    binned_rates = rates[:, :, : n_bins * width].reshape(n_conditions, n_channels, n_bins, width).sum(axis=3)
+    expected_counts = p_spike.reshape(n_conditions, n_channels, n_bins, width).sum(axis=3)
     return {
         "spikes": spikes,
         "timeMs": np.arange(n_bins, dtype=np.float64) * width,
@@ -91,7 +95,7 @@ def _dataset_fields(index: int, trajectories: np.ndarray, sizes: LorenzSizes, rn
         "W": loading,
         "b": bias,
         "lorenz_trajectories": trajectories,
-        "true_rates_by_condition": binned_rates.astype(np.float32),
+        "true_rates_by_condition": expected_counts.astype(np.float32),
     }
 
 
