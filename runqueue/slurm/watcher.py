@@ -7,8 +7,8 @@ of running jobs (cheap: a lock probe and a small JSON file): when the job's supe
 (or died), it asks SLURM at once instead of waiting for the next refresh, so a finished run is
 seen within a fraction of a second even when the back-off has grown.
 
-A job's watch ends when SLURM calls it finished, or when its supervisor has ended and SLURM is
-completing it. The scheduler learns this through a pipe per job (readable = ended), which sits
+A job's watch ends when SLURM calls it finished (not while COMPLETING, which hides whether it was
+cancelled or timed out). The scheduler learns this through a pipe per job (readable = ended), which sits
 in its selector next to the pidfds of local runs. What the ending means is decided from the run
 folder by the executor (outcome.py), never from SLURM's state alone.
 """
@@ -35,6 +35,9 @@ _FOLDER_INTERVAL_S = 0.5
 _SOON_S = 0.2
 _MISSES_BEFORE_LOST = 2  # refreshes in a row in which nobody knows the job
 _MISSES_BEFORE_UNSUBMITTED = 3  # same, for a submission whose job id was never recorded
+# squeue says COMPLETING (hiding CANCELLED, TIMEOUT…) until the job's processes are gone, which
+# takes well under a second; a job stuck there this long after its supervisor returned is taken as over.
+_COMPLETING_PATIENCE_S = 30.0
 
 
 @dataclass
@@ -48,7 +51,7 @@ class _Watch:
     info: JobInfo | None = None  # last seen
     final: JobInfo | None = None
     misses: int = 0
-    folder_ended: bool = False  # the job's supervisor has returned (slurm-job.json) and let go of the run
+    folder_ended_at: float | None = None  # monotonic: when slurm-job.json said the supervisor returned
     escalate_at: float | None = None  # monotonic: scancel if still not over by then
 
 
@@ -174,13 +177,14 @@ class JobWatcher:
                 info = self._look_elsewhere(watch)
                 if info is None:
                     continue
-            if info.finished or (watch.folder_ended and info.state == "COMPLETING"):
+            if info.finished or (info.state == "COMPLETING" and watch.folder_ended_at is not None
+                                 and time.monotonic() - watch.folder_ended_at > _COMPLETING_PATIENCE_S):
                 self._finish(watch, info)
                 changed = True
             elif watch.info is None or (info.state, info.reason) != (watch.info.state, watch.info.reason):
                 changed = True
             watch.info = info
-        self._schedule(changed=changed, soon=any(watch.folder_ended and watch.final is None for watch in watches))
+        self._schedule(changed=changed, soon=any(watch.folder_ended_at is not None and watch.final is None for watch in watches))
 
     def _find_unrecorded(self, watch: _Watch) -> bool:
         """A submission whose job id never reached slurm.json (the queue died during sbatch): find it by comment."""
@@ -218,7 +222,7 @@ class JobWatcher:
     def _look_at_folders(self, watches: list[_Watch]) -> None:
         soon = False
         for watch in watches:
-            if watch.job_id is None or watch.folder_ended:
+            if watch.job_id is None or watch.folder_ended_at is not None:
                 continue
             if watch.info is not None and not watch.info.running:
                 continue  # pending: its folder cannot have news yet
@@ -227,7 +231,7 @@ class JobWatcher:
                 continue
             # The supervisor has returned: ask SLURM now how the job ended, not at the next refresh.
             # (A supervisor that died says nothing here; SLURM's refresh finds that job over.)
-            watch.folder_ended = True
+            watch.folder_ended_at = time.monotonic()
             soon = True
         if soon:
             with self._lock:

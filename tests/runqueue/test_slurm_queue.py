@@ -1,0 +1,235 @@
+"""`runqueue run --executor slurm` on a real single-node SLURM (4 fake GPUs), started by the test setup.
+
+Every run is one sbatch job per attempt whose payload is the run's supervisor; the tests look
+only at what users see: markers, lfads.out, the console, `runqueue status`, SLURM's job list.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+from runqueue_testkit import finish, make_run, read_json, run_queue, start_queue, step_headers, wait_for
+from slurm_testkit import SlurmCluster, slurm_cluster, slurm_env, submitted_job, wait_until_released
+
+__all__ = ["slurm_cluster", "slurm_env"]  # fixtures used by name
+
+SLURM = ("--executor", "slurm")
+
+# Counts the runs executing at once (and the peak), records what each saw from SLURM, and notes
+# a GPU handed to two jobs at the same time.
+BEGIN = """exec 9>>"{s}/lock"; flock 9
+n=$(( $(cat "{s}/count" 2>/dev/null || echo 0) + 1 )); echo $n > "{s}/count"
+[ "$n" -gt "$(cat "{s}/peak" 2>/dev/null || echo 0)" ] && echo $n > "{s}/peak"
+[ -e "{s}/busy.$CUDA_VISIBLE_DEVICES" ] && echo "$RUNQUEUE_RUN_DIR shares GPU $CUDA_VISIBLE_DEVICES" >> "{s}/errors"
+touch "{s}/busy.$CUDA_VISIBLE_DEVICES"
+echo "$(basename $RUNQUEUE_RUN_DIR) $CUDA_VISIBLE_DEVICES $SLURM_JOB_GPUS $SLURM_JOB_ID $RUNQUEUE_ATTEMPT" >> "{s}/seen"
+flock -u 9
+"""
+END = """flock 9; rm -f "{s}/busy.$CUDA_VISIBLE_DEVICES"; echo $(( $(cat "{s}/count") - 1 )) > "{s}/count"; flock -u 9
+"""
+# Holds its GPU until four runs have been executing at once (or 60 s have passed).
+UNTIL_FOUR = """for i in $(seq 600); do [ "$(cat "{s}/peak")" -ge 4 ] && break; sleep 0.1; done
+"""
+
+
+def _seen(state: Path) -> dict[str, list[list[str]]]:
+    seen: dict[str, list[list[str]]] = {}
+    for line in (state / "seen").read_text().splitlines():
+        name, *rest = line.split()
+        seen.setdefault(name, []).append(rest)
+    return seen
+
+
+def test_slurm_runs_execute_as_jobs_retry_fail_and_respect_time_limits(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    runs = tmp_path / "runs"
+    gpu_runs = [
+        make_run(runs, f"c/param_A/g{index}", BEGIN.format(s=state) + UNTIL_FOUR.format(s=state) + END.format(s=state), posterior="echo posterior\n")
+        for index in range(5)
+    ]
+    failing = make_run(runs, "c/param_B/fail", BEGIN.format(s=state) + END.format(s=state) + "echo doomed; exit 3\n")
+    slow = make_run(runs, "c/param_C/slow", "echo $CUDA_VISIBLE_DEVICES > cvd; sleep 60\n", resources={"time_limit": "2s"})
+
+    result = run_queue(slurm_env, "run", runs, *SLURM, "--retries", "1", "--retry-backoff", "0.5", "--kill-grace", "1")
+
+    console = result.stdout
+    assert result.returncode == 1, console + result.stderr
+    assert "summary: 7 run(s): 5 done, 2 failed" in console
+    seen = _seen(state)
+    for run in gpu_runs:
+        assert (run / "lfads.done").exists()
+        (cvd, job_gpus, job_id, _attempt), = seen[run.name]
+        assert cvd == job_gpus and cvd in {"0", "1", "2", "3"}  # the GPU slurmd gave this job
+        headers = step_headers((run / "lfads.out").read_text())
+        assert [h.split(" step=")[1] for h in headers] == [f"lfads_train.sh device={cvd} (SLURM GPU {cvd})",
+                                                            f"lfads_posterior_mean_sample.sh device={cvd} (SLURM GPU {cvd})"]
+        assert f"supervising {run}" in (run / f".runqueue/slurm-{job_id}.out").read_text()
+        assert f"[{run.parent.name}/{run.name}] submitted as SLURM job {job_id}, attempt 1/2" in console
+    # SLURM ran four one-GPU jobs at once on its four GPUs, never more, never two on one GPU.
+    assert (state / "peak").read_text().strip() == "4"
+    assert not (state / "errors").exists(), (state / "errors").read_text()
+
+    # A failing step: retried once (as a new job), then lfads.failed.
+    failure = read_json(failing / "lfads.failed")
+    assert (failure["reason"], failure["exit_code"], failure["attempt"], failure["step"]) == ("exit_status", 3, 2, "lfads_train.sh")
+    attempts = seen["fail"]
+    assert [attempt for *_, attempt in attempts] == ["1", "2"] and attempts[0][2] != attempts[1][2]
+    assert [h.split(" attempt=")[1].split()[0] for h in step_headers((failing / "lfads.out").read_text())] == ["1/2", "2/2"]
+
+    # The run's 2 s limit is the supervisor's; SLURM got that plus a margin, in whole minutes.
+    failure = read_json(slow / "lfads.failed")
+    assert (failure["reason"], failure["attempt"]) == ("time_limit", 2)
+    assert "TimeLimit=00:01:00" in slurm_cluster.show_job(submitted_job(slow) or 0)
+    assert slurm_cluster.jobs_under(tmp_path, active_only=True) == {}
+
+
+def test_slurm_two_queues_submit_each_run_exactly_once(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    record = tmp_path / "record"
+    runs = [
+        make_run(tmp_path / "runs", f"c/param_E/r{index}", f'flock "{record}" -c "echo $RUNQUEUE_RUN_DIR $SLURM_JOB_ID >> {record}"\nsleep 0.3\n')
+        for index in range(8)
+    ]
+    queues = [start_queue(slurm_env, "run", tmp_path / "runs", *SLURM, "--quiet", log=tmp_path / f"q{n}.log") for n in range(2)]
+    codes = [finish(queue) for queue in queues]
+    logs = [(tmp_path / f"q{n}.log").read_text() for n in range(2)]
+    assert codes == [0, 0], logs
+    lines = record.read_text().splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(str(run) for run in runs)  # each run ran once
+    jobs = slurm_cluster.jobs_under(tmp_path / "runs")
+    assert sorted(workdir for _state, workdir in jobs.values()) == sorted(str(run) for run in runs)  # each submitted once
+    for run in runs:
+        assert len(step_headers((run / "lfads.out").read_text())) == 1
+    assert all("summary: 8 run(s): 8 done" in log for log in logs)
+    assert sum(log.count("submitted as SLURM job") for log in logs) == 8
+
+
+def test_slurm_sigkilled_queue_restarts_and_waits_for_its_jobs(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    holder = make_run(tmp_path / "runs", "c/param_K/a", wait_until_released(release, started))
+    waiting = make_run(tmp_path / "runs", "c/param_K/b", "echo second\n")
+    options = (*SLURM, "--slurm-gpus", "4")  # each job takes every GPU: b waits in SLURM while a runs
+    first = start_queue(slurm_env, "run", tmp_path / "runs", *options, log=tmp_path / "q1.log")
+    wait_for(started.exists, what="run a to start in its job")
+    wait_for(lambda: submitted_job(waiting) is not None, what="run b to be submitted")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    jobs = {run.name: submitted_job(run) for run in (holder, waiting)}
+
+    status = json.loads(run_queue(slurm_env, "status", tmp_path / "runs", "--json").stdout)
+    rows = {row["name"]: row for row in status["runs"]}
+    assert (rows["param_K/a"]["state"], rows["param_K/a"]["device"]) == ("running", "0,1,2,3")
+    assert rows["param_K/a"]["reason"] == f"SLURM job {jobs['a']}: RUNNING (on {slurm_cluster.show_job(jobs['a'] or 0).split('BatchHost=')[1].split()[0]})"
+    assert rows["param_K/b"]["state"] == "pending"
+    assert rows["param_K/b"]["reason"].startswith(f"SLURM job {jobs['b']}: PENDING (")  # Resources or Priority
+
+    second = start_queue(slurm_env, "run", tmp_path / "runs", *options, log=tmp_path / "q2.log")
+    wait_for(lambda: (tmp_path / "q2.log").read_text().count("re-adopted") == 2, what="both jobs re-adopted")
+    release.touch()
+    assert finish(second) == 0, (tmp_path / "q2.log").read_text()
+    console = (tmp_path / "q2.log").read_text()
+    assert f"[param_K/a] re-adopted (SLURM job {jobs['a']})" in console
+    assert f"[param_K/b] re-adopted (SLURM job {jobs['b']})" in console
+    assert "[param_K/a] released" in console  # the adopted run's output is followed
+    assert "submitted as" not in console  # nothing submitted a second time
+    for run in (holder, waiting):
+        assert (run / "lfads.done").exists()
+        assert len(step_headers((run / "lfads.out").read_text())) == 1
+    assert len(slurm_cluster.jobs_under(tmp_path / "runs")) == 2
+
+
+def test_slurm_cancel_and_scancel_behind_our_back_are_recorded(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    runs = tmp_path / "runs"
+    forever = "touch started\nwhile :; do sleep 0.1; done\n"
+    cancelled, scancelled, never = (make_run(runs, f"c/param_X/{name}", forever) for name in ("a", "b", "c"))
+    queue = start_queue(slurm_env, "run", runs, *SLURM, "--slurm-gpus", "2", "--kill-grace", "1", log=tmp_path / "q.log")
+    wait_for(lambda: (cancelled / "started").exists() and (scancelled / "started").exists(), what="two jobs running")
+    wait_for(lambda: submitted_job(never) is not None, what="the third job submitted")
+
+    result = run_queue(slurm_env, "cancel", cancelled)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{cancelled}: cancelled (SLURM job {submitted_job(cancelled)}: its supervisor stopped the run)"
+
+    subprocess.run(["scancel", str(submitted_job(scancelled))], check=True)  # behind the queue's back
+
+    # The third job may have started on the freed GPUs meanwhile; either way it ends cancelled.
+    result = run_queue(slurm_env, "cancel", never)
+    assert result.returncode == 0 and f"SLURM job {submitted_job(never)}" in result.stdout, result.stdout + result.stderr
+
+    assert finish(queue) == 1, (tmp_path / "q.log").read_text()
+    first = read_json(cancelled / "lfads.failed")
+    assert (first["reason"], first["message"]) == ("cancelled", "cancelled with `runqueue cancel`")
+    second = read_json(scancelled / "lfads.failed")
+    assert second["reason"] == "cancelled"
+    assert "cancelled outside runqueue" in second["message"] and f"SLURM job {submitted_job(scancelled)} ended CANCELLED" in second["message"]
+    assert read_json(never / "lfads.failed")["reason"] == "cancelled"
+    console = (tmp_path / "q.log").read_text()
+    assert "summary: 3 run(s): 0 done, 3 failed" in console
+    assert "[param_X/b] failed (cancelled)" in console
+    assert slurm_cluster.jobs_under(tmp_path, active_only=True) == {}
+
+
+def test_slurm_ctrl_c_keeps_jobs_then_second_ctrl_c_scancels_them_as_interrupted(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    running = make_run(tmp_path / "runs", "c/param_S/a", "echo first\n", posterior=wait_until_released(release, started))
+    queued = make_run(tmp_path / "runs", "c/param_S/b", "echo never\n")
+    queue = start_queue(slurm_env, "run", tmp_path / "runs", *SLURM, "--slurm-gpus", "4", "--kill-grace", "1", log=tmp_path / "q.log")
+    wait_for(started.exists, what="run a's posterior step")
+    wait_for(lambda: submitted_job(queued) is not None, what="run b submitted")
+    queue.send_signal(signal.SIGINT)
+    wait_for(lambda: "keep running in SLURM" in (tmp_path / "q.log").read_text(), what="the first stop message")
+    assert len(slurm_cluster.jobs_under(tmp_path, active_only=True)) == 2  # nothing was cancelled
+    queue.send_signal(signal.SIGINT)
+    assert finish(queue) == 130, (tmp_path / "q.log").read_text()
+    assert slurm_cluster.jobs_under(tmp_path, active_only=True) == {}
+    for run in (running, queued):
+        assert not (run / "lfads.failed").exists() and not (run / "lfads.done").exists()
+    state = read_json(running / ".runqueue/state.json")
+    assert (state["phase"], state["resume_step"], state["attempt"]) == ("interrupted", "lfads_posterior_mean_sample.sh", 1)
+    assert read_json(queued / ".runqueue/slurm.json")["settled"] is True  # dropped from SLURM, pending here
+
+    # Next time both go again; a resumes at the step it was in.
+    release.touch()
+    result = run_queue(slurm_env, "run", tmp_path / "runs", *SLURM)
+    assert result.returncode == 0, result.stdout + result.stderr
+    headers = [h.split(" step=")[1].split()[0] for h in step_headers((running / "lfads.out").read_text())]
+    assert headers == ["lfads_train.sh", "lfads_posterior_mean_sample.sh", "lfads_posterior_mean_sample.sh"]
+    assert (queued / "lfads.done").exists()
+
+
+def test_slurm_job_unknown_to_slurm_is_recorded_and_run_again(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    """A job that vanished (node crash, the cluster's state wiped) while its supervisor ran: not lost."""
+    run = make_run(tmp_path / "runs", "c/param_L/lost", "echo ran\n")
+    runtime = run / ".runqueue"
+    runtime.mkdir()
+    # What such a run folder holds: a submission, a job that started, a supervisor that never returned.
+    (runtime / "slurm.json").write_text(json.dumps({"token": "feedfeedfeedfeed", "job_id": 987654, "queue_id": "gone:1", "submitted_at": 0}))
+    (runtime / "slurm-job.json").write_text(json.dumps({"job_id": 987654, "token": "feedfeedfeedfeed", "host": "node9", "started_at": 0,
+                                                        "device_uuid": "2", "device_name": "SLURM GPU 2", "cuda_visible_devices": "2"}))
+    (runtime / "state.json").write_text(json.dumps({"phase": "running", "attempt": 1, "step": "lfads_train.sh", "resume_step": "lfads_train.sh"}))
+    result = run_queue(slurm_env, "run", tmp_path / "runs", *SLURM)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[param_L/lost] re-adopted (SLURM job 987654)" in result.stdout
+    assert "[param_L/lost] interrupted during lfads_train.sh; it goes again next time" in result.stdout
+    assert (run / "lfads.done").exists()
+    state = read_json(runtime / "state.json")
+    lost = [entry for entry in state["history"] if entry["reason"] == "interrupted"]
+    assert len(lost) == 1
+    assert read_json(runtime / "slurm.json")["job_id"] != 987654  # a new submission ran it
+
+
+def test_slurm_max_submitted_caps_jobs_in_slurm_and_cpu_jobs_see_no_gpu(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    runs = tmp_path / "runs"
+    # Each job notes how many jobs of this test SLURM holds right now, and what GPU it was given.
+    probe = f'squeue -h -t PD,R,CG,CF -o %Z | grep -c "^{runs}/" > in_slurm\necho "[$CUDA_VISIBLE_DEVICES]" > gpu\n'
+    made = [make_run(runs, f"c/param_M/r{index}", probe) for index in range(3)]
+    result = run_queue(slurm_env, "run", runs, *SLURM, "--max-submitted", "1", "--slurm-gpus", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for run in made:
+        assert (run / "in_slurm").read_text().strip() == "1"  # never more than one of ours in SLURM
+        assert (run / "gpu").read_text().strip() == "[]"  # a CPU-only job: no GPU visible
+        assert "device=cpu-slurm (CPU, SLURM job" in step_headers((run / "lfads.out").read_text())[0]
+    assert len(slurm_cluster.jobs_under(runs)) == 3
