@@ -120,10 +120,10 @@ def test_slurm_job_device_is_what_slurm_set() -> None:
     cpu = job_device({}, 7)
     assert (cpu.uuid, cpu.env) == ("cpu-slurm", {"CUDA_VISIBLE_DEVICES": ""})  # no GPU granted: none used
     assert job_device({"CUDA_VISIBLE_DEVICES": ""}, 7).uuid == "cpu-slurm"
-    # No NVML on this machine: SLURM's index is kept, in the header and in the environment.
-    gpus = job_device({"CUDA_VISIBLE_DEVICES": "2,3"}, 7)
-    assert (gpus.uuid, gpus.name) == ("2,3", "SLURM GPU 2,3")
-    assert gpus.env == {"CUDA_VISIBLE_DEVICES": "2,3", "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+    # Indices NVML cannot resolve here (no such GPUs): SLURM's index is kept, in the header and the environment.
+    gpus = job_device({"CUDA_VISIBLE_DEVICES": "97,98"}, 7)
+    assert (gpus.uuid, gpus.name) == ("97,98", "SLURM GPU 97,98")
+    assert gpus.env == {"CUDA_VISIBLE_DEVICES": "97,98", "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
 
 def test_slurm_parses_squeue_and_scontrol_as_slurm_22_prints_them() -> None:
