@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
+
+_BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -25,6 +28,33 @@ def process_start_time(pid: int) -> int | None:
     if fields is None or len(fields) < 20:
         return None
     return int(fields[19])  # field 22 of proc(5); fields[0] is field 3
+
+
+def live_start_time(pid: int) -> int | None:
+    """Start time of a live process, None when it is gone or a zombie (it holds no GPU memory and
+    its pid is about to be reused): pid + this value identify a process across pid reuse."""
+    fields = _stat_fields(pid) if pid > 0 else None
+    if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def session_id(pid: int) -> int | None:
+    """Session id of `pid`, or None when the pid does not exist in this PID namespace."""
+    if pid <= 0:
+        return None
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def boot_id() -> str:
+    """This boot's id: anything recorded before a reboot is stale whatever its pid says."""
+    try:
+        return _BOOT_ID_PATH.read_text().strip()
+    except OSError:
+        return ""
 
 
 def is_zombie(pid: int) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runqueue.devices.errors import ClaimError
-from runqueue.devices.procinfo import boot_id, process_start_ticks
+from runqueue.procinfo import boot_id, live_start_time
 
 CLAIMS_DIR_ENV = "RUNQUEUE_CLAIMS_DIR"
 DEFAULT_CLAIMS_DIR = Path("/tmp/lfads-runqueue-claims")
@@ -54,7 +54,7 @@ class _StoredClaim:
     def is_live(self, this_boot: str) -> bool:
         if self.pid_start is None or self.boot != this_boot:
             return False
-        return process_start_ticks(self.claim.pid) == self.pid_start
+        return live_start_time(self.claim.pid) == self.pid_start
 
 
 def _run_key(run_dir: str) -> str:
@@ -201,7 +201,7 @@ class ClaimTransaction:
         The pid's start time is stored with it; a claim for a pid that is not running is dead at once.
         """
         path = self._store.directory / claim_file_name(claim.run_dir, os.geteuid())
-        record = asdict(claim) | {"pid_start": process_start_ticks(claim.pid), "boot": self._boot}
+        record = asdict(claim) | {"pid_start": live_start_time(claim.pid), "boot": self._boot}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)

@@ -23,7 +23,7 @@ from typing import Any
 import pynvml
 
 from runqueue.devices.model import Device, GpuProcess, InventoryReading
-from runqueue.devices.procinfo import session_id
+from runqueue.procinfo import session_id
 
 log = logging.getLogger(__name__)
 

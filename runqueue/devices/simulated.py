@@ -15,7 +15,7 @@ from typing import Any
 
 from runqueue.devices.errors import InventoryError
 from runqueue.devices.model import Device, GpuProcess, InventoryReading
-from runqueue.devices.procinfo import session_id
+from runqueue.procinfo import session_id
 
 _DEVICE_KEYS = ("uuid", "name", "memory_total_mb", "memory_used_mb", "processes", "index")
 _PROCESS_KEYS = ("pid", "used_mb")
