@@ -482,7 +482,7 @@ class Scheduler:
         if not candidates:
             return False
         again = self._start([(candidate, device) for candidate in candidates], [], None)
-        if len(candidates) == batch:
+        if len(candidates) == batch and self.next_placement_retry is None:
             self.placement_dirty = True  # more next turn, after a look at signals and ended runs
         return again
 
@@ -654,7 +654,7 @@ class Scheduler:
             run.crashes += 1
             message = pending.reply.get("message", "unknown error")
             self.console.event(f"[{run.name}] could not start: {message}")
-            if run.crashes >= _MAX_CRASHES or pending.reply.get("reason") == Reason.FOLDER_VANISHED:
+            if run.crashes >= _MAX_CRASHES or pending.reply.get("reason") == Reason.FOLDER_VANISHED or pending.reply.get("final"):
                 run.blocked = str(message)
 
     def _note_waiting(self, candidates: list[_Candidate], devices: tuple[Device, ...], live: list[Claim]) -> None:

@@ -157,8 +157,11 @@ class SlurmExecutor(Executor):
             else:
                 with contextlib.suppress(FileNotFoundError):
                     paths.submission.unlink()
+            if not _is_transient(str(error)):
+                # SLURM refuses this job as asked (partition, GPUs, time…): asking again will not help.
+                return PendingStart(run_dir, spec, {"status": "error", "message": f"SLURM refused the job: {error}", "final": True})
             self._sbatch_paused_until = time.monotonic() + _SBATCH_PAUSE_S
-            self._sbatch_error = f"not submitted: {error}"
+            self._sbatch_error = f"not submitted, trying again later: {error}"
             return PendingStart(run_dir, spec, {"status": "deferred", "message": self._sbatch_error})
         record = replace(record, job_id=job_id)
         save_submission(paths, record)
@@ -255,6 +258,16 @@ class SlurmExecutor(Executor):
     def _report(text: str) -> None:
         # From the watcher thread too: one plain line on stderr (the console is the main thread's).
         print(f"runqueue: {text}", file=sys.stderr, flush=True)
+
+
+# sbatch errors that pass by themselves (controller busy or restarting, submit limits reached).
+_TRANSIENT = ("unable to contact", "timed out", "socket", "connection refused", "try again", "temporarily",
+              "maxsubmit", "did not answer", "slurm_persist", "zero bytes were transmitted")
+
+
+def _is_transient(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _TRANSIENT)
 
 
 def _next_attempt(phase: str | None, attempt: int, resume: str | None, step: str | None) -> tuple[int, str | None]:

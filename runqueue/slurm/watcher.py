@@ -97,9 +97,9 @@ class JobWatcher:
         """Stop watching; the job's final JobInfo (None if it was not over)."""
         with self._lock:
             watch = self._watches.pop(key, None)
-        if watch is None:
-            return None
-        self._close_notify(watch)
+            if watch is None:
+                return None
+            self._close_notify(watch)  # under the lock: _finish never writes to a closed (reused) fd
         return watch.final
 
     def last_seen(self, key: int) -> JobInfo | None:
@@ -128,10 +128,9 @@ class JobWatcher:
             self._thread.join(timeout=10)
             self._thread = None
         with self._lock:
-            watches = list(self._watches.values())
+            for watch in self._watches.values():
+                self._close_notify(watch)
             self._watches.clear()
-        for watch in watches:
-            self._close_notify(watch)
 
     # ------------------------------------------------------------------ the thread
     def _ensure_thread(self) -> None:
@@ -245,9 +244,11 @@ class JobWatcher:
                 self.commands.cancel(watch.job_id)  # it did not stop when asked: SLURM's own kill
 
     def _finish(self, watch: _Watch, info: JobInfo) -> None:
-        watch.final = info
-        with contextlib.suppress(OSError):
-            os.write(watch.notify_w, b"!")
+        with self._lock:
+            watch.final = info
+            if watch.notify_w >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(watch.notify_w, b"!")
 
     def _schedule(self, *, changed: bool, soon: bool = False) -> None:
         with self._lock:

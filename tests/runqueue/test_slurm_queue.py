@@ -243,3 +243,13 @@ def test_slurm_max_submitted_caps_jobs_in_slurm_and_cpu_jobs_see_no_gpu(tmp_path
         assert (run / "gpu").read_text().strip() == "[]"  # a CPU-only job: no GPU visible
         assert "device=cpu-slurm (CPU, SLURM job" in step_headers((run / "lfads.out").read_text())[0]
     assert len(slurm_cluster.jobs_under(runs)) == 3
+
+
+def test_slurm_refused_submission_blocks_the_run_with_slurms_reason(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    run = make_run(tmp_path / "runs", "c/param_P/r", "echo never\n")
+    result = run_queue(slurm_env, "run", tmp_path / "runs", *SLURM, "--slurm-partition", "nosuch")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "[param_P/r] could not start: SLURM refused the job: sbatch failed: sbatch: error: Batch job submission failed: Invalid partition name specified" in result.stdout
+    assert "blocked param_P/r: SLURM refused the job" in result.stdout
+    assert not (run / ".runqueue" / "slurm.json").exists() and not (run / "lfads.out").exists()
+    assert slurm_cluster.jobs_under(tmp_path) == {}
