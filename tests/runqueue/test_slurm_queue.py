@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from runqueue_testkit import finish, make_run, read_json, run_queue, start_queue, step_headers, wait_for
@@ -253,3 +254,33 @@ def test_slurm_refused_submission_blocks_the_run_with_slurms_reason(tmp_path: Pa
     assert "blocked param_P/r: SLURM refused the job" in result.stdout
     assert not (run / ".runqueue" / "slurm.json").exists() and not (run / "lfads.out").exists()
     assert slurm_cluster.jobs_under(tmp_path) == {}
+
+
+def test_slurm_failing_squeue_is_reported_once_and_the_job_still_settles(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    # squeue, as the queue finds it on PATH, fails while `broken` exists (the controller unreachable).
+    broken = tmp_path / "broken"
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    real = subprocess.run(["which", "squeue"], capture_output=True, text=True, check=True).stdout.strip()
+    (tools / "squeue").write_text(
+        f'#!/bin/bash\n[ -e "{broken}" ] && {{ echo "squeue: error: Unable to contact slurm controller (connect failure)" >&2; exit 1; }}\n'
+        f'exec {real} "$@"\n'
+    )
+    (tools / "squeue").chmod(0o755)
+    env = dict(slurm_env, PATH=f"{tools}:{slurm_env['PATH']}")
+    release, started = tmp_path / "release", tmp_path / "started"
+    run = make_run(tmp_path / "runs", "c/param_Q/r", wait_until_released(release, started))
+    queue = start_queue(env, "run", tmp_path / "runs", *SLURM, log=tmp_path / "q.log")
+    wait_for(started.exists, what="the run to start")
+    broken.touch()
+    wait_for(lambda: "SLURM job states may be out of date" in (tmp_path / "q.log").read_text(), what="the squeue failure")
+    release.touch()
+    wait_for((run / "lfads.done").exists, what="the job's supervisor to finish the run")
+    time.sleep(2)  # squeue keeps failing meanwhile (asked every 0.2 s now): the queue waits, it does not guess
+    assert queue.poll() is None
+    broken.unlink()
+    assert finish(queue) == 0
+    console = (tmp_path / "q.log").read_text()
+    assert console.count("SLURM job states may be out of date") == 1
+    assert "Unable to contact slurm controller" in console and "squeue answers again" in console
+    assert "[param_Q/r] done" in console
