@@ -5,39 +5,48 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace `path` with `data` so readers see the old or the new file, never a partial one.
+@contextlib.contextmanager
+def atomic_path(path: Path, *, mode: int = 0o644, durable: bool = True, make_parents: bool = False) -> Iterator[Path]:
+    """Yield a temp path next to `path`; when the block succeeds, fsync it and rename it onto `path`.
 
-    `durable=False` skips the fsyncs: for runtime files whose loss on power failure only
-    costs a hint (state.json), not for markers the user relies on.
+    Readers see the old file or the new one, never a partial one; on any exception the temp file
+    is removed and `path` is left as it was. `durable=False` skips the fsyncs (still atomic): for
+    files whose loss on power failure costs only a hint or a regeneration, never for markers the
+    user relies on. The parent is not created unless asked: a run folder that vanished must fail
+    the write, not be silently recreated.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    path = Path(path)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    tmp = Path(tmp_name)
     try:
+        yield tmp
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
     if durable:
         _fsync_directory(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True,
+                       make_parents: bool = False) -> None:
+    """Replace `path` with `data` atomically (see `atomic_path`)."""
+    with atomic_path(path, mode=mode, durable=durable, make_parents=make_parents) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_json(path: Path, value: Any, *, durable: bool = True) -> None:
