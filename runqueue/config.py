@@ -7,10 +7,20 @@ The keys are the `runqueue run` flags with underscores (`max_per_gpu` for `--max
     max_per_gpu = 2
     memory_per_run = 4000
     time_limit = "12h"
+    executor = "slurm"        # optional; then an optional [slurm] table, the --slurm-* flags:
+    [slurm]
+    gpus = 1                  # --slurm-gpus
+    partition = "gpu"         # --slurm-partition
+    time = "12:00:00"         # --slurm-time
+    mem_mb = 32000            # --slurm-mem
+    cpus = 4                  # --slurm-cpus
+    extra = ["--account=lab"] # --slurm-extra (a list, or one string split like a shell line)
+    max_submitted = 50        # --max-submitted
 """
 
 from __future__ import annotations
 
+import shlex
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,6 +29,7 @@ from typing import Any, Literal
 from runqueue.durations import parse_duration
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB
+from runqueue.slurm.options import SlurmOptions, parse_slurm_time, split_extra
 
 
 class ConfigError(RunqueueError, ValueError):
@@ -42,6 +53,7 @@ class ServiceConfig:
     quiet: bool = False
     executor: Literal["local", "slurm"] = "local"
     claims_dir: Path | None = None
+    slurm: SlurmOptions | None = None  # the [slurm] table; only with executor = "slurm"
 
     def to_argv(self) -> list[str]:
         """The same settings as `runqueue run --watch` arguments, for a CLI that parses flags once."""
@@ -63,10 +75,23 @@ class ServiceConfig:
                 argv += [flag, str(value)]
         if self.quiet:
             argv.append("--quiet")
+        if self.slurm is not None:
+            slurm: list[tuple[str, object]] = [
+                ("--slurm-gpus", self.slurm.gpus),
+                ("--slurm-partition", self.slurm.partition),
+                ("--slurm-time", None if self.slurm.time_s is None else f"{self.slurm.time_s:g}s"),
+                ("--slurm-mem", self.slurm.mem_mb),
+                ("--slurm-cpus", self.slurm.cpus),
+                ("--max-submitted", self.slurm.max_submitted),
+            ]
+            argv += [f"{flag}={value}" for flag, value in slurm if value is not None]
+            if self.slurm.extra:
+                argv.append("--slurm-extra=" + shlex.join(self.slurm.extra))
         return argv
 
 
 VALID_KEYS = tuple(field.name for field in fields(ServiceConfig))
+_SLURM_KEYS = ("gpus", "partition", "time", "mem_mb", "cpus", "extra", "max_submitted")
 
 
 def load_service_config(path: Path | str) -> ServiceConfig:
@@ -110,6 +135,7 @@ class _Checker:
         self._maybe(values, "executor", self.choice("executor", ("local", "slurm")))
         self._maybe(values, "time_limit", self.duration("time_limit"))
         self._maybe(values, "poll_interval", self.duration("poll_interval"))
+        self._maybe(values, "slurm", self.slurm(values.get("executor", "local")))
         if "quiet" in self.data:
             if not isinstance(self.data["quiet"], bool):
                 raise self.fail("quiet", "must be true or false")
@@ -120,6 +146,60 @@ class _Checker:
     def _maybe(values: dict[str, Any], key: str, value: object) -> None:
         if value is not None:
             values[key] = value
+
+    def slurm(self, executor: str) -> SlurmOptions | None:
+        table = self.data.get("slurm")
+        if table is None:
+            return None
+        if not isinstance(table, dict):
+            raise self.fail("slurm", "must be a table: [slurm] followed by gpus = 1, partition = ..., ...")
+        if executor != "slurm":
+            raise self.fail("slurm", 'only applies to SLURM jobs; add executor = "slurm" or remove the [slurm] table')
+        unknown = sorted(set(table) - set(_SLURM_KEYS))
+        if unknown:
+            raise ConfigError(self.path, f"[slurm]: unknown key(s) {', '.join(map(repr, unknown))}",
+                              f"valid keys: {', '.join(_SLURM_KEYS)}")
+        # Checked like top-level keys, named slurm.<key> in messages.
+        sub = _Checker(self.path, {f"slurm.{key}": value for key, value in table.items()})
+        gpus = sub.integer("slurm.gpus", minimum=0)
+        try:
+            return SlurmOptions(
+                gpus=1 if gpus is None else gpus,
+                partition=sub.text("slurm.partition"),
+                time_s=sub.slurm_time("slurm.time"),
+                mem_mb=sub.integer("slurm.mem_mb", minimum=1),
+                cpus=sub.integer("slurm.cpus", minimum=1),
+                extra=sub.sbatch_args("slurm.extra"),
+                max_submitted=sub.integer("slurm.max_submitted", minimum=1),
+            )
+        except ValueError as err:
+            raise self.fail("slurm", str(err)) from None
+
+    def slurm_time(self, key: str) -> float | None:
+        """A SLURM time ("12:00:00", "2-0", "2h") or a number of minutes, as sbatch --time reads it."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float) or (
+                not isinstance(value, str) and value <= 0):
+            raise self.fail(key, f'must be a SLURM time such as "12:00:00" or "2h", or minutes, got {value!r}')
+        try:
+            return parse_slurm_time(value) if isinstance(value, str) else float(value) * 60
+        except ValueError as err:
+            raise self.fail(key, str(err)) from None
+
+    def sbatch_args(self, key: str) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if value is None:
+            return ()
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        if isinstance(value, str):
+            try:
+                return split_extra(value)
+            except ValueError as err:
+                raise self.fail(key, str(err)) from None
+        raise self.fail(key, f"must be a list of sbatch arguments or one string, got {value!r}")
 
     def roots(self) -> tuple[Path, ...]:
         raw = self.data.get("roots")

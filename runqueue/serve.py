@@ -49,6 +49,8 @@ def serve(config_path: Path | None, roots: list[Path]) -> int:
         options.time_limit_s = config.time_limit
         options.foreign = config.foreign
         options.executor = config.executor
+        if config.slurm is not None:
+            options.slurm = config.slurm
         options.quiet = config.quiet
         if config.poll_interval is not None:
             options.poll_interval_s = config.poll_interval

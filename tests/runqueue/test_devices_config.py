@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from runqueue.config import ConfigError, ServiceConfig, load_service_config
+from runqueue.slurm.options import SlurmOptions
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -70,6 +71,13 @@ def test_minimal_config_takes_the_design_defaults(tmp_path: Path) -> None:
         ("roots = [\"{root}\"]\ntime_limit = [1]\n", "time_limit: must be a duration"),
         ("roots = [\"{root}\"]\nquiet = \"yes\"\n", "quiet: must be true or false"),
         ("roots = [\"{root}\"\n", "not valid TOML"),
+        ("roots = [\"{root}\"]\n[slurm]\ngpus = 1\n", 'slurm: only applies to SLURM jobs; add executor = "slurm"'),
+        ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ngres = 1\n", "[slurm]: unknown key(s) 'gres'"),
+        ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ngpus = -1\n", "slurm.gpus: must be a whole number >= 0"),
+        ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ntime = \"soon\"\n", "slurm.time: invalid --slurm-time 'soon'"),
+        ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\nextra = [\"--chdir=/tmp\"]\n", "runqueue sets --chdir itself"),
+        ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\nextra = 3\n", "slurm.extra: must be a list of sbatch arguments"),
+        ("roots = [\"{root}\"]\nexecutor = \"slurm\"\nslurm = 1\n", "slurm: must be a table"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_file(tmp_path: Path, body: str, expected: str) -> None:
@@ -86,3 +94,27 @@ def test_bad_config_is_one_line_naming_the_file(tmp_path: Path, body: str, expec
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_service_config(tmp_path / "absent.toml")
+
+
+def test_slurm_table_gives_the_slurm_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, f'''
+roots = ["{tmp_path}"]
+executor = "slurm"
+[slurm]
+gpus = 2
+partition = "gpu"
+time = "1-12:00:00"
+mem_mb = 32000
+cpus = 4
+extra = ["--account=lab", "--qos=long term"]
+max_submitted = 50
+''')
+    config = load_service_config(path)
+    assert config.slurm == SlurmOptions(gpus=2, partition="gpu", time_s=36 * 3600.0, mem_mb=32000, cpus=4,
+                                        extra=("--account=lab", "--qos=long term"), max_submitted=50)
+    assert config.to_argv()[-7:] == [
+        "--slurm-gpus=2", "--slurm-partition=gpu", "--slurm-time=129600s", "--slurm-mem=32000", "--slurm-cpus=4",
+        "--max-submitted=50", "--slurm-extra=--account=lab '--qos=long term'"]
+    minutes = load_service_config(write(tmp_path, f'roots = ["{tmp_path}"]\nexecutor = "slurm"\n[slurm]\ntime = 90\n'))
+    assert minutes.slurm == SlurmOptions(time_s=5400.0)
+    assert load_service_config(write(tmp_path, f'roots = ["{tmp_path}"]\nexecutor = "slurm"\n')).slurm is None
