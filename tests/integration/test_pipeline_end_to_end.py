@@ -119,3 +119,80 @@ def test_manager_queue_and_model_run_a_collection_end_to_end(tmp_path: Path) -> 
     for run in collection.runs:
         assert (Path(run.path) / OUT_LOG).read_text().count("step=lfads_train.sh") == 1
     assert all((Path(run.path) / DONE_MARKER).exists() for run in collection.runs)
+
+
+def _matlab_flags(values: dict[str, object]) -> str:
+    """Flags as the MATLAB run manager formats them: %i integers, %f doubles, true/false logicals."""
+    parts = []
+    for name, value in values.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, float):
+            text = f"{value:f}"
+        else:
+            text = str(value)
+        parts.append(f"--{name}={text}")
+    return " ".join(parts)
+
+
+def test_a_folder_written_by_the_matlab_run_manager_runs_on_the_real_model(tmp_path: Path) -> None:
+    """The shape of lfads_train.sh that writeShellScriptRunQueue generates (reference run-manager.md
+    §6.3): train && posterior && write-params chained in a subshell piped through a truncating
+    `tee lfads.out`, run_lfads.py found on PATH, every flag with MATLAB's formatting."""
+    collection = _prepare_tiny_collection(tmp_path)
+    exported = next(run for run in collection.runs if run.spec.name == "single_dataset001")
+    run_dir = tmp_path / "legacy" / "lfads_example" / "param_legacy" / "single_dataset001"
+    (run_dir / "lfadsInput").mkdir(parents=True)
+    for source in RunPaths(Path(exported.path)).lfads_input.iterdir():
+        (run_dir / "lfadsInput" / source.name).symlink_to(source.resolve())
+    common = (f"--data_dir={run_dir}/lfadsInput --data_filename_stem=lfads --lfads_save_dir={run_dir}/lfadsOutput "
+              + _matlab_flags({
+                  "allow_gpu_growth": True, "device": "/gpu:0", "learning_rate_init": 0.01,
+                  "learning_rate_stop": 0.00001, "max_grad_norm": 200.0, "keep_prob": 0.95,
+                  "factors_dim": 4, "gen_dim": 16, "ic_enc_dim": 16, "ic_dim": 8, "co_dim": 0,
+                  "kl_increase_steps": 4, "l2_increase_steps": 4, "l2_gen_scale": 500.0,
+                  "tf_debug_cli": False, "tf_debug_tensorboard": False,
+                  "tf_debug_tensorboard_hostport": "localhost:6064", "debug_verbose": False,
+                  "debug_print_each_step": False}))
+    # The one addition a MATLAB script would not carry: a bound on training, so the test ends.
+    train = f"python $(which run_lfads.py) {common} --batch_size=8 --temporal_spike_jitter_width=0 --max_epochs=3"
+    posterior = (f"python $(which run_lfads.py) --kind=posterior_sample_and_average --batch_size=6 "
+                 f"--checkpoint_pb_load_name=checkpoint_lve {common}")
+    write_params = f"python $(which run_lfads.py) --kind=write_model_params --checkpoint_pb_load_name=checkpoint_lve {common}"
+    (run_dir / "lfads_train.sh").write_text(
+        "#!/bin/bash\n\n"
+        "path_to_run_lfads=$(which run_lfads.py)\n"
+        'if [ ! -n "$path_to_run_lfads" ]; then\n'
+        '    echo "Error: run_lfads.py not found on PATH. Ensure you add LFADS to your system PATH."\n'
+        "    exit 1\nfi\n\n"
+        f"({train} && {posterior} && {write_params}) 2>&1 | tee {run_dir}/lfads.out\n"
+    )
+    (run_dir / "lfads_train.sh").chmod(0o755)
+    # An earlier attempt's log must survive: MATLAB's tee would have truncated it.
+    (run_dir / OUT_LOG).write_text("log line from an earlier attempt\n")
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+           "RUNQUEUE_CLAIMS_DIR": str(tmp_path / "claims"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("RUNQUEUE_SIMULATE_GPUS", None)
+    finished = subprocess.run([sys.executable, "-m", "runqueue", "run", str(tmp_path / "legacy"), "--retries", "0"],
+                              env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert (run_dir / DONE_MARKER).exists()
+    log = (run_dir / OUT_LOG).read_text()
+    assert log.startswith("log line from an earlier attempt\n")
+    assert "Epoch:2," in log and log.count("### runqueue") >= 2
+    assert any((run_dir / "lfadsOutput").glob("model_runs_*_posterior_sample_and_average"))
+    assert (run_dir / "lfadsOutput" / "model_params").exists()
+
+    # A legacy chain whose training crashes is not marked done, although tee exits 0.
+    broken = run_dir.parent / "single_broken"
+    (broken / "lfadsInput").mkdir(parents=True)
+    (broken / "lfads_train.sh").write_text(
+        (run_dir / "lfads_train.sh").read_text().replace(str(run_dir), str(broken)).replace("--factors_dim=4", "--factors_dim=x"))
+    crashed = subprocess.run([sys.executable, "-m", "runqueue", "run", str(broken), "--retries", "0"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert crashed.returncode != 0
+    assert not (broken / DONE_MARKER).exists()
+    failure = json.loads((broken / FAILED_MARKER).read_text())
+    assert failure["step"] == "lfads_train.sh"
