@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import make_runs, queue_env
+
 from runqueue.discovery import RunScanner
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -37,28 +39,12 @@ def _queue(env: dict[str, str], *args: str | Path) -> subprocess.CompletedProces
     return subprocess.run([sys.executable, "-m", "runqueue", *map(str, args)], env=env, capture_output=True, text=True, timeout=900)
 
 
-def _env(work: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RUNQUEUE_")}
-    env["RUNQUEUE_CLAIMS_DIR"] = str(work / "claims")
-    return env
-
-
 def _sim(work: Path, count: int) -> Path:
     path = work / "gpus.json"
     path.write_text(json.dumps([
         {"uuid": f"GPU-bench{i}", "name": "Sim", "memory_total_mb": 16000, "memory_used_mb": 0, "processes": []} for i in range(count)
     ]))
     return path
-
-
-def _make_runs(root: Path, count: int, script: str) -> list[Path]:
-    runs = []
-    for index in range(count):
-        run = root / "coll" / f"param_{index // 10:04d}" / f"run{index % 10}"
-        run.mkdir(parents=True)
-        (run / "lfads_train.sh").write_text(script)
-        runs.append(run)
-    return runs
 
 
 # ------------------------------------------------------------------------------------------ dispatch
@@ -76,14 +62,14 @@ def _gaps(stamp_files: list[Path]) -> list[float]:
 
 def bench_dispatch(work: Path, runs: int = 11) -> None:
     root = work / "dispatch"
-    made = _make_runs(root, runs, STAMP_SCRIPT)
-    result = _queue(_env(work), "run", root, "--simulate-gpus", _sim(work, 1), "--quiet")
+    made = make_runs(root, runs, STAMP_SCRIPT)
+    result = _queue(queue_env(work), "run", root, "--simulate-gpus", _sim(work, 1), "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
     ours = _gaps(sorted(run.parent / f"stamps.{run.name}" for run in made))
 
     # Baseline: the classic loop that looks once a second whether the running job has ended.
     base_root = work / "dispatch-base"
-    base_runs = _make_runs(base_root, runs, STAMP_SCRIPT)
+    base_runs = make_runs(base_root, runs, STAMP_SCRIPT)
     pending, running = list(base_runs), None
     while pending or running is not None:
         if running is not None and running.poll() is not None:
@@ -102,16 +88,16 @@ def bench_dispatch(work: Path, runs: int = 11) -> None:
 # ------------------------------------------------------------------------------------------ throughput
 def bench_throughput(work: Path, runs: int = 200, gpus: int = 4) -> None:
     root = work / "throughput"
-    _make_runs(root, runs, "true\n")
+    make_runs(root, runs, "true\n")
     start = time.perf_counter()
-    result = _queue(_env(work), "run", root, "--simulate-gpus", _sim(work, gpus), "--quiet")
+    result = _queue(queue_env(work), "run", root, "--simulate-gpus", _sim(work, gpus), "--quiet")
     ours = time.perf_counter() - start
     assert result.returncode == 0, result.stdout + result.stderr
     assert sum(1 for _ in root.glob("coll/*/*/lfads.done")) == runs
 
     # Baseline: the same scripts through a bare pool of `gpus` processes (no markers, no logs).
     base_root = work / "throughput-base"
-    base_runs = _make_runs(base_root, runs, "true\n")
+    base_runs = make_runs(base_root, runs, "true\n")
     start = time.perf_counter()
     pending, running = list(base_runs), []
     while pending or running:
@@ -180,7 +166,7 @@ def bench_rescan(work: Path, runs: int = 10_000, idle_s: float = 120.0) -> None:
           f" [target <= 100 ms: {'met' if incremental <= 100 else 'NOT met'}]")
 
     # A queue watching that tree with nothing to do (every run done or failed).
-    env = _env(work)
+    env = queue_env(work)
     queue = subprocess.Popen(
         [sys.executable, "-m", "runqueue", "run", "--watch", str(root), "--simulate-gpus", str(_sim(work, 2)), "--quiet"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -214,12 +200,12 @@ echo $(( $(date +%s%N) - began )) > "$ELAPSED_FILE"
 
 def bench_output(work: Path, rounds: int = 5) -> None:
     root = work / "output"
-    run = _make_runs(root, 1, GIGABYTE_SCRIPT)[0]
+    run = make_runs(root, 1, GIGABYTE_SCRIPT)[0]
     base_dir = work / "output-base"
     base_dir.mkdir()
     (base_dir / "lfads_train.sh").write_text(GIGABYTE_SCRIPT)
     elapsed_file = work / "elapsed"
-    env = {**_env(work), "ELAPSED_FILE": str(elapsed_file)}
+    env = {**queue_env(work), "ELAPSED_FILE": str(elapsed_file)}
     ours, base, ours_script, base_script = [], [], [], []
     # Interleaved rounds, best of each: the page cache and the other users of the disk and the
     # cores disturb single measurements by more than the difference being measured.

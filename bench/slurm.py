@@ -23,23 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import make_runs, queue_env
+
 SESSION_LOCK = Path("/tmp/lfads-runqueue-slurm-tests.lock")
-
-
-def _env(work: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("RUNQUEUE_")}
-    env["RUNQUEUE_CLAIMS_DIR"] = str(work / "claims")
-    return env
-
-
-def _make_runs(root: Path, count: int, script: str) -> list[Path]:
-    runs = []
-    for index in range(count):
-        run = root / "coll" / f"param_B{index // 10:03d}" / f"run{index % 10}"
-        run.mkdir(parents=True)
-        (run / "lfads_train.sh").write_text(script)
-        runs.append(run)
-    return runs
 
 
 def _active(job_ids: list[str]) -> int:
@@ -62,10 +48,10 @@ def _bare_jobs(work: Path, count: int) -> float:
 
 def throughput(work: Path, count: int) -> None:
     bare = _bare_jobs(work / "bare", count)
-    runs = _make_runs(work / "runs", count, "echo trained\n")
+    runs = make_runs(work / "runs", count, "echo trained\n", prefix="B")
     began = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "runqueue", "run", str(work / "runs"), "--executor", "slurm", "--quiet"],
-                            env=_env(work), capture_output=True, text=True, timeout=900)
+                            env=queue_env(work), capture_output=True, text=True, timeout=900)
     ours = time.monotonic() - began
     assert result.returncode == 0 and all((run / "lfads.done").exists() for run in runs), result.stdout + result.stderr
     print(f"throughput: {count} runs in {ours:.1f} s ({count / ours:.1f} runs/s) | bare sbatch + squeue loop: "
@@ -83,9 +69,9 @@ def latency(work: Path) -> None:
         time.sleep(delay)
         delay = min(delay * 2, 30.0)
     bare = time.time() - done.stat().st_mtime
-    run, = _make_runs(work / "lat", 1, "sleep 2\n")
+    run, = make_runs(work / "lat", 1, "sleep 2\n", prefix="B")
     subprocess.run([sys.executable, "-m", "runqueue", "run", str(work / "lat"), "--executor", "slurm", "--quiet"],
-                   env=_env(work), capture_output=True, text=True, timeout=300, check=True)
+                   env=queue_env(work), capture_output=True, text=True, timeout=300, check=True)
     ours = time.time() - (run / "lfads.done").stat().st_mtime
     print(f"end of a 2 s run -> queue returns: {ours:.2f} s | bare job noticed by a 1,2,4 s back-off poller: {bare:.2f} s "
           f"| ratio {ours / bare:.2f}x")

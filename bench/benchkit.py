@@ -1,0 +1,24 @@
+"""What the queue benchmarks share: an isolated environment and folders of trivial runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def queue_env(work: Path) -> dict[str, str]:
+    """The caller's environment without RUNQUEUE_* settings, with claims kept inside `work`."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RUNQUEUE_")}
+    env["RUNQUEUE_CLAIMS_DIR"] = str(work / "claims")
+    return env
+
+
+def make_runs(root: Path, count: int, script: str, prefix: str = "") -> list[Path]:
+    """`count` run folders (ten per param_ folder) whose lfads_train.sh is `script`."""
+    runs = []
+    for index in range(count):
+        run = root / "coll" / f"param_{prefix}{index // 10:04d}" / f"run{index % 10}"
+        run.mkdir(parents=True)
+        (run / "lfads_train.sh").write_text(script)
+        runs.append(run)
+    return runs
