@@ -9,7 +9,9 @@
 3. rescan of 10,000 run folders (target <= 100 ms) against a naive os.walk + exists pass, and the
    idle CPU and RSS of a queue watching that tree (targets <= 1 %, <= 80 MB);
 4. a run printing 1 GB through the queue against the same script writing the file itself
-   (target <= 10 % slower).
+   (target <= 10 % slower);
+5. nvml (only where an NVIDIA driver answers): the cost of one NVML inventory reading against one
+   reading of the simulated file, and dispatch latency on the real GPU against the simulated one.
 
 Timings are noisy on a shared machine: read the ratios, run it twice before believing a change.
 """
@@ -26,10 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchkit import make_runs, queue_env
 
+from runqueue.devices.nvml import NvmlInventory
+from runqueue.devices.simulated import SimulatedInventory
 from runqueue.discovery import RunScanner
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -231,7 +236,39 @@ def bench_output(work: Path, rounds: int = 5) -> None:
           f" {min(ours):.2f} s vs {min(base):.2f} s, ratio {min(ours) / min(base):.3f} (best of {rounds})")
 
 
-BENCHES = {"dispatch": bench_dispatch, "throughput": bench_throughput, "rescan": bench_rescan, "output": bench_output}
+# ------------------------------------------------------------------------------------------ real NVML
+def _median_ms(read: Callable[[], object], times: int = 200) -> float:
+    samples = []
+    for _ in range(times):
+        start = time.perf_counter()
+        read()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def bench_nvml(work: Path, runs: int = 11) -> None:
+    nvml = NvmlInventory()
+    reading = nvml.read()
+    if not reading.status.startswith("nvml:") or not reading.devices:
+        print(f"nvml: skipped, {reading.status}")
+        return
+    simulated = SimulatedInventory(_sim(work, len(reading.devices)))
+    nvml_ms, sim_ms = _median_ms(nvml.read), _median_ms(simulated.read)
+    print(f"nvml: one inventory reading {nvml_ms:.2f} ms median ({reading.status}); simulated file {sim_ms:.2f} ms;"
+          f" ratio {nvml_ms / sim_ms:.1f}")
+    latencies = {}
+    for label, inventory_args in (("real GPU", ["--gpus", reading.devices[0].uuid]), ("simulated", ["--simulate-gpus", str(_sim(work, 1))])):
+        root = work / f"nvml-{label.replace(' ', '-')}"
+        made = make_runs(root, runs, STAMP_SCRIPT)
+        result = _queue(queue_env(work), "run", root, *inventory_args, "--foreign", "share", "--memory-per-run", "100", "--quiet")
+        assert result.returncode == 0, result.stdout + result.stderr
+        latencies[label] = statistics.median(_gaps(sorted(run.parent / f"stamps.{run.name}" for run in made)))
+    print(f"nvml: dispatch latency on the real GPU {latencies['real GPU']:.1f} ms median vs simulated"
+          f" {latencies['simulated']:.1f} ms; ratio {latencies['real GPU'] / latencies['simulated']:.2f}"
+          f" [target <= 50 ms: {'met' if latencies['real GPU'] <= 50 else 'NOT met'}]")
+
+
+BENCHES = {"dispatch": bench_dispatch, "throughput": bench_throughput, "rescan": bench_rescan, "output": bench_output, "nvml": bench_nvml}
 
 
 def main() -> None:

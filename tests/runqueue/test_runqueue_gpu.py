@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from runqueue_testkit import make_run, queue_env, read_json, run_queue
+from runqueue_testkit import make_run, queue_env, read_json, run_queue, wait_for
+
+from runqueue.devices.model import Device
+from runqueue.devices.nvml import NvmlInventory
 
 
 def _gpu_count() -> tuple[int, str]:
@@ -40,3 +47,93 @@ def test_runqueue_real_gpu_run_gets_a_uuid_and_the_gpu_settings(tmp_path: Path) 
     visible, order, growth = record.read_text().splitlines()[0].split()
     assert visible.startswith(("GPU-", "MIG-")) and (order, growth) == ("PCI_BUS_ID", "true")
     assert read_json(run / "lfads.done")["device"] == visible
+
+
+# --- real jobs holding real GPU memory (torch, cupy or tensorflow does the allocating) ---
+
+HOLD = Path(__file__).parent / "data" / "gpu_hold.py"
+
+
+def _first_gpu_or_skip() -> Device:
+    count, reason = _gpu_count()
+    if count == 0:
+        pytest.skip(reason)
+    if not any(importlib.util.find_spec(name) for name in ("torch", "cupy", "tensorflow")):
+        pytest.skip("none of torch, cupy, tensorflow is importable: nothing to allocate GPU memory with")
+    reading = NvmlInventory().read()
+    tracked = [d for d in reading.devices if d.memory_total_mb and d.memory_used_mb is not None]
+    if not tracked:
+        pytest.skip(f"NVML reports no GPU with readable memory: {reading.status}")
+    return tracked[0]
+
+
+def _hold_command(record: Path, megabytes: int, seconds: float, delay: float = 0.0) -> str:
+    return f"exec {sys.executable} {HOLD} {record} {megabytes} {seconds} {delay}\n"
+
+
+def _most_at_once(records: list[dict[str, float]]) -> int:
+    """Largest number of the jobs' [started_at, released_at] intervals that overlap."""
+    edges = sorted([(r["started_at"], 1) for r in records] + [(r["released_at"], -1) for r in records])
+    running = most = 0
+    for _, change in edges:
+        running += change
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.gpu
+def test_real_gpu_runs_are_packed_by_declared_memory_and_charged_before_they_allocate(tmp_path: Path) -> None:
+    device = _first_gpu_or_skip()
+    free_mb = device.memory_total_mb - device.memory_used_mb
+    declared = int(free_mb * 0.4)  # two fit, a third does not
+    records = [tmp_path / f"r{i}.json" for i in range(4)]
+    for i, record in enumerate(records):
+        # Each job shows 0 MB to NVML for its first 2 s (then half its declaration): only the queue's
+        # charge of the declared memory keeps a third one off the GPU in that window.
+        make_run(tmp_path / "runs", f"c/param_P/r{i}", _hold_command(record, declared // 2, 3.0, delay=2.0))
+    # --gpus pins the queue to this one GPU so the arithmetic holds on a multi-GPU machine too.
+    result = run_queue(
+        queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", device.uuid,
+        "--memory-per-run", str(declared), "--max-per-gpu", "4", "--foreign", "share", "--quiet",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = [read_json(record) for record in records]
+    for i, record in enumerate(seen):
+        done = read_json(tmp_path / "runs" / f"c/param_P/r{i}" / "lfads.done")
+        assert record["visible"] == done["device"] == device.uuid
+        assert record["device_count"] == 1  # the UUID in CUDA_VISIBLE_DEVICES is honoured by CUDA
+        assert record["cuda_uuid"].lower() in device.uuid.lower()
+    assert _most_at_once(seen) == 2, seen
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("policy", ["block", "share"])
+def test_real_gpu_other_process_keeps_runs_off_until_it_exits(tmp_path: Path, policy: str) -> None:
+    # block: any foreign compute process keeps our runs off. share: only when NVML shows the GPU too
+    # full for the run's declaration — so the foreign job takes all but 1 GB of the free memory.
+    device = _first_gpu_or_skip()
+    free_mb = device.memory_total_mb - device.memory_used_mb
+    foreign_mb = 256 if policy == "block" else free_mb - 1000
+    foreign_record = tmp_path / "foreign.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": device.uuid}
+    foreign = subprocess.Popen([sys.executable, str(HOLD), str(foreign_record), str(foreign_mb), "8"], env=env)
+    try:
+        wait_for(lambda: _nvml_shows_pid(device.uuid, foreign.pid), timeout=60, what="NVML to list the foreign process")
+        run_record = tmp_path / "run.json"
+        make_run(tmp_path / "runs", "c/param_F/r0", _hold_command(run_record, 100, 0.5))
+        result = run_queue(
+            queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", device.uuid,
+            "--memory-per-run", "2000", "--foreign", policy, "--quiet", "--poll-interval", "1s",
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert foreign.wait(timeout=60) == 0
+    finally:
+        if foreign.poll() is None:
+            foreign.kill()
+    held_until = read_json(foreign_record)["released_at"]
+    assert read_json(run_record)["started_at"] >= held_until, "the run started while the other process held the GPU"
+
+
+def _nvml_shows_pid(uuid: str, pid: int) -> bool:
+    reading = NvmlInventory().read()
+    return any(p.pid == pid for d in reading.devices if d.uuid == uuid for p in d.processes)
