@@ -49,7 +49,10 @@ def error_name(err: BaseException) -> str:
 class RawMemory:
     total_bytes: int
     used_bytes: int
-    api: str  # "v2" (reserved memory not counted as used) or "v1" (older drivers)
+    api: str  # "v2" (reserved memory reported apart from used) or "v1" (older drivers: folded into used)
+    # v2 only. The driver's reservation is never allocatable (seen on an H200: CUDA's capacity is
+    # NVML's total minus it), so placement counts it as used, as v1 did.
+    reserved_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,8 @@ def _add_device(
             name=raw.name or "NVIDIA GPU",
             is_gpu=True,
             memory_total_mb=raw.memory.total_bytes // _MIB,
-            memory_used_mb=math.ceil(raw.memory.used_bytes / _MIB),  # round used up, total down
+            # Round used up, total down: placement may under-, never over-estimate what is free.
+            memory_used_mb=math.ceil((raw.memory.used_bytes + raw.memory.reserved_bytes) / _MIB),
             processes=processes,
         )
     )
@@ -286,10 +290,10 @@ class _NvmlCalls:
         if self._memory_v2:
             info, error = _query(pynvml.nvmlDeviceGetMemoryInfo, handle, version=pynvml.nvmlMemory_v2)
             if error is None:
-                return RawMemory(int(info.total), int(info.used), "v2"), None
+                return RawMemory(int(info.total), int(info.used), "v2", int(info.reserved)), None
             if error not in _FALL_BACK:
                 return None, error
-            # v1 folds reserved memory into "used" on R510+ drivers: a little pessimistic, never wrong.
+            # v1 folds reserved memory into "used", which is what placement wants anyway.
             self._memory_v2 = False
             self._log_missing("nvmlDeviceGetMemoryInfo_v2", error)
         info, error = _query(pynvml.nvmlDeviceGetMemoryInfo, handle)

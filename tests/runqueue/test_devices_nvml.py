@@ -99,7 +99,8 @@ def test_raw_reading_maps_to_devices_and_problems() -> None:
         driver_version="550.54.15",
         devices=(
             RawDevice(index=0, uuid="GPU-aaaa", name="NVIDIA A40",
-                      memory=RawMemory(total_bytes=46068 * MIB + 5, used_bytes=1000 * MIB + 1, api="v2"),
+                      memory=RawMemory(total_bytes=46068 * MIB + 5, used_bytes=1000 * MIB + 1, api="v2",
+                                       reserved_bytes=616 * MIB),
                       processes=(RawProcess(101, 900 * MIB), RawProcess(300, None))),
             RawDevice(index=1, uuid="GPU-bbbb", error="GpuIsLost"),
             RawDevice(index=2, uuid="GPU-cccc", mig_enabled=True, mig_children=(
@@ -116,7 +117,7 @@ def test_raw_reading_maps_to_devices_and_problems() -> None:
     )
     devices, problems = devices_from_raw(raw, session_of=sessions.get)
     assert [(d.uuid, d.index, d.memory_total_mb, d.memory_used_mb) for d in devices] == [
-        ("GPU-aaaa", 0, 46068, 1001),  # total rounded down, used rounded up
+        ("GPU-aaaa", 0, 46068, 1617),  # total rounded down, used (with the driver's reservation) up
         ("MIG-c0", 2, 20480, 0),  # MIG instances stand in for their GPU, with its index
         ("MIG-c2", 2, 10240, 0),
     ]
