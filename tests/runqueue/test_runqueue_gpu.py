@@ -140,3 +140,20 @@ def test_real_gpu_other_process_keeps_runs_off_until_it_exits(tmp_path: Path, po
 def _nvml_shows_pid(uuid: str, pid: int) -> bool:
     reading = NvmlInventory().read()
     return any(p.pid == pid for d in reading.devices if d.uuid == uuid for p in d.processes)
+
+
+@pytest.mark.gpu
+def test_real_cuda_out_of_memory_is_recognised_and_ends_as_cuda_oom(tmp_path: Path) -> None:
+    # The run under-declares and asks CUDA for twice the card: the real allocator's message, tee'd
+    # into lfads.out, must be read as an out-of-memory failure (one GPU: the retry lands there again).
+    device = _first_gpu_or_skip()
+    run = make_run(tmp_path / "runs", "c/param_M/r0", _hold_command(tmp_path / "never.json", 2 * device.memory_total_mb, 0))
+    result = run_queue(
+        queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", device.uuid, "--memory-per-run", "100",
+        "--retries", "1", "--retry-backoff", "0",
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "attempt 1 failed (cuda_oom)" in result.stdout
+    failed = read_json(run / "lfads.failed")
+    assert failed["reason"] == "cuda_oom", failed
+    assert not (tmp_path / "never.json").exists()
