@@ -33,7 +33,9 @@ from runqueue.devices.placement import (
     PlacementPolicy,
     PlacementRequest,
     free_memory_mb,
-    place,
+    never_fits,
+    place_with_oom_fallback,
+    provisional_claim,
     why_not_placed,
 )
 from runqueue.discovery import RunScanner
@@ -41,7 +43,7 @@ from runqueue.durations import format_duration
 from runqueue.errors import RunqueueError
 from runqueue.executors import make_executor
 from runqueue.executors.base import Executor, PendingStart, RunHandle
-from runqueue.layout import DEFAULT_MEMORY_MB, RunPaths
+from runqueue.layout import DEFAULT_MEMORY_MB
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
 from runqueue.resources import RunResources, load_resources
@@ -49,6 +51,7 @@ from runqueue.runstate import Phase, Reason, RunState, load_state, read_failure
 from runqueue.slurm.options import SlurmOptions
 from runqueue.supervisor import EXIT_VANISHED
 from runqueue.supervisor_spec import SupervisorSpec
+from runqueue.tracked import RunCounts, TrackedRun, count_runs, status_text, summary_lines
 
 _TAIL_INTERVAL_S = 0.25
 _ELSEWHERE_PROBE_S = 2.0
@@ -105,42 +108,10 @@ class LoopHooks:
 
 
 @dataclass
-class TrackedRun:
-    path: Path
-    collection: str
-    name: str
-    state: RunState
-    handle: RunHandle | None = None
-    elsewhere: bool = False  # held by a process we cannot watch (another host, a lost supervisor's step)
-    retry_after: float | None = None  # wall clock
-    blocked: str | None = None  # this queue will not place it, and why
-    recheck_block: bool = False  # the block may lift by itself (file fixed, devices changed): re-check on rescans
-    last_block_message: str | None = None
-    crashes: int = 0
-    tail: LogTail | None = None
-    ended_here: bool = False
-
-    @property
-    def paths(self) -> RunPaths:
-        return RunPaths(self.path)
-
-
-@dataclass
 class _Candidate:
     run: TrackedRun
     request: PlacementRequest
     resources: RunResources
-
-
-@dataclass
-class _Counts:
-    running: int = 0
-    pending: int = 0
-    done: int = 0
-    failed: int = 0
-    blocked: int = 0
-    waiting_retry: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -532,49 +503,22 @@ class Scheduler:
 
     def _decide(self, candidates: list[_Candidate], devices: tuple[Device, ...], live: list[Claim]) -> list[tuple[_Candidate, Device]]:
         by_dir = {candidate.request.run_dir: candidate for candidate in candidates}
-        placed = [(by_dir[request.run_dir], device) for request, device in place([c.request for c in candidates], devices, live, self.policy)]
-        # A CUDA-OOM retry goes to a device with more free memory if one has it now; otherwise it
-        # is an ordinary retry (placed like any other run).
-        placed_dirs = {candidate.request.run_dir for candidate, _ in placed}
-        relaxed = [
-            dataclasses.replace(c.request, exclude=frozenset(), min_free_mb=0)
-            for c in candidates
-            if c.request.run_dir not in placed_dirs and (c.request.exclude or c.request.min_free_mb)
-        ]
-        if relaxed:
-            charged = live + [self._provisional_claim(c, d) for c, d in placed]
-            for request, device in place(relaxed, devices, charged, self.policy):
-                candidate = by_dir[request.run_dir]
-                candidate.request = request
-                placed.append((candidate, device))
-        # Keep path order among everything placed.
-        placed.sort(key=lambda item: item[0].request.run_dir)
+        placed: list[tuple[_Candidate, Device]] = []
+        for request, device in place_with_oom_fallback([c.request for c in candidates], devices, live, self.policy):
+            candidate = by_dir[request.run_dir]
+            candidate.request = request  # an out-of-memory retry may have been relaxed to an ordinary one
+            placed.append((candidate, device))
         # A request nothing could ever hold (more memory than any device has) would wait forever.
         if not placed:
             for candidate in candidates:
-                reason = self._never_placeable(candidate.request, devices)
-                if reason is not None:
+                largest = never_fits(candidate.request, devices, self.options.max_per_gpu)
+                if largest is not None:
+                    reason = (
+                        f"it declares {candidate.request.memory_mb} MB and the largest device has {largest} MB; "
+                        f"lower memory_mb in {candidate.run.paths.resources.name} or pass a smaller --memory-per-run"
+                    )
                     self._block(candidate.run, reason, recheck=True, event=f"cannot be placed: {reason}")
         return placed
-
-    def _never_placeable(self, request: PlacementRequest, devices: tuple[Device, ...]) -> str | None:
-        if not devices:
-            return None
-        empty = [
-            dataclasses.replace(device, memory_used_mb=0 if device.memory_total_mb is not None else None, processes=())
-            for device in devices
-        ]
-        relaxed = dataclasses.replace(request, exclude=frozenset(), min_free_mb=0)
-        if place([relaxed], empty, [], PlacementPolicy(max_per_gpu=self.options.max_per_gpu, foreign="share")):
-            return None
-        largest = max((device.memory_total_mb or 0) for device in devices)
-        return (
-            f"it declares {request.memory_mb} MB and the largest device has {largest} MB; "
-            f"lower memory_mb in {RunPaths(Path(request.run_dir)).resources.name} or pass a smaller --memory-per-run"
-        )
-
-    def _provisional_claim(self, candidate: _Candidate, device: Device) -> Claim:
-        return Claim(candidate.request.run_dir, device.uuid, candidate.request.memory_mb, -1, -1, self.queue_id, time.time())
 
     def _start(self, placements: list[tuple[_Candidate, Device]], live: list[Claim], txn: ClaimTransaction | None) -> bool:
         """Launch supervisors, wait until each holds its run lock, claim, then let them go.
@@ -595,7 +539,7 @@ class Scheduler:
                 queue_id=self.queue_id,
                 device_free_mb=free_memory_mb(device, charged),
             )
-            charged.append(self._provisional_claim(candidate, device))
+            charged.append(provisional_claim(candidate.request, device, self.queue_id))
             offset = _file_size(candidate.run.paths.out_log)
             pending = self.executor.launch(spec)
             launches.append((candidate, device, pending))
@@ -675,33 +619,11 @@ class Scheduler:
             if run.handle is not None and run.tail is not None:
                 self.console.run_output(run.name, run.tail.read_lines())
 
-    def counts(self) -> _Counts:
-        counts = _Counts()
-        for run in self.runs.values():
-            if run.blocked is not None and run.state == RunState.PENDING:
-                counts.blocked += 1
-            elif run.state == RunState.RUNNING:
-                counts.running += 1
-                if run.handle is not None and self.executor.waiting(run.handle):
-                    counts.extra["queued"] = counts.extra.get("queued", 0) + 1  # handed to a batch system, not started
-            elif run.state == RunState.PENDING:
-                counts.pending += 1
-            elif run.state == RunState.DONE:
-                counts.done += 1
-            else:
-                counts.failed += 1
-        return counts
+    def counts(self) -> RunCounts:
+        return count_runs(self.runs.values(), self.executor.waiting)
 
     def status_line(self) -> str:
-        counts = self.counts()
-        queued = counts.extra.get("queued", 0)
-        waiting = f", {queued} queued" if queued else ""
-        text = f"{counts.running - queued} running{waiting}, {counts.pending} pending, {counts.done} done, {counts.failed} failed"
-        if counts.blocked:
-            text += f", {counts.blocked} blocked"
-        if self.stop_level:
-            text += " (stopping)"
-        return text
+        return status_text(self.counts(), stopping=bool(self.stop_level))
 
     def _show_status(self) -> None:
         line = self.status_line()
@@ -726,21 +648,9 @@ class Scheduler:
         self.console.status(self.status_line(), force=True)
         self.console.close()
         counts = self.counts()
-        failed = [run for run in self.runs.values() if run.state == RunState.FAILED]
-        blocked = [run for run in self.runs.values() if run.blocked is not None and run.state == RunState.PENDING]
-        head = (
-            f"summary: {len(self.runs)} run(s): {counts.done} done, {counts.failed} failed, "
-            f"{counts.running} running, {counts.pending} pending"
-        )
-        lines = [head + (f", {counts.blocked} blocked" if counts.blocked else "")]
-        for run in failed:
-            failure = read_failure(run.paths) or {}
-            lines.append(f"  failed  {run.name}: {failure.get('reason')} — {failure.get('message', '')} ({run.paths.out_log})")
-        for run in blocked:
-            lines.append(f"  blocked {run.name}: {run.blocked}")
-        for line in lines:
+        for line in summary_lines(list(self.runs.values()), counts):
             self.console.event(line)
-        if failed or blocked:
+        if counts.failed or counts.blocked:
             return 1
         if self.stop_level and (counts.pending or counts.running):
             return 130

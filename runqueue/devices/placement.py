@@ -12,7 +12,7 @@ and a GPU that NVML shows too full is never used, whatever our bookkeeping says.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from runqueue.devices.claims import Claim
@@ -184,3 +184,45 @@ def why_not_placed(
     if fitting:
         return f"ready: fits {device_label(_best(fitting).device)}"
     return "waiting: " + "; ".join(refusal for refusal in refusals if refusal is not None)
+
+
+def provisional_claim(request: PlacementRequest, device: Device, queue_id: str = "") -> Claim:
+    """A placement decided but not launched yet, charged like a claim (no pid: its session is unknown)."""
+    return Claim(request.run_dir, device.uuid, request.memory_mb, -1, -1, queue_id, 0.0)
+
+
+def place_with_oom_fallback(
+    requests: Sequence[PlacementRequest],
+    devices: Sequence[Device],
+    claims: Sequence[Claim],
+    policy: PlacementPolicy,
+) -> list[tuple[PlacementRequest, Device]]:
+    """`place`, then a CUDA-OOM retry that no device with more free memory could take is placed like
+    an ordinary retry (its exclusion and minimum dropped), after everything placed in the first pass.
+    The result is in run-folder order."""
+    placed = place(requests, devices, claims, policy)
+    placed_dirs = {request.run_dir for request, _ in placed}
+    relaxed = [
+        replace(request, exclude=frozenset(), min_free_mb=0)
+        for request in requests
+        if request.run_dir not in placed_dirs and (request.exclude or request.min_free_mb)
+    ]
+    if relaxed:
+        charged = [*claims, *(provisional_claim(request, device) for request, device in placed)]
+        placed += place(relaxed, devices, charged, policy)
+    return sorted(placed, key=lambda item: item[0].run_dir)
+
+
+def never_fits(request: PlacementRequest, devices: Sequence[Device], max_per_gpu: int) -> int | None:
+    """The largest device's memory when `request` could not be placed even on idle, empty devices
+    (it would wait forever); None when it fits one, or when there are no devices to judge by."""
+    if not devices:
+        return None
+    empty = [
+        replace(device, memory_used_mb=0 if device.memory_total_mb is not None else None, processes=())
+        for device in devices
+    ]
+    relaxed = replace(request, exclude=frozenset(), min_free_mb=0)
+    if place([relaxed], empty, [], PlacementPolicy(max_per_gpu=max_per_gpu, foreign="share")):
+        return None
+    return max((device.memory_total_mb or 0) for device in devices)

@@ -1,0 +1,90 @@
+"""What the queue knows about each run it has found, and the counts and summary it shows of them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from runqueue.executors.base import RunHandle
+from runqueue.layout import RunPaths
+from runqueue.logtail import LogTail
+from runqueue.runstate import RunState, read_failure
+
+
+@dataclass
+class TrackedRun:
+    path: Path
+    collection: str
+    name: str
+    state: RunState
+    handle: RunHandle | None = None
+    elsewhere: bool = False  # held by a process we cannot watch (another host, a lost supervisor's step)
+    retry_after: float | None = None  # wall clock
+    blocked: str | None = None  # this queue will not place it, and why
+    recheck_block: bool = False  # the block may lift by itself (file fixed, devices changed): re-check on rescans
+    last_block_message: str | None = None
+    crashes: int = 0
+    tail: LogTail | None = None
+    ended_here: bool = False
+
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.path)
+
+    @property
+    def is_blocked(self) -> bool:
+        return self.blocked is not None and self.state == RunState.PENDING
+
+
+@dataclass
+class RunCounts:
+    running: int = 0
+    queued: int = 0  # of the running: handed to a batch system, not started yet
+    pending: int = 0
+    done: int = 0
+    failed: int = 0
+    blocked: int = 0  # pending runs this queue will not place (counted apart from pending)
+
+
+def count_runs(runs: Iterable[TrackedRun], waiting: Callable[[RunHandle], bool]) -> RunCounts:
+    """`waiting(handle)`: the executor says the run is queued elsewhere, not started."""
+    counts = RunCounts()
+    for run in runs:
+        if run.is_blocked:
+            counts.blocked += 1
+        elif run.state == RunState.RUNNING:
+            counts.running += 1
+            if run.handle is not None and waiting(run.handle):
+                counts.queued += 1
+        elif run.state == RunState.PENDING:
+            counts.pending += 1
+        elif run.state == RunState.DONE:
+            counts.done += 1
+        else:
+            counts.failed += 1
+    return counts
+
+
+def status_text(counts: RunCounts, stopping: bool) -> str:
+    """The one status line: `2 running, 1 queued, 5 pending, 3 done, 0 failed, 1 blocked (stopping)`."""
+    queued = f", {counts.queued} queued" if counts.queued else ""
+    text = f"{counts.running - counts.queued} running{queued}, {counts.pending} pending, {counts.done} done, {counts.failed} failed"
+    if counts.blocked:
+        text += f", {counts.blocked} blocked"
+    return text + (" (stopping)" if stopping else "")
+
+
+def summary_lines(runs: list[TrackedRun], counts: RunCounts) -> list[str]:
+    """The summary printed when `runqueue run` ends: totals, then each failed and blocked run with why."""
+    head = (
+        f"summary: {len(runs)} run(s): {counts.done} done, {counts.failed} failed, "
+        f"{counts.running} running, {counts.pending} pending"
+    )
+    lines = [head + (f", {counts.blocked} blocked" if counts.blocked else "")]
+    for run in runs:
+        if run.state == RunState.FAILED:
+            failure = read_failure(run.paths) or {}
+            lines.append(f"  failed  {run.name}: {failure.get('reason')} — {failure.get('message', '')} ({run.paths.out_log})")
+    lines.extend(f"  blocked {run.name}: {run.blocked}" for run in runs if run.is_blocked)
+    return lines
