@@ -11,7 +11,9 @@ from runqueue.devices.placement import (
     PlacementPolicy,
     PlacementRequest,
     free_memory_mb,
+    never_fits,
     place,
+    place_with_oom_fallback,
     why_not_placed,
 )
 
@@ -147,3 +149,28 @@ def test_policy_rejects_nonsense() -> None:
         PlacementPolicy(max_per_gpu=0)
     with pytest.raises(ValueError, match="'block' or 'share'"):
         PlacementPolicy(foreign="maybe")  # type: ignore[arg-type]
+
+
+def test_oom_retry_goes_to_a_gpu_with_more_free_memory_when_one_has_it() -> None:
+    devices = [gpu("GPU-a", 0, total=8000), gpu("GPU-b", 1, total=24000)]
+    retry = req("/r/oom", 2000, exclude=frozenset({"GPU-a"}), min_free_mb=7001)
+    assert where(place_with_oom_fallback([retry], devices, [], PACK)) == {"/r/oom": "GPU-b"}
+
+
+def test_oom_retry_without_a_bigger_gpu_is_placed_as_an_ordinary_retry_after_the_others() -> None:
+    devices = [gpu("GPU-a", 0, total=8000)]
+    retry = req("/r/a-oom", 2000, exclude=frozenset({"GPU-a"}), min_free_mb=7001)
+    placed = place_with_oom_fallback([retry, req("/r/b", 5000)], devices, [], PACK)
+    # /r/b is charged first, so the relaxed retry still has to fit next to it (3000 MB left).
+    assert where(placed) == {"/r/a-oom": "GPU-a", "/r/b": "GPU-a"}
+    assert [request.run_dir for request, _ in placed] == ["/r/a-oom", "/r/b"]  # run-folder order
+    assert placed[0][0].exclude == frozenset() and placed[0][0].min_free_mb == 0
+    crowded = place_with_oom_fallback([retry, req("/r/b", 7000)], devices, [], PACK)
+    assert where(crowded) == {"/r/b": "GPU-a"}
+
+
+def test_never_fits_names_the_largest_device_only_when_even_empty_devices_are_too_small() -> None:
+    busy = gpu("GPU-a", 0, 16000, 15000, GpuProcess(pid=99, used_mb=15000))
+    assert never_fits(req("/r/x", 12000), [busy], max_per_gpu=1) is None  # waits: it fits once the GPU is free
+    assert never_fits(req("/r/x", 20000), [busy, gpu("GPU-b", 1, total=8000)], max_per_gpu=1) == 16000
+    assert never_fits(req("/r/x", 20000), [], max_per_gpu=1) is None  # no devices yet: nothing to judge by
