@@ -10,7 +10,9 @@
    idle CPU and RSS of a queue watching that tree (targets <= 1 %, <= 80 MB);
 4. a run printing 1 GB through the queue against the same script writing the file itself
    (target <= 10 % slower);
-5. nvml (only where an NVIDIA driver answers): the cost of one NVML inventory reading against one
+5. requeue: deleting lfads.done to the run starting again, with the inotify hint against polling
+   alone at the default 5 s interval; the rescan bench also times the hinted rescan of 10,000 runs;
+6. nvml (only where an NVIDIA driver answers): the cost of one NVML inventory reading against one
    reading of the simulated file, and dispatch latency on the real GPU against the simulated one.
 
 Timings are noisy on a shared machine: read the ratios, run it twice before believing a change.
@@ -36,6 +38,7 @@ from benchkit import make_runs, queue_env
 from runqueue.devices.nvml import NvmlInventory
 from runqueue.devices.simulated import SimulatedInventory
 from runqueue.discovery import RunScanner
+from runqueue.fswatch import DirectoryWatcher
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -169,6 +172,24 @@ def bench_rescan(work: Path, runs: int = 10_000, idle_s: float = 120.0) -> None:
     print(f"rescan of {runs} runs: {incremental:.1f} ms (the regular rescan, mtime hint), {full:.1f} ms (full pass,"
           f" every 12th); naive os.walk + 2 exists per run {naive:.1f} ms; ratios {incremental / naive:.2f} / {full / naive:.2f}"
           f" [target <= 100 ms: {'met' if incremental <= 100 else 'NOT met'}]")
+    watcher = DirectoryWatcher.create()
+    if watcher is not None:
+        watched_scanner = RunScanner([root], watcher=watcher)
+        watching = best_of(lambda: watched_scanner.scan(full=True), repeats=1)
+        changed = next(run for run in root.glob("coll0/param_00000/spec*") if (run / "lfads.done").exists())
+
+        def requeue_and_look() -> None:
+            (changed / "lfads.done").unlink()
+            watcher.read_events()
+            assert any(not found.has_done and found.path == changed for found in watched_scanner.scan(hinted=True))
+            (changed / "lfads.done").write_text("{}")
+            watcher.read_events()
+            watched_scanner.scan(hinted=True)
+
+        hinted = best_of(requeue_and_look) / 2
+        print(f"inotify-hinted rescan of {runs} runs after one requeue: {hinted:.1f} ms; first full pass setting up"
+              f" {watcher.watched} watches {watching:.0f} ms; ratio to the mtime rescan {hinted / incremental:.2f}")
+        watcher.close()
 
     # A queue watching that tree with nothing to do (every run done or failed).
     env = queue_env(work)
@@ -236,6 +257,52 @@ def bench_output(work: Path, rounds: int = 5) -> None:
           f" {min(ours):.2f} s vs {min(base):.2f} s, ratio {min(ours) / min(base):.3f} (best of {rounds})")
 
 
+# ------------------------------------------------------------------------------------------ requeue
+def _requeue_latencies(work: Path, label: str, extra_env: dict[str, str], times: int) -> list[float]:
+    """Seconds from deleting lfads.done to the run's script starting, `times` requeues in a row."""
+    root = work / f"requeue-{label}"
+    (run,) = make_runs(root, 1, 'date +%s.%N >> "$RUNQUEUE_RUN_DIR/../starts"\n')
+    starts = run.parent / "starts"
+    queue = subprocess.Popen(
+        [sys.executable, "-m", "runqueue", "run", "--watch", str(root), "--simulate-gpus", str(_sim(work, 1)), "--quiet"],
+        env={**queue_env(work), **extra_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    latencies = []
+    try:
+        for attempt in range(times + 1):
+            while not (run / "lfads.done").exists() or _line_count(starts) <= attempt:
+                time.sleep(0.01)
+            if attempt == times:
+                break
+            time.sleep(0.5)
+            removed = time.time()
+            (run / "lfads.done").unlink()
+            while _line_count(starts) <= attempt + 1:
+                time.sleep(0.005)
+            latencies.append(float(starts.read_text().split()[-1]) - removed)
+    finally:
+        queue.terminate()
+        queue.wait()
+    return latencies
+
+
+def _line_count(path: Path) -> int:
+    try:
+        return len(path.read_text().split())
+    except FileNotFoundError:
+        return 0
+
+
+def bench_requeue(work: Path, times: int = 6) -> None:
+    if DirectoryWatcher.create() is None:
+        print("requeue: skipped, inotify is not available here")
+        return
+    hinted = statistics.median(_requeue_latencies(work, "inotify", {}, times))
+    polled = statistics.median(_requeue_latencies(work, "poll", {"RUNQUEUE_NO_INOTIFY": "1"}, times))
+    print(f"requeue pickup (delete lfads.done -> the run starts again): {hinted * 1000:.0f} ms median with the inotify"
+          f" hint vs {polled * 1000:.0f} ms polling alone (--poll-interval 5s); ratio {hinted / polled:.3f}")
+
+
 # ------------------------------------------------------------------------------------------ real NVML
 def _median_ms(read: Callable[[], object], times: int = 200) -> float:
     samples = []
@@ -268,7 +335,7 @@ def bench_nvml(work: Path, runs: int = 11) -> None:
           f" [target <= 50 ms: {'met' if latencies['real GPU'] <= 50 else 'NOT met'}]")
 
 
-BENCHES = {"dispatch": bench_dispatch, "throughput": bench_throughput, "rescan": bench_rescan, "output": bench_output, "nvml": bench_nvml}
+BENCHES = {"dispatch": bench_dispatch, "throughput": bench_throughput, "rescan": bench_rescan, "output": bench_output, "requeue": bench_requeue, "nvml": bench_nvml}
 
 
 def main() -> None:

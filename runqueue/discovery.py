@@ -8,6 +8,10 @@ Rescans use the mtime trick: a directory whose mtime has not changed still has t
 (creating or deleting lfads.done changes its run folder's mtime), so it is not listed again. mtime
 is only a hint: a folder changed within the last two seconds is always listed again (coarse
 timestamps, NFS attribute caches), and callers do a full pass every so often.
+
+With a `DirectoryWatcher` (inotify), a *hinted* scan goes further: a folder the watcher calls clean
+is not even stat'ed, so the scan an event triggers costs a walk of memory plus the changed folders.
+Periodic scans never rely on inotify (it does not see other NFS clients' changes).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import DONE_MARKER, FAILED_MARKER, LFADS_INPUT, LFADS_OUTPUT, TRAIN_SCRIPT
 
 _SKIP_NAMES = frozenset({LFADS_INPUT, LFADS_OUTPUT, "__pycache__", "node_modules"})
@@ -49,15 +54,20 @@ def _descend_into(name: str) -> bool:
 class RunScanner:
     """Scans roots for runs; remembers listings so that rescans only list what changed."""
 
-    def __init__(self, roots: list[Path]) -> None:
+    def __init__(self, roots: list[Path], watcher: DirectoryWatcher | None = None) -> None:
         self.roots = [Path(os.path.abspath(root)) for root in roots]
+        self.watcher = watcher
         self._listings: dict[str, _Listing] = {}
         self.problems: list[str] = []
+        self._hinted = False
 
-    def scan(self, *, full: bool = False) -> list[FoundRun]:
-        """Every run under the roots, in path order (the order runs are started in)."""
+    def scan(self, *, full: bool = False, hinted: bool = False) -> list[FoundRun]:
+        """Every run under the roots, in path order (the order runs are started in).
+
+        `hinted`: trust the listings of folders the watcher calls clean (after an inotify event)."""
         if full:
             self._listings.clear()
+        self._hinted = hinted and self.watcher is not None and not full
         self.problems = []
         seen: set[str] = set()
         found: dict[str, FoundRun] = {}
@@ -69,6 +79,8 @@ class RunScanner:
         # Forget listings of folders that are gone, so a recreated folder is listed afresh.
         for stale in set(self._listings) - seen:
             del self._listings[stale]
+            if self.watcher is not None:
+                self.watcher.forget(stale)
         return [found[key] for key in sorted(found)]
 
     def _walk(self, top: str, root: Path, seen: set[str], found: dict[str, FoundRun]) -> None:
@@ -89,13 +101,20 @@ class RunScanner:
             stack.extend(f"{directory}/{name}" for name in listing.subdirs)
 
     def _listing(self, directory: str) -> _Listing | None:
+        cached = self._listings.get(directory)
+        watcher = self.watcher
+        if cached is not None and self._hinted and watcher is not None and watcher.is_clean(directory):
+            return cached
         try:
             mtime_ns = os.stat(directory).st_mtime_ns
         except OSError:
             return None
-        cached = self._listings.get(directory)
         if cached is not None and cached.mtime_ns == mtime_ns and cached.listed_at_ns - mtime_ns > _RACY_WINDOW_NS:
+            if watcher is not None:
+                watcher.listed(directory)  # every event we watch for changes the mtime: none since
             return cached
+        if watcher is not None:
+            watcher.before_listing(directory)  # events from here on mark it dirty: nothing slips by
         subdirs: list[str] = []
         names: set[str] = set()
         try:
@@ -117,6 +136,8 @@ class RunScanner:
             has_failed=FAILED_MARKER in names,
         )
         self._listings[directory] = listing
+        if watcher is not None:
+            watcher.listed(directory)
         return listing
 
 

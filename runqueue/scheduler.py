@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import selectors
 import signal
 import socket
@@ -43,6 +44,7 @@ from runqueue.durations import format_duration
 from runqueue.errors import RunqueueError
 from runqueue.executors import make_executor
 from runqueue.executors.base import Executor, PendingStart, RunHandle
+from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import DEFAULT_MEMORY_MB
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
@@ -60,6 +62,8 @@ _RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <
 _REPLY_TIMEOUT_S = 30.0
 _MAX_CRASHES = 3
 _WAITING_NOTE_EVERY_S = 60.0
+_RETRY_COUNTDOWN = re.compile(r"retrying in \d+ s")
+_HINT_SETTLE_S = 0.05  # after an inotify event, wait this long for the rest of a burst
 _SUBMIT_BATCH = 50  # runs handed to a batch system per loop turn (signals are looked at in between)
 
 
@@ -134,7 +138,9 @@ class Scheduler:
         self.hooks = hooks or LoopHooks()
         self.last_status = ""
         self.queue_id = f"{socket.gethostname()}:{os.getpid()}"
-        self.scanner = RunScanner(options.roots)
+        self.watcher = DirectoryWatcher.create()  # None: no inotify here, polling alone
+        self.scanner = RunScanner(options.roots, watcher=self.watcher)
+        self.next_hinted_rescan: float | None = None  # an inotify event asked for a quick look
         self.runs: dict[Path, TrackedRun] = {}
         self.selector = selectors.DefaultSelector()
         self.stop_level = 0  # 1: stop placing; 2: stop the runs; 3: leave now
@@ -153,6 +159,8 @@ class Scheduler:
     def run(self) -> int:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(wake_r, selectors.EVENT_READ, None)
+        if self.watcher is not None:
+            self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, self.watcher)
         old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         old_handlers = {signum: signal.signal(signum, self._record_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -167,6 +175,8 @@ class Scheduler:
                 if self.stop_level == 0:
                     if time.monotonic() >= self.next_rescan:
                         self._discover()
+                    elif self.next_hinted_rescan is not None and time.monotonic() >= self.next_hinted_rescan:
+                        self._discover(hinted=True)
                     if time.monotonic() >= self.next_probe:
                         self._probe_elsewhere()
                     if self.next_placement_retry is not None and time.monotonic() >= self.next_placement_retry:
@@ -185,6 +195,8 @@ class Scheduler:
                 signal.signal(signum, handler)
             self.selector.close()
             self.executor.close()
+            if self.watcher is not None:
+                self.watcher.close()
             os.close(wake_r)
             os.close(wake_w)
         return self._summarize()
@@ -231,6 +243,8 @@ class Scheduler:
                 deadlines.append(self.next_probe)
             if self.next_placement_retry is not None:
                 deadlines.append(self.next_placement_retry)
+            if self.next_hinted_rescan is not None:
+                deadlines.append(self.next_hinted_rescan)
             wall = time.time()
             # Only retries still to come: one already due was tried by this turn's placement.
             retries = [
@@ -253,13 +267,20 @@ class Scheduler:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(wake_r, 64):
                         pass
+            elif key.data is self.watcher and self.watcher.read_events() and self.next_hinted_rescan is None:
+                # A short delay gathers a burst (a whole new collection being written) into one scan.
+                self.next_hinted_rescan = time.monotonic() + _HINT_SETTLE_S
 
     # ================================================================ discovery
-    def _discover(self, *, full: bool = False) -> None:
-        self.rescans += 1
-        full = full or self.rescans % _FULL_RESCAN_EVERY == 0
+    def _discover(self, *, full: bool = False, hinted: bool = False) -> None:
+        """`hinted`: an inotify event's quick look (changed folders only); it leaves the periodic
+        rescan's schedule alone, since only that one sees changes made on other NFS clients."""
+        self.next_hinted_rescan = None
+        if not hinted:
+            self.rescans += 1
+            full = full or self.rescans % _FULL_RESCAN_EVERY == 0
         began = time.monotonic()
-        found = self.scanner.scan(full=full)
+        found = self.scanner.scan(full=full, hinted=hinted)
         cost = time.monotonic() - began
         for problem in self.scanner.problems:
             self._problem_once(problem)
@@ -296,7 +317,8 @@ class Scheduler:
                 self.console.event(f"[{run.name}] {path} is gone; dropped")
         # Rescans may use at most ~0.5 % of a core: a huge tree on a slow (NFS) disk is rescanned
         # less often than --poll-interval asks, a small one exactly as often.
-        self.next_rescan = time.monotonic() + max(self.options.poll_interval_s, cost * _RESCAN_BUDGET_FACTOR)
+        if not hinted:
+            self.next_rescan = time.monotonic() + max(self.options.poll_interval_s, cost * _RESCAN_BUDGET_FACTOR)
 
     def _adopt_running(self) -> None:
         """On start: watch every run whose supervisor lives (started by an earlier or another queue)."""
@@ -338,7 +360,7 @@ class Scheduler:
 
     # ================================================================ ends of runs
     def _reap_finished(self) -> None:
-        ready = [key.data for key, _ in self.selector.select(0) if key.data is not None]
+        ready = [key.data for key, _ in self.selector.select(0) if isinstance(key.data, TrackedRun)]
         for run in ready:
             handle = run.handle
             assert handle is not None
@@ -633,8 +655,10 @@ class Scheduler:
             self.hooks.status(line)
 
     def _note_inventory(self, status: str, problems: tuple[str, ...]) -> None:
-        if status != self.inventory_status:
-            self.inventory_status = status
+        # The NVML retry countdown changes at every reading: it alone is no news.
+        settled = _RETRY_COUNTDOWN.sub("retrying", status)
+        if settled != self.inventory_status:
+            self.inventory_status = settled
             self.console.event(f"devices: {status}")
         for problem in problems:
             self._problem_once(problem)
