@@ -118,7 +118,8 @@ def test_real_gpu_other_process_keeps_runs_off_until_it_exits(tmp_path: Path, po
     free_mb = device.memory_total_mb - device.memory_used_mb
     foreign_mb = 256 if policy == "block" else free_mb - 4000
     foreign_record = tmp_path / "foreign.json"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": device.uuid}
+    # Growth on: with tensorflow as the allocator it would otherwise take the whole card at once.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": device.uuid, "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
     foreign = subprocess.Popen([sys.executable, str(HOLD), str(foreign_record), str(foreign_mb), "8"], env=env)
     try:
         wait_for(lambda: _nvml_shows_pid(device.uuid, foreign.pid), timeout=60, what="NVML to list the foreign process")
