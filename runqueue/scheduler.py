@@ -284,6 +284,11 @@ class Scheduler:
         cost = time.monotonic() - began
         for problem in self.scanner.problems:
             self._problem_once(problem)
+        if self.watcher is not None and self.watcher.limit_reached:
+            self._problem_once(
+                f"inotify watch limit reached after {self.watcher.watched} folders (sysctl fs.inotify.max_user_watches);"
+                " changes in the other folders are seen at the next --poll-interval rescan"
+            )
         present = set()
         for item in found:
             present.add(item.path)
