@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,7 +54,16 @@ class Dataset(NamedTuple):
 def dataset_files(data_dir: Path, stem: str) -> list[Path]:
     if not data_dir.is_dir():
         raise LfadsError(f"{data_dir}: data folder not found; pass --data_dir=<folder with the input .h5 files>")
-    files = sorted(p for p in data_dir.iterdir() if p.name.startswith(stem) and p.is_file())
+    named = sorted(p for p in data_dir.iterdir() if p.name.startswith(stem))
+    for path in named:
+        # A dangling link (the manager's lfadsInput/ links into data_<hash>/) must not silently
+        # drop a session from a stitched model: the original opened every matching name.
+        if path.is_symlink() and not path.exists():
+            raise LfadsError(
+                f"{path}: broken link to {os.readlink(path)}; re-run the manager's prepare (it re-exports"
+                " the data) or restore the linked file"
+            )
+    files = [p for p in named if p.is_file()]
     if not files:
         raise LfadsError(
             f"{data_dir}: no file name starts with '{stem}'; check --data_filename_stem (the manager uses 'lfads')"
@@ -78,20 +88,32 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise LfadsError(f"{path}: cannot be read as HDF5 ({err}); re-export the dataset") from None
 
 
+_INT32_MAX = np.iinfo(np.int32).max
+
+
 def _as_poisson_counts(array: np.ndarray, path: Path, key: str) -> np.ndarray:
-    if np.issubdtype(array.dtype, np.integer):
-        return array.astype(np.int32)
-    if np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-        return array.astype(np.int32)
-    raise LfadsError(
-        f"{path}: '{key}' holds non-integer values ({array.dtype}); poisson output needs spike counts"
-        " - store integer counts, or pass --output_dist=gaussian"
+    whole = np.issubdtype(array.dtype, np.integer) or (
+        np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array))
     )
+    if not whole:
+        raise LfadsError(
+            f"{path}: '{key}' holds non-integer values ({array.dtype}); poisson output needs spike counts"
+            " - store integer counts, or pass --output_dist=gaussian"
+        )
+    # Checked here, not left to the model: a bad count shows up only as a non-finite cost later.
+    if array.size and array.min() < 0:
+        raise LfadsError(f"{path}: '{key}' has negative counts (min {array.min()}); spike counts must be >= 0 - fix the export")
+    if array.size and array.max() > _INT32_MAX:
+        raise LfadsError(f"{path}: '{key}' has counts above {_INT32_MAX} (max {array.max()}); these are not spike counts - check the export")
+    return array.astype(np.int32)
 
 
 def _as_float(array: np.ndarray, path: Path, key: str) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.number):
         raise LfadsError(f"{path}: '{key}' is not numeric ({array.dtype})")
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise LfadsError(f"{path}: '{key}' has {bad} NaN or infinite value(s); fill or drop them before export")
     return array.astype(np.float32)
 
 

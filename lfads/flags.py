@@ -192,7 +192,7 @@ def check_flags(parsed: Flags) -> None:
         raise FlagError(f"--output_dist={parsed.output_dist} must be poisson or gaussian")
     if parsed.feedback_factors_or_rates not in ("factors", "rates"):
         raise FlagError(f"--feedback_factors_or_rates={parsed.feedback_factors_or_rates} must be factors or rates")
-    positive = ("batch_size", "factors_dim", "gen_dim", "learning_rate_n_to_compare")
+    positive = ("batch_size", "factors_dim", "gen_dim", "learning_rate_n_to_compare", "num_steps_for_gen_ic")
     for name in positive:
         if getattr(parsed, name) <= 0:
             raise FlagError(f"--{name} must be positive, got {getattr(parsed, name)}")

@@ -119,6 +119,8 @@ class Trainer:
         self.valid_costs: list[float] = []
         self.lowest_valid = math.inf
         self.saved_step = -1
+        self.saved_real_lve = False  # this process wrote an LVE checkpoint by the validation rule
+        self.ramps_done = False  # at the last epoch, KL and L2 weights had reached 1
 
     def save(self, lve: bool) -> None:
         ctx, flags = self.ctx, self.ctx.flags
@@ -137,7 +139,10 @@ class Trainer:
             board.close()
         if int(state.global_step.numpy()) != self.saved_step:
             self.save(lve=False)
-        if checkpoints.read_state(ctx.save_dir / checkpoints.LVE_STATE) is None:
+        # The chained steps load checkpoint_lve. Without a real one, it holds the final weights: also
+        # when an earlier, shorter run left such a stand-in (refreshed here, never left stale).
+        missing = checkpoints.read_state(ctx.save_dir / checkpoints.LVE_STATE) is None
+        if not self.saved_real_lve and (missing or not self.ramps_done):
             print("No lowest-validation-error checkpoint was written (the KL/L2 ramps did not finish, or"
                   " there is no validation set); saving the final weights as the LVE checkpoint.", flush=True)
             self.save(lve=True)
@@ -153,9 +158,10 @@ class Trainer:
             tr = train_epoch(ctx, self.steps, self.rng)
             step = int(state.global_step.numpy())
             if tr.skipped:
+                self.save(lve=False)  # the skipped steps changed nothing: these are the last finite weights
                 raise LfadsError(
-                    f"{ctx.save_dir}: non-finite cost or gradient in epoch {epoch} ({tr.skipped} steps skipped,"
-                    f" global step {step}); training stopped, the weights of the last finite step are kept."
+                    f"{ctx.save_dir}: non-finite cost or gradient in epoch {epoch} ({tr.skipped} steps skipped);"
+                    f" training stopped, the last finite weights are saved as {ctx.flags.checkpoint_name}.ckpt-{step}."
                     " Lower --learning_rate_init or --max_grad_norm"
                 )
             state.epoch.assign(epoch + 1)
@@ -183,9 +189,11 @@ class Trainer:
         ramps_done = tr.kl_weight >= 1.0 and (
             tr.l2_weight >= 1.0 or (flags.l2_gen_scale == 0.0 and flags.l2_con_scale == 0.0)
         )
+        self.ramps_done = ramps_done
         if ramps_done and len(self.valid_costs) > 1 and valid_total < self.lowest_valid:
             self.lowest_valid = valid_total
             self.save(lve=True)
+            self.saved_real_lve = True
 
     def _manage_learning_rate(self, train_total: float, lr: float) -> float:
         flags, state = self.ctx.flags, self.ctx.built.state

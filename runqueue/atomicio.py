@@ -32,7 +32,7 @@ def atomic_path(path: Path, *, mode: int = 0o644, durable: bool = True, make_par
         if durable:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, mode & ~current_umask())  # mkstemp made it 0600; the umask decides, as for open()
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -40,6 +40,20 @@ def atomic_path(path: Path, *, mode: int = 0o644, durable: bool = True, make_par
         raise
     if durable:
         _fsync_directory(path.parent)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (threads may be writing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True,

@@ -1,12 +1,14 @@
-"""Write-then-rename: a reader (or a crash) never sees half a file."""
+"""Write-then-rename: a reader (or a crash) never sees half a file. The queue's writer does the work
+(temp file, fsync, mode from the umask, rename); this adds the fsyncs checkpoint bundles need."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from runqueue import atomicio
 
 
 def fsync_path(path: Path) -> None:
@@ -24,19 +26,10 @@ def fsync_dir(directory: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to `target`; on success fsync it and rename it over `target`."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    """Yield a temporary path next to `target` (its folder created if needed); on success it is
+    fsynced and renamed over `target`, readable as the umask allows (the original's files were)."""
+    with atomicio.atomic_path(target, mode=0o666, durable=True, make_parents=True) as tmp:
         yield tmp
-        fsync_path(tmp)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_text_atomic(target: Path, text: str) -> None:

@@ -119,6 +119,9 @@ def save(save_dir: Path, variables: dict[str, tf.Variable], checkpoint_name: str
     return final
 
 
+_PER_DATASET_SCOPES = ("LFADS/x_2_infac_", "LFADS/glm/")
+
+
 def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str]) -> list[str]:
     """Assign every variable found in the checkpoint; -> names that were not in it.
 
@@ -129,6 +132,20 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
     except (tf.errors.OpError, ValueError) as err:
         raise LfadsError(f"{prefix}: cannot read checkpoint ({err}); delete it or restore the files") from None
     shapes = reader.get_variable_to_shape_map()
+    # TF1's Saver ignored checkpoint variables the graph lacked, so a controller model sampled with
+    # --co_dim=0 silently lost its controller. Per-dataset read-in/out may differ (a subset of the
+    # stitched datasets), optimizer slots are not built outside training; anything else means other flags.
+    unbuilt = sorted(
+        name for name in shapes
+        if name.startswith("LFADS/") and name not in variables
+        and not name.endswith(("/Adam", "/Adam_1")) and not name.startswith(_PER_DATASET_SCOPES)
+    )
+    if unbuilt:
+        more = f" (and {len(unbuilt) - 1} more)" if len(unbuilt) > 1 else ""
+        raise LfadsError(
+            f"{prefix}: holds {unbuilt[0]}{more}, which these flags do not build; pass the same model flags"
+            " as in training (e.g. --co_dim, --ci_enc_dim, --ic_dim)"
+        )
     missing = []
     for name, var in variables.items():
         if name not in shapes:
@@ -144,5 +161,10 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
                 f"{prefix}: {name} has shape {shapes[name]} but these flags build {var.shape.as_list()};"
                 " pass the same model flags as in training"
             )
-        var.assign(reader.get_tensor(name))
+        try:
+            var.assign(reader.get_tensor(name))
+        except (tf.errors.OpError, IndexError, ValueError) as err:  # a truncated or corrupt data file
+            raise LfadsError(
+                f"{prefix}: cannot read checkpoint ({type(err).__name__}: {err}); delete it or restore the files"
+            ) from None
     return missing

@@ -95,3 +95,36 @@ def test_no_matching_file_names_the_folder_and_the_stem(tmp_path: Path, dataset_
     shutil.rmtree(tmp_path)
     with pytest.raises(LfadsError, match=r"data folder not found"):
         load_datasets(tmp_path, "lfads", "poisson", 0)
+
+
+def test_a_broken_link_is_an_error_not_a_dropped_session(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    dataset_factory(tmp_path / "data" / "lfads_a.h5")
+    inputs = tmp_path / "lfadsInput"
+    inputs.mkdir()
+    (inputs / "lfads_a.h5").symlink_to("../data/lfads_a.h5")
+    (inputs / "lfads_b.h5").symlink_to("../data/lfads_b_moved.h5")  # its data folder was moved away
+    with pytest.raises(LfadsError, match=r"lfadsInput/lfads_b\.h5: broken link to \.\./data/lfads_b_moved\.h5; re-run"):
+        load_datasets(inputs, "lfads", "poisson", 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "dist", "needle"),
+    [
+        (-1, "poisson", r"'train_data' has negative counts \(min -1\)"),
+        (2**40, "poisson", r"'train_data' has counts above 2147483647"),
+        (np.nan, "gaussian", r"'train_data' has 1 NaN or infinite value\(s\)"),
+        (np.inf, "gaussian", r"'train_data' has 1 NaN or infinite value\(s\)"),
+    ],
+)
+def test_values_no_model_can_fit_are_refused_at_load_naming_the_file(
+    tmp_path: Path, dataset_factory: MakeDataset, value: float, dist: str, needle: str
+) -> None:
+    path = tmp_path / "lfads_x.h5"
+    dataset_factory(path, gaussian=dist == "gaussian")
+    with h5py.File(path, "a") as h5:
+        data = h5["train_data"][()].astype(np.float64 if dist == "gaussian" else np.int64)
+        data[0, 0, 0] = value
+        del h5["train_data"]
+        h5["train_data"] = data
+    with pytest.raises(LfadsError, match=r"lfads_x\.h5: " + needle):
+        load_datasets(tmp_path, "lfads", dist, 0)

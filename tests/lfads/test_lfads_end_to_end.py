@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -144,3 +145,56 @@ def test_a_non_finite_cost_stops_cleanly_with_a_message(trained: Trained, tmp_pa
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("lfads: error:") and "non-finite cost" in last and "--learning_rate_init" in last
     assert "Traceback" not in proc.stderr
+    saved = last.split("the last finite weights are saved as ")[1].split(".ckpt-")
+    assert (tmp_path / "out" / f"{saved[0]}.ckpt-{saved[1].split('.')[0]}.index").exists()
+
+
+def test_output_files_follow_the_umask(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
+    # A lab group shares run trees: what the model writes must be readable as the umask allows.
+    out = tmp_path / "out"
+    shutil.copytree(trained.out, out)
+    run_lfads(["--kind=posterior_push_mean", *_io_flags(trained.data_dir, out), *trained.flags,
+               "--checkpoint_pb_load_name=checkpoint_lve"])
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # (copytree keeps the modes training gave the checkpoint state files)
+    for name in ("model_runs_dataset001.h5_valid_posterior_push_mean", "checkpoint", "checkpoint_lve",
+                 "hyperparameters-0.txt"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_a_continued_run_refreshes_a_stand_in_lve_checkpoint(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
+    # Ramps far longer than the run: no real LVE, so checkpoint_lve stands in with the final weights,
+    # and must follow the weights when the run is continued (the chained steps load it).
+    out = tmp_path / "out"
+    flags = [*trained.flags, "--kl_increase_steps=1000"]
+    run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *flags, "--max_epochs=1"])
+    assert (out / "checkpoint_lve").read_text().startswith('model_checkpoint_path: "lfads_vae_lve.ckpt-4"')
+    proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *flags, "--max_epochs=2"])
+    assert "saving the final weights as the LVE checkpoint" in proc.stdout
+    assert (out / "checkpoint_lve").read_text().startswith('model_checkpoint_path: "lfads_vae_lve.ckpt-8"')
+
+
+def test_sampling_with_flags_that_drop_trained_parts_is_refused(trained: Trained, tmp_path: Path,
+                                                                 run_lfads: Runner) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(trained.out, out)
+    proc = run_lfads(["--kind=posterior_push_mean", *_io_flags(trained.data_dir, out), *trained.flags, "--co_dim=0",
+                      "--checkpoint_pb_load_name=checkpoint_lve"], check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "which these flags do not build; pass the same model flags as in training" in last and "LFADS/" in last
+    assert not list(out.glob("model_runs_*"))
+
+
+def test_a_truncated_checkpoint_is_named_with_the_fix(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(trained.out, out)
+    data = out / "lfads_vae.ckpt-24.data-00000-of-00001"
+    with data.open("r+b") as handle:
+        handle.truncate(100)  # an interrupted copy of the run folder
+    proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *trained.flags, f"--max_epochs={EPOCHS + 1}"],
+                     check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"lfads: error: {out}/lfads_vae.ckpt-24: cannot read checkpoint (") and "delete it" in last

@@ -66,6 +66,7 @@ def test_booleans_take_every_absl_spelling_and_whole_floats_pass_as_ints() -> No
         (["--batch_size=1.5"], "--batch_size"),
         (["--keep_prob=0"], "--keep_prob"),
         (["positional"], "positional"),
+        (["--num_steps_for_gen_ic=0"], "--num_steps_for_gen_ic"),
     ],
 )
 def test_bad_flags_are_one_line_errors_naming_the_flag(argv: list[str], needle: str) -> None:
