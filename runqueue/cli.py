@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +31,14 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _path(text: str) -> Path:
+    """A folder argument; '' is refused (Path('') is the current folder: `requeue "$UNSET"` would
+    otherwise requeue or cancel every run below it)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty path (an unset shell variable?)")
+    return Path(text)
+
+
 def _bounded(convert: Callable[[str], Any], minimum: float, noun: str) -> Callable[[str], Any]:
     """An argparse type: `convert(text)`, refused below `minimum` with a one-line reason."""
 
@@ -36,6 +47,8 @@ def _bounded(convert: Callable[[str], Any], minimum: float, noun: str) -> Callab
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
+        if not math.isfinite(value):  # float() accepts "inf" and "nan"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite {noun}")
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} must be {minimum:g} or more")
         return value
@@ -115,25 +128,25 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run every pending run under ROOT; return when none is pending or running")
-    run.add_argument("roots", nargs="+", metavar="ROOT", type=Path)
+    run.add_argument("roots", nargs="+", metavar="ROOT", type=_path)
     run.add_argument("--watch", action="store_true", help="keep watching for new and requeued runs")
     _add_run_flags(run)
     _add_slurm_flags(run)
 
     serve = commands.add_parser("serve", help="the long-running service: watch roots forever")
     serve.add_argument("--config", metavar="FILE", type=Path, help="TOML service configuration (roots and the `run` knobs)")
-    serve.add_argument("roots", nargs="*", metavar="ROOT", type=Path, help="roots to watch (instead of, or besides, the config's)")
+    serve.add_argument("roots", nargs="*", metavar="ROOT", type=_path, help="roots to watch (instead of, or besides, the config's)")
 
     status = commands.add_parser("status", help="runs (pending/running/done/failed), devices, claims")
-    status.add_argument("roots", nargs="+", metavar="ROOT", type=Path)
+    status.add_argument("roots", nargs="+", metavar="ROOT", type=_path)
     status.add_argument("--json", action="store_true", help="one JSON object (DESIGN.md §5)")
     _add_device_flags(status)
 
     requeue = commands.add_parser("requeue", help="clear done/failed markers so the run goes again")
-    requeue.add_argument("runs", nargs="+", metavar="RUN")
+    requeue.add_argument("runs", nargs="+", metavar="RUN", type=_path)
 
     cancel = commands.add_parser("cancel", help="stop a running run (its whole process group) and mark it failed (cancelled)")
-    cancel.add_argument("runs", nargs="+", metavar="RUN")
+    cancel.add_argument("runs", nargs="+", metavar="RUN", type=_path)
     cancel.add_argument("--grace", type=_non_negative_float, default=15.0, metavar="SECONDS", help="wait this long for the run to stop before killing it")
 
     commands.add_parser("gpus", help="what the inventory sees", add_help=False)
@@ -141,7 +154,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # `runqueue status | head`: the reader left. Quietly, like any Unix tool (no traceback, and
+        # none at interpreter exit when the buffered rest is flushed).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _dispatch(arguments: list[str]) -> int:
     if arguments[:1] == ["gpus"]:
         from runqueue.devices.report import gpus_command
 
@@ -216,7 +238,7 @@ def _status(args: argparse.Namespace) -> int:
     from runqueue.devices.placement import PlacementPolicy
     from runqueue.devices.report import devices_json
     from runqueue.devices.report import render_table as render_devices
-    from runqueue.discovery import find_runs
+    from runqueue.discovery import RunScanner
     from runqueue.status import render_table, run_row
 
     _check_roots(args.roots)
@@ -233,7 +255,9 @@ def _status(args: argparse.Namespace) -> int:
     except ClaimError as error:
         claims = []
         problems.append(str(error))
-    rows = [run_row(found, reading.devices, claims, PlacementPolicy()) for found in find_runs(args.roots)]
+    scanner = RunScanner(args.roots)
+    rows = [run_row(found, reading.devices, claims, PlacementPolicy()) for found in scanner.scan(full=True)]
+    problems += scanner.problems  # unreadable folders: their runs are missing from the table
     from runqueue.slurm.control import annotate_rows
 
     rows, slurm_problems = annotate_rows(rows)
@@ -253,7 +277,12 @@ def _requeue(args: argparse.Namespace) -> int:
 
     runs, errors = resolve_runs(args.runs)
     for run in runs:
-        print(f"{run}: {requeue(RunPaths(run))}")
+        try:
+            print(f"{run}: {requeue(RunPaths(run))}")
+        except PermissionError as error:
+            errors.append(f"{run}: not allowed to requeue this run ({error.strerror}: {error.filename}); ask its owner or run as root")
+        except OSError as error:  # e.g. a marker that is a directory
+            errors.append(f"{run}: cannot requeue ({error.strerror}: {error.filename}); remove that by hand")
     for error in errors:
         print(f"runqueue requeue: error: {error}", file=sys.stderr)
     return 2 if errors else 0

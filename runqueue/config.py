@@ -1,7 +1,8 @@
 """`runqueue serve --config FILE`: the service's TOML file, checked before anything starts.
 
 The keys are the `runqueue run` flags with underscores (`max_per_gpu` for `--max-per-gpu`), plus
-`roots`. Relative paths are taken from the file's folder, so a config can travel with its runs.
+`roots`; not `watch` (always on) nor `stop_runs` (a stopping service leaves runs to their
+supervisors). Relative paths are taken from the file's folder, so a config can travel with its runs.
 
     roots = ["/data/lfads/runs"]
     max_per_gpu = 2
@@ -47,6 +48,8 @@ class ServiceConfig:
     max_per_gpu: int = 1
     memory_per_run: int = DEFAULT_MEMORY_MB
     retries: int = 1
+    retry_backoff: float | None = None  # seconds before the first retry (0 allowed)
+    kill_grace: float | None = None  # seconds between SIGTERM and SIGKILL when stopping a run
     time_limit: float | None = None  # seconds; the file may say "12h", "90m", "1h30m" or a number
     foreign: Literal["block", "share"] = "block"
     poll_interval: float | None = None  # seconds between full rescans
@@ -65,6 +68,8 @@ class ServiceConfig:
             ("--max-per-gpu", self.max_per_gpu),
             ("--memory-per-run", self.memory_per_run),
             ("--retries", self.retries),
+            ("--retry-backoff", None if self.retry_backoff is None else f"{self.retry_backoff:g}"),
+            ("--kill-grace", None if self.kill_grace is None else f"{self.kill_grace:g}"),
             ("--time-limit", None if self.time_limit is None else f"{self.time_limit:g}"),
             ("--foreign", self.foreign),
             ("--poll-interval", None if self.poll_interval is None else f"{self.poll_interval:g}"),
@@ -123,10 +128,11 @@ class _Checker:
 
     def config(self) -> ServiceConfig:
         values: dict[str, Any] = {"roots": self.roots()}
-        for key in ("cpu_slots", "retries"):
+        for key in ("cpu_slots", "retries", "memory_per_run"):  # as on the command line: 0 allowed
             self._maybe(values, key, self.integer(key, minimum=0))
-        for key in ("max_per_gpu", "memory_per_run"):
-            self._maybe(values, key, self.integer(key, minimum=1))
+        self._maybe(values, "max_per_gpu", self.integer("max_per_gpu", minimum=1))
+        for key in ("retry_backoff", "kill_grace"):
+            self._maybe(values, key, self.seconds(key))
         self._maybe(values, "gpus", self.text("gpus"))
         for key in ("simulate_gpus", "claims_dir"):
             text = self.text(key)
@@ -238,6 +244,13 @@ class _Checker:
         if value not in allowed:
             raise self.fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
         return str(value)
+
+    def seconds(self, key: str) -> float | None:
+        """A wait in seconds that may be 0 (a number, or a duration such as "30s")."""
+        value = self.data.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
+            return 0.0
+        return self.duration(key)
 
     def duration(self, key: str) -> float | None:
         value = self.data.get(key)

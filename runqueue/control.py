@@ -7,6 +7,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from runqueue import runlock
@@ -98,7 +99,7 @@ def _write_cancelled(paths: RunPaths, step: str | None, message: str) -> None:
     atomic_write_json(paths.failed_marker, record.to_json())
 
 
-def resolve_runs(arguments: list[str]) -> tuple[list[Path], list[str]]:
+def resolve_runs(arguments: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
     """Run folders named by `arguments` (a run, or a folder holding runs); plus one error per bad argument."""
     from runqueue.discovery import find_runs
 

@@ -2,7 +2,9 @@
 
 One `scandir` per directory gives both "is this a run?" and its markers, so a pass costs one
 listing per folder. Run folders are not descended into (runs do not nest), nor are `data_*`,
-`lfadsInput`, `lfadsOutput` or hidden folders, which is where the files are.
+`lfadsInput`, `lfadsOutput` or hidden folders, which is where the files are. A symlink to a folder
+is a run when that folder is one (runs kept on another disk, linked into a collection); other
+linked folders are not walked, so a link can never make the scan loop.
 
 Rescans use the mtime trick: a directory whose mtime has not changed still has the same entries
 (creating or deleting lfads.done changes its run folder's mtime), so it is not listed again. mtime
@@ -41,6 +43,7 @@ class _Listing:
     mtime_ns: int
     listed_at_ns: int
     subdirs: tuple[str, ...]
+    linked_subdirs: tuple[str, ...]  # symlinks to folders: taken only when they are run folders
     is_run: bool
     has_done: bool
     has_failed: bool
@@ -84,9 +87,9 @@ class RunScanner:
         return [found[key] for key in sorted(found)]
 
     def _walk(self, top: str, root: Path, seen: set[str], found: dict[str, FoundRun]) -> None:
-        stack = [top]
+        stack = [(top, False)]
         while stack:
-            directory = stack.pop()
+            directory, via_link = stack.pop()
             if directory in seen:
                 continue  # two roots that overlap
             seen.add(directory)
@@ -98,7 +101,10 @@ class RunScanner:
                     listing.found = FoundRun(Path(directory), root, listing.has_done, listing.has_failed)
                 found[directory] = listing.found
                 continue
-            stack.extend(f"{directory}/{name}" for name in listing.subdirs)
+            if via_link:
+                continue  # a linked folder counts only as a run: never walked (no loops, no surprises)
+            stack.extend((f"{directory}/{name}", False) for name in listing.subdirs)
+            stack.extend((f"{directory}/{name}", True) for name in listing.linked_subdirs)
 
     def _listing(self, directory: str) -> _Listing | None:
         cached = self._listings.get(directory)
@@ -116,14 +122,19 @@ class RunScanner:
         if watcher is not None:
             watcher.before_listing(directory)  # events from here on mark it dirty: nothing slips by
         subdirs: list[str] = []
+        linked: list[str] = []
         names: set[str] = set()
         try:
             with os.scandir(directory) as entries:
                 for entry in entries:
                     names.add(entry.name)
-                    # d_type from the listing: no stat per entry; symlinked folders are not followed.
-                    if _descend_into(entry.name) and entry.is_dir(follow_symlinks=False):
+                    if not _descend_into(entry.name):
+                        continue
+                    # d_type from the listing: no stat per entry, except a link's target.
+                    if entry.is_dir(follow_symlinks=False):
                         subdirs.append(entry.name)
+                    elif entry.is_symlink() and entry.is_dir(follow_symlinks=True):
+                        linked.append(entry.name)  # runs kept elsewhere, linked into a collection
         except OSError as error:
             self.problems.append(f"{directory}: cannot list ({error.strerror}); skipped")
             return None
@@ -131,6 +142,7 @@ class RunScanner:
             mtime_ns=mtime_ns,
             listed_at_ns=time.time_ns(),
             subdirs=tuple(subdirs),
+            linked_subdirs=tuple(linked),
             is_run=TRAIN_SCRIPT in names,
             has_done=DONE_MARKER in names,
             has_failed=FAILED_MARKER in names,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -13,8 +14,8 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError(f"invalid duration {text!r}")
     if isinstance(text, int | float):
-        if text <= 0:
-            raise ValueError(f"invalid duration {text!r}: must be positive")
+        if not math.isfinite(text) or text <= 0:
+            raise ValueError(f"invalid duration {text!r}: must be a positive, finite number of seconds")
         return float(text)
     cleaned = text.strip().lower().replace(" ", "")
     try:
@@ -31,8 +32,8 @@ def parse_duration(text: str | int | float) -> float:
             position = match.end()
         if position != len(cleaned) or not cleaned:
             raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 45m, 2h, 1h30m or a number of seconds")
-    if seconds <= 0:
-        raise ValueError(f"invalid duration {text!r}: must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:  # float() accepts "inf" and "nan"
+        raise ValueError(f"invalid duration {text!r}: must be a positive, finite number of seconds")
     return seconds
 
 

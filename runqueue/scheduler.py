@@ -154,6 +154,8 @@ class Scheduler:
         self.last_devices: tuple[Device, ...] = ()
         self.inventory_status = ""
         self.problems_shown: set[str] = set()
+        # `run` (not --watch) cannot place anything and nothing runs: waiting would be forever.
+        self.cannot_place: str | None = None
 
     # ================================================================ main loop
     def run(self) -> int:
@@ -230,6 +232,8 @@ class Scheduler:
             return not watched
         if self.options.watch:
             return False
+        if self.cannot_place is not None and not watched:
+            return True
         return not any(
             run.blocked is None and run.state in (RunState.PENDING, RunState.RUNNING) for run in self.runs.values()
         )
@@ -448,6 +452,7 @@ class Scheduler:
             return False
         try:
             with self.claims.transaction() as txn:
+                self.cannot_place = None  # the claims directory works (again)
                 reading = self.inventory.read()
                 self._note_inventory(reading.status, reading.problems)
                 self.last_devices = reading.devices
@@ -466,6 +471,10 @@ class Scheduler:
                 return self._start(placements, live, txn)
         except (InventoryError, ClaimError) as error:
             self._problem_once(str(error))
+            if isinstance(error, ClaimError) and not self.options.watch:
+                # A claims directory that is no directory or not writable does not mend itself; a
+                # watching queue keeps trying (a service outlives the fix), a batch one stops.
+                self.cannot_place = str(error)
             self.next_placement_retry = time.monotonic() + self.options.poll_interval_s
             return False
 
@@ -679,6 +688,9 @@ class Scheduler:
         counts = self.counts()
         for line in summary_lines(list(self.runs.values()), counts):
             self.console.event(line)
+        if self.cannot_place is not None and (counts.pending or counts.running):
+            self.console.event(f"stopped: runs cannot be started: {self.cannot_place}")
+            return 2
         if counts.failed or counts.blocked:
             return 1
         if self.stop_level and (counts.pending or counts.running):

@@ -46,6 +46,10 @@ def serve(config_path: Path | None, roots: list[Path]) -> int:
         options.max_per_gpu = config.max_per_gpu
         options.memory_per_run = config.memory_per_run
         options.retries = config.retries
+        if config.retry_backoff is not None:
+            options.retry_backoff_s = config.retry_backoff
+        if config.kill_grace is not None:
+            options.kill_grace_s = config.kill_grace
         options.time_limit_s = config.time_limit
         options.foreign = config.foreign
         options.executor = config.executor

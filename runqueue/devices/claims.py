@@ -58,7 +58,7 @@ class _StoredClaim:
 
 
 def _run_key(run_dir: str) -> str:
-    return hashlib.sha256(run_dir.encode()).hexdigest()[:32]
+    return hashlib.sha256(os.fsencode(run_dir)).hexdigest()[:32]  # names need not be UTF-8
 
 
 def claim_file_name(run_dir: str, uid: int) -> str:

@@ -28,6 +28,8 @@ cpu_slots = 2
 max_per_gpu = 3
 memory_per_run = 4000
 retries = 0
+retry_backoff = 0
+kill_grace = "30s"
 time_limit = "1h30m"
 foreign = "share"
 poll_interval = 15
@@ -39,12 +41,12 @@ claims_dir = "/run/lfads-claims"
     etc = tmp_path / "etc"
     assert config == ServiceConfig(
         roots=(etc / "../runs", etc / "more"), gpus="0,1", simulate_gpus=etc / "gpus.json", cpu_slots=2,
-        max_per_gpu=3, memory_per_run=4000, retries=0, time_limit=5400.0, foreign="share", poll_interval=15.0,
+        max_per_gpu=3, memory_per_run=4000, retries=0, retry_backoff=0.0, kill_grace=30.0, time_limit=5400.0, foreign="share", poll_interval=15.0,
         quiet=True, executor="local", claims_dir=Path("/run/lfads-claims"))
     assert config.to_argv() == [
         str(etc / "../runs"), str(etc / "more"), "--watch", "--gpus", "0,1", "--simulate-gpus", str(etc / "gpus.json"),
         "--cpu-slots", "2", "--max-per-gpu", "3", "--memory-per-run", "4000", "--retries", "0",
-        "--time-limit", "5400", "--foreign", "share", "--poll-interval", "15", "--executor", "local", "--quiet"]
+        "--retry-backoff", "0", "--kill-grace", "30", "--time-limit", "5400", "--foreign", "share", "--poll-interval", "15", "--executor", "local", "--quiet"]
 
 
 def test_minimal_config_takes_the_design_defaults(tmp_path: Path) -> None:
@@ -65,7 +67,10 @@ def test_minimal_config_takes_the_design_defaults(tmp_path: Path) -> None:
         ("roots = [\"{root}/nope\"]\n", "roots: no such folder"),
         ("roots = [\"{root}\"]\nmax_per_gpu = 0\n", "max_per_gpu: must be a whole number >= 1, got 0"),
         ("roots = [\"{root}\"]\nretries = true\n", "retries: must be a whole number >= 0, got True"),
-        ("roots = [\"{root}\"]\nmemory_per_run = \"4GB\"\n", "memory_per_run: must be a whole number >= 1"),
+        ("roots = [\"{root}\"]\nmemory_per_run = \"4GB\"\n", "memory_per_run: must be a whole number >= 0"),
+        ("roots = [\"{root}\"]\nretry_backoff = -1\n", "retry_backoff: invalid duration -1"),
+        ("roots = [\"{root}\"]\nkill_grace = \"nan\"\n", "kill_grace: invalid duration 'nan'"),
+        ("roots = [\"{root}\"]\npoll_interval = \"inf\"\n", "poll_interval: invalid duration 'inf'"),
         ("roots = [\"{root}\"]\nforeign = \"allow\"\n", "foreign: must be one of block, share, got 'allow'"),
         ("roots = [\"{root}\"]\ntime_limit = \"soon\"\n", "time_limit: invalid duration 'soon'"),
         ("roots = [\"{root}\"]\ntime_limit = [1]\n", "time_limit: must be a duration"),

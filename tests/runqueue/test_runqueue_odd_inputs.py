@@ -1,0 +1,79 @@
+"""Odd but real inputs: names that are not UTF-8, empty arguments, markers in the way, a broken claims
+directory, linked run folders, non-finite numbers. One bad thing never stops the rest."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from runqueue_testkit import make_run, queue_command, queue_env, run_queue
+
+
+def test_a_folder_name_that_is_not_utf8_does_not_stop_the_other_runs(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    odd = Path(os.fsdecode(os.fsencode(str(root)) + b"/b\xe9"))  # Latin-1 é: not valid UTF-8
+    make_run(odd.parent, odd.name)
+    after = make_run(root, "zz")
+    # The console shows the name's bytes as they are (like ls), so read it leniently.
+    result = subprocess.run(queue_command("run", root, "--cpu-slots", "1", "--quiet"), env=queue_env(tmp_path),
+                            capture_output=True, text=True, errors="replace", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (odd / "lfads.done").exists() and (after / "lfads.done").exists()
+
+
+@pytest.mark.parametrize("command", ["requeue", "cancel", "status", "run"])
+def test_an_empty_path_argument_is_refused_not_taken_as_the_current_folder(tmp_path: Path, command: str) -> None:
+    run = make_run(tmp_path, "c/param_E/r0")
+    (run / "lfads.done").write_text("{}")
+    # From the folder holding the run: `runqueue requeue "$UNSET"` there must not touch it.
+    result = subprocess.run(queue_command(command, ""), env=queue_env(tmp_path), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "empty path (an unset shell variable?)" in result.stderr
+    assert (run / "lfads.done").exists() and not (run / "lfads.failed").exists()
+
+
+def test_requeue_reports_a_marker_it_cannot_remove_and_goes_on(tmp_path: Path) -> None:
+    stuck = make_run(tmp_path, "c/param_M/a")
+    (stuck / "lfads.done").mkdir()  # something odd in the way of the marker
+    fine = make_run(tmp_path, "c/param_M/b")
+    (fine / "lfads.done").write_text("{}")
+    result = run_queue(queue_env(tmp_path), "requeue", stuck, fine)
+    assert result.returncode == 2
+    assert f"{stuck}: cannot requeue (" in result.stderr and "remove that by hand" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (fine / "lfads.done").exists()  # the other run was requeued all the same
+
+
+def test_a_claims_directory_that_cannot_work_ends_a_batch_run_instead_of_waiting(tmp_path: Path) -> None:
+    make_run(tmp_path / "runs", "c/param_C/r0")
+    (tmp_path / "claims-file").write_text("not a directory")
+    env = {**queue_env(tmp_path), "RUNQUEUE_CLAIMS_DIR": str(tmp_path / "claims-file")}
+    result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", timeout=60)
+    assert result.returncode == 2
+    assert "stopped: runs cannot be started:" in result.stdout and "claims directory is not a directory" in result.stdout
+
+
+def test_a_linked_run_folder_is_a_run_and_other_links_are_not_walked(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    elsewhere = make_run(store, "r1")
+    make_run(store, "notrun/deep/r2")  # reachable only through a link to a non-run folder
+    collection = tmp_path / "runs" / "coll"
+    collection.mkdir(parents=True)
+    (collection / "param_abc").symlink_to(elsewhere)
+    (collection / "other").symlink_to(store / "notrun")
+    (collection / "loop").symlink_to("../..")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "summary: 1 run(s): 1 done" in result.stdout
+    assert (elsewhere / "lfads.done").exists() and not (store / "notrun/deep/r2/lfads.done").exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--time-limit", "nan"), ("--poll-interval", "inf"), ("--retry-backoff", "nan")])
+def test_non_finite_numbers_are_refused_at_the_command_line(tmp_path: Path, flag: str, value: str) -> None:
+    make_run(tmp_path / "runs", "c/param_N/r0")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", flag, value)
+    assert result.returncode == 2 and flag in result.stderr and "finite" in result.stderr
+    assert not (tmp_path / "runs/c/param_N/r0/lfads.out").exists()
