@@ -38,10 +38,11 @@ def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644, durable: 
     """
     payload = data.encode() if isinstance(data, str) else data
     path = Path(path)
+    wanted_mode = mode & ~atomicio.current_umask()  # what a fresh write gets
     try:
         if not path.is_symlink() and path.stat().st_size == len(payload) and path.read_bytes() == payload:
-            if (path.stat().st_mode & 0o7777) != mode:
-                os.chmod(path, mode)
+            if (path.stat().st_mode & 0o7777) != wanted_mode:
+                os.chmod(path, wanted_mode)
             return False
     except FileNotFoundError:
         pass

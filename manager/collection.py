@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -14,9 +15,48 @@ from manager.params import RunParams
 from manager.prepare import PrepareReport, prepare_collection, write_collection_files
 from manager.run import Run
 from manager.runspec import RunSpec
+from runqueue.durations import parse_duration
 from runqueue.layout import DEFAULT_MEMORY_MB, DONE_MARKER, FAILED_MARKER, OUT_LOG
 
 Progress = Callable[[str], None]
+
+
+def check_time_limit(time_limit: str | int | float) -> None:
+    """ManagerError (without a path) unless the queue can read `time_limit` from runqueue.json:
+    otherwise every run would be blocked there, far from where the value was written."""
+    try:
+        seconds = parse_duration(time_limit)
+    except (ValueError, TypeError):
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise ManagerError(None, f"time_limit {time_limit!r} is not a positive duration",
+                           'write it like "2h", "90m", "1h30m" or a positive number of seconds')
+
+
+def interpreter_path(python: str, base: Path | str = ".") -> str:
+    """The absolute path the step scripts will exec: a bare name is looked up on PATH (as a shell
+    would), a path is taken relative to `base`. The queue runs steps from the run folder, so a
+    relative or missing interpreter would fail every run, and only then; ManagerError without a
+    path (callers name the file the value came from)."""
+    if os.sep not in python and not python.startswith("~"):
+        found = shutil.which(python)
+        if found is None:
+            raise ManagerError(None, f"python {python!r} is not on PATH", "give the interpreter's absolute path")
+        candidate = Path(found)
+    else:
+        candidate = Path(python).expanduser()
+        if candidate.is_absolute() and not os.path.lexists(candidate):
+            # Prepared here for another machine (the cluster's interpreter): trusted as written.
+            print(f"note: python {str(candidate)!r} does not exist on this machine; the step scripts"
+                  " will need it where they run", file=sys.stderr)
+            return str(candidate)
+        candidate = candidate if candidate.is_absolute() else Path(base) / candidate
+    # abspath, not resolve(): a virtualenv's python is a symlink that must stay one
+    candidate = Path(os.path.abspath(candidate))
+    if not candidate.is_file() or not os.access(candidate, os.X_OK):
+        raise ManagerError(None, f"python {str(candidate)!r} is not an executable file",
+                           "give the path of an existing Python interpreter (e.g. a virtualenv's bin/python)")
+    return str(candidate)
 
 
 class RunCollection:
@@ -34,15 +74,17 @@ class RunCollection:
         datasets: DatasetCollection,
         python: str | None = None,
         gpu_memory_mb: int = DEFAULT_MEMORY_MB,
-        time_limit: str | int | None = None,
+        time_limit: str | int | float | None = None,
     ) -> None:
         if not name or "/" in name or name in (".", ".."):
             raise ManagerError(None, f"collection name {name!r} cannot be a folder name", "use a plain folder name")
         self.root = Path(os.path.abspath(Path(root).expanduser()))
         self.name = name
         self.dataset_collection = datasets
-        self.python = python or os.path.abspath(sys.executable)
+        self.python = interpreter_path(python) if python else os.path.abspath(sys.executable)
         self.gpu_memory_mb = int(gpu_memory_mb)
+        if time_limit not in (None, ""):
+            check_time_limit(time_limit)
         self.time_limit = time_limit
         self.params: list[RunParams] = []
         self.run_specs: list[RunSpec] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from manager.errors import ManagerError
+from manager.errors import ManagerError, describe
 from manager.matfile import read_mat
 from manager.sequence import SequenceData, sequence_from_fields
 
@@ -19,6 +20,9 @@ Loader = Callable[[Path], Mapping[str, Any]]
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
+    # np.load takes a non-zip file for a pickle and says so, which misleads about a truncated copy.
+    if not zipfile.is_zipfile(path):
+        raise ManagerError(path, "not a complete .npz file (no zip archive in it)", "copy it again, or save it with numpy.savez")
     with np.load(path, allow_pickle=False) as archive:
         return {key: archive[key] for key in archive.files}
 
@@ -40,6 +44,26 @@ def register_loader(suffix: str, loader: Loader) -> None:
     LOADERS[suffix.lower() if suffix.startswith(".") else "." + suffix.lower()] = loader
 
 
+def dataset_name(rel_path: str | Path) -> str:
+    """The name a file gives its dataset (lfads_<name>.h5, single_<name>): the stem, ',' -> '_'."""
+    return Path(rel_path).stem.replace(",", "_")
+
+
+def check_unique_names(rel_paths: Sequence[str | Path]) -> None:
+    """Refuse a list of files in which two give the same dataset name: one would silently replace
+    the other (ManagerError without a path; callers name the file that holds the list)."""
+    seen: dict[str, Path] = {}
+    for rel_path in map(Path, rel_paths):
+        name = dataset_name(rel_path)
+        if name in seen:
+            first = seen[name]
+            if first == rel_path:
+                raise ManagerError(None, f"{rel_path} is listed twice", "list each dataset file once")
+            raise ManagerError(None, f"{first} and {rel_path} both give dataset name {name!r}",
+                               "rename one of the files or list only one")
+        seen[name] = rel_path
+
+
 @dataclass(frozen=True)
 class SourceStamp:
     """Identifies a dataset file's content cheaply (for deciding whether to export again)."""
@@ -57,7 +81,7 @@ class Dataset:
         self.collection = collection
         self.rel_path = Path(rel_path)
         self.loader = loader
-        self.name = self.rel_path.stem.replace(",", "_")
+        self.name = dataset_name(self.rel_path)
         self.subject: str = ""
         self.datenum: float | None = None
         self.n_channels: int | None = None
@@ -90,7 +114,13 @@ class Dataset:
             raise ManagerError(self.path, f"no loader for {self.path.suffix!r} files (known: {known})",
                                "convert the file or call manager.register_loader(suffix, function)")
         self.source_stamp()
-        return loader(self.path)
+        try:
+            return loader(self.path)
+        except ManagerError:
+            raise
+        except Exception as error:  # a bad file must name itself, not end in a library's traceback
+            raise ManagerError(self.path, f"cannot read the file ({describe(error)})",
+                               "copy it again if it is truncated, or re-save it (see docs/manager.md for the formats)") from error
 
     def load_counts(self) -> SequenceData:
         """Counts, time and truth for export and alignment; checked for bad values."""
@@ -128,6 +158,13 @@ class DatasetCollection:
         self.datasets.append(dataset)
 
     def add_files(self, rel_paths: Iterable[str | Path], loader: Loader | None = None) -> list[Dataset]:
+        """One Dataset per file; two files of the list giving one dataset name are refused (`add`
+        replaces an existing dataset of that name, which would silently drop one of them)."""
+        rel_paths = list(rel_paths)
+        try:
+            check_unique_names(rel_paths)
+        except ManagerError as error:
+            raise ManagerError(self.path, error.problem, error.fix) from None
         return [Dataset(self, rel_path, loader) for rel_path in rel_paths]
 
     def __iter__(self) -> Iterator[Dataset]:

@@ -21,3 +21,11 @@ class ManagerError(Exception):
         where = f"{self.path}: " if self.path is not None else ""
         hint = f"; {self.fix}" if self.fix else ""
         return f"{where}{self.problem}{hint}"
+
+
+def describe(error: BaseException) -> str:
+    """A library exception as one short line (their messages may span lines), for inside a ManagerError."""
+    text = " ".join(str(error).split())
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from manager.collection import RunCollection
-from manager.datasets import DatasetCollection
+from manager.collection import RunCollection, check_time_limit, interpreter_path
+from manager.datasets import DatasetCollection, check_unique_names
 from manager.errors import ManagerError
 from manager.matlab_values import ParamValueError
 from manager.params import RunParams
@@ -82,6 +82,10 @@ def _datasets(path: Path, table: dict[str, Any]) -> DatasetCollection:
     for name in files:
         if not (folder / name).is_file():
             raise _fail(path, f"dataset file {folder / name} does not exist", "fix [datasets] files")
+    try:
+        check_unique_names(files)
+    except ManagerError as error:
+        raise _fail(path, f"[datasets] {error.problem}", "rename one of the files, or select only one of them in [datasets]") from None
     collection.add_files(files)
     return collection
 
@@ -106,6 +110,8 @@ def _run_specs(path: Path, doc: Mapping[str, Any], datasets: DatasetCollection, 
         raise _fail(path, "runspec entries must be written as [[runspec]] tables", "use [[runspec]] (two brackets)")
     specs = []
     for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise _fail(path, f"[[runspec]] #{number} must be a table", 'write [[runspec]] followed by name = "..." and datasets = [...]')
         unknown = sorted(set(entry) - _TABLES["runspec"])
         if unknown:
             raise _fail(path, f"unknown key(s) {unknown} in [[runspec]] #{number}", "valid keys are ['datasets', 'name']")
@@ -117,8 +123,12 @@ def _run_specs(path: Path, doc: Mapping[str, Any], datasets: DatasetCollection, 
             specs.append(RunSpec(name, datasets, names))
         except ManagerError as error:
             raise _fail(path, error.problem, error.fix) from error
-    if single_runs:
-        specs += [RunSpec(d.single_run_name, datasets, [d.name]) for d in datasets]
+    for dataset in datasets if single_runs else []:
+        try:
+            specs.append(RunSpec(dataset.single_run_name, datasets, [dataset.name]))
+        except ManagerError as error:  # the name comes from the file, so the fix is there
+            raise _fail(path, f"[datasets] single_runs: {error.problem} (from the file {dataset.rel_path})",
+                        "rename the file (letters, digits and _ . + -) or set single_runs = false") from error
     if not specs:
         raise _fail(path, "no run specs", "add [[runspec]] entries or set single_runs = true in [datasets]")
     return specs
@@ -144,20 +154,37 @@ def load_experiment(path: Path | str) -> RunCollection:
     if not isinstance(memory, int) or isinstance(memory, bool) or memory <= 0:
         raise _fail(path, f"[queue] memory_mb must be a positive whole number of MB, got {memory!r}", "write memory_mb = 4000")
     time_limit = queue.get("time_limit")
-    if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, str | int | float)):
-        raise _fail(path, f"[queue] time_limit must be like \"2h\", \"90m\" or seconds, got {time_limit!r}", 'write time_limit = "2h"')
+    if time_limit is not None:
+        if isinstance(time_limit, bool) or not isinstance(time_limit, str | int | float):
+            raise _fail(path, f"[queue] time_limit must be like \"2h\", \"90m\" or seconds, got {time_limit!r}", 'write time_limit = "2h"')
+        try:
+            check_time_limit(time_limit)
+        except ManagerError as error:
+            raise _fail(path, f"[queue] {error.problem}", 'write time_limit = "2h", or leave it out for no limit') from None
     single_runs = datasets_table.get("single_runs", False)
     if not isinstance(single_runs, bool):
         raise _fail(path, "[datasets] single_runs must be true or false", "write single_runs = true")
-    collection = RunCollection(
-        _resolve(path.parent, _string(path, "collection", "root", collection_table.get("root", ""))),
-        _string(path, "collection", "name", collection_table.get("name", "")),
-        datasets,
-        python=_string(path, "collection", "python", collection_table["python"]) if "python" in collection_table else None,
-        gpu_memory_mb=memory,
-        time_limit=time_limit,
-    )
+    python = None
+    if "python" in collection_table:
+        try:
+            python = interpreter_path(_string(path, "collection", "python", collection_table["python"]), path.parent)
+        except ManagerError as error:
+            raise _fail(path, f"[collection] {error.problem}", f"{error.fix}; a relative path is relative to this file") from None
+    try:
+        collection = RunCollection(
+            _resolve(path.parent, _string(path, "collection", "root", collection_table.get("root", ""))),
+            _string(path, "collection", "name", collection_table.get("name", "")),
+            datasets,
+            python=python,
+            gpu_memory_mb=memory,
+            time_limit=time_limit,
+        )
+    except ManagerError as error:
+        raise _fail(path, f"[collection] {error.problem}", error.fix) from error
     collection.add_params(_params(path, _table(path, doc, "params"), _table(path, doc, "sweep")))
     for spec in _run_specs(path, doc, datasets, single_runs):
-        collection.add_run_spec(spec)
+        try:
+            collection.add_run_spec(spec)
+        except ManagerError as error:
+            raise _fail(path, error.problem, "give one of them another name (single_runs = true adds single_<dataset>)") from error
     return collection

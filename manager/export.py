@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def split_indices(n_trials: int, train_to_test_ratio: int) -> tuple[np.ndarray, 
 
 def rebin_factor(spike_bin_ms: float, input_bin_ms: float, path: Path) -> int:
     ratio = spike_bin_ms / input_bin_ms
-    if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-6:
+    if not math.isfinite(ratio) or ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-6:
         raise ManagerError(
             path, f"spikeBinMs={spike_bin_ms:g} is not a whole multiple of the data's {input_bin_ms:g} ms bins",
             f"set spikeBinMs to a multiple of {input_bin_ms:g}",

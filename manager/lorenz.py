@@ -14,16 +14,23 @@ Storage (so a full-size dataset is a few MB instead of ~0.5 GB):
                            "truth" is up to e^20 times what the data can show, and no fit can match it.
                            The rate itself is W, b and lorenz_trajectories, all stored.
   conditionId              nTrials x 1, 1-based index into the conditions
+  generator_settings       JSON text: the seed and every LorenzSizes knob the file was made with, so
+                           `only_missing` can tell a file made with other settings from a reusable one
 The dataset loader expands the truth to trials through `conditionId`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import scipy.io
 
+from manager.errors import ManagerError
 from manager.matfile import write_mat
 
 SIGMA, RHO, BETA = 10.0, 28.0, 8.0 / 3.0
@@ -48,24 +55,61 @@ class LorenzSizes:
     # (1 = the original's 0/1 spikes). Coarser bins make files and exports much smaller.
     bin_ms: int = 1
 
+    def __post_init__(self) -> None:
+        """Refuse knobs that would crash the generator or make data no run can use (one-line errors)."""
+        for name in ("n_conditions", "min_trials_per_condition", "min_channels", "bin_ms"):
+            self._whole(name, 1)
+        self._whole("burn_in", 0)
+        if self.bin_ms > 255:  # spikes are stored as uint8 counts per bin
+            raise _knob_error("bin_ms", self.bin_ms, "at most 255")
+        # bounds that depend on other knobs come after those are checked (and cast to int)
+        self._whole("max_trials_per_condition", self.min_trials_per_condition)
+        self._whole("max_channels", self.min_channels)
+        self._whole("n_time", 2 * self.bin_ms, " (two bins of bin_ms)")
+        for name in ("dt", "mean_rate_hz"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise _knob_error(name, value, "a positive number")
+            object.__setattr__(self, name, float(value))
+
+    def _whole(self, name: str, low: int, why: str = "") -> None:
+        value = getattr(self, name)
+        if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                or value != int(value) or value < low):
+            raise _knob_error(name, value, f"a whole number >= {low}{why}")
+        object.__setattr__(self, name, int(value))
+
+    def settings(self, seed: int) -> dict[str, Any]:
+        """What a generated file records: the seed and every knob (they determine its content)."""
+        return {"seed": int(seed), **asdict(self)}
+
+
+def _knob_error(name: str, value: object, expected: str) -> ManagerError:
+    return ManagerError(None, f"Lorenz knob {name} must be {expected}, got {value!r}",
+                        f"set another value (lfads-manager demo --lorenz {name}=VALUE)")
+
 
 def lorenz_trajectories(n_conditions: int, n_time: int, burn_in: int, dt: float, rng: np.random.Generator) -> np.ndarray:
     """Normalised Lorenz trajectories, 3 x nTime x nConditions (the layout of `lorenz_trajectories`)."""
     state = rng.standard_normal((n_conditions, 3)) + np.array([0.0, 0.0, 25.0])
     out = np.empty((n_conditions, 3, n_time))
-    for step in range(burn_in + n_time):
-        if step >= burn_in:
-            out[:, :, step - burn_in] = state
-        x, y, z = state[:, 0], state[:, 1], state[:, 2]
-        # Forward Euler on the full equations (one published version of the generator dropped -y).
-        derivative = np.stack([SIGMA * (y - x), x * (RHO - z) - y, x * y - BETA * z], axis=1)
-        state = state + dt * derivative
+    with np.errstate(over="ignore", invalid="ignore"):  # a too large dt diverges: reported below, once
+        for step in range(burn_in + n_time):
+            if step >= burn_in:
+                out[:, :, step - burn_in] = state
+            x, y, z = state[:, 0], state[:, 1], state[:, 2]
+            # Forward Euler on the full equations (one published version of the generator dropped -y).
+            derivative = np.stack([SIGMA * (y - x), x * (RHO - z) - y, x * y - BETA * z], axis=1)
+            state = state + dt * derivative
+    if not np.isfinite(out).all():
+        raise ManagerError(None, f"the Lorenz system diverged with dt={dt:g}", "use a smaller dt (the original's is 0.006)")
     out -= out.mean(axis=2, keepdims=True)
     out /= out.max(axis=2, keepdims=True)
     return np.transpose(out, (1, 2, 0))
 
 
-def _dataset_fields(index: int, trajectories: np.ndarray, sizes: LorenzSizes, rng: np.random.Generator) -> dict[str, object]:
+def _dataset_fields(index: int, trajectories: np.ndarray, sizes: LorenzSizes, rng: np.random.Generator,
+                    settings: dict[str, Any]) -> dict[str, object]:
     n_conditions = trajectories.shape[2]
     n_channels = int(rng.integers(sizes.min_channels, sizes.max_channels + 1))
     trials_per_condition = rng.integers(sizes.min_trials_per_condition, sizes.max_trials_per_condition + 1, n_conditions)
@@ -96,12 +140,37 @@ def _dataset_fields(index: int, trajectories: np.ndarray, sizes: LorenzSizes, rn
         "b": bias,
         "lorenz_trajectories": trajectories,
         "true_rates_by_condition": expected_counts.astype(np.float32),
+        "generator_settings": json.dumps(settings, sort_keys=True),
     }
 
 
 def dataset_path(directory: Path, index: int) -> Path:
     """`directory/dataset00N.mat` for 1-based `index`."""
     return Path(directory) / f"dataset{index:03d}.mat"
+
+
+def recorded_settings(path: Path) -> dict[str, Any] | None:
+    """The generator settings a file records; None when it has none or cannot be read."""
+    try:
+        raw = scipy.io.loadmat(path, variable_names=["generator_settings"]).get("generator_settings")
+        settings = json.loads(str(raw[0])) if raw is not None and raw.size else None
+    except Exception:  # unreadable or not ours: the caller reports it as "not made with these settings"
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
+def _check_reusable(path: Path, wanted: dict[str, Any]) -> None:
+    """A file is reused only when it was made with the same settings: a dataset made with other
+    bins or sizes next to new ones would mix bin widths, or keep failing the same check."""
+    found = recorded_settings(path)
+    if found == wanted:
+        return
+    if found is None:
+        problem = "has no record of the Lorenz settings it was made with (an older lfads-manager made it, or not the generator)"
+    else:
+        changed = ", ".join(f"{key}={found.get(key)!r} there, {value!r} now" for key, value in wanted.items() if found.get(key) != value)
+        problem = f"was made with other Lorenz settings ({changed})"
+    raise ManagerError(path, problem, f"use another folder, or delete {path.parent} so that it is generated again")
 
 
 def generate_lorenz_datasets(
@@ -116,22 +185,28 @@ def generate_lorenz_datasets(
 
     Size knobs are the fields of `LorenzSizes` (e.g. ``n_conditions=8, n_time=200``). Each dataset
     has its own child seed, so dataset k is the same whatever `n_datasets` is, and with
-    `only_missing=True` existing files are kept untouched.
+    `only_missing=True` existing files are kept untouched; they must have been made with the same
+    seed and knobs (ManagerError otherwise, before anything is written).
     """
     sizes = sizes or LorenzSizes()
     if size_knobs:
         sizes = LorenzSizes(**{**sizes.__dict__, **size_knobs})
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     condition_seed, *dataset_seeds = np.random.SeedSequence(seed).spawn(n_datasets + 1)
     paths = [dataset_path(directory, index) for index in range(1, n_datasets + 1)]
-    if only_missing and all(path.exists() for path in paths):
-        return paths
+    settings = sizes.settings(seed)
+    if only_missing:
+        for path in paths:  # all of them before writing any
+            if path.exists():
+                _check_reusable(path, settings)
+        if all(path.exists() for path in paths):
+            return paths
     trajectories = lorenz_trajectories(
         sizes.n_conditions, sizes.n_time, sizes.burn_in, sizes.dt, np.random.default_rng(condition_seed)
     )
+    directory.mkdir(parents=True, exist_ok=True)  # only once the settings proved usable
     for index, (path, child) in enumerate(zip(paths, dataset_seeds, strict=True), start=1):
         if only_missing and path.exists():
             continue
-        write_mat(path, _dataset_fields(index, trajectories, sizes, np.random.default_rng(child)))
+        write_mat(path, _dataset_fields(index, trajectories, sizes, np.random.default_rng(child), settings))
     return paths

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.io
 
 from manager.atomicio import write_bytes_atomic, write_if_changed
-from manager.errors import ManagerError
+from manager.errors import ManagerError, describe
 
 _HEADER_BYTES = 128
 _HEADER_TEXT_BYTES = 116
@@ -72,8 +72,9 @@ def read_mat(path: Path) -> dict[str, Any]:
         if is_mat_v73(path):
             return _read_mat_v73(path)
         raw = scipy.io.loadmat(path, squeeze_me=False, mat_dtype=False)
-    except (OSError, ValueError, NotImplementedError) as error:
-        raise ManagerError(path, f"cannot read MATLAB file ({error})", "save it with save(..., '-v7') or '-v7.3'") from error
+    except Exception as error:  # scipy's MatReadError, zlib, h5py, ...: any of them means an unreadable file
+        raise ManagerError(path, f"cannot read MATLAB file ({describe(error)})",
+                           "copy the file again if it is truncated, or save it with save(..., '-v7') or '-v7.3'") from error
     return {key: _from_v5(value) for key, value in raw.items() if not key.startswith("__")}
 
 

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from manager.datahash import MValue, short_hash
 from manager.errors import ManagerError
 from manager.matlab_values import ParamValueError, cast_value, matlab_isequal, to_mvalue
-from manager.params_schema import DATA_HASH_VERSION_CUTOFF, NOT_AFFECTING_HASH, PROPERTIES, ROOT_NAMES, Prop
+from manager.params_schema import (
+    ALIGNMENT_OPTIONS,
+    AT_LEAST_ONE,
+    CHOICES,
+    DATA_HASH_VERSION_CUTOFF,
+    NOT_AFFECTING_HASH,
+    POSITIVE_FINITE,
+    PROPERTIES,
+    ROOT_NAMES,
+    Prop,
+)
 
 HASH_LENGTH = 6
 
@@ -60,7 +71,9 @@ class RunParams:
 
     def __setattr__(self, name: str, value: Any) -> None:
         prop = self.prop_named(name)
-        self._values[name] = cast_value(prop, value)
+        value = cast_value(prop, value)
+        check_usable(name, value)
+        self._values[name] = value
         self._cache.clear()
 
     def __dir__(self) -> Iterable[str]:
@@ -153,3 +166,20 @@ class RunParams:
             return cls(**dict(values))
         except ParamValueError as error:
             raise ManagerError(source, str(error), "fix the value in [params]") from error
+
+
+def check_usable(name: str, value: Any) -> None:
+    """ParamValueError for a value of the right type that no run can use (params_schema.AT_LEAST_ONE, ...)."""
+    if name in AT_LEAST_ONE and not (isinstance(value, int | float) and not isinstance(value, bool)
+                                     and math.isfinite(value) and value >= 1 and value == int(value)):
+        raise ParamValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if name in POSITIVE_FINITE and not (math.isfinite(value) and value > 0):
+        raise ParamValueError(f"{name} must be a positive, finite number of ms, got {value!r}")
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ParamValueError(f"{name} must be one of {', '.join(map(repr, CHOICES[name]))}, got {value!r}")
+    if name == "alignmentExtraArgs":
+        if len(value) % 2:
+            raise ParamValueError(f"alignmentExtraArgs must be name/value pairs, got {len(value)} entries")
+        unknown = [option for option in value[::2] if option not in ALIGNMENT_OPTIONS]
+        if unknown:
+            raise ParamValueError(f"alignmentExtraArgs: unknown option {unknown[0]!r}; known: {', '.join(ALIGNMENT_OPTIONS)}")

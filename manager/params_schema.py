@@ -121,6 +121,18 @@ PROPERTIES: tuple[Prop, ...] = (
     _p("setInFactorsMatchDataForSingleDataset", "logical", False, "retired", hidden=True),
 )
 
+# Values a property's MATLAB class can hold but no run can use (a division by zero, an empty training
+# set, a flag LFADS refuses): refused on assignment, so a TOML file or script hears about them at once
+# instead of from a traceback during export or a failed run in the queue.
+AT_LEAST_ONE: frozenset[str] = frozenset({"c_batch_size", "c_factors_dim", "trainToTestRatio", "num_samples_posterior"})
+POSITIVE_FINITE: frozenset[str] = frozenset({"spikeBinMs"})
+CHOICES: dict[str, tuple[str, ...]] = {
+    "posterior_mean_kind": ("posterior_sample_and_average", "posterior_push_mean"),
+    "alignmentApproach": ("regressGlobalPCs", "ridgeRegressGlobalPCs"),
+}
+# alignmentExtraArgs names the alignment understands (MATLAB's inputParser refuses others too).
+ALIGNMENT_OPTIONS: tuple[str, ...] = ("ridgeNormalizeEach",)
+
 # Never hashed (RunParams.getListPropertiesNotAffectingHash, plus name and version).
 NOT_AFFECTING_HASH: frozenset[str] = frozenset(
     {

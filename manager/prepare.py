@@ -1,10 +1,12 @@
 """prepare(): the run tree on disk, in phases that never leave a half-written state behind.
 
-1. check what is in the way (a plain file where a symlink or folder must go);
+1. check what is in the way (a plain file where a symlink or folder must go, or a file in lfadsInput/
+   that LFADS would load although the run spec does not have it);
 2. for every (data hash, run spec) whose export is missing or stale, load and check its datasets and
    compute the alignment; check every run's batch size against the trial counts;
 3. write the exports (once per data hash + run spec; every file atomic and compared before writing);
-4. write each run folder: lfadsInput symlinks, step scripts, runqueue.json;
+4. write each run folder: lfadsInput symlinks (removing the ones it made for datasets the run spec no
+   longer has), step scripts, runqueue.json;
 5. write the collection's summary.txt, launch_tensorboard.sh and run_lfads.py.
 Errors in 1-2 stop before anything is written.
 """
@@ -25,17 +27,19 @@ from manager.atomicio import write_if_changed
 from manager.datasets import minimum_trials
 from manager.errors import ManagerError
 from manager.export import (
+    INPUT_INFO_PREFIX,
+    LFADS_FILE_PREFIX,
     input_info_fields,
     input_info_file_name,
     lfads_arrays,
     lfads_file_name,
     rebin_factor,
-    rebin_sum,
     write_input_info,
     write_lfads_h5,
 )
 from manager.run import Run
 from manager.scripts import (
+    LFADS_INPUT_STEM,
     SCRIPT_MODE,
     posterior_mean_script,
     queue_script,
@@ -68,6 +72,8 @@ EXPORT_FORMAT = 1
 class PrepareReport:
     exported: list[Path] = field(default_factory=list)  # data_<h>/<spec> folders (re)exported
     files_written: list[Path] = field(default_factory=list)
+    # stale lfadsInput links and exports of datasets a run spec no longer has
+    files_removed: list[Path] = field(default_factory=list)
     export_seconds: float = 0.0
     other_seconds: float = 0.0
 
@@ -78,6 +84,7 @@ class _ExportPlan:
     sequences: list[SequenceData]
     rebins: list[int]
     alignment: AlignmentResult | None
+    alignment_png: bytes | None  # drawn while planning, so a plotting error stops before any write
     stamp: dict[str, Any]
 
 
@@ -87,6 +94,24 @@ def _say(progress: Callable[[str], None] | None, message: str) -> None:
 
 
 # ---- phase 1 ------------------------------------------------------------------------------
+def _stray_inputs(run: Run) -> tuple[list[Path], list[Path]]:
+    """Entries of lfadsInput/ that are not the run's inputs: (links prepare made, which it may
+    remove; anything else LFADS would load as a dataset, which it must not touch)."""
+    folder = run.paths.lfads_input
+    if not folder.is_dir():
+        return [], []
+    wanted = run.symlink_targets()
+    ours, foreign = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name in wanted:
+            continue
+        if entry.is_symlink() and entry.name.startswith((LFADS_FILE_PREFIX, INPUT_INFO_PREFIX)):
+            ours.append(entry)
+        elif entry.name.startswith(LFADS_INPUT_STEM):
+            foreign.append(entry)
+    return ours, foreign
+
+
 def _check_obstacles(runs: list[Run]) -> None:
     for run in runs:
         for folder in (run.path, run.paths.lfads_input, run.path_common_data):
@@ -97,6 +122,10 @@ def _check_obstacles(runs: list[Run]) -> None:
             if (entry.exists() or entry.is_dir()) and not entry.is_symlink():
                 raise ManagerError(entry, "an existing file is in the way of the lfadsInput symlink",
                                    "move it away or delete it, then prepare again")
+        _, foreign = _stray_inputs(run)
+        if foreign:
+            raise ManagerError(foreign[0], f"LFADS would load this as a dataset, but run spec {run.spec.name!r} has only "
+                               f"{', '.join(run.dataset_names)}", "move it out of lfadsInput/, then prepare again")
 
 
 # ---- phase 2 ------------------------------------------------------------------------------
@@ -145,20 +174,21 @@ def _plan_export(run: Run, source: dict[str, Any], cache: dict[str, SequenceData
         data = cache[dataset.name]
         sequences.append(data)
         rebins.append(rebin_factor(params.spikeBinMs, data.bin_width_ms, dataset.path))
-    bins = {d.name: rebin_sum(s.counts[:1, :1], r).shape[-1] for d, s, r in zip(run.spec.datasets, sequences, rebins, strict=True)}
+    bins = {d.name: s.n_time // r for d, s, r in zip(run.spec.datasets, sequences, rebins, strict=True)}
     if len(set(bins.values())) > 1:
         raise ManagerError(run.spec.datasets[0].path, f"run spec {run.spec.name!r} mixes trial lengths after rebinning {bins}",
                            "trim every dataset of a stitched run to the same duration")
     if min(bins.values()) == 0:
         raise ManagerError(run.spec.datasets[0].path, f"trials are shorter than one {params.spikeBinMs:g} ms bin",
                            "lower spikeBinMs")
-    alignment = None
+    alignment, png = None, None
     if run.uses_alignment:
         alignment = compute_alignment(sequences, rebins, int(params.c_factors_dim), params.alignmentApproach,
                                       params.alignmentExtraArgs, where=run.spec.datasets[0].path)
+        png = plot_alignment_reconstruction(alignment, run.dataset_names)
     counts = {d.name: {"n_trials": s.n_trials, "n_ext": 0 if s.external_inputs is None else int(s.external_inputs.shape[1])}
               for d, s in zip(run.spec.datasets, sequences, strict=True)}
-    return _ExportPlan(run, sequences, rebins, alignment, {"source": source, "datasets": counts})
+    return _ExportPlan(run, sequences, rebins, alignment, png, {"source": source, "datasets": counts})
 
 
 def _check_trials(run: Run, counts: dict[str, dict[str, int]]) -> None:
@@ -179,10 +209,43 @@ def _check_trials(run: Run, counts: dict[str, dict[str, int]]) -> None:
 
 
 # ---- phase 3 ------------------------------------------------------------------------------
-def _write_export(plan: _ExportPlan, force: bool) -> list[Path]:
+def _stamped_dataset_names(stamp: dict[str, Any] | None) -> set[str]:
+    """Datasets an earlier export of this folder wrote (so their files are ours to remove)."""
+    if not isinstance(stamp, dict):
+        return set()
+    names = set(stamp.get("datasets") or {})
+    source = stamp.get("source")
+    if isinstance(source, dict):
+        names |= {d.get("name") for d in source.get("datasets") or [] if isinstance(d, dict)}
+    return {name for name in names if isinstance(name, str)}
+
+
+def _remove_stale_exports(plan: _ExportPlan) -> list[Path]:
+    """Files of an earlier export of this folder for datasets the run spec no longer has (and its
+    alignment plot when alignment is off now); files the stamp does not name are left alone."""
+    data_dir = plan.run.path_common_data
+    previous = _read_stamp(data_dir)
+    if previous is None:
+        return []
+    stale = [data_dir / name(dataset) for dataset in sorted(_stamped_dataset_names(previous) - set(plan.run.dataset_names))
+             for name in (lfads_file_name, input_info_file_name)]
+    if plan.alignment is None:
+        stale.append(data_dir / ALIGNMENT_PLOT_FILE)
+    removed = []
+    for path in stale:
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _write_export(plan: _ExportPlan, force: bool) -> tuple[list[Path], list[Path]]:
+    """(files written, stale files removed)."""
     run = plan.run
     data_dir = run.path_common_data
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Before the new stamp is written: the old one is the record of which files were ours.
+    removed = _remove_stale_exports(plan)
     written = []
     for index, (dataset, data, rebin) in enumerate(zip(run.spec.datasets, plan.sequences, plan.rebins, strict=True)):
         alignment = plan.alignment.alignments[index] if plan.alignment else None
@@ -194,12 +257,10 @@ def _write_export(plan: _ExportPlan, force: bool) -> list[Path]:
         fields = input_info_fields(data, int(run.params.trainToTestRatio), run.params.data_hash)
         if write_input_info(info_path, fields, force):
             written.append(info_path)
-    if plan.alignment is not None:
-        png = plot_alignment_reconstruction(plan.alignment, run.dataset_names)
-        if write_if_changed(data_dir / ALIGNMENT_PLOT_FILE, png):
-            written.append(data_dir / ALIGNMENT_PLOT_FILE)
+    if plan.alignment_png is not None and write_if_changed(data_dir / ALIGNMENT_PLOT_FILE, plan.alignment_png):
+        written.append(data_dir / ALIGNMENT_PLOT_FILE)
     write_if_changed(data_dir / EXPORT_STAMP_FILE, json.dumps(plan.stamp, indent=1, sort_keys=True) + "\n")
-    return written
+    return written, removed
 
 
 # ---- phase 4 ------------------------------------------------------------------------------
@@ -255,6 +316,18 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     return written
 
 
+def _remove_stale_links(run: Run, progress: Callable[[str], None] | None) -> list[Path]:
+    """Links prepare made for datasets the run spec no longer has: LFADS loads every lfads* file
+    in lfadsInput/, so a leftover link would train the model on a dataset the spec dropped."""
+    stale, _ = _stray_inputs(run)
+    for entry in stale:
+        entry.unlink()
+    if stale and (run.paths.done_marker.exists() or run.paths.lfads_output.exists()):
+        _say(progress, f"note: {run.path} was trained with other datasets than {', '.join(run.dataset_names)}; "
+                       "delete its lfadsOutput/ and lfads.done to train it on the current ones")
+    return stale
+
+
 # ---- phase 5 ------------------------------------------------------------------------------
 def write_collection_files(collection: RunCollection, only_summary: bool = False) -> bool:
     collection.path.mkdir(parents=True, exist_ok=True)
@@ -301,7 +374,9 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
     for plan in plans:
         t0 = time.perf_counter()
         _say(progress, f"exporting {plan.run.params.data_hash_name}/{plan.run.spec.name}")
-        report.files_written += _write_export(plan, force=regenerate)
+        written, removed = _write_export(plan, force=regenerate)
+        report.files_written += written
+        report.files_removed += removed
         report.exported.append(plan.run.path_common_data)
         export_seconds += time.perf_counter() - t0
     cache.clear()
@@ -310,6 +385,7 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
     scripts: _ScriptCache = {}
     for run in runs:
         report.files_written += _write_run(run, regenerate, resources, scripts)
+        report.files_removed += _remove_stale_links(run, progress)
     write_collection_files(collection)
     report.export_seconds = export_seconds
     report.other_seconds = time.perf_counter() - started - export_seconds

@@ -12,7 +12,7 @@ from manager.atomicio import write_if_changed
 from manager.errors import ManagerError
 from manager.export import LFADS_FILE_PREFIX
 from manager.results import PosteriorMeans, fit_log, input_datasets, load_posterior_means, posterior_files
-from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT
+from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT, TRAIN_SCRIPT
 
 REPORT_DIR = "report"
 
@@ -105,6 +105,9 @@ def write_report(run_dir: Path | str) -> list[str]:
     """Write report/*.png for whatever the run has produced; return the lines to print."""
     run_dir = Path(run_dir).absolute()
     output = run_dir / LFADS_OUTPUT
+    if not (run_dir / TRAIN_SCRIPT).is_file():
+        what = "not a run folder (it has no lfads_train.sh)" if run_dir.is_dir() else "no such folder"
+        raise ManagerError(run_dir, what, "give a run folder, e.g. runs/<collection>/param_<hash>/<spec>")
     if not output.is_dir():
         raise ManagerError(output, "no LFADS output yet", "train the run first (python run_lfads.py in its collection)")
     has_fitlog = (output / "fitlog.csv").exists()
@@ -116,8 +119,15 @@ def write_report(run_dir: Path | str) -> list[str]:
     report.mkdir(exist_ok=True)
     lines = []
     if has_fitlog:
-        write_if_changed(report / "training_curves.png", training_curves_png(run_dir))
-        lines.append(f"wrote {report / 'training_curves.png'}")
+        try:
+            curves = training_curves_png(run_dir)
+        except ManagerError as error:  # a broken fitlog.csv must not hide the rate plots
+            if not has_posterior:
+                raise
+            lines.append(f"skipped the training curves: {error}")
+        else:
+            write_if_changed(report / "training_curves.png", curves)
+            lines.append(f"wrote {report / 'training_curves.png'}")
     if not has_posterior:
         lines.append("no posterior means yet (run lfads_posterior_mean_sample.sh); skipped the rate plots")
         return lines

@@ -184,6 +184,10 @@ def fit_log(run: Run | Path | str) -> FitLog:
     rows = [_parse_fitlog_line([f.strip() for f in line.split(",")]) for line in path.read_text().splitlines() if line.strip()]
     if not rows:
         raise ManagerError(path, "fitlog.csv is empty", "wait for the first epoch to finish")
+    # A file without LFADS's "epoch,N, step,N, ..." rows would plot as empty axes and look like success.
+    if not any(row.get("epoch") for row in rows):
+        raise ManagerError(path, "no 'epoch,N, step,N, ...' rows in fitlog.csv (not written by LFADS?)",
+                           "let training write it again (delete the file and requeue the run)")
 
     def column(label: str, position: int) -> np.ndarray:
         return np.array([row[label][position] if len(row.get(label, [])) > position else np.nan for row in rows])

@@ -18,18 +18,34 @@ class RunSpec:
 
     `datasets` may be names (``["dataset001"]``), 0-based indices, a boolean mask over the
     collection, or a single one of those. The name becomes a folder name.
+
+    The selection is kept by dataset name and looked up in the collection at each use: indices and
+    masks refer to the collection as it is now, so after `filter_datasets` they would silently
+    point at other sessions. A dataset filtered out later is an error, not a substitution.
     """
 
     name: str
     collection: DatasetCollection
-    dataset_indices: tuple[int, ...]
+    selected_names: tuple[str, ...]
 
     def __init__(self, name: str, collection: DatasetCollection, datasets: object = None) -> None:
         if not name or not _SAFE_NAME.match(name) or name in (".", ".."):
             raise ManagerError(None, f"run spec name {name!r} cannot be a folder name", "use letters, digits and _ . + -")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "collection", collection)
-        object.__setattr__(self, "dataset_indices", _resolve(name, collection, datasets))
+        indices = _resolve(name, collection, datasets)
+        object.__setattr__(self, "selected_names", tuple(collection[index].name for index in indices))
+
+    @property
+    def dataset_indices(self) -> tuple[int, ...]:
+        """0-based positions of the selected datasets in the collection as it is now."""
+        names = self.collection.names
+        missing = [ds for ds in self.selected_names if ds not in names]
+        if missing:
+            raise ManagerError(self.collection.path,
+                               f"run spec {self.name!r} uses dataset(s) {', '.join(missing)}, no longer in the collection",
+                               "make run specs after filtering the collection, or keep their datasets in it")
+        return tuple(names.index(ds) for ds in self.selected_names)
 
     @property
     def datasets(self) -> list[Dataset]:
@@ -37,11 +53,11 @@ class RunSpec:
 
     @property
     def dataset_names(self) -> list[str]:
-        return [dataset.name for dataset in self.datasets]
+        return list(self.selected_names)
 
     @property
     def n_datasets(self) -> int:
-        return len(self.dataset_indices)
+        return len(self.selected_names)
 
     def same_as(self, other: RunSpec) -> bool:
         """Equal name and datasets: `add_run_spec` replaces such an entry instead of adding it."""

@@ -16,6 +16,8 @@ from manager.params import RunParams
 from manager.params_schema import Prop
 
 SCRIPT_MODE = 0o755
+# LFADS loads every file in lfadsInput/ whose name starts with this (--data_filename_stem).
+LFADS_INPUT_STEM = "lfads"
 _SCALED_INCREASE = ("c_kl_increase_steps", "c_l2_increase_steps")
 _SCALED_START = ("c_kl_start_step", "c_l2_start_step")
 _RUN_DIR_LINE = 'run_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"'
@@ -53,7 +55,7 @@ def _flags(pairs: Iterable[tuple[str, str]], leave_out: Sequence[str] = ()) -> l
 def _step_script(description: str, python: str, kind_args: list[str], flags: list[str]) -> str:
     command = [
         shlex.quote(python), "-m", "lfads", *kind_args,
-        '--data_dir="$run_dir/lfadsInput"', "--data_filename_stem=lfads", '--lfads_save_dir="$run_dir/lfadsOutput"', *flags,
+        '--data_dir="$run_dir/lfadsInput"', f"--data_filename_stem={LFADS_INPUT_STEM}", '--lfads_save_dir="$run_dir/lfadsOutput"', *flags,
     ]
     return "\n".join([
         "#!/usr/bin/env bash",

@@ -51,10 +51,35 @@ class SequenceData:
 
 
 def _first(fields: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    return _first_item(fields, keys)[1]
+
+
+def _first_item(fields: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[str, Any]:
     for key in keys:
         if key in fields:
-            return fields[key]
-    return None
+            return key, fields[key]
+    return keys[0], None
+
+
+def _numbers(raw: Any, key: str, path: Path, what: str, dtype: type | None = None) -> np.ndarray:
+    """`raw` as a numeric array, or a one-line error naming the field (strings, ragged cells, ...)."""
+    try:
+        array = np.asarray(raw, dtype=dtype)
+    except (ValueError, TypeError) as error:
+        ragged = "inhomogeneous" in str(error)
+        problem = f"{key} is not one array (trials of different lengths?)" if ragged else f"{key} must be numbers, got {_short(raw)}"
+        raise ManagerError(path, problem, f"store {key} as {what}") from None
+    if array.dtype.kind not in "biuf":
+        raise ManagerError(path, f"{key} must be numbers, got {_short(raw)}", f"store {key} as {what}")
+    return array
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype}"
+    return "a cell array" if isinstance(value, list) else type(value).__name__
 
 
 def _condition_vector(raw: Any, n_trials: int, path: Path) -> np.ndarray | None:
@@ -82,8 +107,13 @@ def _bin_width(time: np.ndarray, n_time: int, path: Path) -> tuple[np.ndarray, f
     if n_time < 2:
         return rows[0].astype(np.float64), 1.0
     steps = np.diff(rows.astype(np.float64), axis=-1)
+    if not np.isfinite(steps).all():
+        raise ManagerError(path, "NaN or inf in the time vector", "store the time of every bin in ms")
+    if steps.min() <= 0:
+        raise ManagerError(path, f"the time vector does not increase (steps from {steps.min():g} to {steps.max():g} ms)",
+                           "store the bin times in increasing order")
     width = float(steps.flat[0])
-    if width <= 0 or not np.allclose(steps, width, rtol=1e-9, atol=1e-9):
+    if not np.allclose(steps, width, rtol=1e-9, atol=1e-9):
         raise ManagerError(
             path, f"inconsistent bin widths in the time vector (from {steps.min():g} to {steps.max():g} ms)",
             "resample every trial to one common bin width",
@@ -93,24 +123,25 @@ def _bin_width(time: np.ndarray, n_time: int, path: Path) -> tuple[np.ndarray, f
 
 def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
     """Map loaded variables to SequenceData and refuse data the export cannot use."""
-    counts_raw = _first(fields, COUNT_KEYS)
+    counts_key, counts_raw = _first_item(fields, COUNT_KEYS)
     if counts_raw is None:
         raise ManagerError(path, f"no spike counts found (looked for {', '.join(COUNT_KEYS)})", "save the counts as 'counts' (trials x channels x time)")
-    counts = np.asarray(counts_raw)
+    counts = _numbers(counts_raw, counts_key, path, "one trials x channels x time array, every trial the same length")
     if counts.ndim == 2:
         counts = counts[:, :, None] if counts.shape[0] else counts.reshape(0, 0, 0)
     if counts.ndim != 3 or counts.shape[0] == 0:
         raise ManagerError(path, f"counts must be a non-empty trials x channels x time array, got shape {counts.shape}", "reshape the counts")
     check_counts(counts, path)
     n_trials, _, n_time = counts.shape
-    time_raw = _first(fields, TIME_KEYS)
-    time = np.arange(1, n_time + 1, dtype=np.float64) if time_raw is None else np.asarray(time_raw, dtype=np.float64)
+    time_key, time_raw = _first_item(fields, TIME_KEYS)
+    time = (np.arange(1, n_time + 1, dtype=np.float64) if time_raw is None
+            else _numbers(time_raw, time_key, path, "the time of each bin in ms", np.float64))
     time_ms, width = _bin_width(time, n_time, path)
     condition_id = _condition_vector(_first(fields, CONDITION_KEYS), n_trials, path)
     truth = _truth(fields, counts.shape, condition_id, path)
-    ext = _first(fields, EXT_INPUT_KEYS)
+    ext_key, ext = _first_item(fields, EXT_INPUT_KEYS)
     if ext is not None:
-        ext = np.asarray(ext, dtype=np.float64)
+        ext = _numbers(ext, ext_key, path, "trials x inputs x time numbers", np.float64)
         if ext.ndim == 2:
             ext = ext[:, None, :]
         if ext.shape[0] != n_trials or ext.shape[2] != n_time:
@@ -119,19 +150,26 @@ def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
 
 
 def _truth(fields: Mapping[str, Any], shape: tuple[int, ...], condition_id: np.ndarray | None, path: Path) -> np.ndarray | None:
-    truth = _first(fields, TRUTH_KEYS)
+    truth_key, truth = _first_item(fields, TRUTH_KEYS)
     if truth is not None:
-        truth = np.asarray(truth)
+        truth = _numbers(truth, truth_key, path, "numbers with the counts' shape")
         if truth.shape != shape:
             raise ManagerError(path, f"truth shape {truth.shape} differs from counts {shape}", "store truth with the counts' shape")
         return truth
     by_condition = fields.get(TRUTH_BY_CONDITION_KEY)
     if by_condition is None:
         return None
-    by_condition = np.asarray(by_condition)
+    by_condition = _numbers(by_condition, TRUTH_BY_CONDITION_KEY, path, "conditions x channels x time numbers")
     if condition_id is None:
         raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} needs conditionId", "store conditionId (1-based) next to it")
-    index = condition_id.astype(np.int64) - 1
+    try:
+        numbers = condition_id.astype(np.float64)
+    except (ValueError, TypeError):
+        numbers = np.array([np.nan])
+    if not np.isfinite(numbers).all() or (numbers != np.round(numbers)).any():
+        raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} needs whole-number conditionId, got {condition_id.tolist()[0]!r}",
+                           "store conditionId as 1-based condition numbers, or store per-trial truth instead")
+    index = numbers.astype(np.int64) - 1
     if by_condition.shape[1:] != shape[1:] or index.min() < 0 or index.max() >= by_condition.shape[0]:
         raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} shape {by_condition.shape} does not fit conditionId and counts {shape}",
                            "store conditions x channels x time with 1-based conditionId")

@@ -64,3 +64,22 @@ def test_the_manager_never_imports_tensorflow():
     code = ("import sys, manager, manager.cli, manager.demo, manager.experiment, manager.report; "
             "sys.exit(any(m.split('.')[0] in ('tensorflow', 'lfads') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_run_specs_keep_their_datasets_when_the_collection_is_filtered(tmp_path):
+    (tmp_path / "datasets").mkdir()
+    for seed, (name, n_trials) in enumerate((("ds001", 40), ("ds002", 40), ("ds003", 12))):
+        write_npz_dataset(tmp_path / "datasets" / f"{name}.npz", n_trials=n_trials, seed=seed)
+    collection = small_collection(tmp_path, ["ds001.npz", "ds002.npz", "ds003.npz"])
+    datasets = collection.dataset_collection
+    by_name, by_index = RunSpec("by_name", datasets, ["ds002"]), RunSpec("by_index", datasets, [2])
+    first = RunSpec("first", datasets, [True, False, False])
+    datasets.filter_datasets([False, True, True])
+    assert by_name.dataset_names == ["ds002"] and [d.name for d in by_name.datasets] == ["ds002"]
+    assert by_index.dataset_names == ["ds003"] and by_index.dataset_indices == (1,)
+    datasets.filter_having_minimum_trials_for_batch_size(collection.params[0])  # drops ds003 (12 trials)
+    assert [d.name for d in by_name.datasets] == ["ds002"] and by_name.dataset_indices == (0,)
+    collection.run_specs = [by_name, first]
+    with pytest.raises(ManagerError, match=r"run spec 'first' uses dataset\(s\) ds001, no longer in the collection"):
+        collection.prepare()
+    assert not (tmp_path / "runs").exists()

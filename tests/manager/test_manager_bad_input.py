@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from manager_test_helpers import file_states, run_manager_cli, write_npz_dataset
+from manager_test_helpers import file_states, run_manager_cli, run_manager_cli_in_process, write_npz_dataset
 
 
 def experiment(tmp_path: Path, params: str = "c_batch_size = 4\nc_factors_dim = 3", extra: str = "",
@@ -30,11 +31,15 @@ glob = "*.npz"
     return path
 
 
-def fails(tmp_path: Path, toml: Path, *, names: Path, says: str) -> None:
-    result = run_manager_cli("prepare", str(toml))
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    message = result.stderr.strip().splitlines()[-1]  # earlier lines are progress
+def fails(tmp_path: Path, toml: Path, *, names: Path, says: str, in_process: bool = False) -> None:
+    if in_process:
+        returncode, stderr = run_manager_cli_in_process("prepare", str(toml))
+    else:
+        result = run_manager_cli("prepare", str(toml))
+        returncode, stderr = result.returncode, result.stdout + result.stderr
+    assert returncode == 2, stderr
+    assert "Traceback" not in stderr
+    message = stderr.strip().splitlines()[-1]  # earlier lines are progress
     assert message.startswith(f"lfads-manager: error: {names}: ")
     assert says in message, message
     assert not (tmp_path / "runs").exists()  # nothing half-written
@@ -112,3 +117,201 @@ def test_existing_file_in_the_way_of_a_symlink(tmp_path, datasets):
                                       "lfadsInput symlink; move it away or delete it, then prepare again")
     assert in_the_way.read_text() == "my own notes"
     assert file_states(tmp_path / "runs") == before
+
+
+def datasets_toml(tmp_path: Path, selection: str) -> Path:
+    toml = tmp_path / "experiment.toml"
+    toml.write_text(f'[collection]\nroot = "runs"\nname = "x"\n[datasets]\nfolder = "datasets"\n{selection}\n'
+                    "single_runs = true\n[params]\nc_batch_size = 4\n")
+    return toml
+
+
+@pytest.mark.parametrize(("selection", "says"), [
+    ('glob = "**/*.npz"', "[datasets] monkeyA/day1.npz and monkeyB/day1.npz both give dataset name 'day1'"),
+    ('files = ["s,1.npz", "s_1.npz"]', "[datasets] s,1.npz and s_1.npz both give dataset name 's_1'"),
+    ('files = ["s_1.npz", "s_1.npz"]', "[datasets] s_1.npz is listed twice"),
+    ('files = ["x.npz", "x.mat"]', "[datasets] x.npz and x.mat both give dataset name 'x'"),
+])
+def test_files_that_give_one_dataset_name_are_refused(tmp_path, selection, says):
+    for rel in ("monkeyA/day1.npz", "monkeyB/day1.npz", "s,1.npz", "s_1.npz", "x.npz"):
+        (tmp_path / "datasets" / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_npz_dataset(tmp_path / "datasets" / rel)
+    (tmp_path / "datasets" / "x.mat").write_bytes(b"")  # refused by its name, before it is read
+    toml = datasets_toml(tmp_path, selection)
+    fails(tmp_path, toml, names=toml, says=says, in_process=True)
+
+
+def test_the_api_refuses_one_name_twice_in_one_list(tmp_path):
+    from manager import DatasetCollection, ManagerError
+
+    collection = DatasetCollection(tmp_path)
+    with pytest.raises(ManagerError, match=r"a/d\.npz and b/d\.npz both give dataset name 'd'"):
+        collection.add_files(["a/d.npz", "b/d.npz"])
+    assert len(collection) == 0
+
+
+def _ragged_cell_mat(path: Path) -> None:
+    import scipy.io
+
+    counts = np.random.default_rng(0).poisson(0.2, (40, 6, 20)).astype(float)
+    cell = np.empty((40, 1), dtype=object)
+    for trial in range(40):
+        cell[trial, 0] = counts[trial][:, : 20 - trial % 3]  # per-trial cell, ragged lengths
+    scipy.io.savemat(path, {"counts": cell})
+
+
+def _mat(path: Path, **fields: object) -> None:
+    import scipy.io
+
+    scipy.io.savemat(path, {"counts": np.ones((40, 6, 20)), **fields})
+
+
+UNREADABLE = {
+    "empty.mat": (lambda p: p.write_bytes(b""), "cannot read MATLAB file (MatReadError"),
+    "corrupt.npz": (lambda p: p.write_text("not a zip"), "not a complete .npz file (no zip archive in it)"),
+    "truncated.npz": (lambda p: p.write_bytes(write_npz_dataset(p).read_bytes()[:300]), "not a complete .npz file"),
+    "corrupt.h5": (lambda p: p.write_text("not hdf5"), "cannot read the file (OSError: Unable to synchronously open file"),
+    "ragged.mat": (_ragged_cell_mat, "counts is not one array (trials of different lengths?); store counts as one trials"),
+    "timestr.mat": (lambda p: _mat(p, timeMs="ms"), "timeMs must be numbers, got 'ms'; store timeMs as the time of each bin"),
+    "reversed.mat": (lambda p: _mat(p, timeMs=-np.arange(20.0)),
+                     "the time vector does not increase (steps from -1 to -1 ms); store the bin times in increasing order"),
+    "tbc.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), conditionId=np.array(["a", "b"] * 20),
+                                   true_rates_by_condition=np.zeros((2, 6, 20))),
+                "true_rates_by_condition needs whole-number conditionId, got 'a'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNREADABLE))
+def test_unreadable_or_oddly_shaped_files_name_themselves(tmp_path, name):
+    from manager import DatasetCollection, ManagerError
+
+    make, says = UNREADABLE[name]
+    make(tmp_path / name)
+    (dataset,) = DatasetCollection(tmp_path).add_files([name])
+    with pytest.raises(ManagerError) as raised:
+        dataset.load_counts()
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / name}: ") and says in message and "\n" not in message
+
+
+def test_unreadable_file_from_the_cli(tmp_path, datasets):
+    (datasets / "corrupt.h5").write_text("not hdf5")
+    toml = datasets_toml(tmp_path, 'files = ["good.npz", "corrupt.h5"]')
+    fails(tmp_path, toml, names=datasets / "corrupt.h5", says="cannot read the file (OSError: Unable to synchronously open")
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("spikeBinMs = nan", "[params] spikeBinMs must be a positive, finite number of ms, got nan"),
+    ("spikeBinMs = inf", "[params] spikeBinMs must be a positive, finite number of ms, got inf"),
+    ("spikeBinMs = -2", "[params] spikeBinMs must be a positive, finite number of ms, got -2.0"),
+    ("c_factors_dim = 0", "[params] c_factors_dim must be a whole number of at least 1, got 0"),
+    ("c_batch_size = 0", "[params] c_batch_size must be a whole number of at least 1, got 0"),
+    ("trainToTestRatio = 0", "[params] trainToTestRatio must be a whole number of at least 1, got 0"),
+    ("num_samples_posterior = 0", "[params] num_samples_posterior must be a whole number of at least 1"),
+    ('posterior_mean_kind = "bogus"', "[params] posterior_mean_kind must be one of 'posterior_sample_and_average', "
+                                      "'posterior_push_mean', got 'bogus'"),
+    ('alignmentApproach = "pca"', "[params] alignmentApproach must be one of 'regressGlobalPCs'"),
+    ('alignmentExtraArgs = ["foo", 1]', "[params] alignmentExtraArgs: unknown option 'foo'; known: ridgeNormalizeEach"),
+])
+def test_values_of_the_right_type_that_no_run_can_use(tmp_path, datasets, line, says):
+    batch = "" if line.startswith("c_batch_size") else "c_batch_size = 4\n"
+    toml = experiment(tmp_path, params=f"{batch}useAlignmentMatrix = true\n{line}",
+                      runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
+    fails(tmp_path, toml, names=toml, says=says, in_process=True)
+
+
+def test_a_bin_longer_than_the_trials(tmp_path, datasets):
+    toml = experiment(tmp_path, params="c_batch_size = 4\nspikeBinMs = 1e308", runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
+    fails(tmp_path, toml, names=datasets / "good.npz", says="trials are shorter than one 1e+308 ms bin; lower spikeBinMs")
+
+
+def python_toml(tmp_path: Path, python: str) -> Path:
+    toml = tmp_path / "experiment.toml"
+    toml.write_text(f'[collection]\nroot = "runs"\nname = "x"\npython = "{python}"\n[datasets]\nfolder = "datasets"\n'
+                    'files = ["good.npz"]\nsingle_runs = true\n[params]\nc_batch_size = 4\n')
+    return toml
+
+
+def test_a_relative_python_is_relative_to_the_toml_file(tmp_path, datasets, monkeypatch):
+    import sys
+
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
+    monkeypatch.chdir(datasets)  # not the TOML's folder
+    result = run_manager_cli("prepare", str(python_toml(tmp_path, "venv/bin/python")))
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "runs" / "x").glob("param_*/single_good")
+    python = tmp_path / "venv" / "bin" / "python"  # absolute, and the venv's link is kept as is
+    assert f"exec {python} -m lfads" in (run_dir / "lfads_train.sh").read_text()
+    assert repr(str(python)) in (tmp_path / "runs" / "x" / "run_lfads.py").read_text()
+
+
+@pytest.mark.parametrize(("python", "says"), [
+    ("venv/bin/python", "[collection] python '{tmp}/venv/bin/python' is not an executable file; give the path of an "
+                        "existing Python interpreter (e.g. a virtualenv's bin/python); a relative path is relative to this file"),
+    ("datasets/good.npz", "[collection] python '{tmp}/datasets/good.npz' is not an executable file"),
+    ("no-such-python-here", "[collection] python 'no-such-python-here' is not on PATH"),
+])
+def test_a_missing_python_is_refused(tmp_path, datasets, python, says):
+    toml = python_toml(tmp_path, python)
+    fails(tmp_path, toml, names=toml, says=says.format(tmp=tmp_path), in_process=True)
+
+
+def test_an_absolute_python_missing_here_is_kept_with_a_note(tmp_path, datasets):
+    # Prepared on a laptop for the cluster's interpreter: written as given, with a note.
+    result = run_manager_cli("prepare", str(python_toml(tmp_path, "/opt/cluster/venv/bin/python")))
+    assert result.returncode == 0, result.stderr
+    assert "note: python '/opt/cluster/venv/bin/python' does not exist on this machine" in result.stderr
+    (run_dir,) = (tmp_path / "runs" / "x").glob("param_*/single_good")
+    assert "exec /opt/cluster/venv/bin/python -m lfads" in (run_dir / "lfads_train.sh").read_text()
+
+
+def test_a_bare_python_name_is_looked_up_on_path(tmp_path, monkeypatch):
+    import os
+    import shutil
+    import sys
+
+    from manager import DatasetCollection, ManagerError, RunCollection
+
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    name = Path(sys.executable).name
+    collection = RunCollection(tmp_path, "x", DatasetCollection(tmp_path), python=name)
+    assert collection.python == os.path.abspath(shutil.which(name))
+    with pytest.raises(ManagerError, match=re.escape(f"python '{Path.cwd()}/relative/python' is not")):
+        RunCollection(tmp_path, "x", DatasetCollection(tmp_path), python="relative/python")
+
+
+@pytest.mark.parametrize("value", ['"two hours"', "-5", "0", '""', "nan", "inf", "true"])
+def test_a_time_limit_the_queue_cannot_read_is_refused(tmp_path, datasets, value):
+    toml = experiment(tmp_path, runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]', extra=f"[queue]\ntime_limit = {value}")
+    fails(tmp_path, toml, names=toml, says="[queue] time_limit ", in_process=True)
+
+
+def test_the_api_refuses_a_time_limit_the_queue_cannot_read(tmp_path):
+    from manager import DatasetCollection, ManagerError, RunCollection
+
+    with pytest.raises(ManagerError, match="time_limit 'two hours' is not a positive duration"):
+        RunCollection(tmp_path, "x", DatasetCollection(tmp_path), time_limit="two hours")
+    assert RunCollection(tmp_path, "x", DatasetCollection(tmp_path), time_limit="1h30m").time_limit == "1h30m"
+
+
+@pytest.mark.parametrize(("collection", "runspec", "says"), [
+    ('name = "a/b"', "", "[collection] collection name 'a/b' cannot be a folder name; use a plain folder name"),
+    ('name = "x"', '[[runspec]]\nname = "single_good"\ndatasets = ["good", "other"]',
+     "run spec 'single_good' already exists with datasets ['good', 'other']; give one of them another name"),
+    ('name = "x"', '[[runspec]]\nname = "r"\ndatasets = ["good"]\n[[runspec]]\nname = "r"\ndatasets = ["other"]',
+     "run spec 'r' already exists with datasets ['good']; give one of them another name"),
+])
+def test_collection_and_run_spec_names_name_the_toml(tmp_path, datasets, collection, runspec, says):
+    write_npz_dataset(datasets / "other.npz")
+    toml = tmp_path / "experiment.toml"
+    toml.write_text(f'[collection]\nroot = "runs"\n{collection}\n[datasets]\nfolder = "datasets"\nglob = "*.npz"\n'
+                    f'single_runs = true\n[params]\nc_batch_size = 4\n{runspec}\n')
+    fails(tmp_path, toml, names=toml, says=says, in_process=True)
+
+
+def test_a_file_name_that_cannot_make_a_single_run_folder(tmp_path, datasets):
+    write_npz_dataset(datasets / "my session.npz")
+    toml = datasets_toml(tmp_path, 'glob = "*.npz"')
+    fails(tmp_path, toml, names=toml, says="[datasets] single_runs: run spec name 'single_my session' cannot be a folder "
+          "name (from the file my session.npz); rename the file (letters, digits and _ . + -) or set single_runs = false")

@@ -88,3 +88,26 @@ def test_report_writes_plots_and_prints_r2(trained_run):
     assert f"ds: valid-trial rate R² vs truth = {expected:.3f}" in result.stdout
     for name in ("training_curves.png", "rates_vs_truth_ds.png"):
         assert (trained_run.path / "report" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_refuses_a_fitlog_it_cannot_read(trained_run):
+    fitlog = trained_run.path / "lfadsOutput" / "fitlog.csv"
+    fitlog.write_text("this is not, a fit log\n")
+    result = run_manager_cli("report", str(trained_run.path))  # the posterior means still give their plot
+    assert result.returncode == 0, result.stderr
+    assert f"skipped the training curves: {fitlog}: no 'epoch,N, step,N, ...' rows in fitlog.csv" in result.stdout
+    assert not (trained_run.path / "report" / "training_curves.png").exists()
+    for path in (trained_run.path / "lfadsOutput").glob("model_runs_*"):
+        path.unlink()
+    result = run_manager_cli("report", str(trained_run.path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"lfads-manager: error: {fitlog}: no 'epoch,N, step,N, ...' rows in fitlog.csv")
+
+
+def test_report_on_something_that_is_not_a_run(tmp_path, trained_run):
+    result = run_manager_cli("report", str(tmp_path / "nonexistent"))
+    assert result.returncode == 2 and result.stderr.startswith(f"lfads-manager: error: {tmp_path / 'nonexistent'}: no such folder; ")
+    collection_dir = trained_run.collection.path
+    result = run_manager_cli("report", str(collection_dir))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"lfads-manager: error: {collection_dir}: not a run folder (it has no lfads_train.sh); ")
