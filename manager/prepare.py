@@ -371,6 +371,9 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
     for run in runs:
         _check_trials(run, counts[(run.params.data_hash, run.spec.name)])
 
+    # Exports redone because their source data changed (not merely asked for with regenerate): runs
+    # already trained on the old export now hold results that do not match their input.
+    changed = set() if regenerate else {(plan.run.params.data_hash, plan.run.spec.name) for plan in plans}
     for plan in plans:
         t0 = time.perf_counter()
         _say(progress, f"exporting {plan.run.params.data_hash_name}/{plan.run.spec.name}")
@@ -385,7 +388,12 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
     scripts: _ScriptCache = {}
     for run in runs:
         report.files_written += _write_run(run, regenerate, resources, scripts)
-        report.files_removed += _remove_stale_links(run, progress)
+        stale = _remove_stale_links(run, progress)
+        report.files_removed += stale
+        trained = run.paths.done_marker.exists() or run.paths.lfads_output.exists()
+        if not stale and trained and (run.params.data_hash, run.spec.name) in changed:
+            _say(progress, f"note: {run.path} was trained on an earlier export of its data; delete its lfadsOutput/"
+                           " and lfads.done to train it on the current one")
     write_collection_files(collection)
     report.export_seconds = export_seconds
     report.other_seconds = time.perf_counter() - started - export_seconds

@@ -34,13 +34,18 @@ def _png(figure: object) -> bytes:
     return buffer.getvalue()
 
 
+R2_FILE = "r2.txt"
+
+
 def r_squared(predicted: np.ndarray, truth: np.ndarray) -> float:
     """R² per channel over all trials and time bins, averaged over channels (sklearn's
     'uniform_average'; channels whose truth is constant are left out)."""
     p, t = predicted.reshape(-1, predicted.shape[-1]), truth.reshape(-1, truth.shape[-1])
     residual = ((t - p) ** 2).sum(axis=0)
     total = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
-    keep = total > 0
+    # Constant by value, not by `total > 0`: the mean of a constant non-zero float is inexact, which
+    # leaves a ~1e-28 total and a -1e25 R² for that channel.
+    keep = np.ptp(t, axis=0) > 0
     return float(np.mean(1.0 - residual[keep] / total[keep])) if keep.any() else float("nan")
 
 
@@ -131,6 +136,7 @@ def write_report(run_dir: Path | str) -> list[str]:
     if not has_posterior:
         lines.append("no posterior means yet (run lfads_posterior_mean_sample.sh); skipped the rate plots")
         return lines
+    scores: list[str] = []
     for name, means in load_posterior_means(run_dir).items():
         truth = _truth_in_trial_order(run_dir, means)
         if truth is None:
@@ -140,4 +146,8 @@ def write_report(run_dir: Path | str) -> list[str]:
         png = report / f"rates_vs_truth_{name}.png"
         write_if_changed(png, rates_png(means, truth))
         lines += [f"wrote {png}", f"{name}: valid-trial rate R² vs truth = {score:.3f}"]
+        scores.append(f"{name}: valid-trial rate R² vs truth = {score:.6f}\n")
+    if scores:  # kept with the plots: the console that printed it is gone by the time anyone compares runs
+        write_if_changed(report / R2_FILE, "".join(scores))
+        lines.append(f"wrote {report / R2_FILE}")
     return lines

@@ -111,7 +111,8 @@ def load_posterior_means(run: Run | Path | str, kind: str | None = None) -> dict
         valid_inds = inputs["valid_inds"].astype(np.int64).ravel() - 1
         if train["output_dist_params"].shape[0] != train_inds.size or valid["output_dist_params"].shape[0] != valid_inds.size:
             raise ManagerError(files[0], "posterior means cover a different number of trials than the input",
-                               "sample the posterior over every trial (no ps_nexamples_to_process limit)")
+                               "if the data was re-prepared after training, delete lfadsOutput/ and lfads.done and train"
+                               " again; otherwise sample the posterior over every trial (no ps_nexamples_to_process limit)")
         merged = {key: _interleave(train[key], valid[key], train_inds, valid_inds) for key in train if key in valid}
         per_bin = merged["output_dist_params"]
         n_bins = per_bin.shape[1]

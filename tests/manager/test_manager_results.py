@@ -111,3 +111,17 @@ def test_report_on_something_that_is_not_a_run(tmp_path, trained_run):
     result = run_manager_cli("report", str(collection_dir))
     assert result.returncode == 2
     assert result.stderr.startswith(f"lfads-manager: error: {collection_dir}: not a run folder (it has no lfads_train.sh); ")
+
+
+def test_r_squared_leaves_out_channels_whose_truth_is_constant():
+    import numpy as np
+
+    from manager.report import r_squared
+
+    rng = np.random.default_rng(0)
+    truth = rng.random((24, 20, 10))
+    truth[..., 9] = 0.6  # a constant non-zero rate: its float mean is inexact, its variance ~1e-28
+    predicted = truth + 0.01 * rng.standard_normal(truth.shape)
+    expected = r_squared(predicted[..., :9], truth[..., :9])
+    assert 0.99 < expected < 1.0
+    assert r_squared(predicted, truth) == expected

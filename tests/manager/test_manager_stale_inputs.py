@@ -102,3 +102,18 @@ def test_a_file_lfads_would_load_that_prepare_did_not_make_is_refused(tmp_path, 
         "ds001, ds002; move it out of lfadsInput/, then prepare again")
     assert foreign.read_text() == "a user's file"
     assert file_states(tmp_path / "runs") == before  # refused before anything was written
+
+
+def test_changed_source_data_under_a_trained_run_gets_a_note(tmp_path, data):
+    toml = experiment(tmp_path, ["ds001", "ds002"])
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    (run_dir / "lfadsOutput").mkdir()  # trained (as far as prepare can tell)
+    (run_dir / "lfads.done").write_text("{}")
+    unchanged = run_manager_cli("prepare", str(toml))
+    assert unchanged.returncode == 0 and "note:" not in unchanged.stderr
+    write_npz_dataset(data / "ds002.npz", seed=7)  # the recording was re-sorted, say
+    result = run_manager_cli("prepare", str(toml))
+    assert result.returncode == 0, result.stderr
+    assert f"note: {run_dir} was trained on an earlier export of its data; delete its lfadsOutput/" in result.stderr
+    assert (run_dir / "lfadsOutput").is_dir() and (run_dir / "lfads.done").exists()  # never deleted for the user

@@ -67,6 +67,10 @@ def test_seed_demo_cli_builds_the_seed_tree(tmp_path):
             assert (run / script).stat().st_mode & stat.S_IXUSR
         assert sorted(p.name[6:-3] for p in (run / "lfadsInput").glob("lfads*")) == datasets
     assert (collection_dir / "run_lfads.py").stat().st_mode & stat.S_IXUSR
+    # launch_tensorboard.sh finds the preparing environment's tensorboard (an extra installs it).
+    board = subprocess.run(["bash", str(collection_dir / "launch_tensorboard.sh"), "--version_tb"],
+                           capture_output=True, text=True, timeout=120)
+    assert board.returncode == 0 and board.stdout.strip()[:1].isdigit(), board.stderr
     summary = (collection_dir / "summary.txt").read_text()
     assert 'RunCollection "exampleRun" (4 runs total)' in summary
     assert "[1 param_Qr2PeG data_RE1kuL]" in summary and "useAlignmentMatrix: true" in summary
