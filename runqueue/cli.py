@@ -6,6 +6,7 @@ Never imports TensorFlow or the model (tests/runqueue/test_runqueue_cli.py check
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -235,6 +236,7 @@ def _status(args: argparse.Namespace) -> int:
     from runqueue.devices.claims import ClaimStore
     from runqueue.devices.errors import ClaimError, InventoryError
     from runqueue.devices.inventory import make_inventory
+    from runqueue.devices.nvml import without_retry_note
     from runqueue.devices.placement import PlacementPolicy
     from runqueue.devices.report import devices_json
     from runqueue.devices.report import render_table as render_devices
@@ -250,6 +252,7 @@ def _status(args: argparse.Namespace) -> int:
 
         reading = InventoryReading(devices=(), status=f"inventory unavailable: {error}")
         problems.append(str(error))
+    reading = dataclasses.replace(reading, status=without_retry_note(reading.status))  # one look, no retries
     try:
         claims = ClaimStore().claims()
     except ClaimError as error:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 import selectors
 import signal
 import socket
@@ -30,6 +29,7 @@ from runqueue.devices.claims import Claim, ClaimStore, ClaimTransaction
 from runqueue.devices.errors import ClaimError, InventoryError
 from runqueue.devices.inventory import make_inventory
 from runqueue.devices.model import Device, Inventory
+from runqueue.devices.nvml import without_retry_note
 from runqueue.devices.placement import (
     PlacementPolicy,
     PlacementRequest,
@@ -62,7 +62,6 @@ _RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <
 _REPLY_TIMEOUT_S = 30.0
 _MAX_CRASHES = 3
 _WAITING_NOTE_EVERY_S = 60.0
-_RETRY_COUNTDOWN = re.compile(r"retrying in \d+ s")
 _HINT_SETTLE_S = 0.05  # after an inotify event, wait this long for the rest of a burst
 _SUBMIT_BATCH = 50  # runs handed to a batch system per loop turn (signals are looked at in between)
 
@@ -670,7 +669,7 @@ class Scheduler:
 
     def _note_inventory(self, status: str, problems: tuple[str, ...]) -> None:
         # The NVML retry countdown changes at every reading: it alone is no news.
-        settled = _RETRY_COUNTDOWN.sub("retrying", status)
+        settled = without_retry_note(status)
         if settled != self.inventory_status:
             self.inventory_status = settled
             self.console.event(f"devices: {status}")

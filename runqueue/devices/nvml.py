@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,15 @@ class RawReading:
 class InitFailure:
     status: str
     paused: bool
+
+
+_RETRY_NOTE = re.compile(r"; retrying in \d+ s")
+
+
+def without_retry_note(status: str) -> str:
+    """The status line without its "; retrying in N s": for one-shot commands, where nothing
+    retries, and for telling a real change of status from the countdown ticking."""
+    return _RETRY_NOTE.sub("", status)
 
 
 def init_failure(name: str, had_gpus: bool, retry_in_s: float) -> InitFailure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ from runqueue.devices.claims import Claim, ClaimStore
 from runqueue.devices.errors import ClaimError, InventoryError
 from runqueue.devices.inventory import make_inventory
 from runqueue.devices.model import Device, InventoryReading
+from runqueue.devices.nvml import without_retry_note
 from runqueue.devices.placement import free_memory_mb
 
 
@@ -88,6 +90,7 @@ def gpus_command(argv: list[str]) -> int:
     except InventoryError as err:
         print(f"runqueue gpus: error: {err}", file=sys.stderr)
         return 2
+    reading = dataclasses.replace(reading, status=without_retry_note(reading.status))  # one look, no retries
     try:
         claims = ClaimStore().claims()
     except ClaimError as err:
