@@ -359,6 +359,7 @@ class Scheduler:
             if run.elsewhere and run.handle is None and not runlock.is_held(run.paths.lock):
                 run.elsewhere = False
                 self._settle(run, exit_code=None)
+                self.placement_dirty = True  # pending again (a lost supervisor's step ended): place it
 
     def _start_watching(self, run: TrackedRun, handle: RunHandle, log_offset: int | None) -> None:
         run.handle = handle
@@ -577,6 +578,7 @@ class Scheduler:
             charged.append(provisional_claim(candidate.request, device, self.queue_id))
             offset = _file_size(candidate.run.paths.out_log)
             pending = self.executor.launch(spec)
+            self.hooks.tick()  # a launch may be a slow sbatch: keep systemd's watchdog fed between them
             launches.append((candidate, device, pending))
             candidate.run.tail = None if self.options.quiet else LogTail(candidate.run.paths.out_log, offset)
         self.executor.await_replies([pending for _, _, pending in launches], _REPLY_TIMEOUT_S)

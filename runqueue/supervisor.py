@@ -62,6 +62,7 @@ EXIT_ERROR = 7
 
 HEADER_PREFIX = "### runqueue"
 _OOM_SCAN_BYTES = 1 << 20
+_MAX_POLL_MS = 86_400_000  # a day
 _FAILED_TAIL_LINES = 30
 _MAX_BACKOFF_S = 600.0
 _GO_TIMEOUT_S = 60.0
@@ -325,7 +326,8 @@ class Supervisor:
                     if remaining <= 0:
                         stop = "time_limit"
                         break
-                    timeout_ms = int(remaining * 1000) + 1
+                    # poll() takes at most 2^31-1 ms (~24.8 days): longer limits wait in slices.
+                    timeout_ms = min(int(remaining * 1000) + 1, _MAX_POLL_MS)
                 ready = {fd for fd, _ in poller.poll(timeout_ms)}
                 if self.wake_r in ready:
                     self._drain_wake()

@@ -41,7 +41,11 @@ class SlurmOptions:
             raise ValueError(f"--slurm-gpus {self.gpus}: must be 0 or more (0 = CPU-only jobs)")
         for arg in self.extra:
             name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
-            if name in _RESERVED_LONG or name in _RESERVED_SHORT:
+            # sbatch (getopt_long) also takes an unambiguous prefix: --out= is --output=.
+            reserved = name in _RESERVED_SHORT or (
+                name.startswith("--") and len(name) > 2 and any(option.startswith(name) for option in _RESERVED_LONG)
+            )
+            if reserved:
                 raise ValueError(
                     f"--slurm-extra {arg!r}: runqueue sets {name} itself (the job must write into the run folder); "
                     "remove it from --slurm-extra"

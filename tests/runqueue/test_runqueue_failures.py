@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -148,3 +149,28 @@ def test_runqueue_watching_queue_starts_a_run_once_its_runqueue_json_is_fixed(tm
         queue.send_signal(2)
         finish(queue)
     assert log.read_text().count("memory_mb must be a non-negative integer") == 1  # said once, not every rescan
+
+
+def test_a_run_whose_supervisor_was_killed_is_placed_again_once_its_step_ends(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-k")])
+    run = make_run(tmp_path / "runs", "c/param_K/r0", 'echo "step $RUNQUEUE_ATTEMPT"; [ -e "$RUNQUEUE_RUN_DIR/again" ] || sleep 3\n')
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q.log")
+    try:
+        state = run / ".runqueue" / "state.json"
+        wait_for(lambda: state.exists() and "supervisor_pid" in state.read_text(), what="the supervisor")
+        (run / "again").touch()  # the next attempt finishes at once
+        os.kill(int(read_json(state)["supervisor_pid"]), signal.SIGKILL)  # its step goes on, orphaned
+        assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    assert (run / "lfads.done").exists()
+    assert "supervisor ended unexpectedly" in (tmp_path / "q.log").read_text()
+
+
+def test_a_time_limit_beyond_what_poll_can_wait_works(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-l")])
+    run = make_run(tmp_path / "runs", "c/param_L/r0", "echo long allowed\n")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--time-limit", "600h")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OverflowError" not in (run / "lfads.out").read_text()

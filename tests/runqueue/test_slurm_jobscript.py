@@ -97,7 +97,8 @@ def test_slurm_time_rejects_nonsense_and_formats_back() -> None:
 def test_slurm_options_refuse_what_the_executor_sets_itself() -> None:
     assert split_extra("--account=lab --qos 'long one'") == ("--account=lab", "--qos", "long one")
     SlurmOptions(extra=("--account=lab", "--qos", "long"))
-    for extra in (("--chdir=/x",), ("-o", "out"), ("--comment=mine",), ("-Dsomewhere",)):
+    # sbatch takes unambiguous prefixes too: --out= is --output=, --comm= is --comment=.
+    for extra in (("--chdir=/x",), ("-o", "out"), ("--comment=mine",), ("-Dsomewhere",), ("--out=/x",), ("--comm=x",)):
         with pytest.raises(ValueError, match="runqueue sets"):
             SlurmOptions(extra=extra)
     with pytest.raises(ValueError, match="must be 0 or more"):

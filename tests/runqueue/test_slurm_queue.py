@@ -286,3 +286,21 @@ def test_slurm_failing_squeue_is_reported_once_and_the_job_still_settles(tmp_pat
     assert console.count("SLURM job states may be out of date") == 1
     assert "Unable to contact slurm controller" in console and "squeue answers again" in console
     assert "[param_Q/r] done" in console
+
+
+def test_slurm_cancel_of_a_pending_job_does_not_wait_out_scancel_retries(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    # More CPUs than the node has: the job stays PENDING. `scancel --batch --signal` on a pending job
+    # retries for minutes; the cancel must see the job is pending and drop it at once.
+    run = make_run(tmp_path / "runs", "c/param_P/a", "echo never\n")
+    queue = start_queue(slurm_env, "run", tmp_path / "runs", *SLURM, "--slurm-cpus", "64", log=tmp_path / "q.log")
+    try:
+        wait_for(lambda: submitted_job(run) is not None, what="the job submitted")
+        result = run_queue(slurm_env, "cancel", run, timeout=30)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"SLURM job {submitted_job(run)}" in result.stdout
+        assert finish(queue, timeout=60) == 1, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    assert read_json(run / "lfads.failed")["reason"] == "cancelled"
+    assert slurm_cluster.jobs_under(tmp_path, active_only=True) == {}
