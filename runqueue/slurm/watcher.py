@@ -38,6 +38,14 @@ _MISSES_BEFORE_UNSUBMITTED = 3  # same, for a submission whose job id was never 
 # squeue says COMPLETING (hiding CANCELLED, TIMEOUT…) until the job's processes are gone, which
 # takes well under a second; a job stuck there this long after its supervisor returned is taken as over.
 _COMPLETING_PATIENCE_S = 30.0
+# Pending reasons that no other job's end will clear (with EnforcePartLimits=NO, SLURM accepts such a
+# job and keeps it pending for ever): said once per job, so a queue never waits in silence.
+STUCK_REASONS = frozenset({
+    "PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints", "InvalidAccount",
+    "InvalidQOS", "QOSMaxWallDurationPerJobLimit", "AssocMaxWallDurationPerJobLimit", "QOSMaxCpuPerJobLimit",
+    "AssocMaxCpuPerJobLimit", "QOSMaxGRESPerJob", "QOSMaxMemoryPerJob", "QOSMaxNodePerJobLimit",
+    "AssocMaxNodesPerJobLimit", "QOSMinGRES", "QOSMinCpuNotSatisfied",
+})
 
 
 @dataclass
@@ -182,6 +190,12 @@ class JobWatcher:
                 changed = True
             elif watch.info is None or (info.state, info.reason) != (watch.info.state, watch.info.reason):
                 changed = True
+                if info.state == "PENDING" and info.reason in STUCK_REASONS:
+                    self.report_problem(
+                        f"{watch.run_dir}: SLURM job {info.job_id} is pending ({info.reason}), which does not clear"
+                        " by itself: the job asks for more than its partition, account or QOS allows; `runqueue"
+                        " cancel` it and lower --slurm-time/--slurm-cpus/--slurm-mem/--slurm-gpus"
+                    )
             watch.info = info
         self._schedule(changed=changed, soon=any(watch.folder_ended_at is not None and watch.final is None for watch in watches))
 

@@ -295,6 +295,9 @@ def test_slurm_cancel_of_a_pending_job_does_not_wait_out_scancel_retries(tmp_pat
     queue = start_queue(slurm_env, "run", tmp_path / "runs", *SLURM, "--slurm-cpus", "64", log=tmp_path / "q.log")
     try:
         wait_for(lambda: submitted_job(run) is not None, what="the job submitted")
+        # SLURM accepted it but it can never start here: the queue says so rather than wait in silence.
+        wait_for(lambda: "does not clear by itself" in (tmp_path / "q.log").read_text(), timeout=30,
+                 what="the stuck pending reason on the console")
         result = run_queue(slurm_env, "cancel", run, timeout=30)
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"SLURM job {submitted_job(run)}" in result.stdout
