@@ -21,6 +21,7 @@ SLURM lost. Called under the run's submission lock by whichever queue settles th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from runqueue.slurm.commands import LOST, JobInfo
 from runqueue.slurm.paths import SlurmPaths
 from runqueue.slurm.records import STOP_CANCEL, STOP_INTERRUPT, SubmissionRecord, load_job_report
 from runqueue.steps import last_lines, read_region_tail
+from runqueue.supervisor import HEADER_PREFIX
 
 MAX_LOST_IN_A_ROW = 3
 REASON_OUT_OF_MEMORY = "slurm_out_of_memory"
@@ -133,6 +135,10 @@ def _write_failed(run: RunPaths, reason: str, message: str, info: JobInfo | None
         device=device or state.device_uuid,
     )
     atomic_write_json(run.failed_marker, record.to_json())
+    # The log's last word: the supervisor may have taken SLURM's SIGTERM (scancel, TIMEOUT) for the
+    # queue's and said the run goes again; it does not.
+    with contextlib.suppress(OSError), open(run.out_log, "a", encoding="utf-8", errors="replace") as log:
+        log.write(f"{HEADER_PREFIX} {now_iso()} failed ({reason}): {message}; see lfads.failed (`runqueue requeue` to run again)\n")
 
 
 def _mark_interrupted(run: RunPaths, message: str) -> None:
