@@ -62,6 +62,7 @@ _RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <
 _REPLY_TIMEOUT_S = 30.0
 _MAX_CRASHES = 3
 _WAITING_NOTE_EVERY_S = 60.0
+_QUEUED_REFRESH_S = 2.0
 _HINT_SETTLE_S = 0.05  # after an inotify event, wait this long for the rest of a burst
 _SUBMIT_BATCH = 50  # runs handed to a batch system per loop turn (signals are looked at in between)
 
@@ -212,13 +213,13 @@ class Scheduler:
             watched = [run for run in self.runs.values() if run.handle is not None]
             if self.stop_level == 1 and self.options.detach_on_stop:
                 self.hooks.stopping(self.status_line())
-                self.console.event(f"stopping; {len(watched)} running run(s) keep running under their supervisors and are re-adopted on the next start")
+                self.console.event(f"stopping; {len(watched)} started run(s) keep going under their supervisors and are re-adopted on the next start")
                 self.stop_level = 3
             elif self.stop_level == 1 and not self.options.stop_runs:
                 self.console.event(self.executor.first_stop_text(len(watched)))
             elif self.stop_level <= 2:
                 self.stop_level = 2
-                self.console.event(f"stopping {len(watched)} running run(s); they are recorded as interrupted and go again next time")
+                self.console.event(f"stopping {len(watched)} started run(s); they are recorded as interrupted and go again next time")
                 for run in watched:
                     assert run.handle is not None
                     self.executor.interrupt(run.handle)
@@ -259,6 +260,9 @@ class Scheduler:
                 deadlines.append(now + min(retries) - wall)
         if any(run.handle is not None and run.tail is not None for run in self.runs.values()):
             deadlines.append(now + _TAIL_INTERVAL_S)
+        if any(run.handle is not None and self.executor.waiting(run.handle) for run in self.runs.values()):
+            # A batch system starts queued runs without telling this loop: refresh the status line.
+            deadlines.append(now + _QUEUED_REFRESH_S)
         if self.console.tty:
             deadlines.append(now + 1.0)
         tick = self.hooks.tick_interval_s()
