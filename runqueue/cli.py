@@ -275,13 +275,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _requeue(args: argparse.Namespace) -> int:
-    from runqueue.control import requeue, resolve_runs
+    from runqueue.control import RequeueRefused, requeue, resolve_runs
     from runqueue.layout import RunPaths
 
     runs, errors = resolve_runs(args.runs)
     for run in runs:
         try:
             print(f"{run}: {requeue(RunPaths(run))}")
+        except RequeueRefused as refusal:
+            errors.append(f"{run}: {refusal}")
         except PermissionError as error:
             errors.append(f"{run}: not allowed to requeue this run ({error.strerror}: {error.filename}); ask its owner or run as root")
         except OSError as error:  # e.g. a marker that is a directory

@@ -13,14 +13,18 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
 from runqueue.layout import RunPaths
-from runqueue.procinfo import is_alive, session_members, signal_session
+from runqueue.procinfo import file_holders, is_alive, session_members, signal_session
 from runqueue.runstate import FailureRecord, PersistedState, Reason, load_state, now_iso, save_state
+
+
+class RequeueRefused(Exception):
+    """The run cannot be requeued now (the message says why and what to do)."""
 
 
 def requeue(paths: RunPaths) -> str:
     """Clear lfads.done / lfads.failed and the attempt count; returns what was done, in words."""
     if runlock.is_held(paths.lock):
-        return "is running; not requeued (`runqueue cancel` it first)"
+        raise RequeueRefused("is running; not requeued (`runqueue cancel` it first)")
     removed = []
     for marker in (paths.done_marker, paths.failed_marker):
         with contextlib.suppress(FileNotFoundError):
@@ -53,6 +57,7 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
     # session ourselves. The supervisor led that session, so its pid is the session id.
     if pid:
         _stop_session(pid, grace_s)
+    _stop_lock_holders(paths, grace_s)  # steps that left the session (setsid) still hold the run lock
     _write_cancelled(paths, state.step, "cancelled with `runqueue cancel`; the queue stopped the processes itself")
     return "cancelled (processes stopped by `runqueue cancel`)"
 
@@ -81,6 +86,36 @@ def _stop_session(sid: int, grace_s: float) -> None:
     while time.monotonic() < deadline and [pid for pid in session_members(sid) if pid not in me]:
         time.sleep(0.05)
     signal_session(sid, signal.SIGKILL, spare=me)
+
+
+def _run_steps_holding_lock(paths: RunPaths) -> list[int]:
+    """Holders of the run lock that are this run's steps (they carry its RUNQUEUE_RUN_DIR): never a
+    queue that has the lock file open for a moment to test it."""
+    prefix = b"RUNQUEUE_RUN_DIR="
+    steps = []
+    for pid in file_holders(paths.lock):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                values = [item[len(prefix):] for item in environ.read().split(b"\0") if item.startswith(prefix)]
+            if values and os.path.samefile(os.fsdecode(values[-1]), paths.root):
+                steps.append(pid)
+        except OSError:
+            continue
+    return steps
+
+
+def _stop_lock_holders(paths: RunPaths, grace_s: float) -> None:
+    holders = _run_steps_holding_lock(paths)
+    for pid in holders:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while holders and time.monotonic() < deadline:
+        time.sleep(0.05)
+        holders = _run_steps_holding_lock(paths)
+    for pid in holders:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _write_cancelled(paths: RunPaths, step: str | None, message: str) -> None:

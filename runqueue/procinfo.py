@@ -151,6 +151,35 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def file_holders(path: Path | str) -> list[int]:
+    """Pids of live processes with an open descriptor on `path`'s file (by device and inode).
+
+    The run lock is passed to every step, so its holders are the run's processes wherever they
+    went: the only handle on a step that left the session (setsid) once its supervisor is gone."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return []
+    holders = []
+    me = os.getpid()
+    for pid in _all_processes():
+        if pid == me:
+            continue
+        try:
+            names = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for name in names:
+            try:
+                found = os.stat(f"/proc/{pid}/fd/{name}")
+            except OSError:
+                continue
+            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+                holders.append(pid)
+                break
+    return holders
+
+
 def signal_session(sid: int, signum: int, *, spare: frozenset[int] = frozenset()) -> int:
     """Send `signum` to every process of session `sid` except `spare`; returns how many were signalled.
 

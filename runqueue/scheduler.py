@@ -63,6 +63,7 @@ _REPLY_TIMEOUT_S = 30.0
 _MAX_CRASHES = 3
 _WAITING_NOTE_EVERY_S = 60.0
 _QUEUED_REFRESH_S = 2.0
+_DISK_FULL_BYTES = 1 << 20  # less free than this on a run's disk, with no outcome recorded: a full disk
 _HINT_SETTLE_S = 0.05  # after an inotify event, wait this long for the rest of a burst
 _SUBMIT_BATCH = 50  # runs handed to a batch system per loop turn (signals are looked at in between)
 
@@ -423,7 +424,15 @@ class Scheduler:
         elif state.phase == Phase.INTERRUPTED:
             self.console.event(f"[{run.name}] interrupted during {state.resume_step}; it goes again next time")
         elif state.phase == Phase.RUNNING and run.ended_here:
-            # It ended without recording an outcome: killed (kill -9, out of memory) or crashed.
+            # It ended without recording an outcome: killed (kill -9, out of memory), crashed, or
+            # it could not write one. A full disk is said as such and waits for space (rescans
+            # re-check it), rather than being restarted into the same wall.
+            free = _free_bytes(paths.root)
+            if free is not None and free < _DISK_FULL_BYTES:
+                reason = (f"the disk of {paths.root} is full, so the run could not record its outcome; free space"
+                          " there (the run goes again once there is some)")
+                self._block(run, reason, recheck=True, event=f"stopped: {reason}")
+                return
             run.crashes += 1
             how = f"exit status {exit_code}" if exit_code is not None else "no outcome recorded"
             self.console.event(f"[{run.name}] supervisor ended unexpectedly ({how}); see {paths.out_log}")
@@ -701,6 +710,14 @@ class Scheduler:
         if self.stop_level and (counts.pending or counts.running):
             return 130
         return 0
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
 
 
 def _file_size(path: Path) -> int:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from runqueue_testkit import (
     finish,
     gpu,
@@ -174,3 +176,57 @@ def test_a_time_limit_beyond_what_poll_can_wait_works(tmp_path: Path) -> None:
     result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--time-limit", "600h")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OverflowError" not in (run / "lfads.out").read_text()
+
+
+def test_a_full_disk_is_named_and_the_log_is_kept(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); needs root")
+    try:
+        run = make_run(small, "c/param_D/r0", 'for i in $(seq 1 100000); do echo "line $i padding padding padding padding padding padding"; done\n')
+        result = run_queue(queue_env(tmp_path), "run", small, "--cpu-slots", "1", "--retries", "1", "--retry-backoff", "0",
+                           "--quiet", timeout=60)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"the disk of {run} is full" in result.stdout
+        log = (run / "lfads.out").read_text()
+        assert log.startswith("### runqueue") and "line 1 padding" in log  # what was written is kept
+        assert not (run / "lfads.done").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_cancel_after_the_supervisor_died_stops_steps_that_left_the_session(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-c")])
+    escaped = tmp_path / "escaped.pid"
+    run = make_run(tmp_path / "runs", "c/param_S/r0",
+                   f'trap "" TERM\nsetsid bash -c \'trap "" TERM; echo $$ > {escaped}; sleep 200\' &\nsleep 201\n')
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--quiet", log=tmp_path / "q.log")
+    try:
+        state = run / ".runqueue" / "state.json"
+        wait_for(lambda: escaped.exists() and escaped.read_text().strip() != "" and state.exists(), what="the escaped step")
+        os.kill(int(read_json(state)["supervisor_pid"]), signal.SIGKILL)
+        cancelled = run_queue(queue_env(tmp_path), "cancel", "--grace", "1", run)
+        assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout, cancelled.stdout + cancelled.stderr
+        wait_for(lambda: not pid_alive(int(escaped.read_text())), timeout=10, what="the escaped step to be stopped")
+        assert finish(queue, timeout=60) == 1
+        requeued = run_queue(queue_env(tmp_path), "requeue", run)  # nothing holds the run any more
+        assert requeued.returncode == 0 and "requeued" in requeued.stdout, requeued.stderr
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+
+
+def test_requeue_of_a_running_run_is_refused_with_a_non_zero_status(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-q")])
+    release = tmp_path / "release"
+    run = make_run(tmp_path / "runs", "c/param_Q/r0", f"while [ ! -e {release} ]; do sleep 0.1; done\n")
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--quiet", log=tmp_path / "q.log")
+    try:
+        wait_for(lambda: (run / ".runqueue" / "state.json").exists(), what="the run to start")
+        refused = run_queue(queue_env(tmp_path), "requeue", run)
+        assert refused.returncode == 2 and "is running; not requeued" in refused.stderr
+    finally:
+        release.touch()
+        finish(queue)
