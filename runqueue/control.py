@@ -7,13 +7,13 @@ import os
 import select
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
 from runqueue.layout import RunPaths
-from runqueue.procinfo import file_holders, is_alive, session_members, signal_session
+from runqueue.procinfo import file_holders, is_alive, session_members
 from runqueue.runstate import FailureRecord, PersistedState, Reason, load_state, now_iso, save_state
 
 
@@ -57,7 +57,7 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
     # session ourselves. The supervisor led that session, so its pid is the session id.
     if pid:
         _stop_session(pid, grace_s)
-    _stop_lock_holders(paths, grace_s)  # steps that left the session (setsid) still hold the run lock
+    _terminate(lambda: _run_steps_holding_lock(paths), grace_s)  # steps that left the session (setsid) hold the run lock
     _write_cancelled(paths, state.step, "cancelled with `runqueue cancel`; the queue stopped the processes itself")
     return "cancelled (processes stopped by `runqueue cancel`)"
 
@@ -79,13 +79,24 @@ def _ask_supervisor(pid: int, start: int | None, grace_s: float) -> bool:
         os.close(pidfd)
 
 
-def _stop_session(sid: int, grace_s: float) -> None:
-    me = frozenset({os.getpid()})
-    signal_session(sid, signal.SIGTERM, spare=me)
+def _terminate(members: Callable[[], list[int]], grace_s: float) -> None:
+    """TERM every process `members()` lists, wait up to `grace_s` for them to go, KILL the rest."""
+
+    def send(signum: int) -> None:
+        for pid in members():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+    send(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and [pid for pid in session_members(sid) if pid not in me]:
+    while time.monotonic() < deadline and members():
         time.sleep(0.05)
-    signal_session(sid, signal.SIGKILL, spare=me)
+    send(signal.SIGKILL)
+
+
+def _stop_session(sid: int, grace_s: float) -> None:
+    me = os.getpid()
+    _terminate(lambda: [pid for pid in session_members(sid) if pid != me], grace_s)
 
 
 def _run_steps_holding_lock(paths: RunPaths) -> list[int]:
@@ -102,20 +113,6 @@ def _run_steps_holding_lock(paths: RunPaths) -> list[int]:
         except OSError:
             continue
     return steps
-
-
-def _stop_lock_holders(paths: RunPaths, grace_s: float) -> None:
-    holders = _run_steps_holding_lock(paths)
-    for pid in holders:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while holders and time.monotonic() < deadline:
-        time.sleep(0.05)
-        holders = _run_steps_holding_lock(paths)
-    for pid in holders:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def _write_cancelled(paths: RunPaths, step: str | None, message: str) -> None:

@@ -62,7 +62,6 @@ class RunScanner:
         self.watcher = watcher
         self._listings: dict[str, _Listing] = {}
         self.problems: list[str] = []
-        self._hinted = False
 
     def scan(self, *, full: bool = False, hinted: bool = False) -> list[FoundRun]:
         """Every run under the roots, in path order (the order runs are started in).
@@ -70,7 +69,7 @@ class RunScanner:
         `hinted`: trust the listings of folders the watcher calls clean (after an inotify event)."""
         if full:
             self._listings.clear()
-        self._hinted = hinted and self.watcher is not None and not full
+        trust_watcher = hinted and not full
         self.problems = []
         seen: set[str] = set()
         found: dict[str, FoundRun] = {}
@@ -78,7 +77,7 @@ class RunScanner:
             if not root.is_dir():
                 self.problems.append(f"{root}: not a directory (give a runs folder, a collection or a run folder)")
                 continue
-            self._walk(str(root).rstrip("/") or "/", root, seen, found)
+            self._walk(str(root).rstrip("/") or "/", root, seen, found, trust_watcher)
         # Forget listings of folders that are gone, so a recreated folder is listed afresh.
         for stale in set(self._listings) - seen:
             del self._listings[stale]
@@ -86,14 +85,14 @@ class RunScanner:
                 self.watcher.forget(stale)
         return [found[key] for key in sorted(found)]
 
-    def _walk(self, top: str, root: Path, seen: set[str], found: dict[str, FoundRun]) -> None:
+    def _walk(self, top: str, root: Path, seen: set[str], found: dict[str, FoundRun], trust_watcher: bool) -> None:
         stack = [(top, False)]
         while stack:
             directory, via_link = stack.pop()
             if directory in seen:
                 continue  # two roots that overlap
             seen.add(directory)
-            listing = self._listing(directory)
+            listing = self._listing(directory, trust_watcher)
             if listing is None:
                 continue
             if listing.is_run:
@@ -106,10 +105,10 @@ class RunScanner:
             stack.extend((f"{directory}/{name}", False) for name in listing.subdirs)
             stack.extend((f"{directory}/{name}", True) for name in listing.linked_subdirs)
 
-    def _listing(self, directory: str) -> _Listing | None:
+    def _listing(self, directory: str, trust_watcher: bool) -> _Listing | None:
         cached = self._listings.get(directory)
         watcher = self.watcher
-        if cached is not None and self._hinted and watcher is not None and watcher.is_clean(directory):
+        if cached is not None and trust_watcher and watcher is not None and watcher.is_clean(directory):
             return cached
         try:
             mtime_ns = os.stat(directory).st_mtime_ns

@@ -108,9 +108,7 @@ class DirectoryWatcher:
         while True:
             try:
                 data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return changed
-            except OSError:
+            except OSError:  # BlockingIOError: drained
                 return changed
             if not data:
                 return changed

@@ -364,7 +364,6 @@ class Scheduler:
             if run.elsewhere and run.handle is None and not runlock.is_held(run.paths.lock):
                 run.elsewhere = False
                 self._settle(run, exit_code=None)
-                self.placement_dirty = True  # pending again (a lost supervisor's step ended): place it
 
     def _start_watching(self, run: TrackedRun, handle: RunHandle, log_offset: int | None) -> None:
         run.handle = handle
@@ -387,12 +386,12 @@ class Scheduler:
                 self.console.run_output(run.name, run.tail.read_lines(final=True))
                 run.tail = None
             self._settle(run, code)
-            self.placement_dirty = True
 
     def _settle(self, run: TrackedRun, exit_code: int | None) -> None:
         """A run's supervisor ended: its markers, lock and state.json say what happened."""
         paths = run.paths
         run.ended_here = True
+        self.placement_dirty = True  # its device is free, and the run itself may be pending again
         if exit_code == EXIT_VANISHED or not paths.root.is_dir():
             self.console.event(f"[{run.name}] {run.path} vanished while running; dropped")
             self.runs.pop(run.path, None)
