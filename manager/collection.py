@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import sys
@@ -25,12 +24,10 @@ def check_time_limit(time_limit: str | int | float) -> None:
     """ManagerError (without a path) unless the queue can read `time_limit` from runqueue.json:
     otherwise every run would be blocked there, far from where the value was written."""
     try:
-        seconds = parse_duration(time_limit)
+        parse_duration(time_limit)  # refuses zero, negative, NaN and infinite values too
     except (ValueError, TypeError):
-        seconds = math.nan
-    if not math.isfinite(seconds):
         raise ManagerError(None, f"time_limit {time_limit!r} is not a positive duration",
-                           'write it like "2h", "90m", "1h30m" or a positive number of seconds')
+                           'write it like "2h", "90m", "1h30m" or a positive number of seconds') from None
 
 
 def interpreter_path(python: str, base: Path | str = ".") -> str:

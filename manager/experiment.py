@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from manager.collection import RunCollection, check_time_limit, interpreter_path
-from manager.datasets import DatasetCollection, check_unique_names
+from manager.datasets import DatasetCollection
 from manager.errors import ManagerError
 from manager.matlab_values import ParamValueError
 from manager.params import RunParams
@@ -83,10 +83,9 @@ def _datasets(path: Path, table: dict[str, Any]) -> DatasetCollection:
         if not (folder / name).is_file():
             raise _fail(path, f"dataset file {folder / name} does not exist", "fix [datasets] files")
     try:
-        check_unique_names(files)
+        collection.add_files(files)  # refuses two files that give one dataset name
     except ManagerError as error:
         raise _fail(path, f"[datasets] {error.problem}", "rename one of the files, or select only one of them in [datasets]") from None
-    collection.add_files(files)
     return collection
 
 
