@@ -232,29 +232,47 @@ def bench_output(work: Path, rounds: int = 5) -> None:
     (base_dir / "lfads_train.sh").write_text(GIGABYTE_SCRIPT)
     elapsed_file = work / "elapsed"
     env = {**queue_env(work), "ELAPSED_FILE": str(elapsed_file)}
-    ours, base, ours_script, base_script = [], [], [], []
+    header = "#" * 100  # replaced by the queue's own header once a queued round has written one
+    times: dict[str, list[float]] = {"base": [], "ours": [], "base_script": [], "ours_script": [], "header_script": []}
+
+    def script_seconds() -> float:
+        return int(elapsed_file.read_text()) / 1e9
+
     # Interleaved rounds, best of each: the page cache and the other users of the disk and the
     # cores disturb single measurements by more than the difference being measured.
     for _ in range(rounds):
         start = time.perf_counter()
         subprocess.run(["bash", "-c", "bash lfads_train.sh > lfads.out"], cwd=base_dir, env=env, check=True)
-        base.append(time.perf_counter() - start)
-        base_script.append(int(elapsed_file.read_text()) / 1e9)
+        times["base"].append(time.perf_counter() - start)
+        times["base_script"].append(script_seconds())
         (base_dir / "lfads.out").unlink()
 
         start = time.perf_counter()
         result = _queue(env, "run", root, "--simulate-gpus", _sim(work, 1))
-        ours.append(time.perf_counter() - start)
-        ours_script.append(int(elapsed_file.read_text()) / 1e9)
+        times["ours"].append(time.perf_counter() - start)
+        times["ours_script"].append(script_seconds())
         assert result.returncode == 0, result.stdout + result.stderr
         assert (run / "lfads.out").stat().st_size >= 1_000_000_000
+        with open(run / "lfads.out", "rb") as log:
+            header = log.readline().decode().rstrip("\n")
         for name in ("lfads.out", "lfads.done"):
             (run / name).unlink()
-    inner = min(ours_script) / min(base_script)
-    print(f"1 GB of output: the script runs {min(ours_script):.2f} s under the queue (console echo on) vs"
-          f" {min(base_script):.2f} s writing the file itself, ratio {inner:.3f} [target <= 1.10:"
+
+        # Where the difference comes from: the same script appending after a line as long as the
+        # queue's header, so its writes start off a page boundary as they do under the queue.
+        (base_dir / "lfads.out").write_text(header + "\n")
+        subprocess.run(["bash", "-c", "bash lfads_train.sh >> lfads.out"], cwd=base_dir, env=env, check=True)
+        times["header_script"].append(script_seconds())
+        (base_dir / "lfads.out").unlink()
+    best = {name: min(values) for name, values in times.items()}
+    inner = best["ours_script"] / best["base_script"]
+    print(f"1 GB of output: the script runs {best['ours_script']:.2f} s under the queue (console echo on) vs"
+          f" {best['base_script']:.2f} s writing the file itself, ratio {inner:.3f} [target <= 1.10:"
           f" {'met' if inner <= 1.10 else 'NOT met'}]; end to end incl. the queue's start-up and finish"
-          f" {min(ours):.2f} s vs {min(base):.2f} s, ratio {min(ours) / min(base):.3f} (best of {rounds})")
+          f" {best['ours']:.2f} s vs {best['base']:.2f} s, ratio {best['ours'] / best['base']:.3f} (best of {rounds})")
+    print(f"  the same script appending after a {len(header) + 1}-byte header line (its writes no longer"
+          f" page-aligned) takes {best['header_script']:.2f} s: ratio {best['header_script'] / best['base_script']:.3f}"
+          f" of the plain file; the queue against it {best['ours_script'] / best['header_script']:.3f}")
 
 
 # ------------------------------------------------------------------------------------------ requeue
