@@ -1,4 +1,4 @@
-"""`lfads-manager`: demo, prepare (from a TOML experiment file) and report."""
+"""`lfads-manager`: demo, prepare (from a TOML experiment file), report and delete-output."""
 
 from __future__ import annotations
 
@@ -40,7 +40,32 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="plots of a finished run into RUN_DIR/report/")
     report.add_argument("run_dir", type=Path)
+
+    delete = commands.add_parser("delete-output", help="delete runs' lfadsOutput/, lfads.out and markers: the queue trains them afresh")
+    delete.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
+
+
+def _delete_output(run_dirs: list[Path], yes: bool) -> int:
+    from manager.cleanup import delete_run_output
+
+    if not yes:
+        listing = "\n  ".join(str(run_dir) for run_dir in run_dirs)
+        answer = input(f"Delete the LFADS output (lfadsOutput/, lfads.out, markers) of:\n  {listing}\nType yes to confirm: ")
+        if answer.strip() != "yes":
+            print("lfads-manager: nothing deleted", file=sys.stderr)
+            return 1
+    status = 0
+    for run_dir in run_dirs:  # one refusal (e.g. a running run) does not stop the others
+        try:
+            removed = delete_run_output(run_dir)
+        except ManagerError as error:
+            print(f"lfads-manager: error: {error}", file=sys.stderr)
+            status = 2
+            continue
+        print(f"{run_dir}: {'deleted ' + ', '.join(p.name for p in removed) if removed else 'nothing to delete'}")
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for line in write_report(args.run_dir):
                 print(line)
+        elif args.command == "delete-output":
+            return _delete_output(args.run_dirs, args.yes)
     except ManagerError as error:
         print(f"lfads-manager: error: {error}", file=sys.stderr)
         return 2

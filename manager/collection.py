@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from manager.cleanup import delete_run_output
 from manager.datasets import DatasetCollection
 from manager.errors import ManagerError
 from manager.params import RunParams
@@ -15,7 +16,7 @@ from manager.prepare import PrepareReport, prepare_collection, write_collection_
 from manager.run import Run
 from manager.runspec import RunSpec
 from runqueue.durations import parse_duration
-from runqueue.layout import DEFAULT_MEMORY_MB, DONE_MARKER, FAILED_MARKER, OUT_LOG
+from runqueue.layout import DEFAULT_MEMORY_MB
 
 Progress = Callable[[str], None]
 
@@ -158,16 +159,12 @@ class RunCollection:
     def delete_lfads_output(self, run: Run, confirm: bool = False) -> None:
         """Delete a run's lfadsOutput/, lfads.out and the done/failed markers (the run goes again).
 
-        Without `confirm=True` it asks you to type "yes", like the original.
+        Without `confirm=True` it asks you to type "yes", like the original. A running run is
+        refused (see manager.cleanup).
         """
         if not confirm:
             answer = input(f"Delete LFADS output of {run.path}? Type yes to confirm: ")
             if answer.strip() != "yes":
                 raise ManagerError(run.path, "deletion not confirmed", "type yes, or pass confirm=True")
-        shutil.rmtree(run.paths.lfads_output, ignore_errors=True)
-        for name in (OUT_LOG, DONE_MARKER, FAILED_MARKER):
-            try:
-                (run.path / name).unlink()
-            except FileNotFoundError:
-                pass
+        delete_run_output(run.path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from manager_test_helpers import small_collection, write_npz_dataset
 
 from manager import ManagerError, RunParams, RunSpec
+from runqueue import runlock
 
 
 @pytest.fixture
@@ -51,6 +53,44 @@ def test_delete_lfads_output_needs_confirmation(collection, monkeypatch):
     collection.delete_lfads_output(run, confirm=True)
     assert not run.paths.lfads_output.exists() and not run.paths.done_marker.exists() and not run.paths.out_log.exists()
     assert run.paths.train_script.exists()  # the run itself stays
+
+
+def test_delete_output_refuses_a_running_run_and_keeps_a_linked_output(collection):
+    collection.prepare()
+    run = collection.runs[0]
+    run.paths.lfads_output.mkdir()
+    (run.paths.lfads_output / "lfads_vae.ckpt-10.index").write_text("checkpoint")
+    held = runlock.try_acquire(run.paths.lock)  # what a run's supervisor holds while it trains
+    try:
+        with pytest.raises(ManagerError, match=r"the run is running.*runqueue cancel"):
+            collection.delete_lfads_output(run, confirm=True)
+    finally:
+        os.close(held)
+    assert (run.paths.lfads_output / "lfads_vae.ckpt-10.index").exists()
+
+    elsewhere = collection.path.parent / "scratch_output"
+    run.paths.lfads_output.rename(elsewhere)
+    run.paths.lfads_output.symlink_to(elsewhere)
+    with pytest.raises(ManagerError, match="symbolic link"):
+        collection.delete_lfads_output(run, confirm=True)
+    assert (elsewhere / "lfads_vae.ckpt-10.index").exists()
+
+
+def test_delete_output_command(collection):
+    collection.prepare()
+    first, second = collection.runs[:2]
+    for run in (first, second):
+        run.paths.lfads_output.mkdir()
+        run.paths.done_marker.write_text("")
+    command = [sys.executable, "-m", "manager", "delete-output", str(first.path), str(second.path)]
+    declined = subprocess.run(command, input="no\n", capture_output=True, text=True)
+    assert declined.returncode == 1 and first.paths.done_marker.exists()
+    done = subprocess.run([*command, "--yes"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "deleted lfadsOutput, lfads.done" in done.stdout
+    assert not first.paths.lfads_output.exists() and not second.paths.done_marker.exists()
+    not_a_run = subprocess.run([*command[:4], str(collection.path), "--yes"], capture_output=True, text=True)
+    assert not_a_run.returncode == 2 and "not a run folder" in not_a_run.stderr
 
 
 def test_values_are_cast_to_the_matlab_type():

@@ -1,0 +1,54 @@
+"""Deleting a run's LFADS output so that the queue trains it again from scratch.
+
+The run lock is held while deleting: a queue cannot start the run half-way through, and a run
+that is training (its supervisor holds the lock) is refused instead of having its checkpoints
+pulled from under it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from manager.errors import ManagerError
+from runqueue import runlock
+from runqueue.layout import DONE_MARKER, FAILED_MARKER, LFADS_OUTPUT, OUT_LOG, TRAIN_SCRIPT, RunPaths
+
+
+def delete_run_output(run_dir: Path) -> list[Path]:
+    """Delete lfadsOutput/, lfads.out and the done/failed markers of one run; the paths removed."""
+    paths = RunPaths(run_dir)
+    if not paths.train_script.is_file():
+        raise ManagerError(run_dir, f"not a run folder (no {TRAIN_SCRIPT})", "give the folder that holds lfads_train.sh")
+    try:
+        lock_fd = runlock.try_acquire(paths.lock)
+    except OSError as error:
+        raise ManagerError(paths.lock, f"cannot take the run lock ({error.strerror})", "check the folder's permissions") from None
+    if lock_fd is None:
+        raise ManagerError(run_dir, "the run is running", "stop it first with `runqueue cancel RUN`, then delete its output")
+    try:
+        return _delete(run_dir)
+    finally:
+        os.close(lock_fd)
+
+
+def _delete(run_dir: Path) -> list[Path]:
+    output = run_dir / LFADS_OUTPUT
+    if output.is_symlink():
+        raise ManagerError(output, "is a symbolic link; its target is left alone",
+                           "delete the files it points to yourself, or remove the link")
+    removed: list[Path] = []
+    if output.exists():
+        # Errors are not ignored: markers removed over a half-deleted checkpoint would make the
+        # queue continue the old model instead of starting afresh.
+        shutil.rmtree(output)
+        removed.append(output)
+    for name in (OUT_LOG, DONE_MARKER, FAILED_MARKER):
+        path = run_dir / name
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
