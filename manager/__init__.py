@@ -3,7 +3,7 @@
     from manager import DatasetCollection, Dataset, RunParams, RunSpec, RunCollection
 """
 
-from manager.collection import RunCollection
+from manager.collection import RunCollection, StaleResultsWarning
 from manager.datasets import Dataset, DatasetCollection, register_loader
 from manager.errors import ManagerError
 from manager.params import RunParams
@@ -20,5 +20,6 @@ __all__ = [
     "RunParams",
     "RunSpec",
     "SequenceData",
+    "StaleResultsWarning",
     "register_loader",
 ]

@@ -31,8 +31,8 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool
     atomicio.atomic_write_bytes(path, data, mode=mode, durable=durable, make_parents=True)
 
 
-def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True) -> bool:
-    """Write `data` atomically unless `path` already holds exactly it (and has `mode`).
+def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True, force: bool = False) -> bool:
+    """Write `data` atomically unless `path` already holds exactly it (and has `mode`) and not `force`.
 
     Returns True when the file was (re)written.
     """
@@ -40,7 +40,7 @@ def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644, durable: 
     path = Path(path)
     wanted_mode = mode & ~atomicio.current_umask()  # what a fresh write gets
     try:
-        if not path.is_symlink() and path.stat().st_size == len(payload) and path.read_bytes() == payload:
+        if not force and not path.is_symlink() and path.stat().st_size == len(payload) and path.read_bytes() == payload:
             if (path.stat().st_mode & 0o7777) != wanted_mode:
                 os.chmod(path, wanted_mode)
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -19,6 +20,10 @@ from runqueue.durations import parse_duration
 from runqueue.layout import DEFAULT_MEMORY_MB
 
 Progress = Callable[[str], None]
+
+
+class StaleResultsWarning(UserWarning):
+    """A trained run's data changed after its training started; its results no longer match."""
 
 
 def check_time_limit(time_limit: str | int | float) -> None:
@@ -151,7 +156,11 @@ class RunCollection:
 
         Nothing is rewritten when nothing changed; `regenerate=True` re-exports and re-links all.
         """
-        return prepare_collection(self, regenerate=regenerate, progress=progress)
+        report = prepare_collection(self, regenerate=regenerate, progress=progress)
+        if progress is None:  # nobody listens to progress: the notes must still reach the user
+            for note in report.notes:
+                warnings.warn(note, StaleResultsWarning, stacklevel=2)
+        return report
 
     def write_summary(self) -> bool:
         return write_collection_files(self, only_summary=True)

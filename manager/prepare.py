@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,16 @@ from manager.export import (
     rebin_factor,
     write_input_info,
     write_lfads_h5,
+)
+from manager.export_history import (
+    EXPORT_STAMP_FILE,
+    HISTORY_KEY,
+    arrays_digest,
+    describe_time,
+    digest_of_files,
+    read_stamp,
+    stale_since,
+    updated_history,
 )
 from manager.run import Run
 from manager.scripts import (
@@ -62,7 +73,6 @@ from runqueue.layout import (
 if TYPE_CHECKING:
     from manager.collection import RunCollection
 
-EXPORT_STAMP_FILE = ".export_stamp.json"
 ALIGNMENT_PLOT_FILE = "alignment_reconstruction.png"
 # Bump when the export's content changes, so older exports are redone.
 EXPORT_FORMAT = 1
@@ -74,6 +84,10 @@ class PrepareReport:
     files_written: list[Path] = field(default_factory=list)
     # stale lfadsInput links and exports of datasets a run spec no longer has
     files_removed: list[Path] = field(default_factory=list)
+    # trained runs whose export has changed since their training started: their results do not
+    # match their input any more (load_posterior_means refuses them)
+    stale_runs: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a user must know, also sent to progress
     export_seconds: float = 0.0
     other_seconds: float = 0.0
 
@@ -146,16 +160,9 @@ def _loader_name(dataset: Any) -> str:
     return f"{kind.__module__}.{kind.__qualname__}" + (f"/{loader.__module__}.{loader.__qualname__}" if loader else "")
 
 
-def _read_stamp(data_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((data_dir / EXPORT_STAMP_FILE).read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | None:
     """The stored stamp when the export matches the current sources and all its files exist."""
-    stored = _read_stamp(run.path_common_data)
+    stored = read_stamp(run.path_common_data)
     if stored is None or stored.get("source") != source:
         return None
     for dataset in run.dataset_names:
@@ -224,7 +231,7 @@ def _remove_stale_exports(plan: _ExportPlan) -> list[Path]:
     """Files of an earlier export of this folder for datasets the run spec no longer has (and its
     alignment plot when alignment is off now); files the stamp does not name are left alone."""
     data_dir = plan.run.path_common_data
-    previous = _read_stamp(data_dir)
+    previous = read_stamp(data_dir)
     if previous is None:
         return []
     stale = [data_dir / name(dataset) for dataset in sorted(_stamped_dataset_names(previous) - set(plan.run.dataset_names))
@@ -247,18 +254,27 @@ def _write_export(plan: _ExportPlan, force: bool) -> tuple[list[Path], list[Path
     # Before the new stamp is written: the old one is the record of which files were ours.
     removed = _remove_stale_exports(plan)
     written = []
+    per_dataset = {}
     for index, (dataset, data, rebin) in enumerate(zip(run.spec.datasets, plan.sequences, plan.rebins, strict=True)):
         alignment = plan.alignment.alignments[index] if plan.alignment else None
-        h5_path = data_dir / lfads_file_name(dataset.name)
-        arrays = lfads_arrays(data, rebin, int(run.params.trainToTestRatio), alignment)
-        if write_lfads_h5(h5_path, arrays, force):
-            written.append(h5_path)
+        per_dataset[dataset.name] = lfads_arrays(data, rebin, int(run.params.trainToTestRatio), alignment)
+    h5_paths = {name: data_dir / lfads_file_name(name) for name in per_dataset}
+    # Read before the files are replaced: without a history, what the old files held decides.
+    history = (read_stamp(data_dir) or {}).get(HISTORY_KEY)
+    on_disk = None if history else digest_of_files(h5_paths)
+    for dataset, data in zip(run.spec.datasets, plan.sequences, strict=True):
+        if write_lfads_h5(h5_paths[dataset.name], per_dataset[dataset.name], force):
+            written.append(h5_paths[dataset.name])
         info_path = data_dir / input_info_file_name(dataset.name)
         fields = input_info_fields(data, int(run.params.trainToTestRatio), run.params.data_hash)
         if write_input_info(info_path, fields, force):
             written.append(info_path)
-    if plan.alignment_png is not None and write_if_changed(data_dir / ALIGNMENT_PLOT_FILE, plan.alignment_png):
+    if plan.alignment_png is not None and write_if_changed(data_dir / ALIGNMENT_PLOT_FILE, plan.alignment_png, force=force):
         written.append(data_dir / ALIGNMENT_PLOT_FILE)
+    # Times from the file system, the clock that also stamps LFADS's output files. The folder's
+    # mtime covers a spec that only lost a dataset (its other files stay as they were).
+    since = max(path.stat().st_mtime for path in [data_dir, *h5_paths.values()])
+    plan.stamp[HISTORY_KEY] = updated_history(history, arrays_digest(per_dataset), on_disk, since)
     write_if_changed(data_dir / EXPORT_STAMP_FILE, json.dumps(plan.stamp, indent=1, sort_keys=True) + "\n")
     return written, removed
 
@@ -316,15 +332,13 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     return written
 
 
-def _remove_stale_links(run: Run, progress: Callable[[str], None] | None) -> list[Path]:
+def _remove_stale_links(run: Run) -> list[Path]:
     """Links prepare made for datasets the run spec no longer has: LFADS loads every lfads* file
-    in lfadsInput/, so a leftover link would train the model on a dataset the spec dropped."""
+    in lfadsInput/, so a leftover link would train the model on a dataset the spec dropped.
+    (A trained run is then stale: the spec's export digest changed, see export_history.)"""
     stale, _ = _stray_inputs(run)
     for entry in stale:
         entry.unlink()
-    if stale and (run.paths.done_marker.exists() or run.paths.lfads_output.exists()):
-        _say(progress, f"note: {run.path} was trained with other datasets than {', '.join(run.dataset_names)}; "
-                       "delete its lfadsOutput/ and lfads.done to train it on the current ones")
     return stale
 
 
@@ -371,9 +385,6 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
     for run in runs:
         _check_trials(run, counts[(run.params.data_hash, run.spec.name)])
 
-    # Exports redone because their source data changed (not merely asked for with regenerate): runs
-    # already trained on the old export now hold results that do not match their input.
-    changed = set() if regenerate else {(plan.run.params.data_hash, plan.run.spec.name) for plan in plans}
     for plan in plans:
         t0 = time.perf_counter()
         _say(progress, f"exporting {plan.run.params.data_hash_name}/{plan.run.spec.name}")
@@ -388,12 +399,15 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
     scripts: _ScriptCache = {}
     for run in runs:
         report.files_written += _write_run(run, regenerate, resources, scripts)
-        stale = _remove_stale_links(run, progress)
-        report.files_removed += stale
-        trained = run.paths.done_marker.exists() or run.paths.lfads_output.exists()
-        if not stale and trained and (run.params.data_hash, run.spec.name) in changed:
-            _say(progress, f"note: {run.path} was trained on an earlier export of its data; delete its lfadsOutput/"
-                           " and lfads.done to train it on the current one")
+        report.files_removed += _remove_stale_links(run)
+        changed = stale_since(run.path, read_stamp(run.path_common_data))
+        if changed is not None:  # said on every prepare until the run is retrained
+            report.stale_runs.append(run.path)
+            note = (f"note: {run.path} was trained before its data changed ({describe_time(changed)}: other trials,"
+                    f" values or datasets for spec {run.spec.name!r}); its results do not match its input. Retrain it:"
+                    f" lfads-manager delete-output {shlex.quote(str(run.path))}, then run the queue")
+            report.notes.append(note)
+            _say(progress, note)
     write_collection_files(collection)
     report.export_seconds = export_seconds
     report.other_seconds = time.perf_counter() - started - export_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from manager.errors import ManagerError
 from manager.export import INPUT_INFO_PREFIX, LFADS_FILE_PREFIX
+from manager.export_history import describe_time, stale_since, stamp_of_input
 from manager.matfile import read_mat
 from manager.run import Run
 from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT
@@ -100,12 +102,19 @@ def load_posterior_means(run: Run | Path | str, kind: str | None = None) -> dict
         kind = run.params.posterior_mean_kind
     results = {}
     for dataset in input_datasets(run_dir):
+        input_file = run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{dataset}.h5"
+        changed = stale_since(run_dir, stamp_of_input(input_file))
+        if changed is not None:
+            raise ManagerError(run_dir, f"its data changed after it was trained ({describe_time(changed)}), so its results"
+                               " no longer match its input (other trials, order or datasets)",
+                               f"retrain it: lfads-manager delete-output {shlex.quote(str(run_dir))}, then run the queue"
+                               " (or restore the old data and prepare again)")
         files = posterior_files(run_dir, dataset, kind)
         if files is None:
             raise ManagerError(run_dir / LFADS_OUTPUT, f"no posterior means for {dataset}",
                                "run lfads_posterior_mean_sample.sh (the queue does after training)")
         train, valid = (_read_all(path) for path in files)
-        inputs = _read_all(run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{dataset}.h5")
+        inputs = _read_all(input_file)
         info = read_mat(run_dir / LFADS_INPUT / f"{INPUT_INFO_PREFIX}{dataset}.mat")
         train_inds = inputs["train_inds"].astype(np.int64).ravel() - 1
         valid_inds = inputs["valid_inds"].astype(np.int64).ravel() - 1

@@ -1,16 +1,18 @@
-"""Changing a run spec's datasets: lfadsInput/ and the export hold exactly the spec's datasets afterwards."""
+"""Changing a run spec's datasets or data: lfadsInput/ and the export follow, and trained runs are flagged stale."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from manager_test_helpers import file_states, run_manager_cli, write_npz_dataset
 
-from manager import DatasetCollection, RunCollection, RunParams, RunSpec
+from manager import DatasetCollection, ManagerError, RunCollection, RunParams, RunSpec, StaleResultsWarning
+from manager.results import load_posterior_means
 
 
-def experiment(tmp_path: Path, datasets: list[str]) -> Path:
+def experiment(tmp_path: Path, datasets: list[str], alignment: bool = True) -> Path:
     toml = tmp_path / "e.toml"
     toml.write_text(f"""
 [collection]
@@ -22,7 +24,7 @@ glob = "*.npz"
 [params]
 c_batch_size = 4
 c_factors_dim = 3
-useAlignmentMatrix = true
+useAlignmentMatrix = {"true" if alignment else "false"}
 [[runspec]]
 name = "all"
 datasets = {datasets!r}
@@ -79,7 +81,8 @@ def test_renamed_dataset_and_single_dataset_spec_without_alignment(tmp_path, dat
     collection.run_specs = [RunSpec("s", datasets, ["ds003"])]  # same folder, another dataset
     said: list[str] = []
     report = collection.prepare(progress=said.append)
-    assert f"note: {run.path} was trained with other datasets than ds003; delete its lfadsOutput/ and lfads.done" in "\n".join(said)
+    assert f"note: {run.path} was trained before its data changed" in "\n".join(said)
+    assert report.stale_runs == [run.path]
     assert run.paths.done_marker.exists()  # the user decides
     assert lfads_loads(run.path) == ["lfads_ds003.h5"]
     assert {p.name for p in report.files_removed} == {
@@ -104,16 +107,65 @@ def test_a_file_lfads_would_load_that_prepare_did_not_make_is_refused(tmp_path, 
     assert file_states(tmp_path / "runs") == before  # refused before anything was written
 
 
-def test_changed_source_data_under_a_trained_run_gets_a_note(tmp_path, data):
+def _train_by_hand(run_dir: Path) -> None:
+    """What prepare can see of a training: LFADS's first file in lfadsOutput/ and lfads.done."""
+    (run_dir / "lfadsOutput").mkdir()
+    (run_dir / "lfadsOutput" / "hyperparameters-0.txt").write_text("{}")
+    (run_dir / "lfads.done").write_text("{}")
+
+
+def test_changed_source_data_under_a_trained_run_gets_a_note_until_it_is_retrained(tmp_path, data):
     toml = experiment(tmp_path, ["ds001", "ds002"])
     assert run_manager_cli("prepare", str(toml)).returncode == 0
     (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
-    (run_dir / "lfadsOutput").mkdir()  # trained (as far as prepare can tell)
-    (run_dir / "lfads.done").write_text("{}")
+    _train_by_hand(run_dir)
     unchanged = run_manager_cli("prepare", str(toml))
     assert unchanged.returncode == 0 and "note:" not in unchanged.stderr
+    os.utime(data / "ds002.npz")  # touched (or copied, restored): the export is redone, its content is not new
+    touched = run_manager_cli("prepare", str(toml))
+    assert touched.returncode == 0 and "note:" not in touched.stderr
+    regenerated = run_manager_cli("prepare", str(toml), "--regenerate")
+    assert regenerated.returncode == 0 and "note:" not in regenerated.stderr
+
     write_npz_dataset(data / "ds002.npz", seed=7)  # the recording was re-sorted, say
-    result = run_manager_cli("prepare", str(toml))
-    assert result.returncode == 0, result.stderr
-    assert f"note: {run_dir} was trained on an earlier export of its data; delete its lfadsOutput/" in result.stderr
+    note = f"note: {run_dir} was trained before its data changed"
+    for extra in ((), ("--regenerate",), ()):  # said every time, not only when the export is redone
+        result = run_manager_cli("prepare", str(toml), *extra)
+        assert result.returncode == 0, result.stderr
+        assert note in result.stderr and f"lfads-manager delete-output {run_dir}" in result.stderr
     assert (run_dir / "lfadsOutput").is_dir() and (run_dir / "lfads.done").exists()  # never deleted for the user
+    with pytest.raises(ManagerError, match="its data changed after it was trained"):
+        load_posterior_means(run_dir)
+
+    assert run_manager_cli("delete-output", str(run_dir), "--yes").returncode == 0
+    _train_by_hand(run_dir)  # trained again, on the current export
+    again = run_manager_cli("prepare", str(toml))
+    assert again.returncode == 0 and "note:" not in again.stderr
+
+
+def test_the_api_warns_about_stale_runs_when_nobody_reads_progress(tmp_path, data):
+    datasets = DatasetCollection(data)
+    datasets.add_files(["ds001.npz"])
+    collection = RunCollection(tmp_path / "runs", "api", datasets)
+    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
+    collection.add_run_spec(RunSpec("s", datasets, ["ds001"]))
+    collection.prepare()
+    (run,) = collection.runs
+    _train_by_hand(run.path)
+    write_npz_dataset(data / "ds001.npz", seed=11)
+    with pytest.warns(StaleResultsWarning, match="was trained before its data changed"):
+        report = collection.prepare()
+    assert report.stale_runs == [run.path]
+
+
+def test_a_stitched_run_whose_spec_lost_a_dataset_is_stale(tmp_path, data):
+    # Without alignment the files of the datasets it keeps stay byte for byte as they were.
+    toml = experiment(tmp_path, ["ds001", "ds002", "ds003"], alignment=False)
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    kept = (run_dir / "lfadsInput" / "lfads_ds001.h5").stat().st_mtime_ns
+    _train_by_hand(run_dir)
+    result = run_manager_cli("prepare", str(experiment(tmp_path, ["ds001", "ds002"], alignment=False)))
+    assert (run_dir / "lfadsInput" / "lfads_ds001.h5").stat().st_mtime_ns == kept
+    assert result.returncode == 0, result.stderr
+    assert f"note: {run_dir} was trained before its data changed" in result.stderr

@@ -1,0 +1,131 @@
+"""Which export a trained run learned from, so results are never paired with other data.
+
+An export's *content digest* covers what the model sees: every array of every `lfads_<ds>.h5`
+of the run spec, with the dataset names. The export stamp keeps the history of digests with the
+time each became current. A run is *stale* when the digest current when its training started is
+not the digest now: its posterior means belong to other trials, another order or other datasets.
+
+Touching, copying or re-exporting identical data changes nothing (the digest is of content, not
+of files or times), and the check needs no record in the run folder, so deleting `lfadsOutput/`
+by hand and retraining clears it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from runqueue.layout import DONE_MARKER, LFADS_OUTPUT
+
+EXPORT_STAMP_FILE = ".export_stamp.json"  # in data_<hash>/<spec>/: the sources, counts and history
+HISTORY_KEY = "content_history"  # [[digest, unix time it became current], ...], oldest first
+_MAX_HISTORY = 50
+
+
+def read_stamp(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        stamp = json.loads((data_dir / EXPORT_STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def stamp_of_input(input_file: Path) -> dict[str, Any] | None:
+    """The export stamp next to the file an lfadsInput/ link points at."""
+    try:
+        return read_stamp(input_file.resolve(strict=True).parent)
+    except OSError:
+        return None
+
+
+def arrays_digest(per_dataset: Mapping[str, Mapping[str, np.ndarray]]) -> str:
+    """sha256 of the datasets' arrays: names, keys, dtypes, shapes and bytes, in sorted order."""
+    digest = hashlib.sha256()
+    for name in sorted(per_dataset):
+        digest.update(f"dataset {name}\n".encode())
+        arrays = per_dataset[name]
+        for key in sorted(arrays):
+            value = np.ascontiguousarray(arrays[key])
+            digest.update(f"{key} {value.dtype.str} {value.shape}\n".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def digest_of_files(paths: Mapping[str, Path]) -> str | None:
+    """The digest of exported h5 files already on disk (dataset name -> path); None if unreadable."""
+    per_dataset: dict[str, dict[str, np.ndarray]] = {}
+    try:
+        for name, path in paths.items():
+            with h5py.File(path, "r") as handle:
+                per_dataset[name] = {key: np.asarray(node[()]) for key, node in handle.items() if isinstance(node, h5py.Dataset)}
+    except (OSError, ValueError):
+        return None
+    return arrays_digest(per_dataset)
+
+
+def updated_history(previous: list[list[Any]] | None, digest: str, on_disk: str | None, now: float) -> list[list[Any]]:
+    """The history after exporting `digest` at `now`. `on_disk`: the digest of the files replaced,
+    consulted only when there is no history yet (an export older than this record, or none)."""
+    history = [list(entry) for entry in previous or [] if isinstance(entry, list) and len(entry) == 2]
+    if not history:
+        # Unchanged content counts as current since forever; new content as of now.
+        return [[digest, 0.0 if on_disk == digest else now]]
+    if history[-1][0] != digest:
+        history.append([digest, now])
+    return history[-_MAX_HISTORY:]
+
+
+def digest_at(history: list[list[Any]], moment: float) -> str | None:
+    """The digest that was current at `moment`; None when the history does not reach back that far."""
+    current = None
+    for digest, since in history:
+        if float(since) <= moment:
+            current = digest
+    return current
+
+
+def training_started(run_dir: Path) -> float | None:
+    """When the run's model was first created: its oldest hyperparameters-N.txt (LFADS writes one per
+    start), else its oldest output file, else lfads.done; None for a run never trained."""
+    output = run_dir / LFADS_OUTPUT
+    try:
+        files = [entry for entry in output.iterdir() if entry.is_file()]
+    except OSError:
+        files = []
+    chosen = [entry for entry in files if entry.name.startswith("hyperparameters-")] or files
+    times = []
+    for entry in chosen:
+        try:
+            times.append(entry.stat().st_mtime)
+        except OSError:
+            continue
+    if times:
+        return min(times)
+    try:
+        return (run_dir / DONE_MARKER).stat().st_mtime
+    except OSError:
+        return None
+
+
+def stale_since(run_dir: Path, stamp: Mapping[str, Any] | None) -> float | None:
+    """If the run was trained on an export whose content has changed since, when it changed."""
+    history = (stamp or {}).get(HISTORY_KEY)
+    if not isinstance(history, list) or not history:
+        return None  # an export from before this record: nothing known
+    started = training_started(run_dir)
+    if started is None:
+        return None
+    if digest_at(history, started) == history[-1][0]:
+        return None
+    return float(history[-1][1])
+
+
+def describe_time(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(moment))
