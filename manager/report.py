@@ -35,6 +35,7 @@ def _png(figure: object) -> bytes:
 
 
 R2_FILE = "r2.txt"
+RATES_PLOT_PREFIX = "rates_vs_truth_"
 
 
 def r_squared(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -81,29 +82,49 @@ def _truth_in_trial_order(run_dir: Path, means: PosteriorMeans) -> np.ndarray | 
     return truth  # spikes per bin, like output_dist_params
 
 
+_UNLABELLED = "(none)"
+
+
+def _condition_key(label: object) -> str:
+    """A condition label as a comparable string; NaN (MATLAB's missing number) and "" are no label."""
+    if isinstance(label, float):
+        return _UNLABELLED if np.isnan(label) else f"{label:g}"
+    text = str(label).strip()
+    return text or _UNLABELLED
+
+
 def rates_png(means: PosteriorMeans, truth: np.ndarray, n_channels: int = 3, n_conditions: int = 3) -> bytes:
     plt = _pyplot()
     valid = means.valid_inds
-    labels = means.condition_id[valid] if means.condition_id is not None else np.zeros(valid.size)
-    conditions = list(dict.fromkeys(labels.tolist()))[:n_conditions]
+    labels = means.condition_id[valid].tolist() if means.condition_id is not None else [0.0] * valid.size
+    keys = [_condition_key(label) for label in labels]
+    # Labelled conditions first; trials without one (NaN or empty) form a group of their own.
+    conditions = sorted(dict.fromkeys(keys), key=lambda key: key == _UNLABELLED)[:n_conditions]
     channels = range(min(n_channels, truth.shape[2]))
     figure, axes = plt.subplots(len(channels), len(conditions), figsize=(3.2 * len(conditions), 2.3 * len(channels)), squeeze=False)
     to_hz = 1000.0 / means.spike_bin_ms
     for row, channel in enumerate(channels):
         for col, condition in enumerate(conditions):
             ax = axes[row][col]
-            trials = valid[labels == condition]
+            trials = valid[[key == condition for key in keys]]
             for trial in trials:
                 ax.plot(means.time_ms, means.rates[trial, :, channel], color="tab:blue", lw=0.6, alpha=0.5)
             ax.plot(means.time_ms, truth[trials[0], :, channel] * to_hz, color="black", lw=2)
-            label = f"{condition:g}" if isinstance(condition, float) else condition
-            ax.set_title(f"channel {channel + 1}, condition {label}", fontsize=8)
+            ax.set_title(f"channel {channel + 1}, condition {condition}", fontsize=8)
             ax.tick_params(labelsize=7)
     axes[-1][0].set_xlabel("time (ms)")
     axes[-1][0].set_ylabel("rate (Hz)")
     figure.suptitle(f"{means.dataset}: inferred (blue, valid trials) vs true rates (black)", fontsize=9)
     figure.tight_layout()
     return _png(figure)
+
+
+def _remove_plots_of_other_datasets(report: Path, datasets: list[str]) -> None:
+    """Rate plots this command wrote for datasets the run no longer has would pass for current ones."""
+    wanted = {f"{RATES_PLOT_PREFIX}{name}.png" for name in datasets}
+    for plot in report.glob(f"{RATES_PLOT_PREFIX}*.png"):
+        if plot.name not in wanted and plot.is_file() and not plot.is_symlink():
+            plot.unlink()
 
 
 def write_report(run_dir: Path | str) -> list[str]:
@@ -121,8 +142,8 @@ def write_report(run_dir: Path | str) -> list[str]:
     if not has_fitlog and not has_posterior:
         raise ManagerError(output, "nothing to report (no fitlog.csv, no posterior means)", "let training run for an epoch")
     report = run_dir / REPORT_DIR
-    report.mkdir(exist_ok=True)
     lines = []
+    curves = None
     if has_fitlog:
         try:
             curves = training_curves_png(run_dir)
@@ -130,9 +151,11 @@ def write_report(run_dir: Path | str) -> list[str]:
             if not has_posterior:
                 raise
             lines.append(f"skipped the training curves: {error}")
-        else:
-            write_if_changed(report / "training_curves.png", curves)
-            lines.append(f"wrote {report / 'training_curves.png'}")
+    report.mkdir(exist_ok=True)  # only now: a refused report leaves no empty folder behind
+    if curves is not None:
+        write_if_changed(report / "training_curves.png", curves)
+        lines.append(f"wrote {report / 'training_curves.png'}")
+    _remove_plots_of_other_datasets(report, datasets)
     if not has_posterior:
         lines.append("no posterior means yet (run lfads_posterior_mean_sample.sh); skipped the rate plots")
         return lines
@@ -143,7 +166,7 @@ def write_report(run_dir: Path | str) -> list[str]:
             lines.append(f"{name}: no truth in the input; skipped the rate plot")
             continue
         score = r_squared(means.rates_per_bin[means.valid_inds], truth[means.valid_inds])
-        png = report / f"rates_vs_truth_{name}.png"
+        png = report / f"{RATES_PLOT_PREFIX}{name}.png"
         write_if_changed(png, rates_png(means, truth))
         lines += [f"wrote {png}", f"{name}: valid-trial rate R² vs truth = {score:.3f}"]
         scores.append(f"{name}: valid-trial rate R² vs truth = {score:.6f}\n")

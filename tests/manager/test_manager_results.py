@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import h5py
@@ -125,3 +126,34 @@ def test_r_squared_leaves_out_channels_whose_truth_is_constant():
     expected = r_squared(predicted[..., :9], truth[..., :9])
     assert 0.99 < expected < 1.0
     assert r_squared(predicted, truth) == expected
+
+
+def test_report_plots_trials_without_a_condition_as_their_own_group(trained_run):
+    from manager.report import rates_png
+
+    (means,) = load_posterior_means(trained_run).values()
+    labels = np.array([1.0, 2.0] * 20)[: means.rates.shape[0]]
+    labels[means.valid_inds[:3]] = np.nan  # MATLAB's missing condition
+    truth = means.rates_per_bin / 0.9
+    png = rates_png(dataclasses.replace(means, condition_id=labels), truth)
+    assert png[:4] == b"\x89PNG"
+
+
+def test_a_refused_report_leaves_no_folder_and_old_plots_of_dropped_datasets_go(trained_run):
+    report = trained_run.path / "report"
+    fitlog = trained_run.path / "lfadsOutput" / "fitlog.csv"
+    posterior = sorted((trained_run.path / "lfadsOutput").glob("model_runs_*"))
+    kept = {path: path.read_bytes() for path in posterior}
+    for path in posterior:
+        path.unlink()
+    fitlog.write_text("")
+    assert run_manager_cli("report", str(trained_run.path)).returncode == 2
+    assert not report.exists()
+
+    for path, data in kept.items():
+        path.write_bytes(data)
+    report.mkdir()
+    (report / "rates_vs_truth_gone.png").write_bytes(b"\x89PNG old")  # of a dataset the spec dropped
+    (report / "my_notes.txt").write_text("mine")
+    assert run_manager_cli("report", str(trained_run.path)).returncode == 0
+    assert sorted(path.name for path in report.iterdir()) == ["my_notes.txt", "r2.txt", "rates_vs_truth_ds.png"]
