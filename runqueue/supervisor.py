@@ -91,6 +91,7 @@ class Supervisor:
         self.pending_signals: list[int] = []
         self.previous = PersistedState()
         self.own_session = False
+        self.folder_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the run folder we locked
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
@@ -110,6 +111,7 @@ class Supervisor:
             self._tell({"status": "busy"})
             return EXIT_NOT_STARTED
         self.lock_fd = fd
+        self.folder_id = _identity(self.paths.root)
         # Markers are re-checked under the lock: another queue may have finished the run
         # between our caller's scan and now.
         if os.path.lexists(self.paths.done_marker) or os.path.lexists(self.paths.failed_marker):
@@ -257,7 +259,7 @@ class Supervisor:
             return self._interrupted(step)
         if stop == "cancel":
             return self._cancelled(step, exit_code, signum)
-        if not self.paths.root.is_dir():
+        if not self._folder_is_ours():
             self._vanished()
         if stop == "time_limit":
             limit = self.spec.time_limit_s or 0
@@ -388,6 +390,8 @@ class Supervisor:
 
     # ----------------------------------------------------------------- endings
     def _succeed(self) -> int:
+        if not self._folder_is_ours():
+            self._vanished()
         record = {
             "finished": now_iso(),
             "host": self.state.host,
@@ -407,7 +411,7 @@ class Supervisor:
         return EXIT_SUCCEEDED
 
     def _fail(self, step: str | None, exit_code: int | None, signum: int | None, reason: Reason, message: str, tail: bytes | None = None) -> int:
-        if not self.paths.root.is_dir():
+        if not self._folder_is_ours():
             self._vanished()
         if tail is None:
             tail = read_region_tail(self.paths.out_log, 0, 64 * 1024)
@@ -452,6 +456,8 @@ class Supervisor:
         return EXIT_INTERRUPTED
 
     def _cancelled(self, step: str, exit_code: int | None, signum: int | None) -> int:
+        if not self._folder_is_ours():
+            self._vanished()
         tail = read_region_tail(self.paths.out_log, 0, 64 * 1024)
         record = FailureRecord(
             step=step,
@@ -470,6 +476,24 @@ class Supervisor:
         self._end_attempt(Reason.CANCELLED)
         self._log_line(f"{HEADER_PREFIX} {now_iso()} cancelled during {step}\n")
         return EXIT_CANCELLED
+
+    def _folder_is_ours(self) -> bool:
+        """Is the run folder still the one we locked? A folder deleted and made again under the same
+        name is another run. A renamed one is followed: our open lfads.out knows where it went."""
+        if self.folder_id is None or _identity(self.paths.root) == self.folder_id:
+            return True
+        if self.log_fd < 0:
+            return False
+        try:
+            log_path = os.readlink(f"/proc/self/fd/{self.log_fd}")
+        except OSError:
+            return False
+        folder = Path(log_path).parent
+        if log_path.endswith(" (deleted)") or _identity(folder) != self.folder_id:
+            return False
+        self._log_line(f"{HEADER_PREFIX} {now_iso()} the run folder moved from {self.paths.root} to {folder}; following it\n")
+        self.paths = RunPaths(folder)
+        return True
 
     def _vanished(self) -> None:
         print(f"runqueue: {self.paths.root} vanished while it was running; dropping the run", file=sys.__stderr__)
@@ -527,10 +551,12 @@ class Supervisor:
             pass
 
     def _save(self) -> None:
+        if not self._folder_is_ours():
+            self._vanished()  # never write into a new folder that took the old one's name
         try:
             save_state(self.paths, self.state)
         except FileNotFoundError:
-            if not self.paths.root.is_dir():
+            if not self._folder_is_ours():
                 self._vanished()
         except OSError:
             pass  # a full disk must not stop the run; the markers still decide
@@ -549,6 +575,14 @@ class Supervisor:
         if error.errno == errno.ENOENT:
             return Reason.FOLDER_VANISHED
         return Reason.INTERNAL_ERROR
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -230,3 +231,47 @@ def test_requeue_of_a_running_run_is_refused_with_a_non_zero_status(tmp_path: Pa
     finally:
         release.touch()
         finish(queue)
+
+
+def _wait_for_go(folder: Path) -> str:
+    """A step that says it started, then waits for `folder`/go (paths that survive a rename of the run)."""
+    return f'touch "{folder}/started"\nwhile [ ! -e "{folder}/go" ]; do sleep 0.05; done\necho old-step-finished\n'
+
+
+def test_a_run_folder_deleted_and_made_again_while_running_is_a_new_run(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    run = make_run(root, "c/param_D/r", _wait_for_go(root / "c/param_D"))
+    queue = start_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", _sim(tmp_path), log=tmp_path / "q.log")
+    try:
+        wait_for((run.parent / "started").exists, what="the old run's step")
+        shutil.rmtree(run)
+        make_run(root, "c/param_D/r", 'touch "$RUNQUEUE_RUN_DIR/new-ran"\n')
+        (run.parent / "go").touch()
+        assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    # The old supervisor wrote nothing into the new folder: the new script ran and made the marker.
+    assert (run / "new-ran").exists() and (run / "lfads.done").exists()
+    assert "old-step-finished" not in (run / "lfads.out").read_text()
+
+
+def test_a_run_folder_renamed_while_running_finishes_where_it_went(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    run = make_run(root, "c/param_M/r", _wait_for_go(root / "c/param_M"), posterior='echo "posterior in $PWD"\n')
+    queue = start_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", _sim(tmp_path), log=tmp_path / "q.log")
+    moved = run.parent / "renamed"
+    try:
+        wait_for((run.parent / "started").exists, what="the step")
+        run.rename(moved)
+        (run.parent / "go").touch()
+        assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    log = (moved / "lfads.out").read_text()
+    assert (moved / "lfads.done").exists() and not run.exists()
+    assert log.count("old-step-finished") == 1  # the training step ran once
+    assert f"the run folder moved from {run} to {moved}; following it" in log
+    assert f"posterior in {moved}" in log  # the next step ran in the folder's new place
+    assert read_json(moved / ".runqueue" / "state.json")["phase"] == "succeeded"
