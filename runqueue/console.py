@@ -53,8 +53,8 @@ class Console:
             if self.tty and self._status:
                 self._redraw_status(flush=False)
             self.stream.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # the terminal or pipe went away; the runs do not care
+        except (OSError, ValueError):
+            pass  # the terminal or pipe went away (EPIPE, or EIO after a hang-up); the runs do not care
 
     def _redraw_status(self, *, flush: bool = True) -> None:
         self.stream.write(f"\r\x1b[K{self._status}")

@@ -165,7 +165,7 @@ class Scheduler:
         if self.watcher is not None:
             self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, self.watcher)
         old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        old_handlers = {signum: signal.signal(signum, self._record_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        old_handlers = {signum: signal.signal(signum, self._record_signal) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             self._discover(full=True)
             self._adopt_running()
@@ -209,10 +209,17 @@ class Scheduler:
 
     def _act_on_signals(self) -> None:
         while self.signals:
-            self.signals.pop(0)
+            signum = self.signals.pop(0)
             self.stop_level += 1
             watched = [run for run in self.runs.values() if run.handle is not None]
-            if self.stop_level == 1 and self.options.detach_on_stop:
+            if signum == signal.SIGHUP and self.stop_level < 3:
+                # The terminal is gone (or someone asked for a restart): nobody is left to watch,
+                # so leave at once like a service; the runs do not depend on us.
+                self.hooks.stopping(self.status_line())
+                self.console.event(f"hang-up: leaving; {len(watched)} started run(s) keep going under their supervisors"
+                                   " and are re-adopted on the next start")
+                self.stop_level = 3
+            elif self.stop_level == 1 and self.options.detach_on_stop:
                 self.hooks.stopping(self.status_line())
                 self.console.event(f"stopping; {len(watched)} started run(s) keep going under their supervisors and are re-adopted on the next start")
                 self.stop_level = 3
@@ -380,8 +387,11 @@ class Scheduler:
             self.selector.unregister(handle.wait_fd)
             code = self.executor.collect(handle)
             run.handle = None
-            with contextlib.suppress(ClaimError, OSError):
-                self.claims.remove(str(run.path))
+            # Steps that outlived their supervisor hold the run lock and still use the device:
+            # their claim stays, and lapses by itself when the last of them ends.
+            if not runlock.is_held(run.paths.lock):
+                with contextlib.suppress(ClaimError, OSError):
+                    self.claims.remove(str(run.path))
             if run.tail is not None:
                 self.console.run_output(run.name, run.tail.read_lines(final=True))
                 run.tail = None

@@ -6,7 +6,8 @@ start one run twice. Each claim is a small JSON file in one directory shared by 
 made under an exclusive flock on `<dir>/.lock`, held by `with store.transaction() as txn:`.
 
 A claim lives as long as its process: the pid is stored with its start time and the boot id,
-so a dead supervisor's claim, or one whose pid was reused by an unrelated process, is dropped.
+so a dead supervisor's claim, or one whose pid was reused by an unrelated process, is dropped,
+unless steps of that run still hold its run lock (they outlived a killed supervisor).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from runqueue import runlock
 from runqueue.devices.errors import ClaimError
+from runqueue.layout import RunPaths
 from runqueue.procinfo import boot_id, live_start_time
 
 CLAIMS_DIR_ENV = "RUNQUEUE_CLAIMS_DIR"
@@ -54,7 +57,11 @@ class _StoredClaim:
     def is_live(self, this_boot: str) -> bool:
         if self.pid_start is None or self.boot != this_boot:
             return False
-        return live_start_time(self.claim.pid) == self.pid_start
+        if live_start_time(self.claim.pid) == self.pid_start:
+            return True
+        # The supervisor is gone (kill -9), but steps it left running inherit the run lock, and
+        # they still use the device: the claim lives until the last of them ends.
+        return runlock.is_held(RunPaths(Path(self.claim.run_dir)).lock)
 
 
 def _run_key(run_dir: str) -> str:

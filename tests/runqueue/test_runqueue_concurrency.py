@@ -140,6 +140,19 @@ def test_runqueue_stop_runs_flag_and_sigterm(tmp_path: Path) -> None:
     assert not (run / "lfads.failed").exists()
 
 
+def test_a_hang_up_leaves_at_once_and_the_run_goes_on(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-h")])
+    release, started = tmp_path / "release", tmp_path / "started"
+    run = make_run(tmp_path / "runs", "c/param_H/a", _wait_until_released(release, started))
+    queue = start_queue(queue_env(tmp_path), "run", "--watch", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q.log")
+    wait_for(started.exists, what="the run to start")
+    queue.send_signal(signal.SIGHUP)  # the terminal closed
+    assert finish(queue) == 130
+    assert "hang-up: leaving; 1 started run(s) keep going" in (tmp_path / "q.log").read_text()
+    release.touch()
+    wait_for((run / "lfads.done").exists, what="the run to finish without its queue")
+
+
 def test_runqueue_cancel_stops_the_run_and_marks_it_cancelled(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-c")])
     started, child = tmp_path / "started", tmp_path / "child"

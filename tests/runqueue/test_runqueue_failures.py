@@ -275,3 +275,23 @@ def test_a_run_folder_renamed_while_running_finishes_where_it_went(tmp_path: Pat
     assert f"the run folder moved from {run} to {moved}; following it" in log
     assert f"posterior in {moved}" in log  # the next step ran in the folder's new place
     assert read_json(moved / ".runqueue" / "state.json")["phase"] == "succeeded"
+
+
+def test_steps_left_by_a_killed_supervisor_still_hold_their_device(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-one")])  # one run at a time on it
+    root = tmp_path / "runs"
+    marks = root / "c"
+    first = make_run(root, "c/param_O/r0", f'[ -e "{marks}/r0-end" ] && exit 0\nsleep 2\ndate +%s.%N >> "{marks}/r0-end"\n')
+    make_run(root, "c/param_O/r1", f'date +%s.%N >> "{marks}/r1-start"\n')
+    queue = start_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", sim, log=tmp_path / "q.log")
+    try:
+        state = first / ".runqueue" / "state.json"
+        wait_for(lambda: state.exists() and "supervisor_pid" in state.read_text(), what="the first run's supervisor")
+        os.kill(int(read_json(state)["supervisor_pid"]), signal.SIGKILL)  # its sleep goes on, orphaned
+        assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    r0_end = float((marks / "r0-end").read_text().split()[0])
+    r1_start = float((marks / "r1-start").read_text().split()[0])
+    assert r1_start >= r0_end, "the second run was put on the device while the first one's step still ran"
