@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runqueue.config import ServiceConfig, load_service_config
 from runqueue.durations import parse_duration
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB
@@ -68,11 +69,16 @@ def _add_device_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-slots", type=_non_negative_int, metavar="N", help="CPU slots offered when there is no GPU (default 1)")
 
 
+def _add_placement_flags(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """`defaults=False` leaves unset flags None, so a config file can fill them (status --config)."""
+    parser.add_argument("--max-per-gpu", type=_positive_int, default=1 if defaults else None, metavar="N", help="runs per GPU, packed by declared memory (default 1)")
+    parser.add_argument("--foreign", choices=("block", "share"), default="block" if defaults else None, help="GPUs with other users' processes: block (default) or share when memory fits")
+    parser.add_argument("--memory-per-run", type=_non_negative_int, default=DEFAULT_MEMORY_MB if defaults else None, metavar="MB", help=f"GPU memory a run declares unless its runqueue.json says otherwise (default {DEFAULT_MEMORY_MB})")
+
+
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _add_device_flags(parser)
-    parser.add_argument("--max-per-gpu", type=_positive_int, default=1, metavar="N", help="runs per GPU, packed by declared memory (default 1)")
-    parser.add_argument("--foreign", choices=("block", "share"), default="block", help="GPUs with other users' processes: block (default) or share when memory fits")
-    parser.add_argument("--memory-per-run", type=_non_negative_int, default=DEFAULT_MEMORY_MB, metavar="MB", help=f"GPU memory a run declares unless its runqueue.json says otherwise (default {DEFAULT_MEMORY_MB})")
+    _add_placement_flags(parser)
     parser.add_argument("--retries", type=_non_negative_int, default=1, metavar="N", help="attempts after the first failure, each from the failed step (default 1)")
     parser.add_argument("--retry-backoff", type=_non_negative_float, default=10.0, metavar="SECONDS", help="wait before the first retry, doubled for each further one (default 10)")
     parser.add_argument("--time-limit", type=_duration, metavar="DURATION", help="stop a run's attempt after e.g. 90s, 45m, 2h, 1h30m (default: none)")
@@ -139,9 +145,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("roots", nargs="*", metavar="ROOT", type=_path, help="roots to watch (instead of, or besides, the config's)")
 
     status = commands.add_parser("status", help="runs (pending/running/done/failed), devices, claims")
-    status.add_argument("roots", nargs="+", metavar="ROOT", type=_path)
+    status.add_argument("roots", nargs="*", metavar="ROOT", type=_path)
     status.add_argument("--json", action="store_true", help="one JSON object (DESIGN.md §5)")
+    status.add_argument("--config", type=_path, metavar="FILE", help="judge waiting runs by a service's settings: roots, devices,"
+                        " placement and claims_dir from its TOML (flags given here win)")
     _add_device_flags(status)
+    _add_placement_flags(status, defaults=False)
 
     requeue = commands.add_parser("requeue", help="clear done/failed markers so the run goes again")
     requeue.add_argument("runs", nargs="+", metavar="RUN", type=_path)
@@ -232,6 +241,19 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args.config, list(args.roots))
 
 
+def _status_settings(args: argparse.Namespace) -> ServiceConfig:
+    """What `status` judges by: flags, else the --config file, else the queue's defaults."""
+    base = load_service_config(args.config) if args.config else ServiceConfig(roots=())
+    chosen = {name: getattr(args, name) for name in ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")}
+    settings = dataclasses.replace(base, **{name: value for name, value in chosen.items() if value is not None})
+    if args.roots:
+        settings = dataclasses.replace(settings, roots=tuple(args.roots))
+    if not settings.roots:
+        print("runqueue status: error: give at least one ROOT, or --config FILE with roots", file=sys.stderr)
+        raise SystemExit(2)
+    return settings
+
+
 def _status(args: argparse.Namespace) -> int:
     from runqueue.devices.claims import ClaimStore
     from runqueue.devices.errors import ClaimError, InventoryError
@@ -243,10 +265,12 @@ def _status(args: argparse.Namespace) -> int:
     from runqueue.discovery import RunScanner
     from runqueue.status import render_table, run_row
 
-    _check_roots(args.roots)
+    settings = _status_settings(args)
+    _check_roots(settings.roots)
     problems: list[str] = []
     try:
-        reading = make_inventory(gpus=args.gpus, simulate_gpus=args.simulate_gpus, cpu_slots=args.cpu_slots).read()
+        simulate = None if settings.simulate_gpus is None else str(settings.simulate_gpus)
+        reading = make_inventory(gpus=settings.gpus, simulate_gpus=simulate, cpu_slots=settings.cpu_slots).read()
     except InventoryError as error:
         from runqueue.devices.model import InventoryReading
 
@@ -254,12 +278,13 @@ def _status(args: argparse.Namespace) -> int:
         problems.append(str(error))
     reading = dataclasses.replace(reading, status=without_retry_note(reading.status))  # one look, no retries
     try:
-        claims = ClaimStore().claims()
+        claims = ClaimStore(settings.claims_dir).claims()
     except ClaimError as error:
         claims = []
         problems.append(str(error))
-    scanner = RunScanner(args.roots)
-    rows = [run_row(found, reading.devices, claims, PlacementPolicy()) for found in scanner.scan(full=True)]
+    scanner = RunScanner(settings.roots)
+    policy = PlacementPolicy(max_per_gpu=settings.max_per_gpu, foreign=settings.foreign)  # type: ignore[arg-type]
+    rows = [run_row(found, reading.devices, claims, policy, settings.memory_per_run) for found in scanner.scan(full=True)]
     problems += scanner.problems  # unreadable folders: their runs are missing from the table
     from runqueue.slurm.control import annotate_rows
 

@@ -10,7 +10,7 @@ from typing import Any
 from runqueue import runlock
 from runqueue.devices.claims import Claim
 from runqueue.devices.model import Device
-from runqueue.devices.placement import PlacementPolicy, PlacementRequest, why_not_placed
+from runqueue.devices.placement import PlacementPolicy, PlacementRequest, never_fits, why_not_placed
 from runqueue.discovery import FoundRun
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB, RunPaths
@@ -39,7 +39,8 @@ class RunRow:
         return asdict(self)
 
 
-def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy) -> RunRow:
+def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy,
+            memory_per_run: int = DEFAULT_MEMORY_MB) -> RunRow:
     paths = RunPaths(found.path)
     collection, name = run_identity(found.path, found.root)
     state = load_state(paths)
@@ -62,20 +63,29 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim],
     if runlock.is_held(paths.lock):
         pid = state.supervisor_pid if is_alive(state.supervisor_pid, state.supervisor_start_time) else None
         return RunRow(**base, state=RunState.RUNNING, step=state.step, attempt=attempt, device=state.device_uuid, pid=pid, exit_code=None, reason=None if pid else "held by a process whose supervisor is gone")
-    return RunRow(**base, state=RunState.PENDING, step=state.resume_step, attempt=attempt, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy))
+    return RunRow(**base, state=RunState.PENDING, step=state.resume_step, attempt=attempt, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run))
 
 
-def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy) -> str | None:
+def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy,
+                    memory_per_run: int) -> str | None:
+    prefix = ""
     if state.phase == Phase.RETRY_WAIT:
-        when = time.strftime("%H:%M:%S", time.localtime(state.retry_after)) if state.retry_after else "now"
-        return f"retry after {state.reason} (attempt {state.attempt} failed); not before {when}"
+        if state.retry_after and state.retry_after > time.time():
+            when = time.strftime("%H:%M:%S", time.localtime(state.retry_after))
+            return f"retry after {state.reason} (attempt {state.attempt} failed); not before {when}"
+        prefix = f"retry due after {state.reason} (attempt {state.attempt} failed); "  # then it waits like any run
     if state.phase == Phase.INTERRUPTED:
-        return f"interrupted; resumes at {state.resume_step}"
+        prefix = f"interrupted; resumes at {state.resume_step}; "
     try:
-        memory = load_resources(paths, DEFAULT_MEMORY_MB, None).memory_mb
+        memory = load_resources(paths, memory_per_run, None).memory_mb
     except RunqueueError as error:
         return str(error)
-    return why_not_placed(PlacementRequest(str(paths.root), memory), devices, claims, policy)
+    request = PlacementRequest(str(paths.root), memory)
+    largest = never_fits(request, devices, policy.max_per_gpu)
+    if largest is not None:
+        return (f"{prefix}cannot be placed: it declares {memory} MB and the largest device has {largest} MB;"
+                f" lower memory_mb in {paths.resources.name} or the queue's --memory-per-run")
+    return prefix + why_not_placed(request, devices, claims, policy)
 
 
 def render_table(rows: Sequence[RunRow], device_lines: Sequence[str]) -> str:

@@ -41,3 +41,30 @@ def test_runqueue_gpus_subcommand_delegates_to_the_inventory(tmp_path: Path) -> 
     sim.write_text('[{"uuid": "GPU-cli", "name": "Sim", "memory_total_mb": 1000, "memory_used_mb": 10, "processes": []}]')
     result = run_queue(queue_env(tmp_path), "gpus", "--json", "--simulate-gpus", sim)
     assert result.returncode == 0 and "GPU-cli" in result.stdout
+
+
+def test_status_judges_waiting_runs_by_the_service_config(tmp_path: Path) -> None:
+    import json
+    import time
+
+    from runqueue_testkit import gpu, make_run, write_gpus
+
+    from runqueue.layout import RunPaths
+    from runqueue.runstate import PersistedState, Phase, save_state
+
+    root = tmp_path / "runs"
+    make_run(root, "c/param_B/big", resources={"memory_mb": 50000})
+    retry = make_run(root, "c/param_B/retry")
+    save_state(RunPaths(retry), PersistedState(phase=Phase.RETRY_WAIT, attempt=1, reason="exit_status", retry_after=time.time() - 60))
+    write_gpus(tmp_path / "gpus.json", [gpu("GPU-c1", total=10000)])
+    config = tmp_path / "serve.toml"
+    config.write_text(f'roots = ["runs"]\nsimulate_gpus = "gpus.json"\nmax_per_gpu = 2\nclaims_dir = "{tmp_path / "claims"}"\n')
+    result = run_queue(queue_env(tmp_path), "status", "--config", config, "--json")
+    assert result.returncode == 0, result.stderr
+    reasons = {row["name"]: row["reason"] for row in json.loads(result.stdout)["runs"]}
+    assert reasons["param_B/big"].startswith("cannot be placed: it declares 50000 MB and the largest device has 10000 MB")
+    assert reasons["param_B/retry"].startswith("retry due after exit_status (attempt 1 failed); ")
+    assert "not before" not in reasons["param_B/retry"]  # its back-off is over: it waits like any run
+
+    no_roots = run_queue(queue_env(tmp_path), "status")
+    assert no_roots.returncode == 2 and "give at least one ROOT, or --config FILE" in no_roots.stderr
