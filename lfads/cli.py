@@ -6,6 +6,7 @@ A GPU out-of-memory failure says "CUDA out of memory" so the queue can tell it a
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import tempfile
@@ -18,9 +19,26 @@ from lfads.flags import FlagError, parse_flags, usage
 HELP_FLAGS = ("-h", "--help", "--helpfull", "--helpshort", "-?")
 
 
+def _is_disk_full(err: BaseException) -> bool:
+    # TensorFlow reports a full disk while saving as ResourceExhaustedError, like a full GPU.
+    return (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+        text in str(err) for text in ("No space left on device", "Disk quota exceeded"))
+
+
 def _is_out_of_memory(err: BaseException) -> bool:
     text = f"{type(err).__name__} {err}"
     return "ResourceExhausted" in text or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def _one_line_verdict(err: BaseException) -> str:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if _is_disk_full(err):
+        where = f"{err.filename}: " if isinstance(err, OSError) and err.filename else ""
+        return f"{where}no space left on device ({type(err).__name__}: {first_line[:300]}); free space on that disk"
+    if _is_out_of_memory(err):
+        return (f"ResourceExhaustedError: CUDA out of memory ({first_line[:300]});"
+                " lower --batch_size or run fewer models per GPU")
+    return f"{type(err).__name__}: {first_line[:500]}"
 
 
 def _import_tensorflow_quietly() -> None:
@@ -70,11 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as err:  # anything else: full traceback, then the one-line verdict
         traceback.print_exc()
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        if _is_out_of_memory(err):
-            print(f"lfads: error: ResourceExhaustedError: CUDA out of memory ({first_line[:300]});"
-                  " lower --batch_size or run fewer models per GPU", file=sys.stderr)
-        else:
-            print(f"lfads: error: {type(err).__name__}: {first_line[:500]}", file=sys.stderr)
+        print(f"lfads: error: {_one_line_verdict(err)}", file=sys.stderr)
         return 1
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from manager.atomicio import atomic_path
+from manager.atomicio import write_bytes_atomic, write_if_changed
 from manager.errors import ManagerError
 from manager.matfile import write_mat
 from manager.sequence import SequenceData
@@ -106,40 +107,20 @@ def input_info_fields(data: SequenceData, train_to_test_ratio: int, data_hash: s
     return fields
 
 
-def _same_file_content(a: Path, b: Path) -> bool:
-    try:
-        if a.stat().st_size != b.stat().st_size or b.is_symlink():
-            return False
-    except FileNotFoundError:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            block_a, block_b = fa.read(1 << 20), fb.read(1 << 20)
-            if block_a != block_b:
-                return False
-            if not block_a:
-                return True
-
-
-class _Unchanged(Exception):
-    """Raised inside atomic_path to drop the temp file when the target already holds the same bytes."""
-
-
 def write_lfads_h5(path: Path, arrays: dict[str, np.ndarray], force: bool = False) -> bool:
     """Atomically write the h5 file unless `path` already holds the same bytes (h5py output is
-    deterministic) and not `force`; returns True when written."""
-    try:
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as handle:
-                for key, value in arrays.items():
-                    big = value.ndim == 3 and value.size > 4096
-                    options = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if big else {}
-                    handle.create_dataset(key, data=value, **options)
-            if not force and _same_file_content(tmp, path):
-                raise _Unchanged
-    except _Unchanged:
-        return False
-    return True
+    deterministic) and not `force`; returns True when written. The file is built in memory: HDF5
+    that fails a write (a full disk) can crash the process, a failed plain write cannot."""
+    image = io.BytesIO()
+    with h5py.File(image, "w") as handle:
+        for key, value in arrays.items():
+            big = value.ndim == 3 and value.size > 4096
+            options = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if big else {}
+            handle.create_dataset(key, data=value, **options)
+    if force:
+        write_bytes_atomic(path, image.getvalue())
+        return True
+    return write_if_changed(path, image.getvalue())
 
 
 def write_input_info(path: Path, fields: dict[str, object], force: bool = False) -> bool:

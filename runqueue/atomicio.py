@@ -24,7 +24,10 @@ def atomic_path(path: Path, *, mode: int = 0o644, durable: bool = True, make_par
     path = Path(path)
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _naming(error, path) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -34,12 +37,25 @@ def atomic_path(path: Path, *, mode: int = 0o644, durable: bool = True, make_par
                 os.fsync(handle.fileno())
         os.chmod(tmp, mode & ~current_umask())  # mkstemp made it 0600; the umask decides, as for open()
         os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if error.filename in (None, tmp_name, str(tmp)):
+            raise _naming(error, path) from None
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     if durable:
         _fsync_directory(path.parent)
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same error about the file the caller asked for, not our temp file (gone by now)."""
+    if error.errno is None:
+        return error
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 def current_umask() -> int:

@@ -20,6 +20,9 @@ _CUDA_OOM = re.compile(
 )
 
 
+_DISK_FULL = re.compile(rb"No space left on device|Disk quota exceeded")
+
+
 class StepScriptError(Exception):
     """A step script that cannot be run; `reason` goes to lfads.failed, the message to the log."""
 
@@ -77,7 +80,12 @@ def plan_steps(paths: RunPaths, resume_step: str | None) -> list[str]:
 
 
 def looks_like_cuda_oom(output_tail: bytes) -> bool:
-    return _CUDA_OOM.search(output_tail) is not None
+    # TensorFlow says ResourceExhaustedError for a full disk too; that is no reason to move GPUs.
+    return _CUDA_OOM.search(output_tail) is not None and not looks_like_disk_full(output_tail)
+
+
+def looks_like_disk_full(output_tail: bytes) -> bool:
+    return _DISK_FULL.search(output_tail) is not None
 
 
 def read_region_tail(path: Path, start: int, max_bytes: int) -> bytes:

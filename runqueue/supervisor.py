@@ -46,6 +46,7 @@ from runqueue.steps import (
     check_step_script,
     last_lines,
     looks_like_cuda_oom,
+    looks_like_disk_full,
     plan_steps,
     read_region_tail,
 )
@@ -273,8 +274,8 @@ class Supervisor:
         tail = read_region_tail(self.paths.out_log, start_offset, _OOM_SCAN_BYTES)
         if looks_like_cuda_oom(tail):
             return self._fail(step, exit_code, signum, Reason.CUDA_OOM, f"CUDA out of memory on {self.spec.device_uuid}", tail)
-        if self._disk_is_full():
-            return self._fail(step, exit_code, signum, Reason.DISK_FULL, f"the disk holding {self.paths.root} is full", tail)
+        if self._disk_is_full() or looks_like_disk_full(tail):
+            return self._fail(step, exit_code, signum, Reason.DISK_FULL, f"the disk holding {self.paths.root} is (or was) full", tail)
         if signum is not None:
             hint = " (the kernel's out-of-memory killer sends SIGKILL: check host memory)" if signum == signal.SIGKILL else ""
             return self._fail(step, None, signum, Reason.SIGNAL, f"{step} killed by {signal_name(signum)}{hint}", tail)
@@ -508,7 +509,10 @@ class Supervisor:
                 with open(self.paths.failed_marker, "w") as marker:
                     marker.write(json.dumps({"reason": record.reason, "step": record.step, "attempt": record.attempt}))
             except OSError:
-                pass
+                # Not even that fitted: an empty marker would say "failed, reason unknown" for ever;
+                # without one the queue sees the full disk and waits for space.
+                with contextlib.suppress(OSError):
+                    self.paths.failed_marker.unlink()
 
     def _end_attempt(self, reason: str | None) -> None:
         self.state.ended_at = time.time()

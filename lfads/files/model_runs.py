@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,12 +27,18 @@ def model_params_name(output_filename_stem: str) -> str:
 
 
 def write_h5(path: Path, arrays: Mapping[str, np.ndarray], compression: str | None) -> None:
-    """One HDF5 dataset per key ('/' in keys becomes '_', as write_data did); written atomically."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    """One HDF5 dataset per key ('/' in keys becomes '_', as write_data did); written atomically.
+
+    Built in memory first: HDF5 that fails a write (a full disk) can crash the process when the
+    file is closed, while a failed write of plain bytes is an ordinary OSError naming `path`."""
+    image = io.BytesIO()
+    with h5py.File(image, "w") as h5:
         for key, value in arrays.items():
             array = np.asarray(value)
             options = {"compression": compression} if compression and array.ndim > 0 else {}
             h5.create_dataset(key.replace("/", "_"), data=array, **options)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(image.getbuffer())
 
 
 def write_model_runs(path: Path, arrays: Mapping[str, np.ndarray]) -> None:

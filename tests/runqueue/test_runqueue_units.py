@@ -13,6 +13,7 @@ import pytest
 from runqueue_testkit import make_run
 
 from runqueue import legacy, runlock
+from runqueue.atomicio import atomic_write_bytes
 from runqueue.discovery import RunScanner, find_runs
 from runqueue.durations import parse_duration
 from runqueue.errors import RunqueueError
@@ -20,7 +21,7 @@ from runqueue.layout import RunPaths
 from runqueue.naming import run_identity
 from runqueue.resources import load_resources
 from runqueue.runstate import PersistedState, Phase, RunState, load_state, marker_state
-from runqueue.steps import looks_like_cuda_oom, plan_steps
+from runqueue.steps import looks_like_cuda_oom, looks_like_disk_full, plan_steps
 
 DATA = Path(__file__).parent / "data"
 
@@ -174,6 +175,18 @@ def test_runqueue_cuda_oom_patterns() -> None:
     assert looks_like_cuda_oom(b"RuntimeError: CUDA out of memory. Tried to allocate")
     assert looks_like_cuda_oom(b"failed to alloc: CUDA_ERROR_OUT_OF_MEMORY")
     assert not looks_like_cuda_oom(b"step 100: loss 3.2\nStopping optimization\n")
+    # TensorFlow's word for a full disk while saving a checkpoint is the same exception class.
+    full = b"ResourceExhaustedError: lfadsOutput/.tmp.ckpt.tempstate123; No space left on device [Op:SaveV2]"
+    assert not looks_like_cuda_oom(full) and looks_like_disk_full(full)
+
+
+def test_an_atomic_write_that_fails_names_the_file_asked_for_not_its_temp_file(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "summary.txt"
+    in_the_way.mkdir()
+    with pytest.raises(OSError) as failure:
+        atomic_write_bytes(in_the_way, b"text")
+    assert failure.value.filename == str(in_the_way)
+    assert [entry.name for entry in tmp_path.iterdir()] == ["summary.txt"]  # no temp file left
 
 
 def test_runqueue_resources_file_errors_name_the_file_and_fix(tmp_path: Path) -> None:
