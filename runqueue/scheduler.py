@@ -659,6 +659,8 @@ class Scheduler:
             self.console.event(f"[{run.name}] could not start: {message}")
             if run.crashes >= _MAX_CRASHES or pending.reply.get("reason") == Reason.FOLDER_VANISHED or pending.reply.get("final"):
                 run.blocked = str(message)
+            else:
+                self.placement_dirty = True  # try again on the next turn, until it starts or is blocked
 
     def _note_waiting(self, candidates: list[_Candidate], devices: tuple[Device, ...], live: list[Claim]) -> None:
         """Say why nothing starts, now and then, so a queue never waits in silence."""

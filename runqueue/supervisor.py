@@ -20,6 +20,7 @@ import contextlib
 import errno
 import json
 import os
+import pwd
 import select
 import shutil
 import signal
@@ -106,7 +107,10 @@ class Supervisor:
         try:
             fd = runlock.try_acquire(self.paths.lock)
         except OSError as error:
-            self._tell({"status": "error", "reason": "lock", "message": f"cannot create {self.paths.lock}: {error.strerror}"})
+            fix = ""
+            if isinstance(error, PermissionError):
+                fix = f"; the queue writes its lock, state and log in the run folder: make it writable by {_user_name()}"
+            self._tell({"status": "error", "reason": "lock", "message": f"cannot create {self.paths.lock}: {error.strerror}{fix}"})
             return EXIT_ERROR
         if fd is None:
             self._tell({"status": "busy"})
@@ -579,6 +583,13 @@ class Supervisor:
         if error.errno == errno.ENOENT:
             return Reason.FOLDER_VANISHED
         return Reason.INTERNAL_ERROR
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -295,3 +295,14 @@ def test_steps_left_by_a_killed_supervisor_still_hold_their_device(tmp_path: Pat
     r0_end = float((marks / "r0-end").read_text().split()[0])
     r1_start = float((marks / "r1-start").read_text().split()[0])
     assert r1_start >= r0_end, "the second run was put on the device while the first one's step still ran"
+
+
+def test_runs_that_cannot_even_start_end_blocked_and_the_queue_returns(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for name in ("a", "b", "c"):
+        run = make_run(root, f"c/param_U/{name}")
+        (run / ".runqueue").write_text("a file where the queue's folder goes")
+    result = run_queue(queue_env(tmp_path), "run", root, "--cpu-slots", "1", "--quiet", timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "0 pending, 0 done, 0 failed, 3 blocked" in result.stdout
+    assert result.stdout.count("blocked param_U/") == 3
