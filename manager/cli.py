@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,7 +53,11 @@ def _delete_output(run_dirs: list[Path], yes: bool) -> int:
 
     if not yes:
         listing = "\n  ".join(str(run_dir) for run_dir in run_dirs)
-        answer = input(f"Delete the LFADS output (lfadsOutput/, lfads.out, markers) of:\n  {listing}\nType yes to confirm: ")
+        try:
+            answer = input(f"Delete the LFADS output (lfadsOutput/, lfads.out, markers) of:\n  {listing}\nType yes to confirm: ")
+        except (EOFError, KeyboardInterrupt):  # no terminal (a script, cron) or Ctrl-C
+            print("\nlfads-manager: nothing deleted (no answer; pass --yes to delete without asking)", file=sys.stderr)
+            return 1
         if answer.strip() != "yes":
             print("lfads-manager: nothing deleted", file=sys.stderr)
             return 1
@@ -96,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as error:  # e.g. a read-only or full disk: say which file, not a traceback
         where = f"{error.filename}: " if error.filename else ""
-        print(f"lfads-manager: error: {where}{error.strerror or error}; check the path and its permissions", file=sys.stderr)
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        fix = "free space on that disk, then run it again" if full else "check the path and its permissions"
+        print(f"lfads-manager: error: {where}{error.strerror or error}; {fix}", file=sys.stderr)
         return 2
     return 0
 

@@ -172,7 +172,10 @@ class RunCollection:
         refused (see manager.cleanup).
         """
         if not confirm:
-            answer = input(f"Delete LFADS output of {run.path}? Type yes to confirm: ")
+            try:
+                answer = input(f"Delete LFADS output of {run.path}? Type yes to confirm: ")
+            except EOFError:
+                answer = ""  # no terminal to ask: not confirmed
             if answer.strip() != "yes":
                 raise ManagerError(run.path, "deletion not confirmed", "type yes, or pass confirm=True")
         delete_run_output(run.path)

@@ -127,6 +127,15 @@ def _stray_inputs(run: Run) -> tuple[list[Path], list[Path]]:
 
 
 def _check_obstacles(runs: list[Run]) -> None:
+    collection = runs[0].collection.path
+    files = [collection / name for name in (SUMMARY_FILE, TENSORBOARD_SCRIPT, COLLECTION_QUEUE_SCRIPT)]
+    for run in runs:
+        files += [run.path / name for name in (TRAIN_SCRIPT, POSTERIOR_SCRIPT, WRITE_PARAMS_SCRIPT)]
+        files += [run.path_common_data / name(dataset) for dataset in run.dataset_names
+                  for name in (lfads_file_name, input_info_file_name)]
+    for path in files:
+        if path.is_dir() and not path.is_symlink():
+            raise ManagerError(path, "a folder is in the way of a file the run tree needs", "move it away or delete it")
     for run in runs:
         for folder in (run.path, run.paths.lfads_input, run.path_common_data):
             if (folder.exists() or folder.is_symlink()) and not folder.is_dir():

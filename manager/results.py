@@ -191,7 +191,9 @@ def fit_log(run: Run | Path | str) -> FitLog:
     path = _run_dir(run) / LFADS_OUTPUT / "fitlog.csv"
     if not path.exists():
         raise ManagerError(path, "no fitlog.csv yet", "train the run first (lfads_train.sh)")
-    rows = [_parse_fitlog_line([f.strip() for f in line.split(",")]) for line in path.read_text().splitlines() if line.strip()]
+    rows = [_parse_fitlog_line([f.strip() for f in line.split(",")]) for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    # An epoch line a crash cut short ends before its last field; it is no epoch record.
+    rows = [row for row in rows if not row.get("epoch") or row.get("l2weight")]
     if not rows:
         raise ManagerError(path, "fitlog.csv is empty", "wait for the first epoch to finish")
     # A file without LFADS's "epoch,N, step,N, ..." rows would plot as empty axes and look like success.

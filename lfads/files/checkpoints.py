@@ -47,7 +47,12 @@ def read_state(path: Path) -> CheckpointState | None:
     if not path.exists():
         return None
     latest, all_paths = "", []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text()
+    except (UnicodeDecodeError, OSError) as error:
+        raise LfadsError(f"{path}: cannot read the checkpoint list ({type(error).__name__}); delete the file to start"
+                         " over, or restore it") from None
+    for line in text.splitlines():
         match = _LINE.match(line)
         if not match:
             continue

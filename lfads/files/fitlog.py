@@ -55,9 +55,15 @@ def console_line(s: EpochSummary) -> str:
 
 
 def append_fitlog(path: Path, summary: EpochSummary) -> None:
-    """Append one line; the file is never rewritten, so earlier epochs survive a crash."""
-    with path.open("a") as handle:
-        handle.write(csv_line(summary))
+    """Append one line; the file is never rewritten, so earlier epochs survive a crash. A line a
+    crash cut short is ended first, so the new epoch does not run into it."""
+    with path.open("a+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        torn = False
+        if size:
+            handle.seek(size - 1)
+            torn = handle.read(1) != b"\n"
+        handle.write((b"\n" if torn else b"") + csv_line(summary).encode())  # "a": always at the end
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -85,6 +85,9 @@ def test_delete_output_command(collection):
     command = [sys.executable, "-m", "manager", "delete-output", str(first.path), str(second.path)]
     declined = subprocess.run(command, input="no\n", capture_output=True, text=True)
     assert declined.returncode == 1 and first.paths.done_marker.exists()
+    unanswered = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True)  # cron, a script
+    assert unanswered.returncode == 1 and "nothing deleted (no answer; pass --yes" in unanswered.stderr
+    assert "Traceback" not in unanswered.stderr and first.paths.done_marker.exists()
     done = subprocess.run([*command, "--yes"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "deleted lfadsOutput, lfads.done" in done.stdout

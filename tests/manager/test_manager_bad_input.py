@@ -119,6 +119,23 @@ def test_existing_file_in_the_way_of_a_symlink(tmp_path, datasets):
     assert file_states(tmp_path / "runs") == before
 
 
+@pytest.mark.parametrize("where", ["summary.txt", "param_*/one/lfads_train.sh", "data_*/one/lfads_good.h5"])
+def test_a_folder_in_the_way_of_a_file_is_refused_before_anything_is_written(tmp_path, datasets, where):
+    toml = experiment(tmp_path, runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    collection = tmp_path / "runs" / "trial"
+    (in_the_way,) = collection.glob(where)
+    in_the_way.unlink()
+    in_the_way.mkdir()
+    (in_the_way / "mine.txt").write_text("my own notes")
+    before = file_states(tmp_path / "runs")
+    result = run_manager_cli("prepare", str(toml), "--regenerate")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (f"lfads-manager: error: {in_the_way}: a folder is in the way of a file "
+                                                      "the run tree needs; move it away or delete it")
+    assert file_states(tmp_path / "runs") == before
+
+
 def datasets_toml(tmp_path: Path, selection: str) -> Path:
     toml = tmp_path / "experiment.toml"
     toml.write_text(f'[collection]\nroot = "runs"\nname = "x"\n[datasets]\nfolder = "datasets"\n{selection}\n'
