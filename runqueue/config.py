@@ -215,6 +215,9 @@ class _Checker:
             raise ConfigError(self.path, "roots: must be a non-empty list of folders",
                               'e.g. roots = ["/data/lfads/runs"]')
         roots = tuple(self.base / Path(item).expanduser() for item in raw)
+        for root in roots:
+            if root.exists() and not root.is_dir():
+                raise ConfigError(self.path, f"roots: {root} is a file, not a folder", "give the runs folder that holds it")
         missing = [str(root) for root in roots if not root.is_dir()]
         if missing:
             raise ConfigError(self.path, f"roots: no such folder {', '.join(missing)}",
@@ -250,7 +253,10 @@ class _Checker:
         value = self.data.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
             return 0.0
-        return self.duration(key)
+        try:
+            return self.duration(key)
+        except ConfigError:
+            raise self.fail(key, f"must be 0 or a duration such as \"30s\" or a number of seconds, got {value!r}") from None
 
     def duration(self, key: str) -> float | None:
         value = self.data.get(key)
