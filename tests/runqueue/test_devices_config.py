@@ -68,7 +68,7 @@ def test_minimal_config_takes_the_design_defaults(tmp_path: Path) -> None:
         ("roots = [\"{root}\"]\nmax_per_gpu = 0\n", "max_per_gpu: must be a whole number >= 1, got 0"),
         ("roots = [\"{root}\"]\nretries = true\n", "retries: must be a whole number >= 0, got True"),
         ("roots = [\"{root}\"]\nmemory_per_run = \"4GB\"\n", "memory_per_run: must be a whole number >= 0"),
-        ("roots = [\"{root}/file.txt\"]\n", "file.txt is a file, not a folder; give the runs folder that holds it"),
+        ("roots = [\"{root}/file.txt\"]\n", "file.txt is a file, not a folder (give the runs folder that holds it)"),
         ("roots = [\"{root}\"]\nretry_backoff = -1\n", "retry_backoff: must be 0 or a duration such as \"30s\" or a number of seconds, got -1"),
         ("roots = [\"{root}\"]\nkill_grace = \"nan\"\n", "kill_grace: must be 0 or a duration such as \"30s\" or a number of seconds, got 'nan'"),
         ("roots = [\"{root}\"]\npoll_interval = \"inf\"\n", "poll_interval: invalid duration 'inf'"),
