@@ -14,6 +14,7 @@ from pathlib import Path
 from manager.errors import ManagerError
 from runqueue import runlock
 from runqueue.layout import DONE_MARKER, FAILED_MARKER, LFADS_OUTPUT, OUT_LOG, TRAIN_SCRIPT, RunPaths
+from runqueue.runstate import PersistedState, load_state, save_state
 
 
 def delete_run_output(run_dir: Path) -> list[Path]:
@@ -51,4 +52,9 @@ def _delete(run_dir: Path) -> list[Path]:
         except FileNotFoundError:
             continue
         removed.append(path)
+    # The queue's record would resume an interrupted or retrying run at its posterior step, with
+    # no model left to sample from: start again at training, attempt 1 (as `runqueue requeue`).
+    paths = RunPaths(run_dir)
+    if paths.state.exists():
+        save_state(paths, PersistedState(history=load_state(paths).history))
     return removed

@@ -165,18 +165,19 @@ class RunCollection:
     def write_summary(self) -> bool:
         return write_collection_files(self, only_summary=True)
 
-    def delete_lfads_output(self, run: Run, confirm: bool = False) -> None:
+    def delete_lfads_output(self, run: Run | Path | str, confirm: bool = False) -> None:
         """Delete a run's lfadsOutput/, lfads.out and the done/failed markers (the run goes again).
 
         Without `confirm=True` it asks you to type "yes", like the original. A running run is
         refused (see manager.cleanup).
         """
+        run_dir = run.path if isinstance(run, Run) else Path(run)
         if not confirm:
             try:
-                answer = input(f"Delete LFADS output of {run.path}? Type yes to confirm: ")
+                answer = input(f"Delete LFADS output of {run_dir}? Type yes to confirm: ")
             except EOFError:
                 answer = ""  # no terminal to ask: not confirmed
             if answer.strip() != "yes":
-                raise ManagerError(run.path, "deletion not confirmed", "type yes, or pass confirm=True")
-        delete_run_output(run.path)
+                raise ManagerError(run_dir, "deletion not confirmed", "type yes, or pass confirm=True")
+        delete_run_output(run_dir)
 

@@ -245,6 +245,8 @@ def _status_settings(args: argparse.Namespace) -> ServiceConfig:
     """What `status` judges by: flags, else the --config file, else the queue's defaults."""
     base = load_service_config(args.config) if args.config else ServiceConfig(roots=())
     chosen = {name: getattr(args, name) for name in ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")}
+    if args.gpus is not None:
+        base = dataclasses.replace(base, simulate_gpus=None)  # a device flag given here replaces the file's devices
     settings = dataclasses.replace(base, **{name: value for name, value in chosen.items() if value is not None})
     if args.roots:
         settings = dataclasses.replace(settings, roots=tuple(args.roots))

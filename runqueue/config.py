@@ -106,8 +106,12 @@ def load_service_config(path: Path | str) -> ServiceConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(path, "config file not found", "pass an existing file to --config") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(path, f"cannot read config file: {err}", "check its permissions") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "is a folder, not a config file", "pass the TOML file to --config") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "is not UTF-8 text", "pass the TOML file to --config") from None
+    except OSError as err:
+        raise ConfigError(path, f"cannot read config file ({err.strerror})", "check its permissions") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(path, f"not valid TOML: {err}", "fix the syntax") from None
     unknown = sorted(set(data) - set(VALID_KEYS))

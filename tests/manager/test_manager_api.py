@@ -11,6 +11,7 @@ from manager_test_helpers import small_collection, write_npz_dataset
 
 from manager import ManagerError, RunParams, RunSpec
 from runqueue import runlock
+from runqueue.runstate import PersistedState, Phase, load_state, save_state
 
 
 @pytest.fixture
@@ -50,9 +51,13 @@ def test_delete_lfads_output_needs_confirmation(collection, monkeypatch):
     with pytest.raises(ManagerError, match="not confirmed"):
         collection.delete_lfads_output(run)
     assert run.paths.done_marker.exists()
-    collection.delete_lfads_output(run, confirm=True)
+    # Interrupted during sampling: the queue would resume at that step, with no model left.
+    save_state(run.paths, PersistedState(phase=Phase.INTERRUPTED, attempt=2, resume_step="lfads_posterior_mean_sample.sh"))
+    collection.delete_lfads_output(str(run.path), confirm=True)  # a run folder does as well as a Run
     assert not run.paths.lfads_output.exists() and not run.paths.done_marker.exists() and not run.paths.out_log.exists()
     assert run.paths.train_script.exists()  # the run itself stays
+    state = load_state(run.paths)
+    assert (state.resume_step, state.attempt) == (None, 0)  # from training, attempt 1, as after `runqueue requeue`
 
 
 def test_delete_output_refuses_a_running_run_and_keeps_a_linked_output(collection):

@@ -125,3 +125,8 @@ max_submitted = 50
     minutes = load_service_config(write(tmp_path, f'roots = ["{tmp_path}"]\nexecutor = "slurm"\n[slurm]\ntime = 90\n'))
     assert minutes.slurm == SlurmOptions(time_s=5400.0)
     assert load_service_config(write(tmp_path, f'roots = ["{tmp_path}"]\nexecutor = "slurm"\n')).slurm is None
+
+
+def test_a_folder_given_as_config_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a folder, not a config file; pass the TOML file"):
+        load_service_config(tmp_path)

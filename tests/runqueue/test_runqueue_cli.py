@@ -66,5 +66,8 @@ def test_status_judges_waiting_runs_by_the_service_config(tmp_path: Path) -> Non
     assert reasons["param_B/retry"].startswith("retry due after exit_status (attempt 1 failed); ")
     assert "not before" not in reasons["param_B/retry"]  # its back-off is over: it waits like any run
 
+    flags_win = run_queue(queue_env(tmp_path), "status", "--config", config, "--gpus", "0", "--max-per-gpu", "1")
+    assert "simulated" not in flags_win.stdout  # --gpus replaces the file's simulated inventory
+
     no_roots = run_queue(queue_env(tmp_path), "status")
     assert no_roots.returncode == 2 and "give at least one ROOT, or --config FILE" in no_roots.stderr
