@@ -128,5 +128,5 @@ max_submitted = 50
 
 
 def test_a_folder_given_as_config_file_says_so(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="is a folder, not a config file; pass the TOML file"):
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file \(pass the TOML file to --config\)"):
         load_service_config(tmp_path)
