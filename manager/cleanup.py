@@ -43,7 +43,12 @@ def _delete(run_dir: Path) -> list[Path]:
     if output.exists():
         # Errors are not ignored: markers removed over a half-deleted checkpoint would make the
         # queue continue the old model instead of starting afresh.
-        shutil.rmtree(output)
+        try:
+            shutil.rmtree(output)
+        except OSError as error:
+            where = Path(error.filename) if error.filename else output
+            raise ManagerError(where, f"cannot delete ({error.strerror}); nothing else of the run was touched",
+                               "fix its permissions or the file system, then delete the output again") from None
         removed.append(output)
     for name in (OUT_LOG, DONE_MARKER, FAILED_MARKER):
         path = run_dir / name

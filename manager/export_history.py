@@ -12,6 +12,7 @@ by hand and retraining clears it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -75,8 +76,11 @@ def updated_history(previous: list[list[Any]] | None, digest: str, on_disk: str 
     consulted only when there is no history yet (an export older than this record, or none)."""
     history = [list(entry) for entry in previous or [] if isinstance(entry, list) and len(entry) == 2]
     if not history:
-        # Unchanged content counts as current since forever; new content as of now.
-        return [[digest, 0.0 if on_disk == digest else now]]
+        # What was there before counts as current since forever (nothing there, or unreadable:
+        # nothing is known, so no run is judged); different new content is current as of now.
+        if on_disk is None or on_disk == digest:
+            return [[digest, 0.0]]
+        return [[on_disk, 0.0], [digest, now]]
     if history[-1][0] != digest:
         history.append([digest, now])
     return history[-_MAX_HISTORY:]
@@ -92,9 +96,17 @@ def digest_at(history: list[list[Any]], moment: float) -> str | None:
 
 
 def training_started(run_dir: Path) -> float | None:
-    """When the run's model was first created: its oldest hyperparameters-N.txt (LFADS writes one per
-    start), else its oldest output file, else lfads.done; None for a run never trained."""
+    """When the run's model was first created. TensorBoard event files carry their creation time in
+    their name (events.out.tfevents.<unix time>.<host>...), which survives copies that reset mtimes
+    (cp -r, scp); else the oldest hyperparameters-N.txt (LFADS writes one per start), else the
+    oldest output file, else lfads.done; None for a run never trained."""
     output = run_dir / LFADS_OUTPUT
+    named = []
+    with contextlib.suppress(OSError):
+        for event_file in (output / "lfads_log").glob("events.out.tfevents.*"):
+            stamp = event_file.name.split(".")[3]
+            if stamp.isdigit():
+                named.append(float(stamp))
     try:
         files = [entry for entry in output.iterdir() if entry.is_file()]
     except OSError:
@@ -106,8 +118,8 @@ def training_started(run_dir: Path) -> float | None:
             times.append(entry.stat().st_mtime)
         except OSError:
             continue
-    if times:
-        return min(times)
+    if times or named:
+        return min(times + named)
     try:
         return (run_dir / DONE_MARKER).stat().st_mtime
     except OSError:

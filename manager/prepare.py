@@ -260,17 +260,22 @@ def _write_export(plan: _ExportPlan, force: bool) -> tuple[list[Path], list[Path
     run = plan.run
     data_dir = run.path_common_data
     data_dir.mkdir(parents=True, exist_ok=True)
-    # Before the new stamp is written: the old one is the record of which files were ours.
-    removed = _remove_stale_exports(plan)
-    written = []
     per_dataset = {}
     for index, (dataset, data, rebin) in enumerate(zip(run.spec.datasets, plan.sequences, plan.rebins, strict=True)):
         alignment = plan.alignment.alignments[index] if plan.alignment else None
         per_dataset[dataset.name] = lfads_arrays(data, rebin, int(run.params.trainToTestRatio), alignment)
     h5_paths = {name: data_dir / lfads_file_name(name) for name in per_dataset}
-    # Read before the files are replaced: without a history, what the old files held decides.
-    history = (read_stamp(data_dir) or {}).get(HISTORY_KEY)
-    on_disk = None if history else digest_of_files(h5_paths)
+    # Read before anything is removed or replaced: without a history, what the old files held
+    # (for the datasets the old export had) is what a trained run learned from.
+    previous = read_stamp(data_dir)
+    history = (previous or {}).get(HISTORY_KEY)
+    on_disk = None
+    if not history:
+        old_names = _stamped_dataset_names(previous) or set(per_dataset)
+        on_disk = digest_of_files({name: data_dir / lfads_file_name(name) for name in sorted(old_names)})
+    # Before the new stamp is written: the old one is the record of which files were ours.
+    removed = _remove_stale_exports(plan)
+    written = []
     for dataset, data in zip(run.spec.datasets, plan.sequences, strict=True):
         if write_lfads_h5(h5_paths[dataset.name], per_dataset[dataset.name], force):
             written.append(h5_paths[dataset.name])

@@ -131,3 +131,18 @@ def test_run_specs_keep_their_datasets_when_the_collection_is_filtered(tmp_path)
     with pytest.raises(ManagerError, match=r"run spec 'first' uses dataset\(s\) ds001, no longer in the collection"):
         collection.prepare()
     assert not (tmp_path / "runs").exists()
+
+
+def test_delete_output_goes_on_past_a_run_it_cannot_delete(collection):
+    collection.prepare()
+    first, second = collection.runs[:2]
+    first.paths.lfads_output.write_text("a file where the folder should be")  # rmtree refuses it
+    first.paths.done_marker.write_text("")
+    second.paths.lfads_output.mkdir()
+    second.paths.done_marker.write_text("")
+    result = subprocess.run([sys.executable, "-m", "manager", "delete-output", str(first.path), str(second.path), "--yes"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"lfads-manager: error: {first.paths.lfads_output}: cannot delete (" in result.stderr
+    assert first.paths.done_marker.exists()  # left as it was: no markers removed over surviving output
+    assert not second.paths.lfads_output.exists() and not second.paths.done_marker.exists()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -108,9 +111,10 @@ def test_a_file_lfads_would_load_that_prepare_did_not_make_is_refused(tmp_path, 
 
 
 def _train_by_hand(run_dir: Path) -> None:
-    """What prepare can see of a training: LFADS's first file in lfadsOutput/ and lfads.done."""
-    (run_dir / "lfadsOutput").mkdir()
+    """What prepare can see of a training: LFADS's first files in lfadsOutput/ and lfads.done."""
+    (run_dir / "lfadsOutput" / "lfads_log").mkdir(parents=True)
     (run_dir / "lfadsOutput" / "hyperparameters-0.txt").write_text("{}")
+    (run_dir / "lfadsOutput" / "lfads_log" / f"events.out.tfevents.{int(time.time())}.host.1.v2").write_bytes(b"")
     (run_dir / "lfads.done").write_text("{}")
 
 
@@ -169,3 +173,45 @@ def test_a_stitched_run_whose_spec_lost_a_dataset_is_stale(tmp_path, data):
     assert (run_dir / "lfadsInput" / "lfads_ds001.h5").stat().st_mtime_ns == kept
     assert result.returncode == 0, result.stderr
     assert f"note: {run_dir} was trained before its data changed" in result.stderr
+
+
+def test_an_export_rebuilt_from_the_same_data_flags_nothing(tmp_path, data):
+    toml = experiment(tmp_path, ["ds001", "ds002"])
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    _train_by_hand(run_dir)
+    for export in (tmp_path / "runs" / "exp").glob("data_*"):
+        shutil.rmtree(export)  # lost, or cleaned up by hand: nothing is known about what it held
+    result = run_manager_cli("prepare", str(toml))
+    assert result.returncode == 0 and "note:" not in result.stderr, result.stderr
+
+
+def test_an_export_made_before_the_history_is_judged_by_the_files_it_replaces(tmp_path, data):
+    toml = experiment(tmp_path, ["ds001", "ds002"])
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    (stamp_path,) = (tmp_path / "runs" / "exp").glob("data_*/all/.export_stamp.json")
+    stamp = json.loads(stamp_path.read_text())
+    del stamp["content_history"]  # what older versions wrote
+    stamp_path.write_text(json.dumps(stamp))
+    _train_by_hand(run_dir)
+    original = (data / "ds002.npz").read_bytes()
+    write_npz_dataset(data / "ds002.npz", seed=7)
+    assert "was trained before its data changed" in run_manager_cli("prepare", str(toml)).stderr
+    (data / "ds002.npz").write_bytes(original)  # the old data back: the run matches its input again
+    restored = run_manager_cli("prepare", str(toml))
+    assert restored.returncode == 0 and "note:" not in restored.stderr, restored.stderr
+
+
+def test_the_flag_survives_a_copy_that_resets_modification_times(tmp_path, data):
+    toml = experiment(tmp_path, ["ds001", "ds002"])
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    _train_by_hand(run_dir)
+    time.sleep(1.1)  # the event file's name holds whole seconds
+    write_npz_dataset(data / "ds002.npz", seed=7)
+    assert "was trained before its data changed" in run_manager_cli("prepare", str(toml)).stderr
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(tmp_path, copy, symlinks=True, copy_function=shutil.copy)  # like cp -r: new mtimes
+    copied = run_manager_cli("prepare", str(copy / "e.toml"))
+    assert "was trained before its data changed" in copied.stderr, copied.stderr
