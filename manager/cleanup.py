@@ -40,26 +40,25 @@ def _delete(run_dir: Path) -> list[Path]:
         raise ManagerError(output, "is a symbolic link; its target is left alone",
                            "delete the files it points to yourself, or remove the link")
     removed: list[Path] = []
-    if output.exists():
-        # Errors are not ignored: markers removed over a half-deleted checkpoint would make the
-        # queue continue the old model instead of starting afresh.
-        try:
+    try:
+        if output.exists():
+            # Errors are not ignored: markers removed over a half-deleted checkpoint would make
+            # the queue continue the old model instead of starting afresh.
             shutil.rmtree(output)
-        except OSError as error:
-            where = Path(error.filename) if error.filename else output
-            raise ManagerError(where, f"cannot delete ({error.strerror}); nothing else of the run was touched",
-                               "fix its permissions or the file system, then delete the output again") from None
-        removed.append(output)
-    for name in (OUT_LOG, DONE_MARKER, FAILED_MARKER):
-        path = run_dir / name
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        removed.append(path)
-    # The queue's record would resume an interrupted or retrying run at its posterior step, with
-    # no model left to sample from: start again at training, attempt 1 (as `runqueue requeue`).
-    paths = RunPaths(run_dir)
-    if paths.state.exists():
-        save_state(paths, PersistedState(history=load_state(paths).history))
+            removed.append(output)
+        # With the model gone, the queue's record must not resume an interrupted or retrying run at
+        # its posterior step: start again at training, attempt 1 (as `runqueue requeue`).
+        paths = RunPaths(run_dir)
+        if paths.state.exists():
+            save_state(paths, PersistedState(history=load_state(paths).history))
+        for name in (OUT_LOG, DONE_MARKER, FAILED_MARKER):
+            path = run_dir / name
+            if os.path.lexists(path):
+                path.unlink()
+                removed.append(path)
+    except OSError as error:
+        where = Path(error.filename) if error.filename else run_dir
+        done = f"; already deleted: {', '.join(p.name for p in removed)}" if removed else "; nothing was deleted"
+        raise ManagerError(where, f"cannot delete ({error.strerror}){done}",
+                           "fix its permissions or the file system, then delete the output again") from None
     return removed

@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from runqueue.layout import DONE_MARKER, LFADS_OUTPUT
+from runqueue.layout import DONE_MARKER, LFADS_INPUT, LFADS_OUTPUT
 
 EXPORT_STAMP_FILE = ".export_stamp.json"  # in data_<hash>/<spec>/: the sources, counts and history
 HISTORY_KEY = "content_history"  # [[digest, unix time it became current], ...], oldest first
@@ -96,34 +96,59 @@ def digest_at(history: list[list[Any]], moment: float) -> str | None:
 
 
 def training_started(run_dir: Path) -> float | None:
-    """When the run's model was first created. TensorBoard event files carry their creation time in
-    their name (events.out.tfevents.<unix time>.<host>...), which survives copies that reset mtimes
-    (cp -r, scp); else the oldest hyperparameters-N.txt (LFADS writes one per start), else the
-    oldest output file, else lfads.done; None for a run never trained."""
+    """When the run's current model was created; None for a run never trained.
+
+    LFADS writes hyperparameters-0.txt whenever it starts a model from scratch (a continuation
+    writes hyperparameters-N.txt), so its mtime dates the current model even after a first attempt
+    died before its first checkpoint. TensorBoard event files carry their creation time in their
+    name (events.out.tfevents.<unix time>.<host>...), which survives copies that reset mtimes
+    (cp -r, scp): the newest one not after that mtime is the start. Without hyperparameters-0.txt:
+    the oldest event file, else the oldest output file, else lfads.done.
+    """
     output = run_dir / LFADS_OUTPUT
-    named = []
+    named = sorted(_event_file_times(output / "lfads_log"))
+    fresh = _mtime(output / "hyperparameters-0.txt")
+    if fresh is not None:
+        before = [moment for moment in named if moment <= fresh + 1.0]  # names hold whole seconds
+        return min(before[-1], fresh) if before else fresh
+    if named:
+        return named[0]
+    try:
+        times = [moment for entry in output.iterdir() if entry.is_file() and (moment := _mtime(entry)) is not None]
+    except OSError:
+        times = []
+    return min(times) if times else _mtime(run_dir / DONE_MARKER)
+
+
+def _event_file_times(log_dir: Path) -> list[float]:
+    times = []
     with contextlib.suppress(OSError):
-        for event_file in (output / "lfads_log").glob("events.out.tfevents.*"):
+        for event_file in log_dir.glob("events.out.tfevents.*"):
             stamp = event_file.name.split(".")[3]
             if stamp.isdigit():
-                named.append(float(stamp))
+                times.append(float(stamp))
+    return times
+
+
+def _mtime(path: Path) -> float | None:
     try:
-        files = [entry for entry in output.iterdir() if entry.is_file()]
-    except OSError:
-        files = []
-    chosen = [entry for entry in files if entry.name.startswith("hyperparameters-")] or files
-    times = []
-    for entry in chosen:
-        try:
-            times.append(entry.stat().st_mtime)
-        except OSError:
-            continue
-    if times or named:
-        return min(times + named)
-    try:
-        return (run_dir / DONE_MARKER).stat().st_mtime
+        return path.stat().st_mtime
     except OSError:
         return None
+
+
+def run_stale_since(run_dir: Path) -> float | None:
+    """stale_since for a run folder, its export found through its lfadsInput/ links."""
+    input_dir = run_dir / LFADS_INPUT
+    try:
+        links = sorted(entry for entry in input_dir.iterdir() if entry.name.startswith("lfads_"))
+    except OSError:
+        return None
+    for link in links:
+        stamp = stamp_of_input(link)
+        if stamp is not None:
+            return stale_since(run_dir, stamp)
+    return None
 
 
 def stale_since(run_dir: Path, stamp: Mapping[str, Any] | None) -> float | None:

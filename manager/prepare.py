@@ -46,6 +46,7 @@ from manager.export_history import (
     digest_of_files,
     read_stamp,
     stale_since,
+    training_started,
     updated_history,
 )
 from manager.run import Run
@@ -100,6 +101,7 @@ class _ExportPlan:
     alignment: AlignmentResult | None
     alignment_png: bytes | None  # drawn while planning, so a plotting error stops before any write
     stamp: dict[str, Any]
+    unjudged: bool = False  # rebuilt with nothing known of what it held before: trained runs cannot be judged
 
 
 def _say(progress: Callable[[str], None] | None, message: str) -> None:
@@ -273,6 +275,7 @@ def _write_export(plan: _ExportPlan, force: bool) -> tuple[list[Path], list[Path
     if not history:
         old_names = _stamped_dataset_names(previous) or set(per_dataset)
         on_disk = digest_of_files({name: data_dir / lfads_file_name(name) for name in sorted(old_names)})
+        plan.unjudged = on_disk is None
     # Before the new stamp is written: the old one is the record of which files were ours.
     removed = _remove_stale_exports(plan)
     written = []
@@ -409,11 +412,19 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
         export_seconds += time.perf_counter() - t0
     cache.clear()
 
+    unjudged = {(plan.run.params.data_hash, plan.run.spec.name) for plan in plans if plan.unjudged}
     resources = _resources(collection)
     scripts: _ScriptCache = {}
     for run in runs:
         report.files_written += _write_run(run, regenerate, resources, scripts)
         report.files_removed += _remove_stale_links(run)
+        key = (run.params.data_hash, run.spec.name)
+        if key in unjudged and training_started(run.path) is not None:
+            note = (f"note: {run.path} is trained, but its export was made again with no record of the data it"
+                    " learned from; if that data changed, retrain it: lfads-manager delete-output"
+                    f" {shlex.quote(str(run.path))}, then run the queue")
+            report.notes.append(note)
+            _say(progress, note)
         changed = stale_since(run.path, read_stamp(run.path_common_data))
         if changed is not None:  # said on every prepare until the run is retrained
             report.stale_runs.append(run.path)

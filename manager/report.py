@@ -11,7 +11,14 @@ import numpy as np
 from manager.atomicio import write_if_changed
 from manager.errors import ManagerError
 from manager.export import LFADS_FILE_PREFIX
-from manager.results import PosteriorMeans, fit_log, input_datasets, load_posterior_means, posterior_files
+from manager.results import (
+    PosteriorMeans,
+    fit_log,
+    input_datasets,
+    load_posterior_means,
+    posterior_files,
+    refuse_if_stale,
+)
 from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT, TRAIN_SCRIPT
 
 REPORT_DIR = "report"
@@ -136,6 +143,7 @@ def write_report(run_dir: Path | str) -> list[str]:
         raise ManagerError(run_dir, what, "give a run folder, e.g. runs/<collection>/param_<hash>/<spec>")
     if not output.is_dir():
         raise ManagerError(output, "no LFADS output yet", "train the run first (python run_lfads.py in its collection)")
+    refuse_if_stale(run_dir)
     has_fitlog = (output / "fitlog.csv").exists()
     datasets = input_datasets(run_dir)
     has_posterior = all(posterior_files(run_dir, name) is not None for name in datasets)

@@ -11,7 +11,7 @@ import numpy as np
 
 from manager.errors import ManagerError
 from manager.export import INPUT_INFO_PREFIX, LFADS_FILE_PREFIX
-from manager.export_history import describe_time, stale_since, stamp_of_input
+from manager.export_history import describe_time, run_stale_since
 from manager.matfile import read_mat
 from manager.run import Run
 from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT
@@ -95,20 +95,25 @@ def _spike_bin_ms(info: dict[str, object], h5_inputs: dict[str, np.ndarray], n_b
     return input_bin * max(1, n_input // n_bins)
 
 
+def refuse_if_stale(run_dir: Path) -> None:
+    """Results of a model trained on other data than its input holds now must not be read as its own."""
+    changed = run_stale_since(run_dir)
+    if changed is not None:
+        raise ManagerError(run_dir, f"its data changed after it was trained ({describe_time(changed)}), so its results"
+                           " no longer match its input (other trials, order or datasets)",
+                           f"retrain it: lfads-manager delete-output {shlex.quote(str(run_dir))}, then run the queue"
+                           " (or restore the old data and prepare again)")
+
+
 def load_posterior_means(run: Run | Path | str, kind: str | None = None) -> dict[str, PosteriorMeans]:
     """Posterior means of every dataset of a run (a Run, or a run folder), keyed by dataset name."""
     run_dir = _run_dir(run)
     if kind is None and isinstance(run, Run):
         kind = run.params.posterior_mean_kind
+    refuse_if_stale(run_dir)
     results = {}
     for dataset in input_datasets(run_dir):
         input_file = run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{dataset}.h5"
-        changed = stale_since(run_dir, stamp_of_input(input_file))
-        if changed is not None:
-            raise ManagerError(run_dir, f"its data changed after it was trained ({describe_time(changed)}), so its results"
-                               " no longer match its input (other trials, order or datasets)",
-                               f"retrain it: lfads-manager delete-output {shlex.quote(str(run_dir))}, then run the queue"
-                               " (or restore the old data and prepare again)")
         files = posterior_files(run_dir, dataset, kind)
         if files is None:
             raise ManagerError(run_dir / LFADS_OUTPUT, f"no posterior means for {dataset}",

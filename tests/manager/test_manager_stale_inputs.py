@@ -175,7 +175,7 @@ def test_a_stitched_run_whose_spec_lost_a_dataset_is_stale(tmp_path, data):
     assert f"note: {run_dir} was trained before its data changed" in result.stderr
 
 
-def test_an_export_rebuilt_from_the_same_data_flags_nothing(tmp_path, data):
+def test_an_export_rebuilt_from_nothing_is_not_judged_but_said_once(tmp_path, data):
     toml = experiment(tmp_path, ["ds001", "ds002"])
     assert run_manager_cli("prepare", str(toml)).returncode == 0
     (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
@@ -183,7 +183,10 @@ def test_an_export_rebuilt_from_the_same_data_flags_nothing(tmp_path, data):
     for export in (tmp_path / "runs" / "exp").glob("data_*"):
         shutil.rmtree(export)  # lost, or cleaned up by hand: nothing is known about what it held
     result = run_manager_cli("prepare", str(toml))
-    assert result.returncode == 0 and "note:" not in result.stderr, result.stderr
+    assert result.returncode == 0 and "was trained before its data changed" not in result.stderr, result.stderr
+    assert f"note: {run_dir} is trained, but its export was made again with no record" in result.stderr
+    again = run_manager_cli("prepare", str(toml))
+    assert again.returncode == 0 and "note:" not in again.stderr
 
 
 def test_an_export_made_before_the_history_is_judged_by_the_files_it_replaces(tmp_path, data):
@@ -215,3 +218,31 @@ def test_the_flag_survives_a_copy_that_resets_modification_times(tmp_path, data)
     shutil.copytree(tmp_path, copy, symlinks=True, copy_function=shutil.copy)  # like cp -r: new mtimes
     copied = run_manager_cli("prepare", str(copy / "e.toml"))
     assert "was trained before its data changed" in copied.stderr, copied.stderr
+
+
+def test_a_retrain_from_scratch_after_a_dead_first_attempt_is_judged_by_the_retrain(tmp_path, data):
+    toml = experiment(tmp_path, ["ds001", "ds002"])
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    _train_by_hand(run_dir)  # an attempt that died before its first checkpoint left these
+    time.sleep(1.1)
+    write_npz_dataset(data / "ds002.npz", seed=7)
+    assert "was trained before its data changed" in run_manager_cli("prepare", str(toml)).stderr
+    time.sleep(1.1)
+    output = run_dir / "lfadsOutput"
+    (output / "hyperparameters-0.txt").write_text("{}")  # LFADS starts the model from scratch again
+    (output / "lfads_log" / f"events.out.tfevents.{int(time.time())}.host.2.v2").write_bytes(b"")
+    retrained = run_manager_cli("prepare", str(toml))
+    assert retrained.returncode == 0 and "note:" not in retrained.stderr, retrained.stderr
+
+
+def test_report_refuses_a_run_whose_spec_gained_a_dataset(tmp_path, data):
+    toml = experiment(tmp_path, ["ds001", "ds002"])
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    _train_by_hand(run_dir)
+    (run_dir / "lfadsOutput" / "fitlog.csv").write_text("epoch,0, step,8, total,1.0, recon,1.0, kl,0.0, l2,0.0, klweight,1.0, l2weight,1.0\n")
+    assert run_manager_cli("prepare", str(experiment(tmp_path, ["ds001", "ds002", "ds003"]))).returncode == 0
+    result = run_manager_cli("report", str(run_dir))
+    assert result.returncode == 2 and "its data changed after it was trained" in result.stderr, result.stdout + result.stderr
+    assert not (run_dir / "report").exists()
