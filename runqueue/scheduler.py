@@ -14,7 +14,6 @@ queue that dies loses nothing: on start it re-adopts every run whose supervisor 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import selectors
 import signal
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runqueue import runlock
+from runqueue.candidates import Candidate, sift_pending
 from runqueue.console import Console
 from runqueue.devices.claims import Claim, ClaimStore, ClaimTransaction
 from runqueue.devices.errors import ClaimError, InventoryError
@@ -32,7 +32,6 @@ from runqueue.devices.model import Device, Inventory
 from runqueue.devices.nvml import without_retry_note
 from runqueue.devices.placement import (
     PlacementPolicy,
-    PlacementRequest,
     free_memory_mb,
     never_fits,
     place_with_oom_fallback,
@@ -41,14 +40,12 @@ from runqueue.devices.placement import (
 )
 from runqueue.discovery import RunScanner
 from runqueue.durations import format_duration
-from runqueue.errors import RunqueueError
 from runqueue.executors import make_executor
 from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import DEFAULT_MEMORY_MB
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
-from runqueue.resources import RunResources, load_resources
 from runqueue.runstate import Phase, Reason, RunState, load_state, read_failure
 from runqueue.slurm.options import SlurmOptions
 from runqueue.supervisor import EXIT_VANISHED
@@ -110,13 +107,6 @@ class LoopHooks:
 
     def stopping(self, status: str) -> None:
         """The queue is about to stop."""
-
-
-@dataclass
-class _Candidate:
-    run: TrackedRun
-    request: PlacementRequest
-    resources: RunResources
 
 
 class Scheduler:
@@ -515,53 +505,25 @@ class Scheduler:
             self.placement_dirty = True  # more next turn, after a look at signals and ended runs
         return again
 
-    def _candidates(self, limit: int | None = None) -> list[_Candidate]:
+    def _candidates(self, limit: int | None = None) -> list[Candidate]:
         """Pending runs that may start now, in path order, fresh from disk (another queue may have moved)."""
         slots = max(1, len(self.last_devices) or 1) * self.options.max_per_gpu
-        limit = limit or 4 * slots + 16
-        wall = time.time()
-        chosen: list[_Candidate] = []
-        for path in sorted(self.runs):
-            run = self.runs[path]
-            if run.state != RunState.PENDING or run.blocked is not None or run.handle is not None:
-                continue
-            if run.retry_after is not None and run.retry_after > wall:
-                continue
-            paths = run.paths
-            if os.path.lexists(paths.done_marker):
-                run.state = RunState.DONE
-                continue
-            if os.path.lexists(paths.failed_marker):
-                run.state = RunState.FAILED
-                continue
-            if runlock.is_held(paths.lock) or self.executor.submitted(path):
-                self._watch_running_elsewhere(run)
-                continue
-            state = load_state(paths)
-            if state.phase == Phase.RETRY_WAIT and state.retry_after is not None and state.retry_after > wall:
-                run.retry_after = state.retry_after
-                continue
-            run.retry_after = None
-            try:
-                resources = load_resources(paths, self.options.memory_per_run, self.options.time_limit_s)
-            except RunqueueError as error:
-                self._block(run, str(error), recheck=True, event=f"not started: {error}")
-                continue
-            request = PlacementRequest(run_dir=str(path), memory_mb=resources.memory_mb)
-            if state.phase == Phase.RETRY_WAIT and state.reason == Reason.CUDA_OOM and state.failed_device_uuid:
-                request = dataclasses.replace(
-                    request,
-                    exclude=frozenset({state.failed_device_uuid}),
-                    min_free_mb=(state.device_free_mb or resources.memory_mb) + 1,
-                )
-            chosen.append(_Candidate(run, request, resources))
-            if len(chosen) >= limit:
-                break
-        return chosen
+        sifted = sift_pending(
+            self.runs.values(),
+            limit=limit or 4 * slots + 16,
+            memory_per_run=self.options.memory_per_run,
+            time_limit_s=self.options.time_limit_s,
+            submitted=self.executor.submitted,
+        )
+        for run in sifted.elsewhere:
+            self._watch_running_elsewhere(run)
+        for run, error in sifted.refused:
+            self._block(run, error, recheck=True, event=f"not started: {error}")
+        return sifted.ready
 
-    def _decide(self, candidates: list[_Candidate], devices: tuple[Device, ...], live: list[Claim]) -> list[tuple[_Candidate, Device]]:
+    def _decide(self, candidates: list[Candidate], devices: tuple[Device, ...], live: list[Claim]) -> list[tuple[Candidate, Device]]:
         by_dir = {candidate.request.run_dir: candidate for candidate in candidates}
-        placed: list[tuple[_Candidate, Device]] = []
+        placed: list[tuple[Candidate, Device]] = []
         for request, device in place_with_oom_fallback([c.request for c in candidates], devices, live, self.policy):
             candidate = by_dir[request.run_dir]
             candidate.request = request  # an out-of-memory retry may have been relaxed to an ordinary one
@@ -578,11 +540,11 @@ class Scheduler:
                     self._block(candidate.run, reason, recheck=True, event=f"cannot be placed: {reason}")
         return placed
 
-    def _start(self, placements: list[tuple[_Candidate, Device]], live: list[Claim], txn: ClaimTransaction | None) -> bool:
+    def _start(self, placements: list[tuple[Candidate, Device]], live: list[Claim], txn: ClaimTransaction | None) -> bool:
         """Launch supervisors, wait until each holds its run lock, claim, then let them go.
 
         `txn` None: a batch system places the runs (no host-wide claim; "launched" means submitted)."""
-        launches: list[tuple[_Candidate, Device, PendingStart]] = []
+        launches: list[tuple[Candidate, Device, PendingStart]] = []
         charged = list(live)
         for candidate, device in placements:
             spec = SupervisorSpec(
@@ -662,7 +624,7 @@ class Scheduler:
             else:
                 self.placement_dirty = True  # try again on the next turn, until it starts or is blocked
 
-    def _note_waiting(self, candidates: list[_Candidate], devices: tuple[Device, ...], live: list[Claim]) -> None:
+    def _note_waiting(self, candidates: list[Candidate], devices: tuple[Device, ...], live: list[Claim]) -> None:
         """Say why nothing starts, now and then, so a queue never waits in silence."""
         if time.monotonic() < self.next_waiting_note or not candidates:
             return

@@ -1,0 +1,86 @@
+"""Which pending runs may start now, each re-read from disk: another queue may have moved it.
+
+The scheduler's view of a run (TrackedRun) can be seconds old; a run's markers, lock, retry
+back-off and resource file are what decide. Runs found finished are updated in place; runs found
+running elsewhere and runs whose resource file is bad are handed back for the scheduler to act on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runqueue import runlock
+from runqueue.devices.placement import PlacementRequest
+from runqueue.errors import RunqueueError
+from runqueue.resources import RunResources, load_resources
+from runqueue.runstate import Phase, Reason, RunState, load_state
+from runqueue.tracked import TrackedRun
+
+
+@dataclass
+class Candidate:
+    run: TrackedRun
+    request: PlacementRequest
+    resources: RunResources
+
+
+@dataclass
+class Sifted:
+    ready: list[Candidate] = field(default_factory=list)  # in path order
+    elsewhere: list[TrackedRun] = field(default_factory=list)  # held by another supervisor or batch job
+    refused: list[tuple[TrackedRun, str]] = field(default_factory=list)  # a bad runqueue.json: why
+
+
+def sift_pending(
+    runs: Iterable[TrackedRun],
+    *,
+    limit: int,
+    memory_per_run: int,
+    time_limit_s: float | None,
+    submitted: Callable[[Path], bool],
+) -> Sifted:
+    """Pending runs that may start now (at most `limit`), fresh from disk."""
+    wall = time.time()
+    sifted = Sifted()
+    for run in sorted(runs, key=lambda tracked: tracked.path):
+        if run.state != RunState.PENDING or run.blocked is not None or run.handle is not None:
+            continue
+        if run.retry_after is not None and run.retry_after > wall:
+            continue
+        paths = run.paths
+        if os.path.lexists(paths.done_marker):
+            run.state = RunState.DONE
+            continue
+        if os.path.lexists(paths.failed_marker):
+            run.state = RunState.FAILED
+            continue
+        if runlock.is_held(paths.lock) or submitted(run.path):
+            sifted.elsewhere.append(run)
+            continue
+        state = load_state(paths)
+        if state.phase == Phase.RETRY_WAIT and state.retry_after is not None and state.retry_after > wall:
+            run.retry_after = state.retry_after
+            continue
+        run.retry_after = None
+        try:
+            resources = load_resources(paths, memory_per_run, time_limit_s)
+        except RunqueueError as error:
+            sifted.refused.append((run, str(error)))
+            continue
+        request = PlacementRequest(run_dir=str(run.path), memory_mb=resources.memory_mb)
+        if state.phase == Phase.RETRY_WAIT and state.reason == Reason.CUDA_OOM and state.failed_device_uuid:
+            # Out of GPU memory last time: another device, with more free memory than that one had.
+            request = dataclasses.replace(
+                request,
+                exclude=frozenset({state.failed_device_uuid}),
+                min_free_mb=(state.device_free_mb or resources.memory_mb) + 1,
+            )
+        sifted.ready.append(Candidate(run, request, resources))
+        if len(sifted.ready) >= limit:
+            break
+    return sifted
