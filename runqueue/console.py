@@ -57,13 +57,19 @@ class Console:
             pass  # the terminal or pipe went away (EPIPE, or EIO after a hang-up); the runs do not care
 
     def _redraw_status(self, *, flush: bool = True) -> None:
-        self.stream.write(f"\r\x1b[K{self._status}")
-        self._status_shown = True
-        if flush:
-            self.stream.flush()
+        try:
+            self.stream.write(f"\r\x1b[K{self._status}")
+            self._status_shown = True
+            if flush:
+                self.stream.flush()
+        except (OSError, ValueError):
+            pass  # the terminal went away (EIO after a hang-up); the runs do not care
 
     def close(self) -> None:
         if self.tty and self._status_shown:
-            self.stream.write("\n")
-            self.stream.flush()
             self._status_shown = False
+            try:
+                self.stream.write("\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass

@@ -58,6 +58,7 @@ _FULL_RESCAN_EVERY = 12  # rescans; the others use the mtime hint
 _RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <= 0.5 % of a core
 _REPLY_TIMEOUT_S = 30.0
 _MAX_CRASHES = 3
+_BLOCKED_START_RECHECK_S = 60.0
 _WAITING_NOTE_EVERY_S = 60.0
 _QUEUED_REFRESH_S = 2.0
 _DISK_FULL_BYTES = 1 << 20  # less free than this on a run's disk, with no outcome recorded: a full disk
@@ -307,7 +308,7 @@ class Scheduler:
                 continue
             if run.handle is not None:
                 continue  # its supervisor's end tells us what happened
-            if run.blocked is not None and run.recheck_block:
+            if run.blocked is not None and run.recheck_block and time.monotonic() >= run.recheck_after:
                 run.blocked = None  # placed or blocked again at the next placement
                 self.placement_dirty = True
             if item.has_done:
@@ -596,9 +597,10 @@ class Scheduler:
             self.console.event(f"[{run.name}] {where}, attempt {attempt}/{max(self.options.retries + 1, int(attempt or 1))}{more}")
         return again
 
-    def _block(self, run: TrackedRun, reason: str, *, recheck: bool, event: str) -> None:
+    def _block(self, run: TrackedRun, reason: str, *, recheck: bool, event: str, recheck_after_s: float = 0.0) -> None:
         run.blocked = reason
         run.recheck_block = recheck
+        run.recheck_after = time.monotonic() + recheck_after_s
         if reason != run.last_block_message:  # a re-check that finds the same problem stays quiet
             run.last_block_message = reason
             self.console.event(f"[{run.name}] {event}")
@@ -617,11 +619,14 @@ class Scheduler:
             self.next_placement_retry = time.monotonic() + self.options.poll_interval_s
         else:
             run.crashes += 1
-            message = pending.reply.get("message", "unknown error")
-            self.console.event(f"[{run.name}] could not start: {message}")
+            message = str(pending.reply.get("message", "unknown error"))
             if run.crashes >= _MAX_CRASHES or pending.reply.get("reason") == Reason.FOLDER_VANISHED or pending.reply.get("final"):
-                run.blocked = str(message)
+                # A watching queue tries again now and then (the folder may have been fixed): one
+                # supervisor start a minute, and silence while the problem stays the same.
+                self._block(run, message, recheck=self.options.watch, event=f"could not start: {message}",
+                            recheck_after_s=_BLOCKED_START_RECHECK_S)
             else:
+                self.console.event(f"[{run.name}] could not start: {message}")
                 self.placement_dirty = True  # try again on the next turn, until it starts or is blocked
 
     def _note_waiting(self, candidates: list[Candidate], devices: tuple[Device, ...], live: list[Claim]) -> None:

@@ -345,10 +345,32 @@ class Supervisor:
         finally:
             os.close(pidfd)
         process.wait()
-        # Anything the step left running would keep the GPU and the run lock.
+        self._end_leftovers(process)
+        return stop
+
+    def _end_leftovers(self, process: subprocess.Popen[bytes]) -> None:
+        """Anything the step left running would keep the GPU, the run lock and so the device claim:
+        TERM it, and KILL what is still there after the grace period (as when a run is stopped)."""
         self._signal_run(process, signal.SIGTERM)
         reap_orphans()
-        return stop
+        deadline = time.monotonic() + self.spec.kill_grace_s
+        while self._leftovers(process) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            reap_orphans()
+        if self._leftovers(process):
+            self._log_line(f"{HEADER_PREFIX} {now_iso()} processes the step left behind ignored SIGTERM for"
+                           f" {self.spec.kill_grace_s:g}s; killed\n")
+            self._signal_run(process, signal.SIGKILL)
+            reap_orphans()
+
+    def _leftovers(self, process: subprocess.Popen[bytes]) -> bool:
+        if self.own_session:
+            return bool(run_processes(os.getpid()))
+        try:  # started by hand: only the step's process group is ours to look at
+            os.killpg(process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
 
     def _drain_wake(self) -> None:
         try:

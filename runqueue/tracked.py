@@ -23,6 +23,7 @@ class TrackedRun:
     retry_after: float | None = None  # wall clock
     blocked: str | None = None  # this queue will not place it, and why
     recheck_block: bool = False  # the block may lift by itself (file fixed, devices changed): re-check on rescans
+    recheck_after: float = 0.0  # monotonic; a re-check that costs a start attempt waits this long
     last_block_message: str | None = None
     crashes: int = 0
     tail: LogTail | None = None

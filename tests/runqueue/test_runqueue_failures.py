@@ -306,3 +306,16 @@ def test_runs_that_cannot_even_start_end_blocked_and_the_queue_returns(tmp_path:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "0 pending, 0 done, 0 failed, 3 blocked" in result.stdout
     assert result.stdout.count("blocked param_U/") == 3
+
+
+def test_a_process_the_step_left_behind_is_killed_after_the_grace_period(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    leftover = tmp_path / "leftover.pid"
+    run = make_run(root, "c/param_L/r", f'( trap "" TERM; sleep 60 ) &\necho $! > "{leftover}"\necho trained\n')
+    started = time.monotonic()
+    result = run_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", _sim(tmp_path), "--kill-grace", "1", "--quiet", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 30
+    assert (run / "lfads.done").exists()
+    wait_for(lambda: not pid_alive(int(leftover.read_text())), timeout=10, what="the leftover to be gone")
+    assert "processes the step left behind ignored SIGTERM for 1s; killed" in (run / "lfads.out").read_text()
