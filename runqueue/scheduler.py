@@ -559,6 +559,7 @@ class Scheduler:
                 kill_grace_s=self.options.kill_grace_s,
                 queue_id=self.queue_id,
                 device_free_mb=free_memory_mb(device, charged),
+                claims_dir=None if txn is None else str(self.claims.directory),
             )
             charged.append(provisional_claim(candidate.request, device, self.queue_id))
             offset = _file_size(candidate.run.paths.out_log)

@@ -17,6 +17,7 @@ Exit status: see the EXIT_* constants; the markers and state.json remain the tru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -32,6 +33,8 @@ from pathlib import Path
 
 from runqueue import legacy, runlock
 from runqueue.atomicio import atomic_write_json
+from runqueue.devices.claims import ClaimStore
+from runqueue.devices.errors import ClaimError
 from runqueue.layout import RunPaths
 from runqueue.procinfo import (
     become_subreaper,
@@ -519,8 +522,20 @@ class Supervisor:
         if log_path.endswith(" (deleted)") or _identity(folder) != self.folder_id:
             return False
         self._log_line(f"{HEADER_PREFIX} {now_iso()} the run folder moved from {self.paths.root} to {folder}; following it\n")
+        self._move_claim(self.paths.root, folder)
         self.paths = RunPaths(folder)
         return True
+
+    def _move_claim(self, old: Path, new: Path) -> None:
+        """The queue's device claim names the folder: move it along, so that it still counts
+        (through the run lock at the new place) should this supervisor be killed."""
+        if not self.spec.claims_dir:
+            return
+        with contextlib.suppress(ClaimError, OSError), ClaimStore(Path(self.spec.claims_dir)).transaction() as txn:
+            claim = txn.claim_for(str(old))
+            if claim is not None:
+                txn.add(dataclasses.replace(claim, run_dir=str(new)))
+                txn.remove(str(old))
 
     def _vanished(self) -> None:
         print(f"runqueue: {self.paths.root} vanished while it was running; dropping the run", file=sys.__stderr__)

@@ -33,6 +33,7 @@ class SupervisorSpec:
     device_free_mb: int | None = None
     identity: StepIdentity | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    claims_dir: str | None = None  # where the queue keeps its device claim of this run (local executor)
 
     def to_argv_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -319,3 +319,32 @@ def test_a_process_the_step_left_behind_is_killed_after_the_grace_period(tmp_pat
     assert (run / "lfads.done").exists()
     wait_for(lambda: not pid_alive(int(leftover.read_text())), timeout=10, what="the leftover to be gone")
     assert "processes the step left behind ignored SIGTERM for 1s; killed" in (run / "lfads.out").read_text()
+
+
+def test_a_renamed_run_keeps_its_device_claim_when_its_supervisor_is_killed(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-one")])  # one run at a time on it
+    root = tmp_path / "runs"
+    marks = root / "c"
+    wait_for_file = 'while [ ! -e "{0}" ]; do sleep 0.05; done\n'
+    first = make_run(root, "c/param_R/r0", wait_for_file.format(marks / "go-train"),
+                     posterior=f'touch "{marks}/sampling"\n' + wait_for_file.format(marks / "go-sample")
+                     + f'date +%s.%N >> "{marks}/r0-end"\n')
+    make_run(root, "c/param_R/r1", f'date +%s.%N >> "{marks}/r1-start"\n')
+    moved = first.parent / "r0-moved"
+    queue = start_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", sim, log=tmp_path / "q.log")
+    try:
+        state = first / ".runqueue" / "state.json"
+        wait_for(lambda: state.exists() and "supervisor_pid" in state.read_text(), what="the first run's supervisor")
+        supervisor = int(read_json(state)["supervisor_pid"])
+        first.rename(moved)
+        (marks / "go-train").touch()
+        wait_for((marks / "sampling").exists, what="the sampling step in the moved folder")
+        os.kill(supervisor, signal.SIGKILL)  # the sampling step goes on, orphaned, in the moved folder
+        time.sleep(1.5)
+        assert not (marks / "r1-start").exists(), "the second run was put on the device of the orphaned step"
+        (marks / "go-sample").touch()
+        assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    assert float((marks / "r1-start").read_text().split()[0]) >= float((marks / "r0-end").read_text().split()[0])
