@@ -311,7 +311,9 @@ def test_runs_that_cannot_even_start_end_blocked_and_the_queue_returns(tmp_path:
 def test_a_process_the_step_left_behind_is_killed_after_the_grace_period(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     leftover = tmp_path / "leftover.pid"
-    run = make_run(root, "c/param_L/r", f'( trap "" TERM; sleep 60 ) &\necho $! > "{leftover}"\necho trained\n')
+    # The pid is written once the trap is set, and the step waits for it: no race with the TERM.
+    run = make_run(root, "c/param_L/r", f'( trap "" TERM; echo $BASHPID > "{leftover}"; sleep 60 ) &\n'
+                   f'while [ ! -s "{leftover}" ]; do sleep 0.01; done\necho trained\n')
     started = time.monotonic()
     result = run_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", _sim(tmp_path), "--kill-grace", "1", "--quiet", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
