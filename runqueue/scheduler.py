@@ -156,7 +156,9 @@ class Scheduler:
         if self.watcher is not None:
             self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, self.watcher)
         old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        old_handlers = {signum: signal.signal(signum, self._record_signal) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        # SIGHUP left ignored when it was (nohup, trap '' HUP): the user asked to outlive the terminal.
+        handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN else [])
+        old_handlers = {signum: signal.signal(signum, self._record_signal) for signum in handled}
         try:
             self._discover(full=True)
             self._adopt_running()
@@ -394,8 +396,16 @@ class Scheduler:
         run.ended_here = True
         self.placement_dirty = True  # its device is free, and the run itself may be pending again
         if exit_code == EXIT_VANISHED or not paths.root.is_dir():
-            self.console.event(f"[{run.name}] {run.path} vanished while running; dropped")
+            if exit_code == EXIT_VANISHED:
+                self.console.event(f"[{run.name}] {run.path} vanished while running; dropped")
+            elif exit_code is not None:  # its supervisor followed the folder and recorded the outcome there
+                self.console.event(f"[{run.name}] {run.path} was moved while running; it finished where it went"
+                                   " (see its lfads.out there); dropped here")
+            else:  # the local executor cannot tell which
+                self.console.event(f"[{run.name}] {run.path} is gone (deleted, or moved: a moved run finishes where"
+                                   " it went, see its lfads.out there); dropped here")
             self.runs.pop(run.path, None)
+            self.next_rescan = 0.0  # a move within the roots shows up at once
             return
         if os.path.lexists(paths.done_marker):
             run.state = RunState.DONE

@@ -113,7 +113,12 @@ class Supervisor:
             fix = ""
             if isinstance(error, PermissionError):
                 fix = f"; the queue writes its lock, state and log in the run folder: make it writable by {_user_name()}"
-            self._tell({"status": "error", "reason": "lock", "message": f"cannot create {self.paths.lock}: {error.strerror}{fix}"})
+            runtime = self.paths.runtime_dir
+            if runtime.exists() and not runtime.is_dir():
+                message = f"{runtime} is a file, not the queue's folder; remove or rename it"
+            else:
+                message = f"cannot create {self.paths.lock}: {error.strerror}{fix}"
+            self._tell({"status": "error", "reason": "lock", "message": message})
             return EXIT_ERROR
         if fd is None:
             self._tell({"status": "busy"})

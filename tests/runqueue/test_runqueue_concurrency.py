@@ -14,6 +14,7 @@ from runqueue_testkit import (
     kill_session,
     make_run,
     pid_alive,
+    queue_command,
     queue_env,
     read_json,
     run_queue,
@@ -151,6 +152,24 @@ def test_a_hang_up_leaves_at_once_and_the_run_goes_on(tmp_path: Path) -> None:
     assert "hang-up: leaving; 1 started run(s) keep going" in (tmp_path / "q.log").read_text()
     release.touch()
     wait_for((run / "lfads.done").exists, what="the run to finish without its queue")
+
+
+def test_a_queue_started_under_nohup_outlives_a_hang_up(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-n")])
+    (tmp_path / "runs").mkdir()
+    log = tmp_path / "q.log"
+    with open(log, "wb") as out:
+        queue = subprocess.Popen(["nohup", *queue_command("run", "--watch", tmp_path / "runs", "--simulate-gpus", sim)],
+                                 env=queue_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "0 running" in log.read_text(), what="the queue to start")
+        queue.send_signal(signal.SIGHUP)  # ignored, as nohup asked
+        late = make_run(tmp_path / "runs", "c/param_N/late")  # still picked up afterwards
+        wait_for((late / "lfads.done").exists, what="the queue to run a run made after the hang-up")
+        assert queue.poll() is None and "hang-up" not in log.read_text()
+    finally:
+        queue.terminate()
+        queue.wait(timeout=30)
 
 
 def test_runqueue_cancel_stops_the_run_and_marks_it_cancelled(tmp_path: Path) -> None:

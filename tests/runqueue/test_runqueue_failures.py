@@ -121,7 +121,7 @@ def test_runqueue_vanished_run_folder_is_dropped_and_the_queue_carries_on(tmp_pa
     make_run(root, "c/param_V/gone", 'rm -rf "$RUNQUEUE_RUN_DIR"\nexit 1\n')
     fine = make_run(root, "c/param_V/zfine")
     result = run_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", _sim(tmp_path), "--quiet")
-    assert "[param_V/gone]" in result.stdout and "vanished while running; dropped" in result.stdout
+    assert "[param_V/gone]" in result.stdout and "/c/param_V/gone is gone (deleted, or moved" in result.stdout
     assert (fine / "lfads.done").exists()
     assert not (root / "c/param_V/gone").exists()
     assert result.returncode == 0
@@ -274,6 +274,7 @@ def test_a_run_folder_renamed_while_running_finishes_where_it_went(tmp_path: Pat
     assert log.count("old-step-finished") == 1  # the training step ran once
     assert f"the run folder moved from {run} to {moved}; following it" in log
     assert f"posterior in {moved}" in log  # the next step ran in the folder's new place
+    assert f"{run} is gone (deleted, or moved: a moved run finishes where it went" in (tmp_path / "q.log").read_text()
     assert read_json(moved / ".runqueue" / "state.json")["phase"] == "succeeded"
 
 
@@ -306,6 +307,7 @@ def test_runs_that_cannot_even_start_end_blocked_and_the_queue_returns(tmp_path:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "0 pending, 0 done, 0 failed, 3 blocked" in result.stdout
     assert result.stdout.count("blocked param_U/") == 3
+    assert f"{root / 'c/param_U/a/.runqueue'} is a file, not the queue's folder; remove or rename it" in result.stdout
 
 
 def test_a_process_the_step_left_behind_is_killed_after_the_grace_period(tmp_path: Path) -> None:
@@ -328,7 +330,7 @@ def test_a_renamed_run_keeps_its_device_claim_when_its_supervisor_is_killed(tmp_
     root = tmp_path / "runs"
     marks = root / "c"
     wait_for_file = 'while [ ! -e "{0}" ]; do sleep 0.05; done\n'
-    first = make_run(root, "c/param_R/r0", wait_for_file.format(marks / "go-train"),
+    first = make_run(root, "c/param_R/r0", f'touch "{marks}/training"\n' + wait_for_file.format(marks / "go-train"),
                      posterior=f'touch "{marks}/sampling"\n' + wait_for_file.format(marks / "go-sample")
                      + f'date +%s.%N >> "{marks}/r0-end"\n')
     make_run(root, "c/param_R/r1", f'date +%s.%N >> "{marks}/r1-start"\n')
@@ -338,6 +340,7 @@ def test_a_renamed_run_keeps_its_device_claim_when_its_supervisor_is_killed(tmp_
         state = first / ".runqueue" / "state.json"
         wait_for(lambda: state.exists() and "supervisor_pid" in state.read_text(), what="the first run's supervisor")
         supervisor = int(read_json(state)["supervisor_pid"])
+        wait_for((marks / "training").exists, what="the training step")  # its log is open: the move is followed
         first.rename(moved)
         (marks / "go-train").touch()
         wait_for((marks / "sampling").exists, what="the sampling step in the moved folder")
