@@ -249,6 +249,7 @@ def test_a_run_folder_deleted_and_made_again_while_running_is_a_new_run(tmp_path
         (run.parent / "go").touch()
         assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
     finally:
+        (run.parent / "go").touch()  # a failed test must not leave a step waiting for ever
         if queue.poll() is None:
             queue.kill()
     # The old supervisor wrote nothing into the new folder: the new script ran and made the marker.
@@ -267,6 +268,7 @@ def test_a_run_folder_renamed_while_running_finishes_where_it_went(tmp_path: Pat
         (run.parent / "go").touch()
         assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
     finally:
+        (run.parent / "go").touch()  # a failed test must not leave a step waiting for ever
         if queue.poll() is None:
             queue.kill()
     log = (moved / "lfads.out").read_text()
@@ -350,6 +352,8 @@ def test_a_renamed_run_keeps_its_device_claim_when_its_supervisor_is_killed(tmp_
         (marks / "go-sample").touch()
         assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
     finally:
+        for name in ("go-train", "go-sample"):  # a failed test must not leave steps waiting for ever
+            (marks / name).touch()
         if queue.poll() is None:
             queue.kill()
     assert float((marks / "r1-start").read_text().split()[0]) >= float((marks / "r0-end").read_text().split()[0])
