@@ -348,37 +348,16 @@ class Supervisor:
                     self._drain_wake()
                 if pidfd in ready:
                     break
-            if stop is not None:
-                self._stop_processes(process, pidfd)
+            # Stopped: every process of the run. Ended: whatever the step left running, which would
+            # keep the GPU, the run lock and so the device claim.
+            if self._stop_processes(process, pidfd) and stop is None:
+                self._log_line(f"{HEADER_PREFIX} {now_iso()} processes the step left behind ignored SIGTERM for"
+                               f" {self.spec.kill_grace_s:g}s; killed\n")
         finally:
             os.close(pidfd)
         process.wait()
-        self._end_leftovers(process)
-        return stop
-
-    def _end_leftovers(self, process: subprocess.Popen[bytes]) -> None:
-        """Anything the step left running would keep the GPU, the run lock and so the device claim:
-        TERM it, and KILL what is still there after the grace period (as when a run is stopped)."""
-        self._signal_run(process, signal.SIGTERM)
         reap_orphans()
-        deadline = time.monotonic() + self.spec.kill_grace_s
-        while self._leftovers(process) and time.monotonic() < deadline:
-            time.sleep(0.05)
-            reap_orphans()
-        if self._leftovers(process):
-            self._log_line(f"{HEADER_PREFIX} {now_iso()} processes the step left behind ignored SIGTERM for"
-                           f" {self.spec.kill_grace_s:g}s; killed\n")
-            self._signal_run(process, signal.SIGKILL)
-            reap_orphans()
-
-    def _leftovers(self, process: subprocess.Popen[bytes]) -> bool:
-        if self.own_session:
-            return bool(run_processes(os.getpid()))
-        try:  # started by hand: only the step's process group is ours to look at
-            os.killpg(process.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return stop
 
     def _drain_wake(self) -> None:
         try:
@@ -396,21 +375,33 @@ class Supervisor:
                 return "interrupt"
         return None
 
-    def _stop_processes(self, process: subprocess.Popen[bytes], pidfd: int) -> None:
-        """TERM every process of the run, then KILL what is left after the grace period."""
+    def _stop_processes(self, process: subprocess.Popen[bytes], pidfd: int) -> bool:
+        """TERM every process of the run, then KILL what is left after the grace period; True when
+        something was left to kill."""
         self._signal_run(process, signal.SIGTERM)
         deadline = time.monotonic() + self.spec.kill_grace_s
         while time.monotonic() < deadline and self._run_processes(process):
-            select.select([pidfd], [], [], 0.05)
-            # Never wait(-1) before the step itself is collected: its exit status would be lost.
-            if process.poll() is not None:
+            if process.poll() is None:
+                select.select([pidfd], [], [], 0.05)  # wakes as soon as the step itself ends
+            else:
+                time.sleep(0.05)  # the pidfd stays readable once the step has ended
+                # Never wait(-1) before the step itself is collected: its exit status would be lost.
                 reap_orphans()
+        if not self._run_processes(process):
+            return False
         self._signal_run(process, signal.SIGKILL)
+        return True
 
     def _run_processes(self, process: subprocess.Popen[bytes]) -> list[int]:
         if self.own_session:
             return run_processes(os.getpid())
-        return [] if process.poll() is not None else [process.pid]
+        if process.poll() is None:
+            return [process.pid]
+        try:  # started by hand: only the step's process group is ours to look at
+            os.killpg(process.pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [process.pid]
 
     def _signal_run(self, process: subprocess.Popen[bytes], signum: int) -> None:
         # The step's process group, then (when the session is ours alone, as the executors start
