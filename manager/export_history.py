@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shlex
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -162,6 +163,11 @@ def stale_since(run_dir: Path, stamp: Mapping[str, Any] | None) -> float | None:
     if digest_at(history, started) == history[-1][0]:
         return None
     return float(history[-1][1])
+
+
+def retrain_hint(run_dir: Path) -> str:
+    """What to do about a run whose results do not match its input."""
+    return f"lfads-manager delete-output {shlex.quote(str(run_dir))}, then run the queue"
 
 
 def describe_time(moment: float) -> str:

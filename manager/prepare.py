@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from manager.export_history import (
     describe_time,
     digest_of_files,
     read_stamp,
+    retrain_hint,
     stale_since,
     training_started,
     updated_history,
@@ -238,11 +238,11 @@ def _stamped_dataset_names(stamp: dict[str, Any] | None) -> set[str]:
     return {name for name in names if isinstance(name, str)}
 
 
-def _remove_stale_exports(plan: _ExportPlan) -> list[Path]:
-    """Files of an earlier export of this folder for datasets the run spec no longer has (and its
-    alignment plot when alignment is off now); files the stamp does not name are left alone."""
+def _remove_stale_exports(plan: _ExportPlan, previous: dict[str, Any] | None) -> list[Path]:
+    """Files of an earlier export of this folder (its stamp: `previous`) for datasets the run spec no
+    longer has (and its alignment plot when alignment is off now); files the stamp does not name are
+    left alone."""
     data_dir = plan.run.path_common_data
-    previous = read_stamp(data_dir)
     if previous is None:
         return []
     stale = [data_dir / name(dataset) for dataset in sorted(_stamped_dataset_names(previous) - set(plan.run.dataset_names))
@@ -277,7 +277,7 @@ def _write_export(plan: _ExportPlan, force: bool) -> tuple[list[Path], list[Path
         on_disk = digest_of_files({name: data_dir / lfads_file_name(name) for name in sorted(old_names)})
         plan.unjudged = on_disk is None
     # Before the new stamp is written: the old one is the record of which files were ours.
-    removed = _remove_stale_exports(plan)
+    removed = _remove_stale_exports(plan, previous)
     written = []
     for dataset, data in zip(run.spec.datasets, plan.sequences, strict=True):
         if write_lfads_h5(h5_paths[dataset.name], per_dataset[dataset.name], force):
@@ -413,6 +413,7 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
     cache.clear()
 
     unjudged = {(plan.run.params.data_hash, plan.run.spec.name) for plan in plans if plan.unjudged}
+    stamps: dict[tuple[str, str], dict[str, Any] | None] = {}
     resources = _resources(collection)
     scripts: _ScriptCache = {}
     for run in runs:
@@ -421,16 +422,17 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
         key = (run.params.data_hash, run.spec.name)
         if key in unjudged and training_started(run.path) is not None:
             note = (f"note: {run.path} is trained, but its export was made again with no record of the data it"
-                    " learned from; if that data changed, retrain it: lfads-manager delete-output"
-                    f" {shlex.quote(str(run.path))}, then run the queue")
+                    f" learned from; if that data changed, retrain it: {retrain_hint(run.path)}")
             report.notes.append(note)
             _say(progress, note)
-        changed = stale_since(run.path, read_stamp(run.path_common_data))
+        if key not in stamps:  # one export serves every param set with this data hash
+            stamps[key] = read_stamp(run.path_common_data)
+        changed = stale_since(run.path, stamps[key])
         if changed is not None:  # said on every prepare until the run is retrained
             report.stale_runs.append(run.path)
             note = (f"note: {run.path} was trained before its data changed ({describe_time(changed)}: other trials,"
                     f" values or datasets for spec {run.spec.name!r}); its results do not match its input. Retrain it:"
-                    f" lfads-manager delete-output {shlex.quote(str(run.path))}, then run the queue")
+                    f" {retrain_hint(run.path)}")
             report.notes.append(note)
             _say(progress, note)
     write_collection_files(collection)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from manager.errors import ManagerError
 from manager.export import INPUT_INFO_PREFIX, LFADS_FILE_PREFIX
-from manager.export_history import describe_time, run_stale_since
+from manager.export_history import describe_time, retrain_hint, run_stale_since
 from manager.matfile import read_mat
 from manager.run import Run
 from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT
@@ -101,8 +100,7 @@ def refuse_if_stale(run_dir: Path) -> None:
     if changed is not None:
         raise ManagerError(run_dir, f"its data changed after it was trained ({describe_time(changed)}), so its results"
                            " no longer match its input (other trials, order or datasets)",
-                           f"retrain it: lfads-manager delete-output {shlex.quote(str(run_dir))}, then run the queue"
-                           " (or restore the old data and prepare again)")
+                           f"retrain it: {retrain_hint(run_dir)} (or restore the old data and prepare again)")
 
 
 def load_posterior_means(run: Run | Path | str, kind: str | None = None) -> dict[str, PosteriorMeans]:
