@@ -26,8 +26,11 @@ part machine 30 bash -c "nvidia-smi --query-gpu=name,uuid,memory.total,memory.us
 part gpus 30 "$py" -m runqueue gpus --json
 part gpu-tests 240 "$py" -m pytest -p no:cacheprovider -m gpu -v -rs tests/runqueue
 part nvml-bench 120 "$py" bench/queue.py --only nvml
-# SLURM tests install and start slurmctld: not part of a GPU check.
-part suites 240 "$py" -m pytest -p no:cacheprovider -q -rs tests/runqueue tests/manager \
+# SLURM tests install and start slurmctld: not part of a GPU check. Four at a time where
+# pytest-xdist is installed (GPU boxes have the cores; it also shows the tests keep out of each other's way).
+parallel=()
+"$py" -c 'import xdist' 2>/dev/null && parallel=(-n 4)
+part suites 240 "$py" -m pytest -p no:cacheprovider -q -rs "${parallel[@]}" tests/runqueue tests/manager \
   --ignore tests/runqueue/test_slurm_queue.py
 
 if ((${#failed[@]})); then

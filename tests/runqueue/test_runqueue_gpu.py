@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from runqueue_testkit import make_run, queue_env, read_json, run_queue, wait_for
+from runqueue_testkit import finish, make_run, queue_env, read_json, run_queue, start_queue, wait_for
 
 from runqueue.devices.model import Device
 from runqueue.devices.nvml import NvmlInventory
@@ -158,3 +159,32 @@ def test_real_cuda_out_of_memory_is_recognised_and_ends_as_cuda_oom(tmp_path: Pa
     failed = read_json(run / "lfads.failed")
     assert failed["reason"] == "cuda_oom", failed
     assert not (tmp_path / "never.json").exists()
+
+
+@pytest.mark.gpu
+def test_real_gpu_step_orphaned_by_a_killed_supervisor_keeps_its_device(tmp_path: Path) -> None:
+    # The step outlives its supervisor (kill -9) and still holds GPU memory: its claim must stay live
+    # while it holds the run lock, so with --max-per-gpu 1 the next run waits for it to let go.
+    device = _first_gpu_or_skip()
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    pid_file = tmp_path / "first.pid"
+    run = make_run(tmp_path / "runs", "c/param_O/r0",
+                   '[ -e "$RUNQUEUE_RUN_DIR/again" ] && exit 0\ntouch "$RUNQUEUE_RUN_DIR/again"\n'
+                   f"echo $$ > {pid_file}\n" + _hold_command(first, 512, 6.0))
+    make_run(tmp_path / "runs", "c/param_O/r1", _hold_command(second, 100, 0.5))
+    log = tmp_path / "queue.log"
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", device.uuid,
+                        "--memory-per-run", "1000", "--max-per-gpu", "1", log=log)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", what="the first run's step")
+        hold_pid = int(pid_file.read_text())
+        wait_for(lambda: _nvml_shows_pid(device.uuid, hold_pid), what="NVML to list the first run's step")
+        state = read_json(run / ".runqueue" / "state.json")
+        os.kill(int(state["supervisor_pid"]), signal.SIGKILL)
+        assert finish(queue, timeout=120) == 0, log.read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    assert read_json(second)["started_at"] >= read_json(first)["released_at"], (
+        "the second run was put on the GPU while the orphaned step still held it")
+    assert (run / "lfads.done").exists() and (tmp_path / "runs/c/param_O/r1/lfads.done").exists()
