@@ -221,7 +221,7 @@ def _options_from_args(args: argparse.Namespace, roots: list[Path]) -> QueueOpti
     )
 
 
-def _check_roots(roots: list[Path]) -> None:
+def _check_roots(roots: Sequence[Path]) -> None:
     for root in roots:
         if not root.is_dir():
             raise RunqueueError(root, "is not a directory", "give a runs folder, a collection or a run folder")
@@ -315,8 +315,8 @@ def _requeue(args: argparse.Namespace) -> int:
             errors.append(f"{run}: not allowed to requeue this run ({error.strerror}: {error.filename}); ask its owner or run as root")
         except OSError as error:  # e.g. a marker that is a directory
             errors.append(f"{run}: cannot requeue ({error.strerror}: {error.filename}); remove that by hand")
-    for error in errors:
-        print(f"runqueue requeue: error: {error}", file=sys.stderr)
+    for message in errors:
+        print(f"runqueue requeue: error: {message}", file=sys.stderr)
     return 2 if errors else 0
 
 
@@ -333,8 +333,8 @@ def _cancel(args: argparse.Namespace) -> int:
             print(f"{run}: {outcome}")
         except PermissionError as error:
             errors.append(f"{run}: not allowed to stop this run ({error.strerror}); ask its owner or run as root")
-    for error in errors:
-        print(f"runqueue cancel: error: {error}", file=sys.stderr)
+    for message in errors:
+        print(f"runqueue cancel: error: {message}", file=sys.stderr)
     return 2 if errors else 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def _descend_into(name: str) -> bool:
 class RunScanner:
     """Scans roots for runs; remembers listings so that rescans only list what changed."""
 
-    def __init__(self, roots: list[Path], watcher: DirectoryWatcher | None = None) -> None:
+    def __init__(self, roots: Sequence[Path], watcher: DirectoryWatcher | None = None) -> None:
         self.roots = [Path(os.path.abspath(root)) for root in roots]
         self.watcher = watcher
         self._listings: dict[str, _Listing] = {}

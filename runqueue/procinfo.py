@@ -135,7 +135,7 @@ def reap_orphans() -> None:
 
 def session_members(sid: int) -> list[int]:
     """Pids of every live process in session `sid` (the steps of one run, and its supervisor)."""
-    members = []
+    members: list[int] = []
     try:
         entries = os.scandir("/proc")
     except OSError:

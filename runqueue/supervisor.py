@@ -307,10 +307,9 @@ class Supervisor:
             shim = legacy.write_tee_shim(self.paths.runtime_dir / legacy.SHIM_DIR_NAME, env.get("PATH", os.defpath))
             env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', os.defpath)}"
             argv = [bash, "-o", "pipefail", step]
-        identity: dict[str, object] = {}
         who = self.spec.identity
-        if who is not None and (who.uid != os.geteuid() or who.gid != os.getegid()):
-            identity = {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
+        if who is not None and who.uid == os.geteuid() and who.gid == os.getegid():
+            who = None  # already that identity: switching would need privileges for nothing
         return subprocess.Popen(
             argv,
             cwd=self.paths.root,
@@ -320,7 +319,9 @@ class Supervisor:
             stderr=subprocess.STDOUT,
             process_group=0,  # the step's own group: a time limit stops all of it at once
             pass_fds=(self.lock_fd,),  # see runlock: a step that outlives us still holds the run
-            **identity,  # type: ignore[arg-type]
+            user=None if who is None else who.uid,
+            group=None if who is None else who.gid,
+            extra_groups=None if who is None else list(who.groups),
         )
 
     def _wait(self, process: subprocess.Popen[bytes]) -> str | None:

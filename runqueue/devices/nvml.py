@@ -318,9 +318,10 @@ class _NvmlCalls:
             if call is None:
                 error = "FunctionNotFound"
             else:
-                found, error = _query(call, handle)
-                if error is None:
+                found, failure = _query(call, handle)
+                if failure is None:
                     return tuple(RawProcess(int(p.pid), _opt_int(p.usedGpuMemory)) for p in found), None
+                error = failure
                 if error not in ("FunctionNotFound", "ArgumentVersionMismatch"):
                     return (), error
             # Older driver: remember and use the previous struct version from now on.

@@ -79,7 +79,7 @@ def _parse_process(entry: Any, where: str) -> GpuProcess:
         raise InventoryError(f"{where} must be a JSON object {{pid, used_mb}}; {_FIX}")
     _reject_unknown_keys(entry, _PROCESS_KEYS, where)
     pid = entry.get("pid")
-    if not _is_int(pid) or pid <= 0:
+    if not isinstance(pid, int) or not _is_int(pid) or pid <= 0:
         raise InventoryError(f"{where}: 'pid' must be a positive integer; {_FIX}")
     used = _optional_mb(entry, "used_mb", where) if "used_mb" in entry else None
     return GpuProcess(pid=pid, used_mb=used, sid=session_id(pid))
