@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything CI runs: install into .venv, lint, then the whole test suite.
+# Everything CI runs: install into .venv, lint and type-check, then the whole test suite.
 # Usage: scripts/test.sh [pytest args]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
