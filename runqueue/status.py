@@ -61,9 +61,20 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim],
             reason=_str(failure.get("reason")),
         )
     if runlock.is_held(paths.lock):
-        pid = state.supervisor_pid if is_alive(state.supervisor_pid, state.supervisor_start_time) else None
-        return RunRow(**base, state=RunState.RUNNING, step=state.step, attempt=attempt, device=state.device_uuid, pid=pid, exit_code=None, reason=None if pid else "held by a process whose supervisor is gone")
+        pid = _live_supervisor(paths, state)
+        device = state.device_uuid or next((c.device_uuid for c in claims if c.run_dir == str(found.path)), None)
+        return RunRow(**base, state=RunState.RUNNING, step=state.step, attempt=attempt, device=device, pid=pid, exit_code=None, reason=None if pid else "held by a process whose supervisor is gone")
     return RunRow(**base, state=RunState.PENDING, step=state.resume_step, attempt=attempt, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run))
+
+
+def _live_supervisor(paths: RunPaths, state: Any) -> int | None:
+    """The running supervisor's pid: from state.json, else from the lock file (state.json deleted by hand)."""
+    if is_alive(state.supervisor_pid, state.supervisor_start_time):
+        return int(state.supervisor_pid)
+    holder = runlock.read_holder(paths.lock)
+    if holder is not None and is_alive(holder.pid, holder.start_time):
+        return holder.pid
+    return None
 
 
 def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy,

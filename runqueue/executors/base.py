@@ -110,7 +110,8 @@ class Executor(ABC):
         return f"started on {device.uuid} ({device.name})"
 
     def adopted_text(self, handle: RunHandle) -> str:
-        return f"supervisor pid {handle.pid}, device {handle.device_uuid}"
+        device = handle.device_uuid or "not recorded (its .runqueue/state.json is gone)"
+        return f"supervisor pid {handle.pid}, device {device}"
 
     def first_stop_text(self, running: int) -> str:
         return (

@@ -91,6 +91,36 @@ def test_runqueue_sigkilled_queue_loses_nothing_and_a_restart_re_adopts(tmp_path
     assert "[param_K/long] after-release" in console  # the adopted run's output is followed too
 
 
+def test_status_and_re_adoption_without_state_json(tmp_path: Path) -> None:
+    # state.json deleted by hand while the run runs: the lock file still names the supervisor and the
+    # claim its device, so status must not call the supervisor gone, nor re-adoption say "device None".
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-j")])
+    release, started = tmp_path / "release", tmp_path / "started"
+    run = make_run(tmp_path / "runs", "c/param_J/r0", _wait_until_released(release, started))
+    env = queue_env(tmp_path)
+    first = start_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q1.log")
+    supervisor = None
+    try:
+        wait_for(started.exists, what="the run to start")
+        supervisor = read_json(run / ".runqueue" / "state.json")["supervisor_pid"]
+        (run / ".runqueue" / "state.json").unlink()
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        status = json.loads(run_queue(env, "status", tmp_path / "runs", "--json", "--simulate-gpus", sim).stdout)
+        (row,) = status["runs"]
+        assert (row["state"], row["pid"], row["device"], row["reason"]) == ("running", supervisor, "GPU-j", None), row
+        second = start_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q2.log")
+        wait_for(lambda: "re-adopted" in (tmp_path / "q2.log").read_text(), what="re-adoption")
+        release.touch()
+        assert finish(second) == 0, (tmp_path / "q2.log").read_text()
+    finally:
+        if supervisor:
+            kill_session(supervisor)
+    console = (tmp_path / "q2.log").read_text()
+    assert f"re-adopted (supervisor pid {supervisor}, device not recorded" in console, console
+    assert (run / "lfads.done").exists()
+
+
 def test_runqueue_ctrl_c_waits_then_second_ctrl_c_interrupts(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-s")])
     release, started = tmp_path / "release", tmp_path / "started"
