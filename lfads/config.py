@@ -115,7 +115,8 @@ def model_config(flags: Flags, datasets: list[Dataset]) -> ModelConfig:
         con_dim=flags.con_dim,
         num_steps_for_gen_ic=min(flags.num_steps_for_gen_ic, num_steps),
         do_causal_controller=flags.do_causal_controller,
-        do_feed_factors_to_controller=flags.do_feed_factors_to_controller and not flags.do_causal_controller,
+        # The original feeds factors[t-1] back in causal mode too (its comment says it should not).
+        do_feed_factors_to_controller=flags.do_feed_factors_to_controller,
         feedback_rates=flags.feedback_factors_or_rates == "rates",
         controller_input_lag=flags.controller_input_lag,
         cell_weight_scale=flags.cell_weight_scale,

@@ -210,8 +210,10 @@ def check_flags(parsed: Flags) -> None:
         raise FlagError("--ci_enc_dim and --con_dim must be positive when --co_dim > 0")
     if not 0.0 < parsed.keep_prob <= 1.0:
         raise FlagError(f"--keep_prob must be in (0, 1], got {parsed.keep_prob}")
-    if parsed.ic_prior_var_min > parsed.ic_prior_var_max:
-        raise FlagError("--ic_prior_var_min must not exceed --ic_prior_var_max")
+    low, init, high = parsed.ic_prior_var_min, parsed.ic_prior_var_scale, parsed.ic_prior_var_max
+    if not (init > 0.0 and low <= init <= high):  # the original asserted these
+        raise FlagError(f"--ic_prior_var_scale={init:g} (the IC prior's initial variance) must be positive and within"
+                        f" [--ic_prior_var_min={low:g}, --ic_prior_var_max={high:g}]")
     if parsed.jit_compile not in ("auto", "true", "false"):
         raise FlagError(f"--jit_compile={parsed.jit_compile} must be auto, true or false")
     if parsed.checkpoint_pb_load_name in ("", "."):

@@ -39,22 +39,30 @@ def kl_diag_gaussians(q: DiagGaussian, p: DiagGaussian) -> tf.Tensor:
 
 
 class LearnableDiagonalGaussian(tf.Module):
-    """`LFADS/z/prior_g0`: learned mean; log-variance kept in [log var_min, log var_max].
+    """`LFADS/z/prior_g0`: learned mean (init 0) and, when var_max > var_min, learned variance.
 
-    With var_min == var_max (the default) the variance is a constant and not trained.
+    As the original (distributions.py): the variable `logvar` starts at log(var_init); when
+    trainable, the variance is sigmoid(exp(logvar))·(var_max − var_min) + var_min, so it stays
+    inside the bounds with a gradient everywhere (and, since exp(·) > 0, in their upper half:
+    the original's choice, kept so its checkpoints mean the same here). With var_min == var_max
+    (the default) the variable is the constant log-variance itself.
     """
 
     def __init__(self, scope: str, dim: int, var_min: float, var_init: float, var_max: float) -> None:
         super().__init__(name=None)
-        self.log_min, self.log_max = math.log(var_min), math.log(var_max)
-        init = min(max(var_init, var_min), var_max)
+        if not (var_init > 0.0 and var_min <= var_init <= var_max):
+            raise ValueError(f"IC prior variance: need 0 < init {var_init} and min {var_min} <= init <= max {var_max}")
+        self.var_min, self.var_max = var_min, var_max
+        self.trainable_var = var_max > var_min
         self.mean = tf.Variable(np.zeros((1, dim), np.float32), name=f"{scope}/mean")
-        self.logvar = tf.Variable(np.full((1, dim), math.log(init), np.float32), name=f"{scope}/logvar",
-                                  trainable=var_max > var_min)
+        self.logvar = tf.Variable(np.full((1, dim), math.log(var_init), np.float32), name=f"{scope}/logvar",
+                                  trainable=self.trainable_var)
 
     def __call__(self) -> DiagGaussian:
-        return DiagGaussian(tf.convert_to_tensor(self.mean),
-                            tf.clip_by_value(self.logvar, self.log_min, self.log_max))
+        logvar = tf.convert_to_tensor(self.logvar)
+        if self.trainable_var:
+            logvar = tf.math.log(tf.sigmoid(tf.exp(logvar)) * (self.var_max - self.var_min) + self.var_min)
+        return DiagGaussian(tf.convert_to_tensor(self.mean), logvar)
 
 
 class GaussianFromInput(tf.Module):

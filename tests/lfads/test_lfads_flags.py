@@ -101,3 +101,10 @@ def test_run_lfads_py_is_on_path_next_to_the_interpreter() -> None:
     script = Path(sys.executable).parent / "run_lfads.py"
     proc = subprocess.run([str(script), "--kind=train", "--batch_size=abc"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--batch_size" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("bounds", [("0.1", "0.5", "0.3"), ("0.2", "0.1", "0.3"), ("0", "0", "0.3")])
+def test_an_ic_prior_initial_variance_outside_its_bounds_is_refused(bounds: tuple[str, str, str]) -> None:
+    low, init, high = bounds
+    with pytest.raises(FlagError, match=r"--ic_prior_var_scale=.* must be positive and within"):
+        parse_flags([f"--ic_prior_var_min={low}", f"--ic_prior_var_scale={init}", f"--ic_prior_var_max={high}"])

@@ -175,3 +175,28 @@ def test_learning_rate_decays_on_a_plateau_of_the_training_cost(make_context: Ca
         lr = trainer._manage_learning_rate(cost, lr)
     assert lr == pytest.approx(0.005)
     assert float(ctx.built.state.learning_rate.numpy()) == pytest.approx(0.005)
+
+
+def test_a_trainable_ic_prior_variance_is_the_originals_sigmoid_of_bounds() -> None:
+    from lfads.model.priors import LearnableDiagonalGaussian
+
+    prior = LearnableDiagonalGaussian("T/prior_g0", 2, var_min=0.01, var_init=0.1, var_max=1.0)
+    with tf.GradientTape() as tape:
+        var = tf.exp(prior().logvar)
+        total = tf.reduce_sum(var)
+    # distributions.py: var = sigmoid(exp(z))·(max − min) + min, with z starting at log(var_init)
+    np.testing.assert_allclose(var.numpy(), _sigmoid(np.exp(np.log(0.1))) * 0.99 + 0.01, rtol=1e-6)
+    assert prior.logvar.trainable and np.all(tape.gradient(total, prior.logvar).numpy() > 0)
+    prior.logvar.assign(np.full((1, 2), 30.0, np.float32))  # far past any bound: still inside, still finite
+    assert 0.01 < float(tf.exp(prior().logvar)[0, 0]) <= 1.0
+    fixed = LearnableDiagonalGaussian("T/fixed", 2, var_min=0.1, var_init=0.1, var_max=0.1)
+    assert not fixed.logvar.trainable
+    np.testing.assert_allclose(tf.exp(fixed().logvar).numpy(), 0.1, rtol=1e-6)
+
+
+def test_a_causal_controller_still_gets_the_factors_fed_back(make_context: Callable[..., RunContext]) -> None:
+    # The original's causal branch drops only the reverse encoder; factors[t-1] are appended after
+    # it whenever do_feed_factors_to_controller is set (so its checkpoints have those input rows).
+    ctx = make_context("causal", ["--co_dim=1", "--do_causal_controller=true"], trials=20, steps=8, neurons=4)
+    weights = {v.name: v.shape for v in ctx.built.model.trainable_variables}
+    assert weights["LFADS/con/GenGRU/Gates/x_2_ru/W:0"][0] == 3 + 3  # ci_enc_dim (forward only) + factors_dim
