@@ -135,7 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run every pending run under ROOT; return when none is pending or running")
-    run.add_argument("roots", nargs="+", metavar="ROOT", type=_path)
+    run.add_argument("roots", nargs="+", metavar="ROOT", type=_path,
+                     help="folders searched at any depth for runs (a run: a folder holding lfads_train.sh)")
     run.add_argument("--watch", action="store_true", help="keep watching for new and requeued runs")
     _add_run_flags(run)
     _add_slurm_flags(run)
@@ -145,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("roots", nargs="*", metavar="ROOT", type=_path, help="roots to watch (instead of, or besides, the config's)")
 
     status = commands.add_parser("status", help="runs (pending/running/done/failed), devices, claims")
-    status.add_argument("roots", nargs="*", metavar="ROOT", type=_path)
+    status.add_argument("roots", nargs="*", metavar="ROOT", type=_path, help="folders searched at any depth for runs")
     status.add_argument("--json", action="store_true", help="one JSON object (DESIGN.md §5)")
     status.add_argument("--config", type=_path, metavar="FILE", help="judge waiting runs by a service's settings: roots, devices,"
                         " placement and claims_dir from its TOML (flags given here win)")
@@ -153,10 +154,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_placement_flags(status, defaults=False)
 
     requeue = commands.add_parser("requeue", help="clear done/failed markers so the run goes again")
-    requeue.add_argument("runs", nargs="+", metavar="RUN", type=_path)
+    requeue.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run folders, or folders holding runs")
 
     cancel = commands.add_parser("cancel", help="stop a running run (its whole process group) and mark it failed (cancelled)")
-    cancel.add_argument("runs", nargs="+", metavar="RUN", type=_path)
+    cancel.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run folders, or folders holding runs")
     cancel.add_argument("--grace", type=_non_negative_float, default=15.0, metavar="SECONDS", help="wait this long for the run to stop before killing it")
 
     commands.add_parser("gpus", help="what the inventory sees", add_help=False)
