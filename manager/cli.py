@@ -28,22 +28,23 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="Lorenz datasets + a run tree under DIR")
-    demo.add_argument("directory", type=Path)
+    demo.add_argument("directory", type=Path, metavar="DIR", help="where datasets/ and runs/ go (created if missing)")
     demo.add_argument("--profile", default="quick", help="quick (default: trains in minutes on CPU) or seed (the original's tree)")
     demo.add_argument("--print-collection", action="store_true", help="print only the collection folder to stdout")
     demo.add_argument("--lorenz", action="append", type=_knob, default=[], metavar="KNOB=VALUE",
                       help="override a Lorenz size knob, e.g. --lorenz n_conditions=10 (repeatable)")
 
     prepare = commands.add_parser("prepare", help="build the run tree an EXPERIMENT.toml describes")
-    prepare.add_argument("experiment", type=Path)
+    prepare.add_argument("experiment", type=Path, metavar="EXPERIMENT.toml",
+                         help="datasets, [params], [sweep] and [[runspec]] entries (docs/manager.md)")
     prepare.add_argument("--regenerate", action="store_true", help="export the data again even when it is up to date")
     prepare.add_argument("--print-collection", action="store_true", help="print only the collection folder to stdout")
 
     report = commands.add_parser("report", help="plots of a finished run into RUN_DIR/report/")
-    report.add_argument("run_dir", type=Path)
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a trained run folder (…/param_<hash>/<runspec>)")
 
     delete = commands.add_parser("delete-output", help="delete runs' lfadsOutput/, lfads.out and markers: the queue trains them afresh")
-    delete.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    delete.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders whose output goes")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
 
