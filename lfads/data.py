@@ -190,7 +190,7 @@ def _truncate_time(ds: Dataset, steps: int) -> Dataset:
         return None if array is None else array[:, :steps]
 
     return ds._replace(
-        train_data=cut(ds.train_data), valid_data=cut(ds.valid_data),
+        train_data=ds.train_data[:, :steps], valid_data=cut(ds.valid_data),
         train_ext_input=cut(ds.train_ext_input), valid_ext_input=cut(ds.valid_ext_input),
         train_truth=cut(ds.train_truth), valid_truth=cut(ds.valid_truth),
     )

@@ -136,18 +136,19 @@ class IntegralParser(absl_flags.IntegerParser):
 def _define_all(values: absl_flags.FlagValues) -> None:
     for spec in dataclasses.fields(Flags):
         help_text = spec.metadata["help"]
+        default: Any = spec.default  # every field has one (_flag)
         kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
         if kind == "bool":
-            absl_flags.DEFINE_boolean(spec.name, spec.default, help_text, flag_values=values)
+            absl_flags.DEFINE_boolean(spec.name, default, help_text, flag_values=values)
         elif kind == "int":
             absl_flags.DEFINE(
-                IntegralParser(), spec.name, spec.default, help_text, flag_values=values,
+                IntegralParser(), spec.name, default, help_text, flag_values=values,
                 serializer=absl_flags.ArgumentSerializer(),
             )
         elif kind == "float":
-            absl_flags.DEFINE_float(spec.name, spec.default, help_text, flag_values=values)
+            absl_flags.DEFINE_float(spec.name, default, help_text, flag_values=values)
         else:
-            absl_flags.DEFINE_string(spec.name, spec.default, help_text, flag_values=values)
+            absl_flags.DEFINE_string(spec.name, default, help_text, flag_values=values)
 
 
 class FlagError(ValueError):
@@ -179,7 +180,8 @@ def parse_flags(argv: Sequence[str]) -> Flags:
         raise FlagError(str(err).splitlines()[0]) from None
     if len(leftover) > 1:
         raise FlagError(f"unexpected argument {leftover[1]!r}; every option is a --flag=value")
-    parsed = Flags(**{name: values[name].value for name in FLAG_NAMES})
+    parsed_values: dict[str, Any] = {name: values[name].value for name in FLAG_NAMES}
+    parsed = Flags(**parsed_values)
     check_flags(parsed)
     return parsed
 

@@ -171,7 +171,8 @@ class Trainer:
             if self.has_valid:
                 valid = valid_epoch(ctx, self.steps, self.rng)
                 self._maybe_save_lve(tr, valid[0])
-            summary = EpochSummary(epoch, step, tr.total, tr.recon, tr.kl, *(valid or (None, None, None)),
+            valid_total, valid_recon, valid_kl = valid if valid is not None else (None, None, None)
+            summary = EpochSummary(epoch, step, tr.total, tr.recon, tr.kl, valid_total, valid_recon, valid_kl,
                                    tr.l2, tr.kl_weight, tr.l2_weight)
             taus, pvars = ar_prior_readings(ctx)
             board.epoch(summary, lr, tr.grad_norm, tr.corr, taus, pvars)

@@ -38,7 +38,7 @@ class TensorBoardLog:
         for c, (tau, var) in enumerate(zip(ar_taus, ar_vars, strict=True)):
             scalars[f"AR Autocorrelation taus {c}"] = tau
             scalars[f"AR Variances {c}"] = var
-        if s.valid_total is not None:
+        if s.valid_total is not None and s.valid_kl is not None and s.valid_recon is not None:
             scalars.update({"KL cost (valid)": s.valid_kl, "Reconstruction cost (valid)": s.valid_recon,
                             "Total cost (valid)": s.valid_total})
         proto = summary_pb2.Summary(value=[

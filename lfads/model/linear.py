@@ -37,6 +37,12 @@ class Linear(tf.Module):
             self.b = tf.Variable(bias.astype(np.float32), name=f"{scope}/b", trainable=trainable)
         self.normalized = normalized
 
+    def bias_row(self) -> tf.Tensor:
+        """b as a vector (the maps that have one: every GRU gate and candidate)."""
+        if self.b is None:
+            raise ValueError(f"{self.W.name} has no bias")
+        return self.b[0]
+
     def weight(self) -> tf.Tensor:
         if self.normalized:
             return tf.nn.l2_normalize(self.W, axis=0)

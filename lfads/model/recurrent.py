@@ -47,8 +47,8 @@ class EncoderGRU(tf.Module):
 
     def step_fn(self) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
         n, units = self.input_dim, self.units
-        w_h_ru, b_ru = self.gates.W[n:], self.gates.b[0]
-        w_rh_c, b_c = self.candidate.W[n:], self.candidate.b[0]
+        w_h_ru, b_ru = self.gates.W[n:], self.gates.bias_row()
+        w_rh_c, b_c = self.candidate.W[n:], self.candidate.bias_row()
 
         def step(x_proj: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
             return gru_update(x_proj[:, : 2 * units], x_proj[:, 2 * units :], h, w_h_ru, b_ru, w_rh_c, b_c,
@@ -87,8 +87,8 @@ class GenGRU(tf.Module):
 
     def step_fn(self) -> StepFn:
         """step(x_ru, x_c, h); pass zeros-free tensors (scalars 0.0 work) when there is no input."""
-        w_h_ru, b_ru = self.h_2_ru.W, self.h_2_ru.b[0]
-        w_rh_c, b_c = self.rh_2_c.W, self.rh_2_c.b[0]
+        w_h_ru, b_ru = self.h_2_ru.W, self.h_2_ru.bias_row()
+        w_rh_c, b_c = self.rh_2_c.W, self.rh_2_c.bias_row()
 
         def step(x_ru: tf.Tensor, x_c: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
             return gru_update(x_ru, x_c, h, w_h_ru, b_ru, w_rh_c, b_c, self.clip_value)
