@@ -73,25 +73,33 @@ def _pca(centered: np.ndarray, k: int) -> np.ndarray:
 
 
 def _ridge_fit(x: np.ndarray, y: np.ndarray, normalize_each: bool) -> np.ndarray:
-    """Ridge regression y ≈ x @ beta with lambda chosen by contiguous 10-fold CV (no randomness)."""
-    scale = x.std(axis=0, ddof=1) if normalize_each else np.ones(x.shape[1])
-    scale = np.where(scale > 0, scale, 1.0)
-    xs = x / scale
+    """y ≈ x @ W + b by ridge regression, as LFADS.Utils.ridge_cv: x divided by its overall std (per
+    column with ridgeNormalizeEach), the intercept not penalised, λ from RIDGE_LAMBDAS by the lowest
+    mean test error over its interleaved folds (fold f: the rows with index % folds == f, 1-based,
+    *trains* and the rest tests, as there). Returns W in x's own units."""
+    divisors = x.std(axis=0, ddof=1) if normalize_each else np.full(x.shape[1], x.std(ddof=1))
+    divisors = np.where(divisors > 0, divisors, 1.0)  # a constant channel: MATLAB would divide by 0
+    xs = x / divisors
     n = xs.shape[0]
-    folds = np.array_split(np.arange(n), min(RIDGE_FOLDS, n))
-    errors = np.zeros(len(RIDGE_LAMBDAS))
-    for held_out in folds:
-        train = np.setdiff1d(np.arange(n), held_out)
-        x_mean, y_mean = xs[train].mean(axis=0), y[train].mean(axis=0)
-        xt, yt = xs[train] - x_mean, y[train] - y_mean
-        gram, cross = xt.T @ xt, xt.T @ yt
-        for i, lam in enumerate(RIDGE_LAMBDAS):
-            beta = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), cross)
-            errors[i] += float(np.sum(((xs[held_out] - x_mean) @ beta + y_mean - y[held_out]) ** 2))
-    best = RIDGE_LAMBDAS[int(np.argmin(errors))]
-    gram = xs.T @ xs
-    beta = np.linalg.solve(gram + best * np.eye(gram.shape[0]), xs.T @ y)
-    return beta / scale[:, None]
+    folds = min(RIDGE_FOLDS, n)
+    fold_of_row = np.arange(1, n + 1) % folds
+    mse = np.zeros(len(RIDGE_LAMBDAS))
+    for i, lam in enumerate(RIDGE_LAMBDAS):
+        for fold in range(folds):
+            train = fold_of_row == fold
+            weights, intercept = _ridge_solve(xs[train], y[train], lam)
+            mse[i] += np.mean((xs[~train] @ weights + intercept - y[~train]) ** 2) / folds
+    weights, _ = _ridge_solve(xs, y, RIDGE_LAMBDAS[int(np.argmin(mse))])
+    return weights / divisors[:, None]
+
+
+def _ridge_solve(x: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """(W, b) minimising |[1 x] [b; W] − y|² + λ|W|² (ridge_cv's fit_single)."""
+    design = np.hstack([np.ones((x.shape[0], 1)), x])
+    penalty = lam * np.eye(design.shape[1])
+    penalty[0, 0] = 0.0
+    solution = np.linalg.lstsq(design.T @ design + penalty, design.T @ y, rcond=None)[0]
+    return solution[1:], solution[0]
 
 
 def _extra_args(extra: Sequence[object], path: Path | None) -> dict[str, object]:

@@ -66,3 +66,20 @@ def test_alignment_reconstructs_the_global_pcs(tmp_path, approach):
             r2 = 1 - np.sum((sign * guess - truth) ** 2) / np.sum((truth - truth.mean()) ** 2)
             assert r2 > 0.9, f"{approach}: PC{pc + 1} reconstructed with R²={r2:.3f}"
     assert (run.path_common_data / "alignment_reconstruction.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("normalize_each", [False, True])
+def test_ridge_alignment_is_ridge_cv_and_does_not_depend_on_the_units_of_the_counts(normalize_each):
+    from manager.alignment import _ridge_fit
+
+    rng = np.random.default_rng(0)
+    x = rng.poisson(3.0, size=(60, 5)).astype(float)
+    x -= x.mean(axis=0)
+    y = x @ rng.normal(size=(5, 2)) + rng.normal(scale=2.0, size=(60, 2))
+    y -= y.mean(axis=0)
+    w = _ridge_fit(x, y, normalize_each)
+    # ridge_cv divides the inputs by their std before choosing λ: counts in other units (another
+    # bin width, say) give the same map in those units.
+    np.testing.assert_allclose(_ridge_fit(10.0 * x, y, normalize_each), w / 10.0, rtol=1e-9, atol=1e-12)
+    # Shrunk toward zero against least squares, as a ridge fit is.
+    assert np.linalg.norm(w) < np.linalg.norm(np.linalg.lstsq(x, y, rcond=None)[0])
