@@ -146,7 +146,7 @@ def load_dataset(path: Path, name: str, output_dist: str, ext_input_dim: int) ->
                     f"{path}: '{split}_ext_input' has shape {ext_array.shape}, expected "
                     f"{(data.shape[0], data.shape[1], ext_input_dim)}; fix the file or --ext_input_dim"
                 )
-            ext[split] = ext_array.astype(np.float32)
+            ext[split] = _as_float(ext_array, path, f"{split}_ext_input")  # NaN inputs would train to NaN
     else:
         ext = {"train": None, "valid": None}
     factor = _optional(arrays, "conversion_factor")

@@ -146,7 +146,17 @@ def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
             ext = ext[:, None, :]
         if ext.shape[0] != n_trials or ext.shape[2] != n_time:
             raise ManagerError(path, f"externalInputs shape {ext.shape} does not match counts {counts.shape}", "store trials x inputs x time")
+        _require_finite(ext, ext_key or "externalInputs", path)
     return SequenceData(counts, time_ms, width, condition_id, truth, ext)
+
+
+def _require_finite(values: np.ndarray, key: str, path: Path) -> None:
+    """The original (seq_to_lfads) stopped on NaN truth or inputs: LFADS would train on NaN."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        trial = int(np.argwhere(bad)[0][0]) + 1
+        raise ManagerError(path, f"NaN or inf in {key} ({int(bad.sum())} values, the first in trial {trial})",
+                           "replace them (or drop those trials) before preparing")
 
 
 def _truth(fields: Mapping[str, Any], shape: tuple[int, ...], condition_id: np.ndarray | None, path: Path) -> np.ndarray | None:
@@ -155,6 +165,7 @@ def _truth(fields: Mapping[str, Any], shape: tuple[int, ...], condition_id: np.n
         truth = _numbers(truth, truth_key, path, "numbers with the counts' shape")
         if truth.shape != shape:
             raise ManagerError(path, f"truth shape {truth.shape} differs from counts {shape}", "store truth with the counts' shape")
+        _require_finite(truth, truth_key or "truth", path)
         return truth
     by_condition = fields.get(TRUTH_BY_CONDITION_KEY)
     if by_condition is None:
@@ -173,7 +184,9 @@ def _truth(fields: Mapping[str, Any], shape: tuple[int, ...], condition_id: np.n
     if by_condition.shape[1:] != shape[1:] or index.min() < 0 or index.max() >= by_condition.shape[0]:
         raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} shape {by_condition.shape} does not fit conditionId and counts {shape}",
                            "store conditions x channels x time with 1-based conditionId")
-    return by_condition[index]
+    truth = by_condition[index]
+    _require_finite(truth, TRUTH_BY_CONDITION_KEY, path)
+    return truth
 
 
 def check_counts(counts: np.ndarray, path: Path) -> None:

@@ -128,3 +128,15 @@ def test_values_no_model_can_fit_are_refused_at_load_naming_the_file(
         h5["train_data"] = data
     with pytest.raises(LfadsError, match=r"lfads_x\.h5: " + needle):
         load_datasets(tmp_path, "lfads", dist, 0)
+
+
+def test_nan_external_inputs_name_the_file(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    path = tmp_path / "lfads_e.h5"
+    arrays = dataset_factory(path, ext_dim=2)
+    with h5py.File(path, "a") as h5:
+        ext = arrays["valid_ext_input"].copy()
+        ext[0, 3, 1] = np.nan
+        del h5["valid_ext_input"]
+        h5["valid_ext_input"] = ext
+    with pytest.raises(LfadsError, match=r"lfads_e\.h5: 'valid_ext_input' has 1 NaN or infinite value"):
+        load_datasets(tmp_path, "lfads", "poisson", 2)

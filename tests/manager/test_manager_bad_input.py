@@ -78,6 +78,14 @@ def test_nan_negative_or_fractional_counts(tmp_path, datasets, value, says):
     fails(tmp_path, experiment(tmp_path), names=datasets / "bad.npz", says=says)
 
 
+@pytest.mark.parametrize("field", ["truth", "externalInputs"])
+def test_nan_in_truth_or_external_inputs(tmp_path, datasets, field):
+    values = np.ones((40, 6 if field == "truth" else 2, 20))
+    values[5, 1, 3] = np.nan
+    write_npz_dataset(datasets / "bad.npz", **{field: values})
+    fails(tmp_path, experiment(tmp_path), names=datasets / "bad.npz", says=f"NaN or inf in {field} (1 values, the first in trial 6)")
+
+
 def test_run_spec_naming_an_unknown_dataset(tmp_path, datasets):
     toml = experiment(tmp_path, runspec='[[runspec]]\nname = "x"\ndatasets = ["good", "gooood"]')
     fails(tmp_path, toml, names=toml, says="run spec 'x' names unknown dataset 'gooood' (known: good)")
