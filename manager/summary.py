@@ -11,9 +11,14 @@ if TYPE_CHECKING:
     from manager.params import RunParams
 
 
+# RunParams.listNonTransientProperties always leaves these out (the name is in the header line).
+_NEVER_IN_DIFFERENCES = ("name", "version")
+
+
 def short_differences(params: RunParams) -> str:
-    """`prop=value prop=value` for the non-default properties (generateShortDifferencesString)."""
-    return " ".join(f"{name}={format_summary_value(value)}" for name, value in params.non_default().items())
+    """`prop=value prop=value` for the non-default properties, or `default` (generateShortDifferencesString)."""
+    differences = {name: value for name, value in params.non_default().items() if name not in _NEVER_IN_DIFFERENCES}
+    return " ".join(f"{name}={format_summary_value(value)}" for name, value in differences.items()) or "default"
 
 
 def summary_text(collection: RunCollection) -> str:

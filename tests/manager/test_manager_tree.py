@@ -144,3 +144,11 @@ def test_step_scripts_and_run_lfads_py_run_by_hand_from_anywhere(tmp_path, seed_
 
     subprocess.run(["python3", str(moved / "exampleRun" / "run_lfads.py"), "--cpu-slots", "2"], cwd="/", check=True, timeout=30)
     assert log.read_text().splitlines()[1:] == ["-m", "runqueue", "run", str(moved / "exampleRun"), "--cpu-slots", "2"]
+
+
+def test_summary_difference_line_leaves_out_name_and_version_and_says_default() -> None:
+    from manager.summary import short_differences
+
+    # RunParams.m: name and version never appear there; nothing different from the defaults is 'default'.
+    assert short_differences(RunParams()) == "default"
+    assert short_differences(RunParams(name="mine", version=20180131, c_factors_dim=8)) == "c_factors_dim=8"
