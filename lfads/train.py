@@ -120,7 +120,9 @@ class Trainer:
         self.lowest_valid = math.inf
         self.saved_step = -1
         self.saved_real_lve = False  # this process wrote an LVE checkpoint by the validation rule
-        self.ramps_done = False  # at the last epoch, KL and L2 weights had reached 1
+        # At the last step trained (also by an earlier run this one continues), KL and L2 weights had
+        # reached 1: a rerun that trains no epoch must not take a real LVE checkpoint for a stand-in.
+        self.ramps_done = self._ramps_done_at(int(ctx.built.state.global_step.numpy()) - 1)
 
     def save(self, lve: bool) -> None:
         ctx, flags = self.ctx, self.ctx.flags
@@ -184,12 +186,17 @@ class Trainer:
                 print("Stopping optimization based on learning rate criteria.", flush=True)
                 return
 
+    def _ramps_done_at(self, step: int) -> bool:
+        costs = self.ctx.costs
+        return step >= 0 and _ramp_full(step, costs.kl_start_step, costs.kl_increase_steps) and (
+            _ramp_full(step, costs.l2_start_step, costs.l2_increase_steps) or self._no_l2())
+
+    def _no_l2(self) -> bool:
+        return self.ctx.flags.l2_gen_scale == 0.0 and self.ctx.flags.l2_con_scale == 0.0
+
     def _maybe_save_lve(self, tr: EpochCosts, valid_total: float) -> None:
-        flags = self.ctx.flags
         self.valid_costs.append(valid_total)
-        ramps_done = tr.kl_weight >= 1.0 and (
-            tr.l2_weight >= 1.0 or (flags.l2_gen_scale == 0.0 and flags.l2_con_scale == 0.0)
-        )
+        ramps_done = tr.kl_weight >= 1.0 and (tr.l2_weight >= 1.0 or self._no_l2())
         self.ramps_done = ramps_done
         if ramps_done and len(self.valid_costs) > 1 and valid_total < self.lowest_valid:
             self.lowest_valid = valid_total
@@ -207,6 +214,11 @@ class Trainer:
         else:
             self.train_costs.append(train_total)
         return lr
+
+
+def _ramp_full(step: int, start: int, increase: int) -> bool:
+    """costs.ramp_weight(step, start, increase) == 1, in plain integers."""
+    return step >= start + max(increase, 0)
 
 
 def train(ctx: RunContext) -> None:

@@ -175,6 +175,19 @@ def test_a_continued_run_refreshes_a_stand_in_lve_checkpoint(trained: Trained, t
     assert (out / "checkpoint_lve").read_text().startswith('model_checkpoint_path: "lfads_vae_lve.ckpt-8"')
 
 
+def test_rerunning_a_finished_training_keeps_its_real_lve_checkpoint(trained: Trained, tmp_path: Path,
+                                                                    run_lfads: Runner) -> None:
+    # A queue retry or a second `bash lfads_train.sh` trains no epoch (max_epochs reached): the best
+    # validation checkpoint must stay what the chained steps load, not become the final weights.
+    out = tmp_path / "out"
+    shutil.copytree(trained.out, out)
+    before = (out / "checkpoint_lve").read_text()
+    proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *trained.flags, f"--max_epochs={EPOCHS}"])
+    assert f"Stopping optimization: reached --max_epochs={EPOCHS}." in proc.stdout
+    assert "saving the final weights as the LVE checkpoint" not in proc.stdout
+    assert (out / "checkpoint_lve").read_text() == before
+
+
 def test_sampling_with_flags_that_drop_trained_parts_is_refused(trained: Trained, tmp_path: Path,
                                                                  run_lfads: Runner) -> None:
     out = tmp_path / "out"
