@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from lfads.errors import LfadsError
@@ -144,6 +145,7 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
         name for name in shapes
         if name.startswith("LFADS/") and name not in variables
         and not name.endswith(("/Adam", "/Adam_1")) and not name.startswith(_PER_DATASET_SCOPES)
+        and not _zero_bias_of_a_map_without_one(reader, name, variables)
     )
     if unbuilt:
         more = f" (and {len(unbuilt) - 1} more)" if len(unbuilt) > 1 else ""
@@ -173,3 +175,15 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
                 f"{prefix}: cannot read checkpoint ({type(err).__name__}: {err}); delete it or restore the files"
             ) from None
     return missing
+
+
+def _zero_bias_of_a_map_without_one(reader: tf.train.CheckpointReader, name: str,
+                                    variables: dict[str, tf.Variable]) -> bool:
+    """Some copies of the original's init_linear made an all-zero `<map>/b` for maps without a bias
+    (x_2_ru, x_2_c, gen_2_fac): harmless to leave out, so their checkpoints load here too."""
+    if not name.endswith("/b") or f"{name[:-2]}/W" not in variables:
+        return False
+    try:
+        return not np.any(reader.get_tensor(name))
+    except (tf.errors.OpError, IndexError, ValueError):
+        return False

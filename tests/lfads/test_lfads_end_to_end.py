@@ -211,3 +211,28 @@ def test_a_truncated_checkpoint_is_named_with_the_fix(trained: Trained, tmp_path
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"lfads: error: {out}/lfads_vae.ckpt-24: cannot read checkpoint (") and "delete it" in last
+
+
+@pytest.mark.parametrize("bias", [0.0, 0.5])
+def test_a_zero_bias_of_a_map_built_without_one_is_no_reason_to_refuse_a_checkpoint(trained: Trained, tmp_path: Path,
+                                                                                     bias: float) -> None:
+    # Some copies of the original's init_linear saved an all-zero `<map>/b` for maps without a bias.
+    import tensorflow as tf
+
+    from lfads.errors import LfadsError
+    from lfads.files.checkpoints import restore
+
+    reader = tf.train.load_checkpoint(str(trained.out / "lfads_vae.ckpt-24"))
+    names = [n for n in reader.get_variable_to_shape_map() if n.startswith("LFADS/") and not n.endswith(("/Adam", "/Adam_1"))]
+    variables = {n: tf.Variable(reader.get_tensor(n)) for n in names}
+    extra = "LFADS/gen/gen_2_fac/b"
+    assert extra not in variables and "LFADS/gen/gen_2_fac/W" in variables
+    prefix = tmp_path / "copy.ckpt-24"
+    tensors = [reader.get_tensor(n) for n in names] + [np.full((1, 3), bias, np.float32)]
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=[*names, extra], shape_and_slices=[""] * (len(names) + 1),
+                      tensors=tensors)
+    if bias == 0.0:
+        assert restore(prefix, variables, set(names)) == []
+    else:
+        with pytest.raises(LfadsError, match="holds LFADS/gen/gen_2_fac/b, which these flags do not build"):
+            restore(prefix, variables, set(names))
