@@ -86,8 +86,9 @@ def lfads_arrays(data: SequenceData, rebin: int, train_to_test_ratio: int, align
     return arrays
 
 
-def input_info_fields(data: SequenceData, train_to_test_ratio: int, data_hash: str) -> dict[str, object]:
-    """inputInfo_<ds>.mat; unlike the original it keeps the truth of every trial, not only trial 1."""
+def input_info_fields(data: SequenceData, train_to_test_ratio: int, data_hash: str, spike_bin_ms: float) -> dict[str, object]:
+    """inputInfo_<ds>.mat; unlike the original it keeps the truth of every trial, not only trial 1, and
+    records spikeBinMs (the output bin), so results load from the run folder alone."""
     train, valid = split_indices(data.n_trials, train_to_test_ratio)
     fields: dict[str, object] = {
         "trainInds": (train + 1).astype(np.float64).reshape(1, -1),
@@ -95,11 +96,15 @@ def input_info_fields(data: SequenceData, train_to_test_ratio: int, data_hash: s
         "paramInputDataHash": data_hash,
         "seq_timeVector": data.time_ms.reshape(1, -1),
         "seq_binSizeMs": float(data.bin_width_ms),
+        "spikeBinMs": float(spike_bin_ms),
         # C x T x nTrials at the input binning, in the loaded dtype to keep files small
         "counts": np.transpose(data.counts, (1, 2, 0)),
     }
     if data.condition_id is not None:
-        fields["conditionId"] = data.condition_id.reshape(-1, 1)
+        labels = data.condition_id
+        if labels.dtype.kind in "USO":  # text labels: a cell array of strings, as MATLAB's cellstr
+            labels = np.array([str(label) for label in labels.ravel()], dtype=object)
+        fields["conditionId"] = labels.reshape(-1, 1)
     if data.truth is not None:
         fields["truth"] = np.transpose(data.truth, (1, 2, 0))
     if data.external_inputs is not None:

@@ -283,7 +283,7 @@ def _write_export(plan: _ExportPlan, force: bool) -> tuple[list[Path], list[Path
         if write_lfads_h5(h5_paths[dataset.name], per_dataset[dataset.name], force):
             written.append(h5_paths[dataset.name])
         info_path = data_dir / input_info_file_name(dataset.name)
-        fields = input_info_fields(data, int(run.params.trainToTestRatio), run.params.data_hash)
+        fields = input_info_fields(data, int(run.params.trainToTestRatio), run.params.data_hash, float(run.params.spikeBinMs))
         if write_input_info(info_path, fields, force):
             written.append(info_path)
     if plan.alignment_png is not None and write_if_changed(data_dir / ALIGNMENT_PLOT_FILE, plan.alignment_png, force=force):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from manager.results import (
     input_datasets,
     load_posterior_means,
     posterior_files,
+    posterior_kind,
     refuse_if_stale,
 )
 from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT, TRAIN_SCRIPT
@@ -146,7 +148,8 @@ def write_report(run_dir: Path | str) -> list[str]:
     refuse_if_stale(run_dir)
     has_fitlog = (output / "fitlog.csv").exists()
     datasets = input_datasets(run_dir)
-    has_posterior = all(posterior_files(run_dir, name) is not None for name in datasets)
+    kind = posterior_kind(run_dir)  # what its posterior step writes: a folder may hold an older kind too
+    has_posterior = all(posterior_files(run_dir, name, kind) is not None for name in datasets)
     if not has_fitlog and not has_posterior:
         raise ManagerError(output, "nothing to report (no fitlog.csv, no posterior means)", "let training run for an epoch")
     report = run_dir / REPORT_DIR
@@ -168,10 +171,15 @@ def write_report(run_dir: Path | str) -> list[str]:
         lines.append("no posterior means yet (run lfads_posterior_mean_sample.sh); skipped the rate plots")
         return lines
     scores: list[str] = []
-    for name, means in load_posterior_means(run_dir).items():
+    for name, means in load_posterior_means(run_dir, kind).items():
         truth = _truth_in_trial_order(run_dir, means)
         if truth is None:
             lines.append(f"{name}: no truth in the input; skipped the rate plot")
+            continue
+        # Valid trials the posterior step processed (--ps_nexamples_to_process leaves the rest NaN).
+        means = dataclasses.replace(means, valid_inds=means.valid_inds[np.isfinite(means.rates_per_bin[means.valid_inds]).all(axis=(1, 2))])
+        if means.valid_inds.size == 0:
+            lines.append(f"{name}: no valid trial has posterior means; skipped the rate plot")
             continue
         score = r_squared(means.rates_per_bin[means.valid_inds], truth[means.valid_inds])
         png = report / f"{RATES_PLOT_PREFIX}{name}.png"

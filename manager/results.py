@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from manager.export import INPUT_INFO_PREFIX, LFADS_FILE_PREFIX
 from manager.export_history import describe_time, retrain_hint, run_stale_since
 from manager.matfile import read_mat
 from manager.run import Run
-from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT
+from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT, POSTERIOR_SCRIPT
 
 POSTERIOR_KINDS = ("posterior_sample_and_average", "posterior_sample", "posterior_push_mean")
 # h5 key -> PosteriorMeans field (the original renames output_dist_params, gen_states, gen_ics)
@@ -26,7 +27,10 @@ class PosteriorMeans:
     """One dataset's posterior means, trials in the original order (trials first, as in the h5 files).
 
     rates are in Hz (output_dist_params in counts per bin x 1000 / spikeBinMs); `rates_per_bin` keeps
-    the model's units. Arrays missing from the files (e.g. controller_outputs without a controller) are None.
+    the model's units. For Gaussian observations (c_output_dist='gaussian') the model writes means and
+    variances: `rates` come from the means, and `output_variances` holds the variances (per bin).
+    Arrays missing from the files (e.g. controller_outputs without a controller) are None. Trials the
+    posterior step did not process (--ps_nexamples_to_process) are NaN, as in the original loader.
     """
 
     dataset: str
@@ -46,6 +50,8 @@ class PosteriorMeans:
     train_inds: np.ndarray  # 0-based
     valid_inds: np.ndarray  # 0-based
     condition_id: np.ndarray | None
+    raw_counts: np.ndarray | None = None  # trials x input time bins x channels, as given (MATLAB's rawCounts)
+    output_variances: np.ndarray | None = None  # Gaussian observations only
 
 
 def _run_dir(run: Run | Path | str) -> Path:
@@ -61,10 +67,23 @@ def input_datasets(run_dir: Path) -> list[str]:
     return names
 
 
+def posterior_kind(run_dir: Path) -> str | None:
+    """The --kind= the run's lfads_posterior_mean_sample.sh asks for (posterior_mean_kind is not part of
+    the param hash, so a folder may hold files of an earlier kind too), or None if it does not say."""
+    try:
+        script = (run_dir / POSTERIOR_SCRIPT).read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"--kind=(\w+)", script)
+    return found.group(1) if found and found.group(1) in POSTERIOR_KINDS else None
+
+
 def posterior_files(run_dir: Path, dataset: str, kind: str | None = None) -> tuple[Path, Path] | None:
-    """(train, valid) model_runs files of `dataset`, for `kind` or the first kind that exists."""
+    """(train, valid) model_runs files of `dataset`, for `kind` or the first kind that exists; files
+    named by the older `posterior_sample` stand in for `posterior_sample_and_average` (as the original)."""
     out = run_dir / LFADS_OUTPUT
-    for candidate in [kind] if kind else POSTERIOR_KINDS:
+    candidates = POSTERIOR_KINDS if kind is None else [kind, *(["posterior_sample"] if kind == POSTERIOR_KINDS[0] else [])]
+    for candidate in candidates:
         train = out / f"model_runs_{dataset}.h5_train_{candidate}"
         valid = out / f"model_runs_{dataset}.h5_valid_{candidate}"
         if train.exists() and valid.exists():
@@ -78,20 +97,47 @@ def _read_all(path: Path) -> dict[str, np.ndarray]:
 
 
 def _interleave(train: np.ndarray, valid: np.ndarray, train_inds: np.ndarray, valid_inds: np.ndarray) -> np.ndarray:
-    out = np.empty((train_inds.size + valid_inds.size, *train.shape[1:]), dtype=np.result_type(train, valid))
-    out[train_inds] = train
-    out[valid_inds] = valid
+    """Back into the original trial order; trials past what the posterior step processed stay NaN."""
+    out = np.full((train_inds.size + valid_inds.size, *train.shape[1:]), np.nan)
+    out[train_inds[: train.shape[0]]] = train
+    out[valid_inds[: valid.shape[0]]] = valid
     return out
 
 
-def _spike_bin_ms(info: dict[str, object], h5_inputs: dict[str, np.ndarray], n_bins: int, run: Run | Path | str) -> float:
+def _spike_bin_ms(info: dict[str, object], inputs: dict[str, np.ndarray], train_inds: np.ndarray, n_bins: int,
+                  run: Run | Path | str, info_path: Path) -> float:
+    """The output bin in ms: the run's params, else inputInfo's spikeBinMs, else the h5's conversion
+    factor, else the one rebin factor that turns inputInfo's counts into the exported train_data."""
     if isinstance(run, Run):
         return float(run.params.spikeBinMs)
+    if "spikeBinMs" in info:
+        return float(np.asarray(info["spikeBinMs"]).ravel()[0])
     input_bin = float(np.asarray(info["seq_binSizeMs"]).ravel()[0])
-    if "conversion_factor" in h5_inputs:
-        return input_bin / float(h5_inputs["conversion_factor"].ravel()[0])
-    n_input = np.asarray(info["seq_timeVector"]).size
-    return input_bin * max(1, n_input // n_bins)
+    if "conversion_factor" in inputs:
+        return input_bin / float(inputs["conversion_factor"].ravel()[0])
+    counts = np.asarray(info.get("counts", np.zeros((0, 0, 0))))  # C x T_in x trials
+    exported = inputs.get("train_data")
+    matches = []
+    if counts.ndim == 3 and exported is not None and n_bins > 0:
+        for rebin in range(counts.shape[1] // (n_bins + 1) + 1, counts.shape[1] // n_bins + 1):
+            summed = counts[:, : rebin * n_bins, train_inds].reshape(counts.shape[0], n_bins, rebin, -1).sum(axis=2)
+            if np.array_equal(np.transpose(summed, (2, 1, 0)), exported):
+                matches.append(rebin)
+    if len(matches) != 1:
+        raise ManagerError(info_path, "cannot tell the output bin width (no spikeBinMs here, and the counts do not"
+                           " pin the rebinning down)", "load it through its RunCollection (load_posterior_means(run))")
+    return input_bin * matches[0]
+
+
+def _condition_labels(info: dict[str, object], n_trials: int, info_path: Path) -> np.ndarray | None:
+    condition = info.get("conditionId")
+    if condition is None:
+        return None
+    labels = np.asarray(condition, dtype=object if isinstance(condition, list | str) else None).ravel()
+    if labels.size != n_trials:  # text labels written as one char matrix by lfads-manager before 2026-11-26
+        raise ManagerError(info_path, f"conditionId holds {labels.size} labels for {n_trials} trials",
+                           "prepare the collection again with --regenerate (text labels are now a cell array)")
+    return labels
 
 
 def refuse_if_stale(run_dir: Path) -> None:
@@ -104,47 +150,62 @@ def refuse_if_stale(run_dir: Path) -> None:
 
 
 def load_posterior_means(run: Run | Path | str, kind: str | None = None) -> dict[str, PosteriorMeans]:
-    """Posterior means of every dataset of a run (a Run, or a run folder), keyed by dataset name."""
+    """Posterior means of every dataset of a run (a Run, or a run folder), keyed by dataset name, in the
+    run spec's dataset order for a Run."""
     run_dir = _run_dir(run)
-    if kind is None and isinstance(run, Run):
-        kind = run.params.posterior_mean_kind
+    if kind is None:
+        kind = run.params.posterior_mean_kind if isinstance(run, Run) else posterior_kind(run_dir)
     refuse_if_stale(run_dir)
-    results = {}
-    for dataset in input_datasets(run_dir):
-        input_file = run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{dataset}.h5"
-        files = posterior_files(run_dir, dataset, kind)
-        if files is None:
-            raise ManagerError(run_dir / LFADS_OUTPUT, f"no posterior means for {dataset}",
-                               "run lfads_posterior_mean_sample.sh (the queue does after training)")
-        train, valid = (_read_all(path) for path in files)
-        inputs = _read_all(input_file)
-        info = read_mat(run_dir / LFADS_INPUT / f"{INPUT_INFO_PREFIX}{dataset}.mat")
-        train_inds = inputs["train_inds"].astype(np.int64).ravel() - 1
-        valid_inds = inputs["valid_inds"].astype(np.int64).ravel() - 1
-        if train["output_dist_params"].shape[0] != train_inds.size or valid["output_dist_params"].shape[0] != valid_inds.size:
-            raise ManagerError(files[0], "posterior means cover a different number of trials than the input",
-                               "if the data was re-prepared after training, delete lfadsOutput/ and lfads.done and train"
-                               " again; otherwise sample the posterior over every trial (no ps_nexamples_to_process limit)")
-        merged = {key: _interleave(train[key], valid[key], train_inds, valid_inds) for key in train if key in valid}
-        per_bin = merged["output_dist_params"]
-        n_bins = per_bin.shape[1]
-        bin_ms = _spike_bin_ms(info, inputs, n_bins, run)
-        input_bin = float(np.asarray(info["seq_binSizeMs"]).ravel()[0])
-        rebin = max(1, round(bin_ms / input_bin))
-        time_ms = np.asarray(info["seq_timeVector"], dtype=np.float64).ravel()[::rebin][:n_bins]
-        condition = info.get("conditionId")
-        results[dataset] = PosteriorMeans(
-            dataset=dataset,
-            rates=per_bin * 1000.0 / bin_ms,
-            rates_per_bin=per_bin,
-            **{_RENAMED.get(key, key): merged.get(key) for key in ("gen_states", "gen_ics", *_KEPT)},
-            time_ms=time_ms,
-            spike_bin_ms=bin_ms,
-            train_inds=train_inds,
-            valid_inds=valid_inds,
-            condition_id=None if condition is None else np.asarray(condition, dtype=object if isinstance(condition, list) else None).ravel(),
-        )
-    return results
+    datasets = input_datasets(run_dir)
+    if isinstance(run, Run) and sorted(run.dataset_names) == datasets:
+        datasets = list(run.dataset_names)
+    return {dataset: _load_dataset(run, run_dir, dataset, kind) for dataset in datasets}
+
+
+def _load_dataset(run: Run | Path | str, run_dir: Path, dataset: str, kind: str | None) -> PosteriorMeans:
+    input_file = run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{dataset}.h5"
+    files = posterior_files(run_dir, dataset, kind)
+    if files is None:
+        raise ManagerError(run_dir / LFADS_OUTPUT, f"no posterior means for {dataset}",
+                           "run lfads_posterior_mean_sample.sh (the queue does after training)"
+                           + (f"; it writes the {kind} files" if kind else ""))
+    train, valid = (_read_all(path) for path in files)
+    inputs = _read_all(input_file)
+    info_path = run_dir / LFADS_INPUT / f"{INPUT_INFO_PREFIX}{dataset}.mat"
+    info = read_mat(info_path)
+    train_inds = inputs["train_inds"].astype(np.int64).ravel() - 1
+    valid_inds = inputs["valid_inds"].astype(np.int64).ravel() - 1
+    n_channels = inputs["train_data"].shape[2]
+    per_bin_train, per_bin_valid = train["output_dist_params"], valid["output_dist_params"]
+    if (per_bin_train.shape[0] > train_inds.size or per_bin_valid.shape[0] > valid_inds.size
+            or per_bin_train.shape[1:] != per_bin_valid.shape[1:] or per_bin_train.shape[2] not in (n_channels, 2 * n_channels)
+            or per_bin_train.shape[1] != inputs["train_data"].shape[1]):
+        raise ManagerError(files[0], "posterior means do not fit the input (other trials, time bins or channels)",
+                           "if the data was re-prepared after training, delete lfadsOutput/ and lfads.done and train again")
+    merged = {key: _interleave(train[key], valid[key], train_inds, valid_inds) for key in train if key in valid}
+    per_bin = merged["output_dist_params"]
+    variances = None
+    if per_bin.shape[2] == 2 * n_channels:  # Gaussian observations: [means | variances]
+        per_bin, variances = per_bin[..., :n_channels], per_bin[..., n_channels:]
+    n_bins = per_bin.shape[1]
+    bin_ms = _spike_bin_ms(info, inputs, train_inds, n_bins, run, info_path)
+    input_bin = float(np.asarray(info["seq_binSizeMs"]).ravel()[0])
+    rebin = max(1, round(bin_ms / input_bin))
+    time_ms = np.asarray(info["seq_timeVector"], dtype=np.float64).ravel()[::rebin][:n_bins]
+    counts = info.get("counts")
+    return PosteriorMeans(
+        dataset=dataset,
+        rates=per_bin * 1000.0 / bin_ms,
+        rates_per_bin=per_bin,
+        **{_RENAMED.get(key, key): merged.get(key) for key in ("gen_states", "gen_ics", *_KEPT)},
+        time_ms=time_ms,
+        spike_bin_ms=bin_ms,
+        train_inds=train_inds,
+        valid_inds=valid_inds,
+        condition_id=_condition_labels(info, train_inds.size + valid_inds.size, info_path),
+        raw_counts=None if counts is None else np.transpose(np.asarray(counts), (2, 1, 0)),
+        output_variances=variances,
+    )
 
 
 @dataclass
