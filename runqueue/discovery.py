@@ -1,8 +1,10 @@
 """Finding run folders (DESIGN.md §3: a directory holding lfads_train.sh, at any depth under a root).
 
 One `scandir` per directory gives both "is this a run?" and its markers, so a pass costs one
-listing per folder. Run folders are not descended into (runs do not nest), nor are `data_*`,
-`lfadsInput`, `lfadsOutput` or hidden folders, which is where the files are. A symlink to a folder
+listing per folder. Run folders are not descended into (runs do not nest), nor are `lfadsInput`,
+`lfadsOutput`, hidden folders, or a collection's `data_<hash>` export folders (`data_` plus six
+hash characters beside a `param_<hash>` folder: a collection or run spec the user named `data_...`
+is walked like any other). A symlink to a folder
 is a run when that folder is one (runs kept on another disk, linked into a collection); other
 linked folders are not walked, so a link can never make the scan loop.
 
@@ -19,6 +21,7 @@ Periodic scans never rely on inotify (it does not see other NFS clients' changes
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,8 +54,19 @@ class _Listing:
     found: FoundRun | None = None  # reused while the listing is: building Paths is most of a rescan
 
 
+_EXPORT_FOLDER = re.compile(r"data_[A-Za-z0-9_-]{6}")
+_PARAM_FOLDER = re.compile(r"param_[A-Za-z0-9_-]{6}")
+
+
 def _descend_into(name: str) -> bool:
-    return not (name.startswith(".") or name.startswith("data_") or name in _SKIP_NAMES)
+    return not (name.startswith(".") or name in _SKIP_NAMES)
+
+
+def _without_export_folders(subdirs: list[str], names: set[str]) -> list[str]:
+    """A manager collection's data_<hash> folders hold exports, never runs: not worth a listing."""
+    if not any(_PARAM_FOLDER.fullmatch(name) for name in names):
+        return subdirs
+    return [name for name in subdirs if not _EXPORT_FOLDER.fullmatch(name)]
 
 
 class RunScanner:
@@ -141,7 +155,7 @@ class RunScanner:
         listing = _Listing(
             mtime_ns=mtime_ns,
             listed_at_ns=time.time_ns(),
-            subdirs=tuple(subdirs),
+            subdirs=tuple(_without_export_folders(subdirs, names)),
             linked_subdirs=tuple(linked),
             is_run=TRAIN_SCRIPT in names,
             has_done=DONE_MARKER in names,

@@ -45,18 +45,22 @@ def test_runqueue_naming_seed_layout_and_other_trees(tmp_path: Path) -> None:
 
 
 def test_runqueue_discovery_finds_runs_at_any_depth_and_skips_data_folders(tmp_path: Path) -> None:
-    make_run(tmp_path, "c1/param_AAA/all")
-    make_run(tmp_path, "c1/param_AAA/single")
+    make_run(tmp_path, "c1/param_AAAAAA/all")
+    make_run(tmp_path, "c1/param_AAAAAA/single")
     make_run(tmp_path, "deep/er/still/run")
     # Inside folders the queue must not descend into: a run there is not a run.
-    make_run(tmp_path, "c1/data_XYZ/all")
-    make_run(tmp_path, "c1/param_AAA/all/lfadsOutput/nested")
+    make_run(tmp_path, "c1/data_XYZ-_1/all")  # a collection's export folder, beside its param_ folder
+    make_run(tmp_path, "c1/param_AAAAAA/all/lfadsOutput/nested")
     make_run(tmp_path, ".hidden/run")
-    (tmp_path / "c1/param_AAA/single/lfads.done").touch()
+    # Named data_... by the user (a collection, a run spec): walked like any other folder.
+    make_run(tmp_path, "data_monkey/param_BBBBBB/all")
+    make_run(tmp_path, "c2/param_CCCCCC/data_all")
+    (tmp_path / "c1/param_AAAAAA/single/lfads.done").touch()
     found = find_runs([tmp_path])
     names = [item.path.relative_to(tmp_path).as_posix() for item in found]
-    assert names == ["c1/param_AAA/all", "c1/param_AAA/single", "deep/er/still/run"]
-    assert [item.has_done for item in found] == [False, True, False]
+    assert names == ["c1/param_AAAAAA/all", "c1/param_AAAAAA/single", "c2/param_CCCCCC/data_all",
+                     "data_monkey/param_BBBBBB/all", "deep/er/still/run"]
+    assert [item.has_done for item in found] == [False, True, False, False, False]
     # A run folder given as the root is found too; overlapping roots give each run once.
     assert [item.path for item in find_runs([tmp_path / "deep/er/still/run", tmp_path / "deep"])] == [tmp_path / "deep/er/still/run"]
 
