@@ -6,12 +6,17 @@ crashed training looks like success. We run such a script (a) with a `tee` shim 
 drops the `lfads.out` argument (the queue already appends the step's output to lfads.out, so the
 log stays whole and keeps our headers) and passes any other tee target to the real tee, and (b)
 under `bash -o pipefail`, so a failing chain fails the step; after it succeeds, the files the
-chained commands write must be in lfadsOutput before the run counts as done.
+chained commands write must be in lfadsOutput before the run counts as done. (c) Their
+`python $(which run_lfads.py)` must reach this installation's LFADS also when the queue was started
+by its full path with no virtualenv active (the systemd unit): a `python` shim beside the tee shim
+runs the queue's own interpreter, and the queue's bin folder (holding `run_lfads.py`) ends PATH, so
+a `run_lfads.py` of the user's own PATH still comes first.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -50,13 +55,12 @@ def missing_outputs(paths: RunPaths, script_text: str) -> list[str]:
     return missing
 
 
-def write_tee_shim(directory: Path, search_path: str) -> Path:
-    """Create `directory/tee` (the shim described above) and return the directory."""
+def write_shims(directory: Path, search_path: str, interpreter: str) -> Path:
+    """Create `directory/tee` and `directory/python` (the shims described above); return the directory."""
     directory.mkdir(parents=True, exist_ok=True)
     real_tee = shutil.which("tee", path=search_path)
     target = f'exec {real_tee} "${{keep[@]}}"' if real_tee else "exec cat"
-    shim = directory / "tee"
-    text = (
+    _write_script(directory / "tee", (
         "#!/bin/bash\n"
         "# lfads-runqueue: the queue appends this step's output to lfads.out itself, so a legacy\n"
         "# script's `tee lfads.out` (which would truncate it) is dropped; other targets are kept.\n"
@@ -65,10 +69,18 @@ def write_tee_shim(directory: Path, search_path: str) -> Path:
         f'  case "${{arg##*/}}" in {OUT_LOG}) ;; *) keep+=("$arg") ;; esac\n'
         "done\n"
         f"{target}\n"
-    )
-    if not shim.exists() or shim.read_text() != text:
-        tmp = directory / ".tee.tmp"
+    ))
+    _write_script(directory / "python", (
+        "#!/bin/sh\n"
+        "# lfads-runqueue: `python $(which run_lfads.py)` runs with the interpreter LFADS is installed in.\n"
+        f'exec {shlex.quote(interpreter)} "$@"\n'
+    ))
+    return directory
+
+
+def _write_script(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text)
         tmp.chmod(0o755)
-        tmp.replace(shim)
-    return directory
+        tmp.replace(path)

@@ -304,8 +304,9 @@ class Supervisor:
         bash = shutil.which("bash", path=env.get("PATH")) or "/bin/bash"
         argv = [bash, step]
         if is_legacy:
-            shim = legacy.write_tee_shim(self.paths.runtime_dir / legacy.SHIM_DIR_NAME, env.get("PATH", os.defpath))
-            env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', os.defpath)}"
+            search_path = env.get("PATH", os.defpath)
+            shims = legacy.write_shims(self.paths.runtime_dir / legacy.SHIM_DIR_NAME, search_path, sys.executable)
+            env["PATH"] = os.pathsep.join([str(shims), search_path, os.path.dirname(sys.executable)])
             argv = [bash, "-o", "pipefail", step]
         who = self.spec.identity
         if who is not None and who.uid == os.geteuid() and who.gid == os.getegid():

@@ -171,8 +171,9 @@ def test_a_folder_written_by_the_matlab_run_manager_runs_on_the_real_model(tmp_p
     # An earlier attempt's log must survive: MATLAB's tee would have truncated it.
     (run_dir / OUT_LOG).write_text("log line from an earlier attempt\n")
 
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}",
+    # PATH without the venv, as under the systemd unit: the queue must lead `python $(which
+    # run_lfads.py)` to this installation by itself.
+    env = {**os.environ, "PATH": "/usr/bin:/bin",
            "RUNQUEUE_CLAIMS_DIR": str(tmp_path / "claims"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("RUNQUEUE_SIMULATE_GPUS", None)
     finished = subprocess.run([sys.executable, "-m", "runqueue", "run", str(tmp_path / "legacy"), "--retries", "0"],

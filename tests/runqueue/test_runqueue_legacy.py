@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,21 @@ def test_runqueue_legacy_folder_runs_with_whole_log_and_is_done(tmp_path: Path) 
     assert "SHOULD-NOT-RUN" not in log  # the chained steps are not run again from their own scripts
     assert (run / "lfads.done").exists()
     assert "[param_YOs74u/single_dataset001] Stopping optimization" in result.stdout
+
+
+def test_runqueue_legacy_folder_finds_lfads_without_the_venv_on_path(tmp_path: Path) -> None:
+    # As under the systemd unit (ExecStart=/opt/.../.venv/bin/runqueue, no venv active): the script's
+    # `python $(which run_lfads.py)` must still reach this installation's run_lfads.py and interpreter.
+    run = tmp_path / "runs/exampleRun/param_YOs74u/single_dataset001"
+    make_run(tmp_path / "runs", "exampleRun/param_YOs74u/single_dataset001",
+             "python -c 'import sys, lfads; print(\"interpreter\", sys.executable)' 2>&1 | tee lfads.out\n"
+             "echo \"found $(which run_lfads.py)\" | tee lfads.out\n")
+    env = {**queue_env(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (run / "lfads.out").read_text()
+    assert f"interpreter {sys.executable}" in log
+    assert f"found {Path(sys.executable).parent / 'run_lfads.py'}" in log
 
 
 def test_runqueue_legacy_failed_training_is_not_done_despite_tee(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def test_runqueue_legacy_detection_and_chained_steps(tmp_path: Path) -> None:
 
 
 def test_runqueue_legacy_tee_shim_drops_only_the_log(tmp_path: Path) -> None:
-    shim = legacy.write_tee_shim(tmp_path / "bin", os.environ["PATH"])
+    shim = legacy.write_shims(tmp_path / "bin", os.environ["PATH"], sys.executable)
     result = subprocess.run(
         ["bash", "-c", f"echo hello | {shim}/tee -a /somewhere/lfads.out {tmp_path}/copy.txt"],
         capture_output=True, text=True, check=True,
