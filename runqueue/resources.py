@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-from runqueue.atomicio import read_json_object
 from runqueue.durations import parse_duration
 from runqueue.errors import RunqueueError
 from runqueue.layout import RESOURCES_FILE, RunPaths
@@ -22,9 +22,15 @@ def load_resources(paths: RunPaths, default_memory_mb: int, default_time_limit_s
     """The run's declared memory and time limit; a bad file is a RunqueueError naming it and the fix."""
     if not paths.resources.exists():
         return RunResources(default_memory_mb, default_time_limit_s)
-    record = read_json_object(paths.resources)
     example = '{"memory_mb": 4000, "time_limit": "2h"}'
-    if record is None:
+    try:
+        record = json.loads(paths.resources.read_bytes())
+    except OSError as error:
+        raise RunqueueError(paths.resources, f"cannot be read ({error.strerror})", "make it readable by the queue's user") from None
+    except ValueError as error:  # JSONDecodeError, or bytes that are not text
+        where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
+        raise RunqueueError(paths.resources, f"is not valid JSON{where}", f"write e.g. {example} or delete it") from None
+    if not isinstance(record, dict):
         raise RunqueueError(paths.resources, "is not a JSON object", f"write e.g. {example} or delete it")
     unknown = sorted(set(record) - set(_VALID_KEYS))
     if unknown:

@@ -203,7 +203,10 @@ def test_runqueue_resources_file_errors_name_the_file_and_fix(tmp_path: Path) ->
     paths.resources.write_text('{"memory_mb": "lots"}')
     with pytest.raises(RunqueueError, match="memory_mb must be a non-negative integer"):
         load_resources(paths, 2000, None)
-    paths.resources.write_text("{oops")
+    paths.resources.write_text('{"memory_mb": 4000')
+    with pytest.raises(RunqueueError, match=r"runqueue.json: is not valid JSON at line 1 column 19 \(write e.g."):
+        load_resources(paths, 2000, None)
+    paths.resources.write_text("[4000]")
     with pytest.raises(RunqueueError, match="is not a JSON object"):
         load_resources(paths, 2000, None)
     paths.resources.unlink()
