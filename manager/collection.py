@@ -101,8 +101,11 @@ class RunCollection:
 
     # ---- building the grid -----------------------------------------------------------------
     def add_params(self, params: RunParams | Iterable[RunParams]) -> None:
-        """Add one or many param sets; one with the same param hash replaces the existing entry."""
-        for item in [params] if isinstance(params, RunParams) else list(params):
+        """Add copies of one or many param sets (MATLAB's RunParams is a value: changing yours later
+        changes nothing here); one with the same param hash replaces the existing entry."""
+        for given in [params] if isinstance(params, RunParams) else list(params):
+            given.check_consistent()
+            item = given.copy()
             for index, existing in enumerate(self.params):
                 if existing.param_hash == item.param_hash:
                     self.params[index] = item

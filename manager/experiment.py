@@ -98,9 +98,20 @@ def _params(path: Path, base: dict[str, Any], sweep: dict[str, Any]) -> list[Run
         if not isinstance(values, list) or not values:
             raise _fail(path, f"[sweep] {key} must be a non-empty list of values", f"write {key} = [value, value, ...]")
     try:
-        return params.sweep(**sweep) if sweep else [params]
+        grid = params.sweep(**sweep) if sweep else [params]
+        for item in grid:
+            item.check_consistent()
     except ParamValueError as error:
-        raise _fail(path, f"[sweep] {error}", "fix the values in [sweep]") from error
+        where = "[sweep]" if sweep else "[params]"
+        raise _fail(path, f"{where} {error}", f"fix the values in {where}") from error
+    by_hash: dict[str, RunParams] = {}
+    for item in grid:
+        twin = by_hash.setdefault(item.param_hash, item)
+        if twin is not item:  # MATLAB warned; here the grid would silently lose runs
+            differ = sorted(name for name in sweep if getattr(twin, name) != getattr(item, name))
+            raise _fail(path, f"[sweep] {', '.join(differ)} do(es) not change the param hash, so these combinations would"
+                        " share one param_<hash> folder", "sweep only parameters that change the model or its data")
+    return grid
 
 
 def _run_specs(path: Path, doc: Mapping[str, Any], datasets: DatasetCollection, single_runs: bool) -> list[RunSpec]:

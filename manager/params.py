@@ -16,6 +16,7 @@ from manager.params_schema import (
     AT_LEAST_ONE,
     CHOICES,
     DATA_HASH_VERSION_CUTOFF,
+    FRACTIONS,
     NOT_AFFECTING_HASH,
     POSITIVE_FINITE,
     PROPERTIES,
@@ -88,6 +89,21 @@ class RunParams:
     def __repr__(self) -> str:
         diffs = ", ".join(f"{k}={v!r}" for k, v in self.non_default().items())
         return f"{type(self).__name__}({diffs})"
+
+    # copy.copy, copy.deepcopy and pickle: the values are the whole state (the cache is rebuilt).
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "_values", dict(state))
+        object.__setattr__(self, "_cache", {})
+
+    def check_consistent(self) -> None:
+        """ParamValueError for values that are usable one by one but not together (LFADS refuses them)."""
+        low, init, high = self.c_ic_prior_var_min, self.c_ic_prior_var_scale, self.c_ic_prior_var_max
+        if not (init > 0 and low <= init <= high):
+            raise ParamValueError(f"c_ic_prior_var_scale={init:g} must be positive and within [c_ic_prior_var_min={low:g},"
+                                  f" c_ic_prior_var_max={high:g}]")
 
     def copy(self, **changes: Any) -> RunParams:
         clone = type(self).__new__(type(self))
@@ -175,6 +191,8 @@ def check_usable(name: str, value: Any) -> None:
         raise ParamValueError(f"{name} must be a whole number of at least 1, got {value!r}")
     if name in POSITIVE_FINITE and not (math.isfinite(value) and value > 0):
         raise ParamValueError(f"{name} must be a positive, finite number of ms, got {value!r}")
+    if name in FRACTIONS and not (math.isfinite(value) and 0 < value <= 1):
+        raise ParamValueError(f"{name} must be in (0, 1], got {value!r}")
     if name in CHOICES and value not in CHOICES[name]:
         raise ParamValueError(f"{name} must be one of {', '.join(map(repr, CHOICES[name]))}, got {value!r}")
     if name == "alignmentExtraArgs":

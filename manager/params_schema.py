@@ -69,8 +69,8 @@ PROPERTIES: tuple[Prop, ...] = (
     _p("c_kl_ic_weight", "double", 1.0),
     _p("c_kl_co_weight", "double", 1.0),
     _p("c_kl_start_step", "uint32", 0, "x nDatasets when scaleStartStepWithDatasets"),
-    _p("c_l2_start_step", "uint32", 0, "x nDatasets when scaleStartStepWithDatasets"),
     _p("c_kl_increase_steps", "uint32", 900, "x nDatasets when scaleIncreaseStepsWithDatasets"),
+    _p("c_l2_start_step", "uint32", 0, "x nDatasets when scaleStartStepWithDatasets"),
     _p("c_l2_increase_steps", "uint32", 900, "x nDatasets when scaleIncreaseStepsWithDatasets"),
     _p("scaleIncreaseStepsWithDatasets", "logical", True),
     _p("scaleStartStepWithDatasets", "logical", True),
@@ -124,12 +124,19 @@ PROPERTIES: tuple[Prop, ...] = (
 # Values a property's MATLAB class can hold but no run can use (a division by zero, an empty training
 # set, a flag LFADS refuses): refused on assignment, so a TOML file or script hears about them at once
 # instead of from a traceback during export or a failed run in the queue.
-AT_LEAST_ONE: frozenset[str] = frozenset({"c_batch_size", "c_factors_dim", "trainToTestRatio", "num_samples_posterior"})
+AT_LEAST_ONE: frozenset[str] = frozenset({
+    "c_batch_size", "c_factors_dim", "trainToTestRatio", "num_samples_posterior", "c_gen_dim",
+    "c_learning_rate_n_to_compare", "c_num_steps_for_gen_ic",
+})
 POSITIVE_FINITE: frozenset[str] = frozenset({"spikeBinMs"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "posterior_mean_kind": ("posterior_sample_and_average", "posterior_push_mean"),
     "alignmentApproach": ("regressGlobalPCs", "ridgeRegressGlobalPCs"),
+    "c_output_dist": ("poisson", "gaussian"),
+    "c_feedback_factors_or_rates": ("factors", "rates"),
 }
+# (0, 1]: the fraction of units dropout keeps.
+FRACTIONS: frozenset[str] = frozenset({"c_keep_prob"})
 # alignmentExtraArgs names the alignment understands (MATLAB's inputParser refuses others too).
 ALIGNMENT_OPTIONS: tuple[str, ...] = ("ridgeNormalizeEach",)
 

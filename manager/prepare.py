@@ -382,7 +382,15 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
 
     groups: dict[tuple[str, str], Run] = {}
     for run in runs:
-        groups.setdefault((run.params.data_hash, run.spec.name), run)
+        first = groups.setdefault((run.params.data_hash, run.spec.name), run)
+        if run.uses_alignment and first.params.c_factors_dim != run.params.c_factors_dim:
+            # version < 20171107 leaves c_factors_dim out of the data hash (as MATLAB then did), so
+            # one alignment export of one width would serve both; the wider model could not load it.
+            raise ManagerError(collection.path, f"{first.params.param_hash_name} and {run.params.param_hash_name} share"
+                               f" {run.params.data_hash_name}/{run.spec.name} but differ in c_factors_dim"
+                               f" ({first.params.c_factors_dim} vs {run.params.c_factors_dim}), which sizes its"
+                               f" alignment matrices (version {run.params.version} keeps it out of the data hash)",
+                               "set version = 20171107 or later, or give those param sets one c_factors_dim")
     cache: dict[str, SequenceData] = {}
     plans: list[_ExportPlan] = []
     counts: dict[tuple[str, str], dict[str, dict[str, int]]] = {}

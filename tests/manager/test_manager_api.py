@@ -146,3 +146,16 @@ def test_delete_output_goes_on_past_a_run_it_cannot_delete(collection):
     assert f"lfads-manager: error: {first.paths.lfads_output}: cannot delete (" in result.stderr
     assert first.paths.done_marker.exists()  # left as it was: no markers removed over surviving output
     assert not second.paths.lfads_output.exists() and not second.paths.done_marker.exists()
+
+
+def test_params_are_values_a_later_change_does_not_reach_the_collection(collection):
+    import copy
+    import pickle
+
+    par = RunParams(c_batch_size=4)
+    for factors in (2, 4, 6, 8):
+        par.c_factors_dim = factors  # MATLAB's value semantics: each add keeps what it was given
+        collection.add_params(par)
+    assert sorted(p.c_factors_dim for p in collection.params) == [2, 3, 4, 6, 8]  # 3: the fixture's own
+    for clone in (copy.copy(par), copy.deepcopy(par), pickle.loads(pickle.dumps(par))):
+        assert clone == par and clone.param_hash == par.param_hash

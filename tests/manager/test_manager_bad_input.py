@@ -237,6 +237,12 @@ def test_unreadable_file_from_the_cli(tmp_path, datasets):
                                       "'posterior_push_mean', got 'bogus'"),
     ('alignmentApproach = "pca"', "[params] alignmentApproach must be one of 'regressGlobalPCs'"),
     ('alignmentExtraArgs = ["foo", 1]', "[params] alignmentExtraArgs: unknown option 'foo'; known: ridgeNormalizeEach"),
+    ('c_output_dist = "Poisson"', "[params] c_output_dist must be one of 'poisson', 'gaussian', got 'Poisson'"),
+    ('c_feedback_factors_or_rates = "rate"', "[params] c_feedback_factors_or_rates must be one of 'factors', 'rates'"),
+    ("c_keep_prob = 1.5", "[params] c_keep_prob must be in (0, 1], got 1.5"),
+    ("c_gen_dim = 0", "[params] c_gen_dim must be a whole number of at least 1, got 0"),
+    ("c_ic_prior_var_scale = 0.5", "[params] c_ic_prior_var_scale=0.5 must be positive and within [c_ic_prior_var_min=0.1,"
+                                   " c_ic_prior_var_max=0.1]"),
 ])
 def test_values_of_the_right_type_that_no_run_can_use(tmp_path, datasets, line, says):
     batch = "" if line.startswith("c_batch_size") else "c_batch_size = 4\n"
@@ -340,3 +346,15 @@ def test_a_file_name_that_cannot_make_a_single_run_folder(tmp_path, datasets):
     toml = datasets_toml(tmp_path, 'glob = "*.npz"')
     fails(tmp_path, toml, names=toml, says="[datasets] single_runs: run spec name 'single_my session' cannot be a folder "
           "name (from the file my session.npz); rename the file (letters, digits and _ . + -) or set single_runs = false")
+
+
+def test_a_sweep_over_parameters_outside_the_hash_is_refused(tmp_path, datasets):
+    toml = experiment(tmp_path, extra='[sweep]\nposterior_mean_kind = ["posterior_sample_and_average", "posterior_push_mean"]',
+                      runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
+    fails(tmp_path, toml, names=toml, says="[sweep] posterior_mean_kind do(es) not change the param hash", in_process=True)
+
+
+def test_an_old_version_sharing_one_alignment_export_across_factor_counts_is_refused(tmp_path, datasets):
+    toml = experiment(tmp_path, params="c_batch_size = 4\nversion = 20170101\nuseSingleDatasetAlignmentMatrix = true",
+                      extra="[sweep]\nc_factors_dim = [3, 4]", runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
+    fails(tmp_path, toml, names=tmp_path / "runs" / "trial", says="differ in c_factors_dim (3 vs 4)", in_process=True)

@@ -8,7 +8,7 @@ exec <PYTHON> -m lfads --kind=write_model_params \
     --max_ckpt_to_keep_lve=5 --device=/gpu:0 --learning_rate_init=0.01 --learning_rate_decay_factor=0.98 \
     --learning_rate_n_to_compare=6 --learning_rate_stop=0.001 --max_grad_norm=200 --batch_size=150 \
     --cell_clip_value=5 --keep_prob=0.95 --l2_gen_scale=500 --l2_con_scale=500 --co_mean_corr_scale=0 \
-    --kl_ic_weight=1 --kl_co_weight=1 --kl_start_step=0 --l2_start_step=0 --kl_increase_steps=900 \
+    --kl_ic_weight=1 --kl_co_weight=1 --kl_start_step=0 --kl_increase_steps=900 --l2_start_step=0 \
     --l2_increase_steps=900 --ext_input_dim=0 --inject_ext_input_to_gen=false --co_dim=0 \
     --prior_ar_atau=10 --do_train_prior_ar_atau=true --prior_ar_nvar=0.1 --do_train_prior_ar_nvar=true \
     --do_causal_controller=false --do_feed_factors_to_controller=true \
