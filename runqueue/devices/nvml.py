@@ -404,11 +404,17 @@ class NvmlInventory:
         if self.only is not None:
             devices, unknown = select_devices(devices, self.only)
             problems += unknown
-        self._had_gpus = self._had_gpus or bool(devices)
         count = len(devices)
         status = f"nvml: {count} GPU{'s' * (count != 1)}, driver {raw.driver_version}"
         if self.only is not None:
             status += f", restricted by --gpus {','.join(self.only)}"
+        if not devices and (raw.devices or self._had_gpus or self.only is not None):
+            # GPUs exist (or were asked for) but none can be used now (lost, needs a reset, MIG without
+            # instances, --gpus naming none): pause rather than run GPU work in a CPU slot.
+            why = "; ".join(problems) or "the GPUs seen before are gone"
+            return InventoryReading(devices=(), status=f"paused: no usable GPU ({why}); {status}",
+                                    problems=problems, paused=True)
+        self._had_gpus = self._had_gpus or bool(devices)
         return InventoryReading(devices=devices, status=status, problems=problems)
 
     def _try_init(self) -> bool:

@@ -165,3 +165,50 @@ def test_real_nvml_reports_gpus_by_uuid_with_memory() -> None:
     first = reading.devices[0]
     by_uuid = make_inventory(gpus=first.uuid, simulate_gpus=None, cpu_slots=None).read()
     assert [d.uuid for d in by_uuid.devices] == [first.uuid]
+
+
+class FakeCalls:
+    """Stands in for the NVML library calls: each read returns the next prepared raw reading."""
+
+    def __init__(self, *readings: RawReading) -> None:
+        self.readings = list(readings)
+
+    def init(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def read(self) -> RawReading:
+        return self.readings.pop(0)
+
+
+def _healthy(uuid: str = "GPU-aaaa") -> RawDevice:
+    return RawDevice(index=0, uuid=uuid, name="NVIDIA A40", memory=RawMemory(46068 * MIB, 0, "v2"))
+
+
+@pytest.mark.parametrize(("raw", "only", "says"), [
+    (RawReading("550.54", (RawDevice(index=0, uuid="GPU-aaaa", error="GpuIsLost"),)), None, "unusable (NVML GpuIsLost)"),
+    (RawReading("550.54", (RawDevice(index=0, uuid="GPU-aaaa", mig_enabled=True),)), None, "MIG is enabled but has no instances"),
+    (RawReading("550.54", (_healthy(),)), ("GPU-typo",), "--gpus GPU-typo: no such GPU"),
+])
+def test_gpus_that_exist_but_cannot_be_used_pause_instead_of_offering_cpu_slots(raw: RawReading, only: tuple[str, ...] | None,
+                                                                                says: str) -> None:
+    inventory = NvmlInventory(only=only)
+    inventory._calls = FakeCalls(raw)  # type: ignore[assignment]
+    reading = CpuFallbackInventory(inventory, 2).read()
+    assert reading.paused and reading.devices == (), reading
+    assert says in reading.status
+
+
+def test_gpus_that_vanish_after_being_seen_pause_and_a_gpu_less_machine_gets_cpu_slots() -> None:
+    inventory = NvmlInventory()
+    inventory._calls = FakeCalls(RawReading("550.54", (_healthy(),)), RawReading("550.54", ()), RawReading("550.54", (_healthy(),)))  # type: ignore[assignment]
+    wrapped = CpuFallbackInventory(inventory, 2)
+    assert [d.uuid for d in wrapped.read().devices] == ["GPU-aaaa"]
+    gone = wrapped.read()
+    assert gone.paused and "the GPUs seen before are gone" in gone.status
+    assert [d.uuid for d in wrapped.read().devices] == ["GPU-aaaa"]  # back: placed again
+    never = NvmlInventory()
+    never._calls = FakeCalls(RawReading("550.54", ()))  # type: ignore[assignment]
+    assert [d.uuid for d in CpuFallbackInventory(never, 2).read().devices] == ["cpu-0", "cpu-1"]
