@@ -114,6 +114,9 @@ def _static_inventory(ids: tuple[str, ...]) -> Inventory:
 
     nvml = NvmlInventory(only=ids)
     first = nvml.read()
+    if nvml.available and not first.devices and any(problem.startswith("--gpus ") for problem in first.problems):
+        # A typo, not a state that mends itself: say so now rather than wait for a GPU that is not there.
+        raise InventoryError(f"{'; '.join(first.problems)}; give indices or UUIDs that `runqueue gpus` lists")
     if nvml.available or first.paused:
         return nvml
     return StaticInventory(ids, reason="NVML unavailable")

@@ -212,3 +212,14 @@ def test_gpus_that_vanish_after_being_seen_pause_and_a_gpu_less_machine_gets_cpu
     never = NvmlInventory()
     never._calls = FakeCalls(RawReading("550.54", ()))  # type: ignore[assignment]
     assert [d.uuid for d in CpuFallbackInventory(never, 2).read().devices] == ["cpu-0", "cpu-1"]
+
+
+def test_a_gpus_list_naming_no_gpu_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runqueue.devices.nvml as nvml
+    from runqueue.devices.errors import InventoryError
+
+    monkeypatch.delenv("RUNQUEUE_SIMULATE_GPUS", raising=False)
+    monkeypatch.setattr(nvml, "_NvmlCalls", lambda: FakeCalls(*[RawReading("550.54", (_healthy(),))] * 3))
+    with pytest.raises(InventoryError, match=r"--gpus GPU-typo: no such GPU \(NVML sees 0\); give indices or UUIDs"):
+        make_inventory(gpus="GPU-typo", simulate_gpus=None, cpu_slots=1)
+    assert [d.uuid for d in make_inventory(gpus="0", simulate_gpus=None, cpu_slots=1).read().devices] == ["GPU-aaaa"]
