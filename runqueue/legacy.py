@@ -22,10 +22,17 @@ from pathlib import Path
 
 from runqueue.layout import OUT_LOG, POSTERIOR_SCRIPT, WRITE_PARAMS_SCRIPT, RunPaths
 
+_PIPE_INTO_TEE = re.compile(r"\|\s*tee\b")
 _TEE_INTO_LOG = re.compile(r"\|\s*tee\b[^\n]*\b" + re.escape(OUT_LOG) + r"\b")
 _POSTERIOR_KINDS = ("posterior_sample_and_average", "posterior_push_mean")
 _WRITE_PARAMS_KIND = "write_model_params"
 SHIM_DIR_NAME = "legacy-bin"
+
+
+def pipes_into_tee(text: str) -> bool:
+    """A script with `… | tee FILE`: without pipefail its exit status would be tee's (the MATLAB
+    posterior and write-params scripts may tee into files of their own), so it runs with pipefail."""
+    return _PIPE_INTO_TEE.search(text) is not None
 
 
 def is_legacy_script(text: str) -> bool:

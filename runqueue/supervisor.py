@@ -250,8 +250,10 @@ class Supervisor:
             self._log_line(f"{self._header(step)}\n")
             return self._fail(step, None, None, error.reason, str(error))
         is_legacy = legacy.is_legacy_script(text)
+        pipefail = is_legacy or legacy.pipes_into_tee(text)
+        note = " (legacy script: tee shim, pipefail)" if is_legacy else " (pipes into tee: pipefail)" if pipefail else ""
         try:
-            self._write_log(f"{self._header(step)}{' (legacy script: tee shim, pipefail)' if is_legacy else ''}\n")
+            self._write_log(f"{self._header(step)}{note}\n")
         except _DiskFull:
             return self._fail(step, None, None, Reason.DISK_FULL, f"cannot write {self.paths.out_log}: no space left")
         start_offset = os.fstat(self.log_fd).st_size
@@ -261,7 +263,7 @@ class Supervisor:
         if stop == "cancel":
             return self._cancelled(step, None, None)
         try:
-            process = self._spawn(step, is_legacy)
+            process = self._spawn(step, is_legacy, pipefail)
         except OSError as error:
             return self._fail(step, None, None, Reason.SPAWN_FAILED, f"cannot start bash {step}: {error.strerror}")
         stop = self._wait(process)
@@ -293,7 +295,7 @@ class Supervisor:
             return self._fail(step, None, signum, Reason.SIGNAL, f"{step} killed by {signal_name(signum)}{hint}", tail)
         return self._fail(step, exit_code, None, Reason.EXIT_STATUS, f"{step} exited with status {exit_code}", tail)
 
-    def _spawn(self, step: str, is_legacy: bool) -> subprocess.Popen[bytes]:
+    def _spawn(self, step: str, is_legacy: bool, pipefail: bool) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env.update(self.spec.extra_env)
         env.update(self.spec.device_env)
@@ -302,12 +304,11 @@ class Supervisor:
         env["RUNQUEUE_STEP"] = step
         env.setdefault("PYTHONUNBUFFERED", "1")  # so the log and the console see lines as they come
         bash = shutil.which("bash", path=env.get("PATH")) or "/bin/bash"
-        argv = [bash, step]
+        argv = [bash, "-o", "pipefail", step] if pipefail else [bash, step]
         if is_legacy:
             search_path = env.get("PATH", os.defpath)
             shims = legacy.write_shims(self.paths.runtime_dir / legacy.SHIM_DIR_NAME, search_path, sys.executable)
             env["PATH"] = os.pathsep.join([str(shims), search_path, os.path.dirname(sys.executable)])
-            argv = [bash, "-o", "pipefail", step]
         who = self.spec.identity
         if who is not None and who.uid == os.geteuid() and who.gid == os.getegid():
             who = None  # already that identity: switching would need privileges for nothing

@@ -117,3 +117,13 @@ def test_runqueue_legacy_success_without_outputs_is_not_done(tmp_path: Path, mis
     failure = read_json(run / "lfads.failed")
     assert failure["reason"] == "legacy_output_missing"
     assert "lfadsOutput/model_params" in failure["message"]
+
+
+def test_a_step_that_pipes_into_its_own_tee_file_fails_when_its_command_fails(tmp_path: Path) -> None:
+    # A MATLAB-style posterior script tees into a file of its own: without pipefail its status is tee's.
+    run = make_run(tmp_path / "runs", "c/param_T/r0", "echo trained\n",
+                   posterior="(echo sampling; false) 2>&1 | tee lfads_pm.out\n")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert read_json(run / "lfads.failed")["step"] == "lfads_posterior_mean_sample.sh"
+    assert "(pipes into tee: pipefail)" in (run / "lfads.out").read_text()
