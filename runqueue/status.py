@@ -64,7 +64,11 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim],
         pid = _live_supervisor(paths, state)
         device = state.device_uuid or next((c.device_uuid for c in claims if c.run_dir == str(found.path)), None)
         return RunRow(**base, state=RunState.RUNNING, step=state.step, attempt=attempt, device=device, pid=pid, exit_code=None, reason=None if pid else "held by a process whose supervisor is gone")
-    return RunRow(**base, state=RunState.PENDING, step=state.resume_step, attempt=attempt, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run))
+    # As the supervisor's _begin_attempt: a retry or an interrupted/lost run goes on where it was; any
+    # other state without a marker was requeued (lfads.done/lfads.failed deleted) and starts afresh.
+    goes_on = state.phase in (Phase.RETRY_WAIT, Phase.INTERRUPTED, Phase.RUNNING)
+    step = (state.resume_step or (state.step if state.phase == Phase.RUNNING else None)) if goes_on else None
+    return RunRow(**base, state=RunState.PENDING, step=step, attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run))
 
 
 def _live_supervisor(paths: RunPaths, state: Any) -> int | None:

@@ -102,6 +102,17 @@ def test_runqueue_requeue_command_clears_markers_and_attempts(tmp_path: Path) ->
     assert missing.returncode == 2 and "no such file or directory" in missing.stderr
 
 
+def test_status_of_a_run_whose_marker_was_deleted_shows_a_fresh_start(tmp_path: Path) -> None:
+    # rm lfads.failed is a requeue: the next start is attempt 1 at the first step, as status must say.
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-m")])
+    run = make_run(tmp_path / "runs", "c/param_M/x", "exit 4\n")
+    env = queue_env(tmp_path)
+    assert run_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, "--retries", "1", "--retry-backoff", "0").returncode == 1
+    (run / "lfads.failed").unlink()
+    (row,) = json.loads(run_queue(env, "status", tmp_path / "runs", "--json", "--simulate-gpus", sim).stdout)["runs"]
+    assert (row["state"], row["attempt"], row["step"], row["exit_code"]) == ("pending", None, None, None), row
+
+
 def _status_tree(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     root = tmp_path / "runs"
     done = make_run(root, "exampleRun/param_Qr2PeG/all")
