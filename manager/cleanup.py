@@ -7,11 +7,13 @@ pulled from under it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
 
 from manager.errors import ManagerError
+from manager.report import REPORT_DIR, report_files
 from runqueue import runlock
 from runqueue.layout import DONE_MARKER, FAILED_MARKER, LFADS_OUTPUT, OUT_LOG, TRAIN_SCRIPT, RunPaths
 from runqueue.runstate import PersistedState, load_state, save_state
@@ -56,6 +58,13 @@ def _delete(run_dir: Path) -> list[Path]:
             if os.path.lexists(path):
                 path.unlink()
                 removed.append(path)
+        # The report's plots and R² describe the deleted model (the one trained on data since changed,
+        # often): they go too; other files in report/ are the user's and stay.
+        for path in report_files(run_dir):
+            path.unlink()
+            removed.append(path)
+        with contextlib.suppress(OSError):
+            (run_dir / REPORT_DIR).rmdir()  # only if nothing else is in it
     except OSError as error:
         where = Path(error.filename) if error.filename else run_dir
         done = f"; already deleted: {', '.join(p.name for p in removed)}" if removed else "; nothing was deleted"

@@ -24,7 +24,18 @@ def _read_npz(path: Path) -> dict[str, Any]:
     if not zipfile.is_zipfile(path):
         raise ManagerError(path, "not a complete .npz file (no zip archive in it)", "copy it again, or save it with numpy.savez")
     with np.load(path, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}
+        fields = {}
+        for key in archive.files:
+            try:
+                fields[key] = archive[key]
+            except ValueError as error:
+                if "allow_pickle" not in str(error):
+                    raise
+                # Python objects (dtype=object) load only by unpickling, which can run code: not done.
+                raise ManagerError(path, f"{key!r} holds Python objects (dtype=object), which are not loaded (unpickling"
+                                   " can run code)", f"save it as plain numbers or text, e.g. np.array(labels) for {key}"
+                                   " labels") from None
+        return fields
 
 
 def _read_h5(path: Path) -> dict[str, Any]:

@@ -80,7 +80,10 @@ def read_mat(path: Path) -> dict[str, Any]:
 
 def _from_v5(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.dtype.kind == "U":
-        return "".join(value.ravel().tolist()) if value.size else ""
+        # A char matrix (one label per row, space-padded: MATLAB's char(...) or savemat of a list
+        # of str) is its rows; a plain char row is one string.
+        rows = value.ravel().tolist()
+        return [row.rstrip() for row in rows] if len(rows) > 1 else (rows[0] if rows else "")
     if isinstance(value, np.ndarray) and value.dtype == object:
         return [_from_v5(item) for item in value.ravel(order="F")]
     return value
@@ -105,6 +108,8 @@ def _from_v73(handle: h5py.File, node: h5py.Dataset) -> Any:
     # HDF5 stores MATLAB's column-major arrays with the dimensions reversed.
     data = np.asarray(node[()]).T
     if matlab_class == "char":
+        if data.ndim == 2 and data.shape[0] > 1:  # a char matrix: one space-padded string per row
+            return ["".join(chr(code) for code in row).rstrip() for row in data]
         return "".join(chr(code) for code in data.ravel(order="F"))
     if matlab_class == "logical":
         return data.astype(bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from pathlib import Path
 
 import h5py
@@ -45,6 +46,14 @@ def _png(figure: object) -> bytes:
 
 R2_FILE = "r2.txt"
 RATES_PLOT_PREFIX = "rates_vs_truth_"
+CURVES_FILE = "training_curves.png"
+
+
+def report_files(run_dir: Path) -> list[Path]:
+    """The files `write_report` makes in RUN_DIR/report (anything else there is the user's)."""
+    report = run_dir / REPORT_DIR
+    return [path for path in (report / CURVES_FILE, report / R2_FILE, *sorted(report.glob(f"{RATES_PLOT_PREFIX}*.png")))
+            if os.path.lexists(path)]
 
 
 def r_squared(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -164,8 +173,8 @@ def write_report(run_dir: Path | str) -> list[str]:
             lines.append(f"skipped the training curves: {error}")
     report.mkdir(exist_ok=True)  # only now: a refused report leaves no empty folder behind
     if curves is not None:
-        write_if_changed(report / "training_curves.png", curves)
-        lines.append(f"wrote {report / 'training_curves.png'}")
+        write_if_changed(report / CURVES_FILE, curves)
+        lines.append(f"wrote {report / CURVES_FILE}")
     _remove_plots_of_other_datasets(report, datasets)
     if not has_posterior:
         lines.append("no posterior means yet (run lfads_posterior_mean_sample.sh); skipped the rate plots")

@@ -159,3 +159,22 @@ def test_params_are_values_a_later_change_does_not_reach_the_collection(collecti
     assert sorted(p.c_factors_dim for p in collection.params) == [2, 3, 4, 6, 8]  # 3: the fixture's own
     for clone in (copy.copy(par), copy.deepcopy(par), pickle.loads(pickle.dumps(par))):
         assert clone == par and clone.param_hash == par.param_hash
+
+
+def test_delete_output_takes_the_reports_plots_and_r2_but_not_the_users_files(collection):
+    from manager.cleanup import delete_run_output
+
+    collection.prepare()
+    run = collection.runs[0]
+    run.paths.lfads_output.mkdir()
+    report = run.path / "report"
+    report.mkdir()
+    for name in ("training_curves.png", "rates_vs_truth_a.png", "r2.txt", "my_notes.txt"):
+        (report / name).write_text("x")
+    delete_run_output(run.path)
+    assert sorted(p.name for p in report.iterdir()) == ["my_notes.txt"]
+    (report / "my_notes.txt").unlink()
+    (report / "r2.txt").write_text("x")
+    run.paths.lfads_output.mkdir()
+    delete_run_output(run.path)
+    assert not report.exists()  # nothing of the user's in it: the folder goes too

@@ -358,3 +358,10 @@ def test_an_old_version_sharing_one_alignment_export_across_factor_counts_is_ref
     toml = experiment(tmp_path, params="c_batch_size = 4\nversion = 20170101\nuseSingleDatasetAlignmentMatrix = true",
                       extra="[sweep]\nc_factors_dim = [3, 4]", runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
     fails(tmp_path, toml, names=tmp_path / "runs" / "trial", says="differ in c_factors_dim (3 vs 4)", in_process=True)
+
+
+def test_python_objects_in_an_npz_are_named_with_the_fix(tmp_path, datasets):
+    labels = np.array(["left", "right"] * 20, dtype=object)
+    write_npz_dataset(datasets / "bad.npz", conditionId=labels)
+    fails(tmp_path, experiment(tmp_path), names=datasets / "bad.npz",
+          says="'conditionId' holds Python objects (dtype=object), which are not loaded")

@@ -147,3 +147,24 @@ def test_rebinning_drops_a_trailing_partial_bin(tmp_path, spike_bin, n_bins):
     data = h5_contents(h5)
     assert data["train_data"].shape[1] == n_bins
     assert data["conversion_factor"][0] == pytest.approx(1 / spike_bin)
+
+
+def test_text_condition_labels_in_a_char_matrix_are_one_label_per_trial(tmp_path):
+    # MATLAB's char(...) and scipy's savemat of a list of str both store a space-padded char matrix.
+    import scipy.io
+
+    from manager.matfile import read_mat
+
+    labels = ["left", "right", "up", "down"]
+    scipy.io.savemat(tmp_path / "v5.mat", {"conditionId": labels})
+    codes = np.array([[ord(c) for c in label.ljust(5)] for label in labels], dtype=np.uint16)  # 4 x 5 char
+    with h5py.File(tmp_path / "v73.mat", "w", userblock_size=512) as handle:
+        node = handle.create_dataset("conditionId", data=codes.T)  # HDF5 holds MATLAB's dims reversed
+        node.attrs["MATLAB_class"] = np.bytes_("char")
+        title = handle.create_dataset("title", data=np.array([[ord(c)] for c in "one row"], dtype=np.uint16))
+        title.attrs["MATLAB_class"] = np.bytes_("char")
+    with open(tmp_path / "v73.mat", "r+b") as handle:
+        handle.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116) + bytes(8) + b"\x00\x02IM")
+    assert read_mat(tmp_path / "v5.mat")["conditionId"] == labels
+    v73 = read_mat(tmp_path / "v73.mat")
+    assert v73["conditionId"] == labels and v73["title"] == "one row"
