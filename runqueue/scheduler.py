@@ -676,7 +676,9 @@ class Scheduler:
         settled = without_retry_note(status)
         if settled != self.inventory_status:
             self.inventory_status = settled
-            self.console.event(f"devices: {status}")
+            # A batch queue on a machine without a driver starts on the CPU at once: the countdown to
+            # the next NVML attempt only matters to a watching queue (a driver installed meanwhile).
+            self.console.event(f"devices: {status if self.options.watch else settled}")
         for problem in problems:
             self._problem_once(problem)
 
