@@ -71,6 +71,7 @@ _MAX_POLL_MS = 86_400_000  # a day
 _FAILED_TAIL_LINES = 30
 _MAX_BACKOFF_S = 600.0
 _GO_TIMEOUT_S = 60.0
+_OWN_SIGNAL_WAIT_S = 1.0  # after a step killed by a signal: how long ours may trail it
 
 
 class _DiskFull(Exception):
@@ -350,6 +351,7 @@ class Supervisor:
                 if self.wake_r in ready:
                     self._drain_wake()
                 if pidfd in ready:
+                    stop = self._stop_that_came_with_the_end(process)
                     break
             # Stopped: every process of the run. Ended: whatever the step left running, which would
             # keep the GPU, the run lock and so the device claim.
@@ -360,6 +362,19 @@ class Supervisor:
             os.close(pidfd)
         process.wait()
         reap_orphans()
+        return stop
+
+    def _stop_that_came_with_the_end(self, process: subprocess.Popen[bytes]) -> str | None:
+        """A step killed by SIGTERM/SIGINT/SIGKILL while we are being stopped too (SLURM signals every
+        process of a job it ends or moves off a failed node; a system shutdown): our own signal may
+        land a moment after the step's end. Waited for briefly, it makes this an interruption that
+        goes again, not a failed attempt."""
+        stop = self._stop_requested()
+        code = process.poll()
+        if stop is None and code is not None and -code in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
+            if select.select([self.wake_r], [], [], _OWN_SIGNAL_WAIT_S)[0]:
+                self._drain_wake()
+            stop = self._stop_requested()
         return stop
 
     def _drain_wake(self) -> None:

@@ -357,3 +357,17 @@ def test_a_renamed_run_keeps_its_device_claim_when_its_supervisor_is_killed(tmp_
         if queue.poll() is None:
             queue.kill()
     assert float((marks / "r1-start").read_text().split()[0]) >= float((marks / "r0-end").read_text().split()[0])
+
+
+def test_a_step_killed_together_with_its_supervisor_is_interrupted_not_failed(tmp_path: Path) -> None:
+    # SLURM moving a job off a failed node (or a shutdown) sends SIGTERM to every process at once:
+    # the step dies a moment before the supervisor hears its own signal. No attempt may be used up.
+    run = make_run(tmp_path / "runs", "c/param_S/r0",
+                   'if [ ! -e "$RUNQUEUE_RUN_DIR/once" ]; then touch "$RUNQUEUE_RUN_DIR/once"; sup=$PPID\n'
+                   # the supervisor's own SIGTERM trails the step's death by a moment
+                   '  (sleep 0.3; kill -TERM $sup) & kill -TERM $$; sleep 5; fi\n'
+                   'echo "fine on attempt $RUNQUEUE_ATTEMPT"\n')
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (run / "lfads.out").read_text()
+    assert "interrupted" in log and "fine on attempt 1" in log and not (run / "lfads.failed").exists()
