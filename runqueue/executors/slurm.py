@@ -29,7 +29,7 @@ from runqueue import runlock
 from runqueue.atomicio import atomic_write_bytes
 from runqueue.devices.model import Device
 from runqueue.executors.base import Executor, PendingStart, RunHandle
-from runqueue.runstate import Phase, load_state
+from runqueue.runstate import Phase, Reason, load_state
 from runqueue.slurm.commands import SlurmCommands, SlurmError
 from runqueue.slurm.jobscript import JobScriptInputs, render_job_script
 from runqueue.slurm.options import SlurmOptions, job_time_limits
@@ -112,6 +112,9 @@ class SlurmExecutor(Executor):
     def launch(self, spec: SupervisorSpec) -> PendingStart:
         run_dir = Path(spec.run_dir)
         paths = SlurmPaths.of(run_dir)
+        if not paths.run.train_script.is_file():  # deleted or moved meanwhile: no job may recreate it
+            return PendingStart(run_dir, spec, {"status": "error", "reason": Reason.FOLDER_VANISHED, "final": True,
+                                                "message": f"{run_dir} is gone (deleted, or moved); not submitted"})
         if time.monotonic() < self._sbatch_paused_until:
             return PendingStart(run_dir, spec, {"status": "deferred", "message": self._sbatch_error})
         try:

@@ -138,3 +138,22 @@ def test_slurm_parses_squeue_and_scontrol_as_slurm_22_prints_them() -> None:
     info = parse_scontrol_job(line)
     assert info is not None
     assert (info.job_id, info.state, info.exit_code, info.signal, info.comment) == (2, "CANCELLED", 0, 15, "runqueue:tok123")
+
+
+def test_a_run_folder_gone_before_submission_is_not_submitted_nor_recreated(tmp_path: Path) -> None:
+    from runqueue.executors.slurm import SlurmExecutor
+    from runqueue.runstate import Reason
+
+    class NoCluster:  # every sbatch would be a test failure: nothing may be submitted
+        def check_available(self) -> None:
+            pass
+
+        def sbatch(self, *args: object, **kwargs: object) -> int:
+            raise AssertionError("submitted a job for a vanished run folder")
+
+    run = tmp_path / "runs" / "c" / "param_V" / "gone"
+    spec = SupervisorSpec(run_dir=str(run), device_uuid="slurm", device_name="x", device_env={}, max_attempts=1,
+                          time_limit_s=None, queue_id="q:1")
+    pending = SlurmExecutor(commands=NoCluster()).launch(spec)  # type: ignore[arg-type]
+    assert pending.reply["status"] == "error" and pending.reply["reason"] == Reason.FOLDER_VANISHED
+    assert not (tmp_path / "runs").exists()
