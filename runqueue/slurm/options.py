@@ -20,8 +20,12 @@ from runqueue.durations import parse_duration
 _SLURM_MARGIN_S = 30.0
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 # Options the executor sets itself: changing them would break the run-folder contract.
-_RESERVED_LONG = ("--chdir", "--output", "--open-mode", "--comment", "--parsable", "--wrap", "--array")
-_RESERVED_SHORT = ("-D", "-o", "-a")
+# What the executor relies on: where the job runs and writes, how it is found again, that sbatch
+# prints the job id (--quiet hides it; --test-only submits nothing).
+_RESERVED_LONG = ("--chdir", "--output", "--error", "--open-mode", "--comment", "--parsable", "--wrap", "--array",
+                  "--quiet", "--test-only")
+_RESERVED_LETTERS = frozenset("DoaeQ")  # -D -o -a -e -Q
+_FLAG_LETTERS = frozenset("HhIkOsuvVW")  # sbatch's short options without an argument
 
 
 @dataclass(frozen=True)
@@ -41,15 +45,28 @@ class SlurmOptions:
             raise ValueError(f"--slurm-gpus {self.gpus}: must be 0 or more (0 = CPU-only jobs)")
         for arg in self.extra:
             name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
-            # sbatch (getopt_long) also takes an unambiguous prefix: --out= is --output=.
-            reserved = name in _RESERVED_SHORT or (
-                name.startswith("--") and len(name) > 2 and any(option.startswith(name) for option in _RESERVED_LONG)
+            # sbatch (getopt_long) also takes an unambiguous prefix (--out= is --output=) and groups
+            # of short options (-so/path is -s -o /path).
+            reserved = _reserved_short(arg) if not arg.startswith("--") else (
+                len(name) > 2 and any(option.startswith(name) for option in _RESERVED_LONG)
             )
             if reserved:
                 raise ValueError(
                     f"--slurm-extra {arg!r}: runqueue sets {name} itself (the job must write into the run folder); "
                     "remove it from --slurm-extra"
                 )
+
+
+def _reserved_short(arg: str) -> bool:
+    """A `-xyz` group holds a reserved letter before the first letter that takes an argument."""
+    if not arg.startswith("-") or len(arg) < 2:
+        return False
+    for letter in arg[1:]:
+        if letter in _RESERVED_LETTERS:
+            return True
+        if letter not in _FLAG_LETTERS:
+            return False  # the rest of the group is that option's argument
+    return False
 
 
 @dataclass(frozen=True)

@@ -98,9 +98,12 @@ def test_slurm_options_refuse_what_the_executor_sets_itself() -> None:
     assert split_extra("--account=lab --qos 'long one'") == ("--account=lab", "--qos", "long one")
     SlurmOptions(extra=("--account=lab", "--qos", "long"))
     # sbatch takes unambiguous prefixes too: --out= is --output=, --comm= is --comment=.
-    for extra in (("--chdir=/x",), ("-o", "out"), ("--comment=mine",), ("-Dsomewhere",), ("--out=/x",), ("--comm=x",)):
+    for extra in (("--chdir=/x",), ("-o", "out"), ("--comment=mine",), ("-Dsomewhere",), ("--out=/x",), ("--comm=x",),
+                  ("-so/tmp/x",), ("-Qo", "x"), ("-Ho", "x"), ("--quiet",), ("-Q",), ("-e", "/tmp/err"), ("--test-only",)):
         with pytest.raises(ValueError, match="runqueue sets"):
             SlurmOptions(extra=extra)
+    # Letters after one that takes an argument are that argument: -pgpu_o is partition "gpu_o".
+    SlurmOptions(extra=("-pgpu_o", "-t", "10", "-s"))
     with pytest.raises(ValueError, match="must be 0 or more"):
         SlurmOptions(gpus=-1)
 
