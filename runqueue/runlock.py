@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from runqueue.procinfo import process_start_time
+from runqueue.procinfo import is_alive, process_start_time
 
 # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
 _FLOCK = "hhqqi4x"
@@ -96,3 +96,15 @@ def read_holder(lock_path: Path) -> LockHolder | None:
 
 def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def live_supervisor(lock_path: Path, pid: int | None, start_time: int | None) -> tuple[int, int | None] | None:
+    """(pid, start time) of the run's live supervisor: the one state.json records (`pid`,
+    `start_time`), else the holder the lock file names (state.json deleted by hand); None if gone."""
+    if pid is not None and is_alive(pid, start_time):
+        return pid, start_time
+    holder = read_holder(lock_path)
+    if holder is not None and holder.pid is not None and is_alive(holder.pid, holder.start_time):
+        return holder.pid, holder.start_time
+    return None
+

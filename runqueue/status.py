@@ -15,7 +15,6 @@ from runqueue.discovery import FoundRun
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB, RunPaths
 from runqueue.naming import run_identity
-from runqueue.procinfo import is_alive
 from runqueue.resources import load_resources
 from runqueue.runstate import Phase, RunState, load_state, read_failure
 
@@ -61,7 +60,8 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim],
             reason=_str(failure.get("reason")),
         )
     if runlock.is_held(paths.lock):
-        pid = _live_supervisor(paths, state)
+        live = runlock.live_supervisor(paths.lock, state.supervisor_pid, state.supervisor_start_time)
+        pid = None if live is None else live[0]
         device = state.device_uuid or next((c.device_uuid for c in claims if c.run_dir == str(found.path)), None)
         return RunRow(**base, state=RunState.RUNNING, step=state.step, attempt=attempt, device=device, pid=pid, exit_code=None, reason=None if pid else "held by a process whose supervisor is gone")
     # As the supervisor's _begin_attempt: a retry or an interrupted/lost run goes on where it was; any
@@ -69,16 +69,6 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim],
     goes_on = state.phase in (Phase.RETRY_WAIT, Phase.INTERRUPTED, Phase.RUNNING)
     step = (state.resume_step or (state.step if state.phase == Phase.RUNNING else None)) if goes_on else None
     return RunRow(**base, state=RunState.PENDING, step=step, attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run))
-
-
-def _live_supervisor(paths: RunPaths, state: Any) -> int | None:
-    """The running supervisor's pid: from state.json, else from the lock file (state.json deleted by hand)."""
-    if is_alive(state.supervisor_pid, state.supervisor_start_time):
-        return int(state.supervisor_pid)
-    holder = runlock.read_holder(paths.lock)
-    if holder is not None and is_alive(holder.pid, holder.start_time):
-        return holder.pid
-    return None
 
 
 def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy,

@@ -151,13 +151,10 @@ class LocalExecutor(Executor):
     def adopt(self, run_dir: Path) -> RunHandle | None:
         paths = RunPaths(run_dir)
         state = load_state(paths)
-        pid, start_time = state.supervisor_pid, state.supervisor_start_time
-        if not is_alive(pid, start_time):
-            holder = runlock.read_holder(paths.lock)
-            if holder is None or not is_alive(holder.pid, holder.start_time):
-                return None
-            pid, start_time = holder.pid, holder.start_time
-        assert pid is not None
+        live = runlock.live_supervisor(paths.lock, state.supervisor_pid, state.supervisor_start_time)
+        if live is None:
+            return None
+        pid, start_time = live
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
