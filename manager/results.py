@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from manager.errors import ManagerError
-from manager.export import INPUT_INFO_PREFIX, LFADS_FILE_PREFIX
+from manager.export import INPUT_INFO_PREFIX, LFADS_FILE_PREFIX, rebin_sum
 from manager.export_history import describe_time, retrain_hint, run_stale_since
 from manager.matfile import read_mat
 from manager.run import Run
@@ -105,23 +105,23 @@ def _interleave(train: np.ndarray, valid: np.ndarray, train_inds: np.ndarray, va
 
 
 def _spike_bin_ms(info: dict[str, object], inputs: dict[str, np.ndarray], train_inds: np.ndarray, n_bins: int,
-                  run: Run | Path | str, info_path: Path) -> float:
+                  input_bin: float, run: Run | Path | str, info_path: Path) -> float:
     """The output bin in ms: the run's params, else inputInfo's spikeBinMs, else the h5's conversion
-    factor, else the one rebin factor that turns inputInfo's counts into the exported train_data."""
+    factor, else the one rebin factor with which the export's own rebinning turns inputInfo's counts
+    into the exported train_data."""
     if isinstance(run, Run):
         return float(run.params.spikeBinMs)
     if "spikeBinMs" in info:
         return float(np.asarray(info["spikeBinMs"]).ravel()[0])
-    input_bin = float(np.asarray(info["seq_binSizeMs"]).ravel()[0])
     if "conversion_factor" in inputs:
         return input_bin / float(inputs["conversion_factor"].ravel()[0])
     counts = np.asarray(info.get("counts", np.zeros((0, 0, 0))))  # C x T_in x trials
     exported = inputs.get("train_data")
     matches = []
     if counts.ndim == 3 and exported is not None and n_bins > 0:
+        per_trial = np.transpose(counts[:, :, train_inds], (2, 0, 1))  # trials x C x T_in, time last as export sums
         for rebin in range(counts.shape[1] // (n_bins + 1) + 1, counts.shape[1] // n_bins + 1):
-            summed = counts[:, : rebin * n_bins, train_inds].reshape(counts.shape[0], n_bins, rebin, -1).sum(axis=2)
-            if np.array_equal(np.transpose(summed, (2, 1, 0)), exported):
+            if np.array_equal(np.transpose(rebin_sum(per_trial, rebin), (0, 2, 1)), exported):
                 matches.append(rebin)
     if len(matches) != 1:
         raise ManagerError(info_path, "cannot tell the output bin width (no spikeBinMs here, and the counts do not"
@@ -188,8 +188,8 @@ def _load_dataset(run: Run | Path | str, run_dir: Path, dataset: str, kind: str 
     if per_bin.shape[2] == 2 * n_channels:  # Gaussian observations: [means | variances]
         per_bin, variances = per_bin[..., :n_channels], per_bin[..., n_channels:]
     n_bins = per_bin.shape[1]
-    bin_ms = _spike_bin_ms(info, inputs, train_inds, n_bins, run, info_path)
     input_bin = float(np.asarray(info["seq_binSizeMs"]).ravel()[0])
+    bin_ms = _spike_bin_ms(info, inputs, train_inds, n_bins, input_bin, run, info_path)
     rebin = max(1, round(bin_ms / input_bin))
     time_ms = np.asarray(info["seq_timeVector"], dtype=np.float64).ravel()[::rebin][:n_bins]
     counts = info.get("counts")
