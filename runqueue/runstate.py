@@ -105,6 +105,20 @@ class PersistedState:
         return record
 
 
+# A run in one of these phases, without a marker, goes on where it was (a retry, or a run stopped by
+# the queue or whose supervisor was lost); in any other it was requeued and starts afresh.
+CONTINUING_PHASES = frozenset({Phase.RETRY_WAIT, Phase.INTERRUPTED, Phase.RUNNING})
+
+
+def resume_point(state: PersistedState) -> str | None:
+    """The step the next attempt starts at; None: the first step."""
+    if state.phase == Phase.RETRY_WAIT:
+        return state.resume_step
+    if state.phase in CONTINUING_PHASES:
+        return state.resume_step or state.step
+    return None
+
+
 def _type_fits(value: Any, default: Any, annotation: Any) -> bool:
     text = str(annotation)
     if value is None:

@@ -16,7 +16,7 @@ from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB, RunPaths
 from runqueue.naming import run_identity
 from runqueue.resources import load_resources
-from runqueue.runstate import Phase, RunState, load_state, read_failure
+from runqueue.runstate import CONTINUING_PHASES, Phase, RunState, load_state, read_failure, resume_point
 
 
 @dataclass(frozen=True)
@@ -64,11 +64,9 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim],
         pid = None if live is None else live[0]
         device = state.device_uuid or next((c.device_uuid for c in claims if c.run_dir == str(found.path)), None)
         return RunRow(**base, state=RunState.RUNNING, step=state.step, attempt=attempt, device=device, pid=pid, exit_code=None, reason=None if pid else "held by a process whose supervisor is gone")
-    # As the supervisor's _begin_attempt: a retry or an interrupted/lost run goes on where it was; any
-    # other state without a marker was requeued (lfads.done/lfads.failed deleted) and starts afresh.
-    goes_on = state.phase in (Phase.RETRY_WAIT, Phase.INTERRUPTED, Phase.RUNNING)
-    step = (state.resume_step or (state.step if state.phase == Phase.RUNNING else None)) if goes_on else None
-    return RunRow(**base, state=RunState.PENDING, step=step, attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run))
+    # Where the supervisor will start it: a requeued run (marker deleted) afresh, with no old attempt.
+    goes_on = state.phase in CONTINUING_PHASES
+    return RunRow(**base, state=RunState.PENDING, step=resume_point(state), attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run))
 
 
 def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy,

@@ -44,7 +44,17 @@ from runqueue.procinfo import (
     signal_group,
     signal_name,
 )
-from runqueue.runstate import FailureRecord, PersistedState, Phase, Reason, load_state, now_iso, save_state
+from runqueue.runstate import (
+    CONTINUING_PHASES,
+    FailureRecord,
+    PersistedState,
+    Phase,
+    Reason,
+    load_state,
+    now_iso,
+    resume_point,
+    save_state,
+)
 from runqueue.steps import (
     StepScriptError,
     check_step_script,
@@ -158,17 +168,15 @@ class Supervisor:
 
     def _begin_attempt(self) -> None:
         previous = load_state(self.paths)
-        resume = None
+        resume = resume_point(previous)
         attempt = 1
         history = previous.history
         if previous.phase == Phase.RETRY_WAIT:
             attempt = previous.attempt + 1
-            resume = previous.resume_step
-        elif previous.phase in (Phase.INTERRUPTED, Phase.RUNNING):
+        elif previous.phase in CONTINUING_PHASES:
             # Stopped by the queue, or its supervisor was lost (reboot, kill -9): not the run's
             # fault, so the attempt is not counted; it resumes where it stopped.
             attempt = max(1, previous.attempt)
-            resume = previous.resume_step or previous.step
         # Any other phase with no marker means the user requeued the run: start afresh.
         self.max_attempts = max(self.max_attempts, attempt)
         pid = os.getpid()
