@@ -347,8 +347,8 @@ class Scheduler:
         if handle is None:
             run.elsewhere = True
             self.next_probe = min(self.next_probe, time.monotonic() + _ELSEWHERE_PROBE_S) if self.next_probe else time.monotonic() + _ELSEWHERE_PROBE_S
-            if announce:
-                self.console.event(f"[{run.name}] is running but its supervisor is not visible from here; checking every {_ELSEWHERE_PROBE_S:g}s")
+            if announce or self.executor.submitted(run.path):
+                self.console.event(f"[{run.name}] {self.executor.elsewhere_text(run.path)}; checking every {_ELSEWHERE_PROBE_S:g}s")
             return
         run.elsewhere = False
         self._start_watching(run, handle, log_offset=None)
@@ -361,7 +361,8 @@ class Scheduler:
         """Runs held by a process we cannot watch: see whether they have ended."""
         self.next_probe = time.monotonic() + _ELSEWHERE_PROBE_S
         for run in self.runs.values():
-            if run.elsewhere and run.handle is None and not runlock.is_held(run.paths.lock):
+            if (run.elsewhere and run.handle is None and not runlock.is_held(run.paths.lock)
+                    and not self.executor.submitted(run.path)):
                 run.elsewhere = False
                 self._settle(run, exit_code=None)
 

@@ -55,6 +55,8 @@ from runqueue.runstate import (
     resume_point,
     save_state,
 )
+from runqueue.slurm.paths import SlurmPaths
+from runqueue.slurm.records import active_submission
 from runqueue.steps import (
     StepScriptError,
     check_step_script,
@@ -140,6 +142,12 @@ class Supervisor:
         # between our caller's scan and now.
         if os.path.lexists(self.paths.done_marker) or os.path.lexists(self.paths.failed_marker):
             self._tell({"status": "finished"})
+            return EXIT_NOT_STARTED
+        # A SLURM queue on the same tree handed this run to a job (checked under our lock, so a
+        # submission made just before is seen): that job runs it, not us.
+        submission = active_submission(SlurmPaths(self.paths))
+        if submission is not None and submission.token != self.spec.batch_token:
+            self._tell({"status": "busy", "slurm_job_id": submission.job_id})
             return EXIT_NOT_STARTED
         try:
             runlock.write_holder(fd)

@@ -34,6 +34,8 @@ class SupervisorSpec:
     identity: StepIdentity | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     claims_dir: str | None = None  # where the queue keeps its device claim of this run (local executor)
+    # The SLURM submission this supervisor carries out (set by its job); None: started by a local queue.
+    batch_token: str | None = None
 
     def to_argv_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

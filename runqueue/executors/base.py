@@ -102,6 +102,10 @@ class Executor(ABC):
         """True when the run is handed to a batch system and not over yet (adopt it, never start it again)."""
         return False
 
+    def elsewhere_text(self, run_dir: Path) -> str:
+        """Why a run under way cannot be watched from here (the console says it once)."""
+        return "is running but its supervisor is not visible from here"
+
     def waiting(self, handle: RunHandle) -> bool:
         """True while a watched run still waits for the batch system to start it."""
         return False

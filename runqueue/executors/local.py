@@ -25,6 +25,8 @@ from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.layout import RunPaths
 from runqueue.procinfo import is_alive, process_start_time
 from runqueue.runstate import load_state
+from runqueue.slurm.paths import SlurmPaths
+from runqueue.slurm.records import active_submission
 from runqueue.supervisor_spec import SupervisorSpec
 
 _PACKAGE_PARENT = str(Path(runqueue.__file__).resolve().parent.parent)
@@ -147,6 +149,18 @@ class LocalExecutor(Executor):
             launched.control.sendall(b"no\n")
         launched.control.close()
         os.close(launched.pidfd)
+
+    def submitted(self, run_dir: Path) -> bool:
+        # A SLURM queue on the same tree handed this run to a job: that job runs it, not us.
+        return active_submission(SlurmPaths.of(run_dir)) is not None
+
+    def elsewhere_text(self, run_dir: Path) -> str:
+        record = active_submission(SlurmPaths.of(run_dir))
+        if record is None:
+            return super().elsewhere_text(run_dir)
+        job = f"SLURM job {record.job_id}" if record.job_id is not None else "a SLURM job (id not recorded yet)"
+        return (f"is handed to {job} by a SLURM queue; left to SLURM (`runqueue cancel` stops it there; if that "
+                f"cluster is gone for good, delete {SlurmPaths.of(run_dir).submission} and this queue runs it)")
 
     def adopt(self, run_dir: Path) -> RunHandle | None:
         paths = RunPaths(run_dir)

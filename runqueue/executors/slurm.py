@@ -39,6 +39,7 @@ from runqueue.slurm.records import (
     STOP_CANCEL,
     STOP_INTERRUPT,
     SubmissionRecord,
+    active_submission,
     load_job_report,
     load_submission,
     save_submission,
@@ -84,11 +85,7 @@ class SlurmExecutor(Executor):
         return None if limit is None else max(0, limit - watched)
 
     def submitted(self, run_dir: Path) -> bool:
-        paths = SlurmPaths.of(run_dir)
-        record = load_submission(paths)
-        if record is None or not record.active:
-            return False
-        return not (os.path.lexists(paths.run.done_marker) or os.path.lexists(paths.run.failed_marker))
+        return active_submission(SlurmPaths.of(run_dir)) is not None
 
     def waiting(self, handle: RunHandle) -> bool:
         info = self.watcher.last_seen(handle.native.key)

@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         current = "none" if record is None else f"job {record.job_id}"
         _say(f"SLURM job {job_id} is not the current submission of {spec.run_dir} (.runqueue/slurm.json names {current}); nothing run")
         return EXIT_NOT_STARTED
+    if not record.active:
+        _say(f"SLURM job {job_id}'s submission of {spec.run_dir} was settled already ({record.ending}); nothing run")
+        return EXIT_NOT_STARTED
     if record.stop_requested is not None:
         _say(f"a queue asked to {record.stop_requested} this run before SLURM started job {job_id}; nothing run")
         return EXIT_NOT_STARTED
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     save_job_report(paths, report)
     spec = dataclasses.replace(
-        spec, device_uuid=device.uuid, device_name=device.name, device_env=device.env, queue_id=queue_id_of(job_id)
+        spec, device_uuid=device.uuid, device_name=device.name, device_env=device.env, queue_id=queue_id_of(job_id),
+        batch_token=token,
     )
     _say(f"SLURM job {job_id} on {report.host}: supervising {spec.run_dir} on {device.uuid} ({device.name})")
     code = Supervisor(spec, None).run()

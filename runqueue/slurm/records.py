@@ -80,6 +80,16 @@ def load_submission(paths: SlurmPaths) -> SubmissionRecord | None:
     return record
 
 
+def active_submission(paths: SlurmPaths) -> SubmissionRecord | None:
+    """The run's SLURM submission while it is under way: not settled, and no marker says the run is over."""
+    record = load_submission(paths)
+    if record is None or not record.active:
+        return None
+    if os.path.lexists(paths.run.done_marker) or os.path.lexists(paths.run.failed_marker):
+        return None
+    return record
+
+
 def save_submission(paths: SlurmPaths, record: SubmissionRecord) -> None:
     paths.run.runtime_dir.mkdir(parents=True, exist_ok=True)
     # Durable: this file is what keeps a queue that restarts after a crash from submitting twice.

@@ -154,6 +154,30 @@ def test_slurm_sigkilled_queue_restarts_and_waits_for_its_jobs(tmp_path: Path, s
     assert len(slurm_cluster.jobs_under(tmp_path / "runs")) == 2
 
 
+def test_a_local_queue_leaves_a_run_pending_in_slurm_to_its_job(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    holder = make_run(tmp_path / "runs", "c/param_L/a", wait_until_released(release, started))
+    waiting = make_run(tmp_path / "runs", "c/param_L/b", 'echo "b ran in job ${SLURM_JOB_ID:-none}"\n')
+    slurm_queue = start_queue(slurm_env, "run", tmp_path / "runs", *SLURM, "--slurm-gpus", "4", log=tmp_path / "slurm.log")
+    wait_for(started.exists, what="run a to start in its job")
+    wait_for(lambda: submitted_job(waiting) is not None, what="run b to be submitted (it waits in SLURM)")
+    job = submitted_job(waiting)
+    # A local queue on the same tree (a workstation's, say) must not run b behind its SLURM job's back.
+    local = start_queue(slurm_env, "run", tmp_path / "runs", "--gpus", "none", "--cpu-slots", "2", log=tmp_path / "local.log")
+    wait_for(lambda: f"[param_L/b] is handed to SLURM job {job} by a SLURM queue" in (tmp_path / "local.log").read_text(),
+             what="the local queue to leave b to SLURM")
+    time.sleep(2.0)  # a few placement turns: b must still be untouched
+    assert not (waiting / "lfads.out").exists()
+    release.touch()
+    assert finish(slurm_queue) == 0, (tmp_path / "slurm.log").read_text()
+    assert finish(local) == 0, (tmp_path / "local.log").read_text()
+    log = (waiting / "lfads.out").read_text()
+    assert f"b ran in job {job}" in log and len(step_headers(log)) == 1
+    assert len(step_headers((holder / "lfads.out").read_text())) == 1
+    local_console = (tmp_path / "local.log").read_text()
+    assert "started on" not in local_console and "summary: 2 run(s): 2 done" in local_console
+
+
 def test_slurm_cancel_and_scancel_behind_our_back_are_recorded(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
     runs = tmp_path / "runs"
     forever = "touch started\nwhile :; do sleep 0.1; done\n"
