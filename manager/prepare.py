@@ -341,11 +341,15 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     for name, target in run.symlink_targets().items():
         if _link(run.paths.lfads_input / name, target, force_links):
             written.append(run.paths.lfads_input / name)
-    for name, text in _step_scripts(run, cache).items():
-        if write_if_changed(run.path / name, text, SCRIPT_MODE, durable=False):
-            written.append(run.path / name)
     if resources is not None and write_if_changed(run.paths.resources, resources, durable=False):
         written.append(run.paths.resources)
+    # lfads_train.sh last: its appearing is what makes a folder a run to a watching queue, which
+    # must then find the inputs, the declared memory and the steps it chains (it plans only the
+    # step scripts that exist when the run starts).
+    scripts = _step_scripts(run, cache)
+    for name in sorted(scripts, key=lambda name: name == TRAIN_SCRIPT):
+        if write_if_changed(run.path / name, scripts[name], SCRIPT_MODE, durable=False):
+            written.append(run.path / name)
     return written
 
 

@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from manager_test_helpers import SEED_TINY, run_manager_cli
+from manager_test_helpers import SEED_TINY, run_manager_cli, small_collection, write_npz_dataset
 
+import manager.prepare as prepare_module
 from manager.collection import RunCollection
 from manager.params import RunParams
 from manager.scripts import flag_pairs
@@ -152,3 +153,31 @@ def test_summary_difference_line_leaves_out_name_and_version_and_says_default() 
     # RunParams.m: name and version never appear there; nothing different from the defaults is 'default'.
     assert short_differences(RunParams()) == "default"
     assert short_differences(RunParams(name="mine", version=20180131, c_factors_dim=8)) == "c_factors_dim=8"
+
+
+def test_lfads_train_sh_is_written_last_in_each_run_folder(tmp_path, monkeypatch):
+    """A watching queue takes a folder for a run as soon as lfads_train.sh appears and plans only
+    the step scripts present then: every other file of the run must already be there."""
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "a.npz")
+    collection = small_collection(tmp_path, ["a.npz"], c_max_epochs=3)
+    collection.gpu_memory_mb = 1500  # runqueue.json too
+    order: list[Path] = []
+    real_write, real_link = prepare_module.write_if_changed, prepare_module._link
+
+    def write(path, *args, **kwargs):
+        order.append(Path(path))
+        return real_write(path, *args, **kwargs)
+
+    def link(path, *args, **kwargs):
+        order.append(Path(path))
+        return real_link(path, *args, **kwargs)
+
+    monkeypatch.setattr(prepare_module, "write_if_changed", write)
+    monkeypatch.setattr(prepare_module, "_link", link)
+    collection.prepare()
+    (run,) = collection.runs
+    in_run = [path for path in order if run.path in path.parents]
+    assert {path.name for path in in_run} >= {"lfads_train.sh", "lfads_posterior_mean_sample.sh",
+                                              "lfads_write_model_params.sh", "runqueue.json"}
+    assert in_run[-1].name == "lfads_train.sh", [str(path.relative_to(run.path)) for path in in_run]
