@@ -89,7 +89,12 @@ class SlurmExecutor(Executor):
 
     def waiting(self, handle: RunHandle) -> bool:
         info = self.watcher.last_seen(handle.native.key)
-        return info is None or info.state == "PENDING"
+        if info is not None:
+            return info.state == "PENDING"
+        # Not asked SLURM yet (just submitted, or re-adopted after a restart): a job that has
+        # started says so in its report.
+        report = load_job_report(SlurmPaths.of(handle.run_dir))
+        return report is None or report.token != handle.native.token
 
     def started_text(self, handle: RunHandle, device: Device) -> str:
         return f"submitted as SLURM job {handle.native.job_id}"

@@ -146,6 +146,7 @@ def test_slurm_sigkilled_queue_restarts_and_waits_for_its_jobs(tmp_path: Path, s
     console = (tmp_path / "q2.log").read_text()
     assert f"[param_K/a] re-adopted (SLURM job {jobs['a']})" in console
     assert f"[param_K/b] re-adopted (SLURM job {jobs['b']})" in console
+    assert "runqueue: 1 running, 1 queued, 0 pending" in console  # a's job had started, b's had not
     assert "[param_K/a] released" in console  # the adopted run's output is followed
     assert "submitted as" not in console  # nothing submitted a second time
     for run in (holder, waiting):
