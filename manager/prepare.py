@@ -6,7 +6,7 @@
    compute the alignment; check every run's batch size against the trial counts;
 3. write the exports (once per data hash + run spec; every file atomic and compared before writing);
 4. write each run folder: lfadsInput symlinks (removing the ones it made for datasets the run spec no
-   longer has), step scripts, runqueue.json;
+   longer has), runqueue.json, step scripts, lfads_train.sh last (to a queue it makes the folder a run);
 5. write the collection's summary.txt, launch_tensorboard.sh and run_lfads.py.
 Errors in 1-2 stop before anything is written.
 """
