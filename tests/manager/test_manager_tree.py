@@ -139,8 +139,9 @@ def test_step_scripts_and_run_lfads_py_run_by_hand_from_anywhere(tmp_path, seed_
     run_dir = moved / "exampleRun" / "param_Qr2PeG" / "single_dataset002"
     subprocess.run(["bash", str(run_dir / "lfads_train.sh")], cwd="/", check=True, timeout=30)
     argv = log.read_text().splitlines()
-    assert argv[1:5] == ["-m", "lfads", "--kind=train", f"--data_dir={run_dir}/lfadsInput"]
-    assert argv[5:7] == ["--data_filename_stem=lfads", f"--lfads_save_dir={run_dir}/lfadsOutput"]
+    assert argv[0] == str(run_dir)  # it runs in its folder, whatever the caller's
+    assert argv[1:5] == ["-m", "lfads", "--kind=train", "--data_dir=lfadsInput"]
+    assert argv[5:7] == ["--data_filename_stem=lfads", "--lfads_save_dir=lfadsOutput"]
     assert "--factors_dim=8" in argv and "--kl_increase_steps=900" in argv
 
     subprocess.run(["python3", str(moved / "exampleRun" / "run_lfads.py"), "--cpu-slots", "2"], cwd="/", check=True, timeout=30)
