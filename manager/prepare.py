@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from manager.alignment import AlignmentResult, compute_alignment, plot_alignment_reconstruction
 from manager.atomicio import write_if_changed
 from manager.datasets import minimum_trials
@@ -50,6 +52,7 @@ from manager.export_history import (
     updated_history,
 )
 from manager.run import Run
+from manager.runlocks import hold_run_locks, refuse_running
 from manager.scripts import (
     LFADS_INPUT_STEM,
     SCRIPT_MODE,
@@ -101,6 +104,8 @@ class _ExportPlan:
     alignment: AlignmentResult | None
     alignment_png: bytes | None  # drawn while planning, so a plotting error stops before any write
     stamp: dict[str, Any]
+    per_dataset: dict[str, dict[str, np.ndarray]]  # dataset name -> the arrays of its lfads_*.h5
+    digest: str  # of per_dataset (export_history.arrays_digest)
     unjudged: bool = False  # rebuilt with nothing known of what it held before: trained runs cannot be judged
 
 
@@ -206,7 +211,22 @@ def _plan_export(run: Run, source: dict[str, Any], cache: dict[str, SequenceData
         png = plot_alignment_reconstruction(alignment, run.dataset_names)
     counts = {d.name: {"n_trials": s.n_trials, "n_ext": 0 if s.external_inputs is None else int(s.external_inputs.shape[1])}
               for d, s in zip(run.spec.datasets, sequences, strict=True)}
-    return _ExportPlan(run, sequences, rebins, alignment, png, {"source": source, "datasets": counts})
+    per_dataset = {}
+    for index, (dataset, data, rebin) in enumerate(zip(run.spec.datasets, sequences, rebins, strict=True)):
+        matrices = alignment.alignments[index] if alignment else None
+        per_dataset[dataset.name] = lfads_arrays(data, rebin, int(params.trainToTestRatio), matrices)
+    return _ExportPlan(run, sequences, rebins, alignment, png, {"source": source, "datasets": counts}, per_dataset,
+                       arrays_digest(per_dataset))
+
+
+def _content_unchanged(plan: _ExportPlan) -> bool:
+    """The export on disk holds what `plan` would write (same datasets, same arrays)."""
+    data_dir = plan.run.path_common_data
+    stored = read_stamp(data_dir)
+    history = (stored or {}).get(HISTORY_KEY)
+    if isinstance(history, list) and history and isinstance(history[-1], list) and history[-1]:
+        return bool(history[-1][0] == plan.digest)
+    return digest_of_files({name: data_dir / lfads_file_name(name) for name in plan.per_dataset}) == plan.digest
 
 
 def _check_trials(run: Run, counts: dict[str, dict[str, int]]) -> None:
@@ -262,10 +282,7 @@ def _write_export(plan: _ExportPlan, force: bool) -> tuple[list[Path], list[Path
     run = plan.run
     data_dir = run.path_common_data
     data_dir.mkdir(parents=True, exist_ok=True)
-    per_dataset = {}
-    for index, (dataset, data, rebin) in enumerate(zip(run.spec.datasets, plan.sequences, plan.rebins, strict=True)):
-        alignment = plan.alignment.alignments[index] if plan.alignment else None
-        per_dataset[dataset.name] = lfads_arrays(data, rebin, int(run.params.trainToTestRatio), alignment)
+    per_dataset = plan.per_dataset
     h5_paths = {name: data_dir / lfads_file_name(name) for name in per_dataset}
     # Read before anything is removed or replaced: without a history, what the old files held
     # (for the datasets the old export had) is what a trained run learned from.
@@ -291,7 +308,7 @@ def _write_export(plan: _ExportPlan, force: bool) -> tuple[list[Path], list[Path
     # Times from the file system, the clock that also stamps LFADS's output files. The folder's
     # mtime covers a spec that only lost a dataset (its other files stay as they were).
     since = max(path.stat().st_mtime for path in [data_dir, *h5_paths.values()])
-    plan.stamp[HISTORY_KEY] = updated_history(history, arrays_digest(per_dataset), on_disk, since)
+    plan.stamp[HISTORY_KEY] = updated_history(history, plan.digest, on_disk, since)
     write_if_changed(data_dir / EXPORT_STAMP_FILE, json.dumps(plan.stamp, indent=1, sort_keys=True) + "\n")
     return written, removed
 
@@ -395,43 +412,76 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
                                f" ({first.params.c_factors_dim} vs {run.params.c_factors_dim}), which sizes its"
                                f" alignment matrices (version {run.params.version} keeps it out of the data hash)",
                                "set version = 20171107 or later, or give those param sets one c_factors_dim")
+    stamps = {key: _export_is_current(run, _source_stamp(run)) for key, run in groups.items()}
+    # No queue may start a run whose export changes (anything but a plain regenerate of unchanged
+    # sources) until its inputs and links are all written; a running one must not get new inputs.
+    changing = {key for key, stamp in stamps.items() if stamp is None}
+    with hold_run_locks(run.path for run in runs if _key(run) in changing) as running:
+        plans, counts, export_seconds = _plan_exports(groups, stamps, regenerate, progress)
+        # A running run is left alone when its export is only rewritten the same (files touched or copied).
+        keys = {run.path: _key(run) for run in runs}
+        new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
+        refuse_running([run_dir for run_dir in running if keys[run_dir] in new_content])
+        for run in runs:
+            _check_trials(run, counts[_key(run)])
+        export_seconds += _write_exports(plans, regenerate, progress, report)
+        unjudged = {_key(plan.run) for plan in plans if plan.unjudged}
+        _write_runs(collection, unjudged, regenerate, progress, report)
+    write_collection_files(collection)
+    report.export_seconds = export_seconds
+    report.other_seconds = time.perf_counter() - started - export_seconds
+    _say(progress, f"prepared {len(runs)} runs in {collection.path}")
+    return report
+
+
+def _key(run: Run) -> tuple[str, str]:
+    """Runs with one data hash and run spec share one export."""
+    return run.params.data_hash, run.spec.name
+
+
+def _plan_exports(groups: dict[tuple[str, str], Run], stamps: dict[tuple[str, str], dict[str, Any] | None],
+                  regenerate: bool, progress: Callable[[str], None] | None,
+                  ) -> tuple[list[_ExportPlan], dict[tuple[str, str], dict[str, dict[str, int]]], float]:
+    """Phase 2: (exports to write, trial counts per export, seconds spent)."""
     cache: dict[str, SequenceData] = {}
     plans: list[_ExportPlan] = []
     counts: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
-    export_seconds = 0.0
+    started = time.perf_counter()
     for key, run in groups.items():
-        source = _source_stamp(run)
-        current = None if regenerate else _export_is_current(run, source)
-        if current is not None:
-            counts[key] = current["datasets"]
+        stamp = stamps[key]
+        if stamp is not None and not regenerate:
+            counts[key] = stamp["datasets"]
             continue
-        t0 = time.perf_counter()
         _say(progress, f"loading {', '.join(run.dataset_names)} for {run.params.data_hash_name}/{run.spec.name}")
-        plan = _plan_export(run, source, cache)
-        export_seconds += time.perf_counter() - t0
+        plan = _plan_export(run, _source_stamp(run), cache)
         plans.append(plan)
         counts[key] = plan.stamp["datasets"]
-    for run in runs:
-        _check_trials(run, counts[(run.params.data_hash, run.spec.name)])
+    return plans, counts, time.perf_counter() - started
 
+
+def _write_exports(plans: list[_ExportPlan], regenerate: bool, progress: Callable[[str], None] | None,
+                   report: PrepareReport) -> float:
+    """Phase 3; the seconds spent."""
+    started = time.perf_counter()
     for plan in plans:
-        t0 = time.perf_counter()
         _say(progress, f"exporting {plan.run.params.data_hash_name}/{plan.run.spec.name}")
         written, removed = _write_export(plan, force=regenerate)
         report.files_written += written
         report.files_removed += removed
         report.exported.append(plan.run.path_common_data)
-        export_seconds += time.perf_counter() - t0
-    cache.clear()
+    return time.perf_counter() - started
 
-    unjudged = {(plan.run.params.data_hash, plan.run.spec.name) for plan in plans if plan.unjudged}
+
+def _write_runs(collection: RunCollection, unjudged: set[tuple[str, str]], regenerate: bool,
+                progress: Callable[[str], None] | None, report: PrepareReport) -> None:
+    """Phase 4, and the notes on trained runs whose data changed since."""
     stamps: dict[tuple[str, str], dict[str, Any] | None] = {}
     resources = _resources(collection)
     scripts: _ScriptCache = {}
-    for run in runs:
+    for run in collection.runs:
         report.files_written += _write_run(run, regenerate, resources, scripts)
         report.files_removed += _remove_stale_links(run)
-        key = (run.params.data_hash, run.spec.name)
+        key = _key(run)
         if key in unjudged and training_started(run.path) is not None:
             note = (f"note: {run.path} is trained, but its export was made again with no record of the data it"
                     f" learned from; if that data changed, retrain it: {retrain_hint(run.path)}")
@@ -447,8 +497,3 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
                     f" {retrain_hint(run.path)}")
             report.notes.append(note)
             _say(progress, note)
-    write_collection_files(collection)
-    report.export_seconds = export_seconds
-    report.other_seconds = time.perf_counter() - started - export_seconds
-    _say(progress, f"prepared {len(runs)} runs in {collection.path}")
-    return report

@@ -37,9 +37,12 @@ def run_manager_cli_in_process(*args: str) -> tuple[int, str]:
 
 
 def file_states(root: Path) -> dict[str, tuple[int, int]]:
-    """rel path -> (mtime_ns, size) of every file and symlink under root (symlinks not followed)."""
+    """rel path -> (mtime_ns, size) of every file and symlink under root (symlinks not followed).
+
+    Runs' `.runqueue/` folders are the queue's (prepare takes the run lock in there), not prepare's output."""
     states = {}
-    for folder, _dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [name for name in dirs if name != ".runqueue"]
         for name in files:
             path = Path(folder) / name
             stat = path.lstat()

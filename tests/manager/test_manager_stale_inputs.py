@@ -13,6 +13,8 @@ from manager_test_helpers import file_states, run_manager_cli, write_npz_dataset
 
 from manager import DatasetCollection, ManagerError, RunCollection, RunParams, RunSpec, StaleResultsWarning
 from manager.results import load_posterior_means
+from runqueue import runlock
+from runqueue.layout import RunPaths
 
 
 def experiment(tmp_path: Path, datasets: list[str], alignment: bool = True) -> Path:
@@ -246,3 +248,46 @@ def test_report_refuses_a_run_whose_spec_gained_a_dataset(tmp_path, data):
     result = run_manager_cli("report", str(run_dir))
     assert result.returncode == 2 and "its data changed after it was trained" in result.stderr, result.stdout + result.stderr
     assert not (run_dir / "report").exists()
+
+
+def test_prepare_leaves_the_inputs_of_a_running_run_alone(tmp_path, data):
+    toml = experiment(tmp_path, ["ds001", "ds002"])
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    lock = runlock.try_acquire(RunPaths(run_dir).lock)  # as its supervisor does: the run is running
+    assert lock is not None
+    try:
+        os.utime(data / "ds002.npz")  # same content: the export is rewritten the same, the run is left to run
+        touched = run_manager_cli("prepare", str(toml))
+        assert touched.returncode == 0, touched.stderr
+        write_npz_dataset(data / "ds002.npz", seed=7)
+        before = file_states(tmp_path / "runs")
+        for changed in (toml, experiment(tmp_path, ["ds001", "ds002", "ds003"])):  # new data; a dataset added
+            refused = run_manager_cli("prepare", str(changed))
+            assert refused.returncode != 0
+            assert f"{run_dir}: is running, and this prepare would change its inputs" in refused.stderr
+            assert "runqueue cancel" in refused.stderr
+            assert file_states(tmp_path / "runs") == before  # nothing written
+    finally:
+        os.close(lock)
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+
+
+def test_no_queue_can_start_a_run_while_prepare_rewrites_its_inputs(tmp_path, data):
+    datasets = DatasetCollection(data)
+    datasets.add_files(["ds001.npz", "ds002.npz"])
+    collection = RunCollection(tmp_path / "runs", "exp", datasets)
+    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
+    collection.add_run_spec(RunSpec("all", datasets, ["ds001", "ds002"]))
+    collection.prepare()
+    (run,) = collection.runs
+    write_npz_dataset(data / "ds002.npz", seed=7)
+    held: list[bool] = []
+
+    def progress(message: str) -> None:
+        if message.startswith(("loading", "exporting")):
+            held.append(runlock.is_held(RunPaths(run.path).lock))
+
+    collection.prepare(progress=progress)
+    assert held and all(held)  # from planning the export until the links are written
+    assert not runlock.is_held(RunPaths(run.path).lock)
