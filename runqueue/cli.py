@@ -64,7 +64,7 @@ _non_negative_float = _bounded(float, 0, "number")
 
 
 def _add_device_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gpus", metavar="LIST", help="use only these GPUs: indices or UUIDs, e.g. 0,1")
+    parser.add_argument("--gpus", metavar="LIST", help="use only these GPUs: indices or UUIDs, e.g. 0,1; `none` = CPU slots only")
     parser.add_argument("--simulate-gpus", metavar="FILE", help="simulated inventory file (DESIGN.md §4; also $RUNQUEUE_SIMULATE_GPUS)")
     parser.add_argument("--cpu-slots", type=_non_negative_int, metavar="N", help="CPU slots offered when there is no GPU (default 1)")
 

@@ -34,14 +34,33 @@ def cpu_slot_devices(count: int) -> tuple[Device, ...]:
     return tuple(Device(uuid=f"cpu-{i}", index=i, name=f"CPU slot {i}", is_gpu=False) for i in range(count))
 
 
+NO_GPUS = "none"  # `--gpus none`: CPU slots only, even where GPUs are
+
+
 def parse_gpu_list(spec: str) -> tuple[str, ...]:
-    """`--gpus 0,1` or `--gpus GPU-…,MIG-…` as a tuple of ids; InventoryError on an empty or repeated id."""
+    """`--gpus 0,1` or `--gpus GPU-…,MIG-…` as a tuple of ids; () for `none`; InventoryError on
+    an empty, repeated or malformed id (without NVML nothing else would catch a typo)."""
+    if spec.strip().lower() == NO_GPUS:
+        return ()
     ids = tuple(part.strip() for part in spec.split(","))
     if not ids or any(not part for part in ids):
         raise InventoryError(f"--gpus {spec!r}: expected a comma-separated list such as '0,1' or 'GPU-…,GPU-…'")
+    for part in ids:
+        if not (part.isdigit() or part.startswith(("GPU-", "MIG-"))):
+            raise InventoryError(f"--gpus {spec!r}: {part!r} is neither a GPU index nor a GPU-…/MIG-… UUID; give ids"
+                                 " that `runqueue gpus` lists, or `--gpus none` for CPU slots only")
     if len(set(ids)) != len(ids):
         raise InventoryError(f"--gpus {spec!r}: a GPU is listed twice; list each once")
     return ids
+
+
+class NoGpuInventory:
+    """`--gpus none`: never a GPU (the CPU fallback around it offers the CPU slots)."""
+
+    status = "no GPUs (--gpus none)"
+
+    def read(self) -> InventoryReading:
+        return InventoryReading(devices=(), status=self.status)
 
 
 class StaticInventory:
@@ -99,7 +118,8 @@ def make_inventory(*, gpus: str | None, simulate_gpus: str | None, cpu_slots: in
         inner = SimulatedInventory(Path(simulated_path))
         inner.read()
     elif gpus:
-        inner = _static_inventory(parse_gpu_list(gpus))
+        ids = parse_gpu_list(gpus)
+        inner = _static_inventory(ids) if ids else NoGpuInventory()
     else:
         inner = _nvml_inventory()
     return CpuFallbackInventory(inner, slots)

@@ -120,3 +120,13 @@ def test_static_list_without_nvml_is_untracked_gpus() -> None:
         make_inventory(gpus="1,1", simulate_gpus=None, cpu_slots=None)
     with pytest.raises(InventoryError, match="comma-separated"):
         make_inventory(gpus="0,,1", simulate_gpus=None, cpu_slots=None)
+    with pytest.raises(InventoryError, match="'gpu0' is neither a GPU index nor a GPU-…/MIG-… UUID"):
+        make_inventory(gpus="0,gpu0", simulate_gpus=None, cpu_slots=None)  # a typo, caught without NVML too
+
+
+def test_gpus_none_means_cpu_slots_only_even_with_gpus_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNQUEUE_SIMULATE_GPUS", "")
+    for spelling in ("none", "None"):
+        reading = make_inventory(gpus=spelling, simulate_gpus=None, cpu_slots=2).read()
+        assert [(d.uuid, d.is_gpu) for d in reading.devices] == [("cpu-0", False), ("cpu-1", False)]
+        assert reading.status == "no GPUs (--gpus none); 2 CPU slots"
