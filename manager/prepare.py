@@ -51,6 +51,7 @@ from manager.export_history import (
     training_started,
     updated_history,
 )
+from manager.leftovers import collection_lock, remove_temp_files
 from manager.run import Run
 from manager.runlocks import hold_run_locks, refuse_running
 from manager.scripts import (
@@ -68,6 +69,7 @@ from runqueue.layout import (
     COLLECTION_QUEUE_SCRIPT,
     DEFAULT_MEMORY_MB,
     POSTERIOR_SCRIPT,
+    RESOURCES_FILE,
     SUMMARY_FILE,
     TENSORBOARD_SCRIPT,
     TRAIN_SCRIPT,
@@ -399,11 +401,37 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
     if not runs:
         raise ManagerError(collection.path, "the collection has no runs", "add at least one param set and one run spec")
     started = time.perf_counter()
-    _check_obstacles(runs)
+    with collection_lock(collection.path) as locked:
+        _check_obstacles(runs)
+        report.files_removed += remove_temp_files(_prepare_folders(collection), locked)
+        export_seconds = _prepare_locked(collection, regenerate, progress, report)
+    report.export_seconds = export_seconds
+    report.other_seconds = time.perf_counter() - started - export_seconds
+    _say(progress, f"prepared {len(runs)} runs in {collection.path}")
+    return report
 
+
+def _prepare_folders(collection: RunCollection) -> list[tuple[Path, Callable[[str], bool]]]:
+    """Each folder prepare writes into, with which of its file names are prepare's."""
+    in_collection = {SUMMARY_FILE, TENSORBOARD_SCRIPT, COLLECTION_QUEUE_SCRIPT}
+    in_run = {TRAIN_SCRIPT, POSTERIOR_SCRIPT, WRITE_PARAMS_SCRIPT, RESOURCES_FILE}
+    folders: list[tuple[Path, Callable[[str], bool]]] = [(collection.path, in_collection.__contains__)]
+    for run in collection.runs:
+        folders.append((run.path, in_run.__contains__))
+        folders.append((run.paths.lfads_input, lambda name: True))  # only prepare writes in there
+    for data_dir in {run.path_common_data for run in collection.runs}:
+        folders.append((data_dir, lambda name: name.startswith((LFADS_FILE_PREFIX, INPUT_INFO_PREFIX))
+                        or name in (EXPORT_STAMP_FILE, ALIGNMENT_PLOT_FILE)))
+    return folders
+
+
+def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Callable[[str], None] | None,
+                    report: PrepareReport) -> float:
+    """Phases 2-5 under the collection lock; the seconds spent exporting."""
+    runs = collection.runs
     groups: dict[tuple[str, str], Run] = {}
     for run in runs:
-        first = groups.setdefault((run.params.data_hash, run.spec.name), run)
+        first = groups.setdefault(_key(run), run)
         if run.uses_alignment and first.params.c_factors_dim != run.params.c_factors_dim:
             # version < 20171107 leaves c_factors_dim out of the data hash (as MATLAB then did), so
             # one alignment export of one width would serve both; the wider model could not load it.
@@ -428,10 +456,7 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
         unjudged = {_key(plan.run) for plan in plans if plan.unjudged}
         _write_runs(collection, unjudged, regenerate, progress, report)
     write_collection_files(collection)
-    report.export_seconds = export_seconds
-    report.other_seconds = time.perf_counter() - started - export_seconds
-    _say(progress, f"prepared {len(runs)} runs in {collection.path}")
-    return report
+    return export_seconds
 
 
 def _key(run: Run) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import stat
@@ -9,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from manager_test_helpers import SEED_TINY, run_manager_cli, small_collection, write_npz_dataset
 
 import manager.prepare as prepare_module
 from manager.collection import RunCollection
+from manager.errors import ManagerError
 from manager.params import RunParams
 from manager.scripts import flag_pairs
 
@@ -182,3 +185,42 @@ def test_lfads_train_sh_is_written_last_in_each_run_folder(tmp_path, monkeypatch
     assert {path.name for path in in_run} >= {"lfads_train.sh", "lfads_posterior_mean_sample.sh",
                                               "lfads_write_model_params.sh", "runqueue.json"}
     assert in_run[-1].name == "lfads_train.sh", [str(path.relative_to(run.path)) for path in in_run]
+
+
+def test_temp_files_of_a_killed_prepare_are_removed_and_nobody_elses(tmp_path):
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "a.npz")
+    collection = small_collection(tmp_path, ["a.npz"])
+    collection.prepare()
+    (run,) = collection.runs
+    data_dir = run.path_common_data
+    # What prepare's atomic writers leave when killed with -9 half-way (names as mkstemp makes them).
+    ours = [data_dir / ".lfads_a.h5.k06gevuo.tmp", data_dir / ".inputInfo_a.mat.b0y8l433.tmp",
+            data_dir / "..export_stamp.json.x_1yz2w3.tmp", run.path / ".lfads_train.sh.9ivoyprn.tmp",
+            run.path / ".runqueue.json.abcdefgh.tmp", run.path / "lfadsInput" / ".lfads_a.h5.4242.0123abcd.link-tmp",
+            collection.path / ".summary.txt.zzzzzzzz.tmp"]
+    # ...and temp files that are not prepare's: a live supervisor's marker, LFADS's, a user's.
+    theirs = [run.path / ".lfads.done.abcdefgh.tmp", run.path / "lfadsOutput" / ".fitlog.csv.abcdefgh.tmp",
+              run.path / ".notes.txt.abcdefgh.tmp", run.path / ".runqueue" / ".state.json.abcdefgh.tmp"]
+    for path in ours + theirs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    report = collection.prepare()
+    assert [path for path in ours if path.exists()] == []
+    assert set(ours) <= set(report.files_removed)
+    assert all(path.exists() for path in theirs)
+
+
+def test_a_second_prepare_of_the_same_collection_at_once_is_refused(tmp_path):
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "a.npz")
+    collection = small_collection(tmp_path, ["a.npz"])
+    collection.prepare()
+    fd = os.open(collection.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a prepare running in another process holds it
+        with pytest.raises(ManagerError, match="another `lfads-manager prepare` is writing this collection"):
+            collection.prepare()
+    finally:
+        os.close(fd)
+    collection.prepare()
