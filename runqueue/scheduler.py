@@ -162,6 +162,7 @@ class Scheduler:
         try:
             self._discover(full=True)
             self._adopt_running()
+            self._drop_stale_claims()
             self.hooks.ready(self.status_line())
             while True:
                 self._act_on_signals()
@@ -338,6 +339,14 @@ class Scheduler:
         for run in self.runs.values():
             if run.state == RunState.PENDING and (runlock.is_held(run.paths.lock) or self.executor.submitted(run.path)):
                 self._watch_running_elsewhere(run, announce=True)
+
+    def _drop_stale_claims(self) -> None:
+        """Claims of runs that ended while no queue watched them (their process is gone): removed
+        now, not only when some later run is placed (a queue with nothing to place never would)."""
+        if self.executor.placement_device() is not None:
+            return  # a batch system places the runs: no host-wide claims
+        with contextlib.suppress(ClaimError, OSError), self.claims.transaction() as txn:
+            txn.live_claims()
 
     def _watch_running_elsewhere(self, run: TrackedRun, *, announce: bool = False) -> None:
         """Watch a run some other supervisor holds. `announce`: adopted at start-up (ours from an

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from runqueue_testkit import (
     wait_for,
     write_gpus,
 )
+
+from runqueue.devices.claims import Claim, ClaimStore
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -49,10 +52,18 @@ def test_runqueue_runs_every_step_in_order_on_cpu_slots_without_gpus(tmp_path: P
     # Console: the run's own lines prefixed with its name, a summary, and nothing failed.
     assert "[param_A/r0] training" in result.stdout
     assert "summary: 3 run(s): 3 done, 0 failed" in result.stdout
-    # A second queue finds nothing to do.
+    # A second queue finds nothing to do, and drops the claim of a run that ended while no queue
+    # watched it (here: written by a process that has exited).
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    with ClaimStore(tmp_path / "claims").transaction() as txn:
+        txn.add(Claim(run_dir=str(runs[0]), device_uuid="cpu-0", memory_mb=0, pid=ended.pid, sid=ended.pid,
+                      queue_id="gone", created=0.0))
+    assert list((tmp_path / "claims").glob("*.claim.json"))
     again = run_queue(queue_env(tmp_path, RECORD_FILE=str(record)), "run", tmp_path / "runs", "--simulate-gpus", sim, "--quiet")
     assert again.returncode == 0
     assert len(record.read_text().splitlines()) == 9
+    assert list((tmp_path / "claims").glob("*.claim.json")) == []
 
 
 def test_runqueue_quiet_hides_run_output_but_not_events(tmp_path: Path) -> None:
