@@ -39,6 +39,7 @@ from runqueue.devices.placement import (
     why_not_placed,
 )
 from runqueue.discovery import RunScanner
+from runqueue.diskspace import disk_is_full
 from runqueue.durations import format_duration
 from runqueue.executors import make_executor
 from runqueue.executors.base import Executor, PendingStart, RunHandle
@@ -61,7 +62,6 @@ _MAX_CRASHES = 3
 _BLOCKED_START_RECHECK_S = 60.0
 _WAITING_NOTE_EVERY_S = 60.0
 _QUEUED_REFRESH_S = 2.0
-_DISK_FULL_BYTES = 1 << 20  # less free than this on a run's disk, with no outcome recorded: a full disk
 _HINT_SETTLE_S = 0.05  # after an inotify event, wait this long for the rest of a burst
 _SUBMIT_BATCH = 50  # runs handed to a batch system per loop turn (signals are looked at in between)
 
@@ -447,8 +447,7 @@ class Scheduler:
             # It ended without recording an outcome: killed (kill -9, out of memory), crashed, or
             # it could not write one. A full disk is said as such and waits for space (rescans
             # re-check it), rather than being restarted into the same wall.
-            free = _free_bytes(paths.root)
-            if free is not None and free < _DISK_FULL_BYTES:
+            if disk_is_full(paths.root):
                 reason = (f"the disk of {paths.root} is full, so the run could not record its outcome; free space"
                           " there (the run goes again once there is some)")
                 self._block(run, reason, recheck=True, event=f"stopped: {reason}")
@@ -711,14 +710,6 @@ class Scheduler:
         if self.stop_level and (counts.pending or counts.running):
             return 130
         return 0
-
-
-def _free_bytes(path: Path) -> int | None:
-    try:
-        stats = os.statvfs(path)
-    except OSError:
-        return None
-    return stats.f_bavail * stats.f_frsize
 
 
 def _file_size(path: Path) -> int:

@@ -12,6 +12,7 @@ from runqueue.devices.claims import Claim
 from runqueue.devices.model import Device
 from runqueue.devices.placement import PlacementPolicy, PlacementRequest, never_fits, why_not_placed
 from runqueue.discovery import FoundRun
+from runqueue.diskspace import disk_is_full
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB, RunPaths
 from runqueue.naming import run_identity
@@ -79,6 +80,9 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
         prefix = f"retry due after {state.reason} (attempt {state.attempt} failed); "  # then it waits like any run
     if state.phase == Phase.INTERRUPTED:
         prefix = f"interrupted; resumes at {state.resume_step}; "
+    if state.phase == Phase.RUNNING and disk_is_full(paths.root):
+        # Its supervisor could not record how it ended: queues wait for space rather than restart it.
+        return f"its disk is full ({paths.root}); free space there and it goes again"
     try:
         memory = load_resources(paths, memory_per_run, None).memory_mb
     except RunqueueError as error:

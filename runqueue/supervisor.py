@@ -35,6 +35,7 @@ from runqueue import legacy, runlock
 from runqueue.atomicio import atomic_write_json
 from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
+from runqueue.diskspace import disk_is_full
 from runqueue.layout import RunPaths
 from runqueue.procinfo import (
     become_subreaper,
@@ -637,11 +638,7 @@ class Supervisor:
             pass  # a full disk must not stop the run; the markers still decide
 
     def _disk_is_full(self) -> bool:
-        try:
-            info = os.statvfs(self.paths.root)
-        except OSError:
-            return False
-        return info.f_bavail * info.f_frsize < (1 << 20)
+        return disk_is_full(self.paths.root)
 
     @staticmethod
     def _reason_for(error: OSError) -> Reason:

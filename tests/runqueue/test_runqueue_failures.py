@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -194,6 +195,8 @@ def test_a_full_disk_is_named_and_the_log_is_kept(tmp_path: Path) -> None:
         log = (run / "lfads.out").read_text()
         assert log.startswith("### runqueue") and "line 1 padding" in log  # what was written is kept
         assert not (run / "lfads.done").exists()
+        (row,) = json.loads(run_queue(queue_env(tmp_path), "status", small, "--json").stdout)["runs"]
+        assert row["state"] == "pending" and row["reason"] == f"its disk is full ({run}); free space there and it goes again"
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
 
