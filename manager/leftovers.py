@@ -29,10 +29,32 @@ _UNLOCKED_MIN_AGE_S = 3600.0
 def collection_lock(folder: Path) -> Iterator[bool]:
     """flock on the collection folder itself (no extra file in the tree); yields whether it is held.
 
-    ManagerError when another prepare holds it; False where the file system cannot lock folders."""
-    if not folder.is_dir():
-        yield False  # first prepare: nothing of an earlier one to clean up
-        return
+    ManagerError when another prepare holds it; False where the file system cannot lock folders.
+    A first prepare makes the folder to lock it, and removes what it made if it fails."""
+    made = []
+    ancestor = folder
+    while not ancestor.exists():
+        made.append(ancestor)
+        ancestor = ancestor.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ManagerError(folder, f"cannot create the collection folder ({error.strerror})",
+                           "choose a root you can write to") from None
+    try:
+        with _flocked(folder) as held:
+            yield held
+    except BaseException:
+        for path in made:  # deepest first; only while still empty: nothing half-written stays
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+
+
+@contextlib.contextmanager
+def _flocked(folder: Path) -> Iterator[bool]:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:

@@ -13,6 +13,7 @@ Errors in 1-2 stop before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -53,7 +54,7 @@ from manager.export_history import (
 )
 from manager.leftovers import collection_lock, remove_temp_files
 from manager.run import Run
-from manager.runlocks import hold_run_locks, refuse_running
+from manager.runlocks import holding_runs, is_running, refuse_running
 from manager.scripts import (
     LFADS_INPUT_STEM,
     SCRIPT_MODE,
@@ -441,20 +442,23 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                                f" alignment matrices (version {run.params.version} keeps it out of the data hash)",
                                "set version = 20171107 or later, or give those param sets one c_factors_dim")
     stamps = {key: _export_is_current(run, _source_stamp(run)) for key, run in groups.items()}
-    # No queue may start a run whose export changes (anything but a plain regenerate of unchanged
-    # sources) until its inputs and links are all written; a running one must not get new inputs.
-    changing = {key for key, stamp in stamps.items() if stamp is None}
-    with hold_run_locks(run.path for run in runs if _key(run) in changing) as running:
-        plans, counts, export_seconds = _plan_exports(groups, stamps, regenerate, progress)
-        # A running run is left alone when its export is only rewritten the same (files touched or copied).
-        keys = {run.path: _key(run) for run in runs}
-        new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
-        refuse_running([run_dir for run_dir in running if keys[run_dir] in new_content])
-        for run in runs:
-            _check_trials(run, counts[_key(run)])
-        export_seconds += _write_exports(plans, regenerate, progress, report)
-        unjudged = {_key(plan.run) for plan in plans if plan.unjudged}
-        _write_runs(collection, unjudged, regenerate, progress, report)
+    plans, counts, export_seconds = _plan_exports(groups, stamps, regenerate, progress)
+    # Runs whose export gets new content must not be running (LFADS would sample from other data than
+    # it trained on), and no queue may start one while its export and folder are rewritten. Files only
+    # touched or copied (the same content) leave a running run alone.
+    new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
+    refuse_running([run.path for run in runs if _key(run) in new_content and is_running(run.path)])
+    for run in runs:
+        _check_trials(run, counts[_key(run)])
+    writer = _RunWriter(collection, regenerate, report)
+    for plan in plans:
+        group = [run for run in runs if _key(run) == _key(plan.run)]
+        with holding_runs([run.path for run in group]) if _key(plan.run) in new_content else contextlib.nullcontext():
+            export_seconds += _write_export_of(plan, regenerate, progress, report)
+            writer.write(group)
+    planned = {_key(plan.run) for plan in plans}
+    writer.write([run for run in runs if _key(run) not in planned])
+    _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
     write_collection_files(collection)
     return export_seconds
 
@@ -484,28 +488,38 @@ def _plan_exports(groups: dict[tuple[str, str], Run], stamps: dict[tuple[str, st
     return plans, counts, time.perf_counter() - started
 
 
-def _write_exports(plans: list[_ExportPlan], regenerate: bool, progress: Callable[[str], None] | None,
-                   report: PrepareReport) -> float:
-    """Phase 3; the seconds spent."""
+def _write_export_of(plan: _ExportPlan, regenerate: bool, progress: Callable[[str], None] | None,
+                     report: PrepareReport) -> float:
+    """Phase 3 for one export; the seconds spent."""
     started = time.perf_counter()
-    for plan in plans:
-        _say(progress, f"exporting {plan.run.params.data_hash_name}/{plan.run.spec.name}")
-        written, removed = _write_export(plan, force=regenerate)
-        report.files_written += written
-        report.files_removed += removed
-        report.exported.append(plan.run.path_common_data)
+    _say(progress, f"exporting {plan.run.params.data_hash_name}/{plan.run.spec.name}")
+    written, removed = _write_export(plan, force=regenerate)
+    report.files_written += written
+    report.files_removed += removed
+    report.exported.append(plan.run.path_common_data)
     return time.perf_counter() - started
 
 
-def _write_runs(collection: RunCollection, unjudged: set[tuple[str, str]], regenerate: bool,
-                progress: Callable[[str], None] | None, report: PrepareReport) -> None:
-    """Phase 4, and the notes on trained runs whose data changed since."""
+class _RunWriter:
+    """Phase 4: run folders (links, runqueue.json, step scripts), in the groups prepare locks."""
+
+    def __init__(self, collection: RunCollection, regenerate: bool, report: PrepareReport) -> None:
+        self.resources = _resources(collection)
+        self.scripts: _ScriptCache = {}
+        self.regenerate = regenerate
+        self.report = report
+
+    def write(self, runs: list[Run]) -> None:
+        for run in runs:
+            self.report.files_written += _write_run(run, self.regenerate, self.resources, self.scripts)
+            self.report.files_removed += _remove_stale_links(run)
+
+
+def _note_stale_runs(runs: list[Run], unjudged: set[tuple[str, str]], progress: Callable[[str], None] | None,
+                     report: PrepareReport) -> None:
+    """The notes on trained runs whose data changed since (or cannot be judged)."""
     stamps: dict[tuple[str, str], dict[str, Any] | None] = {}
-    resources = _resources(collection)
-    scripts: _ScriptCache = {}
-    for run in collection.runs:
-        report.files_written += _write_run(run, regenerate, resources, scripts)
-        report.files_removed += _remove_stale_links(run)
+    for run in runs:
         key = _key(run)
         if key in unjudged and training_started(run.path) is not None:
             note = (f"note: {run.path} is trained, but its export was made again with no record of the data it"

@@ -1,52 +1,75 @@
-"""The run locks prepare() holds while it rewrites runs' inputs.
+"""The run locks prepare() takes while it rewrites runs' inputs.
 
-A queue starts a run only after taking its lock, so holding it keeps every queue from starting
-the run on half-written inputs; a lock that cannot be taken means the run is running, and its
-inputs must not change under it (LFADS would sample and write parameters from other data than
-it trained on).
+A queue starts a run only after taking its run lock (a write lock), so a read lock held while one
+export and the folders of the runs sharing it are rewritten keeps every queue from starting such a
+run on half-written inputs; it needs only read access to a lock file another user's queue made, and
+`runqueue status` tells it from a running run. A run that is running must not get new inputs at
+all: LFADS would sample and write parameters from other data than it trained on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-from collections.abc import Iterable, Iterator
+import resource
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from manager.errors import ManagerError
 from runqueue import runlock
 from runqueue.layout import RunPaths
 
+_SPARE_FILES = 256  # descriptors left for everything else prepare opens
+
+
+def is_running(run_dir: Path) -> bool:
+    return runlock.is_held(RunPaths(run_dir).lock)
+
+
+def refuse_running(running: Sequence[Path]) -> None:
+    """ManagerError naming the first of the running runs whose inputs would change, if any."""
+    if running:
+        more = f" (and {len(running) - 1} more running run(s) of this collection)" if len(running) > 1 else ""
+        raise ManagerError(running[0], f"is running, and this prepare would change its inputs{more}",
+                           "let it finish, or stop it with `runqueue cancel RUN`; then prepare again")
+
 
 @contextlib.contextmanager
-def hold_run_locks(run_dirs: Iterable[Path]) -> Iterator[list[Path]]:
-    """Hold the lock of each existing run in `run_dirs`; yields the runs whose lock is held
-    elsewhere (running), for the caller to judge with `refuse_running`."""
+def holding_runs(run_dirs: Sequence[Path]) -> Iterator[None]:
+    """Hold a read lock on each existing run in `run_dirs`; ManagerError if one is running."""
+    _allow_open_files(len(run_dirs) + _SPARE_FILES)
     taken: list[int] = []
-    running: list[Path] = []
     try:
         for run_dir in run_dirs:
             paths = RunPaths(run_dir)
             if not paths.train_script.is_file():
                 continue  # not on disk yet: no queue can start it
             try:
-                fd = runlock.try_acquire(paths.lock)
+                fd = runlock.try_hold_shared(paths.lock)
             except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE):
+                    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+                    raise ManagerError(paths.lock, f"cannot lock the {len(run_dirs)} runs that share one export at once"
+                                       f" (open-file limit {soft})", "raise it, e.g. `ulimit -n 65536`, then prepare"
+                                       " again") from None
                 raise ManagerError(paths.lock, f"cannot take the run lock ({error.strerror})",
-                                   "check the run folder's permissions") from None
+                                   "make the run folder's .runqueue/ readable by you") from None
             if fd is None:
-                running.append(run_dir)
+                refuse_running([run_dir])  # started since prepare looked
             else:
                 taken.append(fd)
-        yield running
+        yield
     finally:
         for fd in taken:
             os.close(fd)
 
 
-def refuse_running(running: list[Path]) -> None:
-    """ManagerError naming the first of the running runs whose inputs would change, if any."""
-    if running:
-        more = f" (and {len(running) - 1} more running run(s) of this collection)" if len(running) > 1 else ""
-        raise ManagerError(running[0], f"is running, and this prepare would change its inputs{more}",
-                           "let it finish, or stop it with `runqueue cancel RUN`; then prepare again")
+def _allow_open_files(count: int) -> None:
+    """Raise the soft open-file limit towards `count` (up to the hard limit) for one group's locks."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= count:
+        return
+    wanted = count if hard == resource.RLIM_INFINITY else min(count, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))

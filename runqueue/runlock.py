@@ -63,19 +63,48 @@ def write_holder(fd: int) -> None:
     os.pwrite(fd, data, 0)
 
 
-def is_held(lock_path: Path) -> bool:
-    """True while some live process holds the run lock. Never takes the lock."""
+def try_hold_shared(lock_path: Path) -> int | None:
+    """A read lock on the run lock, for the manager's maintenance (prepare, delete-output): it keeps
+    every supervisor (which needs the write lock) from starting the run, needs only read access to
+    a lock file another user's queue created, and tells `is_maintained` apart from a running run.
+    The open descriptor (close it to let go), or None while a supervisor or its steps hold the run."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_bytes(fcntl.F_RDLCK))
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _conflicting_lock(lock_path: Path) -> int:
+    """The type of a lock that would stop a supervisor (F_WRLCK, F_RDLCK), or F_UNLCK."""
     try:
         fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return False  # no lock file: never run, or the folder is gone
+        return fcntl.F_UNLCK  # no lock file: never run, or the folder is gone
     try:
         answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock_bytes(fcntl.F_WRLCK))
     except OSError:
-        return False
+        return fcntl.F_UNLCK
     finally:
         os.close(fd)
-    return struct.unpack(_FLOCK, answer)[0] != fcntl.F_UNLCK
+    lock_type: int = struct.unpack(_FLOCK, answer)[0]
+    return lock_type
+
+
+def is_held(lock_path: Path) -> bool:
+    """True while some live process holds the run lock (a run, or the manager's maintenance). Never takes it."""
+    return _conflicting_lock(lock_path) != fcntl.F_UNLCK
+
+
+def is_maintained(lock_path: Path) -> bool:
+    """True while only the manager holds the run (a read lock: prepare or delete-output at work)."""
+    return _conflicting_lock(lock_path) == fcntl.F_RDLCK
 
 
 def read_holder(lock_path: Path) -> LockHolder | None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -282,12 +286,65 @@ def test_no_queue_can_start_a_run_while_prepare_rewrites_its_inputs(tmp_path, da
     collection.prepare()
     (run,) = collection.runs
     write_npz_dataset(data / "ds002.npz", seed=7)
-    held: list[bool] = []
+    blocked: list[bool] = []
 
     def progress(message: str) -> None:
-        if message.startswith(("loading", "exporting")):
-            held.append(runlock.is_held(RunPaths(run.path).lock))
+        if message.startswith("exporting"):
+            lock = RunPaths(run.path).lock
+            fd = runlock.try_acquire(lock)  # what a queue's supervisor does to start the run
+            blocked.append(fd is None and runlock.is_maintained(lock))  # and status tells it from running
+            if fd is not None:
+                os.close(fd)
 
     collection.prepare(progress=progress)
-    assert held and all(held)  # from planning the export until the links are written
+    assert blocked == [True]  # while its export and then its folder are rewritten
     assert not runlock.is_held(RunPaths(run.path).lock)
+
+
+def test_a_sweep_of_more_runs_than_open_files_is_prepared_again_after_its_data_changed(tmp_path, data):
+    toml = tmp_path / "sweep.toml"
+    toml.write_text("""
+[collection]
+root = "runs"
+name = "sweep"
+[datasets]
+folder = "data"
+files = ["ds001.npz"]
+[params]
+c_batch_size = 4
+c_factors_dim = 3
+[sweep]
+c_gen_dim = [{}]
+[[runspec]]
+name = "one"
+datasets = ["ds001"]
+""".format(", ".join(str(8 + i) for i in range(90))))  # 90 runs sharing one export
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    write_npz_dataset(data / "ds001.npz", seed=11)
+    # 64 open files at most, unless prepare raises its own soft limit for the runs it locks at once.
+    again = subprocess.run(["bash", "-c", f"ulimit -Sn 64 && {shlex.quote(sys.executable)} -m manager prepare {shlex.quote(str(toml))}"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr
+
+
+def test_the_first_prepare_of_a_collection_holds_its_lock(tmp_path, data):
+    datasets = DatasetCollection(data)
+    datasets.add_files(["ds001.npz"])
+    collection = RunCollection(tmp_path / "runs", "exp", datasets)
+    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
+    collection.add_run_spec(RunSpec("one", datasets, ["ds001"]))
+    locked: list[bool] = []
+
+    def progress(message: str) -> None:
+        if message.startswith("exporting"):
+            fd = os.open(collection.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a second prepare tries
+                locked.append(False)
+            except BlockingIOError:
+                locked.append(True)
+            finally:
+                os.close(fd)
+
+    collection.prepare(progress=progress)
+    assert locked == [True]
