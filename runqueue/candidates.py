@@ -34,6 +34,7 @@ class Sifted:
     ready: list[Candidate] = field(default_factory=list)  # in path order
     elsewhere: list[TrackedRun] = field(default_factory=list)  # held by another supervisor or batch job
     refused: list[tuple[TrackedRun, str]] = field(default_factory=list)  # a bad runqueue.json: why
+    maintained: bool = False  # some pending run is held by the manager (prepare, delete-output) right now
 
 
 def sift_pending(
@@ -58,6 +59,9 @@ def sift_pending(
             continue
         if os.path.lexists(paths.failed_marker):
             run.state = RunState.FAILED
+            continue
+        if runlock.is_maintained(paths.lock):
+            sifted.maintained = True  # the manager rewrites its inputs for a moment: look again soon
             continue
         if runlock.is_held(paths.lock) or submitted(run.path):
             sifted.elsewhere.append(run)

@@ -322,7 +322,7 @@ def _requeue(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from runqueue.control import cancel, resolve_runs
+    from runqueue.control import CancelRefused, cancel, resolve_runs
     from runqueue.layout import RunPaths
     from runqueue.slurm.control import cancel_if_submitted
 
@@ -332,6 +332,8 @@ def _cancel(args: argparse.Namespace) -> int:
             # A run handed to SLURM is stopped through SLURM; any other through its supervisor.
             outcome = cancel_if_submitted(RunPaths(run), args.grace) or cancel(RunPaths(run), args.grace)
             print(f"{run}: {outcome}")
+        except CancelRefused as refusal:
+            errors.append(f"{run}: {refusal}")
         except PermissionError as error:
             errors.append(f"{run}: not allowed to stop this run ({error.strerror}); ask its owner or run as root")
     for message in errors:

@@ -21,8 +21,14 @@ class RequeueRefused(Exception):
     """The run cannot be requeued now (the message says why and what to do)."""
 
 
+class CancelRefused(Exception):
+    """The run cannot be cancelled now (the message says why and what to do)."""
+
+
 def requeue(paths: RunPaths) -> str:
     """Clear lfads.done / lfads.failed and the attempt count; returns what was done, in words."""
+    if runlock.is_maintained(paths.lock):
+        raise RequeueRefused("its inputs are being rewritten (lfads-manager prepare or delete-output); try again when that is done")
     if runlock.is_held(paths.lock):
         raise RequeueRefused("is running; not requeued (`runqueue cancel` it first)")
     removed = []
@@ -44,6 +50,9 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
         return "already done; nothing to cancel"
     if os.path.lexists(paths.failed_marker):
         return "already failed; nothing to cancel"
+    if runlock.is_maintained(paths.lock):
+        raise CancelRefused("is not running: lfads-manager (prepare or delete-output) is rewriting its inputs; "
+                            "cancel it when that is done")
     if not runlock.is_held(paths.lock):
         _write_cancelled(paths, None, "cancelled before it started")
         return "was not running; marked failed (cancelled) so it does not start"
@@ -54,10 +63,21 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
         if _ask_supervisor(pid, start, grace_s) and os.path.lexists(paths.failed_marker):
             return f"cancelled (supervisor pid {pid} stopped it)"
     # No supervisor to ask (it died and left steps running), or it did not answer: stop its
-    # session ourselves. The supervisor led that session, so its pid is the session id.
-    if pid:
-        _stop_session(pid, grace_s)
-    _terminate(lambda: _run_steps_holding_lock(paths), grace_s)  # steps that left the session (setsid) hold the run lock
+    # session ourselves (the supervisor led it, so its pid is the session id), and steps that left
+    # it (setsid); only processes of this run (they carry its RUNQUEUE_RUN_DIR), never a session
+    # that a reused pid now leads.
+    sid = pid or 0
+    hung = {sid} if sid and is_alive(sid, start) else set()  # a supervisor that did not answer (identity checked)
+
+    def members() -> list[int]:
+        in_session = {member for member in session_members(sid) if _is_step_of(member, paths)} if sid else set()
+        alive = {member for member in hung if is_alive(member, start)}
+        return sorted((in_session | alive | set(_run_steps_holding_lock(paths))) - {os.getpid()})
+
+    if not members():
+        raise CancelRefused("is held by a process that is not one of its steps (its supervisor is gone); "
+                            f"nothing stopped — see {paths.out_log}, and try again in a moment")
+    _terminate(members, grace_s)
     _write_cancelled(paths, state.step, "cancelled with `runqueue cancel`; the queue stopped the processes itself")
     return "cancelled (processes stopped by `runqueue cancel`)"
 
@@ -94,25 +114,21 @@ def _terminate(members: Callable[[], list[int]], grace_s: float) -> None:
     send(signal.SIGKILL)
 
 
-def _stop_session(sid: int, grace_s: float) -> None:
-    me = os.getpid()
-    _terminate(lambda: [pid for pid in session_members(sid) if pid != me], grace_s)
-
-
 def _run_steps_holding_lock(paths: RunPaths) -> list[int]:
-    """Holders of the run lock that are this run's steps (they carry its RUNQUEUE_RUN_DIR): never a
-    queue that has the lock file open for a moment to test it."""
+    """Holders of the run lock that are this run's steps: never a queue that has the lock file open
+    for a moment to test it, nor lfads-manager."""
+    return [pid for pid in file_holders(paths.lock) if _is_step_of(pid, paths)]
+
+
+def _is_step_of(pid: int, paths: RunPaths) -> bool:
+    """The process carries this run's RUNQUEUE_RUN_DIR (every step and its children do)."""
     prefix = b"RUNQUEUE_RUN_DIR="
-    steps = []
-    for pid in file_holders(paths.lock):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as environ:
-                values = [item[len(prefix):] for item in environ.read().split(b"\0") if item.startswith(prefix)]
-            if values and os.path.samefile(os.fsdecode(values[-1]), paths.root):
-                steps.append(pid)
-        except OSError:
-            continue
-    return steps
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            values = [item[len(prefix):] for item in environ.read().split(b"\0") if item.startswith(prefix)]
+        return bool(values) and os.path.samefile(os.fsdecode(values[-1]), paths.root)
+    except OSError:
+        return False
 
 
 def _write_cancelled(paths: RunPaths, step: str | None, message: str) -> None:

@@ -102,6 +102,11 @@ def is_held(lock_path: Path) -> bool:
     return _conflicting_lock(lock_path) != fcntl.F_UNLCK
 
 
+def is_running(lock_path: Path) -> bool:
+    """True while a supervisor or a step of the run holds it (the write lock)."""
+    return _conflicting_lock(lock_path) == fcntl.F_WRLCK
+
+
 def is_maintained(lock_path: Path) -> bool:
     """True while only the manager holds the run (a read lock: prepare or delete-output at work)."""
     return _conflicting_lock(lock_path) == fcntl.F_RDLCK

@@ -180,7 +180,7 @@ def marker_state(paths: RunPaths) -> RunState:
         return RunState.DONE
     if os.path.lexists(paths.failed_marker):
         return RunState.FAILED
-    if runlock.is_held(paths.lock):
+    if runlock.is_running(paths.lock):
         return RunState.RUNNING
     return RunState.PENDING
 

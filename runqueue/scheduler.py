@@ -55,6 +55,7 @@ from runqueue.tracked import RunCounts, TrackedRun, count_runs, status_text, sum
 
 _TAIL_INTERVAL_S = 0.25
 _ELSEWHERE_PROBE_S = 2.0
+_MAINTENANCE_RETRY_S = 1.0  # a run whose inputs lfads-manager rewrites: tried again this soon
 _FULL_RESCAN_EVERY = 12  # rescans; the others use the mtime hint
 _RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <= 0.5 % of a core
 _REPLY_TIMEOUT_S = 30.0
@@ -337,7 +338,7 @@ class Scheduler:
     def _adopt_running(self) -> None:
         """On start: watch every run whose supervisor lives (started by an earlier or another queue)."""
         for run in self.runs.values():
-            if run.state == RunState.PENDING and (runlock.is_held(run.paths.lock) or self.executor.submitted(run.path)):
+            if run.state == RunState.PENDING and (runlock.is_running(run.paths.lock) or self.executor.submitted(run.path)):
                 self._watch_running_elsewhere(run, announce=True)
 
     def _drop_stale_claims(self) -> None:
@@ -426,7 +427,7 @@ class Scheduler:
             run.state = RunState.FAILED
             self.console.event(f"[{run.name}] failed ({failure.get('reason')}): {failure.get('message', '')} — see {paths.out_log}")
             return
-        if runlock.is_held(paths.lock):
+        if runlock.is_running(paths.lock):
             # The supervisor is gone but something of the run still holds it (a step that
             # outlived it, or is still stopping): not startable until that ends.
             run.state = RunState.RUNNING
@@ -535,6 +536,8 @@ class Scheduler:
             time_limit_s=self.options.time_limit_s,
             submitted=self.executor.submitted,
         )
+        if sifted.maintained and self.next_placement_retry is None:
+            self.next_placement_retry = time.monotonic() + _MAINTENANCE_RETRY_S
         for run in sifted.elsewhere:
             self._watch_running_elsewhere(run)
         for run, error in sifted.refused:

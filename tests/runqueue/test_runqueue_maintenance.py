@@ -1,0 +1,68 @@
+"""A run whose inputs lfads-manager rewrites (a read lock on its run lock) is not a running run,
+and `runqueue cancel` stops only processes of the run itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from runqueue_testkit import finish, make_run, pid_alive, queue_env, run_queue, start_queue, wait_for
+
+from runqueue import runlock
+from runqueue.layout import RunPaths
+
+
+def test_a_run_being_prepared_waits_and_is_neither_running_nor_cancellable(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_M/r0", "echo trained\n")
+    env = queue_env(tmp_path)
+    hold = runlock.try_hold_shared(RunPaths(run).lock)  # as lfads-manager prepare holds it
+    assert hold is not None
+    released = False
+    queue = start_queue(env, "run", tmp_path / "runs", "--gpus", "none", log=tmp_path / "q.log")
+    try:
+        (row,) = json.loads(run_queue(env, "status", tmp_path / "runs", "--json").stdout)["runs"]
+        assert row["state"] == "pending" and row["reason"].startswith("its inputs are being rewritten")
+        requeued = run_queue(env, "requeue", run)
+        assert requeued.returncode == 2 and "its inputs are being rewritten" in requeued.stderr
+        cancelled = run_queue(env, "cancel", run)
+        assert cancelled.returncode == 2 and "lfads-manager (prepare or delete-output) is rewriting its inputs" in cancelled.stderr
+        assert not (run / "lfads.failed").exists()
+        time.sleep(1.5)
+        assert not (run / "lfads.out").exists()  # the queue waits
+        os.close(hold)
+        released = True
+        assert finish(queue) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if not released:
+            os.close(hold)
+        if queue.poll() is None:
+            queue.kill()
+    assert (run / "lfads.done").exists()
+    assert "not visible from here" not in (tmp_path / "q.log").read_text()
+
+
+def test_cancel_never_stops_a_session_that_only_reuses_the_dead_supervisors_pid(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_N/r0", "echo never\n")
+    paths = RunPaths(run)
+    stranger = subprocess.Popen(["setsid", "sleep", "60"])  # leads its own session, like a reused pid would
+    try:
+        wait_for(lambda: os.getsid(stranger.pid) == stranger.pid, what="the stranger's session")
+        paths.runtime_dir.mkdir(exist_ok=True)
+        # state.json names a supervisor whose pid the stranger now has (another start time), and the
+        # run lock is held by something that is not a step of the run.
+        paths.state.write_text(json.dumps({"phase": "running", "attempt": 1, "step": "lfads_train.sh",
+                                           "supervisor_pid": stranger.pid, "supervisor_start_time": 1}))
+        lock = runlock.try_acquire(paths.lock)
+        assert lock is not None
+        try:
+            result = run_queue(queue_env(tmp_path), "cancel", "--grace", "1", run)
+        finally:
+            os.close(lock)
+        assert result.returncode == 2 and "not one of its steps" in result.stderr, result.stdout + result.stderr
+        assert pid_alive(stranger.pid) and not (run / "lfads.failed").exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
