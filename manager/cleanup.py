@@ -1,6 +1,6 @@
 """Deleting a run's LFADS output so that the queue trains it again from scratch.
 
-The run lock is held while deleting: a queue cannot start the run half-way through, and a run
+The run lock is held (a read lock, as prepare takes it) while deleting: a queue cannot start the run half-way through, and a run
 that is training (its supervisor holds the lock) is refused instead of having its checkpoints
 pulled from under it.
 """
@@ -25,7 +25,7 @@ def delete_run_output(run_dir: Path) -> list[Path]:
     if not paths.train_script.is_file():
         raise ManagerError(run_dir, f"not a run folder (no {TRAIN_SCRIPT})", "give the folder that holds lfads_train.sh")
     try:
-        lock_fd = runlock.try_acquire(paths.lock)
+        lock_fd = runlock.try_hold_shared(paths.lock)  # keeps supervisors out; status says why
     except OSError as error:
         raise ManagerError(paths.lock, f"cannot take the run lock ({error.strerror})", "check the folder's permissions") from None
     if lock_fd is None:
