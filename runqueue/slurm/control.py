@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runqueue import runlock
+from runqueue.control import CancelRefused
 from runqueue.errors import RunqueueError
 from runqueue.layout import RunPaths
 from runqueue.runstate import RunState
@@ -55,7 +56,11 @@ def cancel_if_submitted(paths: RunPaths, grace_s: float, commands: SlurmCommands
     if stopped and os.path.lexists(paths.failed_marker):
         _settle(slurm_paths, record.token, f"SLURM job {job} cancelled with `runqueue cancel`; its supervisor stopped the run")
         return f"cancelled (SLURM job {job}: its supervisor stopped the run)"
-    commands.cancel(job)
+    if not commands.cancel(job):
+        # Recorded as asked to stop: a job that starts later runs nothing, and the queue that settles it
+        # writes lfads.failed(cancelled). But SLURM did not confirm, so say it.
+        raise CancelRefused(f"cancel recorded, but `scancel {job}` failed (SLURM unreachable?): the job may still be"
+                            " queued or running; run `runqueue cancel` again when SLURM answers")
     if not os.path.lexists(paths.failed_marker):
         write_cancelled(paths, f"cancelled with `runqueue cancel` (SLURM job {job} scancelled)")
     _settle(slurm_paths, record.token, f"SLURM job {job} scancelled with `runqueue cancel`")

@@ -160,3 +160,33 @@ def test_a_run_folder_gone_before_submission_is_not_submitted_nor_recreated(tmp_
     pending = SlurmExecutor(commands=NoCluster()).launch(spec)  # type: ignore[arg-type]
     assert pending.reply["status"] == "error" and pending.reply["reason"] == Reason.FOLDER_VANISHED
     assert not (tmp_path / "runs").exists()
+
+
+def test_cancel_says_so_when_scancel_fails(tmp_path: Path) -> None:
+    import pytest
+
+    from runqueue.control import CancelRefused
+    from runqueue.layout import RunPaths
+    from runqueue.slurm.control import cancel_if_submitted
+    from runqueue.slurm.paths import SlurmPaths
+    from runqueue.slurm.records import STOP_CANCEL, SubmissionRecord, load_submission, save_submission
+
+    class Unreachable:  # slurmctld down: every command fails
+        def check_available(self) -> None:
+            pass
+
+        def signal_batch(self, job_id: int, signal_name: str) -> bool:
+            return False
+
+        def cancel(self, job_id: int) -> bool:
+            return False
+
+    run = tmp_path / "runs" / "c" / "param_U" / "r"
+    run.mkdir(parents=True)
+    (run / "lfads_train.sh").write_text("echo\n")
+    paths = SlurmPaths.of(run)
+    save_submission(paths, SubmissionRecord(token="t", job_id=77, queue_id="q:1", submitted_at=0.0))
+    with pytest.raises(CancelRefused, match=r"cancel recorded, but `scancel 77` failed"):
+        cancel_if_submitted(RunPaths(run), 0.1, commands=Unreachable())  # type: ignore[arg-type]
+    record = load_submission(paths)
+    assert record is not None and record.stop_requested == STOP_CANCEL  # a job that starts later runs nothing
