@@ -50,6 +50,16 @@ def data(tmp_path: Path) -> Path:
     return folder
 
 
+def api_collection(tmp_path: Path, data: Path, name: str, spec: str, names: list[str]) -> RunCollection:
+    """One param set, one run spec over `names`, built through the Python API."""
+    datasets = DatasetCollection(data)
+    datasets.add_files([f"{n}.npz" for n in names])
+    collection = RunCollection(tmp_path / "runs", name, datasets)
+    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
+    collection.add_run_spec(RunSpec(spec, datasets, names))
+    return collection
+
+
 def lfads_loads(run_dir: Path) -> list[str]:
     """What LFADS opens: every name in lfadsInput/ that starts with its --data_filename_stem."""
     return sorted(p.name for p in (run_dir / "lfadsInput").iterdir() if p.name.startswith("lfads"))
@@ -154,11 +164,7 @@ def test_changed_source_data_under_a_trained_run_gets_a_note_until_it_is_retrain
 
 
 def test_the_api_warns_about_stale_runs_when_nobody_reads_progress(tmp_path, data):
-    datasets = DatasetCollection(data)
-    datasets.add_files(["ds001.npz"])
-    collection = RunCollection(tmp_path / "runs", "api", datasets)
-    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
-    collection.add_run_spec(RunSpec("s", datasets, ["ds001"]))
+    collection = api_collection(tmp_path, data, "api", "s", ["ds001"])
     collection.prepare()
     (run,) = collection.runs
     _train_by_hand(run.path)
@@ -278,11 +284,7 @@ def test_prepare_leaves_the_inputs_of_a_running_run_alone(tmp_path, data):
 
 
 def test_no_queue_can_start_a_run_while_prepare_rewrites_its_inputs(tmp_path, data):
-    datasets = DatasetCollection(data)
-    datasets.add_files(["ds001.npz", "ds002.npz"])
-    collection = RunCollection(tmp_path / "runs", "exp", datasets)
-    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
-    collection.add_run_spec(RunSpec("all", datasets, ["ds001", "ds002"]))
+    collection = api_collection(tmp_path, data, "exp", "all", ["ds001", "ds002"])
     collection.prepare()
     (run,) = collection.runs
     write_npz_dataset(data / "ds002.npz", seed=7)
@@ -328,11 +330,7 @@ datasets = ["ds001"]
 
 
 def test_the_first_prepare_of_a_collection_holds_its_lock(tmp_path, data):
-    datasets = DatasetCollection(data)
-    datasets.add_files(["ds001.npz"])
-    collection = RunCollection(tmp_path / "runs", "exp", datasets)
-    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
-    collection.add_run_spec(RunSpec("one", datasets, ["ds001"]))
+    collection = api_collection(tmp_path, data, "exp", "one", ["ds001"])
     locked: list[bool] = []
 
     def progress(message: str) -> None:
