@@ -64,13 +64,16 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
             return f"cancelled (supervisor pid {pid} stopped it)"
     # No supervisor to ask (it died and left steps running), or it did not answer: stop its
     # session ourselves (the supervisor led it, so its pid is the session id), and steps that left
-    # it (setsid); only processes of this run (they carry its RUNQUEUE_RUN_DIR), never a session
-    # that a reused pid now leads.
+    # it (setsid). Only processes of this run, never a session that a reused pid now leads: in the
+    # session, those holding the run lock (every step inherits it, wherever the folder moved) or
+    # carrying the run's RUNQUEUE_RUN_DIR; outside it, runqueue steps holding the run lock.
     sid = pid or 0
     hung = {sid} if sid and is_alive(sid, start) else set()  # a supervisor that did not answer (identity checked)
 
     def members() -> list[int]:
-        in_session = {member for member in session_members(sid) if _is_step_of(member, paths)} if sid else set()
+        holders = set(file_holders(paths.lock))
+        in_session = ({member for member in session_members(sid) if member in holders or _carries_run_dir(member, paths)}
+                      if sid else set())
         alive = {member for member in hung if is_alive(member, start)}
         return sorted((in_session | alive | set(_run_steps_holding_lock(paths))) - {os.getpid()})
 
@@ -115,20 +118,28 @@ def _terminate(members: Callable[[], list[int]], grace_s: float) -> None:
 
 
 def _run_steps_holding_lock(paths: RunPaths) -> list[int]:
-    """Holders of the run lock that are this run's steps: never a queue that has the lock file open
-    for a moment to test it, nor lfads-manager."""
-    return [pid for pid in file_holders(paths.lock) if _is_step_of(pid, paths)]
+    """Holders of the run lock that are runqueue steps (they carry a RUNQUEUE_RUN_DIR, perhaps the
+    folder's old name): never a queue that has the lock file open for a moment to test it."""
+    return [pid for pid in file_holders(paths.lock) if _run_dir_of(pid) is not None]
 
 
-def _is_step_of(pid: int, paths: RunPaths) -> bool:
-    """The process carries this run's RUNQUEUE_RUN_DIR (every step and its children do)."""
+def _carries_run_dir(pid: int, paths: RunPaths) -> bool:
+    """The process carries this run's RUNQUEUE_RUN_DIR (as every step and its children do)."""
+    run_dir = _run_dir_of(pid)
+    try:
+        return run_dir is not None and os.path.samefile(run_dir, paths.root)
+    except OSError:
+        return False
+
+
+def _run_dir_of(pid: int) -> str | None:
     prefix = b"RUNQUEUE_RUN_DIR="
     try:
         with open(f"/proc/{pid}/environ", "rb") as environ:
             values = [item[len(prefix):] for item in environ.read().split(b"\0") if item.startswith(prefix)]
-        return bool(values) and os.path.samefile(os.fsdecode(values[-1]), paths.root)
     except OSError:
-        return False
+        return None
+    return os.fsdecode(values[-1]) if values else None
 
 
 def _write_cancelled(paths: RunPaths, step: str | None, message: str) -> None:

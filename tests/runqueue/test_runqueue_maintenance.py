@@ -3,6 +3,7 @@ and `runqueue cancel` stops only processes of the run itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -66,3 +67,29 @@ def test_cancel_never_stops_a_session_that_only_reuses_the_dead_supervisors_pid(
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_cancel_stops_every_process_of_a_moved_run_whose_supervisor_died(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = (f'sleep 200 & echo $! >> {pids}\nenv -i sleep 201 & echo $! >> {pids}\n'
+              f'setsid sleep 202 & echo $! >> {pids}\necho $$ >> {pids}\nwait\n')
+    run = make_run(tmp_path / "runs", "c/param_O/r0", script)
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", "none", "--quiet", log=tmp_path / "q.log")
+    state = run / ".runqueue" / "state.json"
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 4 and state.exists(), what="the steps")
+    supervisor = json.loads(state.read_text())["supervisor_pid"]
+    queue.kill()
+    queue.wait()
+    os.kill(supervisor, 9)
+    moved = tmp_path / "runs" / "c" / "param_O" / "r0-moved"
+    os.rename(run, moved)  # the steps still carry the old RUNQUEUE_RUN_DIR
+    steps = [int(pid) for pid in pids.read_text().split()]
+    try:
+        result = run_queue(queue_env(tmp_path), "cancel", "--grace", "1", moved)
+        assert result.returncode == 0 and "cancelled" in result.stdout, result.stdout + result.stderr
+        wait_for(lambda: not any(pid_alive(pid) for pid in steps), timeout=15, what="every step to be stopped")
+        assert (moved / "lfads.failed").exists() and not runlock.is_held(RunPaths(moved).lock)
+    finally:
+        for pid in steps:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
