@@ -13,7 +13,6 @@ Errors in 1-2 stop before anything is written.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -54,7 +53,7 @@ from manager.export_history import (
 )
 from manager.leftovers import collection_lock, remove_temp_files
 from manager.run import Run
-from manager.runlocks import holding_runs, is_running, refuse_running
+from manager.runlocks import holding_runs, refuse_running
 from manager.scripts import (
     LFADS_INPUT_STEM,
     SCRIPT_MODE,
@@ -442,22 +441,24 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                                f" alignment matrices (version {run.params.version} keeps it out of the data hash)",
                                "set version = 20171107 or later, or give those param sets one c_factors_dim")
     stamps = {key: _export_is_current(run, _source_stamp(run)) for key, run in groups.items()}
-    plans, counts, export_seconds = _plan_exports(groups, stamps, regenerate, progress)
-    # Runs whose export gets new content must not be running (LFADS would sample from other data than
-    # it trained on), and no queue may start one while its export and folder are rewritten. Files only
-    # touched or copied (the same content) leave a running run alone.
-    new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
-    refuse_running([run.path for run in runs if _key(run) in new_content and is_running(run.path)])
-    for run in runs:
-        _check_trials(run, counts[_key(run)])
-    writer = _RunWriter(collection, regenerate, report)
-    for plan in plans:
-        group = [run for run in runs if _key(run) == _key(plan.run)]
-        with holding_runs([run.path for run in group]) if _key(plan.run) in new_content else contextlib.nullcontext():
+    # No queue may start a run whose export is redone (its sources changed) until prepare is done: a
+    # read lock on each (supervisors need the write lock). Those already running must not get new
+    # content (LFADS would sample from other data than it trained on); touched or copied files with
+    # the same content leave them running.
+    changing = {key for key, stamp in stamps.items() if stamp is None}
+    with holding_runs([run.path for run in runs if _key(run) in changing]) as running:
+        plans, counts, export_seconds = _plan_exports(groups, stamps, regenerate, progress)
+        new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
+        refuse_running([run.path for run in runs if run.path in running and _key(run) in new_content])
+        for run in runs:
+            _check_trials(run, counts[_key(run)])
+        for plan in plans:
             export_seconds += _write_export_of(plan, regenerate, progress, report)
-            writer.write(group)
-    planned = {_key(plan.run) for plan in plans}
-    writer.write([run for run in runs if _key(run) not in planned])
+        resources = _resources(collection)
+        scripts: _ScriptCache = {}
+        for run in runs:
+            report.files_written += _write_run(run, regenerate, resources, scripts)
+            report.files_removed += _remove_stale_links(run)
     _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
     write_collection_files(collection)
     return export_seconds
@@ -498,21 +499,6 @@ def _write_export_of(plan: _ExportPlan, regenerate: bool, progress: Callable[[st
     report.files_removed += removed
     report.exported.append(plan.run.path_common_data)
     return time.perf_counter() - started
-
-
-class _RunWriter:
-    """Phase 4: run folders (links, runqueue.json, step scripts), in the groups prepare locks."""
-
-    def __init__(self, collection: RunCollection, regenerate: bool, report: PrepareReport) -> None:
-        self.resources = _resources(collection)
-        self.scripts: _ScriptCache = {}
-        self.regenerate = regenerate
-        self.report = report
-
-    def write(self, runs: list[Run]) -> None:
-        for run in runs:
-            self.report.files_written += _write_run(run, self.regenerate, self.resources, self.scripts)
-            self.report.files_removed += _remove_stale_links(run)
 
 
 def _note_stale_runs(runs: list[Run], unjudged: set[tuple[str, str]], progress: Callable[[str], None] | None,

@@ -1,8 +1,8 @@
 """The run locks prepare() takes while it rewrites runs' inputs.
 
-A queue starts a run only after taking its run lock (a write lock), so a read lock held while one
-export and the folders of the runs sharing it are rewritten keeps every queue from starting such a
-run on half-written inputs; it needs only read access to a lock file another user's queue made, and
+A queue starts a run only after taking its run lock (a write lock), so a read lock held from before
+prepare loads the data until every export and run folder is written keeps every queue from starting
+a run whose export changes on old or half-written inputs; it needs only read access to a lock file another user's queue made, and
 `runqueue status` tells it from a running run. A run that is running must not get new inputs at
 all: LFADS would sample and write parameters from other data than it trained on.
 """
@@ -23,10 +23,6 @@ from runqueue.layout import RunPaths
 _SPARE_FILES = 256  # descriptors left for everything else prepare opens
 
 
-def is_running(run_dir: Path) -> bool:
-    return runlock.is_held(RunPaths(run_dir).lock)
-
-
 def refuse_running(running: Sequence[Path]) -> None:
     """ManagerError naming the first of the running runs whose inputs would change, if any."""
     if running:
@@ -36,10 +32,12 @@ def refuse_running(running: Sequence[Path]) -> None:
 
 
 @contextlib.contextmanager
-def holding_runs(run_dirs: Sequence[Path]) -> Iterator[None]:
-    """Hold a read lock on each existing run in `run_dirs`; ManagerError if one is running."""
+def holding_runs(run_dirs: Sequence[Path]) -> Iterator[list[Path]]:
+    """Hold a read lock on each existing run in `run_dirs`; yields those that are running (their
+    supervisor or steps hold the write lock), for the caller to judge with `refuse_running`."""
     _allow_open_files(len(run_dirs) + _SPARE_FILES)
     taken: list[int] = []
+    running: list[Path] = []
     try:
         for run_dir in run_dirs:
             paths = RunPaths(run_dir)
@@ -50,23 +48,23 @@ def holding_runs(run_dirs: Sequence[Path]) -> Iterator[None]:
             except OSError as error:
                 if error.errno in (errno.EMFILE, errno.ENFILE):
                     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-                    raise ManagerError(paths.lock, f"cannot lock the {len(run_dirs)} runs that share one export at once"
+                    raise ManagerError(paths.lock, f"cannot lock the {len(run_dirs)} runs whose export changes at once"
                                        f" (open-file limit {soft})", "raise it, e.g. `ulimit -n 65536`, then prepare"
                                        " again") from None
                 raise ManagerError(paths.lock, f"cannot take the run lock ({error.strerror})",
                                    "make the run folder's .runqueue/ readable by you") from None
             if fd is None:
-                refuse_running([run_dir])  # started since prepare looked
+                running.append(run_dir)
             else:
                 taken.append(fd)
-        yield
+        yield running
     finally:
         for fd in taken:
             os.close(fd)
 
 
 def _allow_open_files(count: int) -> None:
-    """Raise the soft open-file limit towards `count` (up to the hard limit) for one group's locks."""
+    """Raise the soft open-file limit towards `count` (up to the hard limit) for the runs' locks."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= count:
         return

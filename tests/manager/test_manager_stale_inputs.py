@@ -285,22 +285,23 @@ def test_prepare_leaves_the_inputs_of_a_running_run_alone(tmp_path, data):
 
 def test_no_queue_can_start_a_run_while_prepare_rewrites_its_inputs(tmp_path, data):
     collection = api_collection(tmp_path, data, "exp", "all", ["ds001", "ds002"])
+    collection.add_run_spec(RunSpec("second", collection.dataset_collection, ["ds002"]))
     collection.prepare()
-    (run,) = collection.runs
-    write_npz_dataset(data / "ds002.npz", seed=7)
-    blocked: list[bool] = []
+    write_npz_dataset(data / "ds002.npz", seed=7)  # both exports change
+    seen: list[tuple[str, bool]] = []
 
     def progress(message: str) -> None:
-        if message.startswith("exporting"):
-            lock = RunPaths(run.path).lock
-            fd = runlock.try_acquire(lock)  # what a queue's supervisor does to start the run
-            blocked.append(fd is None and runlock.is_maintained(lock))  # and status tells it from running
-            if fd is not None:
-                os.close(fd)
+        if message.startswith(("loading", "exporting")):
+            for run in collection.runs:  # every run whose export changes, not only the one being written
+                lock = RunPaths(run.path).lock
+                fd = runlock.try_acquire(lock)  # what a queue's supervisor does to start the run
+                seen.append((run.spec.name, fd is None and runlock.is_maintained(lock)))  # status tells it from running
+                if fd is not None:
+                    os.close(fd)
 
     collection.prepare(progress=progress)
-    assert blocked == [True]  # while its export and then its folder are rewritten
-    assert not runlock.is_held(RunPaths(run.path).lock)
+    assert len(seen) == 8 and all(blocked for _, blocked in seen), seen  # 2 loads + 2 exports, 2 runs each
+    assert not any(runlock.is_held(RunPaths(run.path).lock) for run in collection.runs)
 
 
 def test_a_sweep_of_more_runs_than_open_files_is_prepared_again_after_its_data_changed(tmp_path, data):
