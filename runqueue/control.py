@@ -13,7 +13,7 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
 from runqueue.layout import RunPaths
-from runqueue.procinfo import file_holders, is_alive, session_members
+from runqueue.procinfo import file_holders, is_alive, processes_with_env, session_members
 from runqueue.runstate import FailureRecord, PersistedState, Reason, load_state, now_iso, save_state
 
 
@@ -62,26 +62,20 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
         assert pid is not None
         if _ask_supervisor(pid, start, grace_s) and os.path.lexists(paths.failed_marker):
             return f"cancelled (supervisor pid {pid} stopped it)"
-    # No supervisor to ask (it died and left steps running), or it did not answer: stop its
-    # session ourselves (the supervisor led it, so its pid is the session id), and steps that left
-    # it (setsid). Only processes of this run, never a session that a reused pid now leads: in the
-    # session, those holding the run lock (every step inherits it, wherever the folder moved) or
-    # carrying the run's RUNQUEUE_RUN_DIR; outside it, runqueue steps holding the run lock.
-    sid = pid or 0
-    hung = {sid} if sid and is_alive(sid, start) else set()  # a supervisor that did not answer (identity checked)
-
-    def members() -> list[int]:
-        holders = set(file_holders(paths.lock))
-        in_session = ({member for member in session_members(sid) if member in holders or _carries_run_dir(member, paths)}
-                      if sid else set())
-        alive = {member for member in hung if is_alive(member, start)}
-        return sorted((in_session | alive | set(_run_steps_holding_lock(paths))) - {os.getpid()})
-
-    if not members():
+    # No supervisor to ask (it died and left steps running), or it did not answer: stop every process
+    # of the run ourselves, and nothing else (see _run_processes).
+    if not _run_processes(paths, pid, start):
         raise CancelRefused("is held by a process that is not one of its steps (its supervisor is gone); "
                             f"nothing stopped — see {paths.out_log}, and try again in a moment")
-    _terminate(members, grace_s)
-    _write_cancelled(paths, state.step, "cancelled with `runqueue cancel`; the queue stopped the processes itself")
+    _terminate(lambda: _run_processes(paths, pid, start), grace_s)
+    deadline = time.monotonic() + 2.0  # killed processes let go of the lock as they exit
+    while runlock.is_running(paths.lock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if runlock.is_running(paths.lock):
+        holders = ", ".join(str(holder) for holder in file_holders(paths.lock, write_locked=True))
+        raise CancelRefused(f"processes {holders or '(not visible to you)'} still hold its run lock after SIGKILL;"
+                            " stop them by hand (or ask their owner), then cancel again")
+    _write_cancelled(paths, state.step, "cancelled with `runqueue cancel`, which stopped the processes itself")
     return "cancelled (processes stopped by `runqueue cancel`)"
 
 
@@ -117,29 +111,30 @@ def _terminate(members: Callable[[], list[int]], grace_s: float) -> None:
     send(signal.SIGKILL)
 
 
-def _run_steps_holding_lock(paths: RunPaths) -> list[int]:
-    """Holders of the run lock that are runqueue steps (they carry a RUNQUEUE_RUN_DIR, perhaps the
-    folder's old name): never a queue that has the lock file open for a moment to test it."""
-    return [pid for pid in file_holders(paths.lock) if _run_dir_of(pid) is not None]
+def _run_processes(paths: RunPaths, sid: int | None, start: int | None) -> list[int]:
+    """Every process of the run, and nothing else.
+
+    - the session its supervisor led (sid = the supervisor's pid), all of it, but only while that
+      session is the run's: a pid is not handed out again while processes are still in the session
+      it names, so a live process with that pid that is not our supervisor leads someone else's;
+    - wherever they went (setsid, another session) and whatever their folder is called now: the
+      processes holding the run lock's write lock (every step inherits it) and those carrying the
+      run's RUNQUEUE_RUN_DIR.
+    """
+    found: set[int] = set()
+    if sid and (is_alive(sid, start) or not os.path.exists(f"/proc/{sid}")):
+        found.update(session_members(sid))
+    found.update(file_holders(paths.lock, write_locked=True))
+    found.update(processes_with_env("RUNQUEUE_RUN_DIR", lambda value: _same_folder(value, paths.root)))
+    found.discard(os.getpid())
+    return sorted(found)
 
 
-def _carries_run_dir(pid: int, paths: RunPaths) -> bool:
-    """The process carries this run's RUNQUEUE_RUN_DIR (as every step and its children do)."""
-    run_dir = _run_dir_of(pid)
+def _same_folder(path: str, root: Path) -> bool:
     try:
-        return run_dir is not None and os.path.samefile(run_dir, paths.root)
+        return os.path.samefile(path, root)
     except OSError:
         return False
-
-
-def _run_dir_of(pid: int) -> str | None:
-    prefix = b"RUNQUEUE_RUN_DIR="
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as environ:
-            values = [item[len(prefix):] for item in environ.read().split(b"\0") if item.startswith(prefix)]
-    except OSError:
-        return None
-    return os.fsdecode(values[-1]) if values else None
 
 
 def _write_cancelled(paths: RunPaths, step: str | None, message: str) -> None:

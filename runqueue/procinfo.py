@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
@@ -151,11 +152,13 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
-def file_holders(path: Path | str) -> list[int]:
-    """Pids of live processes with an open descriptor on `path`'s file (by device and inode).
+def file_holders(path: Path | str, *, write_locked: bool = False) -> list[int]:
+    """Pids of live processes with an open descriptor on `path`'s file (by device and inode);
+    `write_locked`: only through a descriptor that holds an OFD write lock on it.
 
-    The run lock is passed to every step, so its holders are the run's processes wherever they
-    went: the only handle on a step that left the session (setsid) once its supervisor is gone."""
+    The run lock is passed to every step, so its write-lock holders are the run's processes wherever
+    they went (a step that left the session, or its folder moved), and never a queue or `status`
+    that opens the lock file for a moment to test it."""
     try:
         target = os.stat(path)
     except OSError:
@@ -174,10 +177,34 @@ def file_holders(path: Path | str) -> list[int]:
                 found = os.stat(f"/proc/{pid}/fd/{name}")
             except OSError:
                 continue
-            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino):
+            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino) and (
+                    not write_locked or _holds_write_lock(pid, name)):
                 holders.append(pid)
                 break
     return holders
+
+
+def _holds_write_lock(pid: int, fd_name: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd_name}") as info:
+            return any(line.startswith("lock:") and "OFDLCK" in line and "WRITE" in line for line in info)
+    except OSError:
+        return False
+
+
+def processes_with_env(name: str, accept: Callable[[str], bool]) -> list[int]:
+    """Pids of live processes whose environment sets `name` to a value `accept` takes."""
+    prefix = f"{name}=".encode()
+    found = []
+    for pid in _all_processes():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                values = [item[len(prefix):] for item in environ.read().split(b"\0") if item.startswith(prefix)]
+        except OSError:
+            continue
+        if values and accept(os.fsdecode(values[-1])):
+            found.append(pid)
+    return found
 
 
 def signal_session(sid: int, signum: int, *, spare: frozenset[int] = frozenset()) -> int:

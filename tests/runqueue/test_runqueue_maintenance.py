@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -49,24 +51,25 @@ def test_cancel_never_stops_a_session_that_only_reuses_the_dead_supervisors_pid(
     run = make_run(tmp_path / "runs", "c/param_N/r0", "echo never\n")
     paths = RunPaths(run)
     stranger = subprocess.Popen(["setsid", "sleep", "60"])  # leads its own session, like a reused pid would
+    # A step of the run, left by its dead supervisor: it holds the run lock (the write lock).
+    step = subprocess.Popen([sys.executable, "-c", "import sys, time; from runqueue import runlock; from pathlib import Path;"
+                             " fd = runlock.try_acquire(Path(sys.argv[1])); print(fd is not None, flush=True); time.sleep(60)",
+                             str(paths.lock)], stdout=subprocess.PIPE, text=True)
     try:
+        assert step.stdout is not None and step.stdout.readline().strip() == "True"
         wait_for(lambda: os.getsid(stranger.pid) == stranger.pid, what="the stranger's session")
-        paths.runtime_dir.mkdir(exist_ok=True)
-        # state.json names a supervisor whose pid the stranger now has (another start time), and the
-        # run lock is held by something that is not a step of the run.
+        # state.json names a supervisor whose pid the stranger now has (another start time).
         paths.state.write_text(json.dumps({"phase": "running", "attempt": 1, "step": "lfads_train.sh",
                                            "supervisor_pid": stranger.pid, "supervisor_start_time": 1}))
-        lock = runlock.try_acquire(paths.lock)
-        assert lock is not None
-        try:
-            result = run_queue(queue_env(tmp_path), "cancel", "--grace", "1", run)
-        finally:
-            os.close(lock)
-        assert result.returncode == 2 and "not one of its steps" in result.stderr, result.stdout + result.stderr
-        assert pid_alive(stranger.pid) and not (run / "lfads.failed").exists()
+        result = run_queue(queue_env(tmp_path), "cancel", "--grace", "1", run)
+        assert result.returncode == 0 and "cancelled" in result.stdout, result.stdout + result.stderr
+        assert step.wait(timeout=10) != 0  # the run's own process was stopped ...
+        assert pid_alive(stranger.pid)  # ... the stranger's session was not
+        assert (run / "lfads.failed").exists()
     finally:
-        stranger.kill()
-        stranger.wait()
+        for process in (stranger, step):
+            process.kill()
+            process.wait()
 
 
 def test_cancel_stops_every_process_of_a_moved_run_whose_supervisor_died(tmp_path: Path) -> None:
@@ -89,6 +92,32 @@ def test_cancel_stops_every_process_of_a_moved_run_whose_supervisor_died(tmp_pat
         assert result.returncode == 0 and "cancelled" in result.stdout, result.stdout + result.stderr
         wait_for(lambda: not any(pid_alive(pid) for pid in steps), timeout=15, what="every step to be stopped")
         assert (moved / "lfads.failed").exists() and not runlock.is_held(RunPaths(moved).lock)
+    finally:
+        for pid in steps:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+
+def test_cancel_stops_steps_that_left_the_session_with_or_without_the_lock(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    detach = ("import subprocess, sys; p = subprocess.Popen(['sleep', '203'], start_new_session=True);"  # close_fds: no lock
+              f" open({str(pids)!r}, 'a').write(f'{{p.pid}}\\n')")
+    script = (f'setsid env -i sleep 204 & echo $! >> {pids}\n'  # keeps the lock, drops RUNQUEUE_RUN_DIR
+              f'{shlex.quote(sys.executable)} -c {shlex.quote(detach)}\n'  # keeps RUNQUEUE_RUN_DIR, drops the lock
+              f'echo $$ >> {pids}\nwait\n')
+    run = make_run(tmp_path / "runs", "c/param_P/r0", script)
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", "none", "--quiet", log=tmp_path / "q.log")
+    state = run / ".runqueue" / "state.json"
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 3 and state.exists(), what="the steps")
+    queue.kill()
+    queue.wait()
+    os.kill(json.loads(state.read_text())["supervisor_pid"], 9)
+    steps = [int(pid) for pid in pids.read_text().split()]
+    try:
+        result = run_queue(queue_env(tmp_path), "cancel", "--grace", "1", run)
+        assert result.returncode == 0 and "cancelled" in result.stdout, result.stdout + result.stderr
+        wait_for(lambda: not any(pid_alive(pid) for pid in steps), timeout=15, what="every process of the run to stop")
+        assert not runlock.is_held(RunPaths(run).lock)
     finally:
         for pid in steps:
             with contextlib.suppress(ProcessLookupError):
