@@ -445,11 +445,15 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
     # read lock on each (supervisors need the write lock). Those already running must not get new
     # content (LFADS would sample from other data than it trained on); touched or copied files with
     # the same content leave them running.
-    changing = {key for key, stamp in stamps.items() if stamp is None}
-    with holding_runs([run.path for run in runs if _key(run) in changing]) as running:
+    changing = set(groups) if regenerate else {key for key, stamp in stamps.items() if stamp is None}
+    # Every run folder reading an export: the collection's, and those of param sets that left it but
+    # still link there (one export serves every param set with its data hash).
+    readers = {key: {run.path for run in runs if _key(run) == key} | set(_run_folders_reading(groups[key]))
+               for key in changing}
+    with holding_runs(sorted(set().union(*readers.values()))) as running:
         plans, counts, export_seconds = _plan_exports(groups, stamps, regenerate, progress)
         new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
-        refuse_running([run.path for run in runs if run.path in running and _key(run) in new_content])
+        refuse_running([path for path in running if any(path in readers[key] for key in new_content)])
         for run in runs:
             _check_trials(run, counts[_key(run)])
         for plan in plans:
@@ -462,6 +466,21 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
     _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
     write_collection_files(collection)
     return export_seconds
+
+
+def _run_folders_reading(run: Run) -> list[Path]:
+    """Run folders of the collection (any param set, present in it or not) whose lfadsInput links
+    point into `run`'s export folder."""
+    export = os.path.realpath(run.path_common_data) + os.sep
+    readers = []
+    for folder in sorted(run.collection.path.glob(f"param_*/{run.spec.name}")):
+        try:
+            entries = list(os.scandir(folder / "lfadsInput"))
+        except OSError:
+            continue
+        if any(entry.is_symlink() and os.path.realpath(entry.path).startswith(export) for entry in entries):
+            readers.append(folder)
+    return readers
 
 
 def _key(run: Run) -> tuple[str, str]:

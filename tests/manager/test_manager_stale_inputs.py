@@ -347,3 +347,64 @@ def test_the_first_prepare_of_a_collection_holds_its_lock(tmp_path, data):
 
     collection.prepare(progress=progress)
     assert locked == [True]
+
+
+def _hold_as_running(run_dir: Path) -> int:
+    fd = runlock.try_acquire(RunPaths(run_dir).lock)  # as its supervisor does
+    assert fd is not None
+    return fd
+
+
+def test_a_running_run_of_a_param_set_that_left_the_experiment_keeps_its_inputs(tmp_path, data):
+    def toml(values: str) -> Path:
+        path = tmp_path / "sweep.toml"
+        path.write_text(f"""
+[collection]
+root = "runs"
+name = "sweep"
+[datasets]
+folder = "data"
+files = ["ds001.npz"]
+[params]
+c_batch_size = 4
+c_factors_dim = 3
+[sweep]
+c_gen_dim = [{values}]
+[[runspec]]
+name = "one"
+datasets = ["ds001"]
+""")
+        return path
+
+    assert run_manager_cli("prepare", str(toml("16, 32"))).returncode == 0
+    before_runs = set((tmp_path / "runs" / "sweep").glob("param_*/one"))
+    narrowed = toml("16")
+    assert run_manager_cli("prepare", str(narrowed)).returncode == 0
+    summary = (tmp_path / "runs" / "sweep" / "summary.txt").read_text()
+    (left,) = [run for run in before_runs if run.parent.name not in summary]  # its folder stays on disk
+    fd = _hold_as_running(left)
+    try:
+        write_npz_dataset(data / "ds001.npz", seed=13)
+        before = file_states(tmp_path / "runs")
+        refused = run_manager_cli("prepare", str(narrowed))
+        assert refused.returncode != 0 and f"{left}: is running" in refused.stderr, refused.stderr
+        assert file_states(tmp_path / "runs") == before
+    finally:
+        os.close(fd)
+
+
+def test_regenerate_does_not_slip_new_content_under_a_running_run(tmp_path, data):
+    toml = experiment(tmp_path, ["ds001"], alignment=False)
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    source = data / "ds001.npz"
+    times = source.stat()
+    write_npz_dataset(source, seed=21)  # the same size; its old mtime put back (as `cp -p` of other data would)
+    os.utime(source, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert source.stat().st_size == times.st_size
+    fd = _hold_as_running(run_dir)
+    try:
+        refused = run_manager_cli("prepare", str(toml), "--regenerate")
+        assert refused.returncode != 0 and f"{run_dir}: is running" in refused.stderr, refused.stderr
+    finally:
+        os.close(fd)
