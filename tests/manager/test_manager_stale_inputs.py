@@ -60,6 +60,28 @@ def api_collection(tmp_path: Path, data: Path, name: str, spec: str, names: list
     return collection
 
 
+def sweep_experiment(tmp_path: Path, gen_dims: list[int]) -> Path:
+    """One dataset, one run spec, a sweep over c_gen_dim: every run shares one export."""
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(f"""
+[collection]
+root = "runs"
+name = "sweep"
+[datasets]
+folder = "data"
+files = ["ds001.npz"]
+[params]
+c_batch_size = 4
+c_factors_dim = 3
+[sweep]
+c_gen_dim = {gen_dims!r}
+[[runspec]]
+name = "one"
+datasets = ["ds001"]
+""")
+    return toml
+
+
 def lfads_loads(run_dir: Path) -> list[str]:
     """What LFADS opens: every name in lfadsInput/ that starts with its --data_filename_stem."""
     return sorted(p.name for p in (run_dir / "lfadsInput").iterdir() if p.name.startswith("lfads"))
@@ -305,23 +327,7 @@ def test_no_queue_can_start_a_run_while_prepare_rewrites_its_inputs(tmp_path, da
 
 
 def test_a_sweep_of_more_runs_than_open_files_is_prepared_again_after_its_data_changed(tmp_path, data):
-    toml = tmp_path / "sweep.toml"
-    toml.write_text("""
-[collection]
-root = "runs"
-name = "sweep"
-[datasets]
-folder = "data"
-files = ["ds001.npz"]
-[params]
-c_batch_size = 4
-c_factors_dim = 3
-[sweep]
-c_gen_dim = [{}]
-[[runspec]]
-name = "one"
-datasets = ["ds001"]
-""".format(", ".join(str(8 + i) for i in range(90))))  # 90 runs sharing one export
+    toml = sweep_experiment(tmp_path, list(range(8, 98)))  # 90 runs sharing one export
     assert run_manager_cli("prepare", str(toml)).returncode == 0
     write_npz_dataset(data / "ds001.npz", seed=11)
     # 64 open files at most, unless prepare raises its own soft limit for the runs it locks at once.
@@ -356,29 +362,9 @@ def _hold_as_running(run_dir: Path) -> int:
 
 
 def test_a_running_run_of_a_param_set_that_left_the_experiment_keeps_its_inputs(tmp_path, data):
-    def toml(values: str) -> Path:
-        path = tmp_path / "sweep.toml"
-        path.write_text(f"""
-[collection]
-root = "runs"
-name = "sweep"
-[datasets]
-folder = "data"
-files = ["ds001.npz"]
-[params]
-c_batch_size = 4
-c_factors_dim = 3
-[sweep]
-c_gen_dim = [{values}]
-[[runspec]]
-name = "one"
-datasets = ["ds001"]
-""")
-        return path
-
-    assert run_manager_cli("prepare", str(toml("16, 32"))).returncode == 0
+    assert run_manager_cli("prepare", str(sweep_experiment(tmp_path, [16, 32]))).returncode == 0
     before_runs = set((tmp_path / "runs" / "sweep").glob("param_*/one"))
-    narrowed = toml("16")
+    narrowed = sweep_experiment(tmp_path, [16])
     assert run_manager_cli("prepare", str(narrowed)).returncode == 0
     summary = (tmp_path / "runs" / "sweep" / "summary.txt").read_text()
     (left,) = [run for run in before_runs if run.parent.name not in summary]  # its folder stays on disk
