@@ -60,10 +60,11 @@ def sift_pending(
         if os.path.lexists(paths.failed_marker):
             run.state = RunState.FAILED
             continue
-        if runlock.is_maintained(paths.lock):
+        holder = runlock.held_by(paths.lock)
+        if holder is runlock.HeldBy.MANAGER:
             sifted.maintained = True  # the manager rewrites its inputs for a moment: look again soon
             continue
-        if runlock.is_held(paths.lock) or submitted(run.path):
+        if holder is runlock.HeldBy.RUN or submitted(run.path):
             sifted.elsewhere.append(run)
             continue
         state = load_state(paths)

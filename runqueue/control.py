@@ -27,9 +27,10 @@ class CancelRefused(Exception):
 
 def requeue(paths: RunPaths) -> str:
     """Clear lfads.done / lfads.failed and the attempt count; returns what was done, in words."""
-    if runlock.is_maintained(paths.lock):
+    holder = runlock.held_by(paths.lock)
+    if holder is runlock.HeldBy.MANAGER:
         raise RequeueRefused("its inputs are being rewritten (lfads-manager prepare or delete-output); try again when that is done")
-    if runlock.is_held(paths.lock):
+    if holder is runlock.HeldBy.RUN:
         raise RequeueRefused("is running; not requeued (`runqueue cancel` it first)")
     removed = []
     for marker in (paths.done_marker, paths.failed_marker):
@@ -50,10 +51,11 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
         return "already done; nothing to cancel"
     if os.path.lexists(paths.failed_marker):
         return "already failed; nothing to cancel"
-    if runlock.is_maintained(paths.lock):
+    holder = runlock.held_by(paths.lock)
+    if holder is runlock.HeldBy.MANAGER:
         raise CancelRefused("is not running: lfads-manager (prepare or delete-output) is rewriting its inputs; "
                             "cancel it when that is done")
-    if not runlock.is_held(paths.lock):
+    if holder is runlock.HeldBy.NOBODY:
         _write_cancelled(paths, None, "cancelled before it started")
         return "was not running; marked failed (cancelled) so it does not start"
     state = load_state(paths)

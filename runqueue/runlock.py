@@ -11,6 +11,7 @@ become ordinary POSIX locks held by the server, so they also work across hosts.
 from __future__ import annotations
 
 import contextlib
+import enum
 import fcntl
 import json
 import os
@@ -66,7 +67,7 @@ def write_holder(fd: int) -> None:
 def try_hold_shared(lock_path: Path) -> int | None:
     """A read lock on the run lock, for the manager's maintenance (prepare, delete-output): it keeps
     every supervisor (which needs the write lock) from starting the run, needs only read access to
-    a lock file another user's queue created, and tells `is_maintained` apart from a running run.
+    a lock file another user's queue created, and `held_by` tells it apart from a running run.
     The open descriptor (close it to let go), or None while a supervisor or its steps hold the run."""
     try:
         fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -81,35 +82,36 @@ def try_hold_shared(lock_path: Path) -> int | None:
     return fd
 
 
-def _conflicting_lock(lock_path: Path) -> int:
-    """The type of a lock that would stop a supervisor (F_WRLCK, F_RDLCK), or F_UNLCK."""
+class HeldBy(enum.Enum):
+    NOBODY = "nobody"
+    RUN = "run"  # a supervisor or a step of the run: the write lock
+    MANAGER = "manager"  # lfads-manager's maintenance (prepare, delete-output): a read lock
+
+
+def held_by(lock_path: Path) -> HeldBy:
+    """Who holds the run lock now, in one look. Never takes it."""
     try:
         fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return fcntl.F_UNLCK  # no lock file: never run, or the folder is gone
+        return HeldBy.NOBODY  # no lock file: never run, or the folder is gone
     try:
         answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _flock_bytes(fcntl.F_WRLCK))
     except OSError:
-        return fcntl.F_UNLCK
+        return HeldBy.NOBODY
     finally:
         os.close(fd)
-    lock_type: int = struct.unpack(_FLOCK, answer)[0]
-    return lock_type
+    lock_type = struct.unpack(_FLOCK, answer)[0]
+    return {fcntl.F_WRLCK: HeldBy.RUN, fcntl.F_RDLCK: HeldBy.MANAGER}.get(lock_type, HeldBy.NOBODY)
 
 
 def is_held(lock_path: Path) -> bool:
     """True while some live process holds the run lock (a run, or the manager's maintenance). Never takes it."""
-    return _conflicting_lock(lock_path) != fcntl.F_UNLCK
+    return held_by(lock_path) is not HeldBy.NOBODY
 
 
 def is_running(lock_path: Path) -> bool:
     """True while a supervisor or a step of the run holds it (the write lock)."""
-    return _conflicting_lock(lock_path) == fcntl.F_WRLCK
-
-
-def is_maintained(lock_path: Path) -> bool:
-    """True while only the manager holds the run (a read lock: prepare or delete-output at work)."""
-    return _conflicting_lock(lock_path) == fcntl.F_RDLCK
+    return held_by(lock_path) is HeldBy.RUN
 
 
 def read_holder(lock_path: Path) -> LockHolder | None:

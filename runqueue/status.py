@@ -60,10 +60,11 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim],
             exit_code=_int(failure.get("exit_code")),
             reason=_str(failure.get("reason")),
         )
-    if runlock.is_maintained(paths.lock):
+    holder = runlock.held_by(paths.lock)
+    if holder is runlock.HeldBy.MANAGER:
         return RunRow(**base, state=RunState.PENDING, step=resume_point(state), attempt=None, device=None, pid=None, exit_code=None,
                       reason="its inputs are being rewritten (lfads-manager prepare or delete-output); it can start when that is done")
-    if runlock.is_held(paths.lock):
+    if holder is runlock.HeldBy.RUN:
         live = runlock.live_supervisor(paths.lock, state.supervisor_pid, state.supervisor_start_time)
         pid = None if live is None else live[0]
         device = state.device_uuid or next((c.device_uuid for c in claims if c.run_dir == str(found.path)), None)

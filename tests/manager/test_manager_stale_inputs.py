@@ -317,7 +317,7 @@ def test_no_queue_can_start_a_run_while_prepare_rewrites_its_inputs(tmp_path, da
             for run in collection.runs:  # every run whose export changes, not only the one being written
                 lock = RunPaths(run.path).lock
                 fd = runlock.try_acquire(lock)  # what a queue's supervisor does to start the run
-                seen.append((run.spec.name, fd is None and runlock.is_maintained(lock)))  # status tells it from running
+                seen.append((run.spec.name, fd is None and runlock.held_by(lock) is runlock.HeldBy.MANAGER))  # status tells it from running
                 if fd is not None:
                     os.close(fd)
 
