@@ -1,8 +1,8 @@
 """Deleting a run's LFADS output so that the queue trains it again from scratch.
 
-The run lock is held (a read lock, as prepare takes it) while deleting: a queue cannot start the run half-way through, and a run
-that is training (its supervisor holds the lock) is refused instead of having its checkpoints
-pulled from under it.
+The run lock is held (a read lock, as prepare takes it) while deleting: a queue cannot start the
+run half-way through, and a run that is training (its supervisor holds the lock) is refused instead
+of having its checkpoints pulled from under it.
 """
 
 from __future__ import annotations

@@ -440,7 +440,8 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                                f" ({first.params.c_factors_dim} vs {run.params.c_factors_dim}), which sizes its"
                                f" alignment matrices (version {run.params.version} keeps it out of the data hash)",
                                "set version = 20171107 or later, or give those param sets one c_factors_dim")
-    stamps = {key: _export_is_current(run, _source_stamp(run)) for key, run in groups.items()}
+    sources = {key: _source_stamp(run) for key, run in groups.items()}
+    stamps = {key: _export_is_current(run, sources[key]) for key, run in groups.items()}
     # No queue may start a run whose export is redone (its sources changed) until prepare is done: a
     # read lock on each (supervisors need the write lock). Those already running must not get new
     # content (LFADS would sample from other data than it trained on); touched or copied files with
@@ -451,7 +452,7 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
     readers = {key: {run.path for run in runs if _key(run) == key} | set(_run_folders_reading(groups[key]))
                for key in changing}
     with holding_runs(sorted(set().union(*readers.values()))) as running:
-        plans, counts, export_seconds = _plan_exports(groups, stamps, regenerate, progress)
+        plans, counts, export_seconds = _plan_exports(groups, sources, stamps, regenerate, progress)
         new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
         refuse_running([path for path in running if any(path in readers[key] for key in new_content)])
         for run in runs:
@@ -488,8 +489,9 @@ def _key(run: Run) -> tuple[str, str]:
     return run.params.data_hash, run.spec.name
 
 
-def _plan_exports(groups: dict[tuple[str, str], Run], stamps: dict[tuple[str, str], dict[str, Any] | None],
-                  regenerate: bool, progress: Callable[[str], None] | None,
+def _plan_exports(groups: dict[tuple[str, str], Run], sources: dict[tuple[str, str], dict[str, Any]],
+                  stamps: dict[tuple[str, str], dict[str, Any] | None], regenerate: bool,
+                  progress: Callable[[str], None] | None,
                   ) -> tuple[list[_ExportPlan], dict[tuple[str, str], dict[str, dict[str, int]]], float]:
     """Phase 2: (exports to write, trial counts per export, seconds spent)."""
     cache: dict[str, SequenceData] = {}
@@ -502,7 +504,7 @@ def _plan_exports(groups: dict[tuple[str, str], Run], stamps: dict[tuple[str, st
             counts[key] = stamp["datasets"]
             continue
         _say(progress, f"loading {', '.join(run.dataset_names)} for {run.params.data_hash_name}/{run.spec.name}")
-        plan = _plan_export(run, _source_stamp(run), cache)
+        plan = _plan_export(run, sources[key], cache)
         plans.append(plan)
         counts[key] = plan.stamp["datasets"]
     return plans, counts, time.perf_counter() - started

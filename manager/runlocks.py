@@ -3,8 +3,9 @@
 A queue starts a run only after taking its run lock (a write lock), so a read lock held from before
 prepare loads the data until every export and run folder is written keeps every queue from starting
 a run whose export changes on old or half-written inputs; it needs only read access to a lock file
-another user's queue made, and `runqueue status` tells it from a running run. A run that is running must not get new inputs at
-all: LFADS would sample and write parameters from other data than it trained on.
+another user's queue made, and `runqueue status` tells it from a running run. A run that is running
+must not get new inputs at all: LFADS would sample and write parameters from other data than it
+trained on.
 """
 
 from __future__ import annotations
