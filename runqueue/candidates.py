@@ -34,7 +34,7 @@ class Sifted:
     ready: list[Candidate] = field(default_factory=list)  # in path order
     elsewhere: list[TrackedRun] = field(default_factory=list)  # held by another supervisor or batch job
     refused: list[tuple[TrackedRun, str]] = field(default_factory=list)  # a bad runqueue.json: why
-    maintained: bool = False  # some pending run is held by the manager (prepare, delete-output) right now
+    maintained: list[TrackedRun] = field(default_factory=list)  # held by lfads-manager (prepare, delete-output) now
 
 
 def sift_pending(
@@ -62,7 +62,7 @@ def sift_pending(
             continue
         holder = runlock.held_by(paths.lock)
         if holder is runlock.HeldBy.MANAGER:
-            sifted.maintained = True  # the manager rewrites its inputs for a moment: look again soon
+            sifted.maintained.append(run)  # the manager rewrites its inputs for a moment: look again soon
             continue
         if holder is runlock.HeldBy.RUN or submitted(run.path):
             sifted.elsewhere.append(run)

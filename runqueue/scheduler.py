@@ -143,6 +143,7 @@ class Scheduler:
         self.next_probe = 0.0
         self.next_waiting_note = 0.0
         self.next_placement_retry: float | None = None  # runs wait for a device that may free up by itself
+        self.waiting_for_manager: set[Path] = set()  # runs whose wait for lfads-manager was announced
         self.placement_dirty = True  # something changed that may allow a placement
         self.last_devices: tuple[Device, ...] = ()
         self.inventory_status = ""
@@ -538,11 +539,20 @@ class Scheduler:
         )
         if sifted.maintained and self.next_placement_retry is None:
             self.next_placement_retry = time.monotonic() + _MAINTENANCE_RETRY_S
+        self._announce_maintenance(sifted.maintained, [candidate.run for candidate in sifted.ready])
         for run in sifted.elsewhere:
             self._watch_running_elsewhere(run)
         for run, error in sifted.refused:
             self._block(run, error, recheck=True, event=f"not started: {error}")
         return sifted.ready
+
+    def _announce_maintenance(self, held: list[TrackedRun], ready: list[TrackedRun]) -> None:
+        """Say once when a run starts waiting for lfads-manager, so a quiet console is explained."""
+        for run in held:
+            if run.path not in self.waiting_for_manager:
+                self.console.event(f"[{run.name}] waiting: lfads-manager is rewriting its inputs; it starts when that ends")
+        self.waiting_for_manager.difference_update(run.path for run in ready)
+        self.waiting_for_manager.update(run.path for run in held)
 
     def _decide(self, candidates: list[Candidate], devices: tuple[Device, ...], live: list[Claim]) -> list[tuple[Candidate, Device]]:
         by_dir = {candidate.request.run_dir: candidate for candidate in candidates}
