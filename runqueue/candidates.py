@@ -18,7 +18,7 @@ from runqueue import runlock
 from runqueue.devices.placement import PlacementRequest
 from runqueue.errors import RunqueueError
 from runqueue.resources import RunResources, load_resources
-from runqueue.runstate import Phase, Reason, RunState, load_state
+from runqueue.runstate import Phase, Reason, RunState, load_state, state_stamp
 from runqueue.tracked import TrackedRun
 
 
@@ -70,8 +70,10 @@ def sift_pending(
         state = load_state(paths)
         if state.phase == Phase.RETRY_WAIT and state.retry_after is not None and state.retry_after > wall:
             run.retry_after = state.retry_after
+            run.state_stamp = state_stamp(paths)
             continue
         run.retry_after = None
+        run.state_stamp = None
         try:
             resources = load_resources(paths, memory_per_run, time_limit_s)
         except RunqueueError as error:

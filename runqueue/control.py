@@ -7,7 +7,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from runqueue import runlock
@@ -30,16 +30,19 @@ def requeue(paths: RunPaths) -> str:
     holder = runlock.held_by(paths.lock)
     if holder is runlock.HeldBy.MANAGER:
         raise RequeueRefused("its inputs are being rewritten (lfads-manager prepare or delete-output); try again when that is done")
-    if holder is runlock.HeldBy.RUN:
-        raise RequeueRefused("is running; not requeued (`runqueue cancel` it first)")
     removed = []
-    for marker in (paths.done_marker, paths.failed_marker):
-        with contextlib.suppress(FileNotFoundError):
-            marker.unlink()
-            removed.append(marker.name)
-    previous = load_state(paths)
-    if paths.state.exists():
-        save_state(paths, PersistedState(history=previous.history))
+    # Held for reading while the markers and state change: a supervisor starting now (it needs the
+    # write lock) waits for us, then sees the result, and never has its fresh state.json overwritten.
+    with _holding_unstarted(paths) as held:
+        if not held:
+            raise RequeueRefused("is running; not requeued (`runqueue cancel` it first)")
+        for marker in (paths.done_marker, paths.failed_marker):
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
+                removed.append(marker.name)
+        previous = load_state(paths)
+        if paths.state.exists():
+            save_state(paths, PersistedState(history=previous.history))
     if removed:
         return f"requeued (removed {', '.join(removed)})"
     return "requeued (attempt count reset)" if previous.attempt else "already pending"
@@ -56,8 +59,14 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
         raise CancelRefused("is not running: lfads-manager (prepare or delete-output) is rewriting its inputs; "
                             "cancel it when that is done")
     if holder is runlock.HeldBy.NOBODY:
-        _write_cancelled(paths, None, "cancelled before it started")
-        return "was not running; marked failed (cancelled) so it does not start"
+        with _holding_unstarted(paths) as held:
+            # Under the lock, so no supervisor can be between its marker check and its first step.
+            if held and os.path.lexists(paths.done_marker):
+                return "already done; nothing to cancel"
+            if held:
+                _write_cancelled(paths, None, "cancelled before it started")
+                return "was not running; marked failed (cancelled) so it does not start"
+        # A supervisor took the run meanwhile: stop it like any running run.
     state = load_state(paths)
     pid, start = state.supervisor_pid, state.supervisor_start_time
     if is_alive(pid, start):
@@ -79,6 +88,18 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
                             " stop them by hand (or ask their owner), then cancel again")
     _write_cancelled(paths, state.step, "cancelled with `runqueue cancel`, which stopped the processes itself")
     return "cancelled (processes stopped by `runqueue cancel`)"
+
+
+@contextlib.contextmanager
+def _holding_unstarted(paths: RunPaths) -> Iterator[bool]:
+    """A read lock on the run lock while markers change: True if held (no supervisor or step holds
+    the run, and none can start until we let go), False if the run is running after all."""
+    fd = runlock.try_hold_shared(paths.lock)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _ask_supervisor(pid: int, start: int | None, grace_s: float) -> bool:

@@ -141,6 +141,15 @@ def load_state(paths: RunPaths) -> PersistedState:
     return PersistedState.from_json(record) if record is not None else PersistedState()
 
 
+def state_stamp(paths: RunPaths) -> tuple[int, int, int] | None:
+    """Identity of state.json as it is now (each save replaces the file): tells that it changed."""
+    try:
+        info = os.stat(paths.state)
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
 def save_state(paths: RunPaths, state: PersistedState) -> None:
     paths.runtime_dir.mkdir(exist_ok=True)
     # Not fsynced: state.json is a runtime hint; the markers are the durable truth.

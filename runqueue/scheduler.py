@@ -47,7 +47,7 @@ from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import DEFAULT_MEMORY_MB
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
-from runqueue.runstate import Phase, Reason, RunState, load_state, read_failure
+from runqueue.runstate import Phase, Reason, RunState, load_state, read_failure, state_stamp
 from runqueue.slurm.options import SlurmOptions
 from runqueue.supervisor import EXIT_VANISHED
 from runqueue.supervisor_spec import SupervisorSpec
@@ -207,7 +207,7 @@ class Scheduler:
         while self.signals:
             signum = self.signals.pop(0)
             self.stop_level += 1
-            watched = [run for run in self.runs.values() if run.handle is not None]
+            watched = self._ours()
             if signum == signal.SIGHUP and self.stop_level < 3:
                 # The terminal is gone (or someone asked for a restart): nobody is left to watch,
                 # so leave at once like a service; the runs do not depend on us.
@@ -230,10 +230,16 @@ class Scheduler:
             else:
                 self.console.event("leaving now; runs still stopping finish on their own")
 
+    def _ours(self) -> list[TrackedRun]:
+        """Watched runs this queue answers for on stopping: not those another live queue started
+        (asked now, since that queue may have gone meanwhile, leaving them to us)."""
+        return [run for run in self.runs.values()
+                if run.handle is not None and self.executor.run_by_another_queue(run.handle) is None]
+
     def _finished(self) -> bool:
         watched = any(run.handle is not None for run in self.runs.values())
         if self.stop_level >= 1:
-            return not watched
+            return not self._ours()
         if self.options.watch:
             return False
         if self.cannot_place is not None and not watched:
@@ -316,6 +322,8 @@ class Scheduler:
             if run.blocked is not None and run.recheck_block and time.monotonic() >= run.recheck_after:
                 run.blocked = None  # placed or blocked again at the next placement
                 self.placement_dirty = True
+            if run.state_stamp is not None and (run.blocked is not None or run.retry_after is not None):
+                self._notice_requeue(run)
             if item.has_done:
                 run.state = RunState.DONE
             elif item.has_failed:
@@ -335,6 +343,21 @@ class Scheduler:
         # less often than --poll-interval asks, a small one exactly as often.
         if not hinted:
             self.next_rescan = time.monotonic() + max(self.options.poll_interval_s, cost * _RESCAN_BUDGET_FACTOR)
+
+    def _notice_requeue(self, run: TrackedRun) -> None:
+        """`runqueue requeue` of a run that waits out a back-off or was blocked here replaces its
+        state.json: it goes now (a run that is still backing off is found so again by the next sift)."""
+        if state_stamp(run.paths) == run.state_stamp:
+            return
+        was_blocked = run.blocked is not None and not run.recheck_block
+        run.state_stamp = None
+        run.retry_after = None
+        if was_blocked:
+            run.blocked = None
+            run.last_block_message = None
+            run.crashes = 0
+            self.console.event(f"[{run.name}] requeued")
+        self.placement_dirty = True
 
     def _adopt_running(self) -> None:
         """On start: watch every run whose supervisor lives (started by an earlier or another queue)."""
@@ -363,9 +386,12 @@ class Scheduler:
             return
         run.elsewhere = False
         self._start_watching(run, handle, log_offset=None)
-        if not announce:
-            run.tail = None  # another queue shows its output
-        if announce:
+        owner = self.executor.run_by_another_queue(handle)
+        if owner is not None or not announce:
+            run.tail = None  # the queue that started it shows its output
+        if announce and owner is not None:
+            self.console.event(f"[{run.name}] running under another queue ({owner}); watching it, leaving it to that queue")
+        elif announce:
             self.console.event(f"[{run.name}] re-adopted ({self.executor.adopted_text(handle)})")
 
     def _probe_elsewhere(self) -> None:
@@ -438,6 +464,7 @@ class Scheduler:
         state = load_state(paths)
         if state.phase == Phase.RETRY_WAIT:
             run.retry_after = state.retry_after
+            run.state_stamp = state_stamp(paths)
             wait = max(0.0, (state.retry_after or 0) - time.time())
             self.console.event(
                 f"[{run.name}] attempt {state.attempt} failed ({state.reason}): {state.message}; "
@@ -458,7 +485,10 @@ class Scheduler:
             how = f"exit status {exit_code}" if exit_code is not None else "no outcome recorded"
             self.console.event(f"[{run.name}] supervisor ended unexpectedly ({how}); see {paths.out_log}")
             if run.crashes >= _MAX_CRASHES:
-                run.blocked = f"its supervisor ended unexpectedly {run.crashes} times"
+                run.state_stamp = state_stamp(paths)
+                reason = f"its supervisor ended unexpectedly {run.crashes} times"
+                self._block(run, reason, recheck=False,
+                            event=f"not started again: {reason}; see {paths.out_log}, then `runqueue requeue` it")
 
     # ================================================================ placement
     def _place_and_start(self) -> None:

@@ -76,6 +76,10 @@ def plan_steps(paths: RunPaths, resume_step: str | None) -> list[str]:
     ]
     if resume_step in planned:
         return planned[planned.index(resume_step) :]
+    if resume_step in STEP_SCRIPTS:
+        # Its script was removed since: go on with the steps after it, never back to training.
+        later = STEP_SCRIPTS[STEP_SCRIPTS.index(resume_step) + 1 :]
+        return [name for name in planned if name in later]
     return planned
 
 

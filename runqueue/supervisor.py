@@ -230,7 +230,8 @@ class Supervisor:
                 "status": "locked",
                 "pid": os.getpid(),
                 "attempt": self.state.attempt,
-                "resume_step": self.state.resume_step,
+                "resume_step": next(iter(plan_steps(self.paths, self.state.resume_step)), None)
+                if self.state.resume_step else None,
             }
         )
         self.control.settimeout(_GO_TIMEOUT_S)
@@ -250,7 +251,12 @@ class Supervisor:
             return self._fail(None, None, None, self._reason_for(error), f"cannot open {self.paths.out_log}: {error.strerror}")
         # Our own tracebacks belong in the run's log, not in a terminal that may be gone.
         os.dup2(self.log_fd, 2)
-        for step in plan_steps(self.paths, self.state.resume_step):
+        steps = plan_steps(self.paths, self.state.resume_step)
+        resume = self.state.resume_step
+        if resume is not None and steps[:1] != [resume]:
+            going_on = f"going on with {steps[0]}" if steps else "no step after it is left"
+            self._log_line(f"{HEADER_PREFIX} {now_iso()} {resume}, where the last attempt stopped, is gone; {going_on}\n")
+        for step in steps:
             outcome = self._run_step(step)
             if outcome is not None:
                 return outcome

@@ -26,6 +26,8 @@ class TrackedRun:
     recheck_after: float = 0.0  # monotonic; a re-check that costs a start attempt waits this long
     last_block_message: str | None = None
     crashes: int = 0
+    # state.json when this queue last read a back-off or blocked the run: a requeue replaces it.
+    state_stamp: tuple[int, int, int] | None = None
     tail: LogTail | None = None
     ended_here: bool = False
 

@@ -29,6 +29,7 @@ class RunHandle:
     wait_fd: int  # becomes readable when the supervisor has ended (a pidfd for local runs)
     attempt: int | None = None
     native: Any = None  # executor-specific (the Popen of a local child)
+    queue_id: str | None = None  # adopted: the queue that started it, as its state.json says
 
 
 @dataclass
@@ -105,6 +106,11 @@ class Executor(ABC):
     def elsewhere_text(self, run_dir: Path) -> str:
         """Why a run under way cannot be watched from here (the console says it once)."""
         return "is running but its supervisor is not visible from here"
+
+    def run_by_another_queue(self, handle: RunHandle) -> str | None:
+        """Which other live queue started this adopted run (it stops it, not us), in words; None if
+        the run is ours: started by us, or by a queue that is gone."""
+        return None
 
     def waiting(self, handle: RunHandle) -> bool:
         """True while a watched run still waits for the batch system to start it."""

@@ -23,7 +23,7 @@ import runqueue
 from runqueue import runlock
 from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.layout import RunPaths
-from runqueue.procinfo import is_alive, process_start_time
+from runqueue.procinfo import is_alive, live_start_time, process_start_time
 from runqueue.runstate import load_state
 from runqueue.slurm.paths import SlurmPaths
 from runqueue.slurm.records import active_submission
@@ -176,7 +176,19 @@ class LocalExecutor(Executor):
         if not is_alive(pid, start_time):  # gone (and maybe reused) between the check and the open
             os.close(pidfd)
             return None
-        return RunHandle(run_dir, pid, start_time, state.device_uuid, True, pidfd, attempt=state.attempt or None)
+        return RunHandle(run_dir, pid, start_time, state.device_uuid, True, pidfd, attempt=state.attempt or None,
+                         queue_id=state.queue_id)
+
+    def run_by_another_queue(self, handle: RunHandle) -> str | None:
+        # queue_id is "host:pid" of the queue that launched the supervisor. That queue is alive if
+        # a process with that pid started no later than the supervisor (a reused pid is newer).
+        host, _, pid_text = (handle.queue_id or "").rpartition(":")
+        if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+            return None
+        started = live_start_time(int(pid_text))
+        if started is None or handle.start_time is None or started > handle.start_time:
+            return None
+        return f"queue pid {pid_text}"
 
     def collect(self, handle: RunHandle) -> int | None:
         # Supervisors are not our children (the fork server's, reaped by the kernel): their

@@ -146,6 +146,11 @@ def test_runqueue_plan_resumes_at_the_failed_step_and_skips_absent_ones(tmp_path
     paths = RunPaths(make_run(tmp_path, "r", write_params="true\n"))
     assert plan_steps(paths, None) == ["lfads_train.sh", "lfads_write_model_params.sh"]
     assert plan_steps(paths, "lfads_write_model_params.sh") == ["lfads_write_model_params.sh"]
+    # The failed step's script removed before the retry: the steps after it, never training again.
+    assert plan_steps(paths, "lfads_posterior_mean_sample.sh") == ["lfads_write_model_params.sh"]
+    (paths.root / "lfads_write_model_params.sh").unlink()
+    assert plan_steps(paths, "lfads_posterior_mean_sample.sh") == []
+    assert plan_steps(paths, "not a step") == ["lfads_train.sh"]
 
 
 def test_runqueue_legacy_detection_and_chained_steps(tmp_path: Path) -> None:

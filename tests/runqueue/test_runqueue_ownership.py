@@ -1,0 +1,164 @@
+"""Whose run is it: a queue stops only runs it answers for, `cancel` and `requeue` never race a
+starting supervisor, and a requeue reaches a watching queue that backs off or blocked the run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from runqueue_testkit import (
+    finish,
+    kill_session,
+    make_run,
+    queue_env,
+    read_json,
+    run_queue,
+    start_queue,
+    step_headers,
+    wait_for,
+)
+
+from runqueue import control, runlock
+from runqueue.layout import RunPaths
+from runqueue.procinfo import session_members
+
+
+def _waits_for(flag: Path, started: Path) -> str:
+    return f"touch {started}\nfor i in $(seq 1200); do [ -e {flag} ] && break; sleep 0.05; done\necho released\n"
+
+
+def test_a_second_queue_watches_but_never_stops_a_live_queues_run(tmp_path: Path) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    run = make_run(tmp_path / "runs", "c/param_A/x", _waits_for(release, started))
+    env = queue_env(tmp_path)
+    service = start_queue(env, "run", "--watch", tmp_path / "runs", "--gpus", "none", log=tmp_path / "service.log")
+    try:
+        wait_for(started.exists, what="the service's run to start")
+        mine = start_queue(env, "run", tmp_path / "runs", "--gpus", "none", "--stop-runs", log=tmp_path / "mine.log")
+        wait_for(lambda: "running under another queue" in (tmp_path / "mine.log").read_text(), what="the second queue to see it")
+        mine.send_signal(signal.SIGINT)  # with --stop-runs: stop the runs it answers for, and none of the service's
+        assert finish(mine, timeout=30) == 130, (tmp_path / "mine.log").read_text()
+        assert "re-adopted" not in (tmp_path / "mine.log").read_text()
+        assert "interrupted" not in (run / "lfads.out").read_text()
+        release.touch()
+        wait_for((run / "lfads.done").exists, what="the service to finish its run")
+        assert len(step_headers((run / "lfads.out").read_text())) == 1
+    finally:
+        service.send_signal(signal.SIGINT)
+        finish(service, timeout=30)
+
+
+def test_a_queue_restarted_after_its_predecessor_died_re_adopts_and_stops_the_run(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    run = make_run(tmp_path / "runs", "c/param_B/x", _waits_for(tmp_path / "never", started))
+    env = queue_env(tmp_path)
+    first = start_queue(env, "run", tmp_path / "runs", "--gpus", "none", log=tmp_path / "q1.log")
+    wait_for(started.exists, what="the run to start")
+    first.kill()
+    first.wait()
+    second = start_queue(env, "run", tmp_path / "runs", "--gpus", "none", "--stop-runs", "--kill-grace", "1", log=tmp_path / "q2.log")
+    try:
+        wait_for(lambda: "re-adopted" in (tmp_path / "q2.log").read_text(), what="re-adoption")
+        second.send_signal(signal.SIGINT)
+        assert finish(second, timeout=30) == 130
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert read_json(run / ".runqueue/state.json")["phase"] == "interrupted"
+
+
+def _hold_write_lock(run: Path) -> subprocess.Popen[bytes]:
+    """A process holding the run's write lock, like a supervisor that has just taken the run."""
+    code = ("import sys, time; from pathlib import Path; from runqueue import runlock\n"
+            "fd = runlock.try_acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(RunPaths(run).lock)], stdout=subprocess.PIPE,
+                              env={**os.environ, "RUNQUEUE_RUN_DIR": str(run)})
+    assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    return holder
+
+
+def test_cancel_that_loses_the_race_to_a_starting_supervisor_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path / "runs", "c/param_C/x")
+    holder = _hold_write_lock(run)
+    try:
+        # cancel looked just before the supervisor took the lock: it must not mark a run that runs.
+        monkeypatch.setattr(control.runlock, "held_by", lambda _path: runlock.HeldBy.NOBODY)
+        outcome = control.cancel(RunPaths(run), grace_s=1.0)
+        assert outcome == "cancelled (processes stopped by `runqueue cancel`)"
+        assert holder.wait(timeout=10) != 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert read_json(run / "lfads.failed")["reason"] == "cancelled"
+
+
+def test_cancel_and_requeue_of_an_unstarted_run_keep_supervisors_out_while_they_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run(tmp_path / "runs", "c/param_D/x")
+    paths = RunPaths(run)
+    could_start: list[bool] = []
+    write_cancelled = control._write_cancelled
+
+    def checking(*args: object) -> None:
+        fd = runlock.try_acquire(paths.lock)  # what a supervisor does first
+        could_start.append(fd is not None)
+        if fd is not None:
+            os.close(fd)
+        write_cancelled(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(control, "_write_cancelled", checking)
+    assert control.cancel(paths).startswith("was not running")
+    monkeypatch.setattr(control, "save_state", lambda *args: could_start.append(runlock.try_acquire(paths.lock) is not None))
+    paths.state.parent.mkdir(exist_ok=True)
+    paths.state.write_text('{"version": 1, "phase": "retry_wait", "attempt": 1}')
+    assert control.requeue(paths).startswith("requeued")
+    assert could_start == [False, False]
+
+
+def test_a_run_blocked_after_repeated_crashes_goes_again_when_requeued(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_E/x", 'echo "attempt $RUNQUEUE_ATTEMPT"; [ -e "$RUNQUEUE_RUN_DIR/fixed" ] || sleep 30\n')
+    env = queue_env(tmp_path)
+    log = tmp_path / "q.log"
+    queue = start_queue(env, "run", "--watch", tmp_path / "runs", "--gpus", "none", "--poll-interval", "1s", log=log)
+    state = run / ".runqueue" / "state.json"
+    try:
+        for crash in range(3):  # the whole session killed, as the OOM killer might
+            wait_for(lambda n=crash: log.read_text().count("supervisor ended unexpectedly") == n and state.exists()
+                     and read_json(state).get("phase") == "running" and "attempt" in (run / "lfads.out").read_text(),
+                     what=f"start {crash + 1}")
+            sid = int(read_json(state)["supervisor_pid"])
+            for pid in session_members(sid):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: "not started again: its supervisor ended unexpectedly 3 times" in log.read_text(), what="the block")
+        (run / "fixed").touch()
+        assert run_queue(env, "requeue", run).returncode == 0
+        wait_for((run / "lfads.done").exists, timeout=30, what="the requeued run to finish")
+        assert "[param_E/x] requeued" in log.read_text()
+    finally:
+        queue.send_signal(signal.SIGINT)
+        finish(queue, timeout=30)
+        if state.exists():
+            kill_session(int(read_json(state).get("supervisor_pid") or 0) or -1)
+
+
+def test_a_requeue_during_a_retry_back_off_starts_the_run_at_once(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_F/x", '[ -e "$RUNQUEUE_RUN_DIR/fixed" ] || exit 3\n')
+    env = queue_env(tmp_path)
+    queue = start_queue(env, "run", "--watch", tmp_path / "runs", "--gpus", "none", "--retry-backoff", "300",
+                        "--poll-interval", "1s", log=tmp_path / "q.log")
+    try:
+        wait_for(lambda: "retrying from lfads_train.sh" in (tmp_path / "q.log").read_text(), what="the back-off")
+        (run / "fixed").touch()
+        requeued_at = time.monotonic()
+        assert run_queue(env, "requeue", run).returncode == 0
+        wait_for((run / "lfads.done").exists, timeout=30, what="the requeued run to finish")
+        assert time.monotonic() - requeued_at < 30  # not the 300 s back-off
+    finally:
+        queue.send_signal(signal.SIGINT)
+        finish(queue, timeout=30)
