@@ -36,6 +36,9 @@ def check_time_limit(time_limit: str | int | float) -> None:
                            'write it like "2h", "90m", "1h30m" or a positive number of seconds') from None
 
 
+_NOTED_ELSEWHERE: set[str] = set()  # interpreters of another machine already mentioned
+
+
 def interpreter_path(python: str, base: Path | str = ".") -> str:
     """The absolute path the step scripts will exec: a bare name is looked up on PATH (as a shell
     would), a path is taken relative to `base`. The queue runs steps from the run folder, so a
@@ -50,8 +53,10 @@ def interpreter_path(python: str, base: Path | str = ".") -> str:
         candidate = Path(python).expanduser()
         if candidate.is_absolute() and not os.path.lexists(candidate):
             # Prepared here for another machine (the cluster's interpreter): trusted as written.
-            print(f"note: python {str(candidate)!r} does not exist on this machine; the step scripts"
-                  " will need it where they run", file=sys.stderr)
+            if str(candidate) not in _NOTED_ELSEWHERE:  # an experiment resolves it twice: say it once
+                _NOTED_ELSEWHERE.add(str(candidate))
+                print(f"note: python {str(candidate)!r} does not exist on this machine; the step scripts and"
+                      " run_lfads.py will need it where they run", file=sys.stderr)
             return str(candidate)
         candidate = candidate if candidate.is_absolute() else Path(base) / candidate
     # abspath, not resolve(): a virtualenv's python is a symlink that must stay one

@@ -130,8 +130,10 @@ def tensorboard_script(run_rel_dirs: Sequence[str], python: str) -> str:
 def queue_script(python: str) -> str:
     """run_lfads.py: `python run_lfads.py [runqueue run flags]` runs the queue over this collection.
 
-    Kept to Python syntax any interpreter reads; it re-executes the preparing interpreter, which has
-    the queue installed, with the script's own folder as the root."""
+    Kept to Python syntax any interpreter reads. It re-executes the collection's interpreter (the
+    one the step scripts call), which has the queue installed, with the script's own folder as the
+    root. Where that interpreter does not exist (a tree prepared for another machine, a venv since
+    deleted) it uses the Python running it if that one has the queue, else says what to do."""
     return "\n".join([
         "#!/usr/bin/env python3",
         '"""Run every pending LFADS run of this collection: python run_lfads.py [runqueue run options]."""',
@@ -140,6 +142,16 @@ def queue_script(python: str) -> str:
         "",
         f"PYTHON = {python!r}",
         "COLLECTION = os.path.dirname(os.path.abspath(__file__))",
-        'os.execv(PYTHON, [PYTHON, "-m", "runqueue", "run", COLLECTION] + sys.argv[1:])',
+        'ARGS = ["-m", "runqueue", "run", COLLECTION] + sys.argv[1:]',
+        "if os.access(PYTHON, os.X_OK):",
+        "    os.execv(PYTHON, [PYTHON] + ARGS)",
+        "try:",
+        "    import runqueue  # noqa: F401 - this Python has the queue: it will do",
+        "except ImportError:",
+        '    sys.exit("run_lfads.py: " + PYTHON + ", the Python this collection was prepared with, is not here, and "',
+        '             + sys.executable + " has no lfads-runqueue; run it with one that has (<python> -m runqueue run "',
+        '             + COLLECTION + "), or prepare the collection again on this machine")',
+        'print("run_lfads.py: " + PYTHON + " is not here; running the queue with " + sys.executable, file=sys.stderr)',
+        "os.execv(sys.executable, [sys.executable] + ARGS)",
         "",
     ])

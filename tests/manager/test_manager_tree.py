@@ -150,6 +150,16 @@ def test_step_scripts_and_run_lfads_py_run_by_hand_from_anywhere(tmp_path, seed_
     subprocess.run(["python3", str(moved / "exampleRun" / "run_lfads.py"), "--cpu-slots", "2"], cwd="/", check=True, timeout=30)
     assert log.read_text().splitlines()[1:] == ["-m", "runqueue", "run", str(moved / "exampleRun"), "--cpu-slots", "2"]
 
+    # Its interpreter gone (a deleted venv): a Python that has the queue runs it; one without says what to do.
+    os.unlink(fake_python)
+    queue = [str(moved / "exampleRun" / "run_lfads.py"), "--help"]
+    ran = subprocess.run([sys.executable, *queue], cwd="/", capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and f"is not here; running the queue with {sys.executable}" in ran.stderr, ran.stderr
+    assert "usage: runqueue run" in ran.stdout
+    refused = subprocess.run([sys.executable, "-S", *queue], cwd="/", capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"run_lfads.py: {fake_python}, the Python this collection was prepared with, is not here" in refused.stderr
+
 
 def test_summary_difference_line_leaves_out_name_and_version_and_says_default() -> None:
     from manager.summary import short_differences
