@@ -182,7 +182,10 @@ class LocalExecutor(Executor):
     def run_by_another_queue(self, handle: RunHandle) -> str | None:
         # queue_id is "host:pid" of the queue that launched the supervisor. That queue is alive if
         # a process with that pid started no later than the supervisor (a reused pid is newer).
-        host, _, pid_text = (handle.queue_id or "").rpartition(":")
+        # Read afresh when state.json is this supervisor's: at adoption it may not have written it yet.
+        state = load_state(RunPaths(handle.run_dir))
+        queue_id = state.queue_id if state.supervisor_pid == handle.pid else handle.queue_id
+        host, _, pid_text = (queue_id or "").rpartition(":")
         if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
             return None
         started = live_start_time(int(pid_text))
