@@ -58,6 +58,12 @@ def boot_id() -> str:
         return ""
 
 
+def is_stopped(pid: int) -> bool:
+    """True while `pid` is stopped by a signal (SIGSTOP, SIGTSTP: state T)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] == "T"
+
+
 def is_zombie(pid: int) -> bool:
     fields = _stat_fields(pid)
     return fields is not None and fields[0] in ("Z", "X")

@@ -55,6 +55,7 @@ from runqueue.tracked import RunCounts, TrackedRun, count_runs, status_text, sum
 
 _TAIL_INTERVAL_S = 0.25
 _ELSEWHERE_PROBE_S = 2.0
+_OVERDUE_MARGIN_S = 5.0  # a supervisor this long past its run's time limit + kill grace is looked at
 _MAINTENANCE_RETRY_S = 1.0  # a run whose inputs lfads-manager rewrites: tried again this soon
 _FULL_RESCAN_EVERY = 12  # rescans; the others use the mtime hint
 _RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <= 0.5 % of a core
@@ -182,6 +183,7 @@ class Scheduler:
                         self.next_placement_retry = None
                         self.placement_dirty = True
                     self._place_and_start()
+                self._check_overdue()
                 self._tail_logs()
                 self._show_status()
                 self.hooks.tick()
@@ -270,6 +272,7 @@ class Scheduler:
                 deadlines.append(now + min(retries) - wall)
         if any(run.handle is not None and run.tail is not None for run in self.runs.values()):
             deadlines.append(now + _TAIL_INTERVAL_S)
+        deadlines.extend(run.overdue_at for run in self.runs.values() if run.handle is not None and run.overdue_at is not None)
         if any(run.handle is not None and self.executor.waiting(run.handle) for run in self.runs.values()):
             # A batch system starts queued runs without telling this loop: refresh the status line.
             deadlines.append(now + _QUEUED_REFRESH_S)
@@ -403,8 +406,20 @@ class Scheduler:
                 run.elsewhere = False
                 self._settle(run, exit_code=None)
 
+    def _check_overdue(self) -> None:
+        """The supervisor enforces a run's time limit; one stopped with SIGSTOP cannot. Let it go on."""
+        now = time.monotonic()
+        for run in self.runs.values():
+            if run.handle is None or run.overdue_at is None or now < run.overdue_at:
+                continue
+            run.overdue_at = now + _OVERDUE_MARGIN_S  # and look again later, in case it is stopped again
+            if self.executor.continue_stopped(run.handle):
+                self.console.event(f"[{run.name}] its supervisor was stopped (SIGSTOP) past the run's time limit;"
+                                   " continued it so that it stops the run")
+
     def _start_watching(self, run: TrackedRun, handle: RunHandle, log_offset: int | None) -> None:
         run.handle = handle
+        run.overdue_at = None
         run.state = RunState.RUNNING
         run.tail = None if self.options.quiet else LogTail(run.paths.out_log, log_offset)
         self.selector.register(handle.wait_fd, selectors.EVENT_READ, run)
@@ -652,6 +667,8 @@ class Scheduler:
             tail = run.tail
             self._start_watching(run, handle, log_offset=None)
             run.tail = tail
+            limit = candidate.resources.time_limit_s
+            run.overdue_at = None if limit is None else time.monotonic() + limit + self.options.kill_grace_s + _OVERDUE_MARGIN_S
             run.ended_here = False
             attempt = pending.reply.get("attempt")
             resume = pending.reply.get("resume_step")

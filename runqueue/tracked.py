@@ -29,6 +29,7 @@ class TrackedRun:
     # state.json when this queue last read a back-off or blocked the run: a requeue replaces it.
     state_stamp: tuple[int, int, int] | None = None
     tail: LogTail | None = None
+    overdue_at: float | None = None  # monotonic: past its time limit and kill grace, its supervisor should be gone
     ended_here: bool = False
 
     @property

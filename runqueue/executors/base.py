@@ -112,6 +112,11 @@ class Executor(ABC):
         the run is ours: started by us, or by a queue that is gone."""
         return None
 
+    def continue_stopped(self, handle: RunHandle) -> bool:
+        """The run overran its time limit with its supervisor still there: if that supervisor is
+        stopped (SIGSTOP), let it go on so it enforces the limit; True if it was stopped."""
+        return False
+
     def waiting(self, handle: RunHandle) -> bool:
         """True while a watched run still waits for the batch system to start it."""
         return False

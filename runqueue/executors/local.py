@@ -23,7 +23,7 @@ import runqueue
 from runqueue import runlock
 from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.layout import RunPaths
-from runqueue.procinfo import is_alive, live_start_time, process_start_time
+from runqueue.procinfo import is_alive, is_stopped, live_start_time, process_start_time
 from runqueue.runstate import load_state
 from runqueue.slurm.paths import SlurmPaths
 from runqueue.slurm.records import active_submission
@@ -200,6 +200,12 @@ class LocalExecutor(Executor):
             os.close(handle.wait_fd)
         handle.wait_fd = -1
         return None
+
+    def continue_stopped(self, handle: RunHandle) -> bool:
+        if not is_stopped(handle.pid) or not is_alive(handle.pid, handle.start_time):
+            return False
+        self._signal(handle, signal.SIGCONT)
+        return True
 
     def interrupt(self, handle: RunHandle) -> None:
         self._signal(handle, signal.SIGTERM)

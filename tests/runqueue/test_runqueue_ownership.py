@@ -162,3 +162,23 @@ def test_a_requeue_during_a_retry_back_off_starts_the_run_at_once(tmp_path: Path
     finally:
         queue.send_signal(signal.SIGINT)
         finish(queue, timeout=30)
+
+
+def test_a_stopped_supervisor_is_continued_so_it_enforces_the_time_limit(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_G/x", "echo started; sleep 300\n")
+    log = tmp_path / "q.log"
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", "none", "--time-limit", "1s",
+                        "--retries", "0", "--kill-grace", "0.5", log=log)
+    state = run / ".runqueue" / "state.json"
+    try:
+        wait_for(lambda: "started" in (run / "lfads.out").read_text() if (run / "lfads.out").exists() else False,
+                 what="the step")
+        supervisor = int(read_json(state)["supervisor_pid"])
+        os.kill(supervisor, signal.SIGSTOP)  # it cannot count down its run's time limit any more
+        assert finish(queue, timeout=60) == 1, log.read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+        kill_session(int(read_json(state).get("supervisor_pid") or 0) or -1)
+    assert read_json(run / "lfads.failed")["reason"] == "time_limit"
+    assert "its supervisor was stopped (SIGSTOP) past the run's time limit" in log.read_text()
