@@ -44,12 +44,15 @@ def sift_pending(
     memory_per_run: int,
     time_limit_s: float | None,
     submitted: Callable[[Path], bool],
+    after: Path | None = None,
 ) -> Sifted:
-    """Pending runs that may start now (at most `limit`), fresh from disk."""
+    """Pending runs that may start now (at most `limit`, after the path `after`), fresh from disk."""
     wall = time.time()
     sifted = Sifted()
     for run in sorted(runs, key=lambda tracked: tracked.path):
         if run.state != RunState.PENDING or run.blocked is not None or run.handle is not None:
+            continue
+        if after is not None and run.path <= after:
             continue
         if run.retry_after is not None and run.retry_after > wall:
             continue

@@ -32,8 +32,10 @@ from runqueue.devices.model import Device, Inventory
 from runqueue.devices.nvml import without_retry_note
 from runqueue.devices.placement import (
     PlacementPolicy,
+    PlacementRequest,
     free_memory_mb,
     never_fits,
+    place,
     place_with_oom_fallback,
     provisional_claim,
     why_not_placed,
@@ -526,7 +528,8 @@ class Scheduler:
         batch_device = self.executor.placement_device()
         if batch_device is not None:
             return self._submit_round(batch_device)
-        candidates = self._candidates()
+        page = self._sift_limit()
+        candidates = self._candidates(page)
         if not candidates:
             return False
         try:
@@ -541,6 +544,13 @@ class Scheduler:
                     return False
                 live = txn.live_claims()
                 placements = self._decide(candidates, reading.devices, live)
+                while not placements and len(candidates) == page and self._room_left(reading.devices, live):
+                    # None of this page fits, yet a device has room: runs further on may fit it.
+                    later = self._candidates(page, after=candidates[-1].run.path)
+                    if not later:
+                        break
+                    candidates = later
+                    placements = self._decide(candidates, reading.devices, live)
                 if not placements:
                     self._note_waiting(candidates, reading.devices, live)
                     # Foreign processes end and NVML memory frees without any event of ours:
@@ -572,15 +582,23 @@ class Scheduler:
             self.placement_dirty = True  # more next turn, after a look at signals and ended runs
         return again
 
-    def _candidates(self, limit: int | None = None) -> list[Candidate]:
+    def _sift_limit(self) -> int:
+        """Candidates looked at per page: enough to fill every slot several times over."""
+        return 4 * max(1, len(self.last_devices) or 1) * self.options.max_per_gpu + 16
+
+    def _room_left(self, devices: tuple[Device, ...], live: list[Claim]) -> bool:
+        """Whether some device would take a run that needs no memory (a free slot, no foreign block)."""
+        return bool(place([PlacementRequest(run_dir="", memory_mb=0)], devices, live, self.policy))
+
+    def _candidates(self, limit: int | None = None, after: Path | None = None) -> list[Candidate]:
         """Pending runs that may start now, in path order, fresh from disk (another queue may have moved)."""
-        slots = max(1, len(self.last_devices) or 1) * self.options.max_per_gpu
         sifted = sift_pending(
             self.runs.values(),
-            limit=limit or 4 * slots + 16,
+            limit=limit or self._sift_limit(),
             memory_per_run=self.options.memory_per_run,
             time_limit_s=self.options.time_limit_s,
             submitted=self.executor.submitted,
+            after=after,
         )
         if sifted.maintained and self.next_placement_retry is None:
             self.next_placement_retry = time.monotonic() + _MAINTENANCE_RETRY_S

@@ -128,11 +128,17 @@ def test_a_run_blocked_after_repeated_crashes_goes_again_when_requeued(tmp_path:
     queue = start_queue(env, "run", "--watch", tmp_path / "runs", "--gpus", "none", "--poll-interval", "1s", log=log)
     state = run / ".runqueue" / "state.json"
     try:
+        killed: set[int] = set()
         for crash in range(3):  # the whole session killed, as the OOM killer might
-            wait_for(lambda n=crash: log.read_text().count("supervisor ended unexpectedly") == n and state.exists()
-                     and read_json(state).get("phase") == "running" and "attempt" in (run / "lfads.out").read_text(),
-                     what=f"start {crash + 1}")
+
+            def step_started(n: int = crash) -> bool:
+                out = run / "lfads.out"
+                started = out.exists() and out.read_text().count("\nattempt ") + out.read_text().startswith("attempt ") > n
+                return started and read_json(state).get("supervisor_pid") not in killed
+
+            wait_for(step_started, what=f"start {crash + 1}")
             sid = int(read_json(state)["supervisor_pid"])
+            killed.add(sid)
             for pid in session_members(sid):
                 os.kill(pid, signal.SIGKILL)
         wait_for(lambda: "not started again: its supervisor ended unexpectedly 3 times" in log.read_text(), what="the block")

@@ -7,6 +7,7 @@ one GPU at once" is shown by the barrier passing, and "never more than two" by t
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -173,3 +174,17 @@ def test_runqueue_waits_for_a_busy_gpu_to_free_up_and_says_why(tmp_path: Path) -
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_run_that_fits_starts_though_many_runs_ahead_of_it_do_not(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-busy", total=8000, used=3000)])
+    for index in range(30):  # more than a placement looks at in one go; each fits only an idle GPU
+        make_run(tmp_path / "runs", f"c/param_B/big{index:02d}", "echo big\n", resources={"memory_mb": 6000})
+    small = make_run(tmp_path / "runs", "c/param_S/small", "echo small\n", resources={"memory_mb": 2000})
+    queue = start_queue(queue_env(tmp_path), "run", "--watch", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q.log")
+    try:
+        wait_for((small / "lfads.done").exists, timeout=30, what="the small run behind the big ones")
+    finally:
+        queue.send_signal(signal.SIGINT)
+        finish(queue)
+    assert not list((tmp_path / "runs").glob("c/param_B/*/lfads.out"))  # the big ones still wait
