@@ -46,7 +46,7 @@ def session_id(pid: int) -> int | None:
         return None
     try:
         return os.getsid(pid)
-    except OSError:
+    except (OSError, OverflowError):  # OverflowError: no pid_t can hold it, so no such process
         return None
 
 

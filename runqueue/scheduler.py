@@ -542,6 +542,10 @@ class Scheduler:
                     # GPUs exist but cannot be read (e.g. driver upgraded under us): place nothing, look again.
                     self.next_placement_retry = time.monotonic() + self.options.poll_interval_s
                     return False
+                if not reading.devices and not self.options.watch:
+                    # No GPU found and no CPU slots (--cpu-slots 0): a batch run would wait forever.
+                    self.cannot_place = f"no device to run on ({reading.status}); see `runqueue gpus`, or give --cpu-slots 1 or more"
+                    return False
                 live = txn.live_claims()
                 placements = self._decide(candidates, reading.devices, live)
                 while not placements and len(candidates) == page and self._room_left(reading.devices, live):

@@ -119,6 +119,8 @@ def make_inventory(*, gpus: str | None, simulate_gpus: str | None, cpu_slots: in
         inner.read()
     elif gpus:
         ids = parse_gpu_list(gpus)
+        if not ids and slots == 0:
+            raise InventoryError("--gpus none with --cpu-slots 0 leaves no device to run on; give --cpu-slots 1 or more")
         inner = _static_inventory(ids) if ids else NoGpuInventory()
     else:
         inner = _nvml_inventory()

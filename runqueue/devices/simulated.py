@@ -74,13 +74,16 @@ def _parse_device(entry: Any, position: int, path: Path) -> Device:
     )
 
 
+_PID_MAX = 2**31 - 1  # what a pid_t holds (made-up pids beyond pid_max are fine: they never exist)
+
+
 def _parse_process(entry: Any, where: str) -> GpuProcess:
     if not isinstance(entry, dict):
         raise InventoryError(f"{where} must be a JSON object {{pid, used_mb}}; {_FIX}")
     _reject_unknown_keys(entry, _PROCESS_KEYS, where)
     pid = entry.get("pid")
-    if not isinstance(pid, int) or not _is_int(pid) or pid <= 0:
-        raise InventoryError(f"{where}: 'pid' must be a positive integer; {_FIX}")
+    if not isinstance(pid, int) or not _is_int(pid) or not 0 < pid <= _PID_MAX:
+        raise InventoryError(f"{where}: 'pid' must be a whole number from 1 to {_PID_MAX}, got {pid!r}; {_FIX}")
     used = _optional_mb(entry, "used_mb", where) if "used_mb" in entry else None
     return GpuProcess(pid=pid, used_mb=used, sid=session_id(pid))
 

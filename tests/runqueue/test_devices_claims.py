@@ -130,6 +130,19 @@ def test_directory_created_shared_and_unsafe_directories_refused(tmp_path: Path)
         pass
 
 
+@pytest.mark.parametrize("planted", ["symlink", "directory", "fifo"])
+def test_a_lock_file_that_is_no_plain_file_is_refused_with_the_fix(tmp_path: Path, planted: str) -> None:
+    # The shared directory is world-writable (sticky): anyone could plant these before any queue ran.
+    claims = tmp_path / "claims"
+    claims.mkdir(mode=0o1777)
+    lock = claims / ".lock"
+    {"symlink": lambda: lock.symlink_to(tmp_path / "target"), "directory": lock.mkdir,
+     "fifo": lambda: os.mkfifo(lock)}[planted]()
+    with pytest.raises(ClaimError, match=r"\.lock: .*remove it \(it is made again\)"), ClaimStore(claims).transaction():
+        pass
+    assert not (tmp_path / "target").exists()
+
+
 def test_env_variable_chooses_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNQUEUE_CLAIMS_DIR", str(tmp_path / "from-env"))
     assert ClaimStore().directory == tmp_path / "from-env"

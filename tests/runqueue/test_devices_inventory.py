@@ -70,7 +70,8 @@ def test_env_variable_used_when_no_argument_and_argument_wins(tmp_path: Path, mo
         ("[{\"uuid\": \"GPU-a\", \"memory_total_mb\": 100, \"memory_used_mb\": 200}]", "exceeds memory_total_mb"),
         ("[{\"uuid\": \"GPU-a\", \"memory_used\": 5}]", "unknown key(s) 'memory_used'; valid keys: uuid"),
         ("[{\"uuid\": \"GPU-a\"}, {\"uuid\": \"GPU-a\"}]", "appears twice"),
-        ("[{\"uuid\": \"GPU-a\", \"processes\": [{\"pid\": -3}]}]", "'pid' must be a positive integer"),
+        ("[{\"uuid\": \"GPU-a\", \"processes\": [{\"pid\": -3}]}]", "'pid' must be a whole number from 1 to 2147483647"),
+        ("[{\"uuid\": \"GPU-a\", \"processes\": [{\"pid\": 3000000000}]}]", "'pid' must be a whole number from 1 to"),
     ],
 )
 def test_malformed_simulated_file_is_one_line_error_naming_it(tmp_path: Path, content: str, expected: str) -> None:

@@ -188,3 +188,14 @@ def test_a_run_that_fits_starts_though_many_runs_ahead_of_it_do_not(tmp_path: Pa
         queue.send_signal(signal.SIGINT)
         finish(queue)
     assert not list((tmp_path / "runs").glob("c/param_B/*/lfads.out"))  # the big ones still wait
+
+
+def test_a_queue_with_no_device_at_all_says_so_instead_of_waiting_forever(tmp_path: Path) -> None:
+    make_run(tmp_path / "runs", "c/param_N/r0")
+    env = queue_env(tmp_path)
+    refused = run_queue(env, "run", tmp_path / "runs", "--gpus", "none", "--cpu-slots", "0", timeout=30)
+    assert refused.returncode == 2 and "--gpus none with --cpu-slots 0 leaves no device to run on" in refused.stderr
+    no_gpus = write_gpus(tmp_path / "gpus.json", [])  # what NVML says on a machine without GPUs
+    stopped = run_queue(env, "run", tmp_path / "runs", "--simulate-gpus", no_gpus, "--cpu-slots", "0", timeout=30)
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr
+    assert "runs cannot be started: no device to run on" in stopped.stdout + stopped.stderr
