@@ -6,7 +6,7 @@ NFS client). This module lets it also react at once to changes made on this mach
 watched and no event that could change its listing arrived since it was last listed; a scan that
 the hint triggers re-lists only the folders that are not clean.
 
-Only names that change a listing count (folders, `lfads_train.sh`, the done and failed markers), so
+Only names that change a listing count (folders, symlinks, `lfads_train.sh`, the done and failed markers), so
 a run's log writes, locks and state files do not wake the queue. Linux only, through libc with
 ctypes; anywhere it cannot work (another OS, no inotify, the watch limit reached) the affected
 folders are simply never clean, and polling does all the work.
@@ -39,6 +39,10 @@ IN_CLOEXEC = os.O_CLOEXEC
 _MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 _LISTING_NAMES = frozenset({TRAIN_SCRIPT.encode(), DONE_MARKER.encode(), FAILED_MARKER.encode()})
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
+
+
+def _is_link(directory: str, name: bytes) -> bool:
+    return os.path.islink(os.path.join(os.fsencode(directory), name))
 
 
 class DirectoryWatcher:
@@ -131,7 +135,8 @@ class DirectoryWatcher:
             if mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF):
                 self._drop_under(path)
                 changed = True
-            elif mask & IN_ISDIR or name in _LISTING_NAMES:
+            elif mask & IN_ISDIR or name in _LISTING_NAMES or (mask & (IN_CREATE | IN_MOVED_TO) and _is_link(path, name)):
+                # A symlink may lead to a run folder kept elsewhere: its event has no IN_ISDIR.
                 self._clean.discard(path)
                 changed = True
         return changed

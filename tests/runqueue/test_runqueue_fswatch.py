@@ -39,6 +39,10 @@ def test_only_changes_that_alter_a_listing_make_a_folder_dirty(tmp_path: Path, w
     watcher.listed(str(run))
     (run / "sub").mkdir()
     assert watcher.read_events() is True and not watcher.is_clean(str(run))
+    watcher.listed(str(run))
+    (tmp_path / "kept-elsewhere").mkdir()
+    (run / "linked").symlink_to(tmp_path / "kept-elsewhere")  # a run folder linked in: no IN_ISDIR on its event
+    assert watcher.read_events() is True and not watcher.is_clean(str(run))
 
 
 def test_a_folder_that_goes_away_is_no_longer_watched_or_trusted(tmp_path: Path, watcher: DirectoryWatcher) -> None:
