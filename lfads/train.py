@@ -144,10 +144,12 @@ class Trainer:
         # The chained steps load checkpoint_lve. Without a real one, it holds the final weights: also
         # when an earlier, shorter run left such a stand-in (refreshed here, never left stale).
         missing = checkpoints.read_state(ctx.save_dir / checkpoints.LVE_STATE) is None
-        if not self.saved_real_lve and (missing or not self.ramps_done):
+        stand_in = checkpoints.lve_is_stand_in(ctx.save_dir)
+        if not self.saved_real_lve and (missing or stand_in or not self.ramps_done):
             print("No lowest-validation-error checkpoint was written (the KL/L2 ramps did not finish, or"
                   " there is no validation set); saving the final weights as the LVE checkpoint.", flush=True)
             self.save(lve=True)
+            checkpoints.mark_lve_stand_in(ctx.save_dir, int(state.global_step.numpy()))
 
     def _loop(self, board: TensorBoardLog) -> None:
         ctx, flags, state = self.ctx, self.ctx.flags, self.ctx.built.state
@@ -201,6 +203,7 @@ class Trainer:
         if ramps_done and len(self.valid_costs) > 1 and valid_total < self.lowest_valid:
             self.lowest_valid = valid_total
             self.save(lve=True)
+            checkpoints.clear_lve_stand_in(self.ctx.save_dir)
             self.saved_real_lve = True
 
     def _manage_learning_rate(self, train_total: float, lr: float) -> float:

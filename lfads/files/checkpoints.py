@@ -24,6 +24,9 @@ from lfads.files.atomic import fsync_dir, fsync_path, write_text_atomic
 
 PERIODIC_STATE = "checkpoint"
 LVE_STATE = "checkpoint_lve"
+# Present while checkpoint_lve names final weights saved in place of a real lowest-validation-error
+# checkpoint (none was written): a later, longer run then refreshes it rather than taking it for real.
+LVE_STAND_IN = "checkpoint_lve.final_weights"
 DATA_SUFFIX = ".data-00000-of-00001"
 INDEX_SUFFIX = ".index"
 _LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"(.*)"\s*$')
@@ -187,3 +190,15 @@ def _zero_bias_of_a_map_without_one(reader: tf.train.CheckpointReader, name: str
         return not np.any(reader.get_tensor(name))
     except (tf.errors.OpError, IndexError, ValueError):
         return False
+
+
+def mark_lve_stand_in(save_dir: Path, step: int) -> None:
+    write_text_atomic(save_dir / LVE_STAND_IN, f"{step}\n")
+
+
+def clear_lve_stand_in(save_dir: Path) -> None:
+    (save_dir / LVE_STAND_IN).unlink(missing_ok=True)
+
+
+def lve_is_stand_in(save_dir: Path) -> bool:
+    return (save_dir / LVE_STAND_IN).exists()

@@ -175,6 +175,23 @@ def test_a_continued_run_refreshes_a_stand_in_lve_checkpoint(trained: Trained, t
     assert (out / "checkpoint_lve").read_text().startswith('model_checkpoint_path: "lfads_vae_lve.ckpt-8"')
 
 
+def test_a_stand_in_lve_checkpoint_is_refreshed_also_once_the_ramps_are_done(trained: Trained, tmp_path: Path,
+                                                                           run_lfads: Runner) -> None:
+    # Ramps done within the first epoch, but one epoch of validation history is too little for a real
+    # LVE in either run: the stand-in must follow the weights, not pass for a real LVE checkpoint.
+    out = tmp_path / "out"
+    flags = [*trained.flags, "--kl_increase_steps=1", "--l2_increase_steps=1"]
+    run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *flags, "--max_epochs=1"])
+    assert (out / "checkpoint_lve").read_text().startswith('model_checkpoint_path: "lfads_vae_lve.ckpt-4"')
+    proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *flags, "--max_epochs=2"])
+    assert "saving the final weights as the LVE checkpoint" in proc.stdout
+    assert (out / "checkpoint_lve").read_text().startswith('model_checkpoint_path: "lfads_vae_lve.ckpt-8"')
+    # A third run long enough for a real LVE checkpoint replaces the stand-in for good.
+    proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *flags, "--max_epochs=4"])
+    assert "saving the final weights as the LVE checkpoint" not in proc.stdout
+    assert not (out / "checkpoint_lve.final_weights").exists()
+
+
 def test_rerunning_a_finished_training_keeps_its_real_lve_checkpoint(trained: Trained, tmp_path: Path,
                                                                     run_lfads: Runner) -> None:
     # A queue retry or a second `bash lfads_train.sh` trains no epoch (max_epochs reached): the best
