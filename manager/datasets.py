@@ -45,6 +45,15 @@ def _read_h5(path: Path) -> dict[str, Any]:
 
 # Suffix -> loader. `register_loader` adds formats; a Dataset may also carry its own loader.
 LOADERS: dict[str, Loader] = {".mat": read_mat, ".npz": _read_npz, ".h5": _read_h5, ".hdf5": _read_h5}
+_BUILT_IN_LOADERS = dict(LOADERS)
+
+
+def registered_loader(dataset_path: Path) -> Loader | None:
+    """The loader register_loader() installed for this file's suffix, None for a built-in one: it
+    belongs in an export's stamp (another loader may read other data from the same file)."""
+    suffix = dataset_path.suffix.lower()
+    chosen = LOADERS.get(suffix)
+    return None if chosen is _BUILT_IN_LOADERS.get(suffix) else chosen
 
 
 def register_loader(suffix: str, loader: Loader) -> None:

@@ -76,6 +76,9 @@ def _datasets(path: Path, table: dict[str, Any]) -> DatasetCollection:
             raise _fail(path, "[datasets] files must be a non-empty list of file names", 'write files = ["a.mat", "b.mat"]')
     else:
         pattern = _string(path, "datasets", "glob", table["glob"])
+        if Path(pattern).is_absolute() or pattern.startswith("~"):
+            raise _fail(path, f"[datasets] glob {pattern!r} is not relative to [datasets] folder",
+                        f"give the folder as folder = and a pattern within it, e.g. glob = {Path(pattern).name!r}")
         files = sorted(str(p.relative_to(folder)) for p in folder.glob(pattern) if p.is_file())
         if not files:
             raise _fail(path, f"[datasets] glob {pattern!r} matches no file in {folder}", "fix the pattern or the folder")

@@ -26,7 +26,7 @@ import numpy as np
 
 from manager.alignment import AlignmentResult, compute_alignment, plot_alignment_reconstruction
 from manager.atomicio import write_if_changed
-from manager.datasets import minimum_trials
+from manager.datasets import minimum_trials, registered_loader
 from manager.errors import ManagerError
 from manager.export import (
     INPUT_INFO_PREFIX,
@@ -52,6 +52,7 @@ from manager.export_history import (
     updated_history,
 )
 from manager.leftovers import collection_lock, remove_temp_files
+from manager.params_schema import DATA_HASH_VERSION_CUTOFF
 from manager.run import Run
 from manager.runlocks import holding_runs, refuse_running
 from manager.scripts import (
@@ -68,6 +69,7 @@ from manager.summary import summary_text
 from runqueue.layout import (
     COLLECTION_QUEUE_SCRIPT,
     DEFAULT_MEMORY_MB,
+    DONE_MARKER,
     POSTERIOR_SCRIPT,
     RESOURCES_FILE,
     SUMMARY_FILE,
@@ -117,6 +119,15 @@ def _say(progress: Callable[[str], None] | None, message: str) -> None:
 
 
 # ---- phase 1 ------------------------------------------------------------------------------
+def _made_by_prepare(entry: Path) -> bool:
+    """A link of the form prepare makes (Run.symlink_targets): ../../../data_<h>/<spec>/<its own name>."""
+    try:
+        parts = os.readlink(entry).split("/")
+    except OSError:  # not a link
+        return False
+    return len(parts) == 6 and parts[:3] == ["..", "..", ".."] and parts[3].startswith("data_") and parts[5] == entry.name
+
+
 def _stray_inputs(run: Run) -> tuple[list[Path], list[Path]]:
     """Entries of lfadsInput/ that are not the run's inputs: (links prepare made, which it may
     remove; anything else LFADS would load as a dataset, which it must not touch)."""
@@ -128,7 +139,7 @@ def _stray_inputs(run: Run) -> tuple[list[Path], list[Path]]:
     for entry in sorted(folder.iterdir()):
         if entry.name in wanted:
             continue
-        if entry.is_symlink() and entry.name.startswith((LFADS_FILE_PREFIX, INPUT_INFO_PREFIX)):
+        if entry.name.startswith((LFADS_FILE_PREFIX, INPUT_INFO_PREFIX)) and _made_by_prepare(entry):
             ours.append(entry)
         elif entry.name.startswith(LFADS_INPUT_STEM):
             foreign.append(entry)
@@ -162,7 +173,7 @@ def _check_obstacles(runs: list[Run]) -> None:
 
 # ---- phase 2 ------------------------------------------------------------------------------
 def _source_stamp(run: Run) -> dict[str, Any]:
-    return {
+    stamp = {
         "format": EXPORT_FORMAT,
         "data_hash": run.params.data_hash,
         "spec": run.spec.name,
@@ -170,10 +181,15 @@ def _source_stamp(run: Run) -> dict[str, Any]:
             {"name": d.name, **vars(d.source_stamp()), "loader": _loader_name(d)} for d in run.spec.datasets
         ],
     }
+    if run.uses_alignment and run.params.version < DATA_HASH_VERSION_CUTOFF:
+        # Left out of such a data hash, c_factors_dim still sizes the alignment matrices: a new width
+        # must be exported again, not served the old one.
+        stamp["alignment_width"] = run.params.c_factors_dim
+    return stamp
 
 
 def _loader_name(dataset: Any) -> str:
-    loader = dataset.loader
+    loader = dataset.loader or registered_loader(dataset.path)  # also one installed by register_loader()
     kind = type(dataset)
     return f"{kind.__module__}.{kind.__qualname__}" + (f"/{loader.__module__}.{loader.__qualname__}" if loader else "")
 
@@ -327,6 +343,17 @@ def _link(entry: Path, target: str, force: bool) -> bool:
     return True
 
 
+def _written_by_prepare(path: Path) -> bool:
+    """A runqueue.json exactly as `_resources` writes it (a hand-written one is left alone)."""
+    try:
+        text = path.read_text()
+        declared = json.loads(text)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(declared, dict) and len(declared) > 0 and set(declared) <= {"memory_mb", "time_limit"}
+            and text == json.dumps(declared, sort_keys=True) + "\n")
+
+
 def _resources(collection: RunCollection) -> str | None:
     declared: dict[str, Any] = {}
     if collection.gpu_memory_mb != DEFAULT_MEMORY_MB:
@@ -362,6 +389,9 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
             written.append(run.paths.lfads_input / name)
     if resources is not None and write_if_changed(run.paths.resources, resources, durable=False):
         written.append(run.paths.resources)
+    elif resources is None and _written_by_prepare(run.paths.resources):
+        run.paths.resources.unlink()  # back to the defaults: a stale memory or time limit would still apply
+        written.append(run.paths.resources)
     # lfads_train.sh last: its appearing is what makes a folder a run to a watching queue, which
     # must then find the inputs, the declared memory and the steps it chains (it plans only the
     # step scripts that exist when the run starts).
@@ -369,7 +399,24 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     for name in sorted(scripts, key=lambda name: name == TRAIN_SCRIPT):
         if write_if_changed(run.path / name, scripts[name], SCRIPT_MODE, durable=False):
             written.append(run.path / name)
+    (run.path / RETIRED_TRAIN_SCRIPT).unlink(missing_ok=True)  # back in the experiment
     return written
+
+
+RETIRED_TRAIN_SCRIPT = TRAIN_SCRIPT + ".retired"
+
+
+def _retire(folder: Path) -> bool:
+    """Make a run folder no run (to a queue, a run is a folder with lfads_train.sh), unless it is done."""
+    script = folder / TRAIN_SCRIPT
+    if not script.is_file() or (folder / DONE_MARKER).exists():
+        return False
+    try:
+        os.replace(script, folder / RETIRED_TRAIN_SCRIPT)
+    except OSError as error:
+        raise ManagerError(script, f"cannot retire this run, which left the experiment and whose inputs changed"
+                           f" ({error.strerror})", "make the folder writable, or delete it, then prepare again") from None
+    return True
 
 
 def _remove_stale_links(run: Run) -> list[Path]:
@@ -464,6 +511,18 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
         for run in runs:
             report.files_written += _write_run(run, regenerate, resources, scripts)
             report.files_removed += _remove_stale_links(run)
+        # Run folders of param sets that left the experiment but read an export whose content just
+        # changed: their inputs are no longer what they were prepared with (other data, a dropped
+        # dataset's link left dangling), so the queue must not train them as they are.
+        current = {run.path for run in runs}
+        for folder in sorted({path for key in new_content for path in readers[key]} - current):
+            if _retire(folder):
+                report.files_written.append(folder / RETIRED_TRAIN_SCRIPT)
+                note = (f"note: {folder} left the experiment and its inputs changed, so it will not be trained: its"
+                        f" {TRAIN_SCRIPT} is now {RETIRED_TRAIN_SCRIPT} (add its param set and run spec back to"
+                        " prepare it again, or delete the folder)")
+                report.notes.append(note)
+                _say(progress, note)
     _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
     write_collection_files(collection)
     return export_seconds

@@ -6,6 +6,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from manager.datasets import Dataset, DatasetCollection
 from manager.errors import ManagerError
 
@@ -68,10 +70,14 @@ def _resolve(spec_name: str, collection: DatasetCollection, selection: object) -
     n = len(collection)
     if selection is None:
         return tuple(range(n))
-    if isinstance(selection, str | int | Dataset):
+    if isinstance(selection, np.ndarray):  # a numpy mask or index array (np.flatnonzero, ...)
+        selection = selection.tolist()
+    if isinstance(selection, str | int | np.integer | Dataset):
         selection = [selection]
     if not isinstance(selection, Sequence) or len(selection) == 0:
         raise ManagerError(None, f"run spec {spec_name!r} selects no datasets", "name at least one dataset")
+    selection = [bool(item) if isinstance(item, np.bool_) else int(item) if isinstance(item, np.integer) else item
+                 for item in selection]
     if all(isinstance(item, bool) for item in selection):
         if len(selection) != n:
             raise ManagerError(None, f"run spec {spec_name!r}: mask has {len(selection)} entries for {n} datasets",

@@ -178,3 +178,18 @@ def test_delete_output_takes_the_reports_plots_and_r2_but_not_the_users_files(co
     run.paths.lfads_output.mkdir()
     delete_run_output(run.path)
     assert not report.exists()  # nothing of the user's in it: the folder goes too
+
+
+def test_run_specs_take_numpy_masks_and_indices(tmp_path):
+    import numpy as np
+
+    (tmp_path / "datasets").mkdir()
+    for seed, name in enumerate(("ds001", "ds002", "ds003")):
+        write_npz_dataset(tmp_path / "datasets" / f"{name}.npz", seed=seed)
+    datasets = small_collection(tmp_path, ["ds001.npz", "ds002.npz", "ds003.npz"]).dataset_collection
+    mask = np.array([True, False, True])
+    for selection in (mask, np.flatnonzero(mask), [np.int64(0), np.int64(2)], list(mask), np.int64(0)):
+        expected = ["ds001"] if isinstance(selection, np.integer) else ["ds001", "ds003"]
+        assert RunSpec("x", datasets, selection).dataset_names == expected
+    with pytest.raises(ManagerError, match=r"dataset index 5 out of range 0\.\.2"):
+        RunSpec("x", datasets, np.array([5]))

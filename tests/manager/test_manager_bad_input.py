@@ -365,3 +365,9 @@ def test_python_objects_in_an_npz_are_named_with_the_fix(tmp_path, datasets):
     write_npz_dataset(datasets / "bad.npz", conditionId=labels)
     fails(tmp_path, experiment(tmp_path), names=datasets / "bad.npz",
           says="'conditionId' holds Python objects (dtype=object), which are not loaded")
+
+
+def test_an_absolute_glob_is_a_one_line_error(tmp_path, datasets):
+    result = run_manager_cli("prepare", str(datasets_toml(tmp_path, f'glob = "{datasets}/*.npz"')))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is not relative to [datasets] folder" in result.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from manager_test_helpers import run_manager_cli
+from manager_test_helpers import run_manager_cli, write_npz_dataset
 
 from manager.experiment import load_experiment
 from manager.lorenz import generate_lorenz_datasets
@@ -81,3 +81,22 @@ c_factors_dim = 4
     assert result.stdout == f"{tmp_path / 'runs' / 'one'}\n"
     (run_dir,) = (tmp_path / "runs" / "one").glob("param_*/single_dataset001")
     assert (run_dir / "lfads_train.sh").exists() and not (run_dir / "runqueue.json").exists()
+
+
+def test_going_back_to_the_default_resources_removes_the_runqueue_json_prepare_wrote(tmp_path):
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    write_npz_dataset(datasets / "good.npz")
+    toml = tmp_path / "q.toml"
+    base = f'[collection]\nroot = "runs"\nname = "q"\n[datasets]\nfolder = "{datasets}"\nfiles = ["good.npz"]\nsingle_runs = true\n[params]\nc_batch_size = 4\n'
+    toml.write_text(base + '[queue]\nmemory_mb = 4000\ntime_limit = "2h"\n')
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "q").glob("param_*/*")
+    assert json.loads((run_dir / "runqueue.json").read_text()) == {"memory_mb": 4000, "time_limit": "2h"}
+    toml.write_text(base + "[queue]\nmemory_mb = 2000\n")  # the defaults, given explicitly
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    assert not (run_dir / "runqueue.json").exists()
+    (run_dir / "runqueue.json").write_text('{\n  "memory_mb": 9000\n}\n')  # written by hand: kept
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    assert json.loads((run_dir / "runqueue.json").read_text()) == {"memory_mb": 9000}
+

@@ -168,3 +168,23 @@ def test_text_condition_labels_in_a_char_matrix_are_one_label_per_trial(tmp_path
     assert read_mat(tmp_path / "v5.mat")["conditionId"] == labels
     v73 = read_mat(tmp_path / "v73.mat")
     assert v73["conditionId"] == labels and v73["title"] == "one row"
+
+
+def test_a_loader_registered_for_a_suffix_is_part_of_the_export_stamp(tmp_path, monkeypatch):
+    from manager import datasets as dataset_module
+
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "x.npz")
+    collection = small_collection(tmp_path, ["x.npz"])
+    collection.prepare()
+    (h5,) = collection.path.glob("data_*/single_x/lfads_x.h5")
+    before = h5_contents(h5)["train_data"].sum()
+
+    def doubled(path):
+        with np.load(path) as archive:
+            return {**{key: archive[key] for key in archive.files}, "counts": archive["counts"] * 2}
+
+    monkeypatch.setitem(dataset_module.LOADERS, ".npz", doubled)  # as register_loader(".npz", doubled)
+    report = small_collection(tmp_path, ["x.npz"]).prepare()
+    assert report.exported and h5_contents(h5)["train_data"].sum() == 2 * before
+    assert not small_collection(tmp_path, ["x.npz"]).prepare().exported  # and then it is current

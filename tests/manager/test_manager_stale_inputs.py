@@ -394,3 +394,51 @@ def test_regenerate_does_not_slip_new_content_under_a_running_run(tmp_path, data
         assert refused.returncode != 0 and f"{run_dir}: is running" in refused.stderr, refused.stderr
     finally:
         os.close(fd)
+
+
+def test_a_pending_run_that_left_the_experiment_is_retired_when_its_inputs_change(tmp_path, data):
+    assert run_manager_cli("prepare", str(sweep_experiment(tmp_path, [16, 32]))).returncode == 0
+    before_runs = set((tmp_path / "runs" / "sweep").glob("param_*/one"))
+    narrowed = sweep_experiment(tmp_path, [16])
+    assert run_manager_cli("prepare", str(narrowed)).returncode == 0  # same inputs: left alone
+    summary = (tmp_path / "runs" / "sweep" / "summary.txt").read_text()
+    (left,) = [run for run in before_runs if run.parent.name not in summary]
+    assert (left / "lfads_train.sh").exists()
+    write_npz_dataset(data / "ds001.npz", seed=13)  # the export it reads gets new content
+    prepared = run_manager_cli("prepare", str(narrowed))
+    assert prepared.returncode == 0, prepared.stderr
+    assert f"{left} left the experiment and its inputs changed, so it will not be trained" in prepared.stdout + prepared.stderr
+    assert not (left / "lfads_train.sh").exists() and (left / "lfads_train.sh.retired").exists()
+    # Back in the experiment: prepared again, as a run.
+    assert run_manager_cli("prepare", str(sweep_experiment(tmp_path, [16, 32]))).returncode == 0
+    assert (left / "lfads_train.sh").exists() and not (left / "lfads_train.sh.retired").exists()
+
+
+def test_a_link_in_lfadsinput_that_prepare_did_not_make_is_refused_and_kept(tmp_path, data):
+    toml = experiment(tmp_path, ["ds001"], alignment=False)
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    (run_dir,) = (tmp_path / "runs" / "exp").glob("param_*/all")
+    (tmp_path / "extra.h5").write_text("mine")
+    mine = run_dir / "lfadsInput" / "lfads_extra.h5"
+    mine.symlink_to(tmp_path / "extra.h5")
+    refused = run_manager_cli("prepare", str(toml))
+    assert refused.returncode == 2 and f"{mine}: LFADS would load this as a dataset" in refused.stderr, refused.stderr
+    assert mine.is_symlink()
+
+
+def test_an_old_version_alignment_export_follows_a_new_factors_dim(tmp_path, data):
+    # version < 20171107 keeps c_factors_dim out of the data hash, but it sizes the alignment matrices.
+    toml = experiment(tmp_path, ["ds001", "ds002"])
+    toml.write_text(toml.read_text().replace("[params]\n", "[params]\nversion = 20170101\n"))
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    toml.write_text(toml.read_text().replace("c_factors_dim = 3", "c_factors_dim = 4"))
+    prepared = run_manager_cli("prepare", str(toml))
+    assert prepared.returncode == 0, prepared.stderr
+    # The width-3 run left the experiment and its inputs changed under it: retired, not trained on them.
+    (old,) = (tmp_path / "runs" / "exp").glob("param_*/all/lfads_train.sh.retired")
+    (run_dir,) = [script.parent for script in (tmp_path / "runs" / "exp").glob("param_*/all/lfads_train.sh")]
+    assert "--factors_dim=4" in (run_dir / "lfads_train.sh").read_text() and old.parent != run_dir
+    import h5py
+
+    with h5py.File(run_dir / "lfadsInput" / "lfads_ds001.h5") as h5:
+        assert h5["alignment_matrix_cxf"].shape[1] == 4
