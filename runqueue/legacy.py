@@ -15,6 +15,7 @@ a `run_lfads.py` of the user's own PATH still comes first.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -77,10 +78,14 @@ def write_shims(directory: Path, search_path: str, interpreter: str) -> Path:
         "done\n"
         f"{target}\n"
     ))
+    ours = os.path.join(os.path.dirname(interpreter), "run_lfads.py")
+    users = shutil.which("python", path=search_path) or interpreter
     _write_script(directory / "python", (
-        "#!/bin/sh\n"
-        "# lfads-runqueue: `python $(which run_lfads.py)` runs with the interpreter LFADS is installed in.\n"
-        f'exec {shlex.quote(interpreter)} "$@"\n'
+        "#!/bin/bash\n"
+        "# lfads-runqueue: `python $(which run_lfads.py)` runs this installation's LFADS with the interpreter\n"
+        "# it is installed in; anything else (a run_lfads.py of the user's own) with the user's python.\n"
+        f'[ -e "$1" ] && [ "$1" -ef {shlex.quote(ours)} ] && exec {shlex.quote(interpreter)} "$@"\n'
+        f'exec {shlex.quote(users)} "$@"\n'
     ))
     return directory
 

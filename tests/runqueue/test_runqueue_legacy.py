@@ -87,14 +87,33 @@ def test_runqueue_legacy_folder_finds_lfads_without_the_venv_on_path(tmp_path: P
     # `python $(which run_lfads.py)` must still reach this installation's run_lfads.py and interpreter.
     run = tmp_path / "runs/exampleRun/param_YOs74u/single_dataset001"
     make_run(tmp_path / "runs", "exampleRun/param_YOs74u/single_dataset001",
-             "python -c 'import sys, lfads; print(\"interpreter\", sys.executable)' 2>&1 | tee lfads.out\n"
+             "(python $(which run_lfads.py) --kind=unknown || true) 2>&1 | tee lfads.out\n"
              "echo \"found $(which run_lfads.py)\" | tee lfads.out\n")
     env = {**queue_env(tmp_path), "PATH": "/usr/bin:/bin"}
     result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0")
     assert result.returncode == 0, result.stdout + result.stderr
     log = (run / "lfads.out").read_text()
-    assert f"interpreter {sys.executable}" in log
+    assert "lfads: error: --kind=unknown is not one of" in log  # this installation's LFADS answered
     assert f"found {Path(sys.executable).parent / 'run_lfads.py'}" in log
+
+
+def test_a_users_own_run_lfads_py_runs_under_the_users_python(tmp_path: Path) -> None:
+    # prependPathToRunLFADS: the original (TF1) run_lfads.py comes first, with the python of its environment.
+    user_bin, user_lfads = tmp_path / "conda-bin", tmp_path / "original-lfads"
+    user_bin.mkdir()
+    user_lfads.mkdir()
+    (user_bin / "python").write_text(f'#!/bin/bash\necho "the user\'s python"\nexec {sys.executable} "$@"\n')
+    (user_lfads / "run_lfads.py").write_text("print('the original run_lfads.py')\n")
+    for script in (user_bin / "python", user_lfads / "run_lfads.py"):
+        script.chmod(0o755)
+    run = tmp_path / "runs/exampleRun/param_YOs74u/single_dataset001"
+    make_run(tmp_path / "runs", "exampleRun/param_YOs74u/single_dataset001",
+             f'export PATH="{user_lfads}:$PATH"\n(python $(which run_lfads.py)) 2>&1 | tee lfads.out\n')
+    env = {**queue_env(tmp_path), "PATH": f"{user_bin}:/usr/bin:/bin"}
+    result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (run / "lfads.out").read_text()
+    assert "the user's python\nthe original run_lfads.py" in log
 
 
 def test_runqueue_legacy_failed_training_is_not_done_despite_tee(tmp_path: Path) -> None:
