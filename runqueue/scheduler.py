@@ -147,6 +147,7 @@ class Scheduler:
         self.next_waiting_note = 0.0
         self.next_placement_retry: float | None = None  # runs wait for a device that may free up by itself
         self.waiting_for_manager: set[Path] = set()  # runs whose wait for lfads-manager was announced
+        self.hung_up = False  # left on SIGHUP (not asked to stop): a service wants restarting then
         self.placement_dirty = True  # something changed that may allow a placement
         self.last_devices: tuple[Device, ...] = ()
         self.inventory_status = ""
@@ -213,6 +214,7 @@ class Scheduler:
             self.stop_level += 1
             watched = self._ours()
             if signum == signal.SIGHUP and self.stop_level < 3:
+                self.hung_up = True
                 # The terminal is gone (or someone asked for a restart): nobody is left to watch,
                 # so leave at once like a service; the runs do not depend on us.
                 self.hooks.stopping(self.status_line())

@@ -10,6 +10,7 @@ import pytest
 from runqueue_testkit import (
     finish,
     gpu,
+    kill_session,
     make_run,
     pid_alive,
     queue_command,
@@ -65,3 +66,20 @@ def test_runqueue_serve_bad_config_is_one_line(tmp_path: Path, text: str, messag
     result = subprocess.run(queue_command("serve", "--config", config), env=queue_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr and str(config) in result.stderr
+
+
+def test_runqueue_serve_hung_up_with_runs_left_exits_130_so_systemd_restarts_it(tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    make_run(tmp_path / "runs", "c/param_H/long", f"touch {started}\nsleep 60\n")
+    config = tmp_path / "runqueue.toml"
+    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\n')
+    service = start_queue(queue_env(tmp_path), "serve", "--config", config, log=tmp_path / "serve.log")
+    try:
+        wait_for(started.exists, what="the run to start")
+        service.send_signal(signal.SIGHUP)  # systemctl kill -s HUP: not a stop (Restart=on-failure)
+        assert finish(service, timeout=30) == 130, (tmp_path / "serve.log").read_text()
+    finally:
+        if service.poll() is None:
+            service.kill()
+        run = tmp_path / "runs" / "c" / "param_H" / "long"
+        kill_session(int(read_json(run / ".runqueue/state.json")["supervisor_pid"]))
