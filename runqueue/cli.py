@@ -336,6 +336,8 @@ def _cancel(args: argparse.Namespace) -> int:
             errors.append(f"{run}: {refusal}")
         except PermissionError as error:
             errors.append(f"{run}: not allowed to stop this run ({error.strerror}); ask its owner or run as root")
+        except OSError as error:  # e.g. .runqueue that is a file, a read-only file system
+            errors.append(f"{run}: cannot cancel ({error.strerror}: {error.filename}); fix that by hand, then cancel again")
     for message in errors:
         print(f"runqueue cancel: error: {message}", file=sys.stderr)
     return 2 if errors else 0

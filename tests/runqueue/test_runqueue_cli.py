@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runqueue_testkit import queue_env, run_queue
+from runqueue_testkit import make_run, queue_env, run_queue
 
 
 def test_runqueue_cli_never_imports_tensorflow_or_the_model() -> None:
@@ -34,6 +34,16 @@ def test_runqueue_bad_root_and_bad_flags_are_one_line_errors(tmp_path: Path) -> 
     assert bad_limit.returncode == 2 and "use e.g. 90s, 45m, 2h, 1h30m" in bad_limit.stderr
     bad_sim = run_queue(env, "run", tmp_path, "--simulate-gpus", tmp_path / "missing.json")
     assert bad_sim.returncode == 2 and len(bad_sim.stderr.strip().splitlines()) == 1 and "missing.json" in bad_sim.stderr
+
+
+def test_cancel_and_requeue_of_a_run_whose_queue_folder_is_a_file_are_one_line_errors(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_X/a")
+    (run / ".runqueue").write_text("not the queue's folder")
+    env = queue_env(tmp_path)
+    for command in ("cancel", "requeue"):
+        result = run_queue(env, command, run)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and f"runqueue {command}: error: {run}: cannot" in result.stderr
 
 
 def test_runqueue_gpus_subcommand_delegates_to_the_inventory(tmp_path: Path) -> None:
