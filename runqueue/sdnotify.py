@@ -71,18 +71,24 @@ def watchdog_interval_s() -> float | None:
 
 class WatchdogPinger:
     """Call `maybe_ping()` from every turn of the scheduling loop (not from a side thread, so that a
-    hung loop really gets restarted): it sends WATCHDOG=1 at most every half watchdog interval."""
+    hung loop really gets restarted), and let the loop sleep at most `wake_every_s`: it sends
+    WATCHDOG=1 at most every quarter interval, so two pings are never more than half an interval
+    apart (a turn just short of the quarter skips its ping; the next comes a quarter later at most)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval_s = watchdog_interval_s()
         self._clock = clock
         self._last = -float("inf")
 
+    @property
+    def wake_every_s(self) -> float | None:
+        return None if self.interval_s is None else self.interval_s / 4
+
     def maybe_ping(self) -> bool:
         if self.interval_s is None:
             return False
         now = self._clock()
-        if now - self._last < self.interval_s / 2:
+        if now - self._last < self.interval_s / 4:
             return False
         self._last = now
         return watchdog()

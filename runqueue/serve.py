@@ -29,7 +29,7 @@ class SystemdHooks(LoopHooks):
         self.pinger.maybe_ping()
 
     def tick_interval_s(self) -> float | None:
-        return None if self.pinger.interval_s is None else self.pinger.interval_s / 2
+        return self.pinger.wake_every_s
 
     def stopping(self, status: str) -> None:
         sdnotify.stopping(status)
