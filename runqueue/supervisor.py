@@ -246,7 +246,10 @@ class Supervisor:
     # ----------------------------------------------------------------- the attempt
     def _run_attempt(self) -> int:
         try:
-            self.log_fd = os.open(self.paths.out_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:  # read too: a header must not be glued to a line a step left unfinished
+                self.log_fd = os.open(self.paths.out_log, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except PermissionError:
+                self.log_fd = os.open(self.paths.out_log, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except OSError as error:
             return self._fail(None, None, None, self._reason_for(error), f"cannot open {self.paths.out_log}: {error.strerror}")
         # Our own tracebacks belong in the run's log, not in a terminal that may be gone.
@@ -616,6 +619,8 @@ class Supervisor:
 
     def _write_log(self, text: str) -> None:
         data = text.encode()
+        if text.startswith(HEADER_PREFIX) and self._log_ends_mid_line():
+            data = b"\n" + data  # a step that stopped mid-line (a progress bar, a kill): our line on its own
         try:
             while data:
                 data = data[os.write(self.log_fd, data) :]
@@ -623,6 +628,13 @@ class Supervisor:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _DiskFull from None
             raise
+
+    def _log_ends_mid_line(self) -> bool:
+        try:
+            size = os.fstat(self.log_fd).st_size
+            return size > 0 and os.pread(self.log_fd, 1, size - 1) != b"\n"
+        except OSError:
+            return False
 
     def _log_line(self, text: str) -> None:
         if self.log_fd < 0:

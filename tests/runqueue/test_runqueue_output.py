@@ -30,3 +30,14 @@ def test_runqueue_100_mb_of_output_arrives_whole(tmp_path: Path) -> None:
     assert "step=lfads_posterior_mean_sample.sh" in rest[1] and rest[2] == "second-step"
     assert len(result.stdout) < 20_000_000  # the console skipped ahead instead of echoing 100 MB
     assert "[param_O/big] second-step" in result.stdout
+
+
+def test_queue_lines_start_on_their_own_line_after_output_that_stopped_mid_line(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_L/a", "printf 'epoch 3: 42%%'\nexit 1\n")  # a progress line, then a crash
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", "none", "--retries", "1",
+                       "--retry-backoff", "0.1", "--quiet")
+    assert result.returncode == 1
+    log = (run / "lfads.out").read_text()
+    ours = [line for line in log.splitlines() if "### runqueue" in line]
+    assert len(ours) == 4 and all(line.startswith("### runqueue") for line in ours), log  # 2 headers, 2 outcomes
+    assert log.count("epoch 3: 42%\n") == 2
