@@ -326,8 +326,10 @@ class Scheduler:
                 continue
             if run.handle is not None:
                 continue  # its supervisor's end tells us what happened
-            if run.blocked is not None and run.recheck_block and time.monotonic() >= run.recheck_after:
+            if (run.blocked is not None and run.recheck_block and time.monotonic() >= run.recheck_after
+                    and not (run.needs_space and disk_is_full(run.paths.root))):
                 run.blocked = None  # placed or blocked again at the next placement
+                run.needs_space = False
                 self.placement_dirty = True
             if run.state_stamp is not None and (run.blocked is not None or run.retry_after is not None):
                 self._notice_requeue(run)
@@ -499,6 +501,7 @@ class Scheduler:
                 reason = (f"the disk of {paths.root} is full, so the run could not record its outcome; free space"
                           " there (the run goes again once there is some)")
                 self._block(run, reason, recheck=True, event=f"stopped: {reason}")
+                run.needs_space = True
                 return
             run.crashes += 1
             how = f"exit status {exit_code}" if exit_code is not None else "no outcome recorded"

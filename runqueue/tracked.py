@@ -24,6 +24,7 @@ class TrackedRun:
     blocked: str | None = None  # this queue will not place it, and why
     recheck_block: bool = False  # the block may lift by itself (file fixed, devices changed): re-check on rescans
     recheck_after: float = 0.0  # monotonic; a re-check that costs a start attempt waits this long
+    needs_space: bool = False  # blocked by a full disk: re-checked only once its disk has space again
     last_block_message: str | None = None
     crashes: int = 0
     # state.json when this queue last read a back-off or blocked the run: a requeue replaces it.

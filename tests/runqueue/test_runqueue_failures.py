@@ -201,6 +201,34 @@ def test_a_full_disk_is_named_and_the_log_is_kept(tmp_path: Path) -> None:
         subprocess.run(["umount", "-l", str(small)], check=False)
 
 
+def test_a_watching_queue_starts_a_run_again_as_soon_as_its_full_disk_has_space(tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); needs root")
+    queue = None
+    try:
+        (small / "filler").write_bytes(b"x" * 1_500_000)
+        run = make_run(small, "c/param_D/r0", '[ -e "$RUNQUEUE_RUN_DIR/../space" ] && { echo fine; exit 0; }\n'
+                       'for i in $(seq 1 100000); do echo "line $i padding padding padding padding padding"; done\n')
+        log = tmp_path / "q.log"
+        queue = start_queue(queue_env(tmp_path), "run", "--watch", small, "--cpu-slots", "1", "--retries", "0",
+                            "--poll-interval", "1s", "--quiet", log=log)
+        wait_for(lambda: f"the disk of {run} is full" in log.read_text(), timeout=60, what="the full disk")
+        time.sleep(3)  # rescans meanwhile must not start it into the same full disk
+        (small / "filler").unlink()
+        (run.parent / "space").touch()
+        freed = time.monotonic()
+        wait_for((run / "lfads.done").exists, timeout=30, what="the run to go again")
+        assert time.monotonic() - freed < 10, log.read_text()  # at the next rescan, not after failed starts
+    finally:
+        if queue is not None:
+            queue.send_signal(signal.SIGINT)
+            finish(queue, timeout=30)
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
 def test_cancel_after_the_supervisor_died_stops_steps_that_left_the_session(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-c")])
     escaped = tmp_path / "escaped.pid"
