@@ -80,7 +80,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _add_device_flags(parser)
     _add_placement_flags(parser)
     parser.add_argument("--retries", type=_non_negative_int, default=1, metavar="N", help="attempts after the first failure, each from the failed step (default 1)")
-    parser.add_argument("--retry-backoff", type=_non_negative_float, default=10.0, metavar="SECONDS", help="wait before the first retry, doubled for each further one (default 10)")
+    parser.add_argument("--retry-backoff", type=_non_negative_float, default=10.0, metavar="SECONDS", help="wait before the first retry, doubled for each further one up to 10 minutes (or this, if longer) (default 10)")
     parser.add_argument("--time-limit", type=_duration, metavar="DURATION", help="stop a run's attempt after e.g. 90s, 45m, 2h, 1h30m (default: none)")
     parser.add_argument("--kill-grace", type=_non_negative_float, default=10.0, metavar="SECONDS", help="between SIGTERM and SIGKILL when stopping a run (default 10)")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute: local (default) or slurm (one sbatch job per run; docs/slurm.md)")

@@ -492,7 +492,8 @@ class Supervisor:
         self.state.failed_device_uuid = self.spec.device_uuid
         attempt = self.state.attempt
         if attempt < self.max_attempts:
-            backoff = min(_MAX_BACKOFF_S, self.spec.retry_backoff_s * 2 ** (attempt - 1))
+            # Doubling stops at 10 minutes, or at the back-off asked for if that is longer.
+            backoff = min(max(_MAX_BACKOFF_S, self.spec.retry_backoff_s), self.spec.retry_backoff_s * 2 ** (attempt - 1))
             self.state.phase = Phase.RETRY_WAIT
             self.state.resume_step = step
             self.state.retry_after = time.time() + backoff
