@@ -402,3 +402,16 @@ def test_a_step_killed_together_with_its_supervisor_is_interrupted_not_failed(tm
     assert result.returncode == 0, result.stdout + result.stderr
     log = (run / "lfads.out").read_text()
     assert "interrupted" in log and "fine on attempt 1" in log and not (run / "lfads.failed").exists()
+
+
+def test_a_back_off_longer_than_ten_minutes_is_kept(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_B/r0", "exit 3\n")
+    queue = start_queue(queue_env(tmp_path), "run", "--watch", tmp_path / "runs", "--gpus", "none",
+                        "--retry-backoff", "3600", log=tmp_path / "q.log")
+    state = run / ".runqueue" / "state.json"
+    try:
+        wait_for(lambda: state.exists() and read_json(state).get("phase") == "retry_wait", what="the back-off")
+        assert read_json(state)["retry_after"] - time.time() > 3500  # not cut to 10 minutes
+    finally:
+        queue.send_signal(signal.SIGINT)
+        finish(queue, timeout=30)
