@@ -25,6 +25,9 @@ def tf1_tag(name: str) -> str:
 
 class TensorBoardLog:
     def __init__(self, save_dir: Path) -> None:
+        # Made here, as the umask allows: TensorFlow would make it 0755 whatever the umask (a lab
+        # group sharing the run tree could not add its event files).
+        (save_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
         self.writer = tf.summary.create_file_writer(str(save_dir / LOG_DIR))
 
     def epoch(self, s: EpochSummary, learning_rate: float, grad_norm: float, corr_cost: float,

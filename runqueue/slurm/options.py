@@ -44,29 +44,32 @@ class SlurmOptions:
         if self.gpus < 0:
             raise ValueError(f"--slurm-gpus {self.gpus}: must be 0 or more (0 = CPU-only jobs)")
         for arg in self.extra:
-            name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
             # sbatch (getopt_long) also takes an unambiguous prefix (--out= is --output=) and groups
             # of short options (-so/path is -s -o /path).
-            reserved = _reserved_short(arg) if not arg.startswith("--") else (
-                len(name) > 2 and any(option.startswith(name) for option in _RESERVED_LONG)
-            )
-            if reserved:
+            name = _reserved_long(arg) if arg.startswith("--") else _reserved_short(arg)
+            if name is not None:
                 raise ValueError(
                     f"--slurm-extra {arg!r}: runqueue sets {name} itself (the job must write into the run folder); "
                     "remove it from --slurm-extra"
                 )
 
 
-def _reserved_short(arg: str) -> bool:
-    """A `-xyz` group holds a reserved letter before the first letter that takes an argument."""
+def _reserved_long(arg: str) -> str | None:
+    """`--name[=value]` when `--name` is a reserved option or an unambiguous prefix of one."""
+    name = arg.split("=", 1)[0]
+    return name if len(name) > 2 and any(option.startswith(name) for option in _RESERVED_LONG) else None
+
+
+def _reserved_short(arg: str) -> str | None:
+    """The reserved option (`-o`) a `-xyz` group holds before the first letter that takes an argument."""
     if not arg.startswith("-") or len(arg) < 2:
-        return False
+        return None
     for letter in arg[1:]:
         if letter in _RESERVED_LETTERS:
-            return True
+            return f"-{letter}"
         if letter not in _FLAG_LETTERS:
-            return False  # the rest of the group is that option's argument
-    return False
+            return None  # the rest of the group is that option's argument
+    return None
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,18 @@ def test_output_files_follow_the_umask(trained: Trained, tmp_path: Path, run_lfa
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
+def test_a_group_writable_umask_reaches_the_tensorboard_folder_too(trained: Trained, tmp_path: Path,
+                                                                    run_lfads: Runner) -> None:
+    out = tmp_path / "out"
+    previous = os.umask(0o002)  # a lab group's shared run tree
+    try:
+        run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *trained.flags, "--max_epochs=1"])
+    finally:
+        os.umask(previous)
+    assert (out / "lfads_log").stat().st_mode & 0o777 == 0o775  # TensorFlow alone makes it 0755
+    assert (out / "checkpoint").stat().st_mode & 0o777 == 0o664
+
+
 def test_a_continued_run_refreshes_a_stand_in_lve_checkpoint(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
     # Ramps far longer than the run: no real LVE, so checkpoint_lve stands in with the final weights,
     # and must follow the weights when the run is continued (the chained steps load it).

@@ -102,6 +102,9 @@ def test_slurm_options_refuse_what_the_executor_sets_itself() -> None:
                   ("-so/tmp/x",), ("-Qo", "x"), ("-Ho", "x"), ("--quiet",), ("-Q",), ("-e", "/tmp/err"), ("--test-only",)):
         with pytest.raises(ValueError, match="runqueue sets"):
             SlurmOptions(extra=extra)
+    # The message names the reserved option in a group, not the group's first letter.
+    with pytest.raises(ValueError, match="runqueue sets -o itself"):
+        SlurmOptions(extra=("-so/tmp/x",))
     # Letters after one that takes an argument are that argument: -pgpu_o is partition "gpu_o".
     SlurmOptions(extra=("-pgpu_o", "-t", "10", "-s"))
     with pytest.raises(ValueError, match="must be 0 or more"):
