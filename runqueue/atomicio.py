@@ -12,7 +12,7 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path, *, mode: int = 0o644, durable: bool = True, make_parents: bool = False) -> Iterator[Path]:
+def atomic_path(path: Path, *, mode: int = 0o666, durable: bool = True, make_parents: bool = False) -> Iterator[Path]:
     """Yield a temp path next to `path`; when the block succeeds, fsync it and rename it onto `path`.
 
     Readers see the old file or the new one, never a partial one; on any exception the temp file
@@ -72,7 +72,7 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True,
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o666, durable: bool = True,
                        make_parents: bool = False) -> None:
     """Replace `path` with `data` atomically (see `atomic_path`)."""
     with atomic_path(path, mode=mode, durable=durable, make_parents=make_parents) as tmp:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import select
 import signal
 import time
@@ -69,16 +70,20 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
         # A supervisor took the run meanwhile: stop it like any running run.
     state = load_state(paths)
     pid, start = state.supervisor_pid, state.supervisor_start_time
-    if is_alive(pid, start):
+    # Anyone who can write the run folder can write state.json: its pid must prove to be the run's.
+    supervisor = runlock.is_run_process(paths.lock, pid, start)
+    if supervisor:
         assert pid is not None
         if _ask_supervisor(pid, start, grace_s) and os.path.lexists(paths.failed_marker):
             return f"cancelled (supervisor pid {pid} stopped it)"
     # No supervisor to ask (it died and left steps running), or it did not answer: stop every process
     # of the run ourselves, and nothing else (see _run_processes).
-    if not _run_processes(paths, pid, start):
+    members = _run_processes(paths, pid, supervisor)
+    if not members:
         raise CancelRefused("is held by a process that is not one of its steps (its supervisor is gone); "
                             f"nothing stopped — see {paths.out_log}, and try again in a moment")
-    _terminate(lambda: _run_processes(paths, pid, start), grace_s)
+    _refuse_others_processes(members)
+    _terminate(lambda: _run_processes(paths, pid, supervisor), grace_s)
     deadline = time.monotonic() + 2.0  # killed processes let go of the lock as they exit
     while runlock.is_running(paths.lock) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -119,6 +124,32 @@ def _ask_supervisor(pid: int, start: int | None, grace_s: float) -> bool:
         os.close(pidfd)
 
 
+def _refuse_others_processes(pids: list[int]) -> None:
+    """Fail at once, naming them, when processes of the run belong to an account we cannot signal."""
+    refused = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except PermissionError:
+            refused.append(f"{pid} ({_process_owner(pid)})")
+        except ProcessLookupError:
+            pass
+    if refused:
+        raise CancelRefused(f"its processes {', '.join(refused)} belong to another account; ask their owner, or cancel"
+                            " it with sudo")
+
+
+def _process_owner(pid: int) -> str:
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return "owner unknown"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _terminate(members: Callable[[], list[int]], grace_s: float) -> None:
     """TERM every process `members()` lists, wait up to `grace_s` for them to go, KILL the rest."""
 
@@ -134,21 +165,22 @@ def _terminate(members: Callable[[], list[int]], grace_s: float) -> None:
     send(signal.SIGKILL)
 
 
-def _run_processes(paths: RunPaths, sid: int | None, start: int | None) -> list[int]:
+def _run_processes(paths: RunPaths, sid: int | None, supervisor_proven: bool) -> list[int]:
     """Every process of the run, and nothing else.
 
-    - the session its supervisor led (sid = the supervisor's pid), all of it, but only while that
-      session is the run's: a pid is not handed out again while processes are still in the session
-      it names, so a live process with that pid that is not our supervisor leads someone else's;
     - wherever they went (setsid, another session) and whatever their folder is called now: the
       processes holding the run lock's write lock (every step inherits it) and those carrying the
-      run's RUNQUEUE_RUN_DIR.
+      run's RUNQUEUE_RUN_DIR;
+    - the session its supervisor led (sid = the supervisor's pid), all of it, but only while that
+      session is the run's: its leader proven to be the run's supervisor, or, the leader gone (a pid
+      is not handed out again while its session has members), a member proven as above.
     """
-    found: set[int] = set()
-    if sid and (is_alive(sid, start) or not os.path.exists(f"/proc/{sid}")):
-        found.update(session_members(sid))
-    found.update(file_holders(paths.lock, write_locked=True))
+    found: set[int] = set(file_holders(paths.lock, write_locked=True))
     found.update(processes_with_env("RUNQUEUE_RUN_DIR", lambda value: _same_folder(value, paths.root)))
+    if sid:
+        session = set(session_members(sid))
+        if supervisor_proven or (not os.path.exists(f"/proc/{sid}") and session & found):
+            found |= session
     found.discard(os.getpid())
     return sorted(found)
 

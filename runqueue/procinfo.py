@@ -169,25 +169,36 @@ def file_holders(path: Path | str, *, write_locked: bool = False) -> list[int]:
         target = os.stat(path)
     except OSError:
         return []
-    holders = []
     me = os.getpid()
-    for pid in _all_processes():
-        if pid == me:
-            continue
+    return [pid for pid in _all_processes() if pid != me and _holds(pid, target, write_locked) is True]
+
+
+def holds_write_lock_on(pid: int, path: Path | str) -> bool | None:
+    """Whether `pid` holds an OFD write lock on `path` (a run's supervisor and steps do); None when
+    its descriptors cannot be read (another account's process, for anyone but root)."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return False
+    return _holds(pid, target, write_locked=True)
+
+
+def _holds(pid: int, target: os.stat_result, write_locked: bool) -> bool | None:
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except PermissionError:
+        return None
+    except OSError:
+        return False
+    for name in names:
         try:
-            names = os.listdir(f"/proc/{pid}/fd")
+            found = os.stat(f"/proc/{pid}/fd/{name}")
         except OSError:
             continue
-        for name in names:
-            try:
-                found = os.stat(f"/proc/{pid}/fd/{name}")
-            except OSError:
-                continue
-            if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino) and (
-                    not write_locked or _holds_write_lock(pid, name)):
-                holders.append(pid)
-                break
-    return holders
+        if (found.st_dev, found.st_ino) == (target.st_dev, target.st_ino) and (
+                not write_locked or _holds_write_lock(pid, name)):
+            return True
+    return False
 
 
 def _holds_write_lock(pid: int, fd_name: str) -> bool:

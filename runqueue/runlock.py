@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from runqueue.procinfo import is_alive, process_start_time
+from runqueue.procinfo import holds_write_lock_on, is_alive, process_start_time
 
 # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
 _FLOCK = "hhqqi4x"
@@ -46,13 +46,23 @@ def try_acquire(lock_path: Path) -> int | None:
     (see the module doc); callers pass it to their steps explicitly.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides: group-writable in a shared tree
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_bytes(fcntl.F_WRLCK))
     except OSError:
         os.close(fd)
         return None
+    _readable_by_all(fd)
     return fd
+
+
+def _readable_by_all(fd: int) -> None:
+    """Every account's queue and `status` must be able to probe the lock (a umask of 077 would hide
+    a running run from them); it holds only a pid and a host name."""
+    with contextlib.suppress(OSError):
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and info.st_mode & 0o444 != 0o444:
+            os.fchmod(fd, (info.st_mode & 0o7777) | 0o444)
 
 
 def write_holder(fd: int) -> None:
@@ -73,7 +83,8 @@ def try_hold_shared(lock_path: Path) -> int | None:
         fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        _readable_by_all(fd)
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_bytes(fcntl.F_RDLCK))
     except OSError:
@@ -137,10 +148,24 @@ def _int_or_none(value: object) -> int | None:
 def live_supervisor(lock_path: Path, pid: int | None, start_time: int | None) -> tuple[int, int | None] | None:
     """(pid, start time) of the run's live supervisor: the one state.json records (`pid`,
     `start_time`), else the holder the lock file names (state.json deleted by hand); None if gone."""
-    if pid is not None and is_alive(pid, start_time):
-        return pid, start_time
-    holder = read_holder(lock_path)
-    if holder is not None and holder.pid is not None and is_alive(holder.pid, holder.start_time):
-        return holder.pid, holder.start_time
+    for candidate, start in ((pid, start_time), *_lock_file_holder(lock_path)):
+        if is_run_process(lock_path, candidate, start):
+            assert candidate is not None
+            return candidate, start
     return None
+
+
+def _lock_file_holder(lock_path: Path) -> list[tuple[int | None, int | None]]:
+    holder = read_holder(lock_path)
+    return [] if holder is None else [(holder.pid, holder.start_time)]
+
+
+def is_run_process(lock_path: Path, pid: int | None, start_time: int | None) -> bool:
+    """Whether `pid` (started at `start_time`) is a live process of this run. state.json and the
+    lock file can be written by anyone who can write the run folder, so a pid they name is proof of
+    nothing: it must also hold the run's write lock, as every supervisor and step does (when its
+    descriptors cannot be read, another account's process, the start time must match)."""
+    if pid is None or start_time is None or not is_alive(pid, start_time):
+        return False
+    return holds_write_lock_on(pid, lock_path) is not False
 

@@ -247,7 +247,7 @@ class Supervisor:
     def _run_attempt(self) -> int:
         try:
             try:  # read too: a header must not be glued to a line a step left unfinished
-                self.log_fd = os.open(self.paths.out_log, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self.log_fd = os.open(self.paths.out_log, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
             except PermissionError:
                 self.log_fd = os.open(self.paths.out_log, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except OSError as error:

@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -68,10 +69,24 @@ def _run_key(run_dir: str) -> str:
     return hashlib.sha256(os.fsencode(run_dir)).hexdigest()[:32]  # names need not be UTF-8
 
 
-def claim_file_name(run_dir: str, uid: int) -> str:
+def claim_file_name(run_dir: str, uid: int, variant: str = "") -> str:
     """One file per run folder and writer: whatever characters the path holds, and so that a stale
-    claim left by another user (undeletable in a sticky directory) never blocks this user's claim."""
-    return f"{_run_key(run_dir)}-u{uid}{_SUFFIX}"
+    claim left by another user (undeletable in a sticky directory) never blocks this user's claim.
+    `variant`: when another account took this very name first (see ClaimTransaction.add)."""
+    return f"{_run_key(run_dir)}-u{uid}{'-' + variant if variant else ''}{_SUFFIX}"
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return path.lstat().st_uid
+    except OSError:
+        return None
+
+
+def _writer_uid(name: str) -> int | None:
+    """The uid a claim file's name says wrote it."""
+    tail = name.removesuffix(_SUFFIX).partition("-u")[2].split("-")[0]
+    return int(tail) if tail.isdigit() else None
 
 
 class ClaimStore:
@@ -110,7 +125,7 @@ class ClaimStore:
             except FileNotFoundError:
                 pass
             except PermissionError:
-                if path.name == claim_file_name(run_dir, os.geteuid()):
+                if _owner(path) == os.geteuid():
                     raise ClaimError(f"{path}: cannot remove own claim file; check the permissions of "
                                      f"{self.directory}") from None
 
@@ -164,6 +179,9 @@ class ClaimStore:
             names = [entry.name for entry in os.scandir(self.directory) if entry.name.endswith(_SUFFIX)]
         except FileNotFoundError:
             return []
+        except OSError as err:
+            raise ClaimError(f"{self.directory}: cannot list the claims directory ({err.strerror}); every queue must"
+                             f" see every claim: fix: chmod 1777 {self.directory} (as its owner), or set {CLAIMS_DIR_ENV}") from None
         stored = (_load(self.directory / name) for name in names if not name.startswith("."))
         return [item for item in stored if item is not None]
 
@@ -171,7 +189,10 @@ class ClaimStore:
 def _load(path: Path) -> _StoredClaim | None:
     """A claim file, or None when it vanished or is not ours to understand (it is then ignored)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_uid != _writer_uid(path.name):
+                return None  # made by an account other than the one its name says: a squatter, ignored
+            data = json.loads(handle.read().decode("utf-8"))
         claim = Claim(
             run_dir=str(data["run_dir"]),
             device_uuid=str(data["device_uuid"]),
@@ -215,20 +236,32 @@ class ClaimTransaction:
 
         The pid's start time is stored with it; a claim for a pid that is not running is dead at once.
         """
-        path = self._store.directory / claim_file_name(claim.run_dir, os.geteuid())
+        directory, uid = self._store.directory, os.geteuid()
+        path = directory / claim_file_name(claim.run_dir, uid)
         record = asdict(claim) | {"pid_start": live_start_time(claim.pid), "boot": self._boot}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            os.fchmod(fd, 0o644)  # whatever the umask: every account's queue must read every claim
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(record, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except PermissionError:
+                # Another account made a file of this name first (the sticky bit keeps us from
+                # replacing it; it is ignored when read): a name of our own instead.
+                path = directory / claim_file_name(claim.run_dir, uid, secrets.token_hex(4))
+                os.replace(tmp, path)
         except OSError as err:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise ClaimError(f"{path}: cannot write claim ({err.strerror}); check {self._store.directory}") from None
+        for older in directory.glob(f"{_run_key(claim.run_dir)}-u{uid}*{_SUFFIX}"):
+            if older != path and _owner(older) == uid:  # this run's previous claim, replaced
+                with contextlib.suppress(OSError):
+                    older.unlink()
 
     def remove(self, run_dir: str) -> None:
         self._store.remove(run_dir)

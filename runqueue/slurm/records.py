@@ -114,7 +114,7 @@ def submission_lock(paths: SlurmPaths) -> Iterator[None]:
     other too. Held for one sbatch call at most.
     """
     paths.run.runtime_dir.mkdir(exist_ok=True)  # never its parents: a vanished run folder stays gone
-    fd = os.open(paths.submission_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(paths.submission_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -197,3 +197,49 @@ def check_second_user(store: ClaimStore) -> None:
     with store.transaction() as txn:  # nobody has exited; root may clean up everybody's stale claims
         assert [c.run_dir for c in txn.live_claims()] == ["/runs/root-live"]
     assert len(list(store.directory.glob("*.claim.json"))) == 1
+
+
+def test_a_claim_is_readable_by_every_account_whatever_the_umask(tmp_path: Path) -> None:
+    store = ClaimStore(tmp_path / "claims")
+    previous = os.umask(0o077)  # a private user's umask: other accounts' queues must still see the claim
+    try:
+        with store.transaction() as txn:
+            txn.add(make_claim("/runs/a", os.getpid()))
+    finally:
+        os.umask(previous)
+    (claim_file,) = store.directory.glob("*.claim.json")
+    assert stat.S_IMODE(claim_file.stat().st_mode) == 0o644
+
+
+def test_a_claim_name_taken_by_another_account_neither_blocks_nor_fakes_a_claim(tmp_path: Path) -> None:
+    from runqueue.devices.claims import claim_file_name
+    from runqueue.procinfo import boot_id, live_start_time
+
+    store = ClaimStore(tmp_path / "claims")
+    with store.transaction():
+        pass  # the shared directory, sticky
+    squatted = store.directory / claim_file_name("/runs/a", os.geteuid())
+    squatted.write_text(json.dumps({"run_dir": "/runs/a", "device_uuid": "GPU-fake", "memory_mb": 1, "pid": os.getpid(),
+                                    "sid": os.getsid(0), "queue_id": "x", "created": 0.0,
+                                    "pid_start": live_start_time(os.getpid()), "boot": boot_id()}))
+    os.chown(squatted, 65534, 65534)  # made by "nobody" before our queue ever claimed that run
+    with store.transaction() as txn:
+        assert txn.live_claims() == []  # a file its name does not match is no claim
+        txn.add(make_claim("/runs/a", os.getpid()))
+        (claim,) = txn.live_claims()
+    assert claim.device_uuid == "GPU-a" and squatted.exists()
+
+
+def test_a_claims_directory_that_cannot_be_listed_is_a_one_line_error(tmp_path: Path) -> None:
+    directory = tmp_path / "claims"
+    directory.mkdir(mode=0o1733)
+    directory.chmod(0o1733)  # anyone may add, nobody may list: no queue could see the others' claims
+    script = ("import os, sys\nfrom pathlib import Path\n"  # everything imported before becoming "nobody"
+              "from runqueue.devices.claims import ClaimStore\nfrom runqueue.devices.errors import ClaimError\n"
+              "os.setgid(65534); os.setuid(65534)\n"
+              "try:\n    ClaimStore(Path(sys.argv[1])).claims()\nexcept ClaimError as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(directory)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=30)
+    if "Operation not permitted" in result.stderr:
+        pytest.skip("needs root to act as another account")
+    assert "cannot list the claims directory" in result.stdout and "chmod 1777" in result.stdout, result.stderr

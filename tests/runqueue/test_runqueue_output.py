@@ -41,3 +41,23 @@ def test_queue_lines_start_on_their_own_line_after_output_that_stopped_mid_line(
     ours = [line for line in log.splitlines() if "### runqueue" in line]
     assert len(ours) == 4 and all(line.startswith("### runqueue") for line in ours), log  # 2 headers, 2 outcomes
     assert log.count("epoch 3: 42%\n") == 2
+
+
+def test_the_queues_files_follow_the_umask_and_its_lock_stays_readable(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    for umask, group_tree in ((0o002, True), (0o077, False)):
+        run = make_run(tmp_path / f"runs{umask:o}", "c/param_U/a")
+        previous = os.umask(umask)  # 002: a lab group's shared tree; 077: a private user
+        try:
+            assert run_queue(queue_env(tmp_path), "run", run.parent, "--gpus", "none").returncode == 0
+        finally:
+            os.umask(previous)
+        files = [run / "lfads.out", run / "lfads.done", run / ".runqueue" / "state.json"]
+        assert [mode(path) for path in files] == [0o666 & ~umask] * 3
+        # Every account's queue and status must see whether the run is running.
+        assert mode(run / ".runqueue" / "lock") == (0o664 if group_tree else 0o644)

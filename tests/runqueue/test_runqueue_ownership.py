@@ -188,3 +188,24 @@ def test_a_stopped_supervisor_is_continued_so_it_enforces_the_time_limit(tmp_pat
         kill_session(int(read_json(state).get("supervisor_pid") or 0) or -1)
     assert read_json(run / "lfads.failed")["reason"] == "time_limit"
     assert "its supervisor was stopped (SIGSTOP) past the run's time limit" in log.read_text()
+
+
+def test_cancel_never_signals_a_process_state_json_merely_names(tmp_path: Path) -> None:
+    # Anyone who can write the run folder can write state.json; the pid there must prove to be the run's.
+    run = make_run(tmp_path / "runs", "c/param_V/x")
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)  # someone's unrelated session
+    holder = _hold_write_lock(run)  # the run's own step, running
+    try:
+        from runqueue.procinfo import process_start_time
+        from runqueue.runstate import PersistedState, save_state
+
+        save_state(RunPaths(run), PersistedState(phase="running", attempt=1, supervisor_pid=victim.pid,
+                                                 supervisor_start_time=process_start_time(victim.pid)))
+        assert control.cancel(RunPaths(run), grace_s=1.0) == "cancelled (processes stopped by `runqueue cancel`)"
+        assert holder.wait(timeout=10) != 0
+        assert victim.poll() is None  # neither asked (SIGUSR1) nor stopped with the run's session
+    finally:
+        for process in (victim, holder):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
