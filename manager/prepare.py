@@ -13,6 +13,7 @@ Errors in 1-2 stop before anything is written.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -72,6 +73,8 @@ from runqueue.layout import (
     DONE_MARKER,
     POSTERIOR_SCRIPT,
     RESOURCES_FILE,
+    RESOURCES_WRITER,
+    RESOURCES_WRITER_KEY,
     SUMMARY_FILE,
     TENSORBOARD_SCRIPT,
     TRAIN_SCRIPT,
@@ -190,8 +193,16 @@ def _source_stamp(run: Run) -> dict[str, Any]:
 
 def _loader_name(dataset: Any) -> str:
     loader = dataset.loader or registered_loader(dataset.path)  # also one installed by register_loader()
-    kind = type(dataset)
-    return f"{kind.__module__}.{kind.__qualname__}" + (f"/{loader.__module__}.{loader.__qualname__}" if loader else "")
+    return _callable_name(type(dataset)) + (f"/{_callable_name(loader)}" if loader else "")
+
+
+def _callable_name(thing: Any) -> str:
+    """module.qualname of a function or class; of a partial, its function and arguments; of any
+    other callable object, its class."""
+    if isinstance(thing, functools.partial):
+        return f"partial({_callable_name(thing.func)}, {thing.args!r}, {sorted(thing.keywords.items())!r})"
+    named = thing if hasattr(thing, "__qualname__") else type(thing)
+    return f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
 
 
 def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | None:
@@ -344,14 +355,12 @@ def _link(entry: Path, target: str, force: bool) -> bool:
 
 
 def _written_by_prepare(path: Path) -> bool:
-    """A runqueue.json exactly as `_resources` writes it (a hand-written one is left alone)."""
+    """A runqueue.json that prepare wrote (it says so); one written by hand is left alone."""
     try:
-        text = path.read_text()
-        declared = json.loads(text)
+        declared = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return (isinstance(declared, dict) and len(declared) > 0 and set(declared) <= {"memory_mb", "time_limit"}
-            and text == json.dumps(declared, sort_keys=True) + "\n")
+    return isinstance(declared, dict) and declared.get(RESOURCES_WRITER_KEY) == RESOURCES_WRITER
 
 
 def _resources(collection: RunCollection) -> str | None:
@@ -360,7 +369,9 @@ def _resources(collection: RunCollection) -> str | None:
         declared["memory_mb"] = collection.gpu_memory_mb
     if collection.time_limit not in (None, ""):
         declared["time_limit"] = collection.time_limit
-    return json.dumps(declared, sort_keys=True) + "\n" if declared else None
+    if not declared:
+        return None
+    return json.dumps(declared | {RESOURCES_WRITER_KEY: RESOURCES_WRITER}, sort_keys=True) + "\n"
 
 
 _ScriptCache = dict[tuple[str, int], dict[str, str]]
@@ -511,6 +522,11 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
         for run in runs:
             report.files_written += _write_run(run, regenerate, resources, scripts)
             report.files_removed += _remove_stale_links(run)
+            if resources is None and run.paths.resources.exists():  # not prepare's (it removes its own)
+                note = (f"note: {run.paths.resources} was not written by prepare and is kept: it still declares the"
+                        " run's memory or time limit while the collection asks for the defaults; delete it if it should not")
+                report.notes.append(note)
+                _say(progress, note)
         # Run folders of param sets that left the experiment but read an export whose content just
         # changed: their inputs are no longer what they were prepared with (other data, a dropped
         # dataset's link left dangling), so the queue must not train them as they are.

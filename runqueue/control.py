@@ -99,7 +99,11 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
 def _holding_unstarted(paths: RunPaths) -> Iterator[bool]:
     """A read lock on the run lock while markers change: True if held (no supervisor or step holds
     the run, and none can start until we let go), False if the run is running after all."""
-    fd = runlock.try_hold_shared(paths.lock)
+    try:
+        fd = runlock.try_hold_shared(paths.lock)
+    except (NotADirectoryError, FileExistsError):
+        yield True  # .runqueue is no folder: no supervisor can hold, or take, a lock that cannot exist
+        return
     try:
         yield fd is not None
     finally:

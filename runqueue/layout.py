@@ -24,6 +24,9 @@ LFADS_OUTPUT = "lfadsOutput"
 # Optional per-run resource declaration the manager may write: JSON object with
 # "memory_mb" (int) and/or "time_limit" (e.g. "2h", "90m", seconds as a number).
 RESOURCES_FILE = "runqueue.json"
+# runqueue.json written by lfads-manager says so (the queue ignores the key): prepare may then remove it.
+RESOURCES_WRITER_KEY = "written_by"
+RESOURCES_WRITER = "lfads-manager prepare"
 
 SUMMARY_FILE = "summary.txt"
 TENSORBOARD_SCRIPT = "launch_tensorboard.sh"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from runqueue.durations import parse_duration
 from runqueue.errors import RunqueueError
-from runqueue.layout import RESOURCES_FILE, RunPaths
+from runqueue.layout import RESOURCES_FILE, RESOURCES_WRITER_KEY, RunPaths
 
 _VALID_KEYS = ("memory_mb", "time_limit")
 
@@ -32,7 +32,7 @@ def load_resources(paths: RunPaths, default_memory_mb: int, default_time_limit_s
         raise RunqueueError(paths.resources, f"is not valid JSON{where}", f"write e.g. {example} or delete it") from None
     if not isinstance(record, dict):
         raise RunqueueError(paths.resources, "is not a JSON object", f"write e.g. {example} or delete it")
-    unknown = sorted(set(record) - set(_VALID_KEYS))
+    unknown = sorted(set(record) - set(_VALID_KEYS) - {RESOURCES_WRITER_KEY})
     if unknown:
         raise RunqueueError(paths.resources, f"unknown key(s) {', '.join(unknown)}", f"valid keys: {', '.join(_VALID_KEYS)}")
     memory = record.get("memory_mb", default_memory_mb)

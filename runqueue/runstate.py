@@ -77,6 +77,8 @@ class PersistedState:
     host: str | None = None
     queue_id: str | None = None
     started_at: float | None = None
+    time_limit_s: float | None = None  # what this attempt's supervisor enforces (a queue adopting it checks it too)
+    kill_grace_s: float | None = None
     ended_at: float | None = None
     exit_code: int | None = None
     signal: int | None = None

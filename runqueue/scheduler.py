@@ -402,6 +402,11 @@ class Scheduler:
             self.console.event(f"[{run.name}] running under another queue ({owner}); watching it, leaving it to that queue")
         elif announce:
             self.console.event(f"[{run.name}] re-adopted ({self.executor.adopted_text(handle)})")
+        if owner is None:
+            state = load_state(run.paths)
+            if state.time_limit_s is not None and state.started_at is not None:
+                left = state.started_at + state.time_limit_s + (state.kill_grace_s or 0.0) + _OVERDUE_MARGIN_S - time.time()
+                run.overdue_at = time.monotonic() + left
 
     def _probe_elsewhere(self) -> None:
         """Runs held by a process we cannot watch: see whether they have ended."""
@@ -549,7 +554,8 @@ class Scheduler:
                     return False
                 if not reading.devices and not self.options.watch:
                     # No GPU found and no CPU slots (--cpu-slots 0): a batch run would wait forever.
-                    self.cannot_place = f"no device to run on ({reading.status}); see `runqueue gpus`, or give --cpu-slots 1 or more"
+                    self.cannot_place = (f"no device to run on ({without_retry_note(reading.status)}); see `runqueue gpus`,"
+                                         " or give --cpu-slots 1 or more")
                     return False
                 live = txn.live_claims()
                 placements = self._decide(candidates, reading.devices, live)

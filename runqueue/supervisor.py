@@ -37,6 +37,7 @@ from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
 from runqueue.diskspace import disk_is_full
 from runqueue.layout import RunPaths
+from runqueue.outlog import ends_mid_line
 from runqueue.procinfo import (
     become_subreaper,
     process_start_time,
@@ -203,6 +204,8 @@ class Supervisor:
             host=socket.gethostname(),
             queue_id=self.spec.queue_id,
             started_at=time.time(),
+            time_limit_s=self.spec.time_limit_s,
+            kill_grace_s=self.spec.kill_grace_s,
             history=history,
         )
         save_state(self.paths, self.state)
@@ -620,7 +623,7 @@ class Supervisor:
 
     def _write_log(self, text: str) -> None:
         data = text.encode()
-        if text.startswith(HEADER_PREFIX) and self._log_ends_mid_line():
+        if text.startswith(HEADER_PREFIX) and ends_mid_line(self.log_fd):
             data = b"\n" + data  # a step that stopped mid-line (a progress bar, a kill): our line on its own
         try:
             while data:
@@ -629,13 +632,6 @@ class Supervisor:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _DiskFull from None
             raise
-
-    def _log_ends_mid_line(self) -> bool:
-        try:
-            size = os.fstat(self.log_fd).st_size
-            return size > 0 and os.pread(self.log_fd, 1, size - 1) != b"\n"
-        except OSError:
-            return False
 
     def _log_line(self, text: str) -> None:
         if self.log_fd < 0:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
 from runqueue.layout import RunPaths
+from runqueue.outlog import append_queue_line
 from runqueue.runstate import FailureRecord, Phase, Reason, load_state, now_iso, save_state
 from runqueue.slurm.commands import LOST, JobInfo
 from runqueue.slurm.paths import SlurmPaths
@@ -137,8 +138,9 @@ def _write_failed(run: RunPaths, reason: str, message: str, info: JobInfo | None
     atomic_write_json(run.failed_marker, record.to_json())
     # The log's last word: the supervisor may have taken SLURM's SIGTERM (scancel, TIMEOUT) for the
     # queue's and said the run goes again; it does not.
-    with contextlib.suppress(OSError), open(run.out_log, "a", encoding="utf-8", errors="replace") as log:
-        log.write(f"{HEADER_PREFIX} {now_iso()} failed ({reason}): {message}; see lfads.failed (`runqueue requeue` to run again)\n")
+    with contextlib.suppress(OSError):
+        append_queue_line(run.out_log, f"{HEADER_PREFIX} {now_iso()} failed ({reason}): {message}; see lfads.failed"
+                          " (`runqueue requeue` to run again)\n")
 
 
 def _mark_interrupted(run: RunPaths, message: str) -> None:

@@ -57,7 +57,8 @@ time_limit = "2h"
     assert {f for f in folders if f.startswith("param_")} == {p.param_hash_name for p in collection.params}
     assert len([f for f in folders if f.startswith("data_")]) == 4  # c_factors_dim is in the data hash
     for run in collection.runs:
-        assert json.loads(run.paths.resources.read_text()) == {"memory_mb": 4000, "time_limit": "2h"}
+        assert json.loads(run.paths.resources.read_text()) == {"memory_mb": 4000, "time_limit": "2h",
+                                                                  "written_by": "lfads-manager prepare"}
 
 
 def test_cli_prepare_prints_the_collection_and_writes_no_resources_by_default(tmp_path):
@@ -92,11 +93,13 @@ def test_going_back_to_the_default_resources_removes_the_runqueue_json_prepare_w
     toml.write_text(base + '[queue]\nmemory_mb = 4000\ntime_limit = "2h"\n')
     assert run_manager_cli("prepare", str(toml)).returncode == 0
     (run_dir,) = (tmp_path / "runs" / "q").glob("param_*/*")
-    assert json.loads((run_dir / "runqueue.json").read_text()) == {"memory_mb": 4000, "time_limit": "2h"}
+    assert json.loads((run_dir / "runqueue.json").read_text()) == {"memory_mb": 4000, "time_limit": "2h",
+                                                                  "written_by": "lfads-manager prepare"}
     toml.write_text(base + "[queue]\nmemory_mb = 2000\n")  # the defaults, given explicitly
     assert run_manager_cli("prepare", str(toml)).returncode == 0
     assert not (run_dir / "runqueue.json").exists()
-    (run_dir / "runqueue.json").write_text('{\n  "memory_mb": 9000\n}\n')  # written by hand: kept
-    assert run_manager_cli("prepare", str(toml)).returncode == 0
-    assert json.loads((run_dir / "runqueue.json").read_text()) == {"memory_mb": 9000}
+    (run_dir / "runqueue.json").write_text('{"time_limit": "2h"}\n')  # written by hand: kept, and said
+    prepared = run_manager_cli("prepare", str(toml))
+    assert prepared.returncode == 0 and "runqueue.json was not written by prepare and is kept" in prepared.stdout + prepared.stderr
+    assert json.loads((run_dir / "runqueue.json").read_text()) == {"time_limit": "2h"}
 

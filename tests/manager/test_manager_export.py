@@ -188,3 +188,21 @@ def test_a_loader_registered_for_a_suffix_is_part_of_the_export_stamp(tmp_path, 
     report = small_collection(tmp_path, ["x.npz"]).prepare()
     assert report.exported and h5_contents(h5)["train_data"].sum() == 2 * before
     assert not small_collection(tmp_path, ["x.npz"]).prepare().exported  # and then it is current
+
+
+def test_a_partial_or_callable_object_as_loader_prepares(tmp_path, monkeypatch):
+    import functools
+
+    from manager import datasets as dataset_module
+
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "x.npz")
+
+    def scaled(path, factor):
+        with np.load(path) as archive:
+            return {**{key: archive[key] for key in archive.files}, "counts": archive["counts"] * factor}
+
+    monkeypatch.setitem(dataset_module.LOADERS, ".npz", functools.partial(scaled, factor=1))
+    assert small_collection(tmp_path, ["x.npz"]).prepare().exported
+    monkeypatch.setitem(dataset_module.LOADERS, ".npz", functools.partial(scaled, factor=3))  # other arguments
+    assert small_collection(tmp_path, ["x.npz"]).prepare().exported

@@ -209,3 +209,24 @@ def test_cancel_never_signals_a_process_state_json_merely_names(tmp_path: Path) 
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_a_stopped_supervisor_of_an_adopted_run_is_continued_past_its_time_limit(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_A/x", "echo started; sleep 300\n")
+    env = queue_env(tmp_path)
+    first = start_queue(env, "run", tmp_path / "runs", "--gpus", "none", "--time-limit", "2s", "--retries", "0",
+                        "--kill-grace", "0.5", log=tmp_path / "q1.log")
+    state = run / ".runqueue" / "state.json"
+    wait_for(lambda: (run / "lfads.out").exists() and "started" in (run / "lfads.out").read_text(), what="the step")
+    supervisor = int(read_json(state)["supervisor_pid"])
+    os.kill(supervisor, signal.SIGSTOP)
+    first.kill()  # the queue that started it is gone; the next one adopts a stopped supervisor
+    first.wait()
+    second = start_queue(env, "run", tmp_path / "runs", "--gpus", "none", "--retries", "0", log=tmp_path / "q2.log")
+    try:
+        assert finish(second, timeout=60) == 1, (tmp_path / "q2.log").read_text()
+    finally:
+        if second.poll() is None:
+            second.kill()
+        kill_session(supervisor)
+    assert read_json(run / "lfads.failed")["reason"] == "time_limit"

@@ -216,3 +216,16 @@ def test_runqueue_resources_file_errors_name_the_file_and_fix(tmp_path: Path) ->
         load_resources(paths, 2000, None)
     paths.resources.unlink()
     assert load_resources(paths, 2000, 60.0).time_limit_s == 60.0
+
+
+def test_a_queue_line_appended_after_an_unfinished_line_starts_its_own(tmp_path: Path) -> None:
+    from runqueue.outlog import append_queue_line
+
+    log = tmp_path / "lfads.out"
+    append_queue_line(log, "### runqueue first\n")  # a new file
+    with log.open("a") as out:
+        out.write("epoch 3 [#####     ")  # a job killed mid-line (what SLURM's outcome is written after)
+    append_queue_line(log, "### runqueue failed (out_of_memory)\n")
+    append_queue_line(log, "### runqueue again\n")
+    assert log.read_text() == ("### runqueue first\nepoch 3 [#####     \n### runqueue failed (out_of_memory)\n"
+                               "### runqueue again\n")
