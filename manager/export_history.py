@@ -111,7 +111,11 @@ def training_started(run_dir: Path) -> float | None:
     fresh = _mtime(output / "hyperparameters-0.txt")
     if fresh is not None:
         before = [moment for moment in named if moment <= fresh + 1.0]  # names hold whole seconds
-        return min(before[-1], fresh) if before else fresh
+        if not named or (before and fresh - before[-1] <= _START_SLACK_S):
+            return min(before[-1], fresh) if before else fresh
+        # No event file was made when hyperparameters-0.txt was written: its mtime is a copy's (cp -r),
+        # and the newest earlier event file may be a later restart's. delete-output empties lfads_log,
+        # so its oldest event file is this model's first start.
     if named:
         return named[0]
     try:
@@ -119,6 +123,10 @@ def training_started(run_dir: Path) -> float | None:
     except OSError:
         times = []
     return min(times) if times else _mtime(run_dir / DONE_MARKER)
+
+
+# A start from scratch writes hyperparameters-0.txt and opens its TensorBoard event file within this.
+_START_SLACK_S = 120.0
 
 
 def _event_file_times(log_dir: Path) -> list[float]:
@@ -160,9 +168,16 @@ def stale_since(run_dir: Path, stamp: Mapping[str, Any] | None) -> float | None:
     started = training_started(run_dir)
     if started is None:
         return None
-    if digest_at(history, started) == history[-1][0]:
-        return None
-    return float(history[-1][1])
+    current = history[-1][0]
+    if digest_at(history, started) != current:
+        return float(history[-1][1])
+    # Trained on today's data, but posterior files sampled while other data was current (a stale run
+    # requeued, then the old data put back) hold other trials' rates.
+    for sampled in sorted((run_dir / LFADS_OUTPUT).glob("model_runs_*")):
+        written = _mtime(sampled)
+        if written is not None and written > started and digest_at(history, written) != current:
+            return float(history[-1][1])
+    return None
 
 
 def retrain_hint(run_dir: Path) -> str:

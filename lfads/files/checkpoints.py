@@ -168,8 +168,9 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
             continue
         if list(shapes[name]) != var.shape.as_list():
             raise LfadsError(
-                f"{prefix}: {name} has shape {shapes[name]} but these flags build {var.shape.as_list()};"
-                " pass the same model flags as in training"
+                f"{prefix}: {name} has shape {shapes[name]} but these flags and data build {var.shape.as_list()};"
+                " pass the same model flags as in training, or, if the data changed (another number of neurons,"
+                " time steps or datasets), train afresh: delete the output (lfads-manager delete-output RUN)"
             )
         try:
             var.assign(reader.get_tensor(name))

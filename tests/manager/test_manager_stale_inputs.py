@@ -442,3 +442,40 @@ def test_an_old_version_alignment_export_follows_a_new_factors_dim(tmp_path, dat
 
     with h5py.File(run_dir / "lfadsInput" / "lfads_ds001.h5") as h5:
         assert h5["alignment_matrix_cxf"].shape[1] == 4
+
+
+def _model(run_dir: Path, *, started: float, restarts: list[float], hyperparameters_mtime: float) -> Path:
+    """An lfadsOutput/ as LFADS leaves it: an event file per (re)start, hyperparameters-0.txt."""
+    out = run_dir / "lfadsOutput"
+    (out / "lfads_log").mkdir(parents=True)
+    for moment in (started, *restarts):
+        (out / "lfads_log" / f"events.out.tfevents.{int(moment)}.host.1.v2").write_bytes(b"")
+    (out / "hyperparameters-0.txt").write_text("{}\n")
+    os.utime(out / "hyperparameters-0.txt", (hyperparameters_mtime, hyperparameters_mtime))
+    return out
+
+
+def test_a_copied_run_is_dated_by_its_first_start_not_its_last_restart(tmp_path):
+    from manager.export_history import training_started
+
+    t0 = 1_700_000_000.0
+    intact = _model(tmp_path / "intact", started=t0, restarts=[t0 + 1000], hyperparameters_mtime=t0 + 2)
+    assert training_started(intact.parent) == t0
+    # cp -r: every mtime is the copy's; the event file names keep their times.
+    copied = _model(tmp_path / "copied", started=t0, restarts=[t0 + 1000], hyperparameters_mtime=t0 + 5000)
+    assert training_started(copied.parent) == t0
+
+
+def test_posterior_files_sampled_on_other_data_make_a_run_stale(tmp_path):
+    from manager.export_history import HISTORY_KEY, stale_since
+
+    t0 = 1_700_000_000.0
+    history = [["D1", t0], ["D2", t0 + 200], ["D1", t0 + 400]]  # the data changed, then was put back
+    out = _model(tmp_path / "run", started=t0 + 100, restarts=[], hyperparameters_mtime=t0 + 100)
+    assert stale_since(out.parent, {HISTORY_KEY: history}) is None  # trained on D1, which is current again
+    sampled = out / "model_runs_ds.h5_valid_posterior_sample_and_average"
+    sampled.write_bytes(b"")
+    os.utime(sampled, (t0 + 300, t0 + 300))  # requeued while D2 was current: D2's trials
+    assert stale_since(out.parent, {HISTORY_KEY: history}) == t0 + 400
+    os.utime(sampled, (t0 + 500, t0 + 500))  # sampled again on D1
+    assert stale_since(out.parent, {HISTORY_KEY: history}) is None
