@@ -523,8 +523,9 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
             report.files_written += _write_run(run, regenerate, resources, scripts)
             report.files_removed += _remove_stale_links(run)
             if resources is None and run.paths.resources.exists():  # not prepare's (it removes its own)
-                note = (f"note: {run.paths.resources} was not written by prepare and is kept: it still declares the"
-                        " run's memory or time limit while the collection asks for the defaults; delete it if it should not")
+                note = (f"note: {run.paths.resources} has no mark of prepare's (written by hand, or by a version before"
+                        " the mark) and is kept: it still declares the run's memory or time limit while the collection"
+                        " asks for the defaults; delete it if it should not")
                 report.notes.append(note)
                 _say(progress, note)
         # Run folders of param sets that left the experiment but read an export whose content just

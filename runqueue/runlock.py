@@ -45,7 +45,7 @@ def try_acquire(lock_path: Path) -> int | None:
     Creates `.runqueue/` and the lock file if needed. The descriptor is inheritable on purpose
     (see the module doc); callers pass it to their steps explicitly.
     """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    _make_runtime_dir(lock_path.parent)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides: group-writable in a shared tree
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_bytes(fcntl.F_WRLCK))
@@ -54,6 +54,17 @@ def try_acquire(lock_path: Path) -> int | None:
         return None
     _readable_by_all(fd)
     return fd
+
+
+def _make_runtime_dir(directory: Path) -> None:
+    """`.runqueue/`, which every account must be able to pass through to probe the lock (a umask of
+    077 would make it 0700); what is inside keeps the modes the umask gives it."""
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(directory, (os.stat(directory).st_mode & 0o7777) | 0o111)
 
 
 def _readable_by_all(fd: int) -> None:
@@ -82,7 +93,7 @@ def try_hold_shared(lock_path: Path) -> int | None:
     try:
         fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        _make_runtime_dir(lock_path.parent)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         _readable_by_all(fd)
     try:

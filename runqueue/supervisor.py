@@ -129,8 +129,9 @@ class Supervisor:
             if isinstance(error, PermissionError):
                 fix = f"; the queue writes its lock, state and log in the run folder: make it writable by {_user_name()}"
             runtime = self.paths.runtime_dir
-            if runtime.exists() and not runtime.is_dir():
-                message = f"{runtime} is a file, not the queue's folder; remove or rename it"
+            if os.path.lexists(runtime) and not runtime.is_dir():
+                kind = "a broken link" if runtime.is_symlink() else "a file"
+                message = f"{runtime} is {kind}, not the queue's folder; remove or rename it"
             else:
                 message = f"cannot create {self.paths.lock}: {error.strerror}{fix}"
             self._tell({"status": "error", "reason": "lock", "message": message})

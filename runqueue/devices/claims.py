@@ -176,7 +176,8 @@ class ClaimStore:
 
     def _stored(self) -> list[_StoredClaim]:
         try:
-            names = [entry.name for entry in os.scandir(self.directory) if entry.name.endswith(_SUFFIX)]
+            names = [entry.name for entry in os.scandir(self.directory)
+                     if entry.name.endswith(_SUFFIX) and entry.is_file(follow_symlinks=False)]
         except FileNotFoundError:
             return []
         except OSError as err:
@@ -189,9 +190,12 @@ class ClaimStore:
 def _load(path: Path) -> _StoredClaim | None:
     """A claim file, or None when it vanished or is not ours to understand (it is then ignored)."""
     try:
-        with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_uid != _writer_uid(path.name):
-                return None  # made by an account other than the one its name says: a squatter, ignored
+        # Never blocks (a fifo planted in the shared folder would hang every queue holding the lock).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != _writer_uid(path.name):
+                return None  # no plain file, or made by an account other than its name says: ignored
             data = json.loads(handle.read().decode("utf-8"))
         claim = Claim(
             run_dir=str(data["run_dir"]),

@@ -100,6 +100,6 @@ def test_going_back_to_the_default_resources_removes_the_runqueue_json_prepare_w
     assert not (run_dir / "runqueue.json").exists()
     (run_dir / "runqueue.json").write_text('{"time_limit": "2h"}\n')  # written by hand: kept, and said
     prepared = run_manager_cli("prepare", str(toml))
-    assert prepared.returncode == 0 and "runqueue.json was not written by prepare and is kept" in prepared.stdout + prepared.stderr
+    assert prepared.returncode == 0 and "runqueue.json has no mark of prepare's" in prepared.stdout + prepared.stderr
     assert json.loads((run_dir / "runqueue.json").read_text()) == {"time_limit": "2h"}
 

@@ -243,3 +243,15 @@ def test_a_claims_directory_that_cannot_be_listed_is_a_one_line_error(tmp_path: 
     if "Operation not permitted" in result.stderr:
         pytest.skip("needs root to act as another account")
     assert "cannot list the claims directory" in result.stdout and "chmod 1777" in result.stdout, result.stderr
+
+
+def test_a_fifo_planted_in_the_claims_folder_never_hangs_a_queue(tmp_path: Path) -> None:
+    store = ClaimStore(tmp_path / "claims")
+    with store.transaction() as txn:
+        txn.add(make_claim("/runs/a", os.getpid()))
+    os.mkfifo(store.directory / "0123-u0.claim.json")  # opening it for reading would wait for a writer
+    script = ("import sys\nfrom pathlib import Path\nfrom runqueue.devices.claims import ClaimStore\n"
+              "print(len(ClaimStore(Path(sys.argv[1])).claims()))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(store.directory)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=20)
+    assert result.stdout.strip() == "1", result.stderr

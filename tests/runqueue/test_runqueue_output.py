@@ -61,3 +61,23 @@ def test_the_queues_files_follow_the_umask_and_its_lock_stays_readable(tmp_path:
         assert [mode(path) for path in files] == [0o666 & ~umask] * 3
         # Every account's queue and status must see whether the run is running.
         assert mode(run / ".runqueue" / "lock") == (0o664 if group_tree else 0o644)
+
+
+def test_the_queue_folder_can_be_passed_through_by_every_account_under_a_private_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    run = make_run(tmp_path / "runs", "c/param_P/a")
+    previous = os.umask(0o077)
+    try:
+        assert run_queue(queue_env(tmp_path), "run", run.parent, "--gpus", "none").returncode == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((run / ".runqueue").stat().st_mode) == 0o711  # others reach the lock, list nothing
+
+
+def test_a_queue_folder_that_is_a_broken_link_is_named(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_P/b")
+    (run / ".runqueue").symlink_to(tmp_path / "nowhere")
+    result = run_queue(queue_env(tmp_path), "run", run.parent, "--gpus", "none")
+    assert result.returncode == 1 and f"{run / '.runqueue'} is a broken link, not the queue's folder" in result.stdout
