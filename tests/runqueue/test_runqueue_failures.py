@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -180,33 +181,34 @@ def test_a_time_limit_beyond_what_poll_can_wait_works(tmp_path: Path) -> None:
     assert "OverflowError" not in (run / "lfads.out").read_text()
 
 
-def test_a_full_disk_is_named_and_the_log_is_kept(tmp_path: Path) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True, text=True)
+@pytest.fixture
+def small(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB file system (a tmpfs), to fill up."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); needs root")
     try:
-        run = make_run(small, "c/param_D/r0", 'for i in $(seq 1 100000); do echo "line $i padding padding padding padding padding padding"; done\n')
-        result = run_queue(queue_env(tmp_path), "run", small, "--cpu-slots", "1", "--retries", "1", "--retry-backoff", "0",
-                           "--quiet", timeout=60)
-        assert result.returncode == 1, result.stdout + result.stderr
-        assert f"the disk of {run} is full" in result.stdout
-        log = (run / "lfads.out").read_text()
-        assert log.startswith("### runqueue") and "line 1 padding" in log  # what was written is kept
-        assert not (run / "lfads.done").exists()
-        (row,) = json.loads(run_queue(queue_env(tmp_path), "status", small, "--json").stdout)["runs"]
-        assert row["state"] == "pending" and row["reason"] == f"its disk is full ({run}); free space there and it goes again"
+        yield folder
     finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def test_a_watching_queue_starts_a_run_again_as_soon_as_its_full_disk_has_space(tmp_path: Path) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); needs root")
+def test_a_full_disk_is_named_and_the_log_is_kept(tmp_path: Path, small: Path) -> None:
+    run = make_run(small, "c/param_D/r0", 'for i in $(seq 1 100000); do echo "line $i padding padding padding padding padding padding"; done\n')
+    result = run_queue(queue_env(tmp_path), "run", small, "--cpu-slots", "1", "--retries", "1", "--retry-backoff", "0",
+                       "--quiet", timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"the disk of {run} is full" in result.stdout
+    log = (run / "lfads.out").read_text()
+    assert log.startswith("### runqueue") and "line 1 padding" in log  # what was written is kept
+    assert not (run / "lfads.done").exists()
+    (row,) = json.loads(run_queue(queue_env(tmp_path), "status", small, "--json").stdout)["runs"]
+    assert row["state"] == "pending" and row["reason"] == f"its disk is full ({run}); free space there and it goes again"
+
+
+def test_a_watching_queue_starts_a_run_again_as_soon_as_its_full_disk_has_space(tmp_path: Path, small: Path) -> None:
     queue = None
     try:
         (small / "filler").write_bytes(b"x" * 1_500_000)
@@ -226,7 +228,6 @@ def test_a_watching_queue_starts_a_run_again_as_soon_as_its_full_disk_has_space(
         if queue is not None:
             queue.send_signal(signal.SIGINT)
             finish(queue, timeout=30)
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_cancel_after_the_supervisor_died_stops_steps_that_left_the_session(tmp_path: Path) -> None:
