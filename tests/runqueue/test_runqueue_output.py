@@ -81,3 +81,5 @@ def test_a_queue_folder_that_is_a_broken_link_is_named(tmp_path: Path) -> None:
     (run / ".runqueue").symlink_to(tmp_path / "nowhere")
     result = run_queue(queue_env(tmp_path), "run", run.parent, "--gpus", "none")
     assert result.returncode == 1 and f"{run / '.runqueue'} is a broken link, not the queue's folder" in result.stdout
+    status = run_queue(queue_env(tmp_path), "status", run.parent, "--gpus", "none")
+    assert "is a broken link, not the queue's folder; remove or rename it" in status.stdout, status.stdout
