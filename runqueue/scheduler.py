@@ -789,7 +789,14 @@ class Scheduler:
             self.problems_shown.add(text)
             self.console.event(text)
 
+    def _recheck_ended(self) -> None:
+        """Markers of ended runs, read again: while stopping no rescan sees a requeue or another queue's end."""
+        for run in self.runs.values():
+            if run.state in (RunState.DONE, RunState.FAILED) and run.handle is None:
+                run.state = _marker_state(run)
+
     def _summarize(self) -> int:
+        self._recheck_ended()
         self.console.status(self.status_line(), force=True)
         self.console.close()
         counts = self.counts()
@@ -803,6 +810,12 @@ class Scheduler:
         if self.stop_level and (counts.pending or counts.running):
             return 130
         return 0
+
+
+def _marker_state(run: TrackedRun) -> RunState:
+    if os.path.lexists(run.paths.done_marker):
+        return RunState.DONE
+    return RunState.FAILED if os.path.lexists(run.paths.failed_marker) else RunState.PENDING
 
 
 def _file_size(path: Path) -> int:

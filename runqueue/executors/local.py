@@ -25,6 +25,7 @@ from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.layout import RunPaths
 from runqueue.procinfo import is_alive, is_stopped, live_start_time, process_start_time
 from runqueue.runstate import load_state
+from runqueue.slurm.job import QUEUE_ID_PREFIX as SLURM_QUEUE_ID_PREFIX
 from runqueue.slurm.paths import SlurmPaths
 from runqueue.slurm.records import active_submission
 from runqueue.supervisor_spec import SupervisorSpec
@@ -165,6 +166,10 @@ class LocalExecutor(Executor):
     def adopt(self, run_dir: Path) -> RunHandle | None:
         paths = RunPaths(run_dir)
         state = load_state(paths)
+        if self.submitted(run_dir) or (state.queue_id or "").startswith(SLURM_QUEUE_ID_PREFIX):
+            # A SLURM job's supervisor (this host may be a SLURM node): that job and its queue own
+            # the run; a local queue must never stop it, only see it end.
+            return None
         live = runlock.live_supervisor(paths.lock, state.supervisor_pid, state.supervisor_start_time)
         if live is None:
             return None

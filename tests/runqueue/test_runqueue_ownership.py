@@ -230,3 +230,46 @@ def test_a_stopped_supervisor_of_an_adopted_run_is_continued_past_its_time_limit
             second.kill()
         kill_session(supervisor)
     assert read_json(run / "lfads.failed")["reason"] == "time_limit"
+
+
+def test_a_local_queue_never_adopts_the_supervisor_of_a_slurm_job(tmp_path: Path) -> None:
+    # This host may be a SLURM node: a job's supervisor runs here, but that job and its queue own the run.
+    from runqueue.executors.local import LocalExecutor
+    from runqueue.procinfo import process_start_time
+    from runqueue.runstate import PersistedState, save_state
+
+    run = make_run(tmp_path / "runs", "c/param_J/x")
+    supervisor = _hold_write_lock(run)  # holds the run lock, as a job's supervisor does
+    try:
+        for queue_id, adopted in (("slurm-job:41", False), (f"{os.uname().nodename}:1", True)):
+            save_state(RunPaths(run), PersistedState(phase="running", attempt=1, supervisor_pid=supervisor.pid,
+                                                     supervisor_start_time=process_start_time(supervisor.pid),
+                                                     queue_id=queue_id))
+            handle = LocalExecutor().adopt(run)
+            assert (handle is not None) == adopted, queue_id
+            if handle is not None:
+                os.close(handle.wait_fd)
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+
+
+def test_the_summary_reads_the_markers_again_for_runs_requeued_while_the_queue_stopped(tmp_path: Path) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    failed = make_run(tmp_path / "runs", "c/param_S/a", "exit 3\n")
+    make_run(tmp_path / "runs", "c/param_S/b", _waits_for(release, started))
+    env = queue_env(tmp_path)
+    log = tmp_path / "q.log"
+    queue = start_queue(env, "run", tmp_path / "runs", "--gpus", "none", "--cpu-slots", "2", "--retries", "0", log=log)
+    try:
+        wait_for(lambda: started.exists() and (failed / "lfads.failed").exists(), what="one run failed, one running")
+        queue.send_signal(signal.SIGINT)  # stop: wait for the running one, no rescans any more
+        wait_for(lambda: "Press Ctrl-C again" in log.read_text(), what="the stop message")
+        assert run_queue(env, "requeue", failed).returncode == 0
+        release.touch()
+        assert finish(queue, timeout=30) == 130  # a run is pending again
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    summary = log.read_text().split("summary:")[1]
+    assert "1 done, 0 failed" in summary and "failed  param_S/a" not in summary, summary
