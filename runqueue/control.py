@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import select
 import signal
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
 from runqueue.layout import RunPaths
-from runqueue.procinfo import file_holders, is_alive, processes_with_env, session_members
+from runqueue.procinfo import account_name, file_holders, is_alive, processes_with_env, session_members
 from runqueue.runstate import FailureRecord, PersistedState, Reason, load_state, now_iso, save_state
 
 
@@ -145,13 +144,9 @@ def _refuse_others_processes(pids: list[int]) -> None:
 
 def _process_owner(pid: int) -> str:
     try:
-        uid = os.stat(f"/proc/{pid}").st_uid
+        return account_name(os.stat(f"/proc/{pid}").st_uid)
     except OSError:
         return "owner unknown"
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _terminate(members: Callable[[], list[int]], grace_s: float) -> None:

@@ -6,6 +6,7 @@ queue can never disagree on a file name.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,14 @@ class RunPaths:
     @property
     def runtime_dir(self) -> Path:
         return self.root / RUNTIME_DIR
+
+    def runtime_dir_obstacle(self) -> str | None:
+        """Why no supervisor can make its lock in `.runqueue` (a file or a broken link there), or None."""
+        runtime = self.runtime_dir
+        if not os.path.lexists(runtime) or runtime.is_dir():
+            return None
+        kind = "a broken link" if runtime.is_symlink() else "a file"
+        return f"{runtime} is {kind}, not the queue's folder; remove or rename it"
 
     @property
     def lock(self) -> Path:

@@ -6,6 +6,7 @@ A pid alone is not an identity (pids are reused); pid + kernel start time is.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,15 @@ def boot_id() -> str:
         return _BOOT_ID_PATH.read_text().strip()
     except OSError:
         return ""
+
+
+def account_name(uid: int | None = None) -> str:
+    """The user name of `uid` (default: ours), or "uid N" where it has none."""
+    uid = os.geteuid() if uid is None else uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def is_stopped(pid: int) -> bool:

@@ -49,7 +49,7 @@ from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import DEFAULT_MEMORY_MB
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
-from runqueue.runstate import Phase, Reason, RunState, load_state, read_failure, state_stamp
+from runqueue.runstate import Phase, Reason, RunState, load_state, marker_state, read_failure, state_stamp
 from runqueue.slurm.options import SlurmOptions
 from runqueue.supervisor import EXIT_VANISHED
 from runqueue.supervisor_spec import SupervisorSpec
@@ -404,9 +404,7 @@ class Scheduler:
             self.console.event(f"[{run.name}] re-adopted ({self.executor.adopted_text(handle)})")
         if owner is None:
             state = load_state(run.paths)
-            if state.time_limit_s is not None and state.started_at is not None:
-                left = state.started_at + state.time_limit_s + (state.kill_grace_s or 0.0) + _OVERDUE_MARGIN_S - time.time()
-                run.overdue_at = time.monotonic() + left
+            run.overdue_at = _overdue_at(state.started_at, state.time_limit_s, state.kill_grace_s or 0.0)
 
     def _probe_elsewhere(self) -> None:
         """Runs held by a process we cannot watch: see whether they have ended."""
@@ -700,8 +698,7 @@ class Scheduler:
             tail = run.tail
             self._start_watching(run, handle, log_offset=None)
             run.tail = tail
-            limit = candidate.resources.time_limit_s
-            run.overdue_at = None if limit is None else time.monotonic() + limit + self.options.kill_grace_s + _OVERDUE_MARGIN_S
+            run.overdue_at = _overdue_at(time.time(), candidate.resources.time_limit_s, self.options.kill_grace_s)
             run.ended_here = False
             attempt = pending.reply.get("attempt")
             resume = pending.reply.get("resume_step")
@@ -793,7 +790,7 @@ class Scheduler:
         """Markers of ended runs, read again: while stopping no rescan sees a requeue or another queue's end."""
         for run in self.runs.values():
             if run.state in (RunState.DONE, RunState.FAILED) and run.handle is None:
-                run.state = _marker_state(run)
+                run.state = marker_state(run.paths)
 
     def _summarize(self) -> int:
         self._recheck_ended()
@@ -812,10 +809,12 @@ class Scheduler:
         return 0
 
 
-def _marker_state(run: TrackedRun) -> RunState:
-    if os.path.lexists(run.paths.done_marker):
-        return RunState.DONE
-    return RunState.FAILED if os.path.lexists(run.paths.failed_marker) else RunState.PENDING
+def _overdue_at(started_at: float | None, time_limit_s: float | None, kill_grace_s: float) -> float | None:
+    """Monotonic time by which a supervisor that started its attempt at `started_at` (wall clock)
+    should have stopped it for its time limit; None without a limit."""
+    if started_at is None or time_limit_s is None:
+        return None
+    return time.monotonic() + started_at + time_limit_s + kill_grace_s + _OVERDUE_MARGIN_S - time.time()
 
 
 def _file_size(path: Path) -> int:

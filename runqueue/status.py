@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -85,10 +84,9 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
         prefix = f"retry due after {state.reason} (attempt {state.attempt} failed); "  # then it waits like any run
     if state.phase == Phase.INTERRUPTED:
         prefix = f"interrupted; resumes at {state.resume_step}; "
-    runtime = paths.runtime_dir
-    if os.path.lexists(runtime) and not runtime.is_dir():  # no supervisor can make its lock there
-        kind = "a broken link" if runtime.is_symlink() else "a file"
-        return f"{runtime} is {kind}, not the queue's folder; remove or rename it"
+    obstacle = paths.runtime_dir_obstacle()
+    if obstacle is not None:
+        return obstacle
     if state.phase == Phase.RUNNING and disk_is_full(paths.root):
         # Its supervisor could not record how it ended: queues wait for space rather than restart it.
         return f"its disk is full ({paths.root}); free space there and it goes again"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import re
 import stat
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from runqueue import legacy
 from runqueue.layout import STEP_SCRIPTS, TRAIN_SCRIPT, RunPaths
+from runqueue.procinfo import account_name
 from runqueue.runstate import Reason
 
 # Messages TensorFlow, CUDA and cuDNN print when a device runs out of memory.
@@ -57,18 +57,11 @@ def check_step_script(path: Path) -> str:
         elif info.st_uid == os.geteuid():
             hint = "make it readable (chmod u+r)"
         else:  # the queue runs as another account than the script's owner (a service)
-            hint = f"make it readable by {_account()} (chmod g+r for a shared group, or a+r)"
+            hint = f"make it readable by {account_name()} (chmod g+r for a shared group, or a+r)"
         raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"cannot read {path}: {error.strerror}; {hint}") from None
     if b"\0" in raw[:4096]:
         raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"{path} is not a shell script (binary content)")
     return raw.decode("utf-8", "replace")
-
-
-def _account() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
 
 
 def plan_steps(paths: RunPaths, resume_step: str | None) -> list[str]:

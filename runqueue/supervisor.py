@@ -21,7 +21,6 @@ import dataclasses
 import errno
 import json
 import os
-import pwd
 import select
 import shutil
 import signal
@@ -39,6 +38,7 @@ from runqueue.diskspace import disk_is_full
 from runqueue.layout import RunPaths
 from runqueue.outlog import ends_mid_line
 from runqueue.procinfo import (
+    account_name,
     become_subreaper,
     process_start_time,
     reap_orphans,
@@ -127,13 +127,8 @@ class Supervisor:
         except OSError as error:
             fix = ""
             if isinstance(error, PermissionError):
-                fix = f"; the queue writes its lock, state and log in the run folder: make it writable by {_user_name()}"
-            runtime = self.paths.runtime_dir
-            if os.path.lexists(runtime) and not runtime.is_dir():
-                kind = "a broken link" if runtime.is_symlink() else "a file"
-                message = f"{runtime} is {kind}, not the queue's folder; remove or rename it"
-            else:
-                message = f"cannot create {self.paths.lock}: {error.strerror}{fix}"
+                fix = f"; the queue writes its lock, state and log in the run folder: make it writable by {account_name()}"
+            message = self.paths.runtime_dir_obstacle() or f"cannot create {self.paths.lock}: {error.strerror}{fix}"
             self._tell({"status": "error", "reason": "lock", "message": message})
             return EXIT_ERROR
         if fd is None:
@@ -663,13 +658,6 @@ class Supervisor:
         if error.errno == errno.ENOENT:
             return Reason.FOLDER_VANISHED
         return Reason.INTERNAL_ERROR
-
-
-def _user_name() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -89,7 +89,7 @@ def summary_lines(runs: list[TrackedRun], counts: RunCounts) -> list[str]:
     lines = [head + (f", {counts.blocked} blocked" if counts.blocked else "")]
     for run in runs:
         if run.state == RunState.FAILED:
-            failure = read_failure(run.paths) or {"reason": "unknown", "message": "its lfads.failed cannot be read"}
+            failure = read_failure(run.paths) or {}
             lines.append(f"  failed  {run.name}: {failure.get('reason')} — {failure.get('message', '')} ({run.paths.out_log})")
     lines.extend(f"  blocked {run.name}: {run.blocked}" for run in runs if run.is_blocked)
     return lines

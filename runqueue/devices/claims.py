@@ -165,11 +165,12 @@ class ClaimStore:
         except OSError as err:  # a symlink (ELOOP), a directory (EISDIR), ...: never follow or use it
             raise ClaimError(f"{path}: cannot open the claims lock ({err.strerror}); it must be a plain file: "
                              f"remove it (it is made again), or set {CLAIMS_DIR_ENV} to another folder") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             raise ClaimError(f"{path}: the claims lock is not a plain file; remove it (it is made again), "
                              f"or set {CLAIMS_DIR_ENV} to another folder")
-        if os.fstat(fd).st_uid == os.geteuid() and os.fstat(fd).st_mode & 0o777 != 0o666:
+        if info.st_uid == os.geteuid() and info.st_mode & 0o777 != 0o666:
             with contextlib.suppress(OSError):
                 os.fchmod(fd, 0o666)  # so other users can open it read-write as well
         return fd
