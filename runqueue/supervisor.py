@@ -103,6 +103,7 @@ class Supervisor:
         self.control = control
         self.lock_fd = -1
         self.log_fd = -1
+        self.steps: list[str] = []  # this attempt's step scripts, from where it resumes
         self.state = PersistedState()
         self.max_attempts = max(1, spec.max_attempts)
         self.started = time.monotonic()
@@ -150,6 +151,7 @@ class Supervisor:
         try:
             runlock.write_holder(fd)
             self._begin_attempt()
+            self.steps = plan_steps(self.paths, self.state.resume_step)  # told to the queue, then run
         except OSError as error:
             self._tell({"status": "error", "reason": "state", "message": f"cannot write {self.paths.state}: {error.strerror}"})
             return EXIT_ERROR
@@ -229,8 +231,7 @@ class Supervisor:
                 "status": "locked",
                 "pid": os.getpid(),
                 "attempt": self.state.attempt,
-                "resume_step": next(iter(plan_steps(self.paths, self.state.resume_step)), None)
-                if self.state.resume_step else None,
+                "resume_step": next(iter(self.steps), None) if self.state.resume_step else None,
             }
         )
         self.control.settimeout(_GO_TIMEOUT_S)
@@ -253,7 +254,7 @@ class Supervisor:
             return self._fail(None, None, None, self._reason_for(error), f"cannot open {self.paths.out_log}: {error.strerror}")
         # Our own tracebacks belong in the run's log, not in a terminal that may be gone.
         os.dup2(self.log_fd, 2)
-        steps = plan_steps(self.paths, self.state.resume_step)
+        steps = self.steps
         resume = self.state.resume_step
         if resume is not None and steps[:1] != [resume]:
             going_on = f"going on with {steps[0]}" if steps else "no step after it is left"
