@@ -116,6 +116,11 @@ def kill_session(sid: int) -> None:
                 pass
 
 
+def wait_until_released(flag: Path, started: Path) -> str:
+    """bash: say it started (touch `started`), then wait (up to a minute) for `flag` to appear."""
+    return f"touch {started}\nfor i in $(seq 1200); do [ -e {flag} ] && break; sleep 0.05; done\necho released\n"
+
+
 def step_headers(log_text: str) -> list[str]:
     """The per-step header lines the supervisor wrote into lfads.out."""
     return [line for line in log_text.splitlines() if line.startswith("### runqueue") and " step=" in line]

@@ -21,6 +21,7 @@ from runqueue_testkit import (
     start_queue,
     step_headers,
     wait_for,
+    wait_until_released,
     write_gpus,
 )
 
@@ -33,9 +34,6 @@ sleep 0.1
 flock 9; rm -f "{state}/busy.$dev"
 """
 
-
-def _wait_until_released(flag: Path, started: Path) -> str:
-    return f"touch {started}\nfor i in $(seq 1200); do [ -e {flag} ] && break; sleep 0.05; done\necho released\n"
 
 
 def test_runqueue_two_queues_on_one_tree_run_each_run_exactly_once(tmp_path: Path) -> None:
@@ -59,7 +57,7 @@ def test_runqueue_two_queues_on_one_tree_run_each_run_exactly_once(tmp_path: Pat
 def test_runqueue_sigkilled_queue_loses_nothing_and_a_restart_re_adopts(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-k")])
     release, started = tmp_path / "release", tmp_path / "started"
-    run = make_run(tmp_path / "runs", "c/param_K/long", _wait_until_released(release, started) + "echo after-release\n")
+    run = make_run(tmp_path / "runs", "c/param_K/long", wait_until_released(release, started) + "echo after-release\n")
     waiting = make_run(tmp_path / "runs", "c/param_K/next", "echo second\n")
     env = queue_env(tmp_path)
     first = start_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q1.log")
@@ -96,7 +94,7 @@ def test_status_and_re_adoption_without_state_json(tmp_path: Path) -> None:
     # claim its device, so status must not call the supervisor gone, nor re-adoption say "device None".
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-j")])
     release, started = tmp_path / "release", tmp_path / "started"
-    run = make_run(tmp_path / "runs", "c/param_J/r0", _wait_until_released(release, started))
+    run = make_run(tmp_path / "runs", "c/param_J/r0", wait_until_released(release, started))
     env = queue_env(tmp_path)
     first = start_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q1.log")
     supervisor = None
@@ -124,9 +122,9 @@ def test_status_and_re_adoption_without_state_json(tmp_path: Path) -> None:
 def test_runqueue_ctrl_c_waits_then_second_ctrl_c_interrupts(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-s")])
     release, started = tmp_path / "release", tmp_path / "started"
-    first = make_run(tmp_path / "runs", "c/param_S/a", _wait_until_released(release, started))
+    first = make_run(tmp_path / "runs", "c/param_S/a", wait_until_released(release, started))
     second_started = tmp_path / "second-started"
-    second = make_run(tmp_path / "runs", "c/param_S/b", "echo b-train\n", posterior=_wait_until_released(tmp_path / "never", second_started))
+    second = make_run(tmp_path / "runs", "c/param_S/b", "echo b-train\n", posterior=wait_until_released(tmp_path / "never", second_started))
     env = queue_env(tmp_path)
 
     # First Ctrl-C: stop placing, wait for the running run, leave the other pending.
@@ -162,7 +160,7 @@ def test_runqueue_ctrl_c_waits_then_second_ctrl_c_interrupts(tmp_path: Path) -> 
 def test_runqueue_stop_runs_flag_and_sigterm(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-t")])
     started = tmp_path / "started"
-    run = make_run(tmp_path / "runs", "c/param_T/a", _wait_until_released(tmp_path / "never", started))
+    run = make_run(tmp_path / "runs", "c/param_T/a", wait_until_released(tmp_path / "never", started))
     queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--stop-runs", "--kill-grace", "1", log=tmp_path / "q.log")
     wait_for(started.exists, what="the run to start")
     queue.send_signal(signal.SIGTERM)
@@ -174,7 +172,7 @@ def test_runqueue_stop_runs_flag_and_sigterm(tmp_path: Path) -> None:
 def test_a_hang_up_leaves_at_once_and_the_run_goes_on(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-h")])
     release, started = tmp_path / "release", tmp_path / "started"
-    run = make_run(tmp_path / "runs", "c/param_H/a", _wait_until_released(release, started))
+    run = make_run(tmp_path / "runs", "c/param_H/a", wait_until_released(release, started))
     queue = start_queue(queue_env(tmp_path), "run", "--watch", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q.log")
     wait_for(started.exists, what="the run to start")
     queue.send_signal(signal.SIGHUP)  # the terminal closed
@@ -205,7 +203,7 @@ def test_a_queue_started_under_nohup_outlives_a_hang_up(tmp_path: Path) -> None:
 def test_runqueue_cancel_stops_the_run_and_marks_it_cancelled(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-c")])
     started, child = tmp_path / "started", tmp_path / "child"
-    run = make_run(tmp_path / "runs", "c/param_C/a", f"sleep 300 & echo $! > {child}\n" + _wait_until_released(tmp_path / "never", started))
+    run = make_run(tmp_path / "runs", "c/param_C/a", f"sleep 300 & echo $! > {child}\n" + wait_until_released(tmp_path / "never", started))
     pending = make_run(tmp_path / "runs", "c/param_C/b")
     env = queue_env(tmp_path)
     queue = start_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, "--quiet", log=tmp_path / "q.log")
@@ -228,7 +226,7 @@ def test_runqueue_cancel_without_supervisor_stops_orphaned_steps(tmp_path: Path)
     """A supervisor killed with -9 leaves its step running (and holding the run): cancel still stops it."""
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-o")])
     started = tmp_path / "started"
-    run = make_run(tmp_path / "runs", "c/param_O/a", _wait_until_released(tmp_path / "never", started))
+    run = make_run(tmp_path / "runs", "c/param_O/a", wait_until_released(tmp_path / "never", started))
     env = queue_env(tmp_path)
     queue = start_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, "--quiet", log=tmp_path / "q.log")
     wait_for(started.exists, what="the run to start")

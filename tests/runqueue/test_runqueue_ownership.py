@@ -21,6 +21,7 @@ from runqueue_testkit import (
     start_queue,
     step_headers,
     wait_for,
+    wait_until_released,
 )
 
 from runqueue import control, runlock
@@ -28,13 +29,9 @@ from runqueue.layout import RunPaths
 from runqueue.procinfo import session_members
 
 
-def _waits_for(flag: Path, started: Path) -> str:
-    return f"touch {started}\nfor i in $(seq 1200); do [ -e {flag} ] && break; sleep 0.05; done\necho released\n"
-
-
 def test_a_second_queue_watches_but_never_stops_a_live_queues_run(tmp_path: Path) -> None:
     release, started = tmp_path / "release", tmp_path / "started"
-    run = make_run(tmp_path / "runs", "c/param_A/x", _waits_for(release, started))
+    run = make_run(tmp_path / "runs", "c/param_A/x", wait_until_released(release, started))
     env = queue_env(tmp_path)
     service = start_queue(env, "run", "--watch", tmp_path / "runs", "--gpus", "none", log=tmp_path / "service.log")
     try:
@@ -55,7 +52,7 @@ def test_a_second_queue_watches_but_never_stops_a_live_queues_run(tmp_path: Path
 
 def test_a_queue_restarted_after_its_predecessor_died_re_adopts_and_stops_the_run(tmp_path: Path) -> None:
     started = tmp_path / "started"
-    run = make_run(tmp_path / "runs", "c/param_B/x", _waits_for(tmp_path / "never", started))
+    run = make_run(tmp_path / "runs", "c/param_B/x", wait_until_released(tmp_path / "never", started))
     env = queue_env(tmp_path)
     first = start_queue(env, "run", tmp_path / "runs", "--gpus", "none", log=tmp_path / "q1.log")
     wait_for(started.exists, what="the run to start")
@@ -257,7 +254,7 @@ def test_a_local_queue_never_adopts_the_supervisor_of_a_slurm_job(tmp_path: Path
 def test_the_summary_reads_the_markers_again_for_runs_requeued_while_the_queue_stopped(tmp_path: Path) -> None:
     release, started = tmp_path / "release", tmp_path / "started"
     failed = make_run(tmp_path / "runs", "c/param_S/a", "exit 3\n")
-    make_run(tmp_path / "runs", "c/param_S/b", _waits_for(release, started))
+    make_run(tmp_path / "runs", "c/param_S/b", wait_until_released(release, started))
     env = queue_env(tmp_path)
     log = tmp_path / "q.log"
     queue = start_queue(env, "run", tmp_path / "runs", "--gpus", "none", "--cpu-slots", "2", "--retries", "0", log=log)
