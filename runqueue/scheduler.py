@@ -213,28 +213,44 @@ class Scheduler:
             signum = self.signals.pop(0)
             self.stop_level += 1
             watched = self._ours()
+            others = self._others(watched)
+            others_text = "" if not others else (
+                f" (the {others} other running run(s) belong to another queue or a SLURM job: they keep going, and"
+                " this queue neither waits for nor stops them)")
             if signum == signal.SIGHUP and self.stop_level < 3:
                 self.hung_up = True
                 # The terminal is gone (or someone asked for a restart): nobody is left to watch,
                 # so leave at once like a service; the runs do not depend on us.
                 self.hooks.stopping(self.status_line())
                 self.console.event(f"hang-up: leaving; {len(watched)} started run(s) keep going under their supervisors"
-                                   " and are re-adopted on the next start")
+                                   f" and are re-adopted on the next start{others_text}")
                 self.stop_level = 3
             elif self.stop_level == 1 and self.options.detach_on_stop:
                 self.hooks.stopping(self.status_line())
-                self.console.event(f"stopping; {len(watched)} started run(s) keep going under their supervisors and are re-adopted on the next start")
+                self.console.event(f"stopping; {len(watched)} started run(s) keep going under their supervisors and are"
+                                   f" re-adopted on the next start{others_text}")
                 self.stop_level = 3
+            elif self.stop_level == 1 and not watched and others:
+                # Nothing running is ours to wait for (or to stop on a second Ctrl-C): leave now.
+                self.console.event(f"stopping: no new runs start; leaving now: the {others} running run(s) belong to another"
+                                   " queue or a SLURM job, which keep them going; this queue neither waits for nor stops them")
             elif self.stop_level == 1 and not self.options.stop_runs:
-                self.console.event(self.executor.first_stop_text(len(watched)))
+                self.console.event(self.executor.first_stop_text(len(watched)) + others_text)
             elif self.stop_level <= 2:
                 self.stop_level = 2
-                self.console.event(f"stopping {len(watched)} started run(s); they are recorded as interrupted and go again next time")
+                self.console.event(f"stopping {len(watched)} started run(s); they are recorded as interrupted and go again next time{others_text}")
                 for run in watched:
                     assert run.handle is not None
                     self.executor.interrupt(run.handle)
             else:
                 self.console.event("leaving now; runs still stopping finish on their own")
+
+    def _others(self, ours: list[TrackedRun]) -> int:
+        """Running runs this queue does not answer for (another live queue's, a SLURM job's, held by a
+        process it cannot watch): its status line counts them as running, so its stop message must
+        say that it neither waits for them nor stops them."""
+        mine = {id(run) for run in ours}
+        return sum(1 for run in self.runs.values() if run.state == RunState.RUNNING and id(run) not in mine)
 
     def _ours(self) -> list[TrackedRun]:
         """Watched runs this queue answers for on stopping: not those another live queue started

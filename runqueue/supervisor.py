@@ -58,7 +58,7 @@ from runqueue.runstate import (
     save_state,
 )
 from runqueue.slurm.paths import SlurmPaths
-from runqueue.slurm.records import active_submission
+from runqueue.slurm.records import STOP_CANCEL, active_submission, load_submission
 from runqueue.steps import (
     StepScriptError,
     check_step_script,
@@ -416,8 +416,17 @@ class Supervisor:
             if signum == signal.SIGUSR1:
                 return "cancel"
             if signum in (signal.SIGTERM, signal.SIGINT):
-                return "interrupt"
+                return "cancel" if self._cancel_recorded() else "interrupt"
         return None
+
+    def _cancel_recorded(self) -> bool:
+        """Inside a SLURM job: `runqueue cancel` records the cancel in .runqueue/slurm.json before it
+        signals, and when it cannot send USR1 (the job was not RUNNING yet at its look) it scancels:
+        SLURM's SIGTERM then means this cancel, not an interruption that goes again."""
+        if self.spec.batch_token is None:
+            return False
+        record = load_submission(SlurmPaths(self.paths))
+        return record is not None and record.token == self.spec.batch_token and record.stop_requested == STOP_CANCEL
 
     def _stop_processes(self, process: subprocess.Popen[bytes], pidfd: int) -> bool:
         """TERM every process of the run, then KILL what is left after the grace period; True when

@@ -12,7 +12,7 @@ from runqueue import runlock
 from runqueue.control import CancelRefused
 from runqueue.errors import RunqueueError
 from runqueue.layout import RunPaths
-from runqueue.runstate import RunState
+from runqueue.runstate import RunState, load_state
 from runqueue.slurm.commands import JobInfo, SlurmCommands, SlurmError
 from runqueue.slurm.outcome import write_cancelled
 from runqueue.slurm.paths import SlurmPaths
@@ -61,6 +61,10 @@ def cancel_if_submitted(paths: RunPaths, grace_s: float, commands: SlurmCommands
         # writes lfads.failed(cancelled). But SLURM did not confirm, so say it.
         raise CancelRefused(f"cancel recorded, but `scancel {job}` failed (SLURM unreachable?): the job may still be"
                             " queued or running; run `runqueue cancel` again when SLURM answers")
+    # scancel only asks: a supervisor that was running (the job started after the look above, or
+    # USR1 could not be sent) takes SLURM's SIGTERM, stops the steps and writes lfads.out's last
+    # lines. Wait for that before writing ours, so that the log's last word is the cancel.
+    _wait_for_end(commands, paths, job, max(grace_s, _kill_grace(paths)) + 10.0)
     if not os.path.lexists(paths.failed_marker):
         write_cancelled(paths, f"cancelled with `runqueue cancel` (SLURM job {job} scancelled)")
     _settle(slurm_paths, record.token, f"SLURM job {job} scancelled with `runqueue cancel`")
@@ -79,6 +83,12 @@ def _wait_for_end(commands: SlurmCommands, paths: RunPaths, job: int, timeout_s:
             return True
         time.sleep(_POLL_S)
     return False
+
+
+def _kill_grace(paths: RunPaths) -> float:
+    """How long the run's supervisor gives the steps to stop (state.json, as the queue set it)."""
+    grace = load_state(paths).kill_grace_s
+    return grace if isinstance(grace, (int, float)) and grace > 0 else 0.0
 
 
 def _settle(paths: SlurmPaths, token: str, ending: str) -> None:

@@ -19,12 +19,28 @@ from runqueue.durations import parse_duration
 # writing its records: SLURM's limit is this much longer than the supervisor's.
 _SLURM_MARGIN_S = 30.0
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-# Options the executor sets itself: changing them would break the run-folder contract.
-# What the executor relies on: where the job runs and writes, how it is found again, that sbatch
-# prints the job id (--quiet hides it; --test-only submits nothing).
-_RESERVED_LONG = ("--chdir", "--output", "--error", "--open-mode", "--comment", "--parsable", "--wrap", "--array",
-                  "--quiet", "--test-only")
-_RESERVED_LETTERS = frozenset("DoaeQ")  # -D -o -a -e -Q
+# Options the executor sets itself or relies on, each with what it is set to and why: changing
+# them would break the run-folder contract (where the job runs and writes, how it is found again,
+# that sbatch prints the job id).
+_RESERVED_LONG: dict[str, str] = {
+    "--chdir": "runqueue sets --chdir itself, to the run folder: the job's supervisor and the steps run there",
+    "--output": "runqueue sets --output itself, to <run>/.runqueue/slurm-%j.out: the job's own messages go there"
+                " (a job that fails before its supervisor starts is explained there)",
+    "--error": "runqueue leaves the job's stderr with --output, in <run>/.runqueue/slurm-%j.out: a job that fails"
+               " before its supervisor starts is explained there, and lfads.failed points there",
+    "--open-mode": "runqueue sets --open-mode itself, to append: a job SLURM requeues adds to its"
+                   " .runqueue/slurm-%j.out instead of wiping what the first start wrote",
+    "--comment": "runqueue sets --comment itself, to runqueue:<token>: that is how a queue finds the run's job"
+                 " again when sbatch's job id never reached .runqueue/slurm.json",
+    "--parsable": "runqueue passes --parsable itself, to read the job id sbatch prints",
+    "--wrap": "runqueue submits its own batch script (<run>/.runqueue/slurm-job.sh, which runs the run's"
+              " supervisor); --wrap would replace it",
+    "--array": "runqueue submits one job per attempt of a run; an array would start the run's supervisor"
+               " several times",
+    "--quiet": "runqueue reads the job id sbatch prints; --quiet hides it",
+    "--test-only": "runqueue reads the job id of a job sbatch submits; --test-only submits nothing",
+}
+_RESERVED_LETTERS: dict[str, str] = {"D": "--chdir", "o": "--output", "a": "--array", "e": "--error", "Q": "--quiet"}
 _FLAG_LETTERS = frozenset("HhIkOsuvVW")  # sbatch's short options without an argument
 
 
@@ -46,27 +62,33 @@ class SlurmOptions:
         for arg in self.extra:
             # sbatch (getopt_long) also takes an unambiguous prefix (--out= is --output=) and groups
             # of short options (-so/path is -s -o /path).
-            name = _reserved_long(arg) if arg.startswith("--") else _reserved_short(arg)
-            if name is not None:
-                raise ValueError(
-                    f"--slurm-extra {arg!r}: runqueue sets {name} itself (the job must write into the run folder); "
-                    "remove it from --slurm-extra"
-                )
+            reason = _reserved_long(arg) if arg.startswith("--") else _reserved_short(arg)
+            if reason is not None:
+                raise ValueError(f"--slurm-extra {arg!r}: {reason}; remove it from --slurm-extra")
 
 
 def _reserved_long(arg: str) -> str | None:
-    """`--name[=value]` when `--name` is a reserved option or an unambiguous prefix of one."""
+    """Why `--name[=value]` is refused, when `--name` is a reserved option or a prefix of one (or several)."""
     name = arg.split("=", 1)[0]
-    return name if len(name) > 2 and any(option.startswith(name) for option in _RESERVED_LONG) else None
+    if len(name) <= 2:
+        return None
+    matches = [option for option in _RESERVED_LONG if option.startswith(name)]
+    if not matches:
+        return None
+    reasons = "; ".join(_RESERVED_LONG[option] for option in matches)
+    if matches == [name]:
+        return reasons
+    return f"{name} is short for {' or '.join(matches)}: {reasons}"
 
 
 def _reserved_short(arg: str) -> str | None:
-    """The reserved option (`-o`) a `-xyz` group holds before the first letter that takes an argument."""
+    """Why a `-xyz` group is refused: the reserved option it holds before the first letter that takes an argument."""
     if not arg.startswith("-") or len(arg) < 2:
         return None
     for letter in arg[1:]:
         if letter in _RESERVED_LETTERS:
-            return f"-{letter}"
+            option = _RESERVED_LETTERS[letter]
+            return f"-{letter} is {option}: {_RESERVED_LONG[option]}"
         if letter not in _FLAG_LETTERS:
             return None  # the rest of the group is that option's argument
     return None

@@ -100,10 +100,32 @@ def test_slurm_options_refuse_what_the_executor_sets_itself() -> None:
     # sbatch takes unambiguous prefixes too: --out= is --output=, --comm= is --comment=.
     for extra in (("--chdir=/x",), ("-o", "out"), ("--comment=mine",), ("-Dsomewhere",), ("--out=/x",), ("--comm=x",),
                   ("-so/tmp/x",), ("-Qo", "x"), ("-Ho", "x"), ("--quiet",), ("-Q",), ("-e", "/tmp/err"), ("--test-only",)):
-        with pytest.raises(ValueError, match="runqueue sets"):
+        with pytest.raises(ValueError, match="remove it from --slurm-extra"):
             SlurmOptions(extra=extra)
+    # Each option is refused with its own reason: what the queue sets it to, or what it would break.
+    reasons = {
+        ("--chdir=/x",): "runqueue sets --chdir itself, to the run folder",
+        ("-Dsomewhere",): "-D is --chdir: runqueue sets --chdir itself, to the run folder",
+        ("--out=/x",): "--out is short for --output: runqueue sets --output itself, to <run>/.runqueue/slurm-%j.out",
+        ("-e", "/tmp/err"): "-e is --error: runqueue leaves the job's stderr with --output, in <run>/.runqueue/slurm-%j.out",
+        ("--open-mode=truncate",): "runqueue sets --open-mode itself, to append",
+        ("--comm=x",): "--comm is short for --comment: runqueue sets --comment itself, to runqueue:<token>",
+        ("--parsable",): "runqueue passes --parsable itself, to read the job id",
+        ("--wrap=hostname",): "runqueue submits its own batch script (<run>/.runqueue/slurm-job.sh",
+        ("--array=0-3",): "runqueue submits one job per attempt of a run",
+        ("-Q",): "-Q is --quiet: runqueue reads the job id sbatch prints; --quiet hides it",
+        ("--test-only",): "--test-only submits nothing",
+        ("--o=x",): "--o is short for --output or --open-mode: ",
+    }
+    messages = set()
+    for extra, reason in reasons.items():
+        with pytest.raises(ValueError) as refused:
+            SlurmOptions(extra=extra)
+        assert reason in str(refused.value) and str(refused.value).startswith(f"--slurm-extra {extra[0]!r}: "), refused.value
+        messages.add(str(refused.value).split(": ", 1)[1])
+    assert len(messages) == len(reasons)  # not one reason for all
     # The message names the reserved option in a group, not the group's first letter.
-    with pytest.raises(ValueError, match="runqueue sets -o itself"):
+    with pytest.raises(ValueError, match="-o is --output: runqueue sets --output itself"):
         SlurmOptions(extra=("-so/tmp/x",))
     # Letters after one that takes an argument are that argument: -pgpu_o is partition "gpu_o".
     SlurmOptions(extra=("-pgpu_o", "-t", "10", "-s"))

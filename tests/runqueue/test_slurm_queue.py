@@ -212,6 +212,66 @@ def test_slurm_cancel_and_scancel_behind_our_back_are_recorded(tmp_path: Path, s
     assert slurm_cluster.jobs_under(tmp_path, active_only=True) == {}
 
 
+def test_slurm_cancel_that_has_to_scancel_a_running_job_ends_its_log_with_the_cancel(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    """`runqueue cancel` looks at the job before it signals the supervisor; a job that started after
+    that look is scancelled instead, and its supervisor gets SLURM's SIGTERM. Here squeue, as the
+    cancel finds it on PATH, still says PENDING for the running job. The cancel is on record, so the
+    supervisor must not call it an interruption ("it goes again"), and lfads.out's last line must be
+    the cancel, as lfads.failed says (it was the supervisor's "interrupted" line, written last)."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    real = subprocess.run(["which", "squeue"], capture_output=True, text=True, check=True).stdout.strip()
+    (tools / "squeue").write_text(f'#!/bin/bash\nset -o pipefail\n{real} "$@" | sed "s/|RUNNING|/|PENDING|/"\n')
+    (tools / "squeue").chmod(0o755)
+    # The step ignores SIGTERM: the supervisor's last lines come a kill grace (2 s) after scancel.
+    run = make_run(tmp_path / "runs", "c/param_Y/a", 'trap "" TERM\ntouch started\nwhile :; do sleep 0.1; done\n')
+    queue = start_queue(slurm_env, "run", tmp_path / "runs", *SLURM, "--kill-grace", "2", log=tmp_path / "q.log")
+    try:
+        wait_for((run / "started").exists, what="the run to start in its job")
+        job = submitted_job(run)
+        result = run_queue(dict(slurm_env, PATH=f"{tools}:{slurm_env['PATH']}"), "cancel", run)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"SLURM job {job}" in result.stdout
+        assert finish(queue) == 1, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    assert read_json(run / "lfads.failed")["reason"] == "cancelled"
+    log = (run / "lfads.out").read_text()
+    last = log.splitlines()[-1]
+    assert last.startswith("### runqueue") and "cancelled" in last, log
+    assert "goes again" not in log, log
+    assert read_json(run / ".runqueue/state.json")["phase"] == "cancelled"
+    assert slurm_cluster.jobs_under(tmp_path, active_only=True) == {}
+
+
+def test_a_local_queue_stopping_next_to_a_slurm_job_says_it_does_not_wait_for_it(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    """A local queue's status line counts a run a SLURM job holds as running; on Ctrl-C it neither
+    waits for that run nor stops it, and its stop line must say so (it said "waiting for 0 running
+    run(s). Press Ctrl-C again to stop them too", then left at once)."""
+    release, started = tmp_path / "release", tmp_path / "started"
+    make_run(tmp_path / "runs", "c/param_Z/a", wait_until_released(release, started))
+    slurm_queue = start_queue(slurm_env, "run", tmp_path / "runs", *SLURM, log=tmp_path / "slurm.log")
+    local: subprocess.Popen[bytes] | None = None
+    try:
+        wait_for(started.exists, what="the run to start in its job")
+        local = start_queue(slurm_env, "run", tmp_path / "runs", "--gpus", "none", "--cpu-slots", "1", log=tmp_path / "local.log")
+        wait_for(lambda: "runqueue: 1 running" in (tmp_path / "local.log").read_text(), what="the local queue to see the run running")
+        local.send_signal(signal.SIGINT)
+        assert finish(local, timeout=30) == 130, (tmp_path / "local.log").read_text()
+        release.touch()
+        assert finish(slurm_queue) == 0, (tmp_path / "slurm.log").read_text()
+    finally:
+        release.touch()
+        for queue in (slurm_queue, local):
+            if queue is not None and queue.poll() is None:
+                queue.kill()
+    console = (tmp_path / "local.log").read_text()
+    assert "waiting for 0" not in console and "Press Ctrl-C again" not in console, console
+    assert ("stopping: no new runs start; leaving now: the 1 running run(s) belong to another queue or a SLURM job,"
+            " which keep them going; this queue neither waits for nor stops them") in console, console
+
+
 def test_slurm_ctrl_c_keeps_jobs_then_second_ctrl_c_scancels_them_as_interrupted(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
     release, started = tmp_path / "release", tmp_path / "started"
     running = make_run(tmp_path / "runs", "c/param_S/a", "echo first\n", posterior=wait_until_released(release, started))
