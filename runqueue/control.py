@@ -76,13 +76,13 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
         if _ask_supervisor(pid, start, grace_s) and os.path.lexists(paths.failed_marker):
             return f"cancelled (supervisor pid {pid} stopped it)"
     # No supervisor to ask (it died and left steps running), or it did not answer: stop every process
-    # of the run ourselves, and nothing else (see _run_processes).
-    members = _run_processes(paths, pid, supervisor)
+    # of the run ourselves, and nothing else (see processes_of_run).
+    members = processes_of_run(paths, pid, supervisor)
     if not members:
         raise CancelRefused("is held by a process that is not one of its steps (its supervisor is gone); "
                             f"nothing stopped — see {paths.out_log}, and try again in a moment")
     _refuse_others_processes(members)
-    _terminate(lambda: _run_processes(paths, pid, supervisor), grace_s)
+    _terminate(lambda: processes_of_run(paths, pid, supervisor), grace_s)
     deadline = time.monotonic() + 2.0  # killed processes let go of the lock as they exit
     while runlock.is_running(paths.lock) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -164,7 +164,7 @@ def _terminate(members: Callable[[], list[int]], grace_s: float) -> None:
     send(signal.SIGKILL)
 
 
-def _run_processes(paths: RunPaths, sid: int | None, supervisor_proven: bool) -> list[int]:
+def processes_of_run(paths: RunPaths, sid: int | None, supervisor_proven: bool) -> list[int]:
     """Every process of the run, and nothing else.
 
     - wherever they went (setsid, another session) and whatever their folder is called now: the

@@ -49,9 +49,20 @@ from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import DEFAULT_MEMORY_MB
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
-from runqueue.runstate import Phase, Reason, RunState, load_state, marker_state, read_failure, state_stamp
+from runqueue.orphans import Reaper, find_orphan, steps_of, steps_of_deleted
+from runqueue.outlog import append_queue_line
+from runqueue.runstate import (
+    Phase,
+    Reason,
+    RunState,
+    load_state,
+    marker_state,
+    now_iso,
+    read_failure,
+    state_stamp,
+)
 from runqueue.slurm.options import SlurmOptions
-from runqueue.supervisor import EXIT_VANISHED
+from runqueue.supervisor import EXIT_VANISHED, HEADER_PREFIX
 from runqueue.supervisor_spec import SupervisorSpec
 from runqueue.tracked import RunCounts, TrackedRun, count_runs, status_text, summary_lines
 
@@ -67,6 +78,8 @@ _BLOCKED_START_RECHECK_S = 60.0
 _WAITING_NOTE_EVERY_S = 60.0
 _QUEUED_REFRESH_S = 2.0
 _HINT_SETTLE_S = 0.05  # after an inotify event, wait this long for the rest of a burst
+# Running runs a queue does not answer for when it stops.
+_NOT_OURS = "another queue's, a SLURM job's, or steps that outlived their supervisor"
 _SUBMIT_BATCH = 50  # runs handed to a batch system per loop turn (signals are looked at in between)
 
 
@@ -144,6 +157,7 @@ class Scheduler:
         self.rescans = 0
         self.next_rescan = 0.0
         self.next_probe = 0.0
+        self.reaper = Reaper()  # steps left by a dead supervisor, being stopped
         self.next_waiting_note = 0.0
         self.next_placement_retry: float | None = None  # runs wait for a device that may free up by itself
         self.waiting_for_manager: set[Path] = set()  # runs whose wait for lfads-manager was announced
@@ -187,6 +201,7 @@ class Scheduler:
                         self.placement_dirty = True
                     self._place_and_start()
                 self._check_overdue()
+                self.reaper.tick()
                 self._tail_logs()
                 self._show_status()
                 self.hooks.tick()
@@ -215,7 +230,7 @@ class Scheduler:
             watched = self._ours()
             others = self._others(watched)
             others_text = "" if not others else (
-                f" (the {others} other running run(s) belong to another queue or a SLURM job: they keep going, and"
+                f" (the {others} other running run(s) are {_NOT_OURS}: they keep going, and"
                 " this queue neither waits for nor stops them)")
             if signum == signal.SIGHUP and self.stop_level < 3:
                 self.hung_up = True
@@ -232,8 +247,8 @@ class Scheduler:
                 self.stop_level = 3
             elif self.stop_level == 1 and not watched and others:
                 # Nothing running is ours to wait for (or to stop on a second Ctrl-C): leave now.
-                self.console.event(f"stopping: no new runs start; leaving now: the {others} running run(s) belong to another"
-                                   " queue or a SLURM job, which keep them going; this queue neither waits for nor stops them")
+                self.console.event(f"stopping: no new runs start; leaving now: the {others} running run(s) are {_NOT_OURS};"
+                                   " this queue neither waits for nor stops them")
             elif self.stop_level == 1 and not self.options.stop_runs:
                 self.console.event(self.executor.first_stop_text(len(watched)) + others_text)
             elif self.stop_level <= 2:
@@ -293,6 +308,9 @@ class Scheduler:
         if any(run.handle is not None and run.tail is not None for run in self.runs.values()):
             deadlines.append(now + _TAIL_INTERVAL_S)
         deadlines.extend(run.overdue_at for run in self.runs.values() if run.handle is not None and run.overdue_at is not None)
+        reaper_due = self.reaper.next_due()
+        if reaper_due is not None:
+            deadlines.append(reaper_due)
         if any(run.handle is not None and self.executor.waiting(run.handle) for run in self.runs.values()):
             # A batch system starts queued runs without telling this loop: refresh the status line.
             deadlines.append(now + _QUEUED_REFRESH_S)
@@ -364,6 +382,7 @@ class Scheduler:
             run = self.runs.pop(path)
             if run.state in (RunState.PENDING, RunState.RUNNING):
                 self.console.event(f"[{run.name}] {path} is gone; dropped")
+            self._stop_deleted_orphan(run)
         # Rescans may use at most ~0.5 % of a core: a huge tree on a slow (NFS) disk is rescanned
         # less often than --poll-interval asks, a small one exactly as often.
         if not hinted:
@@ -425,11 +444,47 @@ class Scheduler:
     def _probe_elsewhere(self) -> None:
         """Runs held by a process we cannot watch: see whether they have ended."""
         self.next_probe = time.monotonic() + _ELSEWHERE_PROBE_S
-        for run in self.runs.values():
-            if (run.elsewhere and run.handle is None and not runlock.is_held(run.paths.lock)
-                    and not self.executor.submitted(run.path)):
+        for run in list(self.runs.values()):  # _settle drops vanished runs
+            if not run.elsewhere or run.handle is not None or self.executor.submitted(run.path):
+                continue
+            if not runlock.is_held(run.paths.lock):
                 run.elsewhere = False
                 self._settle(run, exit_code=None)
+            else:
+                self._mind_orphan(run)
+
+    def _mind_orphan(self, run: TrackedRun) -> None:
+        """Steps whose supervisor is gone: nobody else enforces their time limit, so stop them once
+        it has passed (seen the same on two looks in a row: a new supervisor taking the run writes
+        its own state.json at once)."""
+        orphan = find_orphan(run.paths)
+        seen_before, run.orphan = run.orphan, orphan
+        if orphan is None or orphan != seen_before or run.orphan_stopped:
+            return
+        overdue_at = _overdue_at(orphan.started_at, orphan.time_limit_s, orphan.kill_grace_s or 0.0)
+        if overdue_at is None or time.monotonic() < overdue_at:
+            return
+        grace = orphan.kill_grace_s if orphan.kill_grace_s is not None else self.options.kill_grace_s
+        stopped = self.reaper.stop(steps_of(run.paths, orphan), grace)
+        if not stopped:
+            return  # none visible or none ours to signal: looked at again on the next probe
+        run.orphan_stopped = True
+        assert orphan.time_limit_s is not None
+        text = (f"its supervisor is gone and its steps ran past the time limit ({format_duration(orphan.time_limit_s)});"
+                f" stopped them (pids {', '.join(map(str, stopped))})")
+        self.console.event(f"[{run.name}] {text}")
+        with contextlib.suppress(OSError):
+            append_queue_line(run.paths.out_log, f"{HEADER_PREFIX} {now_iso()} {text}\n")
+
+    def _stop_deleted_orphan(self, run: TrackedRun) -> None:
+        """A run folder deleted under steps whose supervisor is gone: they would run on for nothing."""
+        if run.orphan is None:
+            return
+        grace = run.orphan.kill_grace_s if run.orphan.kill_grace_s is not None else self.options.kill_grace_s
+        stopped = self.reaper.stop(steps_of_deleted(run.path), grace)
+        if stopped:
+            self.console.event(f"[{run.name}] its folder was deleted under steps whose supervisor is gone;"
+                               f" stopped them (pids {', '.join(map(str, stopped))})")
 
     def _check_overdue(self) -> None:
         """The supervisor enforces a run's time limit; one stopped with SIGSTOP cannot. Let it go on."""
@@ -483,6 +538,7 @@ class Scheduler:
                 self.console.event(f"[{run.name}] {run.path} is gone (deleted, or moved: a moved run finishes where"
                                    " it went, see its lfads.out there); dropped here")
             self.runs.pop(run.path, None)
+            self._stop_deleted_orphan(run)
             self.next_rescan = 0.0  # a move within the roots shows up at once
             return
         if os.path.lexists(paths.done_marker):

@@ -9,6 +9,7 @@ from pathlib import Path
 from runqueue.executors.base import RunHandle
 from runqueue.layout import RunPaths
 from runqueue.logtail import LogTail
+from runqueue.orphans import Orphan
 from runqueue.runstate import RunState, read_failure
 
 
@@ -32,6 +33,10 @@ class TrackedRun:
     tail: LogTail | None = None
     overdue_at: float | None = None  # monotonic: past its time limit and kill grace, its supervisor should be gone
     ended_here: bool = False
+    # Held by steps whose supervisor is gone (on this host): what state.json said at the last look,
+    # and whether the queue has begun stopping them.
+    orphan: Orphan | None = None
+    orphan_stopped: bool = False
 
     @property
     def paths(self) -> RunPaths:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -416,3 +417,60 @@ def test_a_back_off_longer_than_ten_minutes_is_kept(tmp_path: Path) -> None:
     finally:
         queue.send_signal(signal.SIGINT)
         finish(queue, timeout=30)
+
+
+def test_steps_left_by_a_killed_supervisor_are_stopped_at_the_time_limit(tmp_path: Path) -> None:
+    """Nobody else enforces the time limit of steps whose supervisor died (the OOM killer, kill -9):
+    the queue watching the run stops them once the limit and the kill grace have passed."""
+    step_pid = tmp_path / "step.pid"
+    run = make_run(tmp_path / "runs", "c/param_O/r0",
+                   f'if [ "$RUNQUEUE_ATTEMPT" = 1 ] && [ ! -e {step_pid} ]; then echo $$ > {step_pid}; exec sleep 120; fi\n'
+                   'echo "second go"\n')
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--time-limit", "2s",
+                        "--kill-grace", "1", log=tmp_path / "q.log")
+    try:
+        state = run / ".runqueue" / "state.json"
+        wait_for(lambda: step_pid.exists() and step_pid.read_text().strip() != "", what="the step")
+        os.kill(int(read_json(state)["supervisor_pid"]), signal.SIGKILL)  # its step goes on, orphaned
+        assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(step_pid.read_text()), signal.SIGKILL)
+    assert not pid_alive(int(step_pid.read_text()))
+    console, log = (tmp_path / "q.log").read_text(), (run / "lfads.out").read_text()
+    assert "its supervisor is gone and its steps ran past the time limit (2s); stopped them" in console, console
+    assert "its supervisor is gone and its steps ran past the time limit" in log and "second go" in log, log
+    assert (run / "lfads.done").exists()
+
+
+def test_deleting_a_run_held_by_steps_of_a_killed_supervisor_stops_them_and_the_queue_goes_on(tmp_path: Path) -> None:
+    """The queue's look at such runs dropped the deleted one while iterating its runs (the queue died
+    with "dictionary changed size during iteration"); and the steps ran on in the deleted folder."""
+    step_pid = tmp_path / "step.pid"
+    run = make_run(tmp_path / "runs", "c/param_O/gone", f"echo $$ > {step_pid}\nexec sleep 120\n")
+    other = make_run(tmp_path / "runs", "c/param_O/later", f'while [ ! -e "{tmp_path}/go" ]; do sleep 0.05; done\necho later\n')
+    # No inotify: the probe of held runs, not a hinted rescan, sees the deletion first.
+    env = queue_env(tmp_path, RUNQUEUE_NO_INOTIFY="1")
+    queue = start_queue(env, "run", "--watch", tmp_path / "runs", "--cpu-slots", "2", "--poll-interval", "60s",
+                        log=tmp_path / "q.log")
+    try:
+        state = run / ".runqueue" / "state.json"
+        wait_for(lambda: step_pid.exists() and step_pid.read_text().strip() != "", what="the step")
+        os.kill(int(read_json(state)["supervisor_pid"]), signal.SIGKILL)
+        time.sleep(3)  # the queue sees it held by a step whose supervisor is gone
+        shutil.rmtree(run)
+        wait_for(lambda: not pid_alive(int(step_pid.read_text())), timeout=30, what="the orphaned step to be stopped")
+        (tmp_path / "go").touch()
+        wait_for((other / "lfads.done").exists, what="the other run to finish")
+        assert queue.poll() is None, (tmp_path / "q.log").read_text()
+    finally:
+        (tmp_path / "go").touch()
+        if queue.poll() is None:
+            queue.send_signal(signal.SIGINT)
+            finish(queue, timeout=30)
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(step_pid.read_text()), signal.SIGKILL)
+    console = (tmp_path / "q.log").read_text()
+    assert "dictionary changed size" not in console and "its folder was deleted under steps whose supervisor is gone" in console, console

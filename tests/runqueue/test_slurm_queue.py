@@ -268,8 +268,8 @@ def test_a_local_queue_stopping_next_to_a_slurm_job_says_it_does_not_wait_for_it
                 queue.kill()
     console = (tmp_path / "local.log").read_text()
     assert "waiting for 0" not in console and "Press Ctrl-C again" not in console, console
-    assert ("stopping: no new runs start; leaving now: the 1 running run(s) belong to another queue or a SLURM job,"
-            " which keep them going; this queue neither waits for nor stops them") in console, console
+    assert ("stopping: no new runs start; leaving now: the 1 running run(s) are another queue's, a SLURM job's, or"
+            " steps that outlived their supervisor; this queue neither waits for nor stops them") in console, console
 
 
 def test_slurm_ctrl_c_keeps_jobs_then_second_ctrl_c_scancels_them_as_interrupted(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:

@@ -1,0 +1,101 @@
+"""Steps that outlived their supervisor (killed by the OOM killer, or `kill -9`): they still hold the
+run and its device, and nobody enforces their time limit any more. The queue watching such a run
+stops them when their supervisor would have — past the run's time limit and kill grace — and when
+their run folder was deleted under them (a moved run goes on where it went)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from runqueue import runlock
+from runqueue.control import processes_of_run
+from runqueue.layout import RunPaths
+from runqueue.procinfo import processes_with_env
+from runqueue.runstate import load_state
+from runqueue.slurm.job import QUEUE_ID_PREFIX as SLURM_QUEUE_ID_PREFIX
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """What state.json says of the attempt whose steps are left: the same values on two looks in a
+    row mean no new supervisor is taking the run (it writes them right after taking the lock)."""
+
+    supervisor_pid: int | None
+    started_at: float | None
+    time_limit_s: float | None
+    kill_grace_s: float | None
+
+
+def find_orphan(paths: RunPaths) -> Orphan | None:
+    """The run's attempt when its lock is held with its supervisor gone, on this host and not in a
+    SLURM job (SLURM stops a job's processes itself); None otherwise."""
+    if not runlock.is_running(paths.lock):
+        return None
+    state = load_state(paths)
+    if state.host not in (None, socket.gethostname()) or (state.queue_id or "").startswith(SLURM_QUEUE_ID_PREFIX):
+        return None
+    if runlock.live_supervisor(paths.lock, state.supervisor_pid, state.supervisor_start_time) is not None:
+        return None
+    return Orphan(state.supervisor_pid, state.started_at, state.time_limit_s, state.kill_grace_s)
+
+
+def steps_of(paths: RunPaths, orphan: Orphan) -> Callable[[], list[int]]:
+    """The run's processes (lock holders, its RUNQUEUE_RUN_DIR, its dead supervisor's session)."""
+    return lambda: processes_of_run(paths, orphan.supervisor_pid, supervisor_proven=False)
+
+
+def steps_of_deleted(run_dir: Path) -> Callable[[], list[int]]:
+    """Processes started for `run_dir` whose working folder was deleted: the run folder is gone, not
+    moved (a moved run's processes work on where it went, and their folder is not deleted)."""
+
+    def find() -> list[int]:
+        return [pid for pid in processes_with_env("RUNQUEUE_RUN_DIR", lambda value: value == str(run_dir))
+                if pid != os.getpid() and _cwd_deleted(pid)]
+
+    return find
+
+
+def _cwd_deleted(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd").endswith(" (deleted)")
+    except OSError:
+        return False
+
+
+class Reaper:
+    """TERM now, KILL what is left after the grace period, without holding up the loop that asks."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, Callable[[], list[int]]]] = []
+
+    def stop(self, members: Callable[[], list[int]], grace_s: float) -> list[int]:
+        """Send SIGTERM to `members()`; returns the pids signalled (another account's are skipped)."""
+        signalled = _send(members(), signal.SIGTERM)
+        if signalled:
+            self._due.append((time.monotonic() + grace_s, members))
+        return signalled
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for _, members in [entry for entry in self._due if entry[0] <= now]:
+            _send(members(), signal.SIGKILL)
+        self._due = [entry for entry in self._due if entry[0] > now]
+
+    def next_due(self) -> float | None:
+        return min((due for due, _ in self._due), default=None)
+
+
+def _send(pids: list[int], signum: int) -> list[int]:
+    sent = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+            sent.append(pid)
+    return sent
