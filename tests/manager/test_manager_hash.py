@@ -7,6 +7,7 @@ import pytest
 from manager.datahash import MValue, short_hash
 from manager.matlab_values import ParamValueError
 from manager.params import RunParams
+from manager.params_schema import NOT_AFFECTING_HASH, PROPERTIES, Prop
 
 # docs/index.md and docs/multisession.md: c_factors_dim swept over 2, 4, 6, 8
 SINGLE_SESSION = {2: ("Z1-4Ne", "cq1HAe"), 4: ("UEvXAB", "QcdNGf"), 6: ("m8Dk5i", "y3K_k3"), 8: ("YOs74u", "4MaTKO")}
@@ -83,3 +84,35 @@ def test_bad_values_are_refused_with_a_reason(name, value, message):
 def test_sweep_varies_the_first_name_fastest():
     grid = RunParams().sweep(c_factors_dim=[2, 4], c_gen_dim=[10, 20, 30])
     assert [(p.c_factors_dim, p.c_gen_dim) for p in grid] == [(2, 10), (4, 10), (2, 20), (4, 20), (2, 30), (4, 30)]
+
+
+# Reference §3.1: getListPropertiesNotAffectingHash, plus `name` (always excluded).
+ORIGINAL_NOT_HASHED = {
+    "name", "version", "num_samples_posterior", "posterior_mean_kind", "c_tf_debug_cli", "c_tf_debug_tensorboard",
+    "c_tf_debug_tensorboard_hostport", "c_tf_debug_dump_root", "c_debug_verbose", "c_debug_reduce_timesteps_to",
+    "c_debug_print_each_step",
+}
+CHOICES = {"c_keep_prob": 0.5, "posterior_mean_kind": "posterior_push_mean", "c_feedback_factors_or_rates": "rates", "c_output_dist": "gaussian",
+           "alignmentApproach": "ridgeRegressGlobalPCs", "alignmentExtraArgs": ["ridgeNormalizeEach", True]}
+
+
+def _other_value(prop: Prop) -> object:
+    if prop.name in CHOICES:
+        return CHOICES[prop.name]
+    if isinstance(prop.default, bool):
+        return not prop.default
+    if isinstance(prop.default, str):
+        return prop.default + "x"
+    if prop.default is None:
+        return 5
+    return 1 if prop.default in (0, 2**32 - 1) else prop.default + 1
+
+
+def test_every_property_outside_the_original_exclusions_changes_the_param_hash():
+    """Two parameter sets differing in any hashed property must get different param_<hash> folders
+    (else one run's output overwrites the other's); the excluded ones are exactly the original's."""
+    assert set(NOT_AFFECTING_HASH) == ORIGINAL_NOT_HASHED
+    base = RunParams()
+    for prop in PROPERTIES:
+        changed = base.copy(**{prop.name: _other_value(prop)})
+        assert (changed.param_hash != base.param_hash) == (prop.name not in ORIGINAL_NOT_HASHED), prop.name

@@ -474,3 +474,32 @@ def test_deleting_a_run_held_by_steps_of_a_killed_supervisor_stops_them_and_the_
             os.kill(int(step_pid.read_text()), signal.SIGKILL)
     console = (tmp_path / "q.log").read_text()
     assert "dictionary changed size" not in console and "its folder was deleted under steps whose supervisor is gone" in console, console
+
+
+def test_a_restarted_queue_keeps_the_back_off_recorded_in_state_json(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_B/r1", "exit 3\n")
+    env = queue_env(tmp_path)
+    state = run / ".runqueue" / "state.json"
+    args = ("run", "--watch", tmp_path / "runs", "--gpus", "none", "--retries", "2", "--retry-backoff", "3600")
+    first = start_queue(env, *args, log=tmp_path / "q1.log")
+    try:
+        wait_for(lambda: state.exists() and read_json(state).get("phase") == "retry_wait", what="the back-off")
+    finally:
+        first.send_signal(signal.SIGINT)
+        finish(first, timeout=30)
+    second = start_queue(env, *args, log=tmp_path / "q2.log")  # it did not see the failure
+    try:
+        time.sleep(3)
+        assert (read_json(state)["attempt"], read_json(state)["phase"]) == (1, "retry_wait"), (tmp_path / "q2.log").read_text()
+    finally:
+        second.send_signal(signal.SIGINT)
+        finish(second, timeout=30)
+
+
+def test_the_back_off_starts_at_the_value_given_and_doubles(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_B/r2", "exit 3\n")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", "none", "--retries", "2",
+                       "--retry-backoff", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    waits = [line.rsplit(" in ", 1)[1] for line in (run / "lfads.out").read_text().splitlines() if "retrying from" in line]
+    assert waits == ["1s", "2s"], waits

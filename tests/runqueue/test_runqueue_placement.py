@@ -7,6 +7,7 @@ one GPU at once" is shown by the barrier passing, and "never more than two" by t
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -199,3 +200,39 @@ def test_a_queue_with_no_device_at_all_says_so_instead_of_waiting_forever(tmp_pa
     stopped = run_queue(env, "run", tmp_path / "runs", "--simulate-gpus", no_gpus, "--cpu-slots", "0", timeout=30)
     assert stopped.returncode == 2, stopped.stdout + stopped.stderr
     assert "runs cannot be started: no device to run on" in stopped.stdout + stopped.stderr
+
+
+def test_a_cuda_oom_retry_avoids_the_device_that_ran_out_even_when_both_are_equally_free(tmp_path: Path) -> None:
+    """GPU-A is chosen first (GPU-B is nearly full); the step frees both and runs out of memory on A.
+    Both GPUs are then idle and equal, so only the exclusion of A sends the retry to B."""
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-A", total=24000, used=4000), gpu("GPU-B", total=24000, used=23000)])
+    freed = write_gpus(tmp_path / "freed.json", [gpu("GPU-A", total=24000), gpu("GPU-B", total=24000)])
+    run = make_run(tmp_path / "runs", "c/param_O/r0",
+                   f'if [ "$CUDA_VISIBLE_DEVICES" = GPU-A ]; then\n  cp {freed} {sim}.new && mv {sim}.new {sim}\n'
+                   '  echo "ResourceExhaustedError: OOM when allocating tensor"\n  exit 1\nfi\necho trained\n')
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, "--retry-backoff", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    devices = [header.split(" device=")[1].split()[0] for header in step_headers((run / "lfads.out").read_text())]
+    assert devices == ["GPU-A", "GPU-B"]
+
+
+def test_a_step_orphaned_by_a_killed_supervisor_keeps_its_simulated_gpu(tmp_path: Path) -> None:
+    """The device claim lives while the run lock is held (the orphaned step holds it), so the next
+    run waits for the step to end: the CPU-only twin of the real-GPU test in test_runqueue_gpu.py."""
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-A", total=24000)])
+    pid_file, released, started = tmp_path / "first.pid", tmp_path / "released", tmp_path / "started"
+    run = make_run(tmp_path / "runs", "c/param_O/r0",
+                   '[ -e "$RUNQUEUE_RUN_DIR/again" ] && exit 0\ntouch "$RUNQUEUE_RUN_DIR/again"\n'
+                   f"echo $$ > {pid_file}\nsleep 4\ndate +%s.%N > {released}\n")
+    make_run(tmp_path / "runs", "c/param_O/r1", f"date +%s.%N > {started}\n")
+    log = tmp_path / "queue.log"
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim,
+                        "--memory-per-run", "1000", "--max-per-gpu", "1", log=log)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", what="the first run's step")
+        os.kill(int(read_json(run / ".runqueue" / "state.json")["supervisor_pid"]), signal.SIGKILL)
+        assert finish(queue, timeout=120) == 0, log.read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    assert float(started.read_text()) >= float(released.read_text()), log.read_text()

@@ -18,6 +18,7 @@ from runqueue.discovery import RunScanner, find_runs
 from runqueue.durations import parse_duration
 from runqueue.errors import RunqueueError
 from runqueue.layout import RunPaths
+from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
 from runqueue.resources import load_resources
 from runqueue.runstate import PersistedState, Phase, RunState, load_state, marker_state
@@ -229,3 +230,15 @@ def test_a_queue_line_appended_after_an_unfinished_line_starts_its_own(tmp_path:
     append_queue_line(log, "### runqueue again\n")
     assert log.read_text() == ("### runqueue first\nepoch 3 [#####     \n### runqueue failed (out_of_memory)\n"
                                "### runqueue again\n")
+
+
+def test_the_console_tail_skips_a_flood_and_says_how_much_it_did_not_show(tmp_path: Path) -> None:
+    log = tmp_path / "lfads.out"
+    log.write_bytes(b"")
+    tail = LogTail(log, offset=0, max_bytes=1000)
+    with log.open("ab") as out:
+        out.write(b"".join(b"line %06d\n" % i for i in range(30_000)))  # 360 kB
+    lines = tail.read_lines()
+    assert lines[0] == "… 0.4 MB of output not shown here (see lfads.out)", lines[:2]
+    assert lines[-1] == "line 029999" and all(line.startswith("line ") for line in lines[1:])
+    assert len(lines) - 1 <= 1000 // len("line 000000\n")
