@@ -93,3 +93,12 @@ class RunPaths:
     @property
     def lfads_output(self) -> Path:
         return self.root / LFADS_OUTPUT
+
+
+def folder_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder: the same path may name a new folder after a delete and re-create."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino

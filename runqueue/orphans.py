@@ -17,7 +17,7 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.control import processes_of_run
 from runqueue.layout import RunPaths
-from runqueue.procinfo import processes_with_env
+from runqueue.procinfo import is_alive, process_start_time, processes_with_env, session_id
 from runqueue.runstate import load_state
 from runqueue.slurm.job import QUEUE_ID_PREFIX as SLURM_QUEUE_ID_PREFIX
 
@@ -52,12 +52,18 @@ def steps_of(paths: RunPaths, orphan: Orphan) -> Callable[[], list[int]]:
 
 
 def steps_of_deleted(run_dir: Path) -> Callable[[], list[int]]:
-    """Processes started for `run_dir` whose working folder was deleted: the run folder is gone, not
-    moved (a moved run's processes work on where it went, and their folder is not deleted)."""
+    """Processes started for `run_dir` whose working folder was deleted and whose supervisor is gone:
+    the run folder is gone, not moved (a moved run's processes work on where it went, and their
+    folder is not deleted). A live supervisor stops its own steps when its folder goes, and a
+    SLURM job's are SLURM's: steps of a session whose leader (the supervisor) lives are left alone."""
 
     def find() -> list[int]:
-        return [pid for pid in processes_with_env("RUNQUEUE_RUN_DIR", lambda value: value == str(run_dir))
-                if pid != os.getpid() and _cwd_deleted(pid)]
+        found = []
+        for pid in processes_with_env("RUNQUEUE_RUN_DIR", lambda value: value == str(run_dir)):
+            sid = session_id(pid)
+            if pid != os.getpid() and _cwd_deleted(pid) and (sid == pid or not os.path.exists(f"/proc/{sid}")):
+                found.append(pid)
+        return found
 
     return find
 
@@ -70,32 +76,38 @@ def _cwd_deleted(pid: int) -> bool:
 
 
 class Reaper:
-    """TERM now, KILL what is left after the grace period, without holding up the loop that asks."""
+    """TERM now, KILL after the grace period what got the TERM and is still there, without holding
+    up the loop that asks. Only those processes: by then the run may have started again, and its
+    new attempt holds the lock (and is found by the same rules)."""
 
     def __init__(self) -> None:
-        self._due: list[tuple[float, Callable[[], list[int]]]] = []
+        self._due: list[tuple[float, list[tuple[int, int]]]] = []
 
     def stop(self, members: Callable[[], list[int]], grace_s: float) -> list[int]:
         """Send SIGTERM to `members()`; returns the pids signalled (another account's are skipped)."""
-        signalled = _send(members(), signal.SIGTERM)
+        targets = [(pid, start) for pid in members() if (start := process_start_time(pid)) is not None]
+        signalled = _send(targets, signal.SIGTERM)
         if signalled:
-            self._due.append((time.monotonic() + grace_s, members))
-        return signalled
+            self._due.append((time.monotonic() + grace_s, signalled))
+        return [pid for pid, _ in signalled]
 
     def tick(self) -> None:
         now = time.monotonic()
-        for _, members in [entry for entry in self._due if entry[0] <= now]:
-            _send(members(), signal.SIGKILL)
+        for _, targets in [entry for entry in self._due if entry[0] <= now]:
+            _send(targets, signal.SIGKILL)
         self._due = [entry for entry in self._due if entry[0] > now]
 
     def next_due(self) -> float | None:
         return min((due for due, _ in self._due), default=None)
 
 
-def _send(pids: list[int], signum: int) -> list[int]:
+def _send(targets: list[tuple[int, int]], signum: int) -> list[tuple[int, int]]:
+    """Signal each (pid, start time) that is still that process; returns those signalled."""
     sent = []
-    for pid in pids:
+    for pid, start in targets:
+        if not is_alive(pid, start):
+            continue  # gone, and the pid maybe someone else's now
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
-            sent.append(pid)
+            sent.append((pid, start))
     return sent

@@ -8,6 +8,7 @@ loading (tests/runqueue/data/ holds one).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -129,8 +130,8 @@ def _type_fits(value: Any, default: Any, annotation: Any) -> bool:
         return "bool" in text
     if text.startswith("list"):
         return isinstance(value, list) and all(isinstance(item, dict) for item in value)
-    if "float" in text:
-        return isinstance(value, int | float)
+    if "float" in text:  # NaN and infinities (json reads them) are no time anyone meant
+        return isinstance(value, int | float) and math.isfinite(value)
     if "int" in text:
         return isinstance(value, int)
     if "str" in text:

@@ -46,7 +46,7 @@ from runqueue.durations import format_duration
 from runqueue.executors import make_executor
 from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.fswatch import DirectoryWatcher
-from runqueue.layout import DEFAULT_MEMORY_MB
+from runqueue.layout import DEFAULT_MEMORY_MB, folder_identity
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
 from runqueue.orphans import Reaper, find_orphan, steps_of, steps_of_deleted
@@ -382,7 +382,8 @@ class Scheduler:
             run = self.runs.pop(path)
             if run.state in (RunState.PENDING, RunState.RUNNING):
                 self.console.event(f"[{run.name}] {path} is gone; dropped")
-            self._stop_deleted_orphan(run)
+            if run.state == RunState.RUNNING:
+                self._stop_steps_in_deleted_folder(run)
         # Rescans may use at most ~0.5 % of a core: a huge tree on a slow (NFS) disk is rescanned
         # less often than --poll-interval asks, a small one exactly as often.
         if not hinted:
@@ -424,6 +425,7 @@ class Scheduler:
         handle = self.executor.adopt(run.path)
         if handle is None:
             run.elsewhere = True
+            run.folder_id = folder_identity(run.path)
             self.next_probe = min(self.next_probe, time.monotonic() + _ELSEWHERE_PROBE_S) if self.next_probe else time.monotonic() + _ELSEWHERE_PROBE_S
             if announce or self.executor.submitted(run.path):
                 self.console.event(f"[{run.name}] {self.executor.elsewhere_text(run.path)}; checking every {_ELSEWHERE_PROBE_S:g}s")
@@ -459,7 +461,7 @@ class Scheduler:
         its own state.json at once)."""
         orphan = find_orphan(run.paths)
         seen_before, run.orphan = run.orphan, orphan
-        if orphan is None or orphan != seen_before or run.orphan_stopped:
+        if orphan is None or orphan != seen_before or orphan == run.orphan_stopped:
             return
         overdue_at = _overdue_at(orphan.started_at, orphan.time_limit_s, orphan.kill_grace_s or 0.0)
         if overdue_at is None or time.monotonic() < overdue_at:
@@ -468,7 +470,7 @@ class Scheduler:
         stopped = self.reaper.stop(steps_of(run.paths, orphan), grace)
         if not stopped:
             return  # none visible or none ours to signal: looked at again on the next probe
-        run.orphan_stopped = True
+        run.orphan_stopped = orphan
         assert orphan.time_limit_s is not None
         text = (f"its supervisor is gone and its steps ran past the time limit ({format_duration(orphan.time_limit_s)});"
                 f" stopped them (pids {', '.join(map(str, stopped))})")
@@ -476,11 +478,12 @@ class Scheduler:
         with contextlib.suppress(OSError):
             append_queue_line(run.paths.out_log, f"{HEADER_PREFIX} {now_iso()} {text}\n")
 
-    def _stop_deleted_orphan(self, run: TrackedRun) -> None:
-        """A run folder deleted under steps whose supervisor is gone: they would run on for nothing."""
-        if run.orphan is None:
+    def _stop_steps_in_deleted_folder(self, run: TrackedRun) -> None:
+        """Steps whose supervisor is gone, left running in the run's deleted folder: they would run on
+        for nothing (and keep the device). A live supervisor stops its own when its folder goes."""
+        if self.executor.submitted(run.path):
             return
-        grace = run.orphan.kill_grace_s if run.orphan.kill_grace_s is not None else self.options.kill_grace_s
+        grace = run.orphan.kill_grace_s if run.orphan is not None and run.orphan.kill_grace_s is not None else self.options.kill_grace_s
         stopped = self.reaper.stop(steps_of_deleted(run.path), grace)
         if stopped:
             self.console.event(f"[{run.name}] its folder was deleted under steps whose supervisor is gone;"
@@ -499,6 +502,7 @@ class Scheduler:
 
     def _start_watching(self, run: TrackedRun, handle: RunHandle, log_offset: int | None) -> None:
         run.handle = handle
+        run.folder_id = folder_identity(run.path)
         run.overdue_at = None
         run.state = RunState.RUNNING
         run.tail = None if self.options.quiet else LogTail(run.paths.out_log, log_offset)
@@ -528,6 +532,10 @@ class Scheduler:
         paths = run.paths
         run.ended_here = True
         self.placement_dirty = True  # its device is free, and the run itself may be pending again
+        if exit_code != EXIT_VANISHED and run.folder_id is not None and folder_identity(run.path) != run.folder_id:
+            # Deleted (or deleted and made again) under steps its supervisor left: they run on in
+            # the old folder. (A supervisor that saw its folder vanish stopped its steps itself.)
+            self._stop_steps_in_deleted_folder(run)
         if exit_code == EXIT_VANISHED or not paths.root.is_dir():
             if exit_code == EXIT_VANISHED:
                 self.console.event(f"[{run.name}] {run.path} vanished while running; dropped")
@@ -538,7 +546,6 @@ class Scheduler:
                 self.console.event(f"[{run.name}] {run.path} is gone (deleted, or moved: a moved run finishes where"
                                    " it went, see its lfads.out there); dropped here")
             self.runs.pop(run.path, None)
-            self._stop_deleted_orphan(run)
             self.next_rescan = 0.0  # a move within the roots shows up at once
             return
         if os.path.lexists(paths.done_marker):

@@ -35,7 +35,7 @@ from runqueue.atomicio import atomic_write_json
 from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
 from runqueue.diskspace import disk_is_full
-from runqueue.layout import RunPaths
+from runqueue.layout import RunPaths, folder_identity
 from runqueue.outlog import ends_mid_line
 from runqueue.procinfo import (
     account_name,
@@ -136,7 +136,7 @@ class Supervisor:
             self._tell({"status": "busy"})
             return EXIT_NOT_STARTED
         self.lock_fd = fd
-        self.folder_id = _identity(self.paths.root)
+        self.folder_id = folder_identity(self.paths.root)
         # Markers are re-checked under the lock: another queue may have finished the run
         # between our caller's scan and now.
         if os.path.lexists(self.paths.done_marker) or os.path.lexists(self.paths.failed_marker):
@@ -560,7 +560,7 @@ class Supervisor:
     def _folder_is_ours(self) -> bool:
         """Is the run folder still the one we locked? A folder deleted and made again under the same
         name is another run. A renamed one is followed: our open lfads.out knows where it went."""
-        if self.folder_id is None or _identity(self.paths.root) == self.folder_id:
+        if self.folder_id is None or folder_identity(self.paths.root) == self.folder_id:
             return True
         if self.log_fd < 0:
             return False
@@ -569,7 +569,7 @@ class Supervisor:
         except OSError:
             return False
         folder = Path(log_path).parent
-        if log_path.endswith(" (deleted)") or _identity(folder) != self.folder_id:
+        if log_path.endswith(" (deleted)") or folder_identity(folder) != self.folder_id:
             return False
         self._log_line(f"{HEADER_PREFIX} {now_iso()} the run folder moved from {self.paths.root} to {folder}; following it\n")
         self._move_claim(self.paths.root, folder)
@@ -668,14 +668,6 @@ class Supervisor:
         if error.errno == errno.ENOENT:
             return Reason.FOLDER_VANISHED
         return Reason.INTERNAL_ERROR
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_dev, info.st_ino
 
 
 def main(argv: list[str] | None = None) -> int:

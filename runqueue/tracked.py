@@ -34,9 +34,10 @@ class TrackedRun:
     overdue_at: float | None = None  # monotonic: past its time limit and kill grace, its supervisor should be gone
     ended_here: bool = False
     # Held by steps whose supervisor is gone (on this host): what state.json said at the last look,
-    # and whether the queue has begun stopping them.
+    # and the attempt whose steps the queue has begun stopping.
     orphan: Orphan | None = None
-    orphan_stopped: bool = False
+    orphan_stopped: Orphan | None = None
+    folder_id: tuple[int, int] | None = None  # the run folder seen running: a new one at its path is another run
 
     @property
     def paths(self) -> RunPaths:

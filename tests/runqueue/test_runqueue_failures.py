@@ -459,7 +459,7 @@ def test_deleting_a_run_held_by_steps_of_a_killed_supervisor_stops_them_and_the_
         state = run / ".runqueue" / "state.json"
         wait_for(lambda: step_pid.exists() and step_pid.read_text().strip() != "", what="the step")
         os.kill(int(read_json(state)["supervisor_pid"]), signal.SIGKILL)
-        time.sleep(3)  # the queue sees it held by a step whose supervisor is gone
+        time.sleep(0.3)  # deleted before any look of the queue found the step orphaned
         shutil.rmtree(run)
         wait_for(lambda: not pid_alive(int(step_pid.read_text())), timeout=30, what="the orphaned step to be stopped")
         (tmp_path / "go").touch()
@@ -503,3 +503,56 @@ def test_the_back_off_starts_at_the_value_given_and_doubles(tmp_path: Path) -> N
     assert result.returncode == 1, result.stdout + result.stderr
     waits = [line.rsplit(" in ", 1)[1] for line in (run / "lfads.out").read_text().splitlines() if "retrying from" in line]
     assert waits == ["1s", "2s"], waits
+
+
+def test_the_queue_kills_only_the_orphaned_steps_it_stopped_and_stops_each_later_orphan(tmp_path: Path) -> None:
+    """Attempts 1 and 2 are orphaned (their supervisors killed) and stopped at the time limit; the
+    SIGKILL that follows the grace must spare the next attempt, started meanwhile (it holds the
+    lock, so "the run's processes" now names it)."""
+    starts = tmp_path / "starts"
+    run = make_run(tmp_path / "runs", "c/param_O/r1",
+                   f'n=$(cat {starts} 2>/dev/null | wc -l); echo $$ >> {starts}\n'
+                   'if [ "$n" -lt 2 ]; then exec sleep 120; fi\nsleep 3\necho "third start finished"\n')
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--time-limit", "4s",
+                        "--kill-grace", "4", log=tmp_path / "q.log")
+    state = run / ".runqueue" / "state.json"
+
+    def started(count: int) -> bool:
+        return starts.exists() and len(starts.read_text().split()) >= count
+
+    try:
+        for count in (1, 2):
+            wait_for(lambda count=count: started(count) and read_json(state).get("phase") == "running", what=f"start {count}")
+            os.kill(int(read_json(state)["supervisor_pid"]), signal.SIGKILL)
+        assert finish(queue, timeout=90) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+        for pid in starts.read_text().split() if starts.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    log = (run / "lfads.out").read_text()
+    assert log.count("its supervisor is gone and its steps ran past the time limit") == 2, log
+    assert "third start finished" in log and (run / "lfads.done").exists(), log
+
+
+def test_steps_left_in_a_run_folder_deleted_and_made_again_are_stopped(tmp_path: Path) -> None:
+    """The old steps run on in the deleted folder; the new folder at the same path is a new run."""
+    step_pid = tmp_path / "step.pid"
+    run = make_run(tmp_path / "runs", "c/param_O/again", f"echo $$ > {step_pid}\nexec sleep 120\n")
+    queue = start_queue(queue_env(tmp_path), "run", "--watch", tmp_path / "runs", "--cpu-slots", "1",
+                        "--poll-interval", "60s", log=tmp_path / "q.log")
+    try:
+        wait_for(lambda: step_pid.exists() and step_pid.read_text().strip() != "", what="the step")
+        os.kill(int(read_json(run / ".runqueue" / "state.json")["supervisor_pid"]), signal.SIGKILL)
+        shutil.rmtree(run)
+        make_run(tmp_path / "runs", "c/param_O/again", "echo the new run\n")
+        wait_for(lambda: not pid_alive(int(step_pid.read_text())), timeout=30, what="the old step to be stopped")
+        wait_for((run / "lfads.done").exists, what="the new run")
+    finally:
+        if queue.poll() is None:
+            queue.send_signal(signal.SIGINT)
+            finish(queue, timeout=30)
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(step_pid.read_text()), signal.SIGKILL)
+    assert "its folder was deleted under steps whose supervisor is gone" in (tmp_path / "q.log").read_text()

@@ -242,3 +242,9 @@ def test_the_console_tail_skips_a_flood_and_says_how_much_it_did_not_show(tmp_pa
     assert lines[0] == "… 0.4 MB of output not shown here (see lfads.out)", lines[:2]
     assert lines[-1] == "line 029999" and all(line.startswith("line ") for line in lines[1:])
     assert len(lines) - 1 <= 1000 // len("line 000000\n")
+
+
+def test_state_json_times_that_are_not_finite_are_unknown() -> None:
+    """json reads NaN and Infinity; a hand-edited state.json must not make a deadline of them."""
+    state = PersistedState.from_json({"time_limit_s": float("nan"), "started_at": float("inf"), "retry_after": 5.0})
+    assert (state.time_limit_s, state.started_at, state.retry_after) == (None, None, 5.0)
