@@ -12,8 +12,15 @@ from pathlib import Path
 
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
-from runqueue.layout import RunPaths
-from runqueue.procinfo import account_name, file_holders, is_alive, processes_with_env, session_members
+from runqueue.layout import RunPaths, folder_identity
+from runqueue.procinfo import (
+    account_name,
+    cwd_identity,
+    file_holders,
+    is_alive,
+    processes_with_env,
+    session_members,
+)
 from runqueue.runstate import FailureRecord, PersistedState, Reason, load_state, now_iso, save_state
 
 
@@ -168,14 +175,17 @@ def processes_of_run(paths: RunPaths, sid: int | None, supervisor_proven: bool) 
     """Every process of the run, and nothing else.
 
     - wherever they went (setsid, another session) and whatever their folder is called now: the
-      processes holding the run lock's write lock (every step inherits it) and those carrying the
-      run's RUNQUEUE_RUN_DIR;
+      processes holding the run lock's write lock (every step inherits it), and those carrying the
+      run's RUNQUEUE_RUN_DIR that work in this very folder (the path alone may now name another
+      run's folder: a run moved away keeps the old path in its steps' environment);
     - the session its supervisor led (sid = the supervisor's pid), all of it, but only while that
       session is the run's: its leader proven to be the run's supervisor, or, the leader gone (a pid
       is not handed out again while its session has members), a member proven as above.
     """
     found: set[int] = set(file_holders(paths.lock, write_locked=True))
-    found.update(processes_with_env("RUNQUEUE_RUN_DIR", lambda value: _same_folder(value, paths.root)))
+    folder = folder_identity(paths.root)
+    found.update(pid for pid in processes_with_env("RUNQUEUE_RUN_DIR", lambda value: _same_folder(value, paths.root))
+                 if folder is not None and (cwd_identity(pid) or (0, 0, False))[:2] == folder)
     if sid:
         session = set(session_members(sid))
         if supervisor_proven or (not os.path.exists(f"/proc/{sid}") and session & found):

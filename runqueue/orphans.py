@@ -17,7 +17,15 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.control import processes_of_run
 from runqueue.layout import RunPaths
-from runqueue.procinfo import is_alive, process_start_time, processes_with_env, session_id
+from runqueue.procinfo import (
+    cwd_identity,
+    file_holders,
+    has_env,
+    is_alive,
+    process_start_time,
+    processes_with_env,
+    session_id,
+)
 from runqueue.runstate import load_state
 from runqueue.slurm.job import QUEUE_ID_PREFIX as SLURM_QUEUE_ID_PREFIX
 
@@ -43,6 +51,10 @@ def find_orphan(paths: RunPaths) -> Orphan | None:
         return None
     if runlock.live_supervisor(paths.lock, state.supervisor_pid, state.supervisor_start_time) is not None:
         return None
+    # Steps carry RUNQUEUE_RUN_DIR and a supervisor does not: one holding the lock is a new attempt's
+    # supervisor that has not written state.json or the lock file yet, never an orphan.
+    if any(has_env(pid, "RUNQUEUE_RUN_DIR") is False for pid in file_holders(paths.lock, write_locked=True)):
+        return None
     return Orphan(state.supervisor_pid, state.started_at, state.time_limit_s, state.kill_grace_s)
 
 
@@ -51,28 +63,36 @@ def steps_of(paths: RunPaths, orphan: Orphan) -> Callable[[], list[int]]:
     return lambda: processes_of_run(paths, orphan.supervisor_pid, supervisor_proven=False)
 
 
-def steps_of_deleted(run_dir: Path) -> Callable[[], list[int]]:
-    """Processes started for `run_dir` whose working folder was deleted and whose supervisor is gone:
-    the run folder is gone, not moved (a moved run's processes work on where it went, and their
-    folder is not deleted). A live supervisor stops its own steps when its folder goes, and a
-    SLURM job's are SLURM's: steps of a session whose leader (the supervisor) lives are left alone."""
-
-    def find() -> list[int]:
-        found = []
-        for pid in processes_with_env("RUNQUEUE_RUN_DIR", lambda value: value == str(run_dir)):
-            sid = session_id(pid)
-            if pid != os.getpid() and _cwd_deleted(pid) and (sid == pid or not os.path.exists(f"/proc/{sid}")):
-                found.append(pid)
-        return found
-
-    return find
+def steps_of_deleted(folder: tuple[int, int]) -> Callable[[], list[int]]:
+    """Run steps working in `folder` (device, inode) after it was deleted, whose supervisor is gone.
+    Matched by the folder itself, not by a path (the same path may name another folder now, and a
+    root may be spelled through a symlink). A live supervisor stops its own steps when its folder
+    goes, and a SLURM job's are SLURM's: steps of a session whose leader lives are left alone."""
+    return lambda: _deleted_folder_steps(lambda identity: identity == folder)
 
 
-def _cwd_deleted(pid: int) -> bool:
-    try:
-        return os.readlink(f"/proc/{pid}/cwd").endswith(" (deleted)")
-    except OSError:
-        return False
+def steps_in_deleted_folders_under(roots: list[Path]) -> list[int]:
+    """At a queue's start: steps whose supervisor is gone, working in a deleted folder, started for a
+    run under one of `roots` (a queue that was not running when the folder went never saw it go)."""
+    prefixes = {os.path.join(spelling, "") for root in roots for spelling in (str(root), os.path.realpath(root))}
+
+    def under_roots(value: str) -> bool:
+        return any(spelling.startswith(prefix) for spelling in (value, os.path.realpath(value)) for prefix in prefixes)
+
+    return _deleted_folder_steps(lambda _identity: True, under_roots)
+
+
+def _deleted_folder_steps(folder_matches: Callable[[tuple[int, int]], bool],
+                          run_dir_matches: Callable[[str], bool] = lambda _value: True) -> list[int]:
+    found = []
+    for pid in processes_with_env("RUNQUEUE_RUN_DIR", run_dir_matches):
+        cwd = cwd_identity(pid)
+        if pid == os.getpid() or cwd is None or not cwd[2] or not folder_matches(cwd[:2]):
+            continue
+        sid = session_id(pid)
+        if sid == pid or (sid is not None and not os.path.exists(f"/proc/{sid}")):
+            found.append(pid)
+    return found
 
 
 class Reaper:

@@ -219,6 +219,26 @@ def _holds_write_lock(pid: int, fd_name: str) -> bool:
         return False
 
 
+def cwd_identity(pid: int) -> tuple[int, int, bool] | None:
+    """(device, inode, deleted) of the folder `pid` works in: the folder itself, whatever it is
+    called now (moved) or whether it still has a name at all (deleted); None when unreadable."""
+    try:
+        info = os.stat(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_nlink == 0
+
+
+def has_env(pid: int, name: str) -> bool | None:
+    """Whether `pid`'s environment sets `name`; None when it cannot be read."""
+    prefix = f"{name}=".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            return any(item.startswith(prefix) for item in environ.read().split(b"\0"))
+    except OSError:
+        return None
+
+
 def processes_with_env(name: str, accept: Callable[[str], bool]) -> list[int]:
     """Pids of live processes whose environment sets `name` to a value `accept` takes."""
     prefix = f"{name}=".encode()

@@ -49,7 +49,7 @@ from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import DEFAULT_MEMORY_MB, folder_identity
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
-from runqueue.orphans import Reaper, find_orphan, steps_of, steps_of_deleted
+from runqueue.orphans import Reaper, find_orphan, steps_in_deleted_folders_under, steps_of, steps_of_deleted
 from runqueue.outlog import append_queue_line
 from runqueue.runstate import (
     Phase,
@@ -182,6 +182,7 @@ class Scheduler:
         try:
             self._discover(full=True)
             self._adopt_running()
+            self._stop_steps_left_in_deleted_folders()
             self._drop_stale_claims()
             self.hooks.ready(self.status_line())
             while True:
@@ -481,13 +482,22 @@ class Scheduler:
     def _stop_steps_in_deleted_folder(self, run: TrackedRun) -> None:
         """Steps whose supervisor is gone, left running in the run's deleted folder: they would run on
         for nothing (and keep the device). A live supervisor stops its own when its folder goes."""
-        if self.executor.submitted(run.path):
+        if self.executor.submitted(run.path) or run.folder_id is None:
             return
         grace = run.orphan.kill_grace_s if run.orphan is not None and run.orphan.kill_grace_s is not None else self.options.kill_grace_s
-        stopped = self.reaper.stop(steps_of_deleted(run.path), grace)
+        stopped = self.reaper.stop(steps_of_deleted(run.folder_id), grace)
         if stopped:
             self.console.event(f"[{run.name}] its folder was deleted under steps whose supervisor is gone;"
                                f" stopped them (pids {', '.join(map(str, stopped))})")
+
+    def _stop_steps_left_in_deleted_folders(self) -> None:
+        """At start: run folders deleted while no queue watched, under steps whose supervisor is gone."""
+        if self.executor.placement_device() is not None:
+            return  # a batch system's jobs: their processes are its business
+        stopped = self.reaper.stop(lambda: steps_in_deleted_folders_under(self.options.roots), self.options.kill_grace_s)
+        if stopped:
+            self.console.event(f"stopped steps left running in deleted run folders under the roots (pids"
+                               f" {', '.join(map(str, stopped))}): their supervisors are gone")
 
     def _check_overdue(self) -> None:
         """The supervisor enforces a run's time limit; one stopped with SIGSTOP cannot. Let it go on."""

@@ -556,3 +556,54 @@ def test_steps_left_in_a_run_folder_deleted_and_made_again_are_stopped(tmp_path:
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(step_pid.read_text()), signal.SIGKILL)
     assert "its folder was deleted under steps whose supervisor is gone" in (tmp_path / "q.log").read_text()
+
+
+def test_stopping_an_orphan_spares_the_steps_of_a_run_moved_away_from_its_path(tmp_path: Path) -> None:
+    """Run X moved away keeps its old path in its steps' RUNQUEUE_RUN_DIR; run Y now lives at that
+    path. Stopping Y's orphaned steps at its time limit must not touch X's (the path named both)."""
+    root = tmp_path / "runs"
+    x_pid, y_pid = tmp_path / "x.pid", tmp_path / "y.pid"
+    first = make_run(root, "c/param_M/r0", f"echo $$ > {x_pid}\nexec sleep 120\n")
+    queue = start_queue(queue_env(tmp_path), "run", "--watch", root, "--cpu-slots", "2", "--kill-grace", "1",
+                        log=tmp_path / "q.log")
+    try:
+        wait_for(lambda: x_pid.exists() and x_pid.read_text().strip() != "", what="X's step")
+        os.kill(int(read_json(first / ".runqueue" / "state.json")["supervisor_pid"]), signal.SIGKILL)
+        first.rename(first.parent / "moved")
+        second = make_run(root, "c/param_M/r0", f"echo $$ > {y_pid}\nexec sleep 120\n")
+        (second / "runqueue.json").write_text('{"time_limit": "2s"}')
+        wait_for(lambda: y_pid.exists() and y_pid.read_text().strip() != "", what="Y's step")
+        os.kill(int(read_json(second / ".runqueue" / "state.json")["supervisor_pid"]), signal.SIGKILL)
+        wait_for(lambda: "ran past the time limit" in (tmp_path / "q.log").read_text(), what="Y's orphan to be stopped")
+        wait_for(lambda: not pid_alive(int(y_pid.read_text())), what="Y's step to end")
+        assert pid_alive(int(x_pid.read_text())), (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.send_signal(signal.SIGINT)  # twice: Y's next attempt is stopped too
+            time.sleep(0.5)
+            queue.send_signal(signal.SIGINT)
+            finish(queue, timeout=30)
+        for pid_file in (x_pid, y_pid):
+            with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_queue_started_after_a_run_folder_was_deleted_stops_the_steps_left_in_it(tmp_path: Path) -> None:
+    step_pid = tmp_path / "step.pid"
+    run = make_run(tmp_path / "runs", "c/param_D/r0", f"echo $$ > {step_pid}\nexec sleep 120\n")
+    env = queue_env(tmp_path)
+    queue = start_queue(env, "run", "--watch", tmp_path / "runs", "--cpu-slots", "1", log=tmp_path / "q1.log")
+    try:
+        wait_for(lambda: step_pid.exists() and step_pid.read_text().strip() != "", what="the step")
+        os.kill(int(read_json(run / ".runqueue" / "state.json")["supervisor_pid"]), signal.SIGKILL)
+        queue.kill()
+        queue.wait()
+        shutil.rmtree(run)  # nobody watching
+        result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1")
+        assert "stopped steps left running in deleted run folders under the roots" in result.stdout + result.stderr
+        wait_for(lambda: not pid_alive(int(step_pid.read_text())), timeout=15, what="the step to end")
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(step_pid.read_text()), signal.SIGKILL)
