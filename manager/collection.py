@@ -16,6 +16,7 @@ from manager.params import RunParams
 from manager.prepare import PrepareReport, prepare_collection, write_collection_files
 from manager.run import Run
 from manager.runspec import RunSpec
+from runqueue.discovery import SKIPPED_FOLDERS_TEXT, searched_folder_name
 from runqueue.durations import parse_duration
 from runqueue.layout import DEFAULT_MEMORY_MB
 
@@ -86,6 +87,10 @@ class RunCollection:
     ) -> None:
         if not name or "/" in name or name in (".", ".."):
             raise ManagerError(None, f"collection name {name!r} cannot be a folder name", "use a plain folder name")
+        if not searched_folder_name(name):
+            raise ManagerError(None, f"collection name {name!r} names a folder the queue never looks into"
+                                     f" ({SKIPPED_FOLDERS_TEXT}), so `runqueue run` over its root would miss it",
+                               "choose another name")
         self.root = Path(os.path.abspath(Path(root).expanduser()))
         self.name = name
         self.dataset_collection = datasets

@@ -10,6 +10,7 @@ import numpy as np
 
 from manager.datasets import Dataset, DatasetCollection
 from manager.errors import ManagerError
+from runqueue.discovery import SKIPPED_FOLDERS_TEXT, searched_folder_name
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
@@ -33,6 +34,9 @@ class RunSpec:
     def __init__(self, name: str, collection: DatasetCollection, datasets: object = None) -> None:
         if not name or not _SAFE_NAME.match(name) or name in (".", ".."):
             raise ManagerError(None, f"run spec name {name!r} cannot be a folder name", "use letters, digits and _ . + -")
+        if not searched_folder_name(name):
+            raise ManagerError(None, f"run spec name {name!r} names a folder the queue never looks into ({SKIPPED_FOLDERS_TEXT}),"
+                                     " so its runs would never be trained", "choose another name")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "collection", collection)
         indices = _resolve(name, collection, datasets)

@@ -58,8 +58,12 @@ _EXPORT_FOLDER = re.compile(r"data_[A-Za-z0-9_-]{6}")
 _PARAM_FOLDER = re.compile(r"param_[A-Za-z0-9_-]{6}")
 
 
-def _descend_into(name: str) -> bool:
+def searched_folder_name(name: str) -> bool:
+    """Whether discovery looks into a folder of this name (lfads-manager refuses run names it skips)."""
     return not (name.startswith(".") or name in _SKIP_NAMES)
+
+
+SKIPPED_FOLDERS_TEXT = f"names starting with '.', and {', '.join(sorted(_SKIP_NAMES))}"
 
 
 def _without_export_folders(subdirs: list[str], names: set[str]) -> list[str]:
@@ -142,7 +146,7 @@ class RunScanner:
             with os.scandir(directory) as entries:
                 for entry in entries:
                     names.add(entry.name)
-                    if not _descend_into(entry.name):
+                    if not searched_folder_name(entry.name):
                         continue
                     # d_type from the listing: no stat per entry, except a link's target.
                     if entry.is_dir(follow_symlinks=False):
