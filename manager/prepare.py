@@ -75,6 +75,7 @@ from runqueue.layout import (
     RESOURCES_FILE,
     RESOURCES_WRITER,
     RESOURCES_WRITER_KEY,
+    RETIRED_TRAIN_SCRIPT,
     SUMMARY_FILE,
     TENSORBOARD_SCRIPT,
     TRAIN_SCRIPT,
@@ -414,7 +415,6 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     return written
 
 
-RETIRED_TRAIN_SCRIPT = TRAIN_SCRIPT + ".retired"
 
 
 def _retire(folder: Path) -> bool:

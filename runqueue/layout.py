@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TRAIN_SCRIPT = "lfads_train.sh"
+# What lfads-manager prepare renames lfads_train.sh to when the run left the experiment.
+RETIRED_TRAIN_SCRIPT = TRAIN_SCRIPT + ".retired"
 POSTERIOR_SCRIPT = "lfads_posterior_mean_sample.sh"
 WRITE_PARAMS_SCRIPT = "lfads_write_model_params.sh"
 # Steps in the order the queue runs them; only the first is required to exist.

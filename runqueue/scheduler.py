@@ -46,7 +46,7 @@ from runqueue.durations import format_duration
 from runqueue.executors import make_executor
 from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.fswatch import DirectoryWatcher
-from runqueue.layout import DEFAULT_MEMORY_MB, folder_identity
+from runqueue.layout import DEFAULT_MEMORY_MB, RETIRED_TRAIN_SCRIPT, TRAIN_SCRIPT, folder_identity
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
 from runqueue.orphans import Reaper, find_orphan, steps_in_deleted_folders_under, steps_of, steps_of_deleted
@@ -382,7 +382,13 @@ class Scheduler:
         for path in [path for path, run in self.runs.items() if path not in present and run.handle is None]:
             run = self.runs.pop(path)
             if run.state in (RunState.PENDING, RunState.RUNNING):
-                self.console.event(f"[{run.name}] {path} is gone; dropped")
+                if (path / RETIRED_TRAIN_SCRIPT).exists():
+                    what = f"was retired by lfads-manager prepare (its param set or run spec left the experiment; see {RETIRED_TRAIN_SCRIPT})"
+                elif path.is_dir():
+                    what = f"is no longer a run (its {TRAIN_SCRIPT} is gone)"
+                else:
+                    what = "is gone"
+                self.console.event(f"[{run.name}] {path} {what}; dropped")
             if run.state == RunState.RUNNING:
                 self._stop_steps_in_deleted_folder(run)
         # Rescans may use at most ~0.5 % of a core: a huge tree on a slow (NFS) disk is rescanned

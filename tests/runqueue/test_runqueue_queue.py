@@ -197,3 +197,19 @@ def test_runqueue_slurm_executor_without_slurm_is_a_clear_error(tmp_path: Path) 
         "runqueue run: error: --executor slurm: `sbatch` is not on PATH (run the queue on a SLURM login node, or load the slurm module)"
     )
     assert not (tmp_path / "runs" / "r" / "lfads.out").exists()
+
+
+def test_a_run_retired_by_the_manager_is_said_to_be_retired_not_gone(tmp_path: Path) -> None:
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-r", total=8000, used=7900)])  # nothing fits: it waits
+    run = make_run(tmp_path / "runs", "c/param_R/r0", "echo never\n")
+    queue = start_queue(queue_env(tmp_path), "run", "--watch", tmp_path / "runs", "--simulate-gpus", sim,
+                        "--poll-interval", "0.2s", log=tmp_path / "q.log")
+    try:
+        wait_for(lambda: "1 pending" in (tmp_path / "q.log").read_text(), what="the run to wait")
+        (run / "lfads_train.sh").rename(run / "lfads_train.sh.retired")  # what lfads-manager prepare does
+        wait_for(lambda: "dropped" in (tmp_path / "q.log").read_text(), what="the run to be dropped")
+    finally:
+        queue.send_signal(2)
+        finish(queue)
+    console = (tmp_path / "q.log").read_text()
+    assert "was retired by lfads-manager prepare" in console and "is gone" not in console, console
