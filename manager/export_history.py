@@ -112,7 +112,9 @@ def training_started(run_dir: Path) -> float | None:
     if fresh is not None:
         before = [moment for moment in named if moment <= fresh + 1.0]  # names hold whole seconds
         if not named or (before and fresh - before[-1] <= _START_SLACK_S):
-            return min(before[-1], fresh) if before else fresh
+            # The name's whole second may fall just before the export the model started on (same
+            # second): within a second of hyperparameters-0.txt, that file's mtime is the finer time.
+            return before[-1] if before and fresh - before[-1] >= 1.0 else fresh
         # No event file was made when hyperparameters-0.txt was written: its mtime is a copy's (cp -r),
         # and the newest earlier event file may be a later restart's. delete-output empties lfads_log,
         # so its oldest event file is this model's first start.

@@ -16,6 +16,7 @@ import pytest
 from manager_test_helpers import file_states, run_manager_cli, write_npz_dataset
 
 from manager import DatasetCollection, ManagerError, RunCollection, RunParams, RunSpec, StaleResultsWarning
+from manager.export_history import HISTORY_KEY, stale_since
 from manager.results import load_posterior_means
 from runqueue import runlock
 from runqueue.layout import RunPaths
@@ -479,3 +480,19 @@ def test_posterior_files_sampled_on_other_data_make_a_run_stale(tmp_path):
     assert stale_since(out.parent, {HISTORY_KEY: history}) == t0 + 400
     os.utime(sampled, (t0 + 500, t0 + 500))  # sampled again on D1
     assert stale_since(out.parent, {HISTORY_KEY: history}) is None
+
+
+@pytest.mark.parametrize(("model_start_offset", "stale"), [(0.43, False), (0.2, True)])
+def test_a_model_started_in_the_same_second_as_its_export_is_dated_to_the_fraction(tmp_path, model_start_offset, stale):
+    """Event-file names hold whole seconds: a model started 0.1 s after the export it trained on was
+    dated to the second before the export and called stale (report then refused its results)."""
+    second = 1_795_000_000
+    exported = second + 0.35
+    history = [["old-digest", 0.0], ["new-digest", exported]]
+    output = tmp_path / "run" / "lfadsOutput"
+    (output / "lfads_log").mkdir(parents=True)
+    (output / "lfads_log" / f"events.out.tfevents.{second}.host.1.v2").write_bytes(b"")
+    hyper = output / "hyperparameters-0.txt"
+    hyper.write_text("{}")
+    os.utime(hyper, (second + model_start_offset, second + model_start_offset))
+    assert (stale_since(tmp_path / "run", {HISTORY_KEY: history}) is not None) is stale
