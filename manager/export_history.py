@@ -184,7 +184,16 @@ def stale_since(run_dir: Path, stamp: Mapping[str, Any] | None) -> float | None:
 
 def retrain_hint(run_dir: Path) -> str:
     """What to do about a run whose results do not match its input."""
-    return f"lfads-manager delete-output {shlex.quote(str(run_dir))}, then run the queue"
+    retrain = f"lfads-manager delete-output {shlex.quote(str(run_dir))}, then run the queue"
+    try:
+        dangling = sorted(entry.name for entry in (run_dir / LFADS_INPUT).iterdir()
+                          if entry.is_symlink() and not entry.exists())
+    except OSError:
+        dangling = []
+    if dangling:  # a run left from an earlier experiment: prepare no longer keeps its inputs
+        return (f"first put its param set and run spec back in the experiment and run lfads-manager prepare"
+                f" (its inputs {', '.join(dangling)} are gone), then {retrain}")
+    return retrain
 
 
 def describe_time(moment: float) -> str:

@@ -16,7 +16,7 @@ import pytest
 from manager_test_helpers import file_states, run_manager_cli, write_npz_dataset
 
 from manager import DatasetCollection, ManagerError, RunCollection, RunParams, RunSpec, StaleResultsWarning
-from manager.export_history import HISTORY_KEY, stale_since
+from manager.export_history import HISTORY_KEY, retrain_hint, stale_since
 from manager.results import load_posterior_means
 from runqueue import runlock
 from runqueue.layout import RunPaths
@@ -496,3 +496,16 @@ def test_a_model_started_in_the_same_second_as_its_export_is_dated_to_the_fracti
     hyper.write_text("{}")
     os.utime(hyper, (second + model_start_offset, second + model_start_offset))
     assert (stale_since(tmp_path / "run", {HISTORY_KEY: history}) is not None) is stale
+
+
+def test_the_retrain_hint_of_a_run_whose_inputs_are_gone_says_to_prepare_it_first(tmp_path):
+    """A finished run of a param set that left the experiment, whose run spec dropped a dataset:
+    `delete-output` and the queue alone fail on the dangling link; the hint says what comes first."""
+    run = tmp_path / "runs" / "c" / "param_abcdef" / "x"
+    (run / "lfadsInput").mkdir(parents=True)
+    (run / "lfadsInput" / "lfads_a.h5").write_bytes(b"")
+    (run / "lfadsInput" / "lfads_b.h5").symlink_to("../../../data_abcdef/x/lfads_b.h5")
+    assert retrain_hint(run).startswith("first put its param set and run spec back in the experiment and run"
+                                        " lfads-manager prepare (its inputs lfads_b.h5 are gone), then lfads-manager delete-output")
+    (run / "lfadsInput" / "lfads_b.h5").unlink()
+    assert retrain_hint(run).startswith("lfads-manager delete-output")
