@@ -176,22 +176,36 @@ def processes_of_run(paths: RunPaths, sid: int | None, supervisor_proven: bool) 
 
     - wherever they went (setsid, another session) and whatever their folder is called now: the
       processes holding the run lock's write lock (every step inherits it), and those carrying the
-      run's RUNQUEUE_RUN_DIR that work in this very folder (the path alone may now name another
+      run's RUNQUEUE_RUN_DIR that work in this very folder or below it (the path alone may now name another
       run's folder: a run moved away keeps the old path in its steps' environment);
     - the session its supervisor led (sid = the supervisor's pid), all of it, but only while that
       session is the run's: its leader proven to be the run's supervisor, or, the leader gone (a pid
       is not handed out again while its session has members), a member proven as above.
     """
     found: set[int] = set(file_holders(paths.lock, write_locked=True))
-    folder = folder_identity(paths.root)
     found.update(pid for pid in processes_with_env("RUNQUEUE_RUN_DIR", lambda value: _same_folder(value, paths.root))
-                 if folder is not None and (cwd_identity(pid) or (0, 0, False))[:2] == folder)
+                 if _works_in(pid, paths.root))
     if sid:
         session = set(session_members(sid))
         if supervisor_proven or (not os.path.exists(f"/proc/{sid}") and session & found):
             found |= session
     found.discard(os.getpid())
     return sorted(found)
+
+
+def _works_in(pid: int, root: Path) -> bool:
+    """Whether `pid` works in the folder `root` names now, or below it (lfadsOutput, say)."""
+    folder = folder_identity(root)
+    cwd = cwd_identity(pid)
+    if folder is None or cwd is None:
+        return False
+    if cwd[:2] == folder:
+        return True
+    try:
+        where = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    return not cwd[2] and where.startswith(os.path.join(os.path.realpath(root), ""))
 
 
 def _same_folder(path: str, root: Path) -> bool:
