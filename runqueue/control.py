@@ -12,10 +12,9 @@ from pathlib import Path
 
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
-from runqueue.layout import RunPaths, folder_identity
+from runqueue.layout import TRAIN_SCRIPT, RunPaths
 from runqueue.procinfo import (
     account_name,
-    cwd_identity,
     file_holders,
     is_alive,
     processes_with_env,
@@ -176,15 +175,15 @@ def processes_of_run(paths: RunPaths, sid: int | None, supervisor_proven: bool) 
 
     - wherever they went (setsid, another session) and whatever their folder is called now: the
       processes holding the run lock's write lock (every step inherits it), and those carrying the
-      run's RUNQUEUE_RUN_DIR that work in this very folder or below it (the path alone may now name another
-      run's folder: a run moved away keeps the old path in its steps' environment);
+      run's RUNQUEUE_RUN_DIR, unless they work in another run's folder (the path alone may now name
+      this folder while they belong to a run moved away, which keeps the old path in its environment);
     - the session its supervisor led (sid = the supervisor's pid), all of it, but only while that
       session is the run's: its leader proven to be the run's supervisor, or, the leader gone (a pid
       is not handed out again while its session has members), a member proven as above.
     """
     found: set[int] = set(file_holders(paths.lock, write_locked=True))
     found.update(pid for pid in processes_with_env("RUNQUEUE_RUN_DIR", lambda value: _same_folder(value, paths.root))
-                 if _works_in(pid, paths.root))
+                 if not _works_in_another_run(pid, paths.root))
     if sid:
         session = set(session_members(sid))
         if supervisor_proven or (not os.path.exists(f"/proc/{sid}") and session & found):
@@ -193,19 +192,18 @@ def processes_of_run(paths: RunPaths, sid: int | None, supervisor_proven: bool) 
     return sorted(found)
 
 
-def _works_in(pid: int, root: Path) -> bool:
-    """Whether `pid` works in the folder `root` names now, or below it (lfadsOutput, say)."""
-    folder = folder_identity(root)
-    cwd = cwd_identity(pid)
-    if folder is None or cwd is None:
-        return False
-    if cwd[:2] == folder:
-        return True
+def _works_in_another_run(pid: int, root: Path) -> bool:
+    """Whether `pid` works in (or below) a run folder other than `root`: the steps of a run moved away
+    keep its old path in RUNQUEUE_RUN_DIR, which may name this run's folder now. A helper of this run
+    that went to work elsewhere (a scratch folder, /tmp) still counts as this run's."""
     try:
-        where = os.readlink(f"/proc/{pid}/cwd")
+        where = Path(os.readlink(f"/proc/{pid}/cwd"))
     except OSError:
         return False
-    return not cwd[2] and where.startswith(os.path.join(os.path.realpath(root), ""))
+    for folder in (where, *where.parents):
+        if (folder / TRAIN_SCRIPT).exists():
+            return not _same_folder(str(folder), root)
+    return False
 
 
 def _same_folder(path: str, root: Path) -> bool:

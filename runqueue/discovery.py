@@ -31,6 +31,10 @@ from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import DONE_MARKER, FAILED_MARKER, LFADS_INPUT, LFADS_OUTPUT, TRAIN_SCRIPT
 
 _SKIP_NAMES = frozenset({LFADS_INPUT, LFADS_OUTPUT, "__pycache__", "node_modules"})
+_EXPORT_FOLDER = re.compile(r"data_[A-Za-z0-9_-]{6}")
+_PARAM_FOLDER = re.compile(r"param_[A-Za-z0-9_-]{6}")
+
+
 _RACY_WINDOW_NS = 2_000_000_000
 
 
@@ -54,16 +58,20 @@ class _Listing:
     found: FoundRun | None = None  # reused while the listing is: building Paths is most of a rescan
 
 
-_EXPORT_FOLDER = re.compile(r"data_[A-Za-z0-9_-]{6}")
-_PARAM_FOLDER = re.compile(r"param_[A-Za-z0-9_-]{6}")
-
-
-def searched_folder_name(name: str) -> bool:
-    """Whether discovery looks into a folder of this name (lfads-manager refuses run names it skips)."""
+def _descend_into(name: str) -> bool:
     return not (name.startswith(".") or name in _SKIP_NAMES)
 
 
-SKIPPED_FOLDERS_TEXT = f"names starting with '.', and {', '.join(sorted(_SKIP_NAMES))}"
+def searched_folder_name(name: str) -> bool:
+    """Whether discovery looks into a folder of this name wherever it is (lfads-manager refuses run
+    names it would skip): not a hidden or tool folder, nor one shaped like the tree's own data_<hash>
+    (skipped next to a param_<hash>) or param_<hash> folders."""
+    return not (name.startswith(".") or name in _SKIP_NAMES or _EXPORT_FOLDER.fullmatch(name)
+                or _PARAM_FOLDER.fullmatch(name))
+
+
+SKIPPED_FOLDERS_TEXT = (f"names starting with '.', data_<6 characters>, param_<6 characters>, and"
+                        f" {', '.join(sorted(_SKIP_NAMES))}")
 
 
 def _without_export_folders(subdirs: list[str], names: set[str]) -> list[str]:
@@ -146,7 +154,7 @@ class RunScanner:
             with os.scandir(directory) as entries:
                 for entry in entries:
                     names.add(entry.name)
-                    if not searched_folder_name(entry.name):
+                    if not _descend_into(entry.name):
                         continue
                     # d_type from the listing: no stat per entry, except a link's target.
                     if entry.is_dir(follow_symlinks=False):

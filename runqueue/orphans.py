@@ -72,12 +72,15 @@ def steps_of_deleted(folder: tuple[int, int]) -> Callable[[], list[int]]:
 
 
 def steps_in_deleted_folders_under(roots: list[Path]) -> list[int]:
-    """At a queue's start: steps whose supervisor is gone, working in a deleted folder, started for a
-    run under one of `roots` (a queue that was not running when the folder went never saw it go)."""
+    """At a queue's start: steps whose supervisor is gone, started for a run under one of `roots`
+    whose folder no longer exists, working in a deleted folder (a queue that was not running when
+    the folder went never saw it go). A live run's helper working in a scratch folder it removed is
+    not one: its run folder is still there."""
     prefixes = {os.path.join(spelling, "") for root in roots for spelling in (str(root), os.path.realpath(root))}
 
     def under_roots(value: str) -> bool:
-        return any(spelling.startswith(prefix) for spelling in (value, os.path.realpath(value)) for prefix in prefixes)
+        return not os.path.lexists(value) and any(
+            spelling.startswith(prefix) for spelling in (value, os.path.realpath(value)) for prefix in prefixes)
 
     return _deleted_folder_steps(lambda _identity: True, under_roots)
 

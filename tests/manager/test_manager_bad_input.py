@@ -334,8 +334,11 @@ def test_the_api_refuses_a_time_limit_the_queue_cannot_read(tmp_path):
      "run spec 'r' already exists with datasets ['good']; give one of them another name"),
     # Folders the queue's discovery skips: such runs would be prepared and never trained.
     ('name = "x"', '[[runspec]]\nname = "lfadsOutput"\ndatasets = ["good"]',
-     "run spec name 'lfadsOutput' names a folder the queue never looks into (names starting with '.', and __pycache__,"
-     " lfadsInput, lfadsOutput, node_modules), so its runs would never be trained; choose another name"),
+     "run spec name 'lfadsOutput' names a folder the queue never looks into (names starting with '.', data_<6"
+     " characters>, param_<6 characters>, and __pycache__, lfadsInput, lfadsOutput, node_modules), so its runs would"
+     " never be trained; choose another name"),
+    ('name = "x"', '[[runspec]]\nname = "data_abcdef"\ndatasets = ["good"]',
+     "run spec name 'data_abcdef' names a folder the queue never looks"),
     ('name = "x"', '[[runspec]]\nname = ".x"\ndatasets = ["good"]', "run spec name '.x' names a folder the queue never looks"),
     ('name = ".coll"', "", "[collection] collection name '.coll' names a folder the queue never looks into"),
 ])

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -607,3 +608,66 @@ def test_a_queue_started_after_a_run_folder_was_deleted_stops_the_steps_left_in_
             queue.kill()
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(step_pid.read_text()), signal.SIGKILL)
+
+
+def _helper_script(pid_file: Path, cwd: str) -> str:
+    """bash: start a helper in its own session that closes the inherited lock (Python's default), works in `cwd`."""
+    return (f'{sys.executable} -c "import subprocess, sys; subprocess.Popen([sys.executable, \'-c\', \'import time;'
+            f' time.sleep(600)\'], cwd=\'{cwd}\', start_new_session=True).pid and open(\'{pid_file}\', \'w\').write(\'x\')"\n')
+
+
+def test_a_restarted_queue_leaves_a_live_runs_helper_in_a_removed_scratch_folder_alone(tmp_path: Path) -> None:
+    helper, release = tmp_path / "helper.started", tmp_path / "release"
+    run = make_run(tmp_path / "runs", "c/param_H/r0",
+                   'mkdir -p scratch\n' + _helper_script(helper, "scratch")
+                   + f'sleep 0.5; rmdir scratch\nwhile [ ! -e {release} ]; do sleep 0.05; done\n')
+    env = queue_env(tmp_path)
+    first = start_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", log=tmp_path / "q1.log")
+    try:
+        wait_for(helper.exists, what="the helper")
+        time.sleep(1)  # the scratch folder is removed
+        first.send_signal(signal.SIGHUP)  # the queue leaves; the run goes on under its supervisor
+        finish(first, timeout=30)
+        second = start_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", log=tmp_path / "q2.log")
+        wait_for(lambda: "re-adopted" in (tmp_path / "q2.log").read_text(), what="the re-adoption")
+        time.sleep(1)
+        assert _helpers_of(run), (tmp_path / "q2.log").read_text()
+        release.touch()
+        assert finish(second, timeout=60) == 0
+        assert "stopped steps left running in deleted run folders" not in (tmp_path / "q2.log").read_text()
+    finally:
+        release.touch()
+        _kill_helpers(run)
+
+
+def test_cancel_stops_a_helper_that_left_the_session_and_works_elsewhere(tmp_path: Path) -> None:
+    helper = tmp_path / "helper.started"
+    run = make_run(tmp_path / "runs", "c/param_H/r1", _helper_script(helper, "/tmp") + "exec sleep 600\n")
+    env = queue_env(tmp_path)
+    queue = start_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", log=tmp_path / "q.log")
+    try:
+        wait_for(helper.exists, what="the helper")
+        os.kill(int(read_json(run / ".runqueue" / "state.json")["supervisor_pid"]), signal.SIGKILL)
+        queue.send_signal(signal.SIGHUP)
+        finish(queue, timeout=30)
+        assert _helpers_of(run)
+        result = run_queue(env, "cancel", run)
+        assert result.returncode == 0, result.stdout + result.stderr
+        wait_for(lambda: not _helpers_of(run), timeout=15, what="the helper to be stopped")
+    finally:
+        _kill_helpers(run)
+
+
+def _helpers_of(run: Path) -> list[int]:
+    found = []
+    for pid in subprocess.run(["pgrep", "-f", r"time\.sleep\(600\)"], capture_output=True, text=True).stdout.split():
+        with contextlib.suppress(OSError):
+            if f"RUNQUEUE_RUN_DIR={run}\0".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(int(pid))
+    return found
+
+
+def _kill_helpers(run: Path) -> None:
+    for pid in _helpers_of(run):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
