@@ -1,0 +1,23 @@
+"""--max_ckpt_to_keep / --max_ckpt_to_keep_lve: old checkpoint files are deleted, not only forgotten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from lfads.files import checkpoints  # noqa: E402
+
+
+@pytest.mark.parametrize("lve", [False, True])
+def test_checkpoints_past_max_to_keep_are_deleted_from_disk(tmp_path: Path, lve: bool) -> None:
+    variables = {"LFADS/w": tf.Variable([1.0, 2.0])}
+    for step in (4, 8, 12, 16):
+        checkpoints.save(tmp_path, variables, "lfads_vae", step, lve, max_to_keep=2)
+    state = checkpoints.read_state(tmp_path / (checkpoints.LVE_STATE if lve else checkpoints.PERIODIC_STATE))
+    names = [checkpoints.prefix_name("lfads_vae", lve, step) for step in (12, 16)]
+    assert state is not None and list(state.all_paths) == names
+    left = sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("lfads_vae"))
+    assert left == sorted(name + suffix for name in names for suffix in (checkpoints.DATA_SUFFIX, checkpoints.INDEX_SUFFIX))
