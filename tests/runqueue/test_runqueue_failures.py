@@ -422,11 +422,12 @@ def test_a_back_off_longer_than_ten_minutes_is_kept(tmp_path: Path) -> None:
 
 def test_steps_left_by_a_killed_supervisor_are_stopped_at_the_time_limit(tmp_path: Path) -> None:
     """Nobody else enforces the time limit of steps whose supervisor died (the OOM killer, kill -9):
-    the queue watching the run stops them once the limit and the kill grace have passed."""
+    the queue watching the run stops them once the limit and the kill grace have passed (SIGTERM,
+    then SIGKILL after the grace: this step ignores SIGTERM)."""
     step_pid = tmp_path / "step.pid"
     run = make_run(tmp_path / "runs", "c/param_O/r0",
-                   f'if [ "$RUNQUEUE_ATTEMPT" = 1 ] && [ ! -e {step_pid} ]; then echo $$ > {step_pid}; exec sleep 120; fi\n'
-                   'echo "second go"\n')
+                   f'if [ "$RUNQUEUE_ATTEMPT" = 1 ] && [ ! -e {step_pid} ]; then trap "" TERM; echo $$ > {step_pid};'
+                   ' while :; do sleep 0.2; done; fi\necho "second go"\n')
     queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--time-limit", "2s",
                         "--kill-grace", "1", log=tmp_path / "q.log")
     try:

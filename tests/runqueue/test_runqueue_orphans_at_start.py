@@ -35,27 +35,3 @@ def test_a_starting_queue_leaves_orphaned_steps_in_a_living_folder_alone(tmp_pat
                 queue.wait()
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(step_pid.read_text()), signal.SIGKILL)
-
-
-def test_an_orphaned_step_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
-    """The queue's Reaper: TERM at the time limit, then KILL after --kill-grace for what stayed."""
-    from runqueue_testkit import finish
-
-    step_pid = tmp_path / "step.pid"
-    run = make_run(tmp_path / "runs", "c/param_O/r0",
-                   f'if [ "$RUNQUEUE_ATTEMPT" = 1 ] && [ ! -e {step_pid} ]; then trap "" TERM; echo $$ > {step_pid};'
-                   ' while :; do sleep 0.2; done; fi\necho "second go"\n')
-    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--time-limit", "2s",
-                        "--kill-grace", "1", log=tmp_path / "q.log")
-    try:
-        wait_for(lambda: step_pid.exists() and step_pid.read_text().strip() != "", what="the step")
-        os.kill(int(read_json(run / ".runqueue" / "state.json")["supervisor_pid"]), signal.SIGKILL)
-        wait_for(lambda: not pid_alive(int(step_pid.read_text())), timeout=20,
-                 what="the TERM-deaf orphaned step to be killed after the grace")
-        assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
-    finally:
-        if queue.poll() is None:
-            queue.kill()
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(step_pid.read_text()), signal.SIGKILL)
-    assert "second go" in (run / "lfads.out").read_text()
