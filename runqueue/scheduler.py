@@ -49,7 +49,14 @@ from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import DEFAULT_MEMORY_MB, RETIRED_TRAIN_SCRIPT, TRAIN_SCRIPT, folder_identity
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
-from runqueue.orphans import Reaper, find_orphan, steps_in_deleted_folders_under, steps_of, steps_of_deleted
+from runqueue.orphans import (
+    Orphan,
+    Reaper,
+    find_orphan,
+    steps_in_deleted_folders_under,
+    steps_of,
+    steps_of_deleted,
+)
 from runqueue.outlog import append_queue_line
 from runqueue.runstate import (
     Phase,
@@ -473,8 +480,7 @@ class Scheduler:
         overdue_at = _overdue_at(orphan.started_at, orphan.time_limit_s, orphan.kill_grace_s or 0.0)
         if overdue_at is None or time.monotonic() < overdue_at:
             return
-        grace = orphan.kill_grace_s if orphan.kill_grace_s is not None else self.options.kill_grace_s
-        stopped = self.reaper.stop(steps_of(run.paths, orphan), grace)
+        stopped = self.reaper.stop(steps_of(run.paths, orphan), self._grace_for(orphan))
         if not stopped:
             return  # none visible or none ours to signal: looked at again on the next probe
         run.orphan_stopped = orphan
@@ -490,11 +496,14 @@ class Scheduler:
         for nothing (and keep the device). A live supervisor stops its own when its folder goes."""
         if self.executor.submitted(run.path) or run.folder_id is None:
             return
-        grace = run.orphan.kill_grace_s if run.orphan is not None and run.orphan.kill_grace_s is not None else self.options.kill_grace_s
-        stopped = self.reaper.stop(steps_of_deleted(run.folder_id), grace)
+        stopped = self.reaper.stop(steps_of_deleted(run.folder_id), self._grace_for(run.orphan))
         if stopped:
             self.console.event(f"[{run.name}] its folder was deleted under steps whose supervisor is gone;"
                                f" stopped them (pids {', '.join(map(str, stopped))})")
+
+    def _grace_for(self, orphan: Orphan | None) -> float:
+        """The kill grace the orphan's own attempt had (state.json), else this queue's."""
+        return orphan.kill_grace_s if orphan is not None and orphan.kill_grace_s is not None else self.options.kill_grace_s
 
     def _stop_steps_left_in_deleted_folders(self) -> None:
         """At start: run folders deleted while no queue watched, under steps whose supervisor is gone."""

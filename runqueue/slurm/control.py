@@ -87,8 +87,7 @@ def _wait_for_end(commands: SlurmCommands, paths: RunPaths, job: int, timeout_s:
 
 def _kill_grace(paths: RunPaths) -> float:
     """How long the run's supervisor gives the steps to stop (state.json, as the queue set it)."""
-    grace = load_state(paths).kill_grace_s
-    return grace if isinstance(grace, (int, float)) and grace > 0 else 0.0
+    return max(0.0, load_state(paths).kill_grace_s or 0.0)  # load_state keeps only finite numbers
 
 
 def _settle(paths: SlurmPaths, token: str, ending: str) -> None:
