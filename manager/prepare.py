@@ -415,8 +415,6 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     return written
 
 
-
-
 def _retire(folder: Path) -> bool:
     """Make a run folder no run (to a queue, a run is a folder with lfads_train.sh), unless it is done."""
     script = folder / TRAIN_SCRIPT
