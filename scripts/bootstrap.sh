@@ -31,7 +31,19 @@ want="$extras $(sha1sum "$repo/pyproject.toml" | cut -d' ' -f1)"
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
+# The model extra puts about 1.9 GB in the venv (TensorFlow alone 1.3 GB): say so plainly instead
+# of failing half-way through pip with ENOSPC.
+need_mb=$([[ ",$extras," == *,model,* || ",$extras," == *,gpu,* ]] && echo 2200 || echo 400)
+mkdir -p "$venv"
+free_mb=$(df -Pm "$venv" | awk 'NR == 2 { print $4 }')
+if [[ ! -x "$venv/bin/python" && -n "$free_mb" && "$free_mb" -lt "$need_mb" ]]; then
+  echo "error: $venv: only $free_mb MB free on its disk; installing [$extras] needs about $need_mb MB." >&2
+  echo "       Free some space there, or set LFADS_VENV to a folder on a roomier disk." >&2
+  exit 1
+fi
 [[ -x "$venv/bin/python" ]] || "$python_bin" -m venv "$venv"
+# No second copy of every wheel in ~/.cache/pip: the venv is the only place they are needed.
+export PIP_NO_CACHE_DIR=1
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$venv/bin/python" -m pip install -q -e "$repo[$extras]"
 echo "$want" > "$stamp"
