@@ -21,6 +21,7 @@ from runqueue.procinfo import (
     session_members,
 )
 from runqueue.runstate import FailureRecord, PersistedState, Reason, load_state, now_iso, save_state
+from runqueue.stopping import Stopping
 
 
 class RequeueRefused(Exception):
@@ -92,12 +93,22 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
     deadline = time.monotonic() + 2.0  # killed processes let go of the lock as they exit
     while runlock.is_running(paths.lock) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if runlock.is_running(paths.lock):
-        holders = ", ".join(str(holder) for holder in file_holders(paths.lock, write_locked=True))
-        raise CancelRefused(f"processes {holders or '(not visible to you)'} still hold its run lock after SIGKILL;"
-                            " stop them by hand (or ask their owner), then cancel again")
-    _write_cancelled(paths, state.step, "cancelled with `runqueue cancel`, which stopped the processes itself")
-    return "cancelled (processes stopped by `runqueue cancel`)"
+    # Under the lock: a queue that saw the run's processes go may be starting it again right now.
+    with _holding_unstarted(paths) as held:
+        if held:
+            _write_cancelled(paths, state.step, "cancelled with `runqueue cancel`, which stopped the processes itself")
+            return "cancelled (processes stopped by `runqueue cancel`)"
+    again = load_state(paths)
+    if (again.supervisor_pid != pid
+            and runlock.is_run_process(paths.lock, again.supervisor_pid, again.supervisor_start_time)):
+        assert again.supervisor_pid is not None
+        if _ask_supervisor(again.supervisor_pid, again.supervisor_start_time, grace_s) \
+                and os.path.lexists(paths.failed_marker):
+            return (f"cancelled (its processes were stopped by `runqueue cancel`; it had started again meanwhile, "
+                    f"and its new supervisor pid {again.supervisor_pid} stopped that attempt)")
+    holders = ", ".join(str(holder) for holder in file_holders(paths.lock, write_locked=True))
+    raise CancelRefused(f"processes {holders or '(not visible to you)'} still hold its run lock after SIGKILL;"
+                        " stop them by hand (or ask their owner), then cancel again")
 
 
 @contextlib.contextmanager
@@ -156,18 +167,13 @@ def _process_owner(pid: int) -> str:
 
 
 def _terminate(members: Callable[[], list[int]], grace_s: float) -> None:
-    """TERM every process `members()` lists, wait up to `grace_s` for them to go, KILL the rest."""
-
-    def send(signum: int) -> None:
-        for pid in members():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
-
-    send(signal.SIGTERM)
+    """TERM every process `members()` lists, wait up to `grace_s` for them to go, KILL the rest (and
+    only them: see runqueue.stopping)."""
+    stopping = Stopping.begin(members)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and members():
+    while time.monotonic() < deadline and stopping.left():
         time.sleep(0.05)
-    send(signal.SIGKILL)
+    stopping.finish()
 
 
 def processes_of_run(paths: RunPaths, sid: int | None, supervisor_proven: bool) -> list[int]:

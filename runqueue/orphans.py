@@ -5,9 +5,7 @@ their run folder was deleted under them (a moved run goes on where it went)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -17,17 +15,10 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.control import processes_of_run
 from runqueue.layout import RunPaths
-from runqueue.procinfo import (
-    cwd_identity,
-    file_holders,
-    has_env,
-    is_alive,
-    process_start_time,
-    processes_with_env,
-    session_id,
-)
+from runqueue.procinfo import cwd_identity, file_holders, has_env, processes_with_env, session_id
 from runqueue.runstate import load_state
 from runqueue.slurm.job import QUEUE_ID_PREFIX as SLURM_QUEUE_ID_PREFIX
+from runqueue.stopping import Stopping
 
 
 @dataclass(frozen=True)
@@ -99,38 +90,24 @@ def _deleted_folder_steps(folder_matches: Callable[[tuple[int, int]], bool],
 
 
 class Reaper:
-    """TERM now, KILL after the grace period what got the TERM and is still there, without holding
-    up the loop that asks. Only those processes: by then the run may have started again, and its
-    new attempt holds the lock (and is found by the same rules)."""
+    """TERM now, KILL after the grace period (see runqueue.stopping), without holding up the loop
+    that asks."""
 
     def __init__(self) -> None:
-        self._due: list[tuple[float, list[tuple[int, int]]]] = []
+        self._due: list[tuple[float, Stopping]] = []
 
     def stop(self, members: Callable[[], list[int]], grace_s: float) -> list[int]:
         """Send SIGTERM to `members()`; returns the pids signalled (another account's are skipped)."""
-        targets = [(pid, start) for pid in members() if (start := process_start_time(pid)) is not None]
-        signalled = _send(targets, signal.SIGTERM)
-        if signalled:
-            self._due.append((time.monotonic() + grace_s, signalled))
-        return [pid for pid, _ in signalled]
+        stopping = Stopping.begin(members)
+        if stopping.signalled:
+            self._due.append((time.monotonic() + grace_s, stopping))
+        return stopping.pids
 
     def tick(self) -> None:
         now = time.monotonic()
-        for _, targets in [entry for entry in self._due if entry[0] <= now]:
-            _send(targets, signal.SIGKILL)
+        for _, stopping in [entry for entry in self._due if entry[0] <= now]:
+            stopping.finish()
         self._due = [entry for entry in self._due if entry[0] > now]
 
     def next_due(self) -> float | None:
         return min((due for due, _ in self._due), default=None)
-
-
-def _send(targets: list[tuple[int, int]], signum: int) -> list[tuple[int, int]]:
-    """Signal each (pid, start time) that is still that process; returns those signalled."""
-    sent = []
-    for pid, start in targets:
-        if not is_alive(pid, start):
-            continue  # gone, and the pid maybe someone else's now
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signum)
-            sent.append((pid, start))
-    return sent

@@ -271,6 +271,29 @@ def signal_session(sid: int, signum: int, *, spare: frozenset[int] = frozenset()
     return count
 
 
+Identified = tuple[int, int]  # (pid, kernel start time): a process, not just a number that may be reused
+
+
+def identify(pids: list[int]) -> list[Identified]:
+    """The live processes among `pids`, each with its start time."""
+    return [(pid, start) for pid in pids if (start := live_start_time(pid)) is not None]
+
+
+def signal_identified(targets: list[Identified], signum: int) -> list[Identified]:
+    """Send `signum` to each process of `targets` that is still that process (not a gone one whose pid
+    went to someone else); returns those signalled (another account's are skipped)."""
+    sent = []
+    for pid, start in targets:
+        if not is_alive(pid, start):
+            continue
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            continue
+        sent.append((pid, start))
+    return sent
+
+
 def signal_group(pgid: int, signum: int) -> bool:
     try:
         os.killpg(pgid, signum)

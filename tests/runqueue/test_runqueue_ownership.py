@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from runqueue_testkit import (
     finish,
     kill_session,
     make_run,
+    pid_alive,
     queue_env,
     read_json,
     run_queue,
@@ -206,6 +208,66 @@ def test_cancel_never_signals_a_process_state_json_merely_names(tmp_path: Path) 
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_cancel_kills_only_what_it_terminated_and_what_that_forked_never_a_new_attempt(tmp_path: Path) -> None:
+    late_pid = tmp_path / "late.pid"
+    # The run's step: ignores TERM, and forks a helper when it gets one (same session).
+    step = subprocess.Popen(["bash", "-c", f"trap 'sleep 40 & echo $! > {late_pid}' TERM; while :; do sleep 0.05; done"],
+                            start_new_session=True)
+    newcomer: list[subprocess.Popen[bytes]] = []
+
+    def members() -> list[int]:
+        # From the second look on, the run has started again: a new attempt, in its own session.
+        if not newcomer:
+            newcomer.append(subprocess.Popen(["sleep", "40"], start_new_session=True))
+            return [step.pid]
+        late = [int(late_pid.read_text())] if late_pid.exists() and late_pid.read_text().strip() else []
+        return [step.pid, newcomer[0].pid, *late]
+
+    try:
+        time.sleep(0.2)  # bash has set its trap
+        control._terminate(members, grace_s=1.0)
+        assert step.wait(timeout=10) == -signal.SIGKILL
+        late = int(late_pid.read_text())
+        wait_for(lambda: not pid_alive(late), timeout=10, what="the helper forked during the grace to be killed")
+        assert newcomer[0].poll() is None  # the new attempt is not ours to kill
+    finally:
+        for process in (step, *newcomer):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        kill_session(step.pid)
+
+
+def test_cancel_of_a_run_that_starts_again_once_its_steps_are_gone_stops_the_new_attempt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    second = tmp_path / "second"
+    run = make_run(tmp_path / "runs", "c/param_W/x", f"touch {second}\nsleep 60\n")
+    holder = _hold_write_lock(run)  # a step whose supervisor is gone
+    queue: list[subprocess.Popen[bytes]] = []
+    terminate = control._terminate
+
+    def and_a_queue_starts_it_again(members: Callable[[], list[int]], grace_s: float) -> None:
+        terminate(members, grace_s)
+        # A watching queue sees the lock go and no marker yet: it starts the run again.
+        queue.append(start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", "none", "--quiet",
+                                 log=tmp_path / "q.log"))
+        wait_for(second.exists, what="the new attempt to start")
+
+    monkeypatch.setattr(control, "_terminate", and_a_queue_starts_it_again)
+    try:
+        outcome = control.cancel(RunPaths(run), grace_s=2.0)
+        assert "it had started again meanwhile" in outcome, outcome
+        assert holder.wait(timeout=10) != 0
+        assert finish(queue[0], timeout=60) == 1, (tmp_path / "q.log").read_text()
+    finally:
+        for process in (holder, *queue):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert read_json(run / "lfads.failed")["reason"] == "cancelled"
+    assert (run / "lfads.out").read_text().rstrip().splitlines()[-1].endswith("cancelled during lfads_train.sh")
 
 
 def test_a_stopped_supervisor_of_an_adopted_run_is_continued_past_its_time_limit(tmp_path: Path) -> None:
