@@ -109,5 +109,14 @@ class Reaper:
             stopping.finish()
         self._due = [entry for entry in self._due if entry[0] > now]
 
+    def finish_all(self) -> None:
+        """Before the queue exits: see every stop through, waiting out its grace unless its processes
+        went first (a queue with nothing else to do must not leave a KILL unsent)."""
+        for due, stopping in self._due:
+            while time.monotonic() < due and stopping.left():
+                time.sleep(0.05)
+            stopping.finish()
+        self._due = []
+
     def next_due(self) -> float | None:
         return min((due for due, _ in self._due), default=None)

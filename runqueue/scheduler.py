@@ -217,6 +217,7 @@ class Scheduler:
                     break
                 self._wait(wake_r)
         finally:
+            self.reaper.finish_all()
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)
