@@ -20,6 +20,7 @@ class Console:
         self._status = ""
         self._status_shown = False
         self._last_status_print = 0.0
+        self._said_once: set[str] = set()
 
     def run_output(self, name: str, lines: list[str]) -> None:
         """Lines a run printed (hidden with --quiet)."""
@@ -30,6 +31,12 @@ class Console:
     def event(self, text: str) -> None:
         """Something happened to a run or the queue; always shown."""
         self._write(f"runqueue: {text}\n")
+
+    def event_once(self, text: str) -> None:
+        """A problem that may recur at every look (a bad claims directory, an unreadable folder): said once."""
+        if text not in self._said_once:
+            self._said_once.add(text)
+            self.event(text)
 
     def status(self, text: str, *, force: bool = False) -> None:
         if self.tty:

@@ -1,0 +1,141 @@
+"""Keeping the queue's runs in step with the run folders under its roots: what rescans find.
+
+New folders become pending runs; a removed lfads.done or lfads.failed requeues its run; a
+`runqueue requeue` of a run waiting here lets it go at once; a folder that is gone (or retired, or no
+longer a run) is dropped. Rescans come every --poll-interval (less often when a pass is costly),
+and sooner, looking at changed folders only, after an inotify event.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from runqueue.console import Console
+from runqueue.discovery import RunScanner
+from runqueue.diskspace import disk_is_full
+from runqueue.fswatch import DirectoryWatcher
+from runqueue.layout import RETIRED_TRAIN_SCRIPT, TRAIN_SCRIPT
+from runqueue.naming import run_identity
+from runqueue.oversight import Oversight
+from runqueue.placer import Placer
+from runqueue.queue_options import QueueOptions
+from runqueue.runstate import RunState, state_stamp
+from runqueue.tracked import TrackedRun
+
+_FULL_RESCAN_EVERY = 12  # rescans; the others use the mtime hint
+_RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <= 0.5 % of a core
+_HINT_SETTLE_S = 0.05  # after an inotify event, wait this long for the rest of a burst
+
+
+class Rescanner:
+    """`next_rescan`: the periodic rescan is due (0.0: at once); `next_hinted_rescan`: an inotify
+    event asked for a quick look, None when none did."""
+
+    def __init__(
+        self,
+        options: QueueOptions,
+        console: Console,
+        runs: dict[Path, TrackedRun],
+        *,
+        watcher: DirectoryWatcher | None,
+        placer: Placer,
+        oversight: Oversight,
+    ) -> None:
+        self.options = options
+        self.console = console
+        self.runs = runs
+        self.watcher = watcher
+        self.placer = placer
+        self.oversight = oversight
+        self.scanner = RunScanner(options.roots, watcher=watcher)
+        self.rescans = 0
+        self.next_rescan = 0.0
+        self.next_hinted_rescan: float | None = None
+
+    def heard_changes(self) -> None:
+        """The watcher's file descriptor is readable: schedule a quick look at what changed."""
+        assert self.watcher is not None
+        if self.watcher.read_events() and self.next_hinted_rescan is None:
+            # A short delay gathers a burst (a whole new collection being written) into one scan.
+            self.next_hinted_rescan = time.monotonic() + _HINT_SETTLE_S
+
+    def rescan(self, *, full: bool = False, hinted: bool = False) -> None:
+        """`hinted`: an inotify event's quick look (changed folders only); it leaves the periodic
+        rescan's schedule alone, since only that one sees changes made on other NFS clients."""
+        self.next_hinted_rescan = None
+        if not hinted:
+            self.rescans += 1
+            full = full or self.rescans % _FULL_RESCAN_EVERY == 0
+        began = time.monotonic()
+        found = self.scanner.scan(full=full, hinted=hinted)
+        cost = time.monotonic() - began
+        for problem in self.scanner.problems:
+            self.console.event_once(problem)
+        if self.watcher is not None and self.watcher.limit_reached:
+            self.console.event_once(
+                f"inotify watch limit reached after {self.watcher.watched} folders (sysctl fs.inotify.max_user_watches);"
+                " changes in the other folders are seen at the next --poll-interval rescan"
+            )
+        present = set()
+        for item in found:
+            present.add(item.path)
+            run = self.runs.get(item.path)
+            if run is None:
+                collection, name = run_identity(item.path, item.root)
+                state = RunState.DONE if item.has_done else RunState.FAILED if item.has_failed else RunState.PENDING
+                self.runs[item.path] = TrackedRun(item.path, collection, name, state)
+                if state == RunState.PENDING:
+                    self.placer.dirty = True
+                continue
+            if run.handle is not None:
+                continue  # its supervisor's end tells us what happened
+            if (run.blocked is not None and run.recheck_block and time.monotonic() >= run.recheck_after
+                    and not (run.needs_space and disk_is_full(run.paths.root))):
+                run.blocked = None  # placed or blocked again at the next placement
+                run.needs_space = False
+                self.placer.dirty = True
+            if run.state_stamp is not None and (run.blocked is not None or run.retry_after is not None):
+                self._notice_requeue(run)
+            if item.has_done:
+                run.state = RunState.DONE
+            elif item.has_failed:
+                run.state = RunState.FAILED
+            elif run.state in (RunState.DONE, RunState.FAILED):
+                run.state = RunState.PENDING
+                run.retry_after = None
+                run.blocked = None
+                run.crashes = 0
+                self.placer.dirty = True
+                self.console.event(f"[{run.name}] requeued (its marker was removed)")
+        for path in [path for path, run in self.runs.items() if path not in present and run.handle is None]:
+            run = self.runs.pop(path)
+            if run.state in (RunState.PENDING, RunState.RUNNING):
+                if (path / RETIRED_TRAIN_SCRIPT).exists():
+                    what = f"was retired by lfads-manager prepare (its param set or run spec left the experiment; see {RETIRED_TRAIN_SCRIPT})"
+                elif path.is_dir():
+                    what = f"is no longer a run (its {TRAIN_SCRIPT} is gone)"
+                else:
+                    what = "is gone"
+                self.console.event(f"[{run.name}] {path} {what}; dropped")
+            if run.state == RunState.RUNNING:
+                self.oversight.stop_steps_in_deleted_folder(run)
+        # Rescans may use at most ~0.5 % of a core: a huge tree on a slow (NFS) disk is rescanned
+        # less often than --poll-interval asks, a small one exactly as often.
+        if not hinted:
+            self.next_rescan = time.monotonic() + max(self.options.poll_interval_s, cost * _RESCAN_BUDGET_FACTOR)
+
+    def _notice_requeue(self, run: TrackedRun) -> None:
+        """`runqueue requeue` of a run that waits out a back-off or was blocked here replaces its
+        state.json: it goes now (a run that is still backing off is found so again by the next sift)."""
+        if state_stamp(run.paths) == run.state_stamp:
+            return
+        was_blocked = run.blocked is not None and not run.recheck_block
+        run.state_stamp = None
+        run.retry_after = None
+        if was_blocked:
+            run.blocked = None
+            run.last_block_message = None
+            run.crashes = 0
+            self.console.event(f"[{run.name}] requeued")
+        self.placer.dirty = True
