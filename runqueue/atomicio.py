@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +85,55 @@ def atomic_write_json(path: Path, value: Any, *, durable: bool = True) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode(), durable=durable)
 
 
+# The queue's own small files (markers, state, resources, the lock) are a few kB; anything larger
+# was not written by us and is refused rather than read into memory.
+SMALL_FILE_LIMIT = 1 << 20
+
+
+class NotAPlainFile(OSError):
+    """A path that should hold one of our small files holds something else (a fifo, a device, a
+    directory) or something far too large."""
+
+
+def read_small_file(path: Path, limit: int = SMALL_FILE_LIMIT) -> bytes:
+    """The bytes of the plain file at `path` (symlinks followed), never blocking.
+
+    Anyone who can write a run folder can put a fifo where a marker belongs; a plain read would
+    hang every queue and `status` on it, past SIGTERM. So: open without blocking, accept regular
+    files only, and at most `limit` bytes. Raises OSError (NotAPlainFile for the refusals).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotAPlainFile(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise NotAPlainFile(errno.EFBIG, f"larger than {limit // 1024} kB, so not a file the queue wrote", str(path))
+        chunks = []
+        remaining = limit + 1  # one byte over the limit tells a file that grew since the fstat
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise NotAPlainFile(errno.EFBIG, f"larger than {limit // 1024} kB, so not a file the queue wrote", str(path))
+    return data
+
+
+def parse_json(raw: bytes) -> Any:
+    """json.loads, with every way bytes can fail to be JSON as one ValueError (deep nesting raises
+    RecursionError, which is no ValueError)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_json_object(path: Path) -> dict[str, Any] | None:
     """The JSON object in `path`, or None when it is missing, empty, unreadable or not an object.
 
@@ -90,12 +141,8 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     hand; a bad one must never stop the queue.
     """
     try:
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
+        value = parse_json(read_small_file(path))
+    except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
 

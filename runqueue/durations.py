@@ -17,6 +17,8 @@ def parse_duration(text: str | int | float) -> float:
         if not math.isfinite(text) or text <= 0:
             raise ValueError(f"invalid duration {text!r}: must be a positive, finite number of seconds")
         return float(text)
+    if not isinstance(text, str):  # a JSON list, object or null in a resources file
+        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 45m, 2h, 1h30m or a number of seconds")
     cleaned = text.strip().lower().replace(" ", "")
     try:
         seconds = float(cleaned)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from runqueue.atomicio import NotAPlainFile, parse_json, read_small_file
 from runqueue.durations import parse_duration
 from runqueue.errors import RunqueueError
 from runqueue.layout import RESOURCES_FILE, RESOURCES_WRITER_KEY, RunPaths
@@ -24,10 +25,12 @@ def load_resources(paths: RunPaths, default_memory_mb: int, default_time_limit_s
         return RunResources(default_memory_mb, default_time_limit_s)
     example = '{"memory_mb": 4000, "time_limit": "2h"}'
     try:
-        record = json.loads(paths.resources.read_bytes())
+        record = parse_json(read_small_file(paths.resources))
+    except NotAPlainFile as error:
+        raise RunqueueError(paths.resources, f"is {error.strerror}", f"replace it with a small file like {example}, or delete it") from None
     except OSError as error:
         raise RunqueueError(paths.resources, f"cannot be read ({error.strerror})", "make it readable by the queue's user") from None
-    except ValueError as error:  # JSONDecodeError, or bytes that are not text
+    except ValueError as error:  # JSONDecodeError, bytes that are not text, nesting too deep
         where = f" at line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
         raise RunqueueError(paths.resources, f"is not valid JSON{where}", f"write e.g. {example} or delete it") from None
     if not isinstance(record, dict):

@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from runqueue.atomicio import parse_json, read_small_file
 from runqueue.procinfo import holds_write_lock_on, is_alive, process_start_time
 
 # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
@@ -91,7 +92,7 @@ def try_hold_shared(lock_path: Path) -> int | None:
     a lock file another user's queue created, and `held_by` tells it apart from a running run.
     The open descriptor (close it to let go), or None while a supervisor or its steps hold the run."""
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a fifo there must not hang us
     except FileNotFoundError:
         _make_runtime_dir(lock_path.parent)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
@@ -113,7 +114,7 @@ class HeldBy(enum.Enum):
 def held_by(lock_path: Path) -> HeldBy:
     """Who holds the run lock now, in one look. Never takes it."""
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a fifo there must not hang us
     except OSError:
         return HeldBy.NOBODY  # no lock file: never run, or the folder is gone
     try:
@@ -138,11 +139,11 @@ def is_running(lock_path: Path) -> bool:
 
 def read_holder(lock_path: Path) -> LockHolder | None:
     try:
-        raw = lock_path.read_bytes()
+        raw = read_small_file(lock_path)
     except OSError:
         return None
     with contextlib.suppress(ValueError):
-        record = json.loads(raw)
+        record = parse_json(raw)
         if isinstance(record, dict):
             return LockHolder(
                 pid=_int_or_none(record.get("pid")),

@@ -209,7 +209,7 @@ def _load(path: Path) -> _StoredClaim | None:
         )
         pid_start = data.get("pid_start")
         return _StoredClaim(claim, path, int(pid_start) if pid_start is not None else None, str(data.get("boot", "")))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # RecursionError: absurdly nested JSON
         return None
 
 

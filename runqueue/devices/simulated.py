@@ -30,6 +30,8 @@ def parse_simulated_devices(text: str, path: Path) -> tuple[Device, ...]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise InventoryError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); {_FIX}") from None
+    except RecursionError:
+        raise InventoryError(f"{path}: not valid JSON (nested too deeply); {_FIX}") from None
     if not isinstance(data, list):
         raise InventoryError(f"{path}: expected a JSON list of GPUs, got {type(data).__name__}; {_FIX}")
     devices = [_parse_device(entry, position, path) for position, entry in enumerate(data)]

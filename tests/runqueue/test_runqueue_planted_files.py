@@ -1,0 +1,86 @@
+"""Things anyone who can write a run folder can plant where the queue's small files belong: a fifo,
+JSON of the wrong shape or nested beyond reason, a huge file. Each may block that run; none may hang
+or crash a queue (a root service serves every user), nor `status`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from runqueue_testkit import make_run, queue_env, run_queue
+
+from runqueue.atomicio import NotAPlainFile, read_json_object, read_small_file
+
+# A stuck read must fail the test, not the suite: every queue command here gets this long.
+_SHORT_S = 30.0
+_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("time_limit", ["[]", "{}", '{"h": 2}', "true", _DEEP])
+def test_a_time_limit_of_the_wrong_json_type_blocks_only_its_run(tmp_path: Path, time_limit: str) -> None:
+    root = tmp_path / "runs"
+    bad = make_run(root, "c/param_T/bad")
+    (bad / "runqueue.json").write_text('{"time_limit": ' + time_limit + "}")
+    fine = make_run(root, "c/param_T/fine")
+    env = queue_env(tmp_path)
+    result = run_queue(env, "run", root, "--cpu-slots", "1", "--quiet", timeout=_SHORT_S)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"not started: {bad / 'runqueue.json'}: " in result.stdout
+    assert (fine / "lfads.done").exists() and not (bad / "lfads.done").exists()
+    status = run_queue(env, "status", root, timeout=_SHORT_S)
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
+    assert str(bad / "runqueue.json") in status.stdout
+
+
+@pytest.mark.parametrize("planted", ["runqueue.json", ".runqueue/state.json", ".runqueue/lock", "lfads.failed"])
+def test_a_fifo_in_place_of_a_queue_file_hangs_nothing(tmp_path: Path, planted: str) -> None:
+    root = tmp_path / "runs"
+    odd = make_run(root, "c/param_F/odd")
+    (odd / planted).parent.mkdir(exist_ok=True)
+    os.mkfifo(odd / planted)
+    fine = make_run(root, "c/param_F/fine")
+    env = queue_env(tmp_path)
+    for command in (("status", root), ("status", "--json", root), ("run", root, "--cpu-slots", "1", "--quiet")):
+        result = run_queue(env, *command, timeout=_SHORT_S)  # timeout: the old reads blocked here for good
+        assert "Traceback" not in result.stderr, result.stderr
+    assert (fine / "lfads.done").exists()
+    if planted == "runqueue.json":
+        assert f"{odd / 'runqueue.json'}: is not a regular file" in result.stdout
+    for command in (("requeue", odd), ("cancel", odd)):
+        result = run_queue(env, *command, timeout=_SHORT_S)
+        assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("planted", ["lfads.failed", ".runqueue/state.json", "runqueue.json"])
+def test_json_nested_beyond_reason_names_its_file_or_is_ignored(tmp_path: Path, planted: str) -> None:
+    root = tmp_path / "runs"
+    odd = make_run(root, "c/param_D/odd")
+    (odd / planted).parent.mkdir(exist_ok=True)
+    (odd / planted).write_text(_DEEP)
+    fine = make_run(root, "c/param_D/fine")
+    env = queue_env(tmp_path)
+    status = run_queue(env, "status", root, timeout=_SHORT_S)
+    assert status.returncode == 0, status.stdout + status.stderr
+    result = run_queue(env, "run", root, "--cpu-slots", "1", "--quiet", timeout=_SHORT_S)
+    assert "recursion" not in (result.stdout + result.stderr)
+    assert (fine / "lfads.done").exists()
+    if planted == "runqueue.json":
+        assert f"{odd / 'runqueue.json'}: is not valid JSON" in result.stdout
+
+
+def test_the_small_file_reader_refuses_what_the_queue_never_writes(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(NotAPlainFile, match="not a regular file"):
+        read_small_file(tmp_path / "fifo")
+    with pytest.raises(NotAPlainFile, match="not a regular file"):
+        read_small_file(Path("/dev/zero"))
+    (tmp_path / "big").write_bytes(b" " * 2049)
+    with pytest.raises(NotAPlainFile, match="larger than 2 kB"):
+        read_small_file(tmp_path / "big", limit=2048)
+    assert read_small_file(tmp_path / "big", limit=4096) == b" " * 2049
+    (tmp_path / "deep.json").write_text(_DEEP)
+    assert read_json_object(tmp_path / "deep.json") is None
+    (tmp_path / "link").symlink_to(tmp_path / "big")  # markers may be links (lfads.out often is)
+    assert len(read_small_file(tmp_path / "link")) == 2049
