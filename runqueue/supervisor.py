@@ -251,7 +251,7 @@ class Supervisor:
             except PermissionError:
                 self.log_fd = os.open(self.paths.out_log, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         except OSError as error:
-            return self._fail(None, None, None, self._reason_for(error), f"cannot open {self.paths.out_log}: {error.strerror}")
+            return self._fail(None, None, None, *self._log_open_problem(error))
         # Our own tracebacks belong in the run's log, not in a terminal that may be gone.
         os.dup2(self.log_fd, 2)
         steps = self.steps
@@ -520,11 +520,15 @@ class Supervisor:
             last_lines=last_lines(tail, _FAILED_TAIL_LINES),
             device=self.spec.device_uuid,
         )
-        self._write_failed(record)
+        marked = self._write_failed(record)
         self.state.phase = Phase.FAILED
         self.state.resume_step = step
         self._end_attempt(reason)
-        self._log_line(f"{HEADER_PREFIX} {now_iso()} attempt {attempt}/{self.max_attempts} failed ({reason}): {message}; giving up (see lfads.failed; `runqueue requeue` to run again)\n")
+        if marked:
+            outcome = "giving up (see lfads.failed; `runqueue requeue` to run again)"
+        else:  # the queue then waits for space and starts the run again
+            outcome = "lfads.failed could not be written (the disk is full); the run goes again once there is space"
+        self._log_line(f"{HEADER_PREFIX} {now_iso()} attempt {attempt}/{self.max_attempts} failed ({reason}): {message}; {outcome}\n")
         return EXIT_FAILED
 
     def _interrupted(self, step: str) -> int:
@@ -591,19 +595,23 @@ class Supervisor:
         print(f"runqueue: {self.paths.root} vanished while it was running; dropping the run", file=sys.__stderr__)
         raise _Vanished
 
-    def _write_failed(self, record: FailureRecord) -> None:
+    def _write_failed(self, record: FailureRecord) -> bool:
+        """Write lfads.failed; False when not even a short one fitted (a full disk)."""
         try:
             atomic_write_json(self.paths.failed_marker, record.to_json())
+            return True
         except OSError:
             # A full disk may still take a tiny file; a marker without details beats none.
             try:
                 with open(self.paths.failed_marker, "w") as marker:
                     marker.write(json.dumps({"reason": record.reason, "step": record.step, "attempt": record.attempt}))
+                return True
             except OSError:
                 # Not even that fitted: an empty marker would say "failed, reason unknown" for ever;
                 # without one the queue sees the full disk and waits for space.
                 with contextlib.suppress(OSError):
                     self.paths.failed_marker.unlink()
+                return False
 
     def _end_attempt(self, reason: str | None) -> None:
         self.state.ended_at = time.time()
@@ -668,6 +676,20 @@ class Supervisor:
         if error.errno == errno.ENOENT:
             return Reason.FOLDER_VANISHED
         return Reason.INTERNAL_ERROR
+
+    def _log_open_problem(self, error: OSError) -> tuple[Reason, str]:
+        """Why lfads.out could not be opened, and what the user does about it. (A folder that is
+        gone is told apart by `_fail`, which looks at the folder itself.)"""
+        log = self.paths.out_log
+        cannot = f"cannot open {log}: {error.strerror}"
+        if error.errno == errno.ENOENT and log.is_symlink():
+            return Reason.INTERNAL_ERROR, f"{log} is a link to {os.readlink(log)}, which cannot be created; remove the link, or create the folder it points into"
+        if error.errno == errno.EISDIR:
+            return Reason.INTERNAL_ERROR, f"{cannot}; rename or remove that folder (the run's log goes there)"
+        reason = self._reason_for(error)
+        if reason is Reason.INTERNAL_ERROR:
+            return reason, f"{cannot}; make it writable by the queue's user, or remove it"
+        return reason, cannot
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from runqueue_testkit import make_run, queue_env, run_queue
+from runqueue_testkit import make_run, queue_env, read_json, run_queue
 
 from runqueue.atomicio import NotAPlainFile, read_json_object, read_small_file
 
@@ -84,3 +84,21 @@ def test_the_small_file_reader_refuses_what_the_queue_never_writes(tmp_path: Pat
     assert read_json_object(tmp_path / "deep.json") is None
     (tmp_path / "link").symlink_to(tmp_path / "big")  # markers may be links (lfads.out often is)
     assert len(read_small_file(tmp_path / "link")) == 2049
+
+
+@pytest.mark.parametrize("planted", ["dangling link", "folder"])
+def test_an_lfads_out_that_cannot_be_opened_says_so_and_how_to_fix_it(tmp_path: Path, planted: str) -> None:
+    run = make_run(tmp_path / "runs", "c/param_L/r")
+    if planted == "folder":
+        (run / "lfads.out").mkdir()
+        expected = "rename or remove that folder"
+    else:
+        (run / "lfads.out").symlink_to(tmp_path / "nowhere" / "log")
+        expected = f"is a link to {tmp_path / 'nowhere' / 'log'}, which cannot be created; remove the link"
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0", "--quiet",
+                       timeout=_SHORT_S)
+    assert result.returncode == 1
+    failed = read_json(run / "lfads.failed")
+    assert failed["reason"] == "internal_error", failed  # the folder is there: not folder_vanished
+    assert expected in failed["message"]
+    assert expected in result.stdout
