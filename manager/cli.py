@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from manager.errors import ManagerError
+from manager.errors import ManagerError, disk_fix
 
 
 def _progress(message: str) -> None:
@@ -102,8 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as error:  # e.g. a read-only or full disk: say which file, not a traceback
         where = f"{error.filename}: " if error.filename else ""
-        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-        fix = "free space on that disk, then run it again" if full else "check the path and its permissions"
+        fix = disk_fix(error, "check the path and its permissions")
         print(f"lfads-manager: error: {where}{error.strerror or error}; {fix}", file=sys.stderr)
         return 2
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -29,3 +30,12 @@ def describe(error: BaseException) -> str:
     if len(text) > 200:
         text = text[:197] + "..."
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def disk_fix(error: OSError, otherwise: str) -> str:
+    """The fix for a file-system error that the disk, not the path, may be the cause of."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on that disk, then run it again"
+    if error.errno == errno.EROFS:
+        return "that file system is mounted read-only; remount it read-write or prepare elsewhere"
+    return otherwise

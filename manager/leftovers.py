@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from manager.errors import ManagerError
+from manager.errors import ManagerError, disk_fix
 
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?:[A-Za-z0-9_]{8}\.tmp|\d+\.[0-9a-f]{8}\.link-tmp)$")
 _UNLOCKED_MIN_AGE_S = 3600.0
@@ -40,7 +40,7 @@ def collection_lock(folder: Path) -> Iterator[bool]:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ManagerError(folder, f"cannot create the collection folder ({error.strerror})",
-                           "choose a root you can write to") from None
+                           disk_fix(error, "choose a root you can write to")) from None
     try:
         with _flocked(folder) as held:
             yield held

@@ -13,6 +13,7 @@ Errors in 1-2 stop before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -350,8 +351,13 @@ def _link(entry: Path, target: str, force: bool) -> bool:
         return False
     # A name of our own (pid + random), so two prepare() runs on one tree cannot collide.
     tmp = entry.with_name(f".{entry.name}.{os.getpid()}.{secrets.token_hex(4)}.link-tmp")
-    os.symlink(target, tmp)
-    os.replace(tmp, entry)  # atomic: the entry is never missing
+    try:
+        os.symlink(target, tmp)
+        os.replace(tmp, entry)  # atomic: the entry is never missing
+    except OSError as error:  # symlink() names the target, not the link being made
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise type(error)(error.errno, error.strerror, str(entry)) from None
     return True
 
 
@@ -411,7 +417,8 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     for name in sorted(scripts, key=lambda name: name == TRAIN_SCRIPT):
         if write_if_changed(run.path / name, scripts[name], SCRIPT_MODE, durable=False):
             written.append(run.path / name)
-    (run.path / RETIRED_TRAIN_SCRIPT).unlink(missing_ok=True)  # back in the experiment
+    if os.path.lexists(run.path / RETIRED_TRAIN_SCRIPT):  # back in the experiment (an unlink would fail on a read-only disk)
+        (run.path / RETIRED_TRAIN_SCRIPT).unlink()
     return written
 
 

@@ -17,7 +17,7 @@ import resource
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from manager.errors import ManagerError
+from manager.errors import ManagerError, disk_fix
 from runqueue import runlock
 from runqueue.layout import RunPaths
 
@@ -53,7 +53,7 @@ def holding_runs(run_dirs: Sequence[Path]) -> Iterator[list[Path]]:
                                        f" (open-file limit {soft})", "raise it, e.g. `ulimit -n 65536`, then prepare"
                                        " again") from None
                 raise ManagerError(paths.lock, f"cannot take the run lock ({error.strerror})",
-                                   "make the run folder's .runqueue/ readable by you") from None
+                                   disk_fix(error, "make the run folder's .runqueue/ readable by you")) from None
             if fd is None:
                 running.append(run_dir)
             else:

@@ -380,3 +380,13 @@ def test_an_absolute_glob_is_a_one_line_error(tmp_path, datasets):
     result = run_manager_cli("prepare", str(datasets_toml(tmp_path, f'glob = "{datasets}/*.npz"')))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is not relative to [datasets] folder" in result.stderr
+
+
+def test_a_link_that_cannot_be_made_names_the_link_not_its_target(tmp_path):
+    from manager.prepare import _link
+
+    entry = tmp_path / "gone" / "lfads_dataset001.h5"  # its folder is missing: os.symlink fails
+    with pytest.raises(FileNotFoundError) as failure:
+        _link(entry, "../../data_x/lfads_dataset001.h5", force=False)
+    assert failure.value.filename == str(entry)
+    assert not any(tmp_path.rglob("*.link-tmp"))
