@@ -129,6 +129,10 @@ class Supervisor:
             fix = ""
             if isinstance(error, PermissionError):
                 fix = f"; the queue writes its lock, state and log in the run folder: make it writable by {account_name()}"
+            elif error.errno == errno.EROFS:
+                fix = "; the queue writes its lock, state and log in the run folder: remount it read-write"
+            elif error.errno in (errno.ENOSPC, errno.EDQUOT):
+                fix = "; free space on that disk"
             message = self.paths.runtime_dir_obstacle() or f"cannot create {self.paths.lock}: {error.strerror}{fix}"
             self._tell({"status": "error", "reason": "lock", "message": message})
             return EXIT_ERROR
