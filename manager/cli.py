@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("experiment", type=Path, metavar="EXPERIMENT.toml",
                          help="datasets, [params], [sweep] and [[runspec]] entries (docs/manager.md)")
     prepare.add_argument("--regenerate", action="store_true", help="export the data again even when it is up to date")
+    prepare.add_argument("--prune", action="store_true",
+                         help="retire untrained runs whose param set or run spec left the experiment (their"
+                              " lfads_train.sh becomes lfads_train.sh.retired), so no queue trains them")
     prepare.add_argument("--print-collection", action="store_true", help="print only the collection folder to stdout")
 
     report = commands.add_parser("report", help="plots of a finished run into RUN_DIR/report/")
@@ -86,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from manager.experiment import load_experiment
 
             collection = load_experiment(args.experiment)
-            collection.prepare(regenerate=args.regenerate, progress=_progress)
+            collection.prepare(regenerate=args.regenerate, progress=_progress, prune=args.prune)
             if args.print_collection:
                 print(collection.path)
         elif args.command == "report":

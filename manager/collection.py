@@ -164,12 +164,14 @@ class RunCollection:
         raise ManagerError(self.path, f"no param set {key!r}", f"use one of {[p.param_hash_name for p in self.params]}")
 
     # ---- writing ---------------------------------------------------------------------------
-    def prepare(self, regenerate: bool = False, progress: Progress | None = None) -> PrepareReport:
+    def prepare(self, regenerate: bool = False, progress: Progress | None = None, prune: bool = False) -> PrepareReport:
         """Export data, link it into every run, write scripts, summary.txt and the collection scripts.
 
         Nothing is rewritten when nothing changed; `regenerate=True` re-exports and re-links all.
+        Untrained run folders of param sets or run specs no longer in the collection are named in a
+        note (a queue over the collection would still train them); `prune=True` retires them.
         """
-        report = prepare_collection(self, regenerate=regenerate, progress=progress)
+        report = prepare_collection(self, regenerate=regenerate, progress=progress, prune=prune)
         if progress is None:  # nobody listens to progress: the notes must still reach the user
             for note in report.notes:
                 warnings.warn(note, StaleResultsWarning, stacklevel=2)

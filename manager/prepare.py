@@ -29,6 +29,7 @@ import numpy as np
 from manager.alignment import AlignmentResult, compute_alignment, plot_alignment_reconstruction
 from manager.atomicio import write_if_changed
 from manager.datasets import minimum_trials, registered_loader
+from manager.departed import departed_notes, pending_departed_runs, prune_departed, retire
 from manager.errors import ManagerError
 from manager.export import (
     INPUT_INFO_PREFIX,
@@ -71,7 +72,6 @@ from manager.summary import summary_text
 from runqueue.layout import (
     COLLECTION_QUEUE_SCRIPT,
     DEFAULT_MEMORY_MB,
-    DONE_MARKER,
     POSTERIOR_SCRIPT,
     RESOURCES_FILE,
     RESOURCES_WRITER,
@@ -422,19 +422,6 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     return written
 
 
-def _retire(folder: Path) -> bool:
-    """Make a run folder no run (to a queue, a run is a folder with lfads_train.sh), unless it is done."""
-    script = folder / TRAIN_SCRIPT
-    if not script.is_file() or (folder / DONE_MARKER).exists():
-        return False
-    try:
-        os.replace(script, folder / RETIRED_TRAIN_SCRIPT)
-    except OSError as error:
-        raise ManagerError(script, f"cannot retire this run, which left the experiment and whose inputs changed"
-                           f" ({error.strerror})", "make the folder writable, or delete it, then prepare again") from None
-    return True
-
-
 def _remove_stale_links(run: Run) -> list[Path]:
     """Links prepare made for datasets the run spec no longer has: LFADS loads every lfads* file
     in lfadsInput/, so a leftover link would train the model on a dataset the spec dropped.
@@ -458,7 +445,7 @@ def write_collection_files(collection: RunCollection, only_summary: bool = False
 
 
 def prepare_collection(collection: RunCollection, regenerate: bool = False,
-                       progress: Callable[[str], None] | None = None) -> PrepareReport:
+                       progress: Callable[[str], None] | None = None, prune: bool = False) -> PrepareReport:
     report = PrepareReport()
     runs = collection.runs
     if not runs:
@@ -468,10 +455,26 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
         _check_obstacles(runs)
         report.files_removed += remove_temp_files(_prepare_folders(collection), locked)
         export_seconds = _prepare_locked(collection, regenerate, progress, report)
+        _handle_departed(collection, prune, progress, report)
     report.export_seconds = export_seconds
     report.other_seconds = time.perf_counter() - started - export_seconds
     _say(progress, f"prepared {len(runs)} runs in {collection.path}")
     return report
+
+
+def _handle_departed(collection: RunCollection, prune: bool, progress: Callable[[str], None] | None,
+                     report: PrepareReport) -> None:
+    """Name the untrained runs that left the experiment (a queue would still train them); retire them
+    when asked to prune."""
+    pending = pending_departed_runs(collection.path, [run.path for run in collection.runs])
+    retired: list[Path] = []
+    running: list[Path] = []
+    if prune and pending:
+        retired, running = prune_departed(pending)
+        report.files_written += [folder / RETIRED_TRAIN_SCRIPT for folder in retired]
+    for note in departed_notes(collection.path, pending, retired, running, prune):
+        report.notes.append(note)
+        _say(progress, note)
 
 
 def _prepare_folders(collection: RunCollection) -> list[tuple[Path, Callable[[str], bool]]]:
@@ -538,7 +541,7 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
         # dataset's link left dangling), so the queue must not train them as they are.
         current = {run.path for run in runs}
         for folder in sorted({path for key in new_content for path in readers[key]} - current):
-            if _retire(folder):
+            if retire(folder, "left the experiment and whose inputs changed"):
                 report.files_written.append(folder / RETIRED_TRAIN_SCRIPT)
                 note = (f"note: {folder} left the experiment and its inputs changed, so it will not be trained: its"
                         f" {TRAIN_SCRIPT} is now {RETIRED_TRAIN_SCRIPT} (add its param set and run spec back to"

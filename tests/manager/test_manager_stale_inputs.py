@@ -415,6 +415,54 @@ def test_a_pending_run_that_left_the_experiment_is_retired_when_its_inputs_chang
     assert (left / "lfads_train.sh").exists() and not (left / "lfads_train.sh.retired").exists()
 
 
+def test_untrained_runs_that_left_the_experiment_are_named_and_pruned_on_request(tmp_path, data):
+    assert run_manager_cli("prepare", str(sweep_experiment(tmp_path, [16, 32, 64]))).returncode == 0
+    collection = tmp_path / "runs" / "sweep"
+    before_runs = set(collection.glob("param_*/one"))
+    narrowed = sweep_experiment(tmp_path, [16])
+    noted = run_manager_cli("prepare", str(narrowed))
+    assert noted.returncode == 0, noted.stderr
+    summary = (collection / "summary.txt").read_text()
+    left = sorted(run for run in before_runs if run.parent.name not in summary)
+    trained, untrained = left
+    (trained / "lfads.done").write_text("")
+    output = noted.stdout + noted.stderr
+    assert "2 run folder(s)" in output and "left the experiment but were never trained" in output
+    assert all(str(run.relative_to(collection)) in output for run in left)
+    assert "lfads-manager prepare --prune EXPERIMENT.toml" in output
+    assert all((run / "lfads_train.sh").exists() for run in left)  # a note only: nothing moved
+    before = file_states(tmp_path / "runs")
+    pruned = run_manager_cli("prepare", "--prune", str(narrowed))
+    assert pruned.returncode == 0, pruned.stderr
+    assert f"retired 1 untrained run(s) that left the experiment ({untrained.relative_to(collection)})" in pruned.stdout + pruned.stderr
+    assert (untrained / "lfads_train.sh.retired").exists() and not (untrained / "lfads_train.sh").exists()
+    assert (trained / "lfads_train.sh").exists()  # done: its results stay a run
+    after = file_states(tmp_path / "runs")
+    assert {path for path in after if after[path] != before.get(path)} == {
+        str((untrained / "lfads_train.sh.retired").relative_to(tmp_path / "runs"))}
+    quiet = run_manager_cli("prepare", str(narrowed))
+    assert "left the experiment" not in quiet.stdout + quiet.stderr  # nothing left to say
+    assert run_manager_cli("prepare", str(sweep_experiment(tmp_path, [16, 32, 64]))).returncode == 0
+    assert (untrained / "lfads_train.sh").exists() and not (untrained / "lfads_train.sh.retired").exists()
+
+
+def test_prune_leaves_a_departed_run_that_is_running_alone(tmp_path, data):
+    assert run_manager_cli("prepare", str(sweep_experiment(tmp_path, [16, 32]))).returncode == 0
+    before_runs = set((tmp_path / "runs" / "sweep").glob("param_*/one"))
+    narrowed = sweep_experiment(tmp_path, [16])
+    assert run_manager_cli("prepare", str(narrowed)).returncode == 0
+    summary = (tmp_path / "runs" / "sweep" / "summary.txt").read_text()
+    (left,) = [run for run in before_runs if run.parent.name not in summary]
+    fd = _hold_as_running(left)
+    try:
+        pruned = run_manager_cli("prepare", "--prune", str(narrowed))
+    finally:
+        os.close(fd)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "are running now and were left alone" in pruned.stdout + pruned.stderr
+    assert (left / "lfads_train.sh").exists()
+
+
 def test_a_link_in_lfadsinput_that_prepare_did_not_make_is_refused_and_kept(tmp_path, data):
     toml = experiment(tmp_path, ["ds001"], alignment=False)
     assert run_manager_cli("prepare", str(toml)).returncode == 0
