@@ -73,6 +73,8 @@ class Console:
             pass  # the terminal went away (EIO after a hang-up); the runs do not care
 
     def close(self) -> None:
+        """End the status line; what is written after (the summary) is never followed by it again."""
+        self._status = ""
         if self.tty and self._status_shown:
             self._status_shown = False
             try:

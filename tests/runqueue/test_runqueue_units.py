@@ -248,3 +248,21 @@ def test_state_json_times_that_are_not_finite_are_unknown() -> None:
     """json reads NaN and Infinity; a hand-edited state.json must not make a deadline of them."""
     state = PersistedState.from_json({"time_limit_s": float("nan"), "started_at": float("inf"), "retry_after": 5.0})
     assert (state.time_limit_s, state.started_at, state.retry_after) == (None, None, 5.0)
+
+
+def test_the_status_line_is_not_drawn_again_after_the_console_closes() -> None:
+    import io
+
+    from runqueue.console import Console
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    console = Console(stream=terminal)
+    console.status("1 running, 0 pending")
+    console.event("[r] done")
+    console.close()
+    console.event("summary: 1 run(s): 1 done")
+    assert terminal.getvalue().endswith("\nrunqueue: summary: 1 run(s): 1 done\n"), repr(terminal.getvalue())
