@@ -33,6 +33,15 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _seconds_or_duration(text: str) -> float:
+    """0 or more seconds, written as a number or a duration (10, 10s, 1m)."""
+    try:
+        float(text)
+    except ValueError:
+        return _duration(text)  # 10s, 1m
+    return float(_non_negative_float(text))  # a plain number: 0 allowed, negative or non-finite refused
+
+
 def _path(text: str) -> Path:
     """A folder argument; '' is refused (Path('') is the current folder: `requeue "$UNSET"` would
     otherwise requeue or cancel every run below it)."""
@@ -65,7 +74,7 @@ _non_negative_float = _bounded(float, 0, "number")
 
 def _add_device_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", metavar="LIST", help="use only these GPUs: indices or UUIDs, e.g. 0,1; `none` = CPU slots only")
-    parser.add_argument("--simulate-gpus", metavar="FILE", help="simulated inventory file (DESIGN.md §4; also $RUNQUEUE_SIMULATE_GPUS)")
+    parser.add_argument("--simulate-gpus", metavar="FILE", help="simulated inventory file (format: docs/devices.md, 'The simulated inventory file'; also $RUNQUEUE_SIMULATE_GPUS)")
     parser.add_argument("--cpu-slots", type=_non_negative_int, metavar="N", help="CPU slots offered when there is no GPU (default 1)")
 
 
@@ -80,9 +89,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     _add_device_flags(parser)
     _add_placement_flags(parser)
     parser.add_argument("--retries", type=_non_negative_int, default=1, metavar="N", help="attempts after the first failure, each from the failed step (default 1)")
-    parser.add_argument("--retry-backoff", type=_non_negative_float, default=10.0, metavar="SECONDS", help="wait before the first retry, doubled for each further one up to 10 minutes (or this, if longer) (default 10)")
-    parser.add_argument("--time-limit", type=_duration, metavar="DURATION", help="stop a run's attempt after e.g. 90s, 45m, 2h, 1h30m (default: none)")
-    parser.add_argument("--kill-grace", type=_non_negative_float, default=10.0, metavar="SECONDS", help="between SIGTERM and SIGKILL when stopping a run (default 10)")
+    parser.add_argument("--retry-backoff", type=_seconds_or_duration, default=10.0, metavar="DURATION", help="wait before the first retry, doubled for each further one up to 10 minutes (or this, if longer) (default 10s)")
+    parser.add_argument("--time-limit", type=_duration, metavar="DURATION", help="stop a run's attempt after e.g. 90s, 45m, 2h, 1h30m (default: none; a time_limit in the run's runqueue.json wins)")
+    parser.add_argument("--kill-grace", type=_seconds_or_duration, default=10.0, metavar="DURATION", help="between SIGTERM and SIGKILL when stopping a run (default 10s)")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute: local (default) or slurm (one sbatch job per run; docs/slurm.md)")
     parser.add_argument("--poll-interval", type=_duration, default=5.0, metavar="DURATION", help="rescan the roots this often (default 5s)")
     parser.add_argument("--quiet", action="store_true", help="do not echo the runs' output (events and status still show)")
@@ -119,6 +128,12 @@ def _slurm_options(args: argparse.Namespace) -> SlurmOptions:
     if given and args.executor != "slurm":
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise RunqueueError(None, f"{flags} only apply to SLURM jobs", "add --executor slurm, or drop them")
+    local = [flag for flag, value, default in (("--gpus", args.gpus, None), ("--simulate-gpus", args.simulate_gpus, None),
+                                                ("--cpu-slots", args.cpu_slots, None), ("--max-per-gpu", args.max_per_gpu, 1),
+                                                ("--foreign", args.foreign, "block")) if value != default]
+    if local and args.executor == "slurm":
+        raise RunqueueError(None, f"{', '.join(local)} only apply to this machine's devices, and SLURM picks the"
+                            " devices of its jobs", "drop them, or ask SLURM through --slurm-gpus and --slurm-extra")
     return SlurmOptions(
         gpus=1 if args.slurm_gpus is None else args.slurm_gpus,
         partition=args.slurm_partition,
@@ -147,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="runs (pending/running/done/failed), devices, claims")
     status.add_argument("roots", nargs="*", metavar="ROOT", type=_path, help="folders searched at any depth for runs")
-    status.add_argument("--json", action="store_true", help="one JSON object (DESIGN.md §5)")
+    status.add_argument("--json", action="store_true", help="one JSON object: runs and devices (keys: docs/runqueue.md, 'status --json')")
     status.add_argument("--config", type=_path, metavar="FILE", help="judge waiting runs by a service's settings: roots, devices,"
                         " placement and claims_dir from its TOML (flags given here win)")
     _add_device_flags(status)
@@ -155,10 +170,13 @@ def _parser() -> argparse.ArgumentParser:
 
     requeue = commands.add_parser("requeue", help="clear done/failed markers so the run goes again")
     requeue.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run folders, or folders holding runs")
+    requeue.add_argument("--yes", action="store_true", help="do not ask before acting on every run in a folder (asked only on a terminal)")
 
-    cancel = commands.add_parser("cancel", help="stop a running run (its whole process group) and mark it failed (cancelled)")
+    cancel = commands.add_parser("cancel", help="stop a running run (its whole process group) and mark it failed (cancelled);"
+                                 " a pending run is marked the same, so no queue starts it")
     cancel.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run folders, or folders holding runs")
-    cancel.add_argument("--grace", type=_non_negative_float, default=15.0, metavar="SECONDS", help="wait this long for the run to stop before killing it")
+    cancel.add_argument("--grace", type=_seconds_or_duration, default=15.0, metavar="DURATION", help="wait this long for the run to stop before killing it (default 15s)")
+    cancel.add_argument("--yes", action="store_true", help="do not ask before acting on every run in a folder (asked only on a terminal)")
 
     commands.add_parser("gpus", help="what the inventory sees", add_help=False)
     return parser
@@ -302,11 +320,30 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _confirmed(verb: str, args: argparse.Namespace, runs: list[Path]) -> bool:
+    """A folder named on a terminal may hold more runs than its user had in mind (`runqueue cancel
+    runs/`): list them and ask. Scripts (no terminal) and --yes go ahead, as documented."""
+    if args.yes or len(runs) <= len(args.runs) or not sys.stdin.isatty():
+        return True
+    shown = [f"  {run}" for run in runs[:10]] + ([f"  … and {len(runs) - 10} more"] if len(runs) > 10 else [])
+    print("\n".join([f"runqueue {verb}: {len(runs)} runs:", *shown]))
+    try:
+        answer = input(f"{verb} all {len(runs)}? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print(f"runqueue {verb}: nothing done (name single run folders, or pass --yes)")
+    return False
+
+
 def _requeue(args: argparse.Namespace) -> int:
     from runqueue.control import RequeueRefused, requeue, resolve_runs
     from runqueue.layout import RunPaths
 
     runs, errors = resolve_runs(args.runs)
+    if not _confirmed("requeue", args, runs):
+        return 1
     for run in runs:
         try:
             print(f"{run}: {requeue(RunPaths(run))}")
@@ -327,6 +364,8 @@ def _cancel(args: argparse.Namespace) -> int:
     from runqueue.slurm.control import cancel_if_submitted
 
     runs, errors = resolve_runs(args.runs)
+    if not _confirmed("cancel", args, runs):
+        return 1
     for run in runs:
         try:
             # A run handed to SLURM is stopped through SLURM; any other through its supervisor.

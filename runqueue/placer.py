@@ -28,7 +28,9 @@ from runqueue.devices.placement import (
     provisional_claim,
     why_not_placed,
 )
+from runqueue.durations import format_duration
 from runqueue.executors.base import Executor, PendingStart, RunHandle
+from runqueue.layout import RESOURCES_FILE
 from runqueue.logtail import LogTail
 from runqueue.oversight import Oversight, overdue_at
 from runqueue.queue_options import QueueOptions
@@ -287,6 +289,9 @@ class Placer:
             attempt = pending.reply.get("attempt")
             resume = pending.reply.get("resume_step")
             more = f", resuming at {resume}" if resume else ""
+            limit = candidate.resources.time_limit_s
+            if limit is not None and limit != self.options.time_limit_s:  # the run's runqueue.json set it: say so
+                more += f", time limit {format_duration(limit)} (from its {RESOURCES_FILE})"
             where = self.executor.started_text(handle, device)
             self.console.event(f"[{run.name}] {where}, attempt {attempt}/{max(self.options.retries + 1, int(attempt or 1))}{more}")
         return again

@@ -194,6 +194,8 @@ class Scheduler:
                 # Nothing running is ours to wait for (or to stop on a second Ctrl-C): leave now.
                 self.console.event(f"stopping: no new runs start; leaving now: the {others} running run(s) are {_NOT_OURS};"
                                    " this queue neither waits for nor stops them")
+            elif self.stop_level == 1 and not watched and not others:
+                self.console.event("stopping: no new runs start; nothing is running, so the queue leaves now")
             elif self.stop_level == 1 and not self.options.stop_runs:
                 self.console.event(self.executor.first_stop_text(len(watched)) + others_text)
             elif self.stop_level <= 2:

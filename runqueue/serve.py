@@ -61,7 +61,7 @@ def serve(config_path: Path | None, roots: list[Path]) -> int:
         if config.claims_dir is not None:
             os.environ["RUNQUEUE_CLAIMS_DIR"] = str(config.claims_dir)
     if not options.roots:
-        raise RunqueueError(None, "runqueue serve: no roots to watch", "pass --config FILE (with roots = [...]) or ROOT folders")
+        raise RunqueueError(None, "no roots to watch", "pass --config FILE (with roots = [...]) or ROOT folders")
     for root in options.roots:
         if not root.is_dir():
             raise RunqueueError(root, "is not a directory", "create or mount it, or remove it from the roots")

@@ -76,8 +76,8 @@ def render_table(reading: InventoryReading, claims: Sequence[Claim]) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runqueue gpus", description="Show the devices the queue would use.")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--gpus", help="static list of GPU indices or UUIDs, e.g. 0,1")
-    parser.add_argument("--simulate-gpus", metavar="FILE", help="simulated inventory file (DESIGN.md §4)")
+    parser.add_argument("--gpus", metavar="LIST", help="use only these GPUs: indices or UUIDs, e.g. 0,1 (with NVML, a filter on what it finds); `none` = CPU slots only")
+    parser.add_argument("--simulate-gpus", metavar="FILE", help="simulated inventory file (format: docs/devices.md, 'The simulated inventory file')")
     parser.add_argument("--cpu-slots", type=int, metavar="N", help="CPU slots offered when there is no GPU (default 1)")
     return parser
 

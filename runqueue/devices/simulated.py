@@ -19,7 +19,7 @@ from runqueue.procinfo import session_id
 
 _DEVICE_KEYS = ("uuid", "name", "memory_total_mb", "memory_used_mb", "processes", "index")
 _PROCESS_KEYS = ("pid", "used_mb")
-_FIX = "fix the file (format: DESIGN.md §4, e.g. [{\"uuid\": \"GPU-0\", \"memory_total_mb\": 16000}])"
+_FIX = "fix the file (format: docs/devices.md, 'The simulated inventory file'; e.g. [{\"uuid\": \"GPU-0\", \"memory_total_mb\": 16000}])"
 # A writer that rewrites the file in place can be caught half-way; one short retry hides that.
 _TORN_READ_RETRY_S = 0.05
 

@@ -95,9 +95,12 @@ def test_runqueue_time_limit_stops_the_whole_process_group(tmp_path: Path) -> No
 
 def test_runqueue_time_limit_from_runqueue_json(tmp_path: Path) -> None:
     run = make_run(tmp_path / "runs", "c/param_T/declared", "sleep 300\n", resources={"time_limit": "1s"})
-    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", _sim(tmp_path), "--retries", "0", "--kill-grace", "0.5")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", _sim(tmp_path), "--retries", "0", "--kill-grace", "0.5",
+                       "--time-limit", "1h")
     assert result.returncode == 1
     assert read_json(run / "lfads.failed")["reason"] == "time_limit"
+    # The file wins over the flag: the start line says which limit holds, and where it comes from.
+    assert "attempt 1/1, time limit 1s (from its runqueue.json)" in result.stdout
 
 
 def test_runqueue_missing_unreadable_and_disk_full_have_reasons(tmp_path: Path) -> None:

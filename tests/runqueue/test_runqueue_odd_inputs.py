@@ -77,3 +77,30 @@ def test_non_finite_numbers_are_refused_at_the_command_line(tmp_path: Path, flag
     result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", flag, value)
     assert result.returncode == 2 and flag in result.stderr and "finite" in result.stderr
     assert not (tmp_path / "runs/c/param_N/r0/lfads.out").exists()
+
+
+@pytest.mark.parametrize("command", ["requeue", "cancel"])
+def test_a_folder_of_several_runs_named_on_a_terminal_is_listed_and_asked_about(tmp_path: Path, command: str) -> None:
+    import pty
+
+    runs = [make_run(tmp_path / "runs", f"c/param_Y/r{index}") for index in range(3)]
+    for run in runs:
+        (run / "lfads.done").write_text("{}")
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"n\n")
+        declined = subprocess.run(queue_command(command, tmp_path / "runs"), env=queue_env(tmp_path), stdin=terminal,
+                                  capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert declined.returncode == 1, declined.stdout + declined.stderr
+    assert f"runqueue {command}: 3 runs:" in declined.stdout and f"{command} all 3? [y/N]" in declined.stdout
+    assert "nothing done" in declined.stdout
+    assert all((run / "lfads.done").exists() and not (run / "lfads.failed").exists() for run in runs)
+    # Without a terminal (a script) or with --yes it goes ahead, as documented.
+    agreed = subprocess.run(queue_command(command, "--yes", tmp_path / "runs"), env=queue_env(tmp_path),
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert agreed.returncode == 0, agreed.stderr
+    if command == "requeue":
+        assert not any((run / "lfads.done").exists() for run in runs)

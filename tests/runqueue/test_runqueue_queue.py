@@ -94,6 +94,21 @@ def test_runqueue_watch_picks_up_new_runs_and_requeued_ones(tmp_path: Path) -> N
     assert "requeued (its marker was removed)" in (tmp_path / "queue.log").read_text()
 
 
+def test_a_watching_queue_with_nothing_running_leaves_on_the_first_ctrl_c_and_says_so(tmp_path: Path) -> None:
+    done = make_run(tmp_path / "runs", "c/param_I/done")
+    (done / "lfads.done").write_text("")
+    log = tmp_path / "queue.log"
+    queue = start_queue(queue_env(tmp_path), "run", "--watch", tmp_path / "runs", "--cpu-slots", "1", "--poll-interval", "0.2", log=log)
+    try:
+        wait_for(lambda: "1 done" in log.read_text(), what="the queue to look at the tree")
+    finally:
+        queue.send_signal(2)
+        finish(queue)
+    text = log.read_text()
+    assert "nothing is running, so the queue leaves now" in text
+    assert "waiting for 0 running" not in text
+
+
 def test_runqueue_requeue_command_clears_markers_and_attempts(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-r")])
     flag = tmp_path / "fixed"

@@ -142,6 +142,10 @@ def test_slurm_flags_without_the_slurm_executor_are_a_clear_error(tmp_path: Path
     )
     result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--executor", "slurm", "--slurm-extra=--output=x.log")
     assert result.returncode == 2 and "runqueue sets --output itself" in result.stderr
+    # And the other way round: this machine's device flags mean nothing to SLURM jobs.
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--executor", "slurm", "--gpus", "0", "--max-per-gpu", "3")
+    assert result.returncode == 2
+    assert "runqueue run: error: --gpus, --max-per-gpu only apply to this machine's devices" in result.stderr
     assert not (tmp_path / "runs" / "r" / "lfads.out").exists()
 
 
