@@ -233,6 +233,13 @@ class FitLog:
         candidates = np.flatnonzero(ramped)
         return int(candidates[np.argmin(self.total_valid[candidates])])
 
+    @property
+    def lve_epoch(self) -> int | None:
+        """The epoch of that row. Not the same number as the row after a restart: training resumes at
+        its last checkpoint, so fitlog.csv holds some epochs twice."""
+        index = self.lve_index
+        return None if index is None else int(self.epoch[index])
+
 
 def _parse_fitlog_line(fields: list[str]) -> dict[str, list[float]]:
     """`label,value[,value]` groups: a label is any field that is not a number."""

@@ -109,7 +109,9 @@ def write_model_params_script(params: RunParams, n_datasets: int, python: str) -
 
 def tensorboard_script(run_rel_dirs: Sequence[str], python: str) -> str:
     """TensorBoard over every run's lfadsOutput as named logdirs; extra arguments pass through."""
-    spec = ",".join(f"{rel}:$collection_dir/{rel}/lfadsOutput" for rel in run_rel_dirs)
+    # Paths relative to the collection (the script cds there): TensorBoard splits --logdir_spec on
+    # commas and colons, which an absolute path may hold; run folder names never do.
+    spec = ",".join(f"{rel}:{rel}/lfadsOutput" for rel in run_rel_dirs)
     tensorboard = str(Path(python).parent / "tensorboard")
     return "\n".join([
         "#!/usr/bin/env bash",
@@ -122,6 +124,7 @@ def tensorboard_script(run_rel_dirs: Sequence[str], python: str) -> str:
         f'  echo "launch_tensorboard.sh: tensorboard not found; install it with: {python} -m pip install tensorboard" >&2',
         "  exit 1",
         "fi",
+        'cd "$collection_dir"',
         f'exec "$tensorboard" --logdir_spec="{spec}" "$@"',
         "",
     ])

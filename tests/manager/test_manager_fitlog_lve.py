@@ -18,3 +18,14 @@ def test_lve_index_waits_for_both_ramps(tmp_path):
     (tmp_path / "lfadsOutput").mkdir()
     (tmp_path / "lfadsOutput" / "fitlog.csv").write_text("\n".join(ROWS) + "\n")
     assert fit_log(tmp_path).lve_index == 2
+
+
+def test_lve_epoch_is_the_epoch_of_that_row_after_a_restart(tmp_path):
+    # Stopped after epoch 2 and resumed from a checkpoint at epoch 1: epochs 1 and 2 appear twice.
+    resumed = [ROWS[0], ROWS[1], ROWS[2].replace("total,650.00,710.00", "total,650.00,730.00"),
+               ROWS[1].replace("epoch,1,", "epoch,2,").replace("total,700.00,720.00", "total,690.00,715.00"),
+               ROWS[2].replace("epoch,2,", "epoch,3,").replace("total,650.00,710.00", "total,640.00,705.00")]
+    (tmp_path / "lfadsOutput").mkdir()
+    (tmp_path / "lfadsOutput" / "fitlog.csv").write_text("\n".join(resumed) + "\n")
+    log = fit_log(tmp_path)
+    assert log.lve_index == 4 and log.lve_epoch == 3

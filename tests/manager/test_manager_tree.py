@@ -234,3 +234,28 @@ def test_a_second_prepare_of_the_same_collection_at_once_is_refused(tmp_path):
     finally:
         os.close(fd)
     collection.prepare()
+
+
+def test_launch_tensorboard_names_logdirs_tensorboard_can_split_in_any_collection_path(tmp_path):
+    from manager.scripts import tensorboard_script
+
+    collection = tmp_path / "my demo, v2: lab" / "runs" / "exp"  # TensorBoard splits --logdir_spec on , and :
+    rels = ["param_AAAAAA/all", "param_BBBBBB/one"]
+    for rel in rels:
+        (collection / rel / "lfadsOutput").mkdir(parents=True)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # A stand-in that parses the spec the way TensorBoard does (entries on ',', name:path on the first ':').
+    (fake / "tensorboard").write_text(
+        "#!/usr/bin/env python3\n"
+        "import os, sys\n"
+        "spec = sys.argv[1].split('=', 1)[1]\n"
+        "for entry in spec.split(','):\n"
+        "    name, path = entry.split(':', 1)\n"
+        "    print(name, os.path.isdir(path), sys.argv[2:])\n")
+    (fake / "tensorboard").chmod(0o755)
+    script = collection / "launch_tensorboard.sh"
+    script.write_text(tensorboard_script(rels, str(fake / "python")))
+    result = subprocess.run(["bash", str(script), "--port=6007"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{rel} True ['--port=6007']" for rel in rels]
