@@ -1,4 +1,5 @@
-"""The original training loop (reference §4) plus --max_epochs and a clean stop on a non-finite cost.
+"""The original training loop (reference §4) plus --max_epochs, a clean stop on a non-finite cost,
+and a checkpoint at the step where SIGTERM/SIGINT stopped it (lfads/stop_request.py).
 
 Epoch: every dataset's trials permuted and padded to whole batches, all (dataset, batch) pairs
 shuffled together. After each epoch: a validation pass, the LVE checkpoint rule, TensorBoard,
@@ -20,6 +21,7 @@ from lfads.files import checkpoints
 from lfads.files.fitlog import EpochSummary, append_fitlog, console_line
 from lfads.files.tensorboard import TensorBoardLog
 from lfads.steps import CompiledSteps
+from lfads.stop_request import StopRequest, TrainingStopped
 
 SAVE_EVERY_EPOCHS = 10
 SEED_HIGH = 2**62
@@ -63,10 +65,13 @@ def _batch(ds: Dataset, split: str, rows: np.ndarray) -> tuple[np.ndarray, np.nd
     return data[rows], None if ext is None else ext[rows]
 
 
-def train_epoch(ctx: RunContext, steps: CompiledSteps, rng: np.random.Generator) -> EpochCosts:
+def train_epoch(ctx: RunContext, steps: CompiledSteps, rng: np.random.Generator,
+                stop: StopRequest | None = None) -> EpochCosts:
     flags = ctx.flags
     results = []
     for index, rows in epoch_batches(ctx.datasets, "train", flags.batch_size, rng):
+        if stop is not None:
+            stop.check()
         data, ext = _batch(ctx.datasets[index], "train", rows)
         if flags.output_dist == "poisson" and flags.temporal_spike_jitter_width > 0:
             data = jitter_spikes(data, flags.temporal_spike_jitter_width, rng)
@@ -120,6 +125,7 @@ class Trainer:
         self.lowest_valid = math.inf
         self.saved_step = -1
         self.saved_real_lve = False  # this process wrote an LVE checkpoint by the validation rule
+        self.stop = StopRequest()
         # At the last step trained (also by an earlier run this one continues), KL and L2 weights had
         # reached 1: a rerun that trains no epoch must not take a real LVE checkpoint for a stand-in.
         self.ramps_done = self._ramps_done_at(int(ctx.built.state.global_step.numpy()) - 1)
@@ -136,7 +142,12 @@ class Trainer:
         ctx, state = self.ctx, self.ctx.built.state
         board = TensorBoardLog(ctx.save_dir)
         try:
-            self._loop(board)
+            with self.stop.listening():  # also while saving: a second signal must not cut the save short
+                try:
+                    self._loop(board)
+                except TrainingStopped as stopped:
+                    self._save_on_stop(stopped)
+                    raise SystemExit(128 + stopped.signum) from None
         finally:
             board.close()
         if int(state.global_step.numpy()) != self.saved_step:
@@ -151,6 +162,15 @@ class Trainer:
             self.save(lve=True)
             checkpoints.mark_lve_stand_in(ctx.save_dir, int(state.global_step.numpy()))
 
+    def _save_on_stop(self, stopped: TrainingStopped) -> None:
+        """The weights of the last step, so that training again goes on from there (the epoch that was
+        cut short is trained again in full, and logged once). The LVE checkpoint is left as it is."""
+        step = int(self.ctx.built.state.global_step.numpy())
+        if step != self.saved_step:
+            self.save(lve=False)
+        print(f"Stopped by {stopped}: saved {self.ctx.flags.checkpoint_name}.ckpt-{step}; training this run again"
+              " continues from it.", flush=True)
+
     def _loop(self, board: TensorBoardLog) -> None:
         ctx, flags, state = self.ctx, self.ctx.flags, self.ctx.built.state
         lr = float(state.learning_rate.numpy())
@@ -159,7 +179,7 @@ class Trainer:
             if flags.max_epochs and epoch >= flags.max_epochs:
                 print(f"Stopping optimization: reached --max_epochs={flags.max_epochs}.", flush=True)
                 return
-            tr = train_epoch(ctx, self.steps, self.rng)
+            tr = train_epoch(ctx, self.steps, self.rng, self.stop)
             step = int(state.global_step.numpy())
             if tr.skipped:
                 self.save(lve=False)  # the skipped steps changed nothing: these are the last finite weights
@@ -187,6 +207,7 @@ class Trainer:
             if lr < flags.learning_rate_stop:
                 print("Stopping optimization based on learning rate criteria.", flush=True)
                 return
+            self.stop.check()  # also between epochs (a signal during validation)
 
     def _ramps_done_at(self, step: int) -> bool:
         costs = self.ctx.costs

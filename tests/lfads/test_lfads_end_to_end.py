@@ -265,3 +265,40 @@ def test_a_zero_bias_of_a_map_built_without_one_is_no_reason_to_refuse_a_checkpo
     else:
         with pytest.raises(LfadsError, match="holds LFADS/gen/gen_2_fac/b, which these flags do not build"):
             restore(prefix, variables, set(names))
+
+
+def test_sigterm_saves_the_step_it_stopped_at_and_training_again_goes_on_from_it(
+        trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
+    import signal
+    import sys
+    import time
+
+    from conftest import REPO
+
+    out = tmp_path / "out"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "lfads", "--kind=train", *_io_flags(trained.data_dir, out),
+                             *trained.flags, "--max_epochs=100000"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        # Two epochs logged: the periodic checkpoint (every 10 epochs) is at step 4, well behind.
+        while not (out / "fitlog.csv").exists() or len((out / "fitlog.csv").read_text().splitlines()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not get going"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stdout[-2000:]
+    step = int((out / "checkpoint").read_text().split('"')[1].rsplit("-", 1)[1])
+    assert step >= 8, step  # past epoch 1: the step it stopped at, not the last periodic checkpoint (4)
+    assert f"Stopped by SIGTERM: saved lfads_vae.ckpt-{step}; training this run again continues from it." in stdout
+    assert (out / f"lfads_vae.ckpt-{step}.index").exists()
+    epochs_done = len(read_fitlog(out / "fitlog.csv"))
+    again = run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *trained.flags, f"--max_epochs={epochs_done + 1}"])
+    assert f"Restoring parameters from {out}/lfads_vae.ckpt-{step}" in again.stdout
+    rows = read_fitlog(out / "fitlog.csv")
+    assert [int(r["epoch"][0]) for r in rows] == list(range(epochs_done + 1))  # the cut epoch: trained again, logged once
+    assert int(rows[-1]["step"][0]) == step + 4
