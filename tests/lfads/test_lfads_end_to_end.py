@@ -302,3 +302,19 @@ def test_sigterm_saves_the_step_it_stopped_at_and_training_again_goes_on_from_it
     rows = read_fitlog(out / "fitlog.csv")
     assert [int(r["epoch"][0]) for r in rows] == list(range(epochs_done + 1))  # the cut epoch: trained again, logged once
     assert int(rows[-1]["step"][0]) == step + 4
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_do_reset_learning_rate_sets_the_restored_rate_back_to_learning_rate_init(
+        trained: Trained, tmp_path: Path, run_lfads: Runner, reset: bool) -> None:
+    import tensorflow as tf
+
+    out = tmp_path / "out"
+    shutil.copytree(trained.out, out)
+    restored = float(tf.train.load_checkpoint(str(out / "lfads_vae.ckpt-24")).get_tensor("LFADS/learning_rate"))
+    flags = [flag for flag in trained.flags if not flag.startswith("--learning_rate_init=")]
+    run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *flags, "--learning_rate_init=0.003",
+               f"--do_reset_learning_rate={'true' if reset else 'false'}", f"--max_epochs={EPOCHS + 1}"])
+    rate = float(tf.train.load_checkpoint(str(out / "lfads_vae.ckpt-28")).get_tensor("LFADS/learning_rate"))
+    # One epoch is too short for the plateau rule to decay it: the rate it started that epoch with.
+    assert rate == pytest.approx(0.003 if reset else restored), (rate, restored)
