@@ -81,7 +81,7 @@ EXIT_ERROR = 7
 
 HEADER_PREFIX = "### runqueue"
 _OOM_SCAN_BYTES = 1 << 20
-_MAX_POLL_MS = 86_400_000  # a day
+_FOLDER_CHECK_MS = 2000  # how often a waiting supervisor checks that its run folder is still there
 _FAILED_TAIL_LINES = 30
 _MAX_BACKOFF_S = 600.0
 _GO_TIMEOUT_S = 60.0
@@ -358,7 +358,7 @@ class Supervisor:
         )
 
     def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
-        """Wait for the step; returns None, "interrupt", "cancel" or "time_limit"."""
+        """Wait for the step; returns None, "interrupt", "cancel", "time_limit" or "vanished"."""
         pidfd = os.pidfd_open(process.pid)
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
@@ -369,15 +369,19 @@ class Supervisor:
                 stop = self._stop_requested()
                 if stop is not None:
                     break
-                timeout_ms = None
+                # A look at the folder every few seconds: deleted under a running step, the step
+                # would otherwise hold the device claim and the run lock until it ends by itself.
+                timeout_ms = _FOLDER_CHECK_MS
                 if self.deadline is not None:
                     remaining = self.deadline - time.monotonic()
                     if remaining <= 0:
                         stop = "time_limit"
                         break
-                    # poll() takes at most 2^31-1 ms (~24.8 days): longer limits wait in slices.
-                    timeout_ms = min(int(remaining * 1000) + 1, _MAX_POLL_MS)
+                    timeout_ms = min(int(remaining * 1000) + 1, timeout_ms)
                 ready = {fd for fd, _ in poller.poll(timeout_ms)}
+                if not ready and not self._folder_is_ours():
+                    stop = "vanished"
+                    break
                 if self.wake_r in ready:
                     self._drain_wake()
                 if pidfd in ready:

@@ -134,6 +134,26 @@ def test_runqueue_vanished_run_folder_is_dropped_and_the_queue_carries_on(tmp_pa
     assert result.returncode == 0
 
 
+def test_a_run_folder_deleted_under_a_running_step_stops_the_step_and_frees_its_device(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    pid_file = tmp_path / "step.pid"
+    doomed = make_run(root, "c/param_V/adoomed", f'echo $$ > {pid_file}\nexec sleep 300\n')
+    after = make_run(root, "c/param_V/zafter")
+    log = tmp_path / "queue.log"
+    queue = start_queue(queue_env(tmp_path), "run", root, "--cpu-slots", "1", "--kill-grace", "2", "--quiet", log=log)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", what="the step")
+        step = int(pid_file.read_text())
+        shutil.rmtree(doomed)
+        wait_for(lambda: not pid_alive(step), timeout=15, what="the step of the deleted folder to be stopped")
+        wait_for((after / "lfads.done").exists, timeout=30, what="the next run on the freed slot")
+    finally:
+        if queue.poll() is None:
+            queue.send_signal(signal.SIGINT)
+        finish(queue)
+    assert "param_V/adoomed" in log.read_text() and not doomed.exists()
+
+
 def test_runqueue_bad_runqueue_json_blocks_only_that_run(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     bad = make_run(root, "c/param_B/bad")
