@@ -40,7 +40,16 @@ def _read_npz(path: Path) -> dict[str, Any]:
 
 def _read_h5(path: Path) -> dict[str, Any]:
     with h5py.File(path, "r") as handle:
-        return {key: node[()] for key, node in handle.items() if isinstance(node, h5py.Dataset)}
+        return {key: _h5_value(node) for key, node in handle.items() if isinstance(node, h5py.Dataset)}
+
+
+def _h5_value(node: h5py.Dataset) -> Any:
+    """The dataset's value; text (variable- or fixed-length strings) as str, not bytes, so that
+    condition labels match those of a .mat or .npz file."""
+    if h5py.check_string_dtype(node.dtype) is None:
+        return node[()]
+    value = node.asstr(errors="replace")[()]
+    return np.asarray(value, dtype=str) if isinstance(value, np.ndarray) else value
 
 
 # Suffix -> loader. `register_loader` adds formats; a Dataset may also carry its own loader.

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from manager_test_helpers import file_states, small_collection, write_npz_dataset
 
+from manager import RunSpec
 from manager.datasets import register_loader
 from manager.matfile import mat_v5_bytes, read_mat
 
@@ -206,3 +207,22 @@ def test_a_partial_or_callable_object_as_loader_prepares(tmp_path, monkeypatch):
     assert small_collection(tmp_path, ["x.npz"]).prepare().exported
     monkeypatch.setitem(dataset_module.LOADERS, ".npz", functools.partial(scaled, factor=3))  # other arguments
     assert small_collection(tmp_path, ["x.npz"]).prepare().exported
+
+
+@pytest.mark.parametrize("stored", ["variable-length", "fixed-length"])
+def test_text_condition_labels_in_an_h5_are_text_like_those_of_an_npz(tmp_path, stored):
+    from manager.datasets import LOADERS
+
+    labels = np.array(["left", "right", "up", "down"] * 10)
+    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "a.npz", conditionId=labels)
+    with h5py.File(tmp_path / "datasets" / "b.h5", "w") as handle, np.load(tmp_path / "datasets" / "a.npz") as archive:
+        for key in archive.files:
+            handle[key] = archive[key] if key != "conditionId" else (
+                labels.astype(h5py.string_dtype()) if stored == "variable-length" else labels.astype("S"))
+    from_h5 = LOADERS[".h5"](tmp_path / "datasets" / "b.h5")["conditionId"]
+    assert list(from_h5) == list(labels)  # 'left', not b'left' (nor the text "b'left'")
+    # So an .h5 and an .npz with the same labels share their conditions when stitched.
+    collection = small_collection(tmp_path, ["a.npz", "b.h5"], useAlignmentMatrix=True)
+    collection.add_run_spec(RunSpec("both", collection.dataset_collection, ["a", "b"]))
+    collection.prepare()
+    assert list(collection.path.glob("data_*/both/lfads_b.h5"))
