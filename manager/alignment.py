@@ -114,12 +114,21 @@ def compute_alignment(
     n_factors: int,
     approach: str = "regressGlobalPCs",
     extra_args: Sequence[object] = (),
-    where: Path | None = None,
+    sources: Sequence[Path] = (),
 ) -> AlignmentResult:
-    """Alignment matrices and biases for each dataset (one dataset: its own PCA read-in)."""
+    """Alignment matrices and biases for each dataset (one dataset: its own PCA read-in). `sources`,
+    the datasets' files in the same order, name the file at fault in errors."""
+    def source(index: int) -> Path | None:
+        return sources[index] if index < len(sources) else None
+
+    where = source(0)
     if approach not in ("regressGlobalPCs", "ridgeRegressGlobalPCs"):
         raise ManagerError(where, f"unknown alignmentApproach {approach!r}", "use 'regressGlobalPCs' or 'ridgeRegressGlobalPCs'")
     options = _extra_args(extra_args, where)
+    for index, data in enumerate(datasets):
+        if data.condition_id is None:
+            raise ManagerError(source(index), "has no conditionId, and alignment needs one per trial in every dataset",
+                               "store conditionId (one per trial) in the data file, or set useAlignmentMatrix = false")
     conditions = _condition_list(datasets)
     if not conditions:
         raise ManagerError(where, "alignment needs conditionId in every dataset", "store conditionId (one per trial) in the data files")
@@ -143,20 +152,21 @@ def compute_alignment(
         matrices = [loadings]
     else:
         matrices = []
-        for x in flat:
+        for index, x in enumerate(flat):
             keep = np.isfinite(x).all(axis=0) & np.isfinite(scores).all(axis=0)
             if keep.sum() < 2:
-                raise ManagerError(where, "too few conditions shared by all datasets to align them", "check conditionId in each dataset")
+                raise ManagerError(source(index), "too few of its conditions are shared with the other datasets to align them",
+                                   "check conditionId in each dataset of the run spec")
             xk = x[:, keep].T - x[:, keep].T.mean(axis=0)
             zk = scores[:, keep].T - scores[:, keep].T.mean(axis=0)
             if approach == "ridgeRegressGlobalPCs":
                 matrices.append(_ridge_fit(xk, zk, bool(options.get("ridgeNormalizeEach", False))))
             else:
                 matrices.append(np.linalg.lstsq(xk, zk, rcond=None)[0])
-    for x, matrix in zip(flat, matrices, strict=True):
+    for index, (x, matrix) in enumerate(zip(flat, matrices, strict=True)):
         bias = np.nanmean(x, axis=1)
         if np.isnan(matrix).any() or np.isnan(bias).any():
-            raise ManagerError(where, "alignment produced NaN (a channel with no data in any condition?)",
+            raise ManagerError(source(index), "alignment produced NaN (a channel with no data in any condition?)",
                                "drop channels without spikes or set useAlignmentMatrix = false")
         padded = np.zeros((matrix.shape[0], n_factors))
         padded[:, : matrix.shape[1]] = matrix

@@ -155,7 +155,8 @@ def _check_obstacles(runs: list[Run]) -> None:
     collection = runs[0].collection.path
     files = [collection / name for name in (SUMMARY_FILE, TENSORBOARD_SCRIPT, COLLECTION_QUEUE_SCRIPT)]
     for run in runs:
-        files += [run.path / name for name in (TRAIN_SCRIPT, POSTERIOR_SCRIPT, WRITE_PARAMS_SCRIPT)]
+        files += [run.path / name for name in (TRAIN_SCRIPT, POSTERIOR_SCRIPT, WRITE_PARAMS_SCRIPT, RESOURCES_FILE)]
+        files += [run.path_common_data / name for name in (EXPORT_STAMP_FILE, ALIGNMENT_PLOT_FILE)]
         files += [run.path_common_data / name(dataset) for dataset in run.dataset_names
                   for name in (lfads_file_name, input_info_file_name)]
     for path in files:
@@ -238,7 +239,7 @@ def _plan_export(run: Run, source: dict[str, Any], cache: dict[str, SequenceData
     alignment, png = None, None
     if run.uses_alignment:
         alignment = compute_alignment(sequences, rebins, int(params.c_factors_dim), params.alignmentApproach,
-                                      params.alignmentExtraArgs, where=run.spec.datasets[0].path)
+                                      params.alignmentExtraArgs, sources=[d.path for d in run.spec.datasets])
         png = plot_alignment_reconstruction(alignment, run.dataset_names)
     counts = {d.name: {"n_trials": s.n_trials, "n_ext": 0 if s.external_inputs is None else int(s.external_inputs.shape[1])}
               for d, s in zip(run.spec.datasets, sequences, strict=True)}

@@ -121,7 +121,7 @@ def tensorboard_script(run_rel_dirs: Sequence[str], python: str) -> str:
         f"tensorboard={shlex.quote(tensorboard)}",
         'if [[ ! -x "$tensorboard" ]]; then tensorboard="$(command -v tensorboard || true)"; fi',
         'if [[ -z "$tensorboard" ]]; then',
-        f'  echo "launch_tensorboard.sh: tensorboard not found; install it with: {python} -m pip install tensorboard" >&2',
+        f'  echo "launch_tensorboard.sh: tensorboard not found; install it with:" {shlex.quote(python)} "-m pip install tensorboard" >&2',
         "  exit 1",
         "fi",
         'cd "$collection_dir"',

@@ -127,7 +127,8 @@ def test_existing_file_in_the_way_of_a_symlink(tmp_path, datasets):
     assert file_states(tmp_path / "runs") == before
 
 
-@pytest.mark.parametrize("where", ["summary.txt", "param_*/one/lfads_train.sh", "data_*/one/lfads_good.h5"])
+@pytest.mark.parametrize("where", ["summary.txt", "param_*/one/lfads_train.sh", "data_*/one/lfads_good.h5",
+                                   "data_*/one/.export_stamp.json"])
 def test_a_folder_in_the_way_of_a_file_is_refused_before_anything_is_written(tmp_path, datasets, where):
     toml = experiment(tmp_path, runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
     assert run_manager_cli("prepare", str(toml)).returncode == 0
@@ -390,3 +391,16 @@ def test_a_link_that_cannot_be_made_names_the_link_not_its_target(tmp_path):
         _link(entry, "../../data_x/lfads_dataset001.h5", force=False)
     assert failure.value.filename == str(entry)
     assert not any(tmp_path.rglob("*.link-tmp"))
+
+
+def test_a_stitched_dataset_without_condition_ids_is_named(tmp_path):
+    from manager import RunSpec
+    from manager_test_helpers import small_collection
+
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "a.npz", seed=1)
+    write_npz_dataset(tmp_path / "datasets" / "b.npz", seed=2, conditionId=None)
+    collection = small_collection(tmp_path, ["a.npz", "b.npz"], useAlignmentMatrix=True)
+    collection.add_run_spec(RunSpec("both", collection.dataset_collection, ["a", "b"]))
+    with pytest.raises(Exception, match=re.escape(f"{tmp_path / 'datasets' / 'b.npz'}: has no conditionId")):
+        collection.prepare()

@@ -259,3 +259,16 @@ def test_launch_tensorboard_names_logdirs_tensorboard_can_split_in_any_collectio
     result = subprocess.run(["bash", str(script), "--port=6007"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"{rel} True ['--port=6007']" for rel in rels]
+
+
+def test_launch_tensorboard_without_tensorboard_names_the_interpreter_as_written(tmp_path):
+    from manager.scripts import tensorboard_script
+
+    python = "/opt/$HOME `touch pwned`/bin/python"  # nothing in it may be expanded or run
+    script = tmp_path / "launch_tensorboard.sh"
+    script.write_text(tensorboard_script(["param_A/all"], python))
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert f"install it with: {python} -m pip install tensorboard" in result.stderr
+    assert not (tmp_path / "pwned").exists()
