@@ -394,8 +394,9 @@ def test_a_link_that_cannot_be_made_names_the_link_not_its_target(tmp_path):
 
 
 def test_a_stitched_dataset_without_condition_ids_is_named(tmp_path):
-    from manager import RunSpec
     from manager_test_helpers import small_collection
+
+    from manager import RunSpec
 
     (tmp_path / "datasets").mkdir()
     write_npz_dataset(tmp_path / "datasets" / "a.npz", seed=1)
