@@ -39,8 +39,8 @@ class MValue:
     data: Any
 
     def shape(self) -> tuple[int, ...]:
-        if self.matlab_class == "char":
-            return (1, len(self.data)) if self.data else (0, 0)
+        if self.matlab_class == "char":  # MATLAB chars are UTF-16 code units: a character beyond the BMP is two
+            return (1, len(self.data.encode("utf-16-le")) // 2) if self.data else (0, 0)
         if self.matlab_class == "cell":
             return (1, len(self.data)) if self.data else (0, 0)
         if self.matlab_class == "struct":

@@ -24,8 +24,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
 
 
+def _refuse_nan(prop: Prop, value: Any) -> None:
+    """NaN has more than one bit pattern (MATLAB's is fff8000000000000, numpy's 7ff8000000000000), so
+    its hash would not be MATLAB's; and no run parameter means anything as NaN."""
+    values = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    flat = [x for item in values for x in (item if isinstance(item, Sequence) and not isinstance(item, str) else [item])]
+    if any(_is_number(x) and math.isnan(float(x)) for x in flat):
+        raise ParamValueError(f"{prop.name} must not be NaN, got {value!r}")
+
+
 def cast_value(prop: Prop, value: Any) -> Any:
     """`value` as the Python value that `prop`'s MATLAB class would hold, or ParamValueError."""
+    _refuse_nan(prop, value)
     cls = prop.matlab_class
     if cls is None:
         return _cast_untyped(prop, value)
@@ -81,6 +91,8 @@ def _untyped_mvalue(value: Any) -> MValue:
     if isinstance(value, str):
         return MValue("char", value)
     if isinstance(value, tuple):
+        if not value:
+            return MValue("double", np.zeros((0, 0)))  # MATLAB's [] is 0x0, not 1x0
         return MValue("double", np.array([value], dtype=np.float64).reshape(1, -1))
     return MValue("double", np.array([[float(value)]]))
 

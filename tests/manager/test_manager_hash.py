@@ -116,3 +116,24 @@ def test_every_property_outside_the_original_exclusions_changes_the_param_hash()
     for prop in PROPERTIES:
         changed = base.copy(**{prop.name: _other_value(prop)})
         assert (changed.param_hash != base.param_hash) == (prop.name not in ORIGINAL_NOT_HASHED), prop.name
+
+
+# Not in the original's docs: computed by an independent implementation of reference §3.2 (written
+# apart from manager/datahash.py during a review), pinning char, cell and integer values.
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"c_device": "é/gpu"}, "PR_Hb2"),
+    ({"c_device": "/gpu:\U0001F600"}, "BDUf-i"),  # beyond the BMP: two UTF-16 code units, so 1x7
+    ({"c_device": ""}, "d1tsGa"),  # '' is 0x0
+    ({"alignmentExtraArgs": ("ridgeNormalizeEach", True)}, "b_4LL8"),
+    ({"alignmentExtraArgs": ["ridgeNormalizeEach", []]}, "96J5_0"),  # [] in a cell is 0x0, not 1x0
+    ({"c_seed": 40000}, "k1f1jy"),  # int32 that does not fit int16 is not downsized
+])
+def test_char_cell_and_integer_values_hash_as_matlab_holds_them(values, expected):
+    assert RunParams(**values).param_hash == expected
+
+
+def test_nan_is_refused_rather_than_hashed_with_a_bit_pattern_matlab_does_not_use():
+    with pytest.raises(ParamValueError, match="c_l2_gen_scale must not be NaN"):
+        RunParams(c_l2_gen_scale=float("nan"))
+    with pytest.raises(ParamValueError, match="must not be NaN"):
+        RunParams(alignmentExtraArgs=["ridgeNormalizeEach", float("nan")])
