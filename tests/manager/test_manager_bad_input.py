@@ -227,7 +227,7 @@ def test_unreadable_file_from_the_cli(tmp_path, datasets):
 
 
 @pytest.mark.parametrize(("line", "says"), [
-    ("spikeBinMs = nan", "[params] spikeBinMs must be a positive, finite number of ms, got nan"),
+    ("spikeBinMs = nan", "[params] spikeBinMs must not be NaN, got nan"),
     ("spikeBinMs = inf", "[params] spikeBinMs must be a positive, finite number of ms, got inf"),
     ("spikeBinMs = -2", "[params] spikeBinMs must be a positive, finite number of ms, got -2.0"),
     ("c_factors_dim = 0", "[params] c_factors_dim must be a whole number of at least 1, got 0"),
