@@ -116,6 +116,46 @@ def test_dropout_hits_the_generator_output_and_ic_encoding_never_the_generator_s
     np.testing.assert_allclose(no_ic.ic_post.mean.numpy(), np.tile(model.ic_post.mean.b.numpy(), (4, 1)), atol=1e-6)
 
 
+def test_dropout_hits_the_input_data_the_external_inputs_and_the_controller_input(tmp_path: Path) -> None:
+    """Removing the data, external-input or controller-input mask (lfads_model.py encode, decoder.py
+    _controller_setup) survived the suite."""
+    _write_dataset(tmp_path / "in" / "lfads_ds.h5")
+    with h5py.File(tmp_path / "in" / "lfads_ds.h5", "a") as h5:
+        rng = np.random.default_rng(1)
+        h5["train_ext_input"] = rng.normal(size=(TRIALS - TRIALS // 5, STEPS, 2))
+        h5["valid_ext_input"] = rng.normal(size=(TRIALS // 5, STEPS, 2))
+    c = prepare(parse_flags([f"--data_dir={tmp_path / 'in'}", "--data_filename_stem=lfads",
+                             f"--lfads_save_dir={tmp_path / 'out'}", "--device=/cpu:0", "--batch_size=4",
+                             "--factors_dim=3", "--gen_dim=6", "--ic_dim=2", "--ic_enc_dim=4", "--ci_enc_dim=3",
+                             "--con_dim=4", "--seed=0", "--co_dim=1", "--ext_input_dim=2"]))
+    model = c.built.model
+    data, ext = c.datasets[0].split("train")
+    assert ext is not None
+    data, ext = tf.constant(data[:4], tf.float32), tf.constant(ext[:4], tf.float32)
+    ones = model.make_masks(0, 4, tf.constant([0, 1], tf.int64), 1.0)  # keep_prob 1: all ones
+    none = Noise(None, None)
+
+    def run(d: tf.Tensor, e: tf.Tensor, masks: Masks) -> np.ndarray:
+        return model(0, d, e, none, masks, MEAN).factors.numpy()
+
+    ref = run(data, ext, ones)
+    dropped_data = run(data, ext, ones._replace(data=tf.zeros_like(ones.data)))
+    np.testing.assert_allclose(dropped_data, run(tf.zeros_like(data), ext, ones), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(dropped_data, ref)
+    dropped_ext = run(data, ext, ones._replace(ext=tf.zeros_like(ones.ext)))
+    np.testing.assert_allclose(dropped_ext, run(data, tf.zeros_like(ext), ones), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(dropped_ext, ref)
+    ci_dim = model.decoder.ci_dim  # the encodings part of the controller input (the rest: fed-back factors)
+    feedback_kept = tf.concat([tf.zeros_like(ones.con_in[..., :ci_dim]), ones.con_in[..., ci_dim:]], axis=-1)
+    out = model(0, data, ext, none, ones._replace(con_in=feedback_kept), MEAN)
+    ref_out = model(0, data, ext, none, ones, MEAN)
+    assert not np.allclose(out.co_post.mean.numpy(), ref_out.co_post.mean.numpy())
+    feedback_dropped = tf.concat([ones.con_in[..., :ci_dim], tf.zeros_like(ones.con_in[..., ci_dim:])], axis=-1)
+    out_fb = model(0, data, ext, none, ones._replace(con_in=feedback_dropped), MEAN)
+    assert not np.allclose(out_fb.co_post.mean.numpy(), ref_out.co_post.mean.numpy())
+    np.testing.assert_allclose(out.ic_post.mean.numpy(), ref_out.ic_post.mean.numpy(), rtol=1e-6)  # encoders untouched
+
+
 def test_the_ic_posterior_variance_has_its_floor(tmp_path: Path) -> None:
     """Mutation ic_post_var_min_off (priors.py) survives the suite."""
     ctx1 = _context(tmp_path, "--co_dim=0", "--ic_post_var_min=50.0")
@@ -265,3 +305,34 @@ def test_do_train_io_only_trains_only_the_read_in_and_read_out(tmp_path: Path) -
     ctx6 = _context(tmp_path, "--co_dim=0", "--do_train_io_only=true")
     names = {v.name for v in ctx6.built.train_vars}
     assert names and all(n.startswith(("LFADS/glm/", "LFADS/x_2_infac_")) for n in names), names
+
+
+def test_posterior_costs_are_recon_plus_weighted_kl_plus_weighted_l2_per_trial() -> None:
+    """Dropping the L2 term (or a weight) from posterior.summarise's `costs` survived the suite: the
+    per-trial reference shares summarise, so only a closed form catches it."""
+    trials, samples = 2, 3
+    rng = np.random.default_rng(0)
+    log_p, kl_ic, kl_co = (rng.normal(size=trials * samples) for _ in range(3))
+    values = {"log_p": log_p, "kl_ic": kl_ic, "kl_co": kl_co, "kl_weight": np.float64(0.5),
+              "l2_weight": np.float64(0.25), "l2": np.float64(8.0)}
+    costs = posterior.summarise(values, trials, samples, step=7)["costs"]
+    per_trial = lambda x: x.reshape(trials, samples).mean(axis=1)  # noqa: E731
+    expected = -per_trial(log_p) + 0.5 * per_trial(kl_ic + kl_co) + 0.25 * 8.0
+    np.testing.assert_allclose(costs, expected)
+
+
+def test_fitlog_and_console_lines_keep_the_originals_layout_to_the_space() -> None:
+    """The original continued its format strings over source lines with backslashes, so its lines hold
+    runs of spaces (reference §7); only the comma count was tested, so a changed gap survived."""
+    from lfads.files.fitlog import EpochSummary, console_line, csv_line
+
+    both = EpochSummary(3, 40, 512.345, 500.1, 12.25, 530.5, 515.25, 15.25, 0.123456, 0.5, 0.25)
+    train = both._replace(valid_total=None, valid_recon=None, valid_kl=None)
+    assert csv_line(both) == ("epoch,3, step,40, total,512.35,530.50,       recon,500.10,515.25, kl,12.25,15.25,"
+                              " l2,0.12346,       klweight,0.50, l2weight,0.25\n")
+    assert csv_line(train) == ("epoch,3, step,40, total,512.35, recon,500.10, kl,12.25,       l2,0.12346,"
+                               " klweight,0.50, l2weight,0.25\n")
+    assert console_line(both) == ("Epoch:3, step:40 (TRAIN, VALID): total: 512.35, 530.50      recon: 500.10, 515.25,"
+                                  "     kl: 12.25, 15.25,     l2: 0.12346,      kl weight: 0.50, l2 weight: 0.25")
+    assert console_line(train) == ("Epoch:3, step:40 TRAIN: total: 512.35     recon: 500.10, kl: 12.25,      l2: 0.12346,"
+                                   "    kl weight: 0.50, l2 weight: 0.25")
