@@ -319,8 +319,12 @@ class Supervisor:
         tail = read_region_tail(self.paths.out_log, start_offset, _OOM_SCAN_BYTES)
         if looks_like_cuda_oom(tail):
             return self._fail(step, exit_code, signum, Reason.CUDA_OOM, f"CUDA out of memory on {self.spec.device_uuid}", tail)
-        if self._disk_is_full() or looks_like_disk_full(tail):
+        if self._disk_is_full():
             return self._fail(step, exit_code, signum, Reason.DISK_FULL, f"the disk holding {self.paths.root} is (or was) full", tail)
+        if looks_like_disk_full(tail):  # the run folder's disk has room: the step wrote somewhere else
+            return self._fail(step, exit_code, signum, Reason.DISK_FULL,
+                              f"{step} ran out of disk space (its last lines say so); the disk of {self.paths.root}"
+                              " has room now, so look at the other disks it writes to (e.g. /tmp)", tail)
         if signum is not None:
             hint = " (the kernel's out-of-memory killer sends SIGKILL: check host memory)" if signum == signal.SIGKILL else ""
             return self._fail(step, None, signum, Reason.SIGNAL, f"{step} killed by {signal_name(signum)}{hint}", tail)

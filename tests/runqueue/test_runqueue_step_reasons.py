@@ -24,3 +24,13 @@ def test_an_earlier_attempts_oom_or_full_disk_in_the_log_does_not_name_a_later_f
     assert result.returncode == 1, result.stdout + result.stderr
     failure = read_json(run / "lfads.failed")
     assert (failure["reason"], failure["exit_code"]) == ("exit_status", 3), failure
+
+
+def test_a_step_out_of_space_on_another_disk_is_disk_full_without_blaming_the_run_folders_disk(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_T/r1", "echo 'OSError: [Errno 28] No space left on device: /scratch/x'; exit 1\n")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0")
+    assert result.returncode == 1, result.stdout + result.stderr
+    failure = read_json(run / "lfads.failed")
+    assert failure["reason"] == "disk_full"
+    assert "ran out of disk space" in failure["message"] and "has room now" in failure["message"]
+    assert "is (or was) full" not in failure["message"]
