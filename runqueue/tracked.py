@@ -17,7 +17,7 @@ from runqueue.runstate import RunState, read_failure
 class TrackedRun:
     path: Path
     collection: str
-    name: str
+    name: str  # on the console; the short name, unless another run has it too (naming.disambiguate_names)
     state: RunState
     handle: RunHandle | None = None
     elsewhere: bool = False  # held by a process we cannot watch (another host, a lost supervisor's step)
@@ -28,6 +28,7 @@ class TrackedRun:
     needs_space: bool = False  # blocked by a full disk: re-checked only once its disk has space again
     last_block_message: str | None = None
     crashes: int = 0
+    short_name: str = ""  # the name run_identity gave; set from `name` when made
     # state.json when this queue last read a back-off or blocked the run: a requeue replaces it.
     state_stamp: tuple[int, int, int] | None = None
     tail: LogTail | None = None
@@ -38,6 +39,9 @@ class TrackedRun:
     orphan: Orphan | None = None
     orphan_stopped: Orphan | None = None
     folder_id: tuple[int, int] | None = None  # the run folder seen running: a new one at its path is another run
+
+    def __post_init__(self) -> None:
+        self.short_name = self.short_name or self.name
 
     @property
     def paths(self) -> RunPaths:

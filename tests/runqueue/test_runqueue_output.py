@@ -83,3 +83,17 @@ def test_a_queue_folder_that_is_a_broken_link_is_named(tmp_path: Path) -> None:
     assert result.returncode == 1 and f"{run / '.runqueue'} is a broken link, not the queue's folder" in result.stdout
     status = run_queue(queue_env(tmp_path), "status", run.parent, "--gpus", "none")
     assert "is a broken link, not the queue's folder; remove or rename it" in status.stdout, status.stdout
+
+
+def test_runs_of_two_collections_with_one_grid_are_told_apart_on_the_console(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for collection in ("collA", "collB"):
+        make_run(root, f"{collection}/param_Q/all", "echo from $RUNQUEUE_RUN_DIR\n")
+    make_run(root, "collA/param_Q/single")
+    result = run_queue(queue_env(tmp_path), "run", root, "--cpu-slots", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for collection in ("collA", "collB"):
+        assert f"[{collection}/param_Q/all] from {root / collection / 'param_Q/all'}" in result.stdout
+        assert f"[{collection}/param_Q/all] done" in result.stdout
+    assert "[param_Q/single] done" in result.stdout  # a name no other run has stays short
+    assert "[param_Q/all]" not in result.stdout
