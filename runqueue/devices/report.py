@@ -16,10 +16,24 @@ from runqueue.devices.model import Device, InventoryReading
 from runqueue.devices.nvml import without_retry_note
 from runqueue.devices.placement import free_memory_mb
 
+UNSEEN_DEVICE = "not in this inventory: claimed by a queue that sees other devices"
+
+
+def unseen_claims(reading: InventoryReading, claims: Sequence[Claim]) -> dict[str, list[Claim]]:
+    """Claims on devices this reading does not list (another queue's CPU slots, GPUs a --gpus filter
+    leaves out), by device: every queue's claims must show, not only those on our devices."""
+    seen = {device.uuid for device in reading.devices}
+    unseen: dict[str, list[Claim]] = {}
+    for claim in claims:
+        if claim.device_uuid not in seen:
+            unseen.setdefault(claim.device_uuid, []).append(claim)
+    return dict(sorted(unseen.items()))
+
 
 def devices_json(reading: InventoryReading, claims: Sequence[Claim]) -> list[dict[str, Any]]:
-    """DESIGN.md §5 `devices` entries: uuid, index, name, memory_total_mb, memory_used_mb, runs."""
-    return [
+    """DESIGN.md §5 `devices` entries: uuid, index, name, memory_total_mb, memory_used_mb, runs; then
+    one entry (index null) per device only other queues' claims name."""
+    entries = [
         {
             "uuid": device.uuid,
             "index": device.index,
@@ -30,12 +44,20 @@ def devices_json(reading: InventoryReading, claims: Sequence[Claim]) -> list[dic
         }
         for device in reading.devices
     ]
+    entries += [
+        {"uuid": uuid, "index": None, "name": UNSEEN_DEVICE, "memory_total_mb": None, "memory_used_mb": None,
+         "runs": sorted(claim.run_dir for claim in held)}
+        for uuid, held in unseen_claims(reading, claims).items()
+    ]
+    return entries
 
 
 def _detailed_json(reading: InventoryReading, claims: Sequence[Claim]) -> dict[str, Any]:
     our_sids = {claim.sid for claim in claims}
     entries = devices_json(reading, claims)
-    for entry, device in zip(entries, reading.devices, strict=True):
+    for entry in entries[len(reading.devices):]:
+        entry.update(is_gpu=None, free_mb=None, processes=[])
+    for entry, device in zip(entries, reading.devices, strict=False):
         entry["is_gpu"] = device.is_gpu
         entry["free_mb"] = free_memory_mb(device, claims)
         entry["processes"] = [
@@ -69,6 +91,10 @@ def render_table(reading: InventoryReading, claims: Sequence[Claim]) -> str:
         for claim in sorted(claims, key=lambda c: c.run_dir):
             if claim.device_uuid == device.uuid:
                 lines.append(f"      run: {claim.run_dir} ({claim.memory_mb} MB declared, pid {claim.pid})")
+    for uuid, held in unseen_claims(reading, claims).items():
+        lines.append(f"  [-] {uuid}  {UNSEEN_DEVICE}")
+        lines.extend(f"      run: {claim.run_dir} ({claim.memory_mb} MB declared, pid {claim.pid})"
+                     for claim in sorted(held, key=lambda c: c.run_dir))
     lines.extend(f"  problem: {problem}" for problem in reading.problems)
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runqueue.devices.claims import Claim, ClaimStore
 from runqueue.devices.inventory import make_inventory
-from runqueue.devices.report import devices_json
+from runqueue.devices.report import UNSEEN_DEVICE, devices_json
 
 REPO = Path(__file__).resolve().parents[2]
 GPUS = "import sys; from runqueue.devices.report import gpus_command; sys.exit(gpus_command(sys.argv[1:]))"
@@ -77,6 +77,22 @@ def test_devices_json_has_exactly_the_status_schema_keys(tmp_path: Path) -> None
     reading = make_inventory(gpus=None, simulate_gpus=str(simulated), cpu_slots=None).read()
     claims = [Claim("/runs/b", "GPU-x", 2000, 1, 1, "q", 0.0), Claim("/runs/a", "GPU-x", 2000, 2, 2, "q", 0.0),
               Claim("/runs/c", "GPU-other", 2000, 3, 3, "q", 0.0)]
-    assert devices_json(reading, claims) == [{
-        "uuid": "GPU-x", "index": 0, "name": "Simulated GPU", "memory_total_mb": None, "memory_used_mb": None,
-        "runs": ["/runs/a", "/runs/b"]}]
+    assert devices_json(reading, claims) == [
+        {"uuid": "GPU-x", "index": 0, "name": "Simulated GPU", "memory_total_mb": None, "memory_used_mb": None,
+         "runs": ["/runs/a", "/runs/b"]},
+        # Another queue's claim on a device this inventory does not list still shows (index null).
+        {"uuid": "GPU-other", "index": None, "name": UNSEEN_DEVICE, "memory_total_mb": None, "memory_used_mb": None,
+         "runs": ["/runs/c"]},
+    ]
+
+
+def test_gpus_shows_claims_on_devices_outside_its_own_inventory(tmp_path: Path) -> None:
+    with ClaimStore(tmp_path / "claims").transaction() as txn:  # a queue with --cpu-slots 2 runs on cpu-1
+        txn.add(Claim(run_dir="/runs/r2", device_uuid="cpu-1", memory_mb=0, pid=os.getpid(),
+                      sid=os.getsid(0), queue_id="other", created=time.time()))
+    result = gpus(tmp_path, "--json", "--gpus", "none")  # one CPU slot: cpu-0 only
+    assert result.returncode == 0, result.stderr
+    entries = {entry["uuid"]: entry for entry in json.loads(result.stdout)["devices"]}
+    assert entries["cpu-1"]["runs"] == ["/runs/r2"] and entries["cpu-1"]["index"] is None
+    table = gpus(tmp_path, "--gpus", "none")
+    assert f"[-] cpu-1  {UNSEEN_DEVICE}" in table.stdout and "run: /runs/r2" in table.stdout
