@@ -40,6 +40,8 @@ def parse_duration(text: str | int | float) -> float:
 
 
 def format_duration(seconds: float) -> str:
+    if 0 < seconds < 10 and abs(seconds - round(seconds)) >= 0.05:
+        return f"{seconds:.1f}s"  # a sub-second back-off is not "0s"
     whole = round(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)

@@ -187,8 +187,11 @@ class Scheduler:
                 self.stop_level = 3
             elif self.stop_level == 1 and self.options.detach_on_stop:
                 self.hooks.stopping(self.status_line())
-                self.console.event(f"stopping; {len(watched)} started run(s) keep going under their supervisors and are"
-                                   f" re-adopted on the next start{others_text}")
+                if watched:
+                    self.console.event(f"stopping; {len(watched)} started run(s) keep going under their supervisors and"
+                                       f" are re-adopted on the next start{others_text}")
+                else:
+                    self.console.event(f"stopping; no run of ours is running{others_text}")
                 self.stop_level = 3
             elif self.stop_level == 1 and not watched and others:
                 # Nothing running is ours to wait for (or to stop on a second Ctrl-C): leave now.

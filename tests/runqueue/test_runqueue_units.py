@@ -266,3 +266,9 @@ def test_the_status_line_is_not_drawn_again_after_the_console_closes() -> None:
     console.close()
     console.event("summary: 1 run(s): 1 done")
     assert terminal.getvalue().endswith("\nrunqueue: summary: 1 run(s): 1 done\n"), repr(terminal.getvalue())
+
+
+def test_durations_shown_keep_a_sub_second_back_off() -> None:
+    from runqueue.durations import format_duration
+
+    assert [format_duration(s) for s in (0.2, 2.5, 1.0, 59, 75, 3700)] == ["0.2s", "2.5s", "1s", "59s", "1m15s", "1h01m"]
