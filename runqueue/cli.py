@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from runqueue.config import ServiceConfig, load_service_config
 from runqueue.durations import parse_duration
@@ -275,6 +275,30 @@ def _status_settings(args: argparse.Namespace) -> ServiceConfig:
     return settings
 
 
+def _settings_of_a_running_queue(args: argparse.Namespace, settings: ServiceConfig) -> tuple[ServiceConfig, str | None]:
+    """With no device or placement flag and no --config, a local queue running over these roots
+    knows best how waiting runs will be placed: judge them by its settings, and say so."""
+    from runqueue.devices.claims import ClaimStore
+    from runqueue.queue_record import live_records
+
+    if args.config or any(getattr(args, name) is not None
+                          for name in ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")):
+        return settings, None
+    roots = [root.resolve() for root in settings.roots]
+    queues = [record for record in live_records(ClaimStore(settings.claims_dir).directory)
+              if any(record.covers(root) for root in roots)]
+    if not queues:
+        return settings, None
+    chosen = queues[0]
+    simulate = None if chosen.simulate_gpus is None else Path(chosen.simulate_gpus)
+    foreign: Literal["block", "share"] = "share" if chosen.foreign == "share" else "block"
+    settings = dataclasses.replace(settings, gpus=chosen.gpus, simulate_gpus=simulate, cpu_slots=chosen.cpu_slots,
+                                   max_per_gpu=chosen.max_per_gpu, foreign=foreign, memory_per_run=chosen.memory_per_run)
+    more = f" (and {len(queues) - 1} other queue(s))" if len(queues) > 1 else ""
+    return settings, (f"note: waiting runs and devices are judged as the queue running as pid {chosen.pid}{more} sees them:"
+                      f" {chosen.flags() or 'its defaults'}; give device or placement flags to judge by others")
+
+
 def _status(args: argparse.Namespace) -> int:
     from runqueue.devices.claims import ClaimStore
     from runqueue.devices.errors import ClaimError, InventoryError
@@ -289,6 +313,9 @@ def _status(args: argparse.Namespace) -> int:
     settings = _status_settings(args)
     _check_roots(settings.roots)
     problems: list[str] = []
+    settings, judged_by = _settings_of_a_running_queue(args, settings)
+    if judged_by:
+        problems.append(judged_by)
     try:
         simulate = None if settings.simulate_gpus is None else str(settings.simulate_gpus)
         reading = make_inventory(gpus=settings.gpus, simulate_gpus=simulate, cpu_slots=settings.cpu_slots).read()

@@ -39,6 +39,7 @@ from runqueue.logtail import LogTail
 from runqueue.oversight import Oversight
 from runqueue.placer import MAX_CRASHES, Placer
 from runqueue.queue_options import QueueOptions
+from runqueue.queue_record import record_of, remove_record, write_record
 from runqueue.rescanner import Rescanner
 from runqueue.runstate import (
     Phase,
@@ -125,6 +126,10 @@ class Scheduler:
         # SIGHUP left ignored when it was (nohup, trap '' HUP): the user asked to outlive the terminal.
         handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN else [])
         old_handlers = {signum: signal.signal(signum, self._record_signal) for signum in handled}
+        record = None
+        if self.options.executor == "local":  # so that `status` judges waiting runs by our settings
+            with contextlib.suppress(ClaimError):  # the placer reports a claims directory that cannot serve
+                record = write_record(self.claims.ensure_directory(), record_of(self.options))
         try:
             self.rescanner.rescan(full=True)
             self.oversight.adopt_running()
@@ -154,6 +159,7 @@ class Scheduler:
                 self._wait(wake_r)
         finally:
             self.oversight.reaper.finish_all()
+            remove_record(record)
             signal.set_wakeup_fd(old_wakeup)
             for signum, handler in old_handlers.items():
                 signal.signal(signum, handler)

@@ -129,6 +129,11 @@ class ClaimStore:
                     raise ClaimError(f"{path}: cannot remove own claim file; check the permissions of "
                                      f"{self.directory}") from None
 
+    def ensure_directory(self) -> Path:
+        """The directory, made (shared, sticky) if missing; ClaimError when it cannot serve."""
+        self._ensure_directory()
+        return self.directory
+
     # --- files -------------------------------------------------------------------------------------
 
     def _ensure_directory(self) -> None:

@@ -1,0 +1,106 @@
+"""What a running local queue places by, recorded beside the claims, so that `runqueue status` judges
+waiting runs as that queue does (`ready: fits GPU-…` from the devices and --max-per-gpu it uses, not
+from status's own defaults).
+
+One small JSON file per queue, `queue-<host>-<pid>.json` in the claims directory, written when it
+starts and removed when it leaves; a record whose process is gone (killed) is ignored. Only records
+written by this account or by root are believed: the directory is shared by every user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from runqueue.atomicio import atomic_write_json, parse_json, read_small_file
+from runqueue.procinfo import is_alive, process_start_time
+from runqueue.queue_options import QueueOptions
+
+_PREFIX = "queue-"
+_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class QueueRecord:
+    pid: int
+    start_time: int | None
+    roots: tuple[str, ...]
+    gpus: str | None
+    simulate_gpus: str | None
+    cpu_slots: int | None
+    max_per_gpu: int
+    foreign: str
+    memory_per_run: int
+
+    def covers(self, root: Path) -> bool:
+        """Whether this queue looks at runs under `root` (a root of its, below one, or above one)."""
+        return any(root.is_relative_to(mine) or Path(mine).is_relative_to(root) for mine in self.roots)
+
+    def flags(self) -> str:
+        """The settings as the command-line flags that give them (defaults left out)."""
+        given = [("--gpus", self.gpus), ("--simulate-gpus", self.simulate_gpus), ("--cpu-slots", self.cpu_slots),
+                 ("--max-per-gpu", None if self.max_per_gpu == 1 else self.max_per_gpu),
+                 ("--foreign", None if self.foreign == "block" else self.foreign),
+                 ("--memory-per-run", self.memory_per_run)]
+        return " ".join(f"{flag} {value}" for flag, value in given if value is not None)
+
+
+def record_of(options: QueueOptions) -> QueueRecord:
+    pid = os.getpid()
+    simulate = None if options.simulate_gpus is None else os.path.abspath(options.simulate_gpus)
+    return QueueRecord(pid=pid, start_time=process_start_time(pid), roots=tuple(str(root.resolve()) for root in options.roots),
+                       gpus=options.gpus, simulate_gpus=simulate, cpu_slots=options.cpu_slots,
+                       max_per_gpu=options.max_per_gpu, foreign=options.foreign, memory_per_run=options.memory_per_run)
+
+
+def write_record(directory: Path, record: QueueRecord) -> Path | None:
+    """Best effort: a queue that cannot write it still runs (status then judges by its own flags)."""
+    path = directory / f"{_PREFIX}{os.uname().nodename}-{record.pid}{_SUFFIX}"
+    try:
+        atomic_write_json(path, asdict(record), durable=False)
+    except OSError:
+        return None
+    return path
+
+
+def remove_record(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def live_records(directory: Path) -> list[QueueRecord]:
+    """Records of queues that still run on this host, newest process first."""
+    try:
+        names = [entry.name for entry in os.scandir(directory)
+                 if entry.name.startswith(_PREFIX) and entry.name.endswith(_SUFFIX)]
+    except OSError:
+        return []
+    host = os.uname().nodename
+    records = []
+    for name in names:
+        if not name.startswith(f"{_PREFIX}{host}-"):
+            continue  # another host sharing the directory: its pids mean nothing here
+        record = _load(directory / name)
+        if record is not None and is_alive(record.pid, record.start_time):
+            records.append(record)
+    return sorted(records, key=lambda record: record.start_time or 0, reverse=True)
+
+
+def _load(path: Path) -> QueueRecord | None:
+    try:
+        info = path.stat()
+        if info.st_uid not in (os.geteuid(), 0):
+            return None  # anyone can write in the shared directory: only our own and root's are believed
+        data: Any = parse_json(read_small_file(path))
+        values = {item.name: data[item.name] for item in fields(QueueRecord)}
+        values["roots"] = tuple(str(root) for root in values["roots"])
+        record = QueueRecord(**values)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(record.pid, int) or not isinstance(record.max_per_gpu, int) or not isinstance(record.memory_per_run, int):
+        return None
+    return record
