@@ -185,7 +185,9 @@ def test_runqueue_status_json_schema(tmp_path: Path) -> None:
     assert pending["state"] == "pending" and pending["pid"] is None
     assert "GPU-s1 has 2000 MB free < 3000 MB declared" in pending["reason"]
     assert "GPU-s2 has a foreign process (pid 999999)" in pending["reason"]
-    assert [device["uuid"] for device in report["devices"]] == ["GPU-s1", "GPU-s2"]
+    # The running run's device is not in this command's inventory: its claim still shows (index null).
+    assert [(device["uuid"], device["index"]) for device in report["devices"]] == [("GPU-s1", 0), ("GPU-s2", 1), ("GPU-s3", None)]
+    assert report["devices"][2]["runs"] == [str(running)]
     assert set(report["devices"][0]) == {"uuid", "index", "name", "memory_total_mb", "memory_used_mb", "runs"}
     assert report["devices"][0]["memory_used_mb"] == 6000
 
