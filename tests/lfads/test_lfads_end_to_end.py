@@ -273,12 +273,11 @@ def test_sigterm_saves_the_step_it_stopped_at_and_training_again_goes_on_from_it
     import sys
     import time
 
-    from conftest import REPO
-
+    repo = Path(__file__).resolve().parents[2]  # (not `from conftest import`: tests/manager has one too)
     out = tmp_path / "out"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "lfads", "--kind=train", *_io_flags(trained.data_dir, out),
-                             *trained.flags, "--max_epochs=100000"], cwd=REPO, env=env,
+                             *trained.flags, "--max_epochs=100000"], cwd=repo, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240
