@@ -52,6 +52,19 @@ def trials_per_call(ctx: RunContext, dataset: int, samples: int, total: int) -> 
     return int(max(1, min(total, ELEMENT_BUDGET // max(1, samples * per_sample_elements(ctx, dataset)))))
 
 
+# Splits of one dataset share one call size, so one compiled function serves both (a compile can
+# take longer than the sampling itself, above all with XLA); below this many trials a smaller split
+# is padded up rather than cutting the larger one into many small calls.
+SHARED_CALL_FLOOR = 64
+
+
+def shared_trials_per_call(ctx: RunContext, dataset: int, samples: int, totals: list[int]) -> int:
+    """One call size for all of a dataset's splits: the smallest split's size (at least
+    SHARED_CALL_FLOOR), within the memory budget."""
+    smallest = min(total for total in totals if total > 0)
+    return trials_per_call(ctx, dataset, samples, max(smallest, min(SHARED_CALL_FLOOR, max(totals))))
+
+
 class Sampler:
     """Compiled posterior passes, cached per (dataset, trials per call, samples, mode)."""
 
@@ -153,11 +166,12 @@ def _numpy(values: dict[str, tf.Tensor]) -> dict[str, np.ndarray]:
 
 
 def average_split(sampler: Sampler, key: SplitKey, data: np.ndarray, ext: np.ndarray | None, samples: int,
-                  base_seed: int, mode: str = SAMPLE) -> dict[str, np.ndarray]:
-    """Vectorised: n trials per call, padded to n so one compiled shape serves the whole split."""
+                  base_seed: int, mode: str = SAMPLE, per_call: int | None = None) -> dict[str, np.ndarray]:
+    """Vectorised: n trials per call (`per_call`, else as many as fit), padded to n so one compiled
+    shape serves the whole split."""
     total = data.shape[0]
     step = int(sampler.ctx.built.state.global_step.numpy())
-    n = trials_per_call(sampler.ctx, key.dataset, samples, total)
+    n = per_call or trials_per_call(sampler.ctx, key.dataset, samples, total)
     fn = sampler.function(key.dataset, n, samples, mode)
     pieces: list[dict[str, np.ndarray]] = []
     for start in range(0, total, n):
@@ -189,17 +203,20 @@ def write_posterior(ctx: RunContext, push_mean: bool, base_seed: int) -> None:
     sampler = Sampler(ctx)
     samples = 1 if push_mean else flags.batch_size
     for index, ds in enumerate(ctx.datasets):
+        counts = {split: min(flags.ps_nexamples_to_process, data.shape[0])
+                  for split in SPLITS if (data := ds.split(split)[0]) is not None}
+        if not any(count > 0 for count in counts.values()):
+            continue
+        per_call = shared_trials_per_call(ctx, index, samples, list(counts.values()))
         for split_index, split in enumerate(SPLITS):
             data, ext = ds.split(split)
-            if data is None:
-                continue
-            count = min(flags.ps_nexamples_to_process, data.shape[0])
-            if count <= 0:
+            count = counts.get(split, 0)
+            if data is None or count <= 0:
                 continue
             print(f"Writing data for {ds.name} {split} data and kind {kind}.", flush=True)
             runs = average_split(sampler, SplitKey(index, split_index), data[:count],
                                  None if ext is None else ext[:count], samples, base_seed,
-                                 MEAN if push_mean else SAMPLE)
+                                 MEAN if push_mean else SAMPLE, per_call)
             path = ctx.save_dir / model_runs_name(flags.output_filename_stem, ds.name, split, kind)
             write_model_runs(path, runs)
             print(f"Done: {path}", flush=True)

@@ -336,3 +336,26 @@ def test_fitlog_and_console_lines_keep_the_originals_layout_to_the_space() -> No
                                   "     kl: 12.25, 15.25,     l2: 0.12346,      kl weight: 0.50, l2 weight: 0.25")
     assert console_line(train) == ("Epoch:3, step:40 TRAIN: total: 512.35     recon: 500.10, kl: 12.25,      l2: 0.12346,"
                                    "    kl weight: 0.50, l2 weight: 0.25")
+
+
+def test_the_splits_of_a_dataset_share_one_compiled_sampling_function(tmp_path: Path, monkeypatch) -> None:
+    """16 train and 4 valid trials used to compile two functions (one per call size); a compile can
+    take longer than the sampling. The results do not depend on the grouping (per-trial seeds)."""
+    ctx6 = _context(tmp_path, "--co_dim=1")
+    flags = dataclasses.replace(ctx6.flags, kind="posterior_sample_and_average", batch_size=3)
+    made: list[tuple[object, ...]] = []
+    original = posterior.Sampler.function
+
+    def recording(self, dataset, trials, samples, mode, encode_each_sample=False):
+        made.append((dataset, trials, samples, mode))
+        return original(self, dataset, trials, samples, mode, encode_each_sample)
+
+    monkeypatch.setattr(posterior.Sampler, "function", recording)
+    posterior.write_posterior(ctx6._replace(flags=flags), push_mean=False, base_seed=1)
+    assert len(set(made)) == 1, made
+    sampler = posterior.Sampler(ctx6)
+    for split_index, split in enumerate(("train", "valid")):
+        data = ctx6.datasets[0].split(split)[0]
+        alone = posterior.average_split(sampler, posterior.SplitKey(0, split_index), data, None, 3, 1)
+        with h5py.File(ctx6.save_dir / f"model_runs_ds.h5_{split}_posterior_sample_and_average", "r") as h5:
+            np.testing.assert_allclose(h5["factors"][()], alone["factors"], rtol=1e-5, atol=1e-6)
