@@ -14,14 +14,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from runqueue import runlock
-from runqueue.console import Console
-from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
 from runqueue.durations import format_duration
-from runqueue.executors.base import Executor, RunHandle
+from runqueue.executors.base import RunHandle
 from runqueue.layout import folder_identity
 from runqueue.orphans import (
     Orphan,
@@ -32,7 +29,7 @@ from runqueue.orphans import (
     steps_of_deleted,
 )
 from runqueue.outlog import append_queue_line
-from runqueue.queue_options import QueueOptions
+from runqueue.queue_parts import QueuePart, QueueParts
 from runqueue.runstate import RunState, load_state, now_iso
 from runqueue.supervisor import HEADER_PREFIX
 from runqueue.tracked import TrackedRun
@@ -49,7 +46,7 @@ def overdue_at(started_at: float | None, time_limit_s: float | None, kill_grace_
     return time.monotonic() + started_at + time_limit_s + kill_grace_s + _OVERDUE_MARGIN_S - time.time()
 
 
-class Oversight:
+class Oversight(QueuePart):
     """Looks after runs held elsewhere and after steps that no supervisor looks after.
 
     `start_watching` hands a run with a handle to the loop (its end wakes it); `settle` is how the
@@ -57,20 +54,12 @@ class Oversight:
 
     def __init__(
         self,
-        options: QueueOptions,
-        console: Console,
-        runs: dict[Path, TrackedRun],
-        executor: Executor,
-        claims: ClaimStore,
+        parts: QueueParts,
         *,
         start_watching: Callable[[TrackedRun, RunHandle], None],
         settle: Callable[[TrackedRun, int | None], None],
     ) -> None:
-        self.options = options
-        self.console = console
-        self.runs = runs
-        self.executor = executor
-        self.claims = claims
+        super().__init__(parts)
         self.start_watching = start_watching
         self.settle = settle
         self.reaper = Reaper()  # steps left by a dead supervisor, being stopped

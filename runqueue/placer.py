@@ -13,8 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runqueue.candidates import Candidate, sift_pending
-from runqueue.console import Console
-from runqueue.devices.claims import Claim, ClaimStore, ClaimTransaction
+from runqueue.devices.claims import Claim, ClaimTransaction
 from runqueue.devices.errors import ClaimError, InventoryError
 from runqueue.devices.model import Device, Inventory
 from runqueue.devices.nvml import without_retry_note
@@ -29,11 +28,11 @@ from runqueue.devices.placement import (
     why_not_placed,
 )
 from runqueue.durations import format_duration
-from runqueue.executors.base import Executor, PendingStart, RunHandle
+from runqueue.executors.base import PendingStart, RunHandle
 from runqueue.layout import RESOURCES_FILE
 from runqueue.logtail import LogTail
 from runqueue.oversight import Oversight, overdue_at
-from runqueue.queue_options import QueueOptions
+from runqueue.queue_parts import QueuePart, QueueParts
 from runqueue.runstate import Reason, RunState
 from runqueue.supervisor_spec import SupervisorSpec
 from runqueue.tracked import TrackedRun
@@ -46,7 +45,7 @@ _WAITING_NOTE_EVERY_S = 60.0
 _SUBMIT_BATCH = 50  # runs handed to a batch system per loop turn (signals are looked at in between)
 
 
-class Placer:
+class Placer(QueuePart):
     """Places pending runs and starts their supervisors, a few rounds per turn of the loop.
 
     `dirty`: something changed that may allow a placement (a run ended or appeared, a block
@@ -54,25 +53,17 @@ class Placer:
 
     def __init__(
         self,
-        options: QueueOptions,
-        console: Console,
-        runs: dict[Path, TrackedRun],
+        parts: QueueParts,
         *,
-        executor: Executor,
         inventory: Inventory,
-        claims: ClaimStore,
         policy: PlacementPolicy,
         queue_id: str,
         oversight: Oversight,
         start_watching: Callable[[TrackedRun, RunHandle], None],
         tick: Callable[[], None],
     ) -> None:
-        self.options = options
-        self.console = console
-        self.runs = runs
-        self.executor = executor
+        super().__init__(parts)
         self.inventory = inventory
-        self.claims = claims
         self.policy = policy
         self.queue_id = queue_id
         self.oversight = oversight

@@ -9,9 +9,7 @@ and sooner, looking at changed folders only, after an inotify event.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from runqueue.console import Console
 from runqueue.discovery import RunScanner
 from runqueue.diskspace import disk_is_full
 from runqueue.fswatch import DirectoryWatcher
@@ -19,7 +17,7 @@ from runqueue.layout import RETIRED_TRAIN_SCRIPT, TRAIN_SCRIPT
 from runqueue.naming import disambiguate_names, run_identity
 from runqueue.oversight import Oversight
 from runqueue.placer import Placer
-from runqueue.queue_options import QueueOptions
+from runqueue.queue_parts import QueuePart, QueueParts
 from runqueue.runstate import RunState, state_stamp
 from runqueue.tracked import TrackedRun
 
@@ -28,27 +26,23 @@ _RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <
 _HINT_SETTLE_S = 0.05  # after an inotify event, wait this long for the rest of a burst
 
 
-class Rescanner:
+class Rescanner(QueuePart):
     """`next_rescan`: the periodic rescan is due (0.0: at once); `next_hinted_rescan`: an inotify
     event asked for a quick look, None when none did."""
 
     def __init__(
         self,
-        options: QueueOptions,
-        console: Console,
-        runs: dict[Path, TrackedRun],
+        parts: QueueParts,
         *,
         watcher: DirectoryWatcher | None,
         placer: Placer,
         oversight: Oversight,
     ) -> None:
-        self.options = options
-        self.console = console
-        self.runs = runs
+        super().__init__(parts)
         self.watcher = watcher
         self.placer = placer
         self.oversight = oversight
-        self.scanner = RunScanner(options.roots, watcher=watcher)
+        self.scanner = RunScanner(parts.options.roots, watcher=watcher)
         self.rescans = 0
         self.next_rescan = 0.0
         self.next_hinted_rescan: float | None = None

@@ -39,6 +39,7 @@ from runqueue.logtail import LogTail
 from runqueue.oversight import Oversight
 from runqueue.placer import MAX_CRASHES, Placer
 from runqueue.queue_options import QueueOptions
+from runqueue.queue_parts import QueueParts
 from runqueue.queue_record import record_of, remove_record, write_record
 from runqueue.rescanner import Rescanner
 from runqueue.runstate import (
@@ -105,16 +106,13 @@ class Scheduler:
         self.stop_level = 0  # 1: stop placing; 2: stop the runs; 3: leave now
         self.signals: list[int] = []
         self.hung_up = False  # left on SIGHUP (not asked to stop): a service wants restarting then
-        self.oversight = Oversight(options, self.console, self.runs, self.executor, self.claims,
-                                   start_watching=self._start_watching, settle=self._settle)
+        parts = QueueParts(options, self.console, self.runs, self.executor, self.claims)
+        self.oversight = Oversight(parts, start_watching=self._start_watching, settle=self._settle)
         self.placer = Placer(
-            options, self.console, self.runs,
-            executor=self.executor, inventory=inventory, claims=self.claims, policy=policy,
-            queue_id=f"{socket.gethostname()}:{os.getpid()}", oversight=self.oversight,
-            start_watching=self._start_watching, tick=self.hooks.tick,
+            parts, inventory=inventory, policy=policy, queue_id=f"{socket.gethostname()}:{os.getpid()}",
+            oversight=self.oversight, start_watching=self._start_watching, tick=self.hooks.tick,
         )
-        self.rescanner = Rescanner(options, self.console, self.runs, watcher=self.watcher,
-                                   placer=self.placer, oversight=self.oversight)
+        self.rescanner = Rescanner(parts, watcher=self.watcher, placer=self.placer, oversight=self.oversight)
 
     # ================================================================ main loop
     def run(self) -> int:
