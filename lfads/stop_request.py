@@ -8,7 +8,9 @@ it stopped at. A step takes far less than the grace; the save, a few hundred ms 
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -43,3 +45,14 @@ class StopRequest:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+
+def quiet_stdout() -> None:
+    """Send what is left of stdout to /dev/null: its reader is gone (a broken pipe), and a failed
+    flush at exit would turn the exit status into 120."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

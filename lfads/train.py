@@ -21,7 +21,7 @@ from lfads.files import checkpoints
 from lfads.files.fitlog import EpochSummary, append_fitlog, console_line
 from lfads.files.tensorboard import TensorBoardLog
 from lfads.steps import CompiledSteps
-from lfads.stop_request import StopRequest, TrainingStopped
+from lfads.stop_request import StopRequest, TrainingStopped, quiet_stdout
 
 SAVE_EVERY_EPOCHS = 10
 SEED_HIGH = 2**62
@@ -148,6 +148,14 @@ class Trainer:
                 except TrainingStopped as stopped:
                     self._save_on_stop(stopped)
                     raise SystemExit(128 + stopped.signum) from None
+                except BrokenPipeError:
+                    # Signalled as a group, a `| tee` of the run's script died first: the next print
+                    # fails before the stop is seen. It is the same stop; the output is gone anyway.
+                    if self.stop.signum is None:
+                        raise
+                    quiet_stdout()
+                    self._save_on_stop(TrainingStopped(self.stop.signum))
+                    raise SystemExit(128 + self.stop.signum) from None
         finally:
             board.close()
         if int(state.global_step.numpy()) != self.saved_step:
@@ -168,8 +176,11 @@ class Trainer:
         step = int(self.ctx.built.state.global_step.numpy())
         if step != self.saved_step:
             self.save(lve=False)
-        print(f"Stopped by {stopped}: saved {self.ctx.flags.checkpoint_name}.ckpt-{step}; training this run again"
-              " continues from it.", flush=True)
+        try:
+            print(f"Stopped by {stopped}: saved {self.ctx.flags.checkpoint_name}.ckpt-{step}; training this run again"
+                  " continues from it.", flush=True)
+        except BrokenPipeError:
+            quiet_stdout()
 
     def _loop(self, board: TensorBoardLog) -> None:
         ctx, flags, state = self.ctx, self.ctx.flags, self.ctx.built.state
@@ -204,10 +215,10 @@ class Trainer:
                 append_fitlog(ctx.save_dir / f"{flags.csv_log}.csv", summary)
             print(console_line(summary), flush=True)
             lr = self._manage_learning_rate(tr.total, lr)
+            self.stop.check()  # also between epochs (a signal during validation), before any normal end
             if lr < flags.learning_rate_stop:
                 print("Stopping optimization based on learning rate criteria.", flush=True)
                 return
-            self.stop.check()  # also between epochs (a signal during validation)
 
     def _ramps_done_at(self, step: int) -> bool:
         costs = self.ctx.costs

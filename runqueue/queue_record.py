@@ -85,8 +85,13 @@ def live_records(directory: Path) -> list[QueueRecord]:
         if not name.startswith(f"{_PREFIX}{host}-"):
             continue  # another host sharing the directory: its pids mean nothing here
         record = _load(directory / name)
-        if record is not None and is_alive(record.pid, record.start_time):
+        if record is None:
+            continue
+        if is_alive(record.pid, record.start_time):
             records.append(record)
+        else:  # its queue was killed (SIGKILL leaves no time to remove it): tidy up what we may
+            with contextlib.suppress(OSError):
+                (directory / name).unlink()
     return sorted(records, key=lambda record: record.start_time or 0, reverse=True)
 
 

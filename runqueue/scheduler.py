@@ -319,7 +319,7 @@ class Scheduler:
             # Deleted (or deleted and made again) under steps its supervisor left: they run on in
             # the old folder. (A supervisor that saw its folder vanish stopped its steps itself.)
             self.oversight.stop_steps_in_deleted_folder(run)
-        if exit_code == EXIT_VANISHED or not paths.root.is_dir():
+        if exit_code == EXIT_VANISHED or not os.path.isdir(paths.root):  # (Path.is_dir raises on EACCES)
             if exit_code == EXIT_VANISHED:
                 self.console.event(f"[{run.name}] {run.path} vanished while running; dropped")
             elif exit_code is not None:  # its supervisor followed the folder and recorded the outcome there

@@ -383,7 +383,7 @@ class Supervisor:
                         break
                     timeout_ms = min(int(remaining * 1000) + 1, timeout_ms)
                 ready = {fd for fd, _ in poller.poll(timeout_ms)}
-                if not ready and not self._folder_is_ours():
+                if not ready and not self._folder_unreadable() and not self._folder_is_ours():
                     stop = "vanished"
                     break
                 if self.wake_r in ready:
@@ -572,6 +572,17 @@ class Supervisor:
         self._end_attempt(Reason.CANCELLED)
         self._log_line(f"{HEADER_PREFIX} {now_iso()} cancelled during {step}\n")
         return EXIT_CANCELLED
+
+    def _folder_unreadable(self) -> bool:
+        """The folder cannot be looked at just now (a permission changed, an NFS hiccup): that is no
+        sign it is gone, and the periodic look must not stop a healthy step for it."""
+        try:
+            os.stat(self.paths.root)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError:
+            return True
+        return False
 
     def _folder_is_ours(self) -> bool:
         """Is the run folder still the one we locked? A folder deleted and made again under the same

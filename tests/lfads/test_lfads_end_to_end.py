@@ -317,3 +317,38 @@ def test_do_reset_learning_rate_sets_the_restored_rate_back_to_learning_rate_ini
     rate = float(tf.train.load_checkpoint(str(out / "lfads_vae.ckpt-28")).get_tensor("LFADS/learning_rate"))
     # One epoch is too short for the plateau rule to decay it: the rate it started that epoch with.
     assert rate == pytest.approx(0.003 if reset else restored), (rate, restored)
+
+
+def test_sigterm_to_a_pipeline_into_tee_still_saves_and_exits_143(trained: Trained, tmp_path: Path) -> None:
+    """MATLAB-written scripts pipe LFADS into tee; the queue signals the whole group, so the reader dies
+    first and the next print fails (with --debug_print_each_step, right after the step in flight)."""
+    import signal
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "out"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+    read_end, write_end = os.pipe()
+    tee = subprocess.Popen(["cat"], stdin=read_end, stdout=subprocess.DEVNULL, process_group=0)
+    lfads = subprocess.Popen([sys.executable, "-m", "lfads", "--kind=train", *_io_flags(trained.data_dir, out),
+                              *trained.flags, "--max_epochs=100000", "--debug_print_each_step=true"],
+                             cwd=repo, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                             process_group=tee.pid)
+    os.close(read_end)
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "fitlog.csv").exists() or len((out / "fitlog.csv").read_text().splitlines()) < 2:
+            assert lfads.poll() is None and time.monotonic() < deadline, "training did not get going"
+            time.sleep(0.05)
+        os.killpg(tee.pid, signal.SIGTERM)
+        _, stderr = lfads.communicate(timeout=60)
+    finally:
+        for process in (lfads, tee):
+            if process.poll() is None:
+                process.kill()
+        tee.wait()
+    assert lfads.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    step = int((out / "checkpoint").read_text().split('"')[1].rsplit("-", 1)[1])
+    assert step >= 8, step  # the step it stopped at, not the periodic checkpoint of epoch 0 (step 4)
