@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="datasets, [params], [sweep] and [[runspec]] entries (docs/manager.md)")
     prepare.add_argument("--regenerate", action="store_true", help="export the data again even when it is up to date")
     prepare.add_argument("--prune", action="store_true",
-                         help="retire untrained runs whose param set or run spec left the experiment (their"
+                         help="retire unfinished runs (not done, not failed) whose param set or run spec left the experiment (their"
                               " lfads_train.sh becomes lfads_train.sh.retired), so no queue trains them")
     prepare.add_argument("--print-collection", action="store_true", help="print only the collection folder to stdout")
 

@@ -1,6 +1,6 @@
 """Run folders that left the experiment: a param set or run spec dropped from the sweep.
 
-Their folders stay (they may hold results), but one that was never trained is still a run to a
+Their folders stay (they may hold results), but one that is not done (nor failed) is still a run to a
 queue, and the collection's run_lfads.py would train it. prepare names them; `prune` retires them.
 """
 
@@ -67,14 +67,14 @@ def departed_notes(collection_path: Path, pending: list[Path], retired: list[Pat
 
     notes = []
     if retired:
-        notes.append(f"note: retired {len(retired)} untrained run(s) that left the experiment ({names(retired)}): their"
+        notes.append(f"note: retired {len(retired)} unfinished run(s) that left the experiment ({names(retired)}): their"
                      f" {TRAIN_SCRIPT} is now {RETIRED_TRAIN_SCRIPT}; add their param set and run spec back to prepare"
                      " them again")
     if running:
         notes.append(f"note: {len(running)} run(s) that left the experiment are running now and were left alone"
                      f" ({names(running)}); cancel them with `runqueue cancel`, then prepare --prune again")
     if pending and not pruning:
-        notes.append(f"note: {len(pending)} run folder(s) in {collection_path} left the experiment but were never"
-                     f" trained ({names(pending)}); a queue over the collection (its run_lfads.py) would still train"
+        notes.append(f"note: {len(pending)} run folder(s) in {collection_path} left the experiment but are not"
+                     f" done ({names(pending)}); a queue over the collection (its run_lfads.py) would still train"
                      " them: `lfads-manager prepare --prune EXPERIMENT.toml` retires them, or delete the folders")
     return notes

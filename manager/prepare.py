@@ -465,7 +465,7 @@ def prepare_collection(collection: RunCollection, regenerate: bool = False,
 
 def _handle_departed(collection: RunCollection, prune: bool, progress: Callable[[str], None] | None,
                      report: PrepareReport) -> None:
-    """Name the untrained runs that left the experiment (a queue would still train them); retire them
+    """Name the unfinished runs that left the experiment (a queue would still train them); retire them
     when asked to prune."""
     pending = pending_departed_runs(collection.path, [run.path for run in collection.runs])
     retired: list[Path] = []

@@ -427,14 +427,14 @@ def test_untrained_runs_that_left_the_experiment_are_named_and_pruned_on_request
     trained, untrained = left
     (trained / "lfads.done").write_text("")
     output = noted.stdout + noted.stderr
-    assert "2 run folder(s)" in output and "left the experiment but were never trained" in output
+    assert "2 run folder(s)" in output and "left the experiment but are not done" in output
     assert all(str(run.relative_to(collection)) in output for run in left)
     assert "lfads-manager prepare --prune EXPERIMENT.toml" in output
     assert all((run / "lfads_train.sh").exists() for run in left)  # a note only: nothing moved
     before = file_states(tmp_path / "runs")
     pruned = run_manager_cli("prepare", "--prune", str(narrowed))
     assert pruned.returncode == 0, pruned.stderr
-    assert f"retired 1 untrained run(s) that left the experiment ({untrained.relative_to(collection)})" in pruned.stdout + pruned.stderr
+    assert f"retired 1 unfinished run(s) that left the experiment ({untrained.relative_to(collection)})" in pruned.stdout + pruned.stderr
     assert (untrained / "lfads_train.sh.retired").exists() and not (untrained / "lfads_train.sh").exists()
     assert (trained / "lfads_train.sh").exists()  # done: its results stay a run
     after = file_states(tmp_path / "runs")
