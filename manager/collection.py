@@ -168,8 +168,9 @@ class RunCollection:
         """Export data, link it into every run, write scripts, summary.txt and the collection scripts.
 
         Nothing is rewritten when nothing changed; `regenerate=True` re-exports and re-links all.
-        Untrained run folders of param sets or run specs no longer in the collection are named in a
-        note (a queue over the collection would still train them); `prune=True` retires them.
+        Unfinished run folders (not done, not failed) of param sets or run specs no longer in the
+        collection are named in a note (a queue over the collection would still train them);
+        `prune=True` retires them.
         """
         report = prepare_collection(self, regenerate=regenerate, progress=progress, prune=prune)
         if progress is None:  # nobody listens to progress: the notes must still reach the user

@@ -123,6 +123,12 @@ def _say(progress: Callable[[str], None] | None, message: str) -> None:
         progress(message)
 
 
+def _note(report: PrepareReport, progress: Callable[[str], None] | None, note: str) -> None:
+    """Something the user must know: kept in the report and said at once."""
+    report.notes.append(note)
+    _say(progress, note)
+
+
 # ---- phase 1 ------------------------------------------------------------------------------
 def _made_by_prepare(entry: Path) -> bool:
     """A link of the form prepare makes (Run.symlink_targets): ../../../data_<h>/<spec>/<its own name>."""
@@ -474,8 +480,7 @@ def _handle_departed(collection: RunCollection, prune: bool, progress: Callable[
         retired, running = prune_departed(pending)
         report.files_written += [folder / RETIRED_TRAIN_SCRIPT for folder in retired]
     for note in departed_notes(collection.path, pending, retired, running, prune):
-        report.notes.append(note)
-        _say(progress, note)
+        _note(report, progress, note)
 
 
 def _prepare_folders(collection: RunCollection) -> list[tuple[Path, Callable[[str], bool]]]:
@@ -535,8 +540,7 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                 note = (f"note: {run.paths.resources} has no mark of prepare's (written by hand, or by a version before"
                         " the mark) and is kept: it still declares the run's memory or time limit while the collection"
                         " asks for the defaults; delete it if it should not")
-                report.notes.append(note)
-                _say(progress, note)
+                _note(report, progress, note)
         # Run folders of param sets that left the experiment but read an export whose content just
         # changed: their inputs are no longer what they were prepared with (other data, a dropped
         # dataset's link left dangling), so the queue must not train them as they are.
@@ -547,8 +551,7 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                 note = (f"note: {folder} left the experiment and its inputs changed, so it will not be trained: its"
                         f" {TRAIN_SCRIPT} is now {RETIRED_TRAIN_SCRIPT} (add its param set and run spec back to"
                         " prepare it again, or delete the folder)")
-                report.notes.append(note)
-                _say(progress, note)
+                _note(report, progress, note)
     _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
     write_collection_files(collection)
     return export_seconds
@@ -616,8 +619,7 @@ def _note_stale_runs(runs: list[Run], unjudged: set[tuple[str, str]], progress: 
         if key in unjudged and training_started(run.path) is not None:
             note = (f"note: {run.path} is trained, but its export was made again with no record of the data it"
                     f" learned from; if that data changed, retrain it: {retrain_hint(run.path)}")
-            report.notes.append(note)
-            _say(progress, note)
+            _note(report, progress, note)
         if key not in stamps:  # one export serves every param set with this data hash
             stamps[key] = read_stamp(run.path_common_data)
         changed = stale_since(run.path, stamps[key])
@@ -626,5 +628,4 @@ def _note_stale_runs(runs: list[Run], unjudged: set[tuple[str, str]], progress: 
             note = (f"note: {run.path} was trained before its data changed ({describe_time(changed)}: other trials,"
                     f" values or datasets for spec {run.spec.name!r}); its results do not match its input. Retrain it:"
                     f" {retrain_hint(run.path)}")
-            report.notes.append(note)
-            _say(progress, note)
+            _note(report, progress, note)
