@@ -260,10 +260,14 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args.config, list(args.roots))
 
 
+# The device and placement settings `status` judges waiting runs by (its flags of those names).
+_JUDGING_FLAGS = ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")
+
+
 def _status_settings(args: argparse.Namespace) -> ServiceConfig:
     """What `status` judges by: flags, else the --config file, else the queue's defaults."""
     base = load_service_config(args.config) if args.config else ServiceConfig(roots=())
-    chosen = {name: getattr(args, name) for name in ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")}
+    chosen = {name: getattr(args, name) for name in _JUDGING_FLAGS}
     if args.gpus is not None:
         base = dataclasses.replace(base, simulate_gpus=None)  # a device flag given here replaces the file's devices
     settings = dataclasses.replace(base, **{name: value for name, value in chosen.items() if value is not None})
@@ -281,8 +285,7 @@ def _settings_of_a_running_queue(args: argparse.Namespace, settings: ServiceConf
     from runqueue.devices.claims import ClaimStore
     from runqueue.queue_record import live_records
 
-    if args.config or any(getattr(args, name) is not None
-                          for name in ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")):
+    if args.config or any(getattr(args, name) is not None for name in _JUDGING_FLAGS):
         return settings, None
     roots = [root.resolve() for root in settings.roots]
     queues = [record for record in live_records(ClaimStore(settings.claims_dir).directory)
