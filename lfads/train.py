@@ -122,7 +122,9 @@ class Trainer:
         self.has_valid = any(ds.valid_data is not None for ds in ctx.datasets)
         self.train_costs: list[float] = []
         self.valid_costs: list[float] = []
-        self.lowest_valid = math.inf
+        # Carried over from the LVE checkpoint a continued run already has (the original started
+        # afresh, so after a stop and resume a worse epoch replaced the best model).
+        self.lowest_valid = checkpoints.lve_valid_cost(ctx.save_dir)
         self.saved_step = -1
         self.saved_real_lve = False  # this process wrote an LVE checkpoint by the validation rule
         self.stop = StopRequest()
@@ -130,11 +132,12 @@ class Trainer:
         # reached 1: a rerun that trains no epoch must not take a real LVE checkpoint for a stand-in.
         self.ramps_done = self._ramps_done_at(int(ctx.built.state.global_step.numpy()) - 1)
 
-    def save(self, lve: bool) -> None:
+    def save(self, lve: bool, valid_cost: float | None = None) -> None:
         ctx, flags = self.ctx, self.ctx.flags
         step = int(ctx.built.state.global_step.numpy())
         keep = flags.max_ckpt_to_keep_lve if lve else flags.max_ckpt_to_keep
-        checkpoints.save(ctx.save_dir, ctx.built.variables, flags.checkpoint_name, step, lve, keep)
+        extra = None if valid_cost is None else {checkpoints.LVE_COST_TENSOR: valid_cost}
+        checkpoints.save(ctx.save_dir, ctx.built.variables, flags.checkpoint_name, step, lve, keep, extra)
         if not lve:
             self.saved_step = step
 
@@ -232,9 +235,11 @@ class Trainer:
         self.valid_costs.append(valid_total)
         ramps_done = tr.kl_weight >= 1.0 and (tr.l2_weight >= 1.0 or self._no_l2())
         self.ramps_done = ramps_done
-        if ramps_done and len(self.valid_costs) > 1 and valid_total < self.lowest_valid:
+        # The original let no first epoch count; a continued run has its LVE cost to beat instead.
+        eligible = len(self.valid_costs) > 1 or math.isfinite(self.lowest_valid)
+        if ramps_done and eligible and valid_total < self.lowest_valid:
             self.lowest_valid = valid_total
-            self.save(lve=True)
+            self.save(lve=True, valid_cost=valid_total)
             checkpoints.clear_lve_stand_in(self.ctx.save_dir)
             self.saved_real_lve = True
 

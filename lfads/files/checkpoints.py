@@ -10,6 +10,7 @@ No `.meta` graph file is written: TensorFlow 2 has no graph to store.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import uuid
@@ -27,6 +28,9 @@ LVE_STATE = "checkpoint_lve"
 # Present while checkpoint_lve names final weights saved in place of a real lowest-validation-error
 # checkpoint (none was written): a later, longer run then refreshes it rather than taking it for real.
 LVE_STAND_IN = "checkpoint_lve.final_weights"
+# Stored in each lowest-validation-error bundle (outside the LFADS/ scope, so restoring ignores it):
+# the validation cost it was chosen by, so a continued run never replaces it with a worse model.
+LVE_COST_TENSOR = "lve_valid_cost"
 DATA_SUFFIX = ".data-00000-of-00001"
 INDEX_SUFFIX = ".index"
 _LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"(.*)"\s*$')
@@ -101,16 +105,19 @@ def _remove_bundle(prefix: Path) -> None:
 
 
 def save(save_dir: Path, variables: dict[str, tf.Variable], checkpoint_name: str, step: int, lve: bool,
-         max_to_keep: int) -> Path:
-    """Write a checkpoint and record it in `checkpoint` / `checkpoint_lve`; prune beyond max_to_keep."""
+         max_to_keep: int, extra: dict[str, float] | None = None) -> Path:
+    """Write a checkpoint and record it in `checkpoint` / `checkpoint_lve`; prune beyond max_to_keep.
+    `extra` holds scalars stored beside the variables (never restored into them)."""
     save_dir.mkdir(parents=True, exist_ok=True)
     name = prefix_name(checkpoint_name, lve, step)
     final = save_dir / name
     tmp = save_dir / f".tmp-{uuid.uuid4().hex}.ckpt"
-    names = sorted(variables)
+    tensors = {n: v.read_value() for n, v in variables.items()}
+    tensors.update({n: tf.constant(value, tf.float32) for n, value in (extra or {}).items()})
+    names = sorted(tensors)
     try:
         tf.raw_ops.SaveV2(prefix=str(tmp), tensor_names=names, shape_and_slices=[""] * len(names),
-                          tensors=[variables[n].read_value() for n in names])
+                          tensors=[tensors[n] for n in names])
         for suffix in (DATA_SUFFIX, INDEX_SUFFIX):  # index last: it is what readers look for
             fsync_path(Path(str(tmp) + suffix))
             os.replace(str(tmp) + suffix, str(final) + suffix)
@@ -120,12 +127,32 @@ def save(save_dir: Path, variables: dict[str, tf.Variable], checkpoint_name: str
     state_path = save_dir / (LVE_STATE if lve else PERIODIC_STATE)
     old = read_state(state_path)
     kept = [p for p in (old.all_paths if old else []) if p != name and resolve(save_dir, p) != final] + [name]
-    if max_to_keep > 0:
-        for stale in kept[:-max_to_keep]:
-            _remove_bundle(resolve(save_dir, stale))
-        kept = kept[-max_to_keep:]
+    stale = kept[:-max_to_keep] if max_to_keep > 0 else []
+    kept = kept[len(stale):]
+    # The state moves to the new bundle before any old one goes: a crash in between leaves an
+    # unlisted old bundle behind, never a state file that names a deleted one.
     write_state(state_path, CheckpointState(name, kept))
+    for prefix in stale:
+        _remove_bundle(resolve(save_dir, prefix))
     return final
+
+
+def lve_valid_cost(save_dir: Path) -> float:
+    """The validation cost the current LVE checkpoint was chosen by; inf when there is none to beat
+    (no LVE checkpoint, a final-weights stand-in, or one written without the cost, as the original's)."""
+    if lve_is_stand_in(save_dir):
+        return math.inf
+    try:
+        prefix = latest_checkpoint(save_dir, LVE_STATE)
+        if prefix is None:
+            return math.inf
+        reader = tf.train.load_checkpoint(str(prefix))
+        if not reader.has_tensor(LVE_COST_TENSOR):
+            return math.inf
+        cost = float(reader.get_tensor(LVE_COST_TENSOR))
+    except (LfadsError, tf.errors.OpError, ValueError):
+        return math.inf  # an unreadable LVE checkpoint is replaced by the next good epoch
+    return cost if math.isfinite(cost) else math.inf
 
 
 _PER_DATASET_SCOPES = ("LFADS/x_2_infac_", "LFADS/glm/")

@@ -21,3 +21,19 @@ def test_checkpoints_past_max_to_keep_are_deleted_from_disk(tmp_path: Path, lve:
     assert state is not None and list(state.all_paths) == names
     left = sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("lfads_vae"))
     assert left == sorted(name + suffix for name in names for suffix in (checkpoints.DATA_SUFFIX, checkpoints.INDEX_SUFFIX))
+
+
+def test_a_crash_while_saving_never_leaves_the_state_naming_a_deleted_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """The state file moves to the new bundle before the old one is pruned (max_to_keep=1 used to
+    delete the only listed checkpoint first, so a crash in between left nothing to restore)."""
+    variables = {"LFADS/w": tf.Variable([1.0, 2.0])}
+    checkpoints.save(tmp_path, variables, "lfads_vae", 10, False, max_to_keep=1)
+
+    def crash(*_args: object) -> None:
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(checkpoints, "write_state", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(tmp_path, variables, "lfads_vae", 20, False, max_to_keep=1)
+    prefix = checkpoints.latest_checkpoint(tmp_path, checkpoints.PERIODIC_STATE)  # raises if it dangles
+    assert prefix is not None and prefix.name == "lfads_vae.ckpt-10"

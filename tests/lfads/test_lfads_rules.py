@@ -193,7 +193,8 @@ def test_lve_checkpoint_only_on_a_new_lowest_valid_cost_after_the_ramps(ctx, mon
     """Mutations lve_no_lowest_update and lve_during_ramp (train.py)."""
     trainer = Trainer(ctx)
     saved: list[int] = []
-    monkeypatch.setattr(trainer, "save", lambda lve: saved.append(len(trainer.valid_costs)) if lve else None)
+    monkeypatch.setattr(trainer, "save",
+                        lambda lve, valid_cost=None: saved.append(len(trainer.valid_costs)) if lve else None)
     monkeypatch.setattr("lfads.files.checkpoints.clear_lve_stand_in", lambda *_: None)
     trainer._maybe_save_lve(_epoch(kl_w=0.5), 1.0)  # ramp not done: never, however low
     trainer._maybe_save_lve(_epoch(kl_w=0.5), 0.5)
@@ -201,6 +202,44 @@ def test_lve_checkpoint_only_on_a_new_lowest_valid_cost_after_the_ramps(ctx, mon
     for cost in (5.0, 4.0, 6.0, 4.5, 3.0):
         trainer._maybe_save_lve(_epoch(), cost)
     assert saved == [3, 4, 7]  # 5.0 (first after the ramp), 4.0, then 3.0; not 6.0 or 4.5 (above 4.0)
+
+
+def test_a_continued_run_keeps_its_lve_checkpoint_until_a_lower_validation_cost(tmp_path: Path) -> None:
+    """The lowest validation cost is stored with the LVE checkpoint: after a stop and resume, a worse
+    epoch no longer replaces the best model (the original started afresh), and a better first epoch counts."""
+    ctx = _context(tmp_path, "--co_dim=1", "--max_ckpt_to_keep_lve=1")
+    first = Trainer(ctx)
+    for cost in (5.0, 4.0):
+        first._maybe_save_lve(_epoch(), cost)
+    lve_state = ctx.save_dir / "checkpoint_lve"
+    best = lve_state.read_text()
+    ctx.built.state.global_step.assign_add(10)  # the resumed run trains on
+
+    resumed = Trainer(ctx)
+    assert resumed.lowest_valid == pytest.approx(4.0)
+    resumed._maybe_save_lve(_epoch(), 4.5)  # its first epoch, worse than the stored best
+    resumed._maybe_save_lve(_epoch(), 4.2)
+    assert lve_state.read_text() == best
+    resumed._maybe_save_lve(_epoch(), 3.9)
+    assert lve_state.read_text() != best
+    assert Trainer(ctx).lowest_valid == pytest.approx(3.9)
+
+    ctx.built.state.global_step.assign_add(10)
+    first_epoch_best = Trainer(ctx)
+    first_epoch_best._maybe_save_lve(_epoch(), 3.0)  # a first epoch may count once there is a cost to beat
+    assert Trainer(ctx).lowest_valid == pytest.approx(3.0)
+
+
+def test_a_final_weights_stand_in_or_an_lve_checkpoint_without_its_cost_is_there_to_be_replaced(tmp_path: Path) -> None:
+    from lfads.files import checkpoints
+
+    ctx = _context(tmp_path, "--co_dim=1")
+    checkpoints.save(ctx.save_dir, ctx.built.variables, "lfads_vae", 7, True, 5)  # as the original wrote it
+    assert Trainer(ctx).lowest_valid == math.inf
+    checkpoints.save(ctx.save_dir, ctx.built.variables, "lfads_vae", 8, True, 5, {checkpoints.LVE_COST_TENSOR: 2.0})
+    assert Trainer(ctx).lowest_valid == pytest.approx(2.0)
+    checkpoints.mark_lve_stand_in(ctx.save_dir, 8)
+    assert Trainer(ctx).lowest_valid == math.inf
 
 
 def test_learning_rate_plateau_needs_more_than_n_costs_and_compares_the_last_n(ctx) -> None:
