@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -440,14 +441,52 @@ def _remove_stale_links(run: Run) -> list[Path]:
 
 
 # ---- phase 5 ------------------------------------------------------------------------------
-def write_collection_files(collection: RunCollection, only_summary: bool = False) -> bool:
+# What a collection file looks like when prepare may replace it: one it wrote, or the MATLAB tool's.
+_GENERATED_SIGNS = {
+    SUMMARY_FILE: ('RunCollection "',),
+    TENSORBOARD_SCRIPT: ("# TensorBoard over every run of this collection", "tensorboard --logdir="),
+    COLLECTION_QUEUE_SCRIPT: ('"""Run every pending LFADS run of this collection',),
+}
+
+
+def _set_aside_foreign(path: Path) -> str | None:
+    """A file of the user's where prepare writes one of its own is renamed to `<name>.orig` (the
+    first free such name), never overwritten; -> the note saying so."""
+    try:
+        with open(path, "rb") as existing:
+            head = existing.read(4096).decode("utf-8", "replace")
+    except OSError:  # absent, or unreadable: writing it says what is wrong
+        return None
+    if any(sign in head for sign in _GENERATED_SIGNS[path.name]):
+        return None
+    for number in range(1000):
+        aside = path.with_name(f"{path.name}.orig" + (f".{number}" if number else ""))
+        if not os.path.lexists(aside):
+            break
+    else:
+        raise ManagerError(path, "is not a file prepare wrote, and 1000 earlier copies are in the way",
+                           "move the *.orig files away")
+    os.rename(path, aside)
+    return f"note: {path} was not written by lfads-manager; it is kept as {aside.name} and replaced by the generated one"
+
+
+def write_collection_files(collection: RunCollection, only_summary: bool = False,
+                           on_note: Callable[[str], None] | None = None) -> bool:
     collection.path.mkdir(parents=True, exist_ok=True)
-    changed = write_if_changed(collection.path / SUMMARY_FILE, summary_text(collection))
-    if only_summary:
-        return changed
-    rel_dirs = [run.rel_dir for run in collection.runs]
-    changed |= write_if_changed(collection.path / TENSORBOARD_SCRIPT, tensorboard_script(rel_dirs, collection.python), SCRIPT_MODE)
-    changed |= write_if_changed(collection.path / COLLECTION_QUEUE_SCRIPT, queue_script(collection.python), SCRIPT_MODE)
+    files = {SUMMARY_FILE: (summary_text(collection), 0o644)}
+    if not only_summary:
+        rel_dirs = [run.rel_dir for run in collection.runs]
+        files[TENSORBOARD_SCRIPT] = (tensorboard_script(rel_dirs, collection.python), SCRIPT_MODE)
+        files[COLLECTION_QUEUE_SCRIPT] = (queue_script(collection.python), SCRIPT_MODE)
+    changed = False
+    for name, (text, mode) in files.items():
+        note = _set_aside_foreign(collection.path / name)
+        if note is not None:
+            if on_note is None:
+                warnings.warn(note, UserWarning, stacklevel=3)
+            else:
+                on_note(note)
+        changed |= write_if_changed(collection.path / name, text, mode)
     return changed
 
 
@@ -534,12 +573,14 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
         resources = _resources(collection)
         scripts: _ScriptCache = {}
         for run in runs:
-            report.files_written += _write_run(run, regenerate, resources, scripts)
+            hand_written = run.paths.resources.exists() and not _written_by_prepare(run.paths.resources)
+            report.files_written += _write_run(run, regenerate, None if hand_written else resources, scripts)
             report.files_removed += _remove_stale_links(run)
-            if resources is None and run.paths.resources.exists():  # not prepare's (it removes its own)
+            if hand_written:
+                asked = "the defaults" if resources is None else "other values ([queue])"
                 note = (f"note: {run.paths.resources} has no mark of prepare's (written by hand, or by a version before"
-                        " the mark) and is kept: it still declares the run's memory or time limit while the collection"
-                        " asks for the defaults; delete it if it should not")
+                        f" the mark) and is kept: it still declares the run's memory or time limit while the collection"
+                        f" asks for {asked}; delete it if it should not")
                 _note(report, progress, note)
         # Run folders of param sets that left the experiment but read an export whose content just
         # changed: their inputs are no longer what they were prepared with (other data, a dropped
@@ -553,7 +594,7 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                         " prepare it again, or delete the folder)")
                 _note(report, progress, note)
     _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
-    write_collection_files(collection)
+    write_collection_files(collection, on_note=lambda note: _note(report, progress, note))
     return export_seconds
 
 

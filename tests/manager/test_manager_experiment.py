@@ -103,3 +103,35 @@ def test_going_back_to_the_default_resources_removes_the_runqueue_json_prepare_w
     assert prepared.returncode == 0 and "runqueue.json has no mark of prepare's" in prepared.stdout + prepared.stderr
     assert json.loads((run_dir / "runqueue.json").read_text()) == {"time_limit": "2h"}
 
+    toml.write_text(base + "[queue]\nmemory_mb = 3000\n")  # other values asked for: the hand-written file still wins
+    prepared = run_manager_cli("prepare", str(toml))
+    assert prepared.returncode == 0 and "asks for other values ([queue])" in prepared.stdout + prepared.stderr
+    assert json.loads((run_dir / "runqueue.json").read_text()) == {"time_limit": "2h"}
+
+
+def test_a_users_file_where_prepare_writes_a_collection_file_is_kept_aside_not_overwritten(tmp_path):
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    write_npz_dataset(datasets / "good.npz")
+    toml = tmp_path / "q.toml"
+    toml.write_text(f'[collection]\nroot = "runs"\nname = "q"\n[datasets]\nfolder = "{datasets}"\nfiles = ["good.npz"]\n'
+                    'single_runs = true\n[params]\nc_batch_size = 4\n')
+    collection = tmp_path / "runs" / "q"
+    collection.mkdir(parents=True)
+    mine = {"summary.txt": "my notes on these fits\n", "run_lfads.py": "print('my own driver')\n",
+            "launch_tensorboard.sh": "#!/bin/sh\necho mine\n"}
+    for name, text in mine.items():
+        (collection / name).write_text(text)
+    (collection / "summary.txt.orig").write_text("an older copy\n")
+    prepared = run_manager_cli("prepare", str(toml))
+    assert prepared.returncode == 0, prepared.stderr
+    for name, text in mine.items():
+        aside = collection / (name + (".orig.1" if name == "summary.txt" else ".orig"))
+        assert aside.read_text() == text
+        assert f"{collection / name} was not written by lfads-manager; it is kept as {aside.name}" in prepared.stdout + prepared.stderr
+        assert (collection / name).read_text() != text
+    assert (collection / "summary.txt.orig").read_text() == "an older copy\n"
+    again = run_manager_cli("prepare", str(toml))  # its own files are replaced quietly
+    assert again.returncode == 0 and "not written by lfads-manager" not in again.stdout + again.stderr
+    assert sorted(p.name for p in collection.glob("*.orig*")) == [
+        "launch_tensorboard.sh.orig", "run_lfads.py.orig", "summary.txt.orig", "summary.txt.orig.1"]
