@@ -7,19 +7,20 @@ import io
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from manager.atomicio import write_if_changed
 from manager.errors import ManagerError
 from manager.export import LFADS_FILE_PREFIX
 from manager.results import (
+    INPUT_FIX,
     PosteriorMeans,
     fit_log,
     input_datasets,
     load_posterior_means,
     posterior_files,
     posterior_kind,
+    read_h5_arrays,
     refuse_if_stale,
 )
 from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT, TRAIN_SCRIPT
@@ -91,12 +92,12 @@ def training_curves_png(run_dir: Path) -> bytes:
 
 
 def _truth_in_trial_order(run_dir: Path, means: PosteriorMeans) -> np.ndarray | None:
-    with h5py.File(run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{means.dataset}.h5", "r") as handle:
-        if "train_truth" not in handle or "valid_truth" not in handle:
-            return None
-        truth = np.empty(means.rates_per_bin.shape)
-        truth[means.train_inds] = handle["train_truth"][()]
-        truth[means.valid_inds] = handle["valid_truth"][()]
+    inputs = read_h5_arrays(run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{means.dataset}.h5", INPUT_FIX)
+    if "train_truth" not in inputs or "valid_truth" not in inputs:
+        return None
+    truth = np.empty(means.rates_per_bin.shape)
+    truth[means.train_inds] = inputs["train_truth"]
+    truth[means.valid_inds] = inputs["valid_truth"]
     return truth  # spikes per bin, like output_dist_params
 
 

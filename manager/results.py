@@ -91,9 +91,17 @@ def posterior_files(run_dir: Path, dataset: str, kind: str | None = None) -> tup
     return None
 
 
-def _read_all(path: Path) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as handle:
-        return {key: np.asarray(node[()]) for key, node in handle.items() if isinstance(node, h5py.Dataset)}
+POSTERIOR_FIX = "run lfads_posterior_mean_sample.sh again (it rewrites the posterior files)"
+INPUT_FIX = "prepare the collection again with --regenerate (it rewrites the exported inputs)"
+
+
+def read_h5_arrays(path: Path, fix: str) -> dict[str, np.ndarray]:
+    """Every dataset of an HDF5 file; a truncated or unreadable file is a ManagerError naming it."""
+    try:
+        with h5py.File(path, "r") as handle:
+            return {key: np.asarray(node[()]) for key, node in handle.items() if isinstance(node, h5py.Dataset)}
+    except OSError as error:  # h5py's errors for truncated, corrupt or unreadable files are OSErrors
+        raise ManagerError(path, f"cannot read this HDF5 file ({error})", fix) from None
 
 
 def _interleave(train: np.ndarray, valid: np.ndarray, train_inds: np.ndarray, valid_inds: np.ndarray) -> np.ndarray:
@@ -169,8 +177,8 @@ def _load_dataset(run: Run | Path | str, run_dir: Path, dataset: str, kind: str 
         raise ManagerError(run_dir / LFADS_OUTPUT, f"no posterior means for {dataset}",
                            "run lfads_posterior_mean_sample.sh (the queue does after training)"
                            + (f"; it writes the {kind} files" if kind else ""))
-    train, valid = (_read_all(path) for path in files)
-    inputs = _read_all(input_file)
+    train, valid = (read_h5_arrays(path, POSTERIOR_FIX) for path in files)
+    inputs = read_h5_arrays(input_file, INPUT_FIX)
     info_path = run_dir / LFADS_INPUT / f"{INPUT_INFO_PREFIX}{dataset}.mat"
     info = read_mat(info_path)
     train_inds = inputs["train_inds"].astype(np.int64).ravel() - 1
@@ -257,6 +265,20 @@ def _parse_fitlog_line(fields: list[str]) -> dict[str, list[float]]:
     return parsed
 
 
+def _surviving_lineage(rows: list[dict[str, list[float]]]) -> list[dict[str, list[float]]]:
+    """Leave out epochs a killed run logged after its last checkpoint: training resumed from that
+    checkpoint and logged them again (steps go back). The original's own restarts count epochs from 0
+    again but steps on, so those rows all stay. The file keeps every line."""
+    kept: list[dict[str, list[float]]] = []
+    for row in rows:
+        step = row.get("step")
+        if step:
+            while kept and kept[-1].get("step") and kept[-1]["step"][0] >= step[0]:
+                kept.pop()
+        kept.append(row)
+    return kept
+
+
 def fit_log(run: Run | Path | str) -> FitLog:
     """Read lfadsOutput/fitlog.csv (no header; label,value pairs; spaces around fields are ignored)."""
     path = _run_dir(run) / LFADS_OUTPUT / "fitlog.csv"
@@ -264,7 +286,7 @@ def fit_log(run: Run | Path | str) -> FitLog:
         raise ManagerError(path, "no fitlog.csv yet", "train the run first (lfads_train.sh)")
     rows = [_parse_fitlog_line([f.strip() for f in line.split(",")]) for line in path.read_text(errors="replace").splitlines() if line.strip()]
     # An epoch line a crash cut short ends before its last field; it is no epoch record.
-    rows = [row for row in rows if not row.get("epoch") or row.get("l2weight")]
+    rows = _surviving_lineage([row for row in rows if not row.get("epoch") or row.get("l2weight")])
     if not rows:
         raise ManagerError(path, "fitlog.csv is empty", "wait for the first epoch to finish")
     # A file without LFADS's "epoch,N, step,N, ..." rows would plot as empty axes and look like success.
