@@ -18,6 +18,7 @@ from manager.params_schema import (
     DATA_HASH_VERSION_CUTOFF,
     FRACTIONS,
     NOT_AFFECTING_HASH,
+    OPTIONAL_AT_LEAST_ONE,
     POSITIVE_FINITE,
     PROPERTIES,
     ROOT_NAMES,
@@ -184,13 +185,20 @@ class RunParams:
             raise ManagerError(source, str(error), "fix the value in [params]") from error
 
 
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_usable(name: str, value: Any) -> None:
     """ParamValueError for a value of the right type that no run can use (params_schema.AT_LEAST_ONE, ...)."""
-    if name in AT_LEAST_ONE and not (isinstance(value, int | float) and not isinstance(value, bool)
-                                     and math.isfinite(value) and value >= 1 and value == int(value)):
+    whole_at_least_one = (_is_real(value) and math.isfinite(value) and value >= 1 and value == int(value))
+    if name in AT_LEAST_ONE and not whole_at_least_one:
         raise ParamValueError(f"{name} must be a whole number of at least 1, got {value!r}")
-    if name in POSITIVE_FINITE and not (math.isfinite(value) and value > 0):
-        raise ParamValueError(f"{name} must be a positive, finite number of ms, got {value!r}")
+    if name in OPTIONAL_AT_LEAST_ONE and value is not None and not whole_at_least_one:
+        raise ParamValueError(f"{name} must be a whole number of at least 1 (or left out), got {value!r}")
+    if name in POSITIVE_FINITE and not (_is_real(value) and math.isfinite(value) and value > 0):
+        unit = " of ms" if name == "spikeBinMs" else ""
+        raise ParamValueError(f"{name} must be a positive, finite number{unit}, got {value!r}")
     if name in FRACTIONS and not (math.isfinite(value) and 0 < value <= 1):
         raise ParamValueError(f"{name} must be in (0, 1], got {value!r}")
     if name in CHOICES and value not in CHOICES[name]:

@@ -128,7 +128,9 @@ AT_LEAST_ONE: frozenset[str] = frozenset({
     "c_batch_size", "c_factors_dim", "trainToTestRatio", "num_samples_posterior", "c_gen_dim",
     "c_learning_rate_n_to_compare", "c_num_steps_for_gen_ic",
 })
-POSITIVE_FINITE: frozenset[str] = frozenset({"spikeBinMs"})
+POSITIVE_FINITE: frozenset[str] = frozenset({"spikeBinMs", "c_co_prior_var_scale"})
+# None (the flag is left out) or a whole number of at least 1.
+OPTIONAL_AT_LEAST_ONE: frozenset[str] = frozenset({"c_debug_reduce_timesteps_to"})
 CHOICES: dict[str, tuple[str, ...]] = {
     "posterior_mean_kind": ("posterior_sample_and_average", "posterior_push_mean"),
     "alignmentApproach": ("regressGlobalPCs", "ridgeRegressGlobalPCs"),

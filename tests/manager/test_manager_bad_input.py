@@ -242,6 +242,12 @@ def test_unreadable_file_from_the_cli(tmp_path, datasets):
     ('c_feedback_factors_or_rates = "rate"', "[params] c_feedback_factors_or_rates must be one of 'factors', 'rates'"),
     ("c_keep_prob = 1.5", "[params] c_keep_prob must be in (0, 1], got 1.5"),
     ("c_gen_dim = 0", "[params] c_gen_dim must be a whole number of at least 1, got 0"),
+    ('c_co_prior_var_scale = "abc"', "[params] c_co_prior_var_scale must be a positive, finite number, got 'abc'"),
+    ("c_co_prior_var_scale = -0.1", "[params] c_co_prior_var_scale must be a positive, finite number, got -0.1"),
+    ("c_co_prior_var_scale = true", "[params] c_co_prior_var_scale must be a positive, finite number, got True"),
+    ("c_debug_reduce_timesteps_to = 2.5", "[params] c_debug_reduce_timesteps_to must be a whole number of at least 1"
+                                          " (or left out), got 2.5"),
+    ('c_debug_reduce_timesteps_to = "x"', "[params] c_debug_reduce_timesteps_to must be a whole number of at least 1"),
     ("c_ic_prior_var_scale = 0.5", "[params] c_ic_prior_var_scale=0.5 must be positive and within [c_ic_prior_var_min=0.1,"
                                    " c_ic_prior_var_max=0.1]"),
 ])

@@ -21,11 +21,21 @@ def test_lve_index_waits_for_both_ramps(tmp_path):
 
 
 def test_lve_epoch_is_the_epoch_of_that_row_after_a_restart(tmp_path):
-    # Stopped after epoch 2 and resumed from a checkpoint at epoch 1: epochs 1 and 2 appear twice.
-    resumed = [ROWS[0], ROWS[1], ROWS[2].replace("total,650.00,710.00", "total,650.00,730.00"),
-               ROWS[1].replace("epoch,1,", "epoch,2,").replace("total,700.00,720.00", "total,690.00,715.00"),
-               ROWS[2].replace("epoch,2,", "epoch,3,").replace("total,650.00,710.00", "total,640.00,705.00")]
+    # The original LFADS counted epochs from 0 again after a restart while its steps went on.
+    again = ROWS[1].replace("epoch,1, step,16,", "epoch,0, step,32,").replace("total,700.00,720.00", "total,640.00,705.00")
+    restarted = [*ROWS[:3], again]
+    (tmp_path / "lfadsOutput").mkdir()
+    (tmp_path / "lfadsOutput" / "fitlog.csv").write_text("\n".join(restarted) + "\n")
+    log = fit_log(tmp_path)
+    assert log.lve_index == 3 and log.lve_epoch == 0
+
+
+def test_rows_a_killed_run_logged_past_its_checkpoint_are_no_lve_candidates(tmp_path):
+    # Killed after epoch 2, resumed from the checkpoint after epoch 0: epochs 1 and 2 are trained again.
+    resumed = [*ROWS[:2], ROWS[2].replace("total,650.00,710.00", "total,650.00,600.00"),
+               ROWS[1].replace("total,700.00,720.00", "total,690.00,715.00"),
+               ROWS[2].replace("total,650.00,710.00", "total,640.00,705.00")]
     (tmp_path / "lfadsOutput").mkdir()
     (tmp_path / "lfadsOutput" / "fitlog.csv").write_text("\n".join(resumed) + "\n")
     log = fit_log(tmp_path)
-    assert log.lve_index == 4 and log.lve_epoch == 3
+    assert list(log.epoch) == [0, 1, 2] and log.lve_index == 2 and log.total_valid[2] == 705.0
