@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from manager.cleanup import delete_run_output
 from manager.datasets import DatasetCollection
@@ -146,9 +147,15 @@ class RunCollection:
         param_sets = self.params if params is None else [self._params(params)]
         return [Run(self, s, p) for p in param_sets for s in specs]
 
+    def _by_index(self, items: list[Any], key: int, what: str) -> Any:
+        """0-based, as documented: a negative or too large index is an error, not Python's wrap-around."""
+        if not 0 <= key < len(items):
+            raise ManagerError(self.path, f"no {what} at index {key}", f"use 0 to {len(items) - 1}, or a name")
+        return items[key]
+
     def _spec(self, key: str | int) -> RunSpec:
         if isinstance(key, int):
-            return self.run_specs[key]
+            return self._by_index(self.run_specs, key, "run spec")
         for spec in self.run_specs:
             if spec.name == key:
                 return spec
@@ -156,7 +163,7 @@ class RunCollection:
 
     def _params(self, key: str | int) -> RunParams:
         if isinstance(key, int):
-            return self.params[key]
+            return self._by_index(self.params, key, "param set")
         wanted = key.removeprefix("param_")
         for params in self.params:
             if params.param_hash == wanted:

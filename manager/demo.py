@@ -52,8 +52,12 @@ def build_demo(
         progress(f"Lorenz datasets in {datasets_dir} (only missing ones are generated)")
     # Existing files are reused only when made with these settings; else a one-line error says
     # which setting differs and to use another DIR or delete DIR/datasets (never deleted here).
-    paths = generate_lorenz_datasets(datasets_dir, n_datasets=int(profile["n_datasets"]), seed=seed,
-                                     sizes=lorenz_sizes, only_missing=True)
+    try:
+        paths = generate_lorenz_datasets(datasets_dir, n_datasets=int(profile["n_datasets"]), seed=seed,
+                                         sizes=lorenz_sizes, only_missing=True)
+    except MemoryError:
+        raise ManagerError(datasets_dir, "the Lorenz knobs ask for more memory than this machine has",
+                           "lower n_time, n_conditions, the trials per condition or the channels") from None
     datasets = DatasetCollection(datasets_dir, name=DATASET_COLLECTION_NAME)
     datasets.add_files([path.name for path in paths])
     collection = RunCollection(directory / "runs", str(profile["collection"]), datasets)

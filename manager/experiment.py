@@ -156,6 +156,10 @@ def load_experiment(path: Path | str) -> RunCollection:
         raise _fail(path, "experiment file not found", "check the path") from error
     except tomllib.TOMLDecodeError as error:
         raise _fail(path, f"not valid TOML ({error})", "fix the syntax") from error
+    except UnicodeDecodeError as error:
+        raise _fail(path, f"not UTF-8 text (byte {error.start})", "save the file as UTF-8 (TOML requires it)") from None
+    except IsADirectoryError:
+        raise _fail(path, "is a folder, not an experiment file", "give the path of the .toml file") from None
     unknown = sorted(set(doc) - set(_TABLES))
     if unknown:
         raise _fail(path, f"unknown table(s) {unknown}", f"valid tables are {sorted(_TABLES)}")

@@ -193,3 +193,11 @@ def test_run_specs_take_numpy_masks_and_indices(tmp_path):
         assert RunSpec("x", datasets, selection).dataset_names == expected
     with pytest.raises(ManagerError, match=r"dataset index 5 out of range 0\.\.2"):
         RunSpec("x", datasets, np.array([5]))
+
+
+@pytest.mark.parametrize("index", [-1, 2, 99])
+def test_find_runs_refuses_an_index_out_of_range_instead_of_wrapping(collection, index):
+    with pytest.raises(ManagerError, match=f"no run spec at index {index}; use 0 to 1, or a name"):
+        collection.find_runs(spec=index)
+    with pytest.raises(ManagerError, match=f"no param set at index {index}; use 0 to 0, or a name"):
+        collection.find_runs(params=index)

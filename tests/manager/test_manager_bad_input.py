@@ -411,3 +411,12 @@ def test_a_stitched_dataset_without_condition_ids_is_named(tmp_path):
     collection.add_run_spec(RunSpec("both", collection.dataset_collection, ["a", "b"]))
     with pytest.raises(Exception, match=re.escape(f"{tmp_path / 'datasets' / 'b.npz'}: has no conditionId")):
         collection.prepare()
+
+
+def test_an_experiment_file_that_is_not_utf8_or_is_a_folder(tmp_path, datasets):
+    toml = datasets_toml(tmp_path, 'files = ["good.npz"]')
+    toml.write_bytes(toml.read_bytes().replace(b'"good.npz"', b'"good.npz"  # caf\xe9'))
+    fails(tmp_path, toml, names=toml, says="not UTF-8 text (byte ")
+    folder = tmp_path / "experiment.toml.d"
+    folder.mkdir()
+    fails(tmp_path, folder, names=folder, says="is a folder, not an experiment file; give the path of the .toml file")

@@ -82,3 +82,12 @@ def test_knobs_no_demo_can_use_stop_before_anything_is_written(tmp_path, knob, s
     message = stderr.strip().splitlines()[-1]
     assert message.startswith(f"lfads-manager: error: {says}"), message
     assert not (tmp_path / "demo").exists()
+
+
+def test_knobs_asking_for_more_memory_than_there_is_get_a_one_line_error(tmp_path):
+    returncode, stderr = run_manager_cli_in_process("demo", str(tmp_path / "demo"), "--lorenz", "n_time=1e12")
+    assert returncode == 2, stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"lfads-manager: error: {tmp_path / 'demo' / 'datasets'}: the Lorenz knobs ask for more memory than this machine"
+        " has; lower n_time, n_conditions, the trials per condition or the channels")
+    assert not list((tmp_path / "demo").rglob("*.mat"))
