@@ -170,13 +170,13 @@ def _parser() -> argparse.ArgumentParser:
 
     requeue = commands.add_parser("requeue", help="clear done/failed markers so the run goes again")
     requeue.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run folders, or folders holding runs")
-    requeue.add_argument("--yes", action="store_true", help="do not ask before acting on every run in a folder (asked only on a terminal)")
+    requeue.add_argument("--yes", action="store_true", help="act on every run in a folder without asking (needed off a terminal)")
 
     cancel = commands.add_parser("cancel", help="stop a running run (its whole process group) and mark it failed (cancelled);"
                                  " a pending run is marked the same, so no queue starts it")
     cancel.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run folders, or folders holding runs")
     cancel.add_argument("--grace", type=_seconds_or_duration, default=15.0, metavar="DURATION", help="wait this long for the run to stop before killing it (default 15s)")
-    cancel.add_argument("--yes", action="store_true", help="do not ask before acting on every run in a folder (asked only on a terminal)")
+    cancel.add_argument("--yes", action="store_true", help="act on every run in a folder without asking (needed off a terminal)")
 
     commands.add_parser("gpus", help="what the inventory sees", add_help=False)
     return parser
@@ -351,10 +351,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _confirmed(verb: str, args: argparse.Namespace, runs: list[Path]) -> bool:
-    """A folder named on a terminal may hold more runs than its user had in mind (`runqueue cancel
-    runs/`): list them and ask. Scripts (no terminal) and --yes go ahead, as documented."""
-    if args.yes or len(runs) <= len(args.runs) or not sys.stdin.isatty():
+    """A folder may hold more runs than its user had in mind (`runqueue requeue /tmp`): on a terminal,
+    list them and ask; elsewhere (a script, a pipe) refuse without --yes, since nobody can answer."""
+    if args.yes or len(runs) <= len(args.runs):
         return True
+    if not sys.stdin.isatty():
+        named = ", ".join(map(str, args.runs))
+        print(f"runqueue {verb}: error: {named} {'holds' if len(args.runs) == 1 else 'hold'} {len(runs)} runs; name"
+              f" the run folders, or pass --yes to {verb} all {len(runs)}", file=sys.stderr)
+        return False
     shown = [f"  {run}" for run in runs[:10]] + ([f"  … and {len(runs) - 10} more"] if len(runs) > 10 else [])
     print("\n".join([f"runqueue {verb}: {len(runs)} runs:", *shown]))
     try:

@@ -98,7 +98,15 @@ def test_a_folder_of_several_runs_named_on_a_terminal_is_listed_and_asked_about(
     assert f"runqueue {command}: 3 runs:" in declined.stdout and f"{command} all 3? [y/N]" in declined.stdout
     assert "nothing done" in declined.stdout
     assert all((run / "lfads.done").exists() and not (run / "lfads.failed").exists() for run in runs)
-    # Without a terminal (a script) or with --yes it goes ahead, as documented.
+    # Without a terminal nobody can answer: refused without --yes (`runqueue requeue /tmp` in a script
+    # once cleared the markers of every run below /tmp).
+    scripted = subprocess.run(queue_command(command, tmp_path / "runs"), env=queue_env(tmp_path),
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert scripted.returncode == 1, scripted.stdout + scripted.stderr
+    assert scripted.stderr.strip() == (f"runqueue {command}: error: {tmp_path / 'runs'} holds 3 runs; name the run"
+                                       f" folders, or pass --yes to {command} all 3")
+    assert all((run / "lfads.done").exists() and not (run / "lfads.failed").exists() for run in runs)
+    # With --yes it goes ahead.
     agreed = subprocess.run(queue_command(command, "--yes", tmp_path / "runs"), env=queue_env(tmp_path),
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert agreed.returncode == 0, agreed.stderr
