@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from runqueue.outlog import open_for_reading
+
 
 class LogTail:
     def __init__(self, path: Path, offset: int | None = None, max_bytes: int = 256 * 1024) -> None:
@@ -20,7 +22,7 @@ class LogTail:
     def read_lines(self, *, final: bool = False) -> list[str]:
         """Complete new lines; with `final`, also an unterminated last line."""
         try:
-            with open(self.path, "rb") as log:
+            with open_for_reading(self.path) as log:
                 size = os.fstat(log.fileno()).st_size
                 if self.offset is None:
                     self.offset = size  # adopted run: do not replay its history

@@ -3,8 +3,11 @@ also after a step that stopped mid-line (a progress bar, a kill)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 
 def ends_mid_line(fd: int) -> bool:
@@ -16,12 +19,46 @@ def ends_mid_line(fd: int) -> bool:
         return False
 
 
+class NotARegularFile(OSError):
+    """lfads.out is a fifo, socket or device: writes to it could block or vanish."""
+
+
+def open_for_append(path: Path) -> int:
+    """An O_APPEND descriptor on `path` (created if missing), readable where allowed (to see whether
+    it ends mid-line). Anything but a regular file is refused: a fifo would take the run's log
+    away (or block a writer once its buffer is full)."""
+    flags = os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK  # opening a fifo must not wait for a reader
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
+    except PermissionError:
+        fd = os.open(path, os.O_WRONLY | flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_for_reading(path: Path) -> BinaryIO:
+    """`path` opened to read, refused (NotARegularFile) unless a regular file: opening a fifo to
+    read would wait for a writer, and stall the queue."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def append_queue_line(path: Path, line: str) -> None:
     """Append one line of the queue's (ending in a newline) to `path`; OSError when that fails."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except PermissionError:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    fd = open_for_append(path)
     try:
         data = (("\n" if ends_mid_line(fd) else "") + line).encode("utf-8", "replace")
         while data:

@@ -354,7 +354,7 @@ class Scheduler:
             wait = max(0.0, (state.retry_after or 0) - time.time())
             self.console.event(
                 f"[{run.name}] attempt {state.attempt} failed ({state.reason}): {state.message}; "
-                f"retrying from {state.resume_step} in {format_duration(wait)}"
+                f"retrying from {state.resume_step or 'the first step'} in {format_duration(wait)}"
             )
         elif state.phase == Phase.INTERRUPTED:
             self.console.event(f"[{run.name}] interrupted during {state.resume_step}; it goes again next time")

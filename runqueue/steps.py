@@ -11,6 +11,7 @@ from pathlib import Path
 
 from runqueue import legacy
 from runqueue.layout import STEP_SCRIPTS, TRAIN_SCRIPT, RunPaths
+from runqueue.outlog import open_for_reading
 from runqueue.procinfo import account_name
 from runqueue.runstate import Reason
 
@@ -101,7 +102,7 @@ def looks_like_disk_full(output_tail: bytes) -> bool:
 def read_region_tail(path: Path, start: int, max_bytes: int) -> bytes:
     """The last `max_bytes` of `path` written at or after offset `start` (a step's own output)."""
     try:
-        with open(path, "rb") as log:
+        with open_for_reading(path) as log:
             end = log.seek(0, os.SEEK_END)
             begin = max(start, end - max_bytes)
             if begin >= end:

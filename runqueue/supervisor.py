@@ -36,7 +36,7 @@ from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
 from runqueue.diskspace import disk_is_full
 from runqueue.layout import RunPaths, folder_identity
-from runqueue.outlog import ends_mid_line
+from runqueue.outlog import NotARegularFile, ends_mid_line, open_for_append
 from runqueue.procinfo import (
     account_name,
     become_subreaper,
@@ -249,13 +249,12 @@ class Supervisor:
 
     # ----------------------------------------------------------------- the attempt
     def _run_attempt(self) -> int:
-        try:
-            try:  # read too: a header must not be glued to a line a step left unfinished
-                self.log_fd = os.open(self.paths.out_log, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            except PermissionError:
-                self.log_fd = os.open(self.paths.out_log, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:  # readable where allowed: a header must not be glued to a line a step left unfinished
+            self.log_fd = open_for_append(self.paths.out_log)
         except OSError as error:
-            return self._fail(None, None, None, *self._log_open_problem(error))
+            reason, message = self._log_open_problem(error)
+            # What only the user can mend fails at once: a retry would meet the same folder or fifo.
+            return self._fail(None, None, None, reason, message, retry=reason is not Reason.INTERNAL_ERROR)
         # Our own tracebacks belong in the run's log, not in a terminal that may be gone.
         os.dup2(self.log_fd, 2)
         steps = self.steps
@@ -501,7 +500,8 @@ class Supervisor:
         self._log_line(f"{HEADER_PREFIX} {now_iso()} done: every step succeeded (attempt {self.state.attempt})\n")
         return EXIT_SUCCEEDED
 
-    def _fail(self, step: str | None, exit_code: int | None, signum: int | None, reason: Reason, message: str, tail: bytes | None = None) -> int:
+    def _fail(self, step: str | None, exit_code: int | None, signum: int | None, reason: Reason, message: str,
+              tail: bytes | None = None, retry: bool = True) -> int:
         if not self._folder_is_ours():
             self._vanished()
         if tail is None:
@@ -512,14 +512,14 @@ class Supervisor:
         self.state.message = message
         self.state.failed_device_uuid = self.spec.device_uuid
         attempt = self.state.attempt
-        if attempt < self.max_attempts:
+        if retry and attempt < self.max_attempts:
             # Doubling stops at 10 minutes, or at the back-off asked for if that is longer.
             backoff = min(max(_MAX_BACKOFF_S, self.spec.retry_backoff_s), self.spec.retry_backoff_s * 2 ** (attempt - 1))
             self.state.phase = Phase.RETRY_WAIT
             self.state.resume_step = step
             self.state.retry_after = time.time() + backoff
             self._end_attempt(reason)
-            self._log_line(f"{HEADER_PREFIX} {now_iso()} attempt {attempt}/{self.max_attempts} failed ({reason}): {message}; retrying from {step} in {backoff:g}s\n")
+            self._log_line(f"{HEADER_PREFIX} {now_iso()} attempt {attempt}/{self.max_attempts} failed ({reason}): {message}; retrying from {step or 'the first step'} in {backoff:g}s\n")
             return EXIT_RETRY
         record = FailureRecord(
             step=step,
@@ -709,6 +709,8 @@ class Supervisor:
             return Reason.INTERNAL_ERROR, f"{log} is a link to {os.readlink(log)}, which cannot be created; remove the link, or create the folder it points into"
         if error.errno == errno.EISDIR:
             return Reason.INTERNAL_ERROR, f"{cannot}; rename or remove that folder (the run's log goes there)"
+        if isinstance(error, NotARegularFile):
+            return Reason.INTERNAL_ERROR, f"{log} is not a regular file (a fifo, socket or device); rename or remove it (the run's log goes there)"
         reason = self._reason_for(error)
         if reason is Reason.INTERNAL_ERROR:
             return reason, f"{cannot}; make it writable by the queue's user, or remove it"

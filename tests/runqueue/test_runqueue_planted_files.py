@@ -86,19 +86,24 @@ def test_the_small_file_reader_refuses_what_the_queue_never_writes(tmp_path: Pat
     assert len(read_small_file(tmp_path / "link")) == 2049
 
 
-@pytest.mark.parametrize("planted", ["dangling link", "folder"])
+@pytest.mark.parametrize("planted", ["dangling link", "folder", "fifo"])
 def test_an_lfads_out_that_cannot_be_opened_says_so_and_how_to_fix_it(tmp_path: Path, planted: str) -> None:
     run = make_run(tmp_path / "runs", "c/param_L/r")
     if planted == "folder":
         (run / "lfads.out").mkdir()
         expected = "rename or remove that folder"
+    elif planted == "fifo":  # it was written into and read by nobody: the run was marked done, its log gone
+        os.mkfifo(run / "lfads.out")
+        expected = f"{run / 'lfads.out'} is not a regular file (a fifo, socket or device); rename or remove it"
     else:
         (run / "lfads.out").symlink_to(tmp_path / "nowhere" / "log")
         expected = f"is a link to {tmp_path / 'nowhere' / 'log'}, which cannot be created; remove the link"
-    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0", "--quiet",
-                       timeout=_SHORT_S)
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--retry-backoff", "0.2s",
+                       "--quiet", timeout=_SHORT_S)
     assert result.returncode == 1
     failed = read_json(run / "lfads.failed")
     assert failed["reason"] == "internal_error", failed  # the folder is there: not folder_vanished
     assert expected in failed["message"]
     assert expected in result.stdout
+    # Only the user can mend it: no retry into the same wall (and no "retrying from None").
+    assert failed["attempt"] == 1 and "retrying" not in result.stdout, result.stdout
