@@ -37,7 +37,8 @@ def load_resources(paths: RunPaths, default_memory_mb: int, default_time_limit_s
         raise RunqueueError(paths.resources, "is not a JSON object", f"write e.g. {example} or delete it")
     unknown = sorted(set(record) - set(_VALID_KEYS) - {RESOURCES_WRITER_KEY})
     if unknown:
-        raise RunqueueError(paths.resources, f"unknown key(s) {', '.join(unknown)}", f"valid keys: {', '.join(_VALID_KEYS)}")
+        raise RunqueueError(paths.resources, f"unknown key(s) {', '.join(unknown)}",
+                            f"valid keys: {', '.join(_VALID_KEYS)} (and {RESOURCES_WRITER_KEY}, which the queue ignores)")
     memory = record.get("memory_mb", default_memory_mb)
     if isinstance(memory, bool) or not isinstance(memory, int) or memory < 0:
         raise RunqueueError(paths.resources, f"memory_mb must be a non-negative integer (MB), got {memory!r}", f"e.g. {example}")

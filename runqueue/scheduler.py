@@ -34,7 +34,7 @@ from runqueue.durations import format_duration
 from runqueue.executors import make_executor
 from runqueue.executors.base import Executor, RunHandle
 from runqueue.fswatch import DirectoryWatcher
-from runqueue.layout import folder_identity
+from runqueue.layout import TRAIN_SCRIPT, folder_identity
 from runqueue.logtail import LogTail
 from runqueue.oversight import Oversight
 from runqueue.placer import MAX_CRASHES, Placer
@@ -409,6 +409,9 @@ class Scheduler:
         counts = self.counts()
         for line in summary_lines(list(self.runs.values()), counts):
             self.console.event(line)
+        if not self.runs:  # a mistyped root would otherwise look like success
+            roots = ", ".join(map(str, self.options.roots))
+            self.console.event(f"no run folders (folders holding {TRAIN_SCRIPT}) under {roots}; check the path")
         if self.placer.cannot_place is not None and (counts.pending or counts.running):
             self.console.event(f"stopped: runs cannot be started: {self.placer.cannot_place}")
             return 2

@@ -34,6 +34,7 @@ from runqueue import legacy, runlock
 from runqueue.atomicio import atomic_write_json
 from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
+from runqueue.devices.model import CPU_SLOT_PREFIX
 from runqueue.diskspace import disk_is_full
 from runqueue.layout import RunPaths, folder_identity
 from runqueue.outlog import NotARegularFile, ends_mid_line, open_for_append
@@ -317,6 +318,10 @@ class Supervisor:
             return None
         tail = read_region_tail(self.paths.out_log, start_offset, _OOM_SCAN_BYTES)
         if looks_like_cuda_oom(tail):
+            if (self.spec.device_uuid or "").startswith(CPU_SLOT_PREFIX):  # TensorFlow's OOM on a CPU slot is host memory
+                return self._fail(step, exit_code, signum, Reason.EXIT_STATUS,
+                                  f"{step} ran out of host memory on {self.spec.device_uuid} (its last lines say so); run"
+                                  " fewer runs at once (--cpu-slots) or lower the model's size or batch size", tail)
             return self._fail(step, exit_code, signum, Reason.CUDA_OOM, f"CUDA out of memory on {self.spec.device_uuid}", tail)
         if self._disk_is_full():
             return self._fail(step, exit_code, signum, Reason.DISK_FULL, f"the disk holding {self.paths.root} is (or was) full", tail)

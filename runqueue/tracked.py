@@ -100,6 +100,8 @@ def summary_lines(runs: list[TrackedRun], counts: RunCounts) -> list[str]:
     for run in runs:
         if run.state == RunState.FAILED:
             failure = read_failure(run.paths) or {}
-            lines.append(f"  failed  {run.name}: {failure.get('reason')} — {failure.get('message', '')} ({run.paths.out_log})")
+            # A run cancelled before it started has no lfads.out: its lfads.failed says it all.
+            where = run.paths.out_log if run.paths.out_log.exists() else run.paths.failed_marker
+            lines.append(f"  failed  {run.name}: {failure.get('reason')} — {failure.get('message', '')} ({where})")
     lines.extend(f"  blocked {run.name}: {run.blocked}" for run in runs if run.is_blocked)
     return lines

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from runqueue.devices.errors import InventoryError
-from runqueue.devices.model import Device, Inventory, InventoryReading
+from runqueue.devices.model import CPU_SLOT_PREFIX, Device, Inventory, InventoryReading
 from runqueue.devices.simulated import SimulatedInventory
 
 __all__ = [
@@ -31,7 +31,7 @@ DEFAULT_CPU_SLOTS = 1
 
 def cpu_slot_devices(count: int) -> tuple[Device, ...]:
     """`count` CPU slots, each taking one run (`CUDA_VISIBLE_DEVICES=` empty)."""
-    return tuple(Device(uuid=f"cpu-{i}", index=i, name=f"CPU slot {i}", is_gpu=False) for i in range(count))
+    return tuple(Device(uuid=f"{CPU_SLOT_PREFIX}{i}", index=i, name=f"CPU slot {i}", is_gpu=False) for i in range(count))
 
 
 NO_GPUS = "none"  # `--gpus none`: CPU slots only, even where GPUs are

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# The uuid of CPU slot N is f"{CPU_SLOT_PREFIX}{N}".
+CPU_SLOT_PREFIX = "cpu-"
+
 
 @dataclass(frozen=True)
 class GpuProcess:

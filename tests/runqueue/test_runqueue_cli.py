@@ -83,3 +83,17 @@ def test_status_judges_waiting_runs_by_the_service_config(tmp_path: Path) -> Non
 
     no_roots = run_queue(queue_env(tmp_path), "status")
     assert no_roots.returncode == 2 and "give at least one ROOT, or --config FILE" in no_roots.stderr
+
+
+def test_a_root_without_runs_is_said_and_a_run_cancelled_before_it_started_points_at_its_marker(tmp_path: Path) -> None:
+    env = queue_env(tmp_path)
+    (tmp_path / "empty").mkdir()
+    result = run_queue(env, "run", tmp_path / "empty")
+    assert result.returncode == 0, result.stderr
+    assert f"no run folders (folders holding lfads_train.sh) under {tmp_path / 'empty'}; check the path" in result.stdout
+    run = make_run(tmp_path / "runs", "c/param_C/never")
+    assert run_queue(env, "cancel", run).returncode == 0
+    result = run_queue(env, "run", tmp_path / "runs", "--quiet")
+    assert result.returncode == 1
+    assert "failed  param_C/never: cancelled — " in result.stdout and f"({run / 'lfads.failed'})" in result.stdout
+    assert "no run folders" not in result.stdout and not (run / "lfads.out").exists()

@@ -236,3 +236,14 @@ def test_a_step_orphaned_by_a_killed_supervisor_keeps_its_simulated_gpu(tmp_path
         if queue.poll() is None:
             queue.kill()
     assert float(started.read_text()) >= float(released.read_text()), log.read_text()
+
+
+def test_tensorflows_out_of_memory_on_a_cpu_slot_is_host_memory_not_cuda(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_O/cpu", 'echo "ResourceExhaustedError: OOM when allocating tensor"; exit 1\n')
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", "none", "--cpu-slots", "1",
+                       "--retries", "0", "--quiet")
+    assert result.returncode == 1
+    failed = read_json(run / "lfads.failed")
+    assert failed["reason"] == "exit_status", failed
+    assert failed["message"].startswith("lfads_train.sh ran out of host memory on cpu-0 (its last lines say so)")
+    assert "CUDA" not in result.stdout

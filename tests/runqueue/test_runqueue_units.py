@@ -204,7 +204,7 @@ def test_runqueue_resources_file_errors_name_the_file_and_fix(tmp_path: Path) ->
     resources = load_resources(paths, 2000, None)
     assert (resources.memory_mb, resources.time_limit_s) == (4000, 5400)
     paths.resources.write_text('{"memory": 4000}')
-    with pytest.raises(RunqueueError, match=r"runqueue.json: unknown key\(s\) memory \(valid keys: memory_mb, time_limit\)"):
+    with pytest.raises(RunqueueError, match=r"runqueue.json: unknown key\(s\) memory \(valid keys: memory_mb, time_limit \(and written_by, which the queue ignores\)\)"):
         load_resources(paths, 2000, None)
     paths.resources.write_text('{"memory_mb": "lots"}')
     with pytest.raises(RunqueueError, match="memory_mb must be a non-negative integer"):
