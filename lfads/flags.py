@@ -8,6 +8,7 @@ errors are instant.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -126,11 +127,27 @@ class IntegralParser(absl_flags.IntegerParser):
             try:
                 return int(text, 0)
             except ValueError:
-                number = float(text)
+                try:
+                    number = float(text)
+                except ValueError:
+                    raise ValueError(f"expected a whole number, got {argument!r}") from None
                 if not number.is_integer():
                     raise ValueError(f"expected a whole number, got {argument!r}") from None
                 return int(number)
         return super().convert(argument)
+
+
+class FiniteFloatParser(absl_flags.FloatParser):
+    """Floats, finite ones only: a NaN or infinite rate, scale or clip value trains nothing."""
+
+    def convert(self, argument: Any) -> float:
+        try:
+            value = float(super().convert(argument))
+        except ValueError:
+            raise ValueError(f"expected a number, got {argument!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {argument!r}")
+        return value
 
 
 def _define_all(values: absl_flags.FlagValues) -> None:
@@ -146,7 +163,8 @@ def _define_all(values: absl_flags.FlagValues) -> None:
                 serializer=absl_flags.ArgumentSerializer(),
             )
         elif kind == "float":
-            absl_flags.DEFINE_float(spec.name, default, help_text, flag_values=values)
+            absl_flags.DEFINE(FiniteFloatParser(), spec.name, default, help_text, flag_values=values,
+                              serializer=absl_flags.ArgumentSerializer())
         else:
             absl_flags.DEFINE_string(spec.name, default, help_text, flag_values=values)
 

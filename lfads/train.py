@@ -9,7 +9,7 @@ fitlog.csv, the console line, and the learning-rate plateau rule on the training
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -196,11 +196,14 @@ class Trainer:
             tr = train_epoch(ctx, self.steps, self.rng, self.stop)
             step = int(state.global_step.numpy())
             if tr.skipped:
-                self.save(lve=False)  # the skipped steps changed nothing: these are the last finite weights
+                if _all_finite(ctx.built.variables):
+                    self.save(lve=False)  # the skipped steps changed nothing: these are the last finite weights
+                    kept = f"the last finite weights are saved as {ctx.flags.checkpoint_name}.ckpt-{step}"
+                else:  # an update (finite gradient, huge rate) overflowed them: keep the last checkpoint instead
+                    kept = "the weights themselves became non-finite, so no checkpoint of them was written"
                 raise LfadsError(
                     f"{ctx.save_dir}: non-finite cost or gradient in epoch {epoch} ({tr.skipped} steps skipped);"
-                    f" training stopped, the last finite weights are saved as {ctx.flags.checkpoint_name}.ckpt-{step}."
-                    " Lower --learning_rate_init or --max_grad_norm"
+                    f" training stopped, {kept}. Lower --learning_rate_init or --max_grad_norm"
                 )
             state.epoch.assign(epoch + 1)
             if epoch % SAVE_EVERY_EPOCHS == 0:
@@ -254,6 +257,10 @@ class Trainer:
         else:
             self.train_costs.append(train_total)
         return lr
+
+
+def _all_finite(variables: dict[str, Any]) -> bool:
+    return all(bool(np.all(np.isfinite(var.numpy()))) for var in variables.values())
 
 
 def _ramp_full(step: int, start: int, increase: int) -> bool:

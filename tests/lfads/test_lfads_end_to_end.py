@@ -14,7 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from lfads.files.fitlog import read_fitlog
+tf = pytest.importorskip("tensorflow")
+
+from lfads.files.fitlog import read_fitlog  # noqa: E402
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 EPOCHS = 6
@@ -138,15 +140,34 @@ def test_a_posterior_step_without_an_lve_checkpoint_names_the_missing_file(train
     assert proc.stderr.strip().splitlines()[-1].startswith(f"lfads: error: {tmp_path}/empty/checkpoint_lve not found")
 
 
-def test_a_non_finite_cost_stops_cleanly_with_a_message(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
+@pytest.mark.parametrize("rate", ["1e12", "1e39"])  # 1e39 overflows float32: the first update ruins the weights
+def test_a_non_finite_cost_stops_cleanly_with_a_message(trained: Trained, tmp_path: Path, run_lfads: Runner,
+                                                       rate: str) -> None:
     proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, tmp_path / "out"), *trained.flags,
-                      "--learning_rate_init=1e12", "--max_grad_norm=1e12", "--max_epochs=20"], check=False)
+                      f"--learning_rate_init={rate}", "--max_grad_norm=1e12", "--max_epochs=20"], check=False)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("lfads: error:") and "non-finite cost" in last and "--learning_rate_init" in last
     assert "Traceback" not in proc.stderr
-    saved = last.split("the last finite weights are saved as ")[1].split(".ckpt-")
-    assert (tmp_path / "out" / f"{saved[0]}.ckpt-{saved[1].split('.')[0]}.index").exists()
+    # Whatever is saved is finite: an update with a finite gradient can still overflow the weights.
+    for prefix in (tmp_path / "out").glob("lfads_vae*.ckpt-*.index"):
+        reader = tf.train.load_checkpoint(str(prefix.with_suffix("")))
+        for name in reader.get_variable_to_shape_map():
+            assert np.all(np.isfinite(reader.get_tensor(name))), (prefix.name, name)
+    if "the last finite weights are saved as " in last:
+        saved = last.split("the last finite weights are saved as ")[1].split(".ckpt-")
+        assert (tmp_path / "out" / f"{saved[0]}.ckpt-{saved[1].split('.')[0]}.index").exists()
+    else:
+        assert "the weights themselves became non-finite, so no checkpoint of them was written" in last, last
+
+
+def test_non_finite_or_non_numeric_flag_values_are_refused(tmp_path: Path, run_lfads: Runner) -> None:
+    for flag, says in (("--learning_rate_init=nan", "expected a finite number, got 'nan'"),
+                       ("--max_grad_norm=inf", "expected a finite number, got 'inf'"),
+                       ("--seed=abc", "expected a whole number, got 'abc'")):
+        proc = run_lfads(["--kind=train", f"--data_dir={tmp_path}", f"--lfads_save_dir={tmp_path / 'out'}", flag],
+                         check=False)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
 
 
 def test_output_files_follow_the_umask(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
