@@ -131,8 +131,13 @@ def load_dataset(path: Path, name: str, output_dist: str, ext_input_dim: int) ->
     for key, array in (("train_data", train), ("valid_data", valid)):
         if array is not None and array.ndim != 3:
             raise LfadsError(f"{path}: '{key}' has shape {array.shape}; expected trials × time × neurons")
+    if train.shape[0] == 0:
+        raise LfadsError(f"{path}: train_data holds no trials; export the dataset again with trials in its training split")
+    if valid is not None and valid.shape[0] == 0:
+        valid = None  # as if the key were absent: training goes on without a validation set
     if valid is not None and valid.shape[1:] != train.shape[1:]:
-        raise LfadsError(f"{path}: valid_data {valid.shape} and train_data {train.shape} differ in time or neurons")
+        raise LfadsError(f"{path}: valid_data {valid.shape} and train_data {train.shape} differ in time or neurons;"
+                         " export both splits from one dataset again")
     ext = {split: _optional(arrays, f"{split}_ext_input") for split in ("train", "valid")}
     if ext_input_dim > 0:
         for split, data in (("train", train), ("valid", valid)):
@@ -205,7 +210,8 @@ def check_alignment(datasets: list[Dataset], factors_dim: int) -> None:
                 " (neurons × factors_dim); re-export with the run's c_factors_dim"
             )
         if bias is not None and np.ravel(bias).shape != (ds.data_dim,):
-            raise LfadsError(f"{ds.path}: alignment_bias_c has {np.size(bias)} entries, expected {ds.data_dim}")
+            raise LfadsError(f"{ds.path}: alignment_bias_c has {np.size(bias)} entries, expected {ds.data_dim}"
+                             " (one per neuron); export the dataset again")
 
 
 def check_trial_counts(datasets: list[Dataset], batch_size: int) -> None:

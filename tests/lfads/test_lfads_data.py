@@ -140,3 +140,19 @@ def test_nan_external_inputs_name_the_file(tmp_path: Path, dataset_factory: Make
         h5["valid_ext_input"] = ext
     with pytest.raises(LfadsError, match=r"lfads_e\.h5: 'valid_ext_input' has 1 NaN or infinite value"):
         load_datasets(tmp_path, "lfads", "poisson", 2)
+
+
+def test_an_empty_validation_split_trains_without_one_and_an_empty_training_split_is_named(
+        tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    arrays = dataset_factory(tmp_path / "lfads_ds.h5")
+    with h5py.File(tmp_path / "lfads_ds.h5", "r+") as h5:  # "lower --batch_size to at most 0" before
+        del h5["valid_data"]
+        h5["valid_data"] = np.zeros((0, *arrays["valid_data"].shape[1:]), np.int64)
+    (dataset,) = load_datasets(tmp_path, "lfads", "poisson", 0)
+    assert dataset.valid_data is None
+    check_trial_counts([dataset], 4)
+    with h5py.File(tmp_path / "lfads_ds.h5", "r+") as h5:
+        del h5["train_data"]
+        h5["train_data"] = np.zeros((0, *arrays["train_data"].shape[1:]), np.int64)
+    with pytest.raises(LfadsError, match=r"lfads_ds\.h5: train_data holds no trials; export the dataset again"):
+        load_datasets(tmp_path, "lfads", "poisson", 0)
