@@ -130,9 +130,10 @@ def _slurm_options(args: argparse.Namespace) -> SlurmOptions:
         raise RunqueueError(None, f"{flags} only apply to SLURM jobs", "add --executor slurm, or drop them")
     local = [flag for flag, value, default in (("--gpus", args.gpus, None), ("--simulate-gpus", args.simulate_gpus, None),
                                                 ("--cpu-slots", args.cpu_slots, None), ("--max-per-gpu", args.max_per_gpu, 1),
-                                                ("--foreign", args.foreign, "block")) if value != default]
+                                                ("--foreign", args.foreign, "block"),
+                                                ("--memory-per-run", args.memory_per_run, DEFAULT_MEMORY_MB)) if value != default]
     if local and args.executor == "slurm":
-        raise RunqueueError(None, f"{', '.join(local)} only apply to this machine's devices, and SLURM picks the"
+        raise RunqueueError(None, f"{', '.join(local)} only {'applies' if len(local) == 1 else 'apply'} to this machine's devices, and SLURM picks the"
                             " devices of its jobs", "drop them, or ask SLURM through --slurm-gpus and --slurm-extra")
     return SlurmOptions(
         gpus=1 if args.slurm_gpus is None else args.slurm_gpus,

@@ -146,6 +146,9 @@ def test_slurm_flags_without_the_slurm_executor_are_a_clear_error(tmp_path: Path
     result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--executor", "slurm", "--gpus", "0", "--max-per-gpu", "3")
     assert result.returncode == 2
     assert "runqueue run: error: --gpus, --max-per-gpu only apply to this machine's devices" in result.stderr
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--executor", "slurm", "--memory-per-run", "9000")
+    assert result.returncode == 2
+    assert "runqueue run: error: --memory-per-run only applies to this machine's devices" in result.stderr
     assert not (tmp_path / "runs" / "r" / "lfads.out").exists()
 
 
