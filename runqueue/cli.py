@@ -336,7 +336,8 @@ def _status(args: argparse.Namespace) -> int:
         problems.append(str(error))
     scanner = RunScanner(settings.roots)
     policy = PlacementPolicy(max_per_gpu=settings.max_per_gpu, foreign=settings.foreign)  # type: ignore[arg-type]
-    rows = [run_row(found, reading.devices, claims, policy, settings.memory_per_run) for found in scanner.scan(full=True)]
+    charged = list(claims)  # plus the runs status finds ready, in order (the devices below show real claims only)
+    rows = [run_row(found, reading.devices, charged, policy, settings.memory_per_run) for found in scanner.scan(full=True)]
     problems += scanner.problems  # unreadable folders: their runs are missing from the table
     from runqueue.slurm.control import annotate_rows
 

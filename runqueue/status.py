@@ -10,7 +10,14 @@ from typing import Any
 from runqueue import runlock
 from runqueue.devices.claims import Claim
 from runqueue.devices.model import Device
-from runqueue.devices.placement import PlacementPolicy, PlacementRequest, never_fits, why_not_placed
+from runqueue.devices.placement import (
+    PlacementPolicy,
+    PlacementRequest,
+    best_fit,
+    never_fits,
+    provisional_claim,
+    why_not_placed,
+)
 from runqueue.discovery import FoundRun
 from runqueue.diskspace import disk_is_full
 from runqueue.errors import RunqueueError
@@ -39,8 +46,11 @@ class RunRow:
         return asdict(self)
 
 
-def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy,
+def run_row(found: FoundRun, devices: Sequence[Device], claims: list[Claim], policy: PlacementPolicy,
             memory_per_run: int = DEFAULT_MEMORY_MB) -> RunRow:
+    """One run's row. A pending run that would start now is charged to `claims` (a provisional
+    claim), so the rows after it see the devices as the queue would after placing it: with one GPU
+    and --max-per-gpu 1, one run is ready and the others wait."""
     paths = RunPaths(found.path)
     collection, name = run_identity(found.path, found.root)
     state = load_state(paths)
@@ -74,7 +84,7 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: Sequence[Claim],
     return RunRow(**base, state=RunState.PENDING, step=resume_point(state), attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run))
 
 
-def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: Sequence[Claim], policy: PlacementPolicy,
+def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: list[Claim], policy: PlacementPolicy,
                     memory_per_run: int) -> str | None:
     prefix = ""
     if state.phase == Phase.RETRY_WAIT:
@@ -99,7 +109,11 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
     if largest is not None:
         return (f"{prefix}cannot be placed: it declares {memory} MB and the largest device has {largest} MB;"
                 f" lower memory_mb in {paths.resources.name} or the queue's --memory-per-run")
-    return prefix + why_not_placed(request, devices, claims, policy)
+    reason = why_not_placed(request, devices, claims, policy)
+    device = best_fit(request, devices, claims, policy) if reason.startswith("ready") else None
+    if device is not None:
+        claims.append(provisional_claim(request, device))
+    return prefix + reason
 
 
 def render_table(rows: Sequence[RunRow], device_lines: Sequence[str]) -> str:

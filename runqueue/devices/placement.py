@@ -164,6 +164,13 @@ def place(
     return placed
 
 
+def best_fit(request: PlacementRequest, devices: Sequence[Device], claims: Sequence[Claim],
+             policy: PlacementPolicy) -> Device | None:
+    """The device `place` would give `request` alone now, or None."""
+    fitting = [load for load in _loads(devices, claims) if _refusal(load, request, policy) is None]
+    return _best(fitting).device if fitting else None
+
+
 def why_not_placed(
     request: PlacementRequest,
     devices: Sequence[Device],

@@ -36,3 +36,16 @@ def test_done_run_shows_exit_code_0_and_a_waiting_retry_shows_the_failed_attempt
     row = run_row(FoundRun(retry, root, False, False), [GPU], [], PlacementPolicy())
     assert (row.state, row.exit_code, row.attempt, row.step) == ("pending", 3, 1, "lfads_train.sh")
     assert row.reason is not None and row.reason.startswith("retry after exit_status (attempt 1 failed)")
+
+
+def test_pending_runs_are_judged_in_turn_so_only_those_that_would_start_are_ready(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    found = [FoundRun(make_run(root, f"c/param_A/r{index}"), root, False, False) for index in range(3)]
+    charged: list = []
+    reasons = [run_row(run, [GPU], charged, PlacementPolicy(max_per_gpu=2)).reason for run in found]
+    assert reasons == ["ready: fits GPU-a", "ready: fits GPU-a", "waiting: GPU-a has 2 run(s), max-per-gpu 2"]
+    big = FoundRun(make_run(root, "c/param_A/big", resources={"memory_mb": 13000}), root, False, False)
+    reason = run_row(big, [GPU], [], PlacementPolicy(max_per_gpu=4)).reason
+    assert reason == "ready: fits GPU-a"
+    reason = run_row(big, [GPU], charged, PlacementPolicy(max_per_gpu=4)).reason  # 2 x 2000 MB charged already
+    assert reason is not None and reason.startswith("waiting: GPU-a") and "MB" in reason, reason
