@@ -37,6 +37,8 @@ def requeue(paths: RunPaths) -> str:
     holder = runlock.held_by(paths.lock)
     if holder is runlock.HeldBy.MANAGER:
         raise RequeueRefused("its inputs are being rewritten (lfads-manager prepare or delete-output); try again when that is done")
+    if not any(os.path.lexists(path) for path in (paths.done_marker, paths.failed_marker, paths.state)):
+        return "already pending"  # nothing to clear: leave the folder as it is (no lock file made in it)
     removed = []
     # Held for reading while the markers and state change: a supervisor starting now (it needs the
     # write lock) waits for us, then sees the result, and never has its fresh state.json overwritten.

@@ -150,8 +150,7 @@ class ClaimStore:
                 os.chmod(self.directory, _SHARED_DIR_MODE)
         info = os.lstat(self.directory)
         if not stat.S_ISDIR(info.st_mode):
-            raise ClaimError(f"{self.directory}: claims directory is not a directory (a symlink or file?); "
-                             f"remove it or set {CLAIMS_DIR_ENV}")
+            raise self._not_a_directory()
         if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
             raise ClaimError(f"{self.directory}: world-writable claims directory without the sticky bit lets "
                              f"anyone delete claims; fix: chmod 1777 {self.directory}")
@@ -180,8 +179,14 @@ class ClaimStore:
                 os.fchmod(fd, 0o666)  # so other users can open it read-write as well
         return fd
 
+    def _not_a_directory(self) -> ClaimError:
+        return ClaimError(f"{self.directory}: claims directory is not a directory (a symlink or file?); "
+                          f"remove it or set {CLAIMS_DIR_ENV}")
+
     def _stored(self) -> list[_StoredClaim]:
-        try:
+        try:  # what the queues refuse to use, status does not read either
+            if not stat.S_ISDIR(os.lstat(self.directory).st_mode):
+                raise self._not_a_directory()
             names = [entry.name for entry in os.scandir(self.directory)
                      if entry.name.endswith(_SUFFIX) and entry.is_file(follow_symlinks=False)]
         except FileNotFoundError:

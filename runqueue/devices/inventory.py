@@ -113,15 +113,18 @@ def make_inventory(*, gpus: str | None, simulate_gpus: str | None, cpu_slots: in
     if slots < 0:
         raise InventoryError(f"--cpu-slots {slots}: must be 0 or more (0 = never run on the CPU)")
     simulated_path = simulate_gpus or os.environ.get(SIMULATE_ENV) or None
+    ids = parse_gpu_list(gpus) if gpus else None
+    if ids == () and slots == 0:
+        raise InventoryError("--gpus none with --cpu-slots 0 leaves no device to run on; give --cpu-slots 1 or more")
     inner: Inventory
-    if simulated_path:
-        inner = SimulatedInventory(Path(simulated_path))
-        inner.read()
-    elif gpus:
-        ids = parse_gpu_list(gpus)
-        if not ids and slots == 0:
-            raise InventoryError("--gpus none with --cpu-slots 0 leaves no device to run on; give --cpu-slots 1 or more")
-        inner = _static_inventory(ids) if ids else NoGpuInventory()
+    if ids == ():
+        inner = NoGpuInventory()
+    elif simulated_path:  # `--gpus` picks among the simulated GPUs, as among real ones
+        simulated = SimulatedInventory(Path(simulated_path), ids or ())
+        simulated.check_chosen()
+        inner = simulated
+    elif ids:
+        inner = _static_inventory(ids)
     else:
         inner = _nvml_inventory()
     return CpuFallbackInventory(inner, slots)

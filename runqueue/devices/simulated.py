@@ -112,13 +112,26 @@ def _reject_unknown_keys(entry: dict[str, Any], valid: tuple[str, ...], where: s
 class SimulatedInventory:
     """GPUs from a JSON file that tests and demos edit while a queue runs: re-read on every call."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, only: tuple[str, ...] = ()) -> None:
         self.path = path
+        self.only = only  # `--gpus`: these indices or UUIDs of the file's GPUs; () for all
 
     def read(self) -> InventoryReading:
         devices = parse_simulated_devices(self._read_text(), self.path)
+        if self.only:
+            devices = tuple(device for device in devices if device.uuid in self.only or str(device.index) in self.only)
         count = len(devices)
-        return InventoryReading(devices=devices, status=f"simulated: {count} GPU{'s' * (count != 1)} from {self.path}")
+        chosen = f" (--gpus {','.join(self.only)})" if self.only else ""
+        return InventoryReading(devices=devices, status=f"simulated: {count} GPU{'s' * (count != 1)} from {self.path}{chosen}")
+
+    def check_chosen(self) -> None:
+        """Every `--gpus` id names a GPU of the file: a typo is refused at start, not waited on."""
+        devices = parse_simulated_devices(self._read_text(), self.path)
+        known = {device.uuid for device in devices} | {str(device.index) for device in devices}
+        for gpu in self.only:
+            if gpu not in known:
+                raise InventoryError(f"--gpus {gpu!r} is not a GPU of the simulated inventory {self.path}; give ids"
+                                     " that `runqueue gpus` lists")
 
     def _read_text(self) -> str:
         for attempt in range(2):

@@ -255,3 +255,13 @@ def test_a_fifo_planted_in_the_claims_folder_never_hangs_a_queue(tmp_path: Path)
     result = subprocess.run([sys.executable, "-c", script, str(store.directory)], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=20)
     assert result.stdout.strip() == "1", result.stderr
+
+
+def test_status_gives_the_queues_fix_for_a_claims_path_that_is_a_file_or_a_link(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for name in ("file", "link"):  # status suggested `chmod 1777 FILE`, and read through the link
+        with pytest.raises(ClaimError, match=r"claims directory is not a directory \(a symlink or file\?\); remove it"):
+            ClaimStore(tmp_path / name).claims()
+    assert ClaimStore(tmp_path / "missing").claims() == []

@@ -131,3 +131,16 @@ def test_gpus_none_means_cpu_slots_only_even_with_gpus_present(tmp_path: Path, m
         reading = make_inventory(gpus=spelling, simulate_gpus=None, cpu_slots=2).read()
         assert [(d.uuid, d.is_gpu) for d in reading.devices] == [("cpu-0", False), ("cpu-1", False)]
         assert reading.status == "no GPUs (--gpus none); 2 CPU slots"
+
+
+def test_gpus_picks_among_simulated_gpus_and_a_typo_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RUNQUEUE_SIMULATE_GPUS", raising=False)
+    sim = tmp_path / "gpus.json"
+    write_json(sim, [{"uuid": "GPU-a", "memory_total_mb": 1000}, {"uuid": "GPU-b", "memory_total_mb": 1000}])
+    reading = make_inventory(gpus="GPU-b", simulate_gpus=str(sim), cpu_slots=None).read()
+    assert [device.uuid for device in reading.devices] == ["GPU-b"] and "(--gpus GPU-b)" in reading.status
+    assert [d.uuid for d in make_inventory(gpus="0", simulate_gpus=str(sim), cpu_slots=None).read().devices] == ["GPU-a"]
+    reading = make_inventory(gpus="none", simulate_gpus=str(sim), cpu_slots=2).read()  # was ignored: both GPUs
+    assert [device.uuid for device in reading.devices] == ["cpu-0", "cpu-1"]
+    with pytest.raises(InventoryError, match=r"--gpus 'GPU-zzzz' is not a GPU of the simulated inventory"):
+        make_inventory(gpus="GPU-zzzz", simulate_gpus=str(sim), cpu_slots=None)

@@ -97,3 +97,11 @@ def test_a_root_without_runs_is_said_and_a_run_cancelled_before_it_started_point
     assert result.returncode == 1
     assert "failed  param_C/never: cancelled — " in result.stdout and f"({run / 'lfads.failed'})" in result.stdout
     assert "no run folders" not in result.stdout and not (run / "lfads.out").exists()
+
+
+def test_requeue_of_a_run_that_never_ran_leaves_its_folder_untouched(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_P/fresh")
+    before = sorted(path.relative_to(run) for path in run.rglob("*"))
+    result = run_queue(queue_env(tmp_path), "requeue", run)
+    assert result.returncode == 0 and "already pending" in result.stdout, result.stderr
+    assert sorted(path.relative_to(run) for path in run.rglob("*")) == before  # no .runqueue/lock made
