@@ -69,12 +69,18 @@ class RunPaths:
         return self.root / RUNTIME_DIR
 
     def runtime_dir_obstacle(self) -> str | None:
-        """Why no supervisor can make its lock in `.runqueue` (a file or a broken link there), or None."""
+        """Why no supervisor can keep its lock and state in `.runqueue` (a file or a broken link in
+        the folder's place, a folder in a file's place), or None."""
         runtime = self.runtime_dir
-        if not os.path.lexists(runtime) or runtime.is_dir():
+        if not os.path.lexists(runtime):
             return None
-        kind = "a broken link" if runtime.is_symlink() else "a file"
-        return f"{runtime} is {kind}, not the queue's folder; remove or rename it"
+        if not runtime.is_dir():
+            kind = "a broken link" if runtime.is_symlink() else "a file"
+            return f"{runtime} is {kind}, not the queue's folder; remove or rename it"
+        for path in (self.lock, self.state):
+            if path.is_dir():
+                return f"{path} is a folder, not the queue's file; remove or rename it"
+        return None
 
     @property
     def lock(self) -> Path:

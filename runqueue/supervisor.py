@@ -158,7 +158,8 @@ class Supervisor:
             self._begin_attempt()
             self.steps = plan_steps(self.paths, self.state.resume_step)  # told to the queue, then run
         except OSError as error:
-            self._tell({"status": "error", "reason": "state", "message": f"cannot write {self.paths.state}: {error.strerror}"})
+            message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.state}: {error.strerror}"
+            self._tell({"status": "error", "reason": "state", "message": message})
             return EXIT_ERROR
         if not self._handshake():
             self._undo_begin()

@@ -107,3 +107,14 @@ def test_an_lfads_out_that_cannot_be_opened_says_so_and_how_to_fix_it(tmp_path: 
     assert expected in result.stdout
     # Only the user can mend it: no retry into the same wall (and no "retrying from None").
     assert failed["attempt"] == 1 and "retrying" not in result.stdout, result.stdout
+
+
+def test_a_folder_where_the_queue_keeps_its_state_is_named_by_status_and_run(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_S/r")
+    (run / ".runqueue" / "state.json").mkdir(parents=True)
+    says = f"{run / '.runqueue' / 'state.json'} is a folder, not the queue's file; remove or rename it"
+    env = queue_env(tmp_path)
+    status = run_queue(env, "status", tmp_path / "runs", timeout=_SHORT_S)  # it said "ready: fits cpu-0"
+    assert says in status.stdout, status.stdout
+    result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", "--quiet", timeout=_SHORT_S)
+    assert says in result.stdout and not (run / "lfads.done").exists(), result.stdout
