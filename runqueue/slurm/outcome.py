@@ -75,7 +75,7 @@ def settle_job_end(paths: SlurmPaths, record: SubmissionRecord, info: JobInfo) -
     if info.state == "CANCELLED":
         _write_failed(
             run, Reason.CANCELLED,
-            f"{what}: cancelled outside runqueue (scancel, or an administrator); `runqueue requeue` runs it again",
+            f"{what}: cancelled outside runqueue (scancel, or an administrator)",
             info, report_device(paths, ran),
         )
         return Ending(f"{what}; recorded as cancelled", 0)
@@ -139,8 +139,9 @@ def _write_failed(run: RunPaths, reason: str, message: str, info: JobInfo | None
     # The log's last word: the supervisor may have taken SLURM's SIGTERM (scancel, TIMEOUT) for the
     # queue's and said the run goes again; it does not.
     with contextlib.suppress(OSError):
-        append_queue_line(run.out_log, f"{HEADER_PREFIX} {now_iso()} failed ({reason}): {message}; see lfads.failed"
-                          " (`runqueue requeue` to run again)\n")
+        append_queue_line(run.out_log, f"{HEADER_PREFIX} {now_iso()} failed ({reason}): {message}; it does not go"
+                          " again by itself, whatever a line above says: see lfads.failed (`runqueue requeue` to run"
+                          " again)\n")
 
 
 def _mark_interrupted(run: RunPaths, message: str) -> None:
