@@ -204,7 +204,8 @@ def test_slurm_cancel_and_scancel_behind_our_back_are_recorded(tmp_path: Path, s
     assert second["reason"] == "cancelled"
     assert "cancelled outside runqueue" in second["message"] and f"SLURM job {submitted_job(scancelled)} ended CANCELLED" in second["message"]
     last = (scancelled / "lfads.out").read_text().splitlines()[-1]  # not "it goes again": it does not
-    assert last.startswith("### runqueue") and "failed (cancelled)" in last and "runqueue requeue" in last
+    assert last.startswith("### runqueue") and "failed (cancelled)" in last and last.count("runqueue requeue") == 1
+    assert "it does not go again by itself, whatever a line above says" in last
     assert read_json(never / "lfads.failed")["reason"] == "cancelled"
     console = (tmp_path / "q.log").read_text()
     assert "summary: 3 run(s): 0 done, 3 failed" in console
