@@ -53,8 +53,11 @@ def _table(path: Path, doc: Mapping[str, Any], name: str, required: bool = False
 
 
 def _string(path: Path, table: str, key: str, value: Any) -> str:
+    """`value` of `key` in `table` (shown as written, e.g. "[collection]"); None: the key is missing."""
+    if value is None:
+        raise _fail(path, f"{table} has no {key}", f'write {key} = "..."')
     if not isinstance(value, str) or not value:
-        raise _fail(path, f"[{table}] {key} must be a non-empty string, got {value!r}", f'write {key} = "..."')
+        raise _fail(path, f"{table} {key} must be a non-empty string, got {value!r}", f'write {key} = "..."')
     return value
 
 
@@ -64,10 +67,13 @@ def _resolve(base: Path, text: str) -> Path:
 
 
 def _datasets(path: Path, table: dict[str, Any]) -> DatasetCollection:
-    folder = _resolve(path.parent, _string(path, "datasets", "folder", table.get("folder", "")))
+    folder = _resolve(path.parent, _string(path, "[datasets]", "folder", table.get("folder")))
     if not folder.is_dir():
         raise _fail(path, f"dataset folder {folder} does not exist", "fix [datasets] folder")
-    collection = DatasetCollection(folder, name=str(table.get("name", "")))
+    label = table.get("name", "")
+    if not isinstance(label, str):
+        raise _fail(path, f"[datasets] name must be a string, got {label!r}", 'write name = "..." or leave it out')
+    collection = DatasetCollection(folder, name=label)
     if ("files" in table) == ("glob" in table):
         raise _fail(path, "[datasets] needs exactly one of files = [...] or glob = \"...\"", "list the files or give a pattern")
     if "files" in table:
@@ -75,7 +81,7 @@ def _datasets(path: Path, table: dict[str, Any]) -> DatasetCollection:
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files) or not files:
             raise _fail(path, "[datasets] files must be a non-empty list of file names", 'write files = ["a.mat", "b.mat"]')
     else:
-        pattern = _string(path, "datasets", "glob", table["glob"])
+        pattern = _string(path, "[datasets]", "glob", table["glob"])
         if Path(pattern).is_absolute() or pattern.startswith("~"):
             raise _fail(path, f"[datasets] glob {pattern!r} is not relative to [datasets] folder",
                         f"give the folder as folder = and a pattern within it, e.g. glob = {Path(pattern).name!r}")
@@ -88,7 +94,9 @@ def _datasets(path: Path, table: dict[str, Any]) -> DatasetCollection:
     try:
         collection.add_files(files)  # refuses two files that give one dataset name
     except ManagerError as error:
-        raise _fail(path, f"[datasets] {error.problem}", "rename one of the files, or select only one of them in [datasets]") from None
+        fix = "list it once in [datasets] files" if "listed twice" in error.problem else \
+            "rename one of the files, or select only one of them in [datasets]"
+        raise _fail(path, f"[datasets] {error.problem}", fix) from None
     return collection
 
 
@@ -128,7 +136,7 @@ def _run_specs(path: Path, doc: Mapping[str, Any], datasets: DatasetCollection, 
         unknown = sorted(set(entry) - _TABLES["runspec"])
         if unknown:
             raise _fail(path, f"unknown key(s) {unknown} in [[runspec]] #{number}", "valid keys are ['datasets', 'name']")
-        name = _string(path, f"[runspec] #{number}", "name", entry.get("name", ""))
+        name = _string(path, f"[[runspec]] #{number}", "name", entry.get("name"))
         names = entry.get("datasets")
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise _fail(path, f"[[runspec]] {name!r}: datasets must be a non-empty list of dataset names", 'write datasets = ["dataset001"]')
@@ -183,14 +191,17 @@ def load_experiment(path: Path | str) -> RunCollection:
         raise _fail(path, "[datasets] single_runs must be true or false", "write single_runs = true")
     python = None
     if "python" in collection_table:
+        python_text = _string(path, "[collection]", "python", collection_table["python"])
         try:
-            python = interpreter_path(_string(path, "collection", "python", collection_table["python"]), path.parent)
+            python = interpreter_path(python_text, path.parent)
         except ManagerError as error:
             raise _fail(path, f"[collection] {error.problem}", f"{error.fix}; a relative path is relative to this file") from None
+    root = _resolve(path.parent, _string(path, "[collection]", "root", collection_table.get("root")))
+    name = _string(path, "[collection]", "name", collection_table.get("name"))
     try:
         collection = RunCollection(
-            _resolve(path.parent, _string(path, "collection", "root", collection_table.get("root", ""))),
-            _string(path, "collection", "name", collection_table.get("name", "")),
+            root,
+            name,
             datasets,
             python=python,
             gpu_memory_mb=memory,

@@ -151,7 +151,8 @@ def write_report(run_dir: Path | str) -> list[str]:
     run_dir = Path(run_dir).absolute()
     output = run_dir / LFADS_OUTPUT
     if not (run_dir / TRAIN_SCRIPT).is_file():
-        what = "not a run folder (it has no lfads_train.sh)" if run_dir.is_dir() else "no such folder"
+        what = ("not a run folder (it has no lfads_train.sh)" if run_dir.is_dir()
+                else "a file, not a run folder" if run_dir.exists() else "no such folder")
         raise ManagerError(run_dir, what, "give a run folder, e.g. runs/<collection>/param_<hash>/<spec>")
     if not output.is_dir():
         raise ManagerError(output, "no LFADS output yet", "train the run first (python run_lfads.py in its collection)")

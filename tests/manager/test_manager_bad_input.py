@@ -155,7 +155,7 @@ def datasets_toml(tmp_path: Path, selection: str) -> Path:
 @pytest.mark.parametrize(("selection", "says"), [
     ('glob = "**/*.npz"', "[datasets] monkeyA/day1.npz and monkeyB/day1.npz both give dataset name 'day1'"),
     ('files = ["s,1.npz", "s_1.npz"]', "[datasets] s,1.npz and s_1.npz both give dataset name 's_1'"),
-    ('files = ["s_1.npz", "s_1.npz"]', "[datasets] s_1.npz is listed twice"),
+    ('files = ["s_1.npz", "s_1.npz"]', "[datasets] s_1.npz is listed twice; list it once in [datasets] files"),
     ('files = ["x.npz", "x.mat"]', "[datasets] x.npz and x.mat both give dataset name 'x'"),
 ])
 def test_files_that_give_one_dataset_name_are_refused(tmp_path, selection, says):
@@ -348,6 +348,10 @@ def test_the_api_refuses_a_time_limit_the_queue_cannot_read(tmp_path):
      "run spec name 'data_abcdef' names a folder the queue never looks"),
     ('name = "x"', '[[runspec]]\nname = ".x"\ndatasets = ["good"]', "run spec name '.x' names a folder the queue never looks"),
     ('name = ".coll"', "", "[collection] collection name '.coll' names a folder the queue never looks into"),
+    ("", "", '[collection] has no name; write name = "..."'),
+    ('name = ""', "", "[collection] name must be a non-empty string, got ''; write"),  # once, not "[collection] [collection]"
+    ('name = "x"\npython = ""', "", "[collection] python must be a non-empty string, got ''"),
+    ('name = "x"', '[[runspec]]\ndatasets = ["good"]', '[[runspec]] #1 has no name; write name = "..."'),
 ])
 def test_collection_and_run_spec_names_name_the_toml(tmp_path, datasets, collection, runspec, says):
     write_npz_dataset(datasets / "other.npz")
@@ -355,6 +359,13 @@ def test_collection_and_run_spec_names_name_the_toml(tmp_path, datasets, collect
     toml.write_text(f'[collection]\nroot = "runs"\n{collection}\n[datasets]\nfolder = "datasets"\nglob = "*.npz"\n'
                     f'single_runs = true\n[params]\nc_batch_size = 4\n{runspec}\n')
     fails(tmp_path, toml, names=toml, says=says, in_process=True)
+    _, stderr = run_manager_cli_in_process("prepare", str(toml))
+    assert stderr.count("[collection]") <= 1 and "[[runspec] #" not in stderr, stderr
+
+
+def test_a_dataset_collection_name_that_is_not_text(tmp_path, datasets):
+    toml = datasets_toml(tmp_path, 'files = ["good.npz"]\nname = 5')
+    fails(tmp_path, toml, names=toml, says='[datasets] name must be a string, got 5; write name = "..." or leave it out')
 
 
 def test_a_file_name_that_cannot_make_a_single_run_folder(tmp_path, datasets):

@@ -113,6 +113,9 @@ def test_report_refuses_a_fitlog_it_cannot_read(trained_run):
 def test_report_on_something_that_is_not_a_run(tmp_path, trained_run):
     result = run_manager_cli("report", str(tmp_path / "nonexistent"))
     assert result.returncode == 2 and result.stderr.startswith(f"lfads-manager: error: {tmp_path / 'nonexistent'}: no such folder; ")
+    a_file = trained_run.path / "lfads_train.sh"
+    result = run_manager_cli("report", str(a_file))
+    assert result.returncode == 2 and result.stderr.startswith(f"lfads-manager: error: {a_file}: a file, not a run folder; ")
     collection_dir = trained_run.collection.path
     result = run_manager_cli("report", str(collection_dir))
     assert result.returncode == 2
