@@ -39,6 +39,10 @@ def restore_or_init(ctx: RunContext) -> int:
     prefix = checkpoints.latest_checkpoint(ctx.save_dir, flags.checkpoint_pb_load_name)
     if prefix is None:
         if flags.kind != "train":
+            known = [name for name in (checkpoints.PERIODIC_STATE, checkpoints.LVE_STATE) if (ctx.save_dir / name).exists()]
+            if known and flags.checkpoint_pb_load_name not in known:  # a typo, not an untrained run
+                raise LfadsError(f"{state_path} not found: --checkpoint_pb_load_name={flags.checkpoint_pb_load_name}"
+                                 f" names no checkpoint list here; use one of {', '.join(known)}")
             raise LfadsError(
                 f"{state_path} not found: there is no trained model to load for --kind={flags.kind};"
                 " run --kind=train first (it writes checkpoint and checkpoint_lve)"

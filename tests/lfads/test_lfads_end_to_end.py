@@ -138,6 +138,13 @@ def test_a_posterior_step_without_an_lve_checkpoint_names_the_missing_file(train
                       *trained.flags, "--checkpoint_pb_load_name=checkpoint_lve"], check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(f"lfads: error: {tmp_path}/empty/checkpoint_lve not found")
+    # A trained run and a mistyped list name: a typo, not "run --kind=train first".
+    proc = run_lfads(["--kind=posterior_sample_and_average", *_io_flags(trained.data_dir, trained.out),
+                      *trained.flags, "--checkpoint_pb_load_name=checkpoint_lvee"], check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"lfads: error: {trained.out}/checkpoint_lvee not found: --checkpoint_pb_load_name=checkpoint_lvee names no"
+        " checkpoint list here; use one of checkpoint, checkpoint_lve")
 
 
 @pytest.mark.parametrize("rate", ["1e12", "1e39"])  # 1e39 overflows float32: the first update ruins the weights
