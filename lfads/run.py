@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lfads.data import check_alignment, check_trial_counts, load_datasets
 from lfads.device import configure_device
 from lfads.errors import LfadsError
 from lfads.files import checkpoints
+from lfads.files.folder_lock import hold_output_folder
 from lfads.files.hyperparams import write_hyperparameters
 from lfads.files.model_runs import model_params_name, write_h5
 from lfads.flags import Flags
@@ -66,8 +68,11 @@ def write_model_params(ctx: RunContext) -> Path:
     return path
 
 
-def prepare(flags: Flags) -> RunContext:
-    """Load and check the data, pick the device, build the model and restore it; no kind-specific work."""
+def prepare(flags: Flags, hold: contextlib.ExitStack | None = None) -> RunContext:
+    """Load and check the data, pick the device, build the model and restore it; no kind-specific work.
+
+    With `hold`, the output folder's lock is taken before anything is read from it and stays held
+    until `hold` closes (see lfads.files.folder_lock)."""
     save_dir = Path(flags.lfads_save_dir)
     datasets = load_datasets(Path(flags.data_dir), flags.data_filename_stem, flags.output_dist,
                              flags.ext_input_dim, flags.debug_reduce_timesteps_to)
@@ -79,6 +84,8 @@ def prepare(flags: Flags) -> RunContext:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise LfadsError(f"{save_dir}: cannot create the output folder ({err}); check --lfads_save_dir") from None
+    if hold is not None:
+        hold.enter_context(hold_output_folder(save_dir))
     device = configure_device(flags.device, flags.allow_gpu_growth)
     with tf.device(device):
         built = build(flags, datasets, cfg, with_optimizer=flags.kind in TRAINING_KINDS)
@@ -89,7 +96,15 @@ def prepare(flags: Flags) -> RunContext:
 
 
 def run(flags: Flags) -> None:
-    ctx = prepare(flags)
+    # Every kind writes into lfads_save_dir (hyperparameters-N.txt at least) and all but training read
+    # a checkpoint that a trainer there may be replacing or pruning: one lfads per folder, whatever kind.
+    with contextlib.ExitStack() as hold:
+        ctx = prepare(flags, hold)
+        _run_kind(ctx)
+
+
+def _run_kind(ctx: RunContext) -> None:
+    flags = ctx.flags
     base_seed = flags.seed if flags.seed >= 0 else secrets.randbits(31)
     with tf.device(ctx.device):
         if flags.kind == "train":
