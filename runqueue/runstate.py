@@ -41,6 +41,7 @@ class Phase(StrEnum):
     FAILED = "failed"  # attempts used up; lfads.failed written
     INTERRUPTED = "interrupted"  # stopped by the queue (second Ctrl-C): goes again, not counted
     CANCELLED = "cancelled"
+    OUTPUT_HALF_DELETED = "output_half_deleted"  # written by lfads-manager delete-output, not the queue
 
 
 class Reason(StrEnum):
@@ -57,6 +58,7 @@ class Reason(StrEnum):
     LEGACY_OUTPUT_MISSING = "legacy_output_missing"
     FOLDER_VANISHED = "folder_vanished"
     CANCELLED = "cancelled"
+    OUTPUT_HALF_DELETED = "output_half_deleted"  # written by lfads-manager delete-output, not the queue
     INTERNAL_ERROR = "internal_error"
 
 

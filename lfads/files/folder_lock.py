@@ -10,6 +10,7 @@ It is independent of the queue's run lock (an OFD lock on `.runqueue/lock`, anot
 the queue runs takes it as any other `lfads` does. Where the file system cannot lock a folder (NFS
 maps flock onto byte-range locks, which a read-only descriptor cannot hold: EBADF, or ENOLCK without
 a lock daemon) LFADS goes on without it, as the original did, rather than refuse to run.
+`lfads-manager delete-output` takes the same lock while it deletes (manager/cleanup.py).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def hold_output_folder(save_dir: Path) -> Iterator[bool]:
                 by = f" (pid {holder})" if holder else ""
                 raise LfadsError(
                     f"{save_dir}: another process{by} is using this output folder (a second lfads on the same"
-                    " --lfads_save_dir); wait for it to end or stop it,"
+                    " --lfads_save_dir, or lfads-manager delete-output); wait for it to end or stop it,"
                     " or give this one another --lfads_save_dir") from None
         yield held
     finally:

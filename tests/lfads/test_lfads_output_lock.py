@@ -54,7 +54,7 @@ def test_a_second_lfads_on_the_same_output_folder_is_refused_and_the_first_goes_
             assert second.returncode == 1, second.stdout + second.stderr
             last = second.stderr.strip().splitlines()[-1]
             assert last == (f"lfads: error: {out}: another process (pid {first.pid}) is using this output folder"
-                            " (a second lfads on the same --lfads_save_dir);"
+                            " (a second lfads on the same --lfads_save_dir, or lfads-manager delete-output);"
                             " wait for it to end or stop it, or give this one another --lfads_save_dir"), last
             assert "Traceback" not in second.stderr
         assert first.poll() is None  # the first one trains on

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from manager_test_helpers import small_collection, write_npz_dataset
@@ -146,6 +148,136 @@ def test_delete_output_goes_on_past_a_run_it_cannot_delete(collection):
     assert f"lfads-manager: error: {first.paths.lfads_output}: cannot delete (" in result.stderr
     assert first.paths.done_marker.exists()  # left as it was: no markers removed over surviving output
     assert not second.paths.lfads_output.exists() and not second.paths.done_marker.exists()
+
+
+def _failing_unlink(monkeypatch, fails):
+    """os.unlink failing with EROFS where `fails(path)` says (a read-only subfolder, another account's
+    file: as root no permission would stop it); -> the paths it was asked to delete, in order."""
+    real = os.unlink
+    asked = []
+
+    def unlink(path, *args, **kwargs):
+        asked.append(Path(path))
+        if fails(Path(path)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    return asked
+
+
+def _trained_looking_run(collection):
+    collection.prepare()
+    run = collection.runs[0]
+    output = run.paths.lfads_output
+    (output / "zz_sub").mkdir(parents=True)
+    for name in ("lfads_vae.ckpt-10.index", "model_params", "checkpoint", "fitlog.csv", "zz_sub/file"):
+        (output / name).write_text("data")
+    run.paths.done_marker.write_text('{"finished": "yes"}')
+    run.paths.out_log.write_text("log")
+    return run
+
+
+def test_a_deletion_that_fails_half_way_says_what_went_and_leaves_the_run_marked_half_deleted(collection, monkeypatch):
+    from manager.cleanup import delete_run_output
+    from runqueue.layout import RunPaths
+    from runqueue.runstate import RunState, marker_state, read_failure
+
+    run = _trained_looking_run(collection)
+    output = run.paths.lfads_output
+    states = set()  # what a queue would make of the run at each file deleted
+    asked = _failing_unlink(monkeypatch, lambda path: states.add(marker_state(RunPaths(run.path))) or path.name == "file")
+    with pytest.raises(ManagerError) as raised:
+        delete_run_output(run.path)
+    message = str(raised.value)
+    assert message.startswith(f"{output / 'zz_sub' / 'file'}: cannot delete (Read-only file system); partly deleted:"
+                              f" 4 files and folders of {output} removed, this one not;"), message
+    assert "nothing was deleted" not in message and "delete the output again" in message
+    # The checkpoint state went first: what is left could never be resumed as the old model.
+    assert [p.name for p in asked[:2]] == ["checkpoint", "fitlog.csv"]
+    assert sorted(p.name for p in output.rglob("*")) == ["file", "zz_sub"]
+    # Not done any more, and not resumable: lfads.failed says what happened; the log is kept.
+    assert not run.paths.done_marker.exists() and run.paths.out_log.read_text() == "log"
+    failure = read_failure(run.paths)
+    assert failure["reason"] == "output_half_deleted" and str(output / "zz_sub" / "file") in failure["message"]
+    assert marker_state(run.paths) == RunState.FAILED
+    assert sorted(p.name for p in run.paths.runtime_dir.iterdir() if "delete" in p.name) == []
+
+    monkeypatch.undo()  # fixed: deleting again takes the rest and the run is pending, from scratch
+    assert states == {RunState.FAILED}  # while deleting, too, the run was never done nor startable
+    removed = delete_run_output(run.path)
+    assert [p.name for p in removed] == ["lfadsOutput", "lfads.out", "lfads.failed"]
+    assert not output.exists() and not run.paths.failed_marker.exists() and not run.paths.out_log.exists()
+    assert marker_state(run.paths) == RunState.PENDING
+
+
+def test_a_deletion_that_can_delete_nothing_leaves_the_markers_as_they_were(collection, monkeypatch):
+    from manager.cleanup import delete_run_output
+
+    run = _trained_looking_run(collection)
+    run.paths.failed_marker.write_text('{"reason": "exit_status"}')  # both markers, as a hand-made mix
+    os.utime(run.paths.done_marker, (1_600_000_000, 1_600_000_000))  # what "trained before the data changed" reads
+    output = run.paths.lfads_output
+    before = sorted(output.rglob("*"))
+    _failing_unlink(monkeypatch, lambda path: output in path.parents)
+    with pytest.raises(ManagerError, match=rf"^{output / 'checkpoint'}: cannot delete \(Read-only file system\);"
+                                           " nothing was deleted; fix its permissions"):
+        delete_run_output(run.path)
+    assert sorted(output.rglob("*")) == before
+    assert run.paths.done_marker.read_text() == '{"finished": "yes"}'
+    assert run.paths.done_marker.stat().st_mtime == 1_600_000_000
+    assert run.paths.failed_marker.read_text() == '{"reason": "exit_status"}'
+    assert run.paths.out_log.read_text() == "log"
+    assert sorted(p.name for p in run.paths.runtime_dir.iterdir() if "delete" in p.name) == []
+
+
+def test_a_delete_output_killed_half_way_leaves_the_run_marked_and_the_next_one_finishes(collection, monkeypatch):
+    from manager.cleanup import delete_run_output
+    from runqueue.runstate import RunState, marker_state, read_failure
+
+    run = _trained_looking_run(collection)
+    run.paths.failed_marker.write_text("{}")
+
+    class Killed(BaseException):  # nothing of delete-output's own runs after a SIGKILL
+        pass
+
+    def killed_at_the_model(path):
+        if path.name == "lfads_vae.ckpt-10.index":
+            raise Killed
+        return False
+
+    _failing_unlink(monkeypatch, killed_at_the_model)
+    with pytest.raises(Killed):
+        delete_run_output(run.path)
+    monkeypatch.undo()
+    assert not run.paths.done_marker.exists() and marker_state(run.paths) == RunState.FAILED
+    assert read_failure(run.paths)["reason"] == "output_half_deleted"
+    assert (run.paths.lfads_output / "lfads_vae.ckpt-10.index").exists() and not (run.paths.lfads_output / "checkpoint").exists()
+    assert [p.name for p in delete_run_output(run.path)] == ["lfadsOutput", "lfads.out", "lfads.failed"]
+    assert marker_state(run.paths) == RunState.PENDING
+    assert sorted(p.name for p in run.paths.runtime_dir.iterdir() if "delete" in p.name) == []  # parked ones too
+
+
+def test_delete_output_refuses_an_output_folder_an_lfads_process_is_writing(collection):
+    """`lfads_train.sh` run by hand holds no run lock, but lfads holds a flock on lfadsOutput."""
+    from manager.cleanup import delete_run_output
+
+    run = _trained_looking_run(collection)
+    code = ("import sys, time\nfrom pathlib import Path\nfrom lfads.files.folder_lock import hold_output_folder\n"
+            "with hold_output_folder(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run.paths.lfads_output)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(ManagerError, match=rf"^{run.paths.lfads_output}: an lfads process is writing it .*"
+                                               "nothing was deleted; wait for it to end or stop it"):
+            delete_run_output(run.path)
+        assert (run.paths.lfads_output / "checkpoint").exists() and run.paths.done_marker.exists()
+        assert not run.paths.failed_marker.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    delete_run_output(run.path)  # the lock went with the process
+    assert not run.paths.lfads_output.exists()
 
 
 def test_params_are_values_a_later_change_does_not_reach_the_collection(collection):
