@@ -6,10 +6,13 @@ of having its checkpoints pulled from under it. So is an `lfads` started by hand
 holds a flock on that folder, lfads/files/folder_lock.py; this takes the same lock while deleting).
 
 A deletion can fail half-way (a read-only subfolder, another account's file). So the markers are
-retired first: lfads.done and an earlier lfads.failed are parked in `.runqueue/`, and an lfads.failed
-saying that the output is being deleted takes their place until the end. A half-deleted run (or one
-whose deleting was killed) is therefore never taken for done, and no queue resumes what is left of
-its model. If nothing could be deleted at all, the parked markers are put back as they were.
+retired first: lfads.done and an earlier lfads.failed are parked in `.runqueue/`, and the checkpoint
+lists go before the rest, so a half-deleted run is never taken for done and no queue resumes what is
+left of its model. While deleting, the run lock keeps every queue from starting the run (it waits
+for lfads-manager, as for prepare); a deletion that stops half-way leaves an lfads.failed (reason
+output_half_deleted) so that none starts it afterwards either. (No such marker is written up front:
+a queue running meanwhile would take it for the run's end and leave the run untrained.) If nothing
+could be deleted at all, the parked markers are put back as they were.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ def _finish(run_dir: Path, paths: RunPaths, output: Path, parked: dict[str, Path
         if paths.state.exists():
             save_state(paths, PersistedState(history=load_state(paths).history))
     except OSError as error:
+        _mark_half_deleted(paths, f"lfads-manager delete-output could not reset {paths.state}: {error.strerror}")
         _drop_parked(paths)
         raise ManagerError(paths.state, f"cannot reset the queue's record of the run ({error.strerror}); {done.removed}"
                            f" files and folders of {output} were deleted, {FAILED_MARKER} marks the run as half-deleted",
@@ -112,6 +116,7 @@ def _finish(run_dir: Path, paths: RunPaths, output: Path, parked: dict[str, Path
             try:
                 path.unlink()
             except OSError as error:
+                _mark_half_deleted(paths, f"lfads-manager delete-output could not delete {path}: {error.strerror}")
                 raise ManagerError(path, f"cannot delete ({error.strerror}); the model and results were deleted,"
                                    f" {FAILED_MARKER} marks the run until this is deleted too", _FIX) from None
             removed.append(path)
@@ -121,13 +126,14 @@ def _finish(run_dir: Path, paths: RunPaths, output: Path, parked: dict[str, Path
         try:
             path.unlink()
         except OSError as error:
+            _mark_half_deleted(paths, f"lfads-manager delete-output could not delete {path}: {error.strerror}")
             raise ManagerError(path, f"cannot delete ({error.strerror}); the model and results were deleted,"
                                f" {FAILED_MARKER} marks the run until this is deleted too", _FIX) from None
         removed.append(path)
     with contextlib.suppress(OSError):
         (run_dir / REPORT_DIR).rmdir()  # only if nothing else is in it
     try:
-        paths.failed_marker.unlink()  # ours: the run is pending again, for a fresh start
+        paths.failed_marker.unlink(missing_ok=True)  # ours, if any: the run is pending again, for a fresh start
     except OSError as error:
         raise ManagerError(paths.failed_marker, f"cannot delete ({error.strerror}); everything else was deleted",
                            _FIX) from None
@@ -160,8 +166,8 @@ def _no_lfads_writing(output: Path) -> Iterator[None]:
 
 
 def _retire_markers(paths: RunPaths) -> dict[str, Path]:
-    """Park lfads.done and lfads.failed in .runqueue/ and put an lfads.failed saying "being deleted"
-    in their place; -> {marker name: where it is parked}. Nothing is deleted yet."""
+    """Park lfads.done and lfads.failed in .runqueue/; -> {marker name: where it is parked}. Nothing is
+    deleted yet."""
     parked: dict[str, Path] = {}
     try:
         paths.runtime_dir.mkdir(exist_ok=True)
@@ -170,9 +176,6 @@ def _retire_markers(paths: RunPaths) -> dict[str, Path]:
                 aside = paths.runtime_dir / (marker.name + PARKED_SUFFIX)
                 os.rename(marker, aside)
                 parked[marker.name] = aside
-            if marker == paths.failed_marker:
-                _mark_half_deleted(paths, "lfads-manager delete-output is deleting this run's output, or was stopped"
-                                   " before it had finished; delete the output again", strict=True)
     except OSError as error:
         where = Path(error.filename) if error.filename else paths.root
         _restore_markers(paths, parked)
@@ -180,21 +183,16 @@ def _retire_markers(paths: RunPaths) -> dict[str, Path]:
     return parked
 
 
-def _mark_half_deleted(paths: RunPaths, message: str, strict: bool = False) -> None:
+def _mark_half_deleted(paths: RunPaths, message: str) -> None:
+    """lfads.failed (reason output_half_deleted): no queue starts a run whose output is half gone."""
     record = FailureRecord(step=None, exit_code=None, signal=None, attempt=0, time=now_iso(),
                            reason=str(Reason.OUTPUT_HALF_DELETED), message=message, last_lines=[])
-    try:
+    with contextlib.suppress(OSError):  # the error raised next says what went wrong in any case
         atomic_write_json(paths.failed_marker, record.to_json())
-    except OSError:
-        if strict:
-            raise  # the in-progress marker is written before anything is deleted; the later update may fail
 
 
 def _restore_markers(paths: RunPaths, parked: dict[str, Path]) -> None:
     """Put parked markers back as they were (a rename keeps their contents and times)."""
-    with contextlib.suppress(OSError):
-        if FAILED_MARKER not in parked and os.path.lexists(paths.failed_marker):
-            paths.failed_marker.unlink()  # ours
     for name, aside in parked.items():
         with contextlib.suppress(OSError):
             os.rename(aside, paths.root / name)

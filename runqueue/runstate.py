@@ -41,7 +41,6 @@ class Phase(StrEnum):
     FAILED = "failed"  # attempts used up; lfads.failed written
     INTERRUPTED = "interrupted"  # stopped by the queue (second Ctrl-C): goes again, not counted
     CANCELLED = "cancelled"
-    OUTPUT_HALF_DELETED = "output_half_deleted"  # written by lfads-manager delete-output, not the queue
 
 
 class Reason(StrEnum):

@@ -180,13 +180,20 @@ def _trained_looking_run(collection):
 
 def test_a_deletion_that_fails_half_way_says_what_went_and_leaves_the_run_marked_half_deleted(collection, monkeypatch):
     from manager.cleanup import delete_run_output
+    from runqueue import runlock
     from runqueue.layout import RunPaths
     from runqueue.runstate import RunState, marker_state, read_failure
 
     run = _trained_looking_run(collection)
     output = run.paths.lfads_output
     states = set()  # what a queue would make of the run at each file deleted
-    asked = _failing_unlink(monkeypatch, lambda path: states.add(marker_state(RunPaths(run.path))) or path.name == "file")
+
+    def seen(path):
+        if output in path.parents:  # deleting the model (not tidying up after it stopped)
+            states.add((marker_state(RunPaths(run.path)), runlock.held_by(run.paths.lock)))
+        return path.name == "file"
+
+    asked = _failing_unlink(monkeypatch, seen)
     with pytest.raises(ManagerError) as raised:
         delete_run_output(run.path)
     message = str(raised.value)
@@ -204,7 +211,9 @@ def test_a_deletion_that_fails_half_way_says_what_went_and_leaves_the_run_marked
     assert sorted(p.name for p in run.paths.runtime_dir.iterdir() if "delete" in p.name) == []
 
     monkeypatch.undo()  # fixed: deleting again takes the rest and the run is pending, from scratch
-    assert states == {RunState.FAILED}  # while deleting, too, the run was never done nor startable
+    # While deleting, the run was never done, and the manager's lock kept every queue from starting it
+    # (a queue waits for it; an lfads.failed written up front made a running queue give the run up).
+    assert states == {(RunState.PENDING, runlock.HeldBy.MANAGER)}
     removed = delete_run_output(run.path)
     assert [p.name for p in removed] == ["lfadsOutput", "lfads.out", "lfads.failed"]
     assert not output.exists() and not run.paths.failed_marker.exists() and not run.paths.out_log.exists()
@@ -231,9 +240,9 @@ def test_a_deletion_that_can_delete_nothing_leaves_the_markers_as_they_were(coll
     assert sorted(p.name for p in run.paths.runtime_dir.iterdir() if "delete" in p.name) == []
 
 
-def test_a_delete_output_killed_half_way_leaves_the_run_marked_and_the_next_one_finishes(collection, monkeypatch):
+def test_a_delete_output_killed_half_way_leaves_no_resumable_model_and_the_next_one_finishes(collection, monkeypatch):
     from manager.cleanup import delete_run_output
-    from runqueue.runstate import RunState, marker_state, read_failure
+    from runqueue.runstate import RunState, marker_state
 
     run = _trained_looking_run(collection)
     run.paths.failed_marker.write_text("{}")
@@ -250,10 +259,10 @@ def test_a_delete_output_killed_half_way_leaves_the_run_marked_and_the_next_one_
     with pytest.raises(Killed):
         delete_run_output(run.path)
     monkeypatch.undo()
-    assert not run.paths.done_marker.exists() and marker_state(run.paths) == RunState.FAILED
-    assert read_failure(run.paths)["reason"] == "output_half_deleted"
+    # Not done; pending, and what a queue would train is a fresh model: the checkpoint list went first.
+    assert not run.paths.done_marker.exists() and marker_state(run.paths) == RunState.PENDING
     assert (run.paths.lfads_output / "lfads_vae.ckpt-10.index").exists() and not (run.paths.lfads_output / "checkpoint").exists()
-    assert [p.name for p in delete_run_output(run.path)] == ["lfadsOutput", "lfads.out", "lfads.failed"]
+    assert [p.name for p in delete_run_output(run.path)] == ["lfadsOutput", "lfads.out"]
     assert marker_state(run.paths) == RunState.PENDING
     assert sorted(p.name for p in run.paths.runtime_dir.iterdir() if "delete" in p.name) == []  # parked ones too
 
