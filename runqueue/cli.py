@@ -352,14 +352,14 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirmed(verb: str, args: argparse.Namespace, runs: list[Path]) -> bool:
+def _confirmed(verb: str, args: argparse.Namespace, runs: list[Path], folders: list[Path]) -> bool:
     """A folder may hold more runs than its user had in mind (`runqueue requeue /tmp`): on a terminal,
     list them and ask; elsewhere (a script, a pipe) refuse without --yes, since nobody can answer."""
-    if args.yes or len(runs) <= len(args.runs):
+    if args.yes or not folders:
         return True
     if not sys.stdin.isatty():
-        named = ", ".join(map(str, args.runs))
-        print(f"runqueue {verb}: error: {named} {'holds' if len(args.runs) == 1 else 'hold'} {len(runs)} runs; name"
+        named = ", ".join(map(str, folders))
+        print(f"runqueue {verb}: error: {named} {'holds' if len(folders) == 1 else 'hold'} {len(runs)} runs; name"
               f" the run folders, or pass --yes to {verb} all {len(runs)}", file=sys.stderr)
         return False
     shown = [f"  {run}" for run in runs[:10]] + ([f"  … and {len(runs) - 10} more"] if len(runs) > 10 else [])
@@ -378,9 +378,12 @@ def _requeue(args: argparse.Namespace) -> int:
     from runqueue.control import RequeueRefused, requeue, resolve_runs
     from runqueue.layout import RunPaths
 
-    runs, errors = resolve_runs(args.runs)
-    if not _confirmed("requeue", args, runs):
+    runs, errors, folders = resolve_runs(args.runs)
+    for message in errors:  # said first: a refusal below must not hide them
+        print(f"runqueue requeue: error: {message}", file=sys.stderr)
+    if not _confirmed("requeue", args, runs, folders):
         return 1
+    bad_arguments, errors = bool(errors), []
     for run in runs:
         try:
             print(f"{run}: {requeue(RunPaths(run))}")
@@ -392,7 +395,7 @@ def _requeue(args: argparse.Namespace) -> int:
             errors.append(f"{run}: cannot requeue ({error.strerror}: {error.filename}); remove that by hand")
     for message in errors:
         print(f"runqueue requeue: error: {message}", file=sys.stderr)
-    return 2 if errors else 0
+    return 2 if errors or bad_arguments else 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -400,9 +403,12 @@ def _cancel(args: argparse.Namespace) -> int:
     from runqueue.layout import RunPaths
     from runqueue.slurm.control import cancel_if_submitted
 
-    runs, errors = resolve_runs(args.runs)
-    if not _confirmed("cancel", args, runs):
+    runs, errors, folders = resolve_runs(args.runs)
+    for message in errors:  # said first: a refusal below must not hide them
+        print(f"runqueue cancel: error: {message}", file=sys.stderr)
+    if not _confirmed("cancel", args, runs, folders):
         return 1
+    bad_arguments, errors = bool(errors), []
     for run in runs:
         try:
             # A run handed to SLURM is stopped through SLURM; any other through its supervisor.
@@ -416,7 +422,7 @@ def _cancel(args: argparse.Namespace) -> int:
             errors.append(f"{run}: cannot cancel ({error.strerror}: {error.filename}); fix that by hand, then cancel again")
     for message in errors:
         print(f"runqueue cancel: error: {message}", file=sys.stderr)
-    return 2 if errors else 0
+    return 2 if errors or bad_arguments else 0
 
 
 if __name__ == "__main__":

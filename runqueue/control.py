@@ -237,12 +237,14 @@ def _write_cancelled(paths: RunPaths, step: str | None, message: str) -> None:
     atomic_write_json(paths.failed_marker, record.to_json())
 
 
-def resolve_runs(arguments: Sequence[str | Path]) -> tuple[list[Path], list[str]]:
-    """Run folders named by `arguments` (a run, or a folder holding runs); plus one error per bad argument."""
+def resolve_runs(arguments: Sequence[str | Path]) -> tuple[list[Path], list[str], list[Path]]:
+    """Run folders named by `arguments` (a run, or a folder holding runs), each once; one error per bad
+    argument; and the arguments that are folders holding more than one run (to confirm)."""
     from runqueue.discovery import find_runs
 
     runs: list[Path] = []
     errors: list[str] = []
+    folders: list[Path] = []
     for argument in arguments:
         path = Path(argument)
         if not path.exists():
@@ -251,5 +253,7 @@ def resolve_runs(arguments: Sequence[str | Path]) -> tuple[list[Path], list[str]
         found = find_runs([path])
         if not found:
             errors.append(f"{argument}: no run folder (a folder with lfads_train.sh) here or below")
-        runs.extend(item.path for item in found)
-    return runs, errors
+        if len(found) > 1:
+            folders.append(path)
+        runs.extend(item.path for item in found if item.path not in runs)
+    return runs, errors, folders
