@@ -255,8 +255,9 @@ class Supervisor:
             self.log_fd = open_for_append(self.paths.out_log)
         except OSError as error:
             reason, message = self._log_open_problem(error)
-            # What only the user can mend fails at once: a retry would meet the same folder or fifo.
-            return self._fail(None, None, None, reason, message, retry=reason is not Reason.INTERNAL_ERROR)
+            # What only the user can mend fails at once: a retry would meet the same folder, fifo or
+            # permissions. Passing trouble (EMFILE, EIO, ENOMEM, …) and a full disk are retried.
+            return self._fail(None, None, None, reason, message, retry=not _needs_the_user(error, self.paths.out_log))
         # Our own tracebacks belong in the run's log, not in a terminal that may be gone.
         os.dup2(self.log_fd, 2)
         steps = self.steps
@@ -721,6 +722,14 @@ class Supervisor:
         if reason is Reason.INTERNAL_ERROR:
             return reason, f"{cannot}; make it writable by the queue's user, or remove it"
         return reason, cannot
+
+
+def _needs_the_user(error: OSError, log: Path) -> bool:
+    """An lfads.out that no retry can open: a folder, a fifo or device, a dangling link, no permission,
+    a read-only file system."""
+    if isinstance(error, NotARegularFile) or error.errno in (errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS):
+        return True
+    return error.errno == errno.ENOENT and log.is_symlink()
 
 
 def main(argv: list[str] | None = None) -> int:

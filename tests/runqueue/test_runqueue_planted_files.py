@@ -118,3 +118,20 @@ def test_a_folder_where_the_queue_keeps_its_state_is_named_by_status_and_run(tmp
     assert says in status.stdout, status.stdout
     result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", "--quiet", timeout=_SHORT_S)
     assert says in result.stdout and not (run / "lfads.done").exists(), result.stdout
+
+
+def test_only_log_problems_the_user_must_mend_skip_the_retry(tmp_path: Path) -> None:
+    import errno
+
+    from runqueue.outlog import NotARegularFile
+    from runqueue.supervisor import _needs_the_user
+
+    log = tmp_path / "lfads.out"
+    for code in (errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS):
+        assert _needs_the_user(OSError(code, os.strerror(code)), log)
+    assert _needs_the_user(NotARegularFile(errno.EINVAL, "not a regular file"), log)
+    for code in (errno.EMFILE, errno.ENFILE, errno.EIO, errno.ENOMEM, errno.EINTR, errno.ENOSPC):
+        assert not _needs_the_user(OSError(code, os.strerror(code)), log)  # passing: retried
+    assert not _needs_the_user(OSError(errno.ENOENT, "gone"), log)
+    log.symlink_to(tmp_path / "nowhere" / "log")
+    assert _needs_the_user(OSError(errno.ENOENT, "gone"), log)
