@@ -42,7 +42,8 @@ def restore_or_init(ctx: RunContext) -> int:
     if prefix is None:
         if flags.kind != "train":
             known = [name for name in (checkpoints.PERIODIC_STATE, checkpoints.LVE_STATE) if (ctx.save_dir / name).exists()]
-            if known and flags.checkpoint_pb_load_name not in known:  # a typo, not an untrained run
+            typo = flags.checkpoint_pb_load_name not in (checkpoints.PERIODIC_STATE, checkpoints.LVE_STATE)
+            if known and typo:  # not an untrained run: a name that no step of LFADS writes
                 raise LfadsError(f"{state_path} not found: --checkpoint_pb_load_name={flags.checkpoint_pb_load_name}"
                                  f" names no checkpoint list here; use one of {', '.join(known)}")
             raise LfadsError(

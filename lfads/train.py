@@ -135,6 +135,13 @@ class Trainer:
     def save(self, lve: bool, valid_cost: float | None = None) -> None:
         ctx, flags = self.ctx, self.ctx.flags
         step = int(ctx.built.state.global_step.numpy())
+        if not _all_finite(ctx.built.variables):
+            # An update with a finite gradient can still overflow the weights (a huge learning
+            # rate): such weights are never saved, so the last checkpoint stays the one to resume.
+            raise LfadsError(
+                f"{ctx.save_dir}: the weights became non-finite by step {step} (an update overflowed them);"
+                " training stopped and no checkpoint of them was written. Lower --learning_rate_init or --max_grad_norm"
+            )
         keep = flags.max_ckpt_to_keep_lve if lve else flags.max_ckpt_to_keep
         extra = None if valid_cost is None else {checkpoints.LVE_COST_TENSOR: valid_cost}
         checkpoints.save(ctx.save_dir, ctx.built.variables, flags.checkpoint_name, step, lve, keep, extra)
@@ -196,14 +203,11 @@ class Trainer:
             tr = train_epoch(ctx, self.steps, self.rng, self.stop)
             step = int(state.global_step.numpy())
             if tr.skipped:
-                if _all_finite(ctx.built.variables):
-                    self.save(lve=False)  # the skipped steps changed nothing: these are the last finite weights
-                    kept = f"the last finite weights are saved as {ctx.flags.checkpoint_name}.ckpt-{step}"
-                else:  # an update (finite gradient, huge rate) overflowed them: keep the last checkpoint instead
-                    kept = "the weights themselves became non-finite, so no checkpoint of them was written"
+                self.save(lve=False)  # the skipped steps changed nothing: these are the last finite weights
                 raise LfadsError(
                     f"{ctx.save_dir}: non-finite cost or gradient in epoch {epoch} ({tr.skipped} steps skipped);"
-                    f" training stopped, {kept}. Lower --learning_rate_init or --max_grad_norm"
+                    f" training stopped, the last finite weights are saved as {ctx.flags.checkpoint_name}.ckpt-{step}."
+                    " Lower --learning_rate_init or --max_grad_norm"
                 )
             state.epoch.assign(epoch + 1)
             if epoch % SAVE_EVERY_EPOCHS == 0:

@@ -154,7 +154,7 @@ def test_a_non_finite_cost_stops_cleanly_with_a_message(trained: Trained, tmp_pa
                       f"--learning_rate_init={rate}", "--max_grad_norm=1e12", "--max_epochs=20"], check=False)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("lfads: error:") and "non-finite cost" in last and "--learning_rate_init" in last
+    assert last.startswith("lfads: error:") and "non-finite" in last and "--learning_rate_init" in last
     assert "Traceback" not in proc.stderr
     # Whatever is saved is finite: an update with a finite gradient can still overflow the weights.
     for prefix in (tmp_path / "out").glob("lfads_vae*.ckpt-*.index"):
@@ -165,7 +165,7 @@ def test_a_non_finite_cost_stops_cleanly_with_a_message(trained: Trained, tmp_pa
         saved = last.split("the last finite weights are saved as ")[1].split(".ckpt-")
         assert (tmp_path / "out" / f"{saved[0]}.ckpt-{saved[1].split('.')[0]}.index").exists()
     else:
-        assert "the weights themselves became non-finite, so no checkpoint of them was written" in last, last
+        assert "the weights became non-finite by step" in last and "no checkpoint of them was written" in last, last
 
 
 def test_non_finite_or_non_numeric_flag_values_are_refused(tmp_path: Path, run_lfads: Runner) -> None:

@@ -398,3 +398,21 @@ def test_the_splits_of_a_dataset_share_one_compiled_sampling_function(tmp_path: 
         alone = posterior.average_split(sampler, posterior.SplitKey(0, split_index), data, None, 3, 1)
         with h5py.File(ctx6.save_dir / f"model_runs_ds.h5_{split}_posterior_sample_and_average", "r") as h5:
             np.testing.assert_allclose(h5["factors"][()], alone["factors"], rtol=1e-5, atol=1e-6)
+
+
+def test_weights_an_update_overflowed_are_never_saved(tmp_path: Path) -> None:
+    """Also by the periodic save: an overflow on an epoch's last step skipped no step, and the
+    every-10-epochs checkpoint stored the broken weights for a requeue to resume."""
+    from lfads.errors import LfadsError
+
+    ctx = _context(tmp_path, "--co_dim=1")
+    trainer = Trainer(ctx)
+    trainer.save(lve=False)
+    saved = sorted(p.name for p in ctx.save_dir.iterdir())
+    weight = next(var for name, var in ctx.built.variables.items() if name.endswith("/W"))
+    weight.assign(tf.fill(weight.shape, np.float32(np.inf)))
+    ctx.built.state.global_step.assign_add(5)
+    for lve in (False, True):
+        with pytest.raises(LfadsError, match=r"the weights became non-finite by step 5 .* no checkpoint of them was written"):
+            trainer.save(lve=lve)
+    assert sorted(p.name for p in ctx.save_dir.iterdir()) == saved
