@@ -145,6 +145,13 @@ def test_a_posterior_step_without_an_lve_checkpoint_names_the_missing_file(train
     assert proc.stderr.strip().splitlines()[-1] == (
         f"lfads: error: {trained.out}/checkpoint_lvee not found: --checkpoint_pb_load_name=checkpoint_lvee names no"
         " checkpoint list here; use one of checkpoint, checkpoint_lve")
+    # Stopped before any LVE checkpoint: the default name is no typo.
+    stopped = tmp_path / "stopped"
+    shutil.copytree(trained.out, stopped)
+    (stopped / "checkpoint_lve").unlink()
+    proc = run_lfads(["--kind=posterior_sample_and_average", *_io_flags(trained.data_dir, stopped),
+                      *trained.flags, "--checkpoint_pb_load_name=checkpoint_lve"], check=False)
+    assert proc.returncode == 1 and "no trained model to load" in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
 @pytest.mark.parametrize("rate", ["1e12", "1e39"])  # 1e39 overflows float32: the first update ruins the weights
