@@ -265,20 +265,6 @@ def _parse_fitlog_line(fields: list[str]) -> dict[str, list[float]]:
     return parsed
 
 
-def _surviving_lineage(rows: list[dict[str, list[float]]]) -> list[dict[str, list[float]]]:
-    """Leave out epochs a killed run logged after its last checkpoint: training resumed from that
-    checkpoint and logged them again (steps go back). The original's own restarts count epochs from 0
-    again but steps on, so those rows all stay. The file keeps every line."""
-    kept: list[dict[str, list[float]]] = []
-    for row in rows:
-        step = row.get("step")
-        if step:
-            while kept and kept[-1].get("step") and kept[-1]["step"][0] >= step[0]:
-                kept.pop()
-        kept.append(row)
-    return kept
-
-
 def fit_log(run: Run | Path | str) -> FitLog:
     """Read lfadsOutput/fitlog.csv (no header; label,value pairs; spaces around fields are ignored)."""
     path = _run_dir(run) / LFADS_OUTPUT / "fitlog.csv"
@@ -286,7 +272,7 @@ def fit_log(run: Run | Path | str) -> FitLog:
         raise ManagerError(path, "no fitlog.csv yet", "train the run first (lfads_train.sh)")
     rows = [_parse_fitlog_line([f.strip() for f in line.split(",")]) for line in path.read_text(errors="replace").splitlines() if line.strip()]
     # An epoch line a crash cut short ends before its last field; it is no epoch record.
-    rows = _surviving_lineage([row for row in rows if not row.get("epoch") or row.get("l2weight")])
+    rows = [row for row in rows if not row.get("epoch") or row.get("l2weight")]
     if not rows:
         raise ManagerError(path, "fitlog.csv is empty", "wait for the first epoch to finish")
     # A file without LFADS's "epoch,N, step,N, ..." rows would plot as empty axes and look like success.

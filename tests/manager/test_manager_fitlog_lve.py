@@ -28,14 +28,3 @@ def test_lve_epoch_is_the_epoch_of_that_row_after_a_restart(tmp_path):
     (tmp_path / "lfadsOutput" / "fitlog.csv").write_text("\n".join(restarted) + "\n")
     log = fit_log(tmp_path)
     assert log.lve_index == 3 and log.lve_epoch == 0
-
-
-def test_rows_a_killed_run_logged_past_its_checkpoint_are_no_lve_candidates(tmp_path):
-    # Killed after epoch 2, resumed from the checkpoint after epoch 0: epochs 1 and 2 are trained again.
-    resumed = [*ROWS[:2], ROWS[2].replace("total,650.00,710.00", "total,650.00,600.00"),
-               ROWS[1].replace("total,700.00,720.00", "total,690.00,715.00"),
-               ROWS[2].replace("total,650.00,710.00", "total,640.00,705.00")]
-    (tmp_path / "lfadsOutput").mkdir()
-    (tmp_path / "lfadsOutput" / "fitlog.csv").write_text("\n".join(resumed) + "\n")
-    log = fit_log(tmp_path)
-    assert list(log.epoch) == [0, 1, 2] and log.lve_index == 2 and log.total_valid[2] == 705.0
