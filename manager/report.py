@@ -92,7 +92,8 @@ def training_curves_png(run_dir: Path) -> bytes:
 
 
 def _truth_in_trial_order(run_dir: Path, means: PosteriorMeans) -> np.ndarray | None:
-    inputs = read_h5_arrays(run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{means.dataset}.h5", INPUT_FIX)
+    inputs = read_h5_arrays(run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{means.dataset}.h5", INPUT_FIX,
+                            keys=("train_truth", "valid_truth"))
     if "train_truth" not in inputs or "valid_truth" not in inputs:
         return None
     truth = np.empty(means.rates_per_bin.shape)

@@ -95,11 +95,13 @@ POSTERIOR_FIX = "run lfads_posterior_mean_sample.sh again (it rewrites the poste
 INPUT_FIX = "prepare the collection again with --regenerate (it rewrites the exported inputs)"
 
 
-def read_h5_arrays(path: Path, fix: str) -> dict[str, np.ndarray]:
-    """Every dataset of an HDF5 file; a truncated or unreadable file is a ManagerError naming it."""
+def read_h5_arrays(path: Path, fix: str, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The datasets of an HDF5 file (only `keys`, those present, when given); a truncated or
+    unreadable file is a ManagerError naming it."""
     try:
         with h5py.File(path, "r") as handle:
-            return {key: np.asarray(node[()]) for key, node in handle.items() if isinstance(node, h5py.Dataset)}
+            return {key: np.asarray(node[()]) for key, node in handle.items()
+                    if isinstance(node, h5py.Dataset) and (keys is None or key in keys)}
     except OSError as error:  # h5py's errors for truncated, corrupt or unreadable files are OSErrors
         raise ManagerError(path, f"cannot read this HDF5 file ({error})", fix) from None
 
@@ -244,7 +246,7 @@ class FitLog:
     @property
     def lve_epoch(self) -> int | None:
         """The epoch of that row. Not the same number as the row after a restart: training resumes at
-        its last checkpoint, so fitlog.csv holds some epochs twice."""
+        its last checkpoint, so fitlog.csv holds some epochs twice (the original LFADS counted from 0 again)."""
         index = self.lve_index
         return None if index is None else int(self.epoch[index])
 
