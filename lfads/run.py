@@ -34,6 +34,24 @@ def use_xla(flags: Flags, device: str) -> bool:
     return flags.jit_compile == "true"
 
 
+def _restore_newest_readable(ctx: RunContext, latest: Path) -> tuple[Path, list[str]]:
+    """Restore `latest`, or, when it cannot be read (a crash tore it: a resumed run rewriting a
+    checkpoint of the same step), the newest older one the state file lists, saying so."""
+    flags, built = ctx.flags, ctx.built
+    first_error: checkpoints.UnreadableCheckpoint | None = None
+    for prefix in [latest, *checkpoints.listed_checkpoints(ctx.save_dir, flags.checkpoint_pb_load_name)]:
+        if first_error is not None and (prefix == latest or not Path(f"{prefix}{checkpoints.INDEX_SUFFIX}").exists()):
+            continue
+        print(f"Restoring parameters from {prefix}", flush=True)
+        try:
+            return prefix, checkpoints.restore(prefix, built.variables, built.required)
+        except checkpoints.UnreadableCheckpoint as error:
+            first_error = first_error or error
+            print(f"Cannot read {prefix} ({error}); trying the previous checkpoint it lists.", flush=True)
+    assert first_error is not None
+    raise first_error
+
+
 def restore_or_init(ctx: RunContext) -> int:
     """Restore from the state file --checkpoint_pb_load_name names; -> the step for hyperparameters-N."""
     flags, built = ctx.flags, ctx.built
@@ -52,8 +70,7 @@ def restore_or_init(ctx: RunContext) -> int:
             )
         print("Created model with fresh parameters.", flush=True)
         return 0
-    print(f"Restoring parameters from {prefix}", flush=True)
-    missing = checkpoints.restore(prefix, built.variables, built.required)
+    prefix, missing = _restore_newest_readable(ctx, prefix)
     if missing and flags.kind == "train":
         print(f"Not in the checkpoint, starting fresh: {', '.join(sorted(missing))}", flush=True)
     if flags.kind == "train" and flags.do_reset_learning_rate:

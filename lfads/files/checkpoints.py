@@ -36,6 +36,10 @@ INDEX_SUFFIX = ".index"
 _LINE = re.compile(r'^\s*(model_checkpoint_path|all_model_checkpoint_paths)\s*:\s*"(.*)"\s*$')
 
 
+class UnreadableCheckpoint(LfadsError):
+    """A checkpoint bundle that cannot be read (torn by a crash, truncated, corrupt)."""
+
+
 class CheckpointState(NamedTuple):
     latest: str  # as written in the state file (relative to its folder, or absolute)
     all_paths: list[str]
@@ -97,6 +101,15 @@ def latest_checkpoint(save_dir: Path, state_name: str) -> Path | None:
             f" restore the checkpoint files or delete {state_path}"
         )
     return prefix
+
+
+def listed_checkpoints(save_dir: Path, state_name: str) -> list[Path]:
+    """Every checkpoint the state file lists, newest first (its latest, then the others backwards)."""
+    state = read_state(save_dir / state_name)
+    if state is None:
+        return []
+    names = [state.latest, *reversed(state.all_paths)]
+    return [resolve(save_dir, name) for index, name in enumerate(names) if name not in names[:index]]
 
 
 def _remove_bundle(prefix: Path) -> None:
@@ -166,7 +179,7 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
     try:
         reader = tf.train.load_checkpoint(str(prefix))
     except (tf.errors.OpError, ValueError) as err:
-        raise LfadsError(f"{prefix}: cannot read checkpoint ({err}); delete it or restore the files") from None
+        raise UnreadableCheckpoint(f"{prefix}: cannot read checkpoint ({err}); delete it or restore the files") from None
     shapes = reader.get_variable_to_shape_map()
     # TF1's Saver ignored checkpoint variables the graph lacked, so a controller model sampled with
     # --co_dim=0 silently lost its controller. Per-dataset read-in/out may differ (a subset of the
@@ -202,7 +215,7 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
         try:
             var.assign(reader.get_tensor(name))
         except (tf.errors.OpError, IndexError, ValueError) as err:  # a truncated or corrupt data file
-            raise LfadsError(
+            raise UnreadableCheckpoint(
                 f"{prefix}: cannot read checkpoint ({type(err).__name__}: {err}); delete it or restore the files"
             ) from None
     return missing
