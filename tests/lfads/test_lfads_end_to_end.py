@@ -264,17 +264,39 @@ def test_sampling_with_flags_that_drop_trained_parts_is_refused(trained: Trained
     assert not list(out.glob("model_runs_*"))
 
 
-def test_a_truncated_checkpoint_is_named_with_the_fix(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
+def test_a_truncated_checkpoint_is_named_and_the_previous_one_listed_is_used(trained: Trained, tmp_path: Path,
+                                                                                run_lfads: Runner) -> None:
     out = tmp_path / "out"
     shutil.copytree(trained.out, out)
     data = out / "lfads_vae.ckpt-24.data-00000-of-00001"
     with data.open("r+b") as handle:
-        handle.truncate(100)  # an interrupted copy of the run folder
+        handle.truncate(100)  # an interrupted copy of the run folder, or a crash while it was rewritten
+    older = [p for p in read_state_paths(out / "checkpoint") if p != "lfads_vae.ckpt-24"]
+    assert older, "the trained fixture lists an older periodic checkpoint"
+    proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *trained.flags, f"--max_epochs={EPOCHS + 1}"],
+                     check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Cannot read {out}/lfads_vae.ckpt-24 (" in proc.stdout
+    assert f"Restoring parameters from {out}/{older[-1]}" in proc.stdout
+    # With nothing older listed, the error names the torn one and the fix.
+    shutil.rmtree(out)
+    shutil.copytree(trained.out, out)
+    with data.open("r+b") as handle:
+        handle.truncate(100)
+    (out / "checkpoint").write_text('model_checkpoint_path: "lfads_vae.ckpt-24"\n'
+                                    'all_model_checkpoint_paths: "lfads_vae.ckpt-24"\n')
     proc = run_lfads(["--kind=train", *_io_flags(trained.data_dir, out), *trained.flags, f"--max_epochs={EPOCHS + 1}"],
                      check=False)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"lfads: error: {out}/lfads_vae.ckpt-24: cannot read checkpoint (") and "delete it" in last
+
+
+def read_state_paths(state: Path) -> list[str]:
+    from lfads.files.checkpoints import read_state
+
+    parsed = read_state(state)
+    return [] if parsed is None else list(parsed.all_paths)
 
 
 @pytest.mark.parametrize("bias", [0.0, 0.5])
