@@ -113,23 +113,10 @@ def _finish(run_dir: Path, paths: RunPaths, output: Path, parked: dict[str, Path
         if name in parked:
             removed.append(path)
         elif os.path.lexists(path) and name == OUT_LOG:
-            try:
-                path.unlink()
-            except OSError as error:
-                _mark_half_deleted(paths, f"lfads-manager delete-output could not delete {path}: {error.strerror}")
-                raise ManagerError(path, f"cannot delete ({error.strerror}); the model and results were deleted,"
-                                   f" {FAILED_MARKER} marks the run until this is deleted too", _FIX) from None
-            removed.append(path)
+            removed.append(_unlink_after_the_model(paths, path))
     # The report's plots and R² describe the deleted model (the one trained on data since changed,
     # often): they go too; other files in report/ are the user's and stay.
-    for path in report_files(run_dir):
-        try:
-            path.unlink()
-        except OSError as error:
-            _mark_half_deleted(paths, f"lfads-manager delete-output could not delete {path}: {error.strerror}")
-            raise ManagerError(path, f"cannot delete ({error.strerror}); the model and results were deleted,"
-                               f" {FAILED_MARKER} marks the run until this is deleted too", _FIX) from None
-        removed.append(path)
+    removed += [_unlink_after_the_model(paths, path) for path in report_files(run_dir)]
     with contextlib.suppress(OSError):
         (run_dir / REPORT_DIR).rmdir()  # only if nothing else is in it
     try:
@@ -139,6 +126,17 @@ def _finish(run_dir: Path, paths: RunPaths, output: Path, parked: dict[str, Path
                            _FIX) from None
     _drop_parked(paths)
     return removed
+
+
+def _unlink_after_the_model(paths: RunPaths, path: Path) -> Path:
+    """Delete one file that goes after the model; if it cannot go, the run is marked half-deleted."""
+    try:
+        path.unlink()
+    except OSError as error:
+        _mark_half_deleted(paths, f"lfads-manager delete-output could not delete {path}: {error.strerror}")
+        raise ManagerError(path, f"cannot delete ({error.strerror}); the model and results were deleted,"
+                           f" {FAILED_MARKER} marks the run until this is deleted too", _FIX) from None
+    return path
 
 
 @contextlib.contextmanager

@@ -23,15 +23,8 @@ class NotARegularFile(OSError):
     """lfads.out is a fifo, socket or device: writes to it could block or vanish."""
 
 
-def open_for_append(path: Path) -> int:
-    """An O_APPEND descriptor on `path` (created if missing), readable where allowed (to see whether
-    it ends mid-line). Anything but a regular file is refused: a fifo would take the run's log
-    away (or block a writer once its buffer is full)."""
-    flags = os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK  # opening a fifo must not wait for a reader
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
-    except PermissionError:
-        fd = os.open(path, os.O_WRONLY | flags)
+def _regular_or_refused(fd: int, path: Path) -> int:
+    """`fd` made blocking again if it is a regular file; else closed, and NotARegularFile."""
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
@@ -42,18 +35,22 @@ def open_for_append(path: Path) -> int:
     return fd
 
 
+def open_for_append(path: Path) -> int:
+    """An O_APPEND descriptor on `path` (created if missing), readable where allowed (to see whether
+    it ends mid-line). Anything but a regular file is refused: a fifo would take the run's log
+    away (or block a writer once its buffer is full)."""
+    flags = os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK  # opening a fifo must not wait for a reader
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
+    except PermissionError:
+        fd = os.open(path, os.O_WRONLY | flags)
+    return _regular_or_refused(fd, path)
+
+
 def open_for_reading(path: Path) -> BinaryIO:
     """`path` opened to read, refused (NotARegularFile) unless a regular file: opening a fifo to
     read would wait for a writer, and stall the queue."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotARegularFile(errno.EINVAL, "not a regular file", str(path))
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
+    return os.fdopen(_regular_or_refused(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK), path), "rb")
 
 
 def append_queue_line(path: Path, line: str) -> None:
