@@ -374,16 +374,28 @@ def _confirmed(verb: str, args: argparse.Namespace, runs: list[Path], folders: l
     return False
 
 
-def _requeue(args: argparse.Namespace) -> int:
-    from runqueue.control import RequeueRefused, requeue, resolve_runs
-    from runqueue.layout import RunPaths
+def _runs_to_act_on(verb: str, args: argparse.Namespace) -> tuple[list[Path], bool] | None:
+    """The runs the arguments name, each once, and whether an argument was bad (said here, before a
+    refusal could hide it); None when a folder of several runs is not confirmed."""
+    from runqueue.control import resolve_runs
 
     runs, errors, folders = resolve_runs(args.runs)
-    for message in errors:  # said first: a refusal below must not hide them
-        print(f"runqueue requeue: error: {message}", file=sys.stderr)
-    if not _confirmed("requeue", args, runs, folders):
+    for message in errors:
+        print(f"runqueue {verb}: error: {message}", file=sys.stderr)
+    if not _confirmed(verb, args, runs, folders):
+        return None
+    return runs, bool(errors)
+
+
+def _requeue(args: argparse.Namespace) -> int:
+    from runqueue.control import RequeueRefused, requeue
+    from runqueue.layout import RunPaths
+
+    chosen = _runs_to_act_on("requeue", args)
+    if chosen is None:
         return 1
-    bad_arguments, errors = bool(errors), []
+    runs, bad_arguments = chosen
+    errors: list[str] = []
     for run in runs:
         try:
             print(f"{run}: {requeue(RunPaths(run))}")
@@ -399,16 +411,15 @@ def _requeue(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    from runqueue.control import CancelRefused, cancel, resolve_runs
+    from runqueue.control import CancelRefused, cancel
     from runqueue.layout import RunPaths
     from runqueue.slurm.control import cancel_if_submitted
 
-    runs, errors, folders = resolve_runs(args.runs)
-    for message in errors:  # said first: a refusal below must not hide them
-        print(f"runqueue cancel: error: {message}", file=sys.stderr)
-    if not _confirmed("cancel", args, runs, folders):
+    chosen = _runs_to_act_on("cancel", args)
+    if chosen is None:
         return 1
-    bad_arguments, errors = bool(errors), []
+    runs, bad_arguments = chosen
+    errors: list[str] = []
     for run in runs:
         try:
             # A run handed to SLURM is stopped through SLURM; any other through its supervisor.
