@@ -85,7 +85,9 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         with h5py.File(source, "r") as h5:
             return {key: np.asarray(h5[key][()]) for key in h5 if isinstance(h5[key], h5py.Dataset)}
     except (OSError, gzip.BadGzipFile, EOFError) as err:
-        raise LfadsError(f"{path}: cannot be read as HDF5 ({err}); re-export the dataset") from None
+        raise LfadsError(f"{path}: cannot be read as HDF5 ({err}); every file whose name starts with"
+                         " --data_filename_stem is read as a dataset (as the original did): move it out of"
+                         " the folder if it is not one, or export the dataset again") from None
 
 
 _INT32_MAX = np.iinfo(np.int32).max

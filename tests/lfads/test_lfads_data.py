@@ -156,3 +156,11 @@ def test_an_empty_validation_split_trains_without_one_and_an_empty_training_spli
         h5["train_data"] = np.zeros((0, *arrays["train_data"].shape[1:]), np.int64)
     with pytest.raises(LfadsError, match=r"lfads_ds\.h5: train_data holds no trials; export the dataset again"):
         load_datasets(tmp_path, "lfads", "poisson", 0)
+
+
+def test_a_file_that_only_shares_the_stem_is_named_with_the_stem_rule(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    dataset_factory(tmp_path / "lfads_ds.h5")
+    (tmp_path / "lfads_notes.txt").write_text("my notes")  # the stem rule reads it as a dataset
+    with pytest.raises(LfadsError, match=r"lfads_notes\.txt: cannot be read as HDF5 .*every file whose name starts with"
+                                         r" --data_filename_stem is read as a dataset .*move it out of the folder"):
+        load_datasets(tmp_path, "lfads", "poisson", 0)
