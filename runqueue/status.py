@@ -13,10 +13,9 @@ from runqueue.devices.model import Device
 from runqueue.devices.placement import (
     PlacementPolicy,
     PlacementRequest,
-    best_fit,
     never_fits,
+    placement_verdict,
     provisional_claim,
-    why_not_placed,
 )
 from runqueue.discovery import FoundRun
 from runqueue.diskspace import disk_is_full
@@ -109,8 +108,7 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
     if largest is not None:
         return (f"{prefix}cannot be placed: it declares {memory} MB and the largest device has {largest} MB;"
                 f" lower memory_mb in {paths.resources.name} or the queue's --memory-per-run")
-    reason = why_not_placed(request, devices, claims, policy)
-    device = best_fit(request, devices, claims, policy) if reason.startswith("ready") else None
+    reason, device = placement_verdict(request, devices, claims, policy)
     if device is not None:
         claims.append(provisional_claim(request, device))
     return prefix + reason

@@ -164,11 +164,28 @@ def place(
     return placed
 
 
-def best_fit(request: PlacementRequest, devices: Sequence[Device], claims: Sequence[Claim],
-             policy: PlacementPolicy) -> Device | None:
-    """The device `place` would give `request` alone now, or None."""
-    fitting = [load for load in _loads(devices, claims) if _refusal(load, request, policy) is None]
-    return _best(fitting).device if fitting else None
+def placement_verdict(
+    request: PlacementRequest,
+    devices: Sequence[Device],
+    claims: Sequence[Claim],
+    policy: PlacementPolicy,
+) -> tuple[str, Device | None]:
+    """One line for `status`: why `request` waits (or where it would go / where it runs); and the
+    device it would go to now, when it would."""
+    holder = next((claim for claim in claims if claim.run_dir == request.run_dir), None)
+    labels = {device.uuid: device_label(device) for device in devices}
+    if holder is not None:
+        where = labels.get(holder.device_uuid, holder.device_uuid[:12])
+        return f"running: claimed on {where} by queue {holder.queue_id} (pid {holder.pid})", None
+    if not devices:
+        return "waiting: no devices available (see `runqueue gpus`)", None
+    loads = _loads(devices, claims)
+    refusals = [_refusal(load, request, policy) for load in loads]
+    fitting = [load for load, refusal in zip(loads, refusals, strict=True) if refusal is None]
+    if fitting:
+        best = _best(fitting).device
+        return f"ready: fits {device_label(best)}", best
+    return "waiting: " + "; ".join(refusal for refusal in refusals if refusal is not None), None
 
 
 def why_not_placed(
@@ -177,20 +194,8 @@ def why_not_placed(
     claims: Sequence[Claim],
     policy: PlacementPolicy,
 ) -> str:
-    """One line for `status`: why `request` waits (or where it would go / where it runs)."""
-    holder = next((claim for claim in claims if claim.run_dir == request.run_dir), None)
-    labels = {device.uuid: device_label(device) for device in devices}
-    if holder is not None:
-        where = labels.get(holder.device_uuid, holder.device_uuid[:12])
-        return f"running: claimed on {where} by queue {holder.queue_id} (pid {holder.pid})"
-    if not devices:
-        return "waiting: no devices available (see `runqueue gpus`)"
-    loads = _loads(devices, claims)
-    refusals = [_refusal(load, request, policy) for load in loads]
-    fitting = [load for load, refusal in zip(loads, refusals, strict=True) if refusal is None]
-    if fitting:
-        return f"ready: fits {device_label(_best(fitting).device)}"
-    return "waiting: " + "; ".join(refusal for refusal in refusals if refusal is not None)
+    """placement_verdict's line alone."""
+    return placement_verdict(request, devices, claims, policy)[0]
 
 
 def provisional_claim(request: PlacementRequest, device: Device, queue_id: str = "") -> Claim:
