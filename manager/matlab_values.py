@@ -20,7 +20,8 @@ class ParamValueError(ValueError):
     """A value that the property's MATLAB class cannot hold; the message says what is expected."""
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number (Python or numpy), not a boolean."""
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
 
 
@@ -29,7 +30,7 @@ def _refuse_nan(prop: Prop, value: Any) -> None:
     its hash would not be MATLAB's; and no run parameter means anything as NaN."""
     values = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
     flat = [x for item in values for x in (item if isinstance(item, Sequence) and not isinstance(item, str) else [item])]
-    if any(_is_number(x) and math.isnan(float(x)) for x in flat):
+    if any(is_number(x) and math.isnan(float(x)) for x in flat):
         raise ParamValueError(f"{prop.name} must not be NaN, got {value!r}")
 
 
@@ -41,17 +42,17 @@ def cast_value(prop: Prop, value: Any) -> Any:
         return _cast_untyped(prop, value)
     if cls in INTEGER_RANGES:
         low, high = INTEGER_RANGES[cls]
-        if not _is_number(value) or not math.isfinite(float(value)) or float(value) != int(value):
+        if not is_number(value) or not math.isfinite(float(value)) or float(value) != int(value):
             raise ParamValueError(f"{prop.name} must be a whole number ({cls}), got {value!r}")
         if not low <= int(value) <= high:
             raise ParamValueError(f"{prop.name} must be between {low} and {high} ({cls}), got {value!r}")
         return int(value)
     if cls == "double":
-        if not _is_number(value):
+        if not is_number(value):
             raise ParamValueError(f"{prop.name} must be a number (double), got {value!r}")
         return float(value)
     if cls == "logical":
-        if isinstance(value, bool | np.bool_) or (_is_number(value) and value in (0, 1)):
+        if isinstance(value, bool | np.bool_) or (is_number(value) and value in (0, 1)):
             return bool(value)
         raise ParamValueError(f"{prop.name} must be true or false (logical), got {value!r}")
     if cls == "char":
@@ -68,17 +69,17 @@ def cast_value(prop: Prop, value: Any) -> Any:
 def _cast_untyped(prop: Prop, value: Any) -> Any:
     if value is None or isinstance(value, bool | str):
         return value
-    if _is_number(value):
+    if is_number(value):
         return float(value)
-    if isinstance(value, Sequence) and all(_is_number(item) for item in value):
+    if isinstance(value, Sequence) and all(is_number(item) for item in value):
         return tuple(float(item) for item in value) if value else None
     raise ParamValueError(f"{prop.name} must be a number, true/false, a string or a list of numbers, got {value!r}")
 
 
 def _cast_cell_item(prop: Prop, item: Any) -> Any:
-    if isinstance(item, bool | str) or _is_number(item):
-        return float(item) if _is_number(item) else item
-    if isinstance(item, Sequence) and all(_is_number(x) for x in item):
+    if isinstance(item, bool | str) or is_number(item):
+        return float(item) if is_number(item) else item
+    if isinstance(item, Sequence) and all(is_number(x) for x in item):
         return tuple(float(x) for x in item)
     raise ParamValueError(f"{prop.name}: cell entries must be numbers, strings or true/false, got {item!r}")
 

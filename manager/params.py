@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from manager.datahash import MValue, short_hash
 from manager.errors import ManagerError
-from manager.matlab_values import ParamValueError, cast_value, matlab_isequal, to_mvalue
+from manager.matlab_values import ParamValueError, cast_value, is_number, matlab_isequal, to_mvalue
 from manager.params_schema import (
     ALIGNMENT_OPTIONS,
     AT_LEAST_ONE,
@@ -185,18 +185,14 @@ class RunParams:
             raise ManagerError(source, str(error), "fix the value in [params]") from error
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def check_usable(name: str, value: Any) -> None:
     """ParamValueError for a value of the right type that no run can use (params_schema.AT_LEAST_ONE, ...)."""
-    whole_at_least_one = (_is_real(value) and math.isfinite(value) and value >= 1 and value == int(value))
+    whole_at_least_one = (is_number(value) and math.isfinite(value) and value >= 1 and value == int(value))
     if name in AT_LEAST_ONE and not whole_at_least_one:
         raise ParamValueError(f"{name} must be a whole number of at least 1, got {value!r}")
     if name in OPTIONAL_AT_LEAST_ONE and value is not None and not whole_at_least_one:
         raise ParamValueError(f"{name} must be a whole number of at least 1 (or left out), got {value!r}")
-    if name in POSITIVE_FINITE and not (_is_real(value) and math.isfinite(value) and value > 0):
+    if name in POSITIVE_FINITE and not (is_number(value) and math.isfinite(value) and value > 0):
         unit = " of ms" if name == "spikeBinMs" else ""
         raise ParamValueError(f"{name} must be a positive, finite number{unit}, got {value!r}")
     if name in FRACTIONS and not (math.isfinite(value) and 0 < value <= 1):
