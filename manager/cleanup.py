@@ -108,12 +108,9 @@ def _finish(run_dir: Path, paths: RunPaths, output: Path, parked: dict[str, Path
         _mark_half_deleted(paths, f"lfads-manager delete-output stopped half-way: {where}: {problem}")
         _drop_parked(paths)
         raise ManagerError(where, problem, _FIX)
-    for name in (OUT_LOG, DONE_MARKER, FAILED_MARKER):
-        path = run_dir / name
-        if name in parked:
-            removed.append(path)
-        elif os.path.lexists(path) and name == OUT_LOG:
-            removed.append(_unlink_after_the_model(paths, path))
+    if os.path.lexists(paths.out_log):
+        removed.append(_unlink_after_the_model(paths, paths.out_log))
+    removed += [run_dir / name for name in (DONE_MARKER, FAILED_MARKER) if name in parked]  # parked, dropped below
     # The report's plots and R² describe the deleted model (the one trained on data since changed,
     # often): they go too; other files in report/ are the user's and stay.
     removed += [_unlink_after_the_model(paths, path) for path in report_files(run_dir)]
@@ -209,37 +206,31 @@ def _drop_parked(paths: RunPaths) -> None:
                 aside.unlink()
 
 
-def _remove_tree(folder: Path, first: tuple[str, ...] = ()) -> _Removal:
+def _remove_tree(folder: Path, first: tuple[str, ...] = (), result: _Removal | None = None) -> _Removal:
     """Delete `folder` and everything in it, going on past what cannot be deleted (and recording it).
-    The names in `first` (top level) go before the rest; symbolic links are removed, never followed."""
-    result = _Removal()
-    _remove_contents(folder, first, result)
-    if not result.failed:
+    The names in `first` (top level) go before the rest; symbolic links are removed, never followed.
+    A folder is removed only when everything in it went."""
+    result = _Removal() if result is None else result
+    failed_before = len(result.failed)
+    try:
+        names = sorted(os.listdir(folder), key=lambda name: (name not in first, name))
+    except OSError as error:
+        result.failed.append((folder, error.strerror or str(error)))
+        return result
+    for name in names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            _remove_tree(path, (), result)
+            continue
+        try:
+            path.unlink()
+            result.removed += 1
+        except OSError as error:
+            result.failed.append((path, error.strerror or str(error)))
+    if len(result.failed) == failed_before:
         try:
             folder.rmdir()
             result.removed += 1
         except OSError as error:
             result.failed.append((folder, error.strerror or str(error)))
     return result
-
-
-def _remove_contents(folder: Path, first: tuple[str, ...], result: _Removal) -> None:
-    try:
-        names = sorted(os.listdir(folder), key=lambda name: (name not in first, name))
-    except OSError as error:
-        result.failed.append((folder, error.strerror or str(error)))
-        return
-    for name in names:
-        path = folder / name
-        try:
-            if path.is_dir() and not path.is_symlink():
-                before = len(result.failed)
-                _remove_contents(path, (), result)
-                if len(result.failed) > before:
-                    continue
-                path.rmdir()
-            else:
-                path.unlink()
-            result.removed += 1
-        except OSError as error:
-            result.failed.append((path, error.strerror or str(error)))
