@@ -405,9 +405,11 @@ def _step_scripts(run: Run, cache: _ScriptCache) -> dict[str, str]:
     return cache[key]
 
 
-def _write_run(run: Run, force_links: bool, resources: str | None, cache: _ScriptCache) -> list[Path]:
+def _write_run(run: Run, force_links: bool, resources: str | None, cache: _ScriptCache,
+               resources_ours: bool) -> list[Path]:
     """Run-folder files are regenerated from the collection on every prepare(), so they are
-    written atomically but without fsync (a crash leaves, at worst, a file prepare() rewrites)."""
+    written atomically but without fsync (a crash leaves, at worst, a file prepare() rewrites).
+    `resources_ours`: the run's runqueue.json is there and prepare wrote it."""
     written = []
     run.paths.lfads_input.mkdir(parents=True, exist_ok=True)
     for name, target in run.symlink_targets().items():
@@ -415,7 +417,7 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
             written.append(run.paths.lfads_input / name)
     if resources is not None and write_if_changed(run.paths.resources, resources, durable=False):
         written.append(run.paths.resources)
-    elif resources is None and _written_by_prepare(run.paths.resources):
+    elif resources is None and resources_ours:
         run.paths.resources.unlink()  # back to the defaults: a stale memory or time limit would still apply
         written.append(run.paths.resources)
     # lfads_train.sh last: its appearing is what makes a folder a run to a watching queue, which
@@ -573,8 +575,10 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
         resources = _resources(collection)
         scripts: _ScriptCache = {}
         for run in runs:
-            hand_written = run.paths.resources.exists() and not _written_by_prepare(run.paths.resources)
-            report.files_written += _write_run(run, regenerate, None if hand_written else resources, scripts)
+            present = run.paths.resources.exists()
+            ours = present and _written_by_prepare(run.paths.resources)
+            hand_written = present and not ours
+            report.files_written += _write_run(run, regenerate, None if hand_written else resources, scripts, ours)
             report.files_removed += _remove_stale_links(run)
             if hand_written:
                 asked = "the defaults" if resources is None else "other values ([queue])"
