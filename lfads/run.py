@@ -38,10 +38,10 @@ def _restore_newest_readable(ctx: RunContext, latest: Path) -> tuple[Path, list[
     """Restore `latest`, or, when it cannot be read (a crash tore it: a resumed run rewriting a
     checkpoint of the same step), the newest older one the state file lists, saying so."""
     flags, built = ctx.flags, ctx.built
+    older = [prefix for prefix in checkpoints.listed_checkpoints(ctx.save_dir, flags.checkpoint_pb_load_name)
+             if prefix != latest and Path(f"{prefix}{checkpoints.INDEX_SUFFIX}").exists()]
     first_error: checkpoints.UnreadableCheckpoint | None = None
-    for prefix in [latest, *checkpoints.listed_checkpoints(ctx.save_dir, flags.checkpoint_pb_load_name)]:
-        if first_error is not None and (prefix == latest or not Path(f"{prefix}{checkpoints.INDEX_SUFFIX}").exists()):
-            continue
+    for prefix in [latest, *older]:
         print(f"Restoring parameters from {prefix}", flush=True)
         try:
             return prefix, checkpoints.restore(prefix, built.variables, built.required)

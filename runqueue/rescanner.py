@@ -72,7 +72,7 @@ class Rescanner(QueuePart):
                 " changes in the other folders are seen at the next --poll-interval rescan"
             )
         present = set()
-        added = False  # or removed: names are then made unambiguous again
+        membership_changed = False  # a run added or removed: names are made unambiguous again
         for item in found:
             present.add(item.path)
             run = self.runs.get(item.path)
@@ -80,7 +80,7 @@ class Rescanner(QueuePart):
                 collection, name = run_identity(item.path, item.root)
                 state = RunState.DONE if item.has_done else RunState.FAILED if item.has_failed else RunState.PENDING
                 self.runs[item.path] = TrackedRun(item.path, collection, name, state)
-                added = True
+                membership_changed = True
                 if state == RunState.PENDING:
                     self.placer.dirty = True
                 continue
@@ -106,7 +106,7 @@ class Rescanner(QueuePart):
                 self.console.event(f"[{run.name}] requeued (its marker was removed)")
         for path in [path for path, run in self.runs.items() if path not in present and run.handle is None]:
             run = self.runs.pop(path)
-            added = True  # a name it shared may be short again
+            membership_changed = True  # a name it shared may be short again
             if run.state in (RunState.PENDING, RunState.RUNNING):
                 if (path / RETIRED_TRAIN_SCRIPT).exists():
                     what = f"was retired by lfads-manager prepare (its param set or run spec left the experiment; see {RETIRED_TRAIN_SCRIPT})"
@@ -117,7 +117,7 @@ class Rescanner(QueuePart):
                 self.console.event(f"[{run.name}] {path} {what}; dropped")
             if run.state == RunState.RUNNING:
                 self.oversight.stop_steps_in_deleted_folder(run)
-        if added:
+        if membership_changed:
             disambiguate_names(self.runs.values())
         # Rescans may use at most ~0.5 % of a core: a huge tree on a slow (NFS) disk is rescanned
         # less often than --poll-interval asks, a small one exactly as often.
