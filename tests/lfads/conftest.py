@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -83,3 +85,27 @@ def run_lfads() -> Callable[..., subprocess.CompletedProcess[str]]:
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def lfads_training() -> Callable[..., contextlib.AbstractContextManager[subprocess.Popen[str]]]:
+    """`python -m lfads ARGS` in the background (CPU only, output captured), handed over once `fitlog`
+    holds `epochs` rows; killed on the way out if it still runs."""
+
+    @contextlib.contextmanager
+    def start(args: list[str], fitlog: Path, epochs: int = 1) -> Iterator[subprocess.Popen[str]]:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "lfads", *args], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while not fitlog.exists() or len(fitlog.read_text().splitlines()) < epochs:
+                assert proc.poll() is None and time.monotonic() < deadline, "training did not get going"
+                time.sleep(0.05)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    return start

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
@@ -325,28 +325,15 @@ def test_a_zero_bias_of_a_map_built_without_one_is_no_reason_to_refuse_a_checkpo
 
 
 def test_sigterm_saves_the_step_it_stopped_at_and_training_again_goes_on_from_it(
-        trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
+        trained: Trained, tmp_path: Path, run_lfads: Runner, lfads_training: Callable[..., Any]) -> None:
     import signal
-    import sys
-    import time
 
-    repo = Path(__file__).resolve().parents[2]  # (not `from conftest import`: tests/manager has one too)
     out = tmp_path / "out"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lfads", "--kind=train", *_io_flags(trained.data_dir, out),
-                             *trained.flags, "--max_epochs=100000"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        # Two epochs logged: the periodic checkpoint (every 10 epochs) is at step 4, well behind.
-        while not (out / "fitlog.csv").exists() or len((out / "fitlog.csv").read_text().splitlines()) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, "training did not get going"
-            time.sleep(0.05)
+    train = ["--kind=train", *_io_flags(trained.data_dir, out), *trained.flags, "--max_epochs=100000"]
+    # Two epochs logged: the periodic checkpoint (every 10 epochs) is at step 4, well behind.
+    with lfads_training(train, out / "fitlog.csv", epochs=2) as proc:
         proc.send_signal(signal.SIGTERM)
         stdout, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, stdout[-2000:]
     step = int((out / "checkpoint").read_text().split('"')[1].rsplit("-", 1)[1])
     assert step >= 8, step  # past epoch 1: the step it stopped at, not the last periodic checkpoint (4)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,18 +35,12 @@ def _can_lock(folder: Path) -> bool:
 
 
 def test_a_second_lfads_on_the_same_output_folder_is_refused_and_the_first_goes_on(
-        tmp_path: Path, dataset_factory: Callable[..., object], tiny_flags: list[str], run_lfads: Runner) -> None:
+        tmp_path: Path, dataset_factory: Callable[..., object], tiny_flags: list[str], run_lfads: Runner,
+        lfads_training: Callable[..., contextlib.AbstractContextManager[subprocess.Popen[str]]]) -> None:
     data, out = tmp_path / "in", tmp_path / "out"
     dataset_factory(data / "lfads_dataset001.h5", trials=40, steps=12, neurons=6)
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "lfads", "--kind=train", *_io_flags(data, out), *tiny_flags,
-                              "--max_epochs=100000"], cwd=REPO, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (out / "fitlog.csv").exists() or not (out / "fitlog.csv").read_text().strip():
-            assert first.poll() is None and time.monotonic() < deadline, "training did not get going"
-            time.sleep(0.05)
+    train = ["--kind=train", *_io_flags(data, out), *tiny_flags, "--max_epochs=100000"]
+    with lfads_training(train, out / "fitlog.csv") as first:
         # The queue's step and a copy of it started by hand; and sampling from a model being rewritten.
         for kind in ("train", "posterior_sample_and_average"):
             second = run_lfads([f"--kind={kind}", *_io_flags(data, out), *tiny_flags, "--max_epochs=100000",
@@ -60,9 +54,6 @@ def test_a_second_lfads_on_the_same_output_folder_is_refused_and_the_first_goes_
         assert first.poll() is None  # the first one trains on
         first.send_signal(signal.SIGTERM)
         stdout, _ = first.communicate(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
     assert first.returncode == 128 + signal.SIGTERM, stdout[-2000:]
     epochs = [int(row["epoch"][0]) for row in read_fitlog(out / "fitlog.csv")]
     assert epochs == list(range(len(epochs)))  # one trainer's rows only, each epoch once
