@@ -24,12 +24,12 @@ part() {  # part NAME SECONDS COMMAND... : run, log to $logs/NAME.log, remember 
 part machine 30 bash -c "nvidia-smi --query-gpu=name,uuid,memory.total,memory.used,driver_version,mig.mode.current --format=csv;
   $py -c 'import sys, pynvml; print(sys.version.split()[0], \"nvidia-ml-py\", getattr(pynvml, \"__version__\", \"?\"))'"
 part gpus 30 "$py" -m runqueue gpus --json
-part gpu-tests 240 "$py" -m pytest -p no:cacheprovider -m gpu -v -rs tests/runqueue
-part nvml-bench 120 "$py" bench/queue.py --only nvml
-# SLURM tests install and start slurmctld: not part of a GPU check. Four at a time where
+part gpu-tests 150 "$py" -m pytest -p no:cacheprovider -m gpu -v -rs tests/runqueue
+part nvml-bench 60 "$py" bench/queue.py --only nvml
+# SLURM tests install and start slurmctld: not part of a GPU check. Six at a time where
 # pytest-xdist is installed (GPU boxes have the cores; it also shows the tests keep out of each other's way).
 parallel=()
-"$py" -c 'import xdist' 2>/dev/null && parallel=(-n 4)
+"$py" -c 'import xdist' 2>/dev/null && parallel=(-n 6)
 part suites 240 "$py" -m pytest -p no:cacheprovider -q -rs "${parallel[@]}" tests/runqueue tests/manager \
   --ignore tests/runqueue/test_slurm_queue.py
 

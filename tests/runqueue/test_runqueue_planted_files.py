@@ -17,7 +17,10 @@ _SHORT_S = 30.0
 _DEEP = "[" * 100_000 + "]" * 100_000
 
 
-@pytest.mark.parametrize("time_limit", ["[]", "{}", '{"h": 2}', "true", _DEEP])
+# Named ids: pytest would otherwise put the 200 000-character value into PYTEST_CURRENT_TEST, which
+# the queue's subprocesses inherit, and exec refuses one variable over 128 KiB (E2BIG).
+@pytest.mark.parametrize("time_limit", ["[]", "{}", '{"h": 2}', "true", _DEEP],
+                         ids=["list", "object", "object-of-numbers", "true", "nested-100000-deep"])
 def test_a_time_limit_of_the_wrong_json_type_blocks_only_its_run(tmp_path: Path, time_limit: str) -> None:
     root = tmp_path / "runs"
     bad = make_run(root, "c/param_T/bad")

@@ -26,7 +26,8 @@ def test_status_judges_waiting_runs_as_the_running_queue_does_and_says_so(tmp_pa
         assert "GPU-only" in rows["param_S/b_waiting"]["reason"], rows
         assert [d["uuid"] for d in json.loads(status.stdout)["devices"]] == ["GPU-only"]
         assert f"judged as the queue running as pid {queue.pid} sees them: --simulate-gpus {sim}" in status.stderr
-        own = run_queue(env, "status", "--json", "--cpu-slots", "1", root)  # a flag: judged by this command's own
+        # Flags: judged by this command's own inventory (--gpus none: where NVML answers it would list the real GPUs).
+        own = run_queue(env, "status", "--json", "--gpus", "none", "--cpu-slots", "1", root)
         assert "judged as the queue" not in own.stderr
         # Its own inventory (one CPU slot), plus the queue's claim on a device it does not list.
         assert [(d["uuid"], d["index"]) for d in json.loads(own.stdout)["devices"]] == [("cpu-0", 0), ("GPU-only", None)]
