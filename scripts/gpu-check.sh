@@ -3,6 +3,8 @@
 # need a real GPU (jobs holding real GPU memory), the NVML benchmark, and the queue and manager
 # suites on a machine where NVML answers. Each part has its own time limit, so one hang costs little.
 # Usage: scripts/gpu-check.sh [LOG_DIR]      (PYTHON=... to use another interpreter than .venv's)
+# The package must be installed into that interpreter's environment (pip install [--no-deps] .), not
+# only on PYTHONPATH: two suite tests check the console scripts and `python -S`.
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 logs="${1:-$repo/gpu-check-logs}"
