@@ -22,7 +22,6 @@ import errno
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,18 +33,14 @@ from runqueue import legacy, runlock
 from runqueue.atomicio import atomic_write_json
 from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
-from runqueue.devices.model import CPU_SLOT_PREFIX
-from runqueue.diskspace import disk_is_full
+from runqueue.failure_reasons import log_open_problem, needs_the_user, reason_for, step_failure
 from runqueue.layout import RunPaths, folder_identity
-from runqueue.outlog import NotARegularFile, ends_mid_line, open_for_append
+from runqueue.outlog import ends_mid_line, open_for_append
 from runqueue.procinfo import (
     account_name,
     become_subreaper,
     process_start_time,
     reap_orphans,
-    run_processes,
-    signal_group,
-    signal_name,
 )
 from runqueue.runstate import (
     CONTINUING_PHASES,
@@ -60,12 +55,11 @@ from runqueue.runstate import (
 )
 from runqueue.slurm.paths import SlurmPaths
 from runqueue.slurm.records import STOP_CANCEL, active_submission, load_submission
+from runqueue.step_process import RunProcesses, spawn_step
 from runqueue.steps import (
     StepScriptError,
     check_step_script,
     last_lines,
-    looks_like_cuda_oom,
-    looks_like_disk_full,
     plan_steps,
     read_region_tail,
 )
@@ -113,12 +107,14 @@ class Supervisor:
         self.pending_signals: list[int] = []
         self.previous = PersistedState()
         self.own_session = False
+        self.processes = RunProcesses(own_session=False)
         self.folder_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the run folder we locked
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
         self._install_signal_handlers()
         self.own_session = os.getsid(0) == os.getpid()
+        self.processes = RunProcesses(self.own_session)
         if self.own_session:
             become_subreaper()
         if not self.paths.root.is_dir():
@@ -254,10 +250,10 @@ class Supervisor:
         try:  # readable where allowed: a header must not be glued to a line a step left unfinished
             self.log_fd = open_for_append(self.paths.out_log)
         except OSError as error:
-            reason, message = self._log_open_problem(error)
+            reason, message = log_open_problem(self.paths.out_log, error)
             # What only the user can mend fails at once: a retry would meet the same folder, fifo or
             # permissions. Passing trouble (EMFILE, EIO, ENOMEM, …) and a full disk are retried.
-            return self._fail(None, None, None, reason, message, retry=not _needs_the_user(error, self.paths.out_log))
+            return self._fail(None, None, None, reason, message, retry=not needs_the_user(error, self.paths.out_log))
         # Our own tracebacks belong in the run's log, not in a terminal that may be gone.
         os.dup2(self.log_fd, 2)
         steps = self.steps
@@ -296,7 +292,8 @@ class Supervisor:
         if stop == "cancel":
             return self._cancelled(step, None, None)
         try:
-            process = self._spawn(step, is_legacy, pipefail)
+            process = spawn_step(self.paths, self.spec, self.state.attempt, step, is_legacy, pipefail,
+                                 self.log_fd, self.lock_fd)
         except OSError as error:
             return self._fail(step, None, None, Reason.SPAWN_FAILED, f"cannot start bash {step}: {error.strerror}")
         stop = self._wait(process)
@@ -319,53 +316,8 @@ class Supervisor:
                     return self._fail(step, 0, None, Reason.LEGACY_OUTPUT_MISSING, "legacy script exited 0 but did not write " + ", ".join(missing))
             return None
         tail = read_region_tail(self.paths.out_log, start_offset, _OOM_SCAN_BYTES)
-        if looks_like_cuda_oom(tail):
-            if (self.spec.device_uuid or "").startswith(CPU_SLOT_PREFIX):  # TensorFlow's OOM on a CPU slot is host memory
-                return self._fail(step, exit_code, signum, Reason.EXIT_STATUS,
-                                  f"{step} ran out of host memory on {self.spec.device_uuid} (its last lines say so); run"
-                                  " fewer runs at once (--cpu-slots) or lower the model's size or batch size", tail)
-            return self._fail(step, exit_code, signum, Reason.CUDA_OOM, f"CUDA out of memory on {self.spec.device_uuid}", tail)
-        if self._disk_is_full():
-            return self._fail(step, exit_code, signum, Reason.DISK_FULL, f"the disk holding {self.paths.root} is (or was) full", tail)
-        if looks_like_disk_full(tail):  # the run folder's disk has room: the step wrote somewhere else
-            return self._fail(step, exit_code, signum, Reason.DISK_FULL,
-                              f"{step} ran out of disk space (its last lines say so); the disk of {self.paths.root}"
-                              " has room now, so look at the other disks it writes to (e.g. /tmp)", tail)
-        if signum is not None:
-            hint = " (the kernel's out-of-memory killer sends SIGKILL: check host memory)" if signum == signal.SIGKILL else ""
-            return self._fail(step, None, signum, Reason.SIGNAL, f"{step} killed by {signal_name(signum)}{hint}", tail)
-        return self._fail(step, exit_code, None, Reason.EXIT_STATUS, f"{step} exited with status {exit_code}", tail)
-
-    def _spawn(self, step: str, is_legacy: bool, pipefail: bool) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.update(self.spec.extra_env)
-        env.update(self.spec.device_env)
-        env["RUNQUEUE_RUN_DIR"] = str(self.paths.root)
-        env["RUNQUEUE_ATTEMPT"] = str(self.state.attempt)
-        env["RUNQUEUE_STEP"] = step
-        env.setdefault("PYTHONUNBUFFERED", "1")  # so the log and the console see lines as they come
-        bash = shutil.which("bash", path=env.get("PATH")) or "/bin/bash"
-        argv = [bash, "-o", "pipefail", step] if pipefail else [bash, step]
-        if is_legacy:
-            search_path = env.get("PATH", os.defpath)
-            shims = legacy.write_shims(self.paths.runtime_dir / legacy.SHIM_DIR_NAME, search_path, sys.executable)
-            env["PATH"] = os.pathsep.join([str(shims), search_path, os.path.dirname(sys.executable)])
-        who = self.spec.identity
-        if who is not None and who.uid == os.geteuid() and who.gid == os.getegid():
-            who = None  # already that identity: switching would need privileges for nothing
-        return subprocess.Popen(
-            argv,
-            cwd=self.paths.root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log_fd,
-            stderr=subprocess.STDOUT,
-            process_group=0,  # the step's own group: a time limit stops all of it at once
-            pass_fds=(self.lock_fd,),  # see runlock: a step that outlives us still holds the run
-            user=None if who is None else who.uid,
-            group=None if who is None else who.gid,
-            extra_groups=None if who is None else list(who.groups),
-        )
+        reason, message = step_failure(step, exit_code, signum, tail, self.spec.device_uuid, self.paths.root)
+        return self._fail(step, exit_code, signum, reason, message, tail)
 
     def _wait(self, process: subprocess.Popen[bytes]) -> str | None:
         """Wait for the step; returns None, "interrupt", "cancel", "time_limit" or "vanished"."""
@@ -399,7 +351,7 @@ class Supervisor:
                     break
             # Stopped: every process of the run. Ended: whatever the step left running, which would
             # keep the GPU, the run lock and so the device claim.
-            if self._stop_processes(process, pidfd) and stop is None:
+            if self.processes.stop(process, pidfd, self.spec.kill_grace_s) and stop is None:
                 self._log_line(f"{HEADER_PREFIX} {now_iso()} processes the step left behind ignored SIGTERM for"
                                f" {self.spec.kill_grace_s:g}s; killed\n")
         finally:
@@ -446,45 +398,6 @@ class Supervisor:
         record = load_submission(SlurmPaths(self.paths))
         return record is not None and record.token == self.spec.batch_token and record.stop_requested == STOP_CANCEL
 
-    def _stop_processes(self, process: subprocess.Popen[bytes], pidfd: int) -> bool:
-        """TERM every process of the run, then KILL what is left after the grace period; True when
-        something was left to kill."""
-        self._signal_run(process, signal.SIGTERM)
-        deadline = time.monotonic() + self.spec.kill_grace_s
-        while time.monotonic() < deadline and self._run_processes(process):
-            if process.poll() is None:
-                select.select([pidfd], [], [], 0.05)  # wakes as soon as the step itself ends
-            else:
-                time.sleep(0.05)  # the pidfd stays readable once the step has ended
-                # Never wait(-1) before the step itself is collected: its exit status would be lost.
-                reap_orphans()
-        if not self._run_processes(process):
-            return False
-        self._signal_run(process, signal.SIGKILL)
-        return True
-
-    def _run_processes(self, process: subprocess.Popen[bytes]) -> list[int]:
-        if self.own_session:
-            return run_processes(os.getpid())
-        if process.poll() is None:
-            return [process.pid]
-        try:  # started by hand: only the step's process group is ours to look at
-            os.killpg(process.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [process.pid]
-
-    def _signal_run(self, process: subprocess.Popen[bytes], signum: int) -> None:
-        # The step's process group, then (when the session is ours alone, as the executors start
-        # us) everything in our session or below us: a script may have used setsid or setpgid.
-        # Started by hand from a shell, the session is the user's and only the group is touched.
-        signal_group(process.pid, signum)
-        if not self.own_session:
-            return
-        for pid in run_processes(os.getpid()):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
-
     # ----------------------------------------------------------------- endings
     def _succeed(self) -> int:
         if not self._folder_is_ours():
@@ -499,7 +412,7 @@ class Supervisor:
         try:
             atomic_write_json(self.paths.done_marker, record)
         except OSError as error:
-            return self._fail(self.state.step, 0, None, self._reason_for(error), f"cannot write {self.paths.done_marker}: {error.strerror}")
+            return self._fail(self.state.step, 0, None, reason_for(error), f"cannot write {self.paths.done_marker}: {error.strerror}")
         self.state.phase = Phase.SUCCEEDED
         self.state.resume_step = None
         self.state.exit_code = 0
@@ -695,42 +608,6 @@ class Supervisor:
                 self._vanished()
         except OSError:
             pass  # a full disk must not stop the run; the markers still decide
-
-    def _disk_is_full(self) -> bool:
-        return disk_is_full(self.paths.root)
-
-    @staticmethod
-    def _reason_for(error: OSError) -> Reason:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return Reason.DISK_FULL
-        if error.errno == errno.ENOENT:
-            return Reason.FOLDER_VANISHED
-        return Reason.INTERNAL_ERROR
-
-    def _log_open_problem(self, error: OSError) -> tuple[Reason, str]:
-        """Why lfads.out could not be opened, and what the user does about it. (A folder that is
-        gone is told apart by `_fail`, which looks at the folder itself.)"""
-        log = self.paths.out_log
-        cannot = f"cannot open {log}: {error.strerror}"
-        if error.errno == errno.ENOENT and log.is_symlink():
-            return Reason.INTERNAL_ERROR, f"{log} is a link to {os.readlink(log)}, which cannot be created; remove the link, or create the folder it points into"
-        if error.errno == errno.EISDIR:
-            return Reason.INTERNAL_ERROR, f"{cannot}; rename or remove that folder (the run's log goes there)"
-        if isinstance(error, NotARegularFile):
-            return Reason.INTERNAL_ERROR, f"{log} is not a regular file (a fifo, socket or device); rename or remove it (the run's log goes there)"
-        reason = self._reason_for(error)
-        if reason is Reason.INTERNAL_ERROR:
-            return reason, f"{cannot}; make it writable by the queue's user, or remove it"
-        return reason, cannot
-
-
-def _needs_the_user(error: OSError, log: Path) -> bool:
-    """An lfads.out that no retry can open: a folder, a fifo or device, a dangling link, no permission,
-    a read-only file system."""
-    if isinstance(error, NotARegularFile) or error.errno in (errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS):
-        return True
-    return error.errno == errno.ENOENT and log.is_symlink()
-
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)

@@ -126,15 +126,15 @@ def test_a_folder_where_the_queue_keeps_its_state_is_named_by_status_and_run(tmp
 def test_only_log_problems_the_user_must_mend_skip_the_retry(tmp_path: Path) -> None:
     import errno
 
+    from runqueue.failure_reasons import needs_the_user
     from runqueue.outlog import NotARegularFile
-    from runqueue.supervisor import _needs_the_user
 
     log = tmp_path / "lfads.out"
     for code in (errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS):
-        assert _needs_the_user(OSError(code, os.strerror(code)), log)
-    assert _needs_the_user(NotARegularFile(errno.EINVAL, "not a regular file"), log)
+        assert needs_the_user(OSError(code, os.strerror(code)), log)
+    assert needs_the_user(NotARegularFile(errno.EINVAL, "not a regular file"), log)
     for code in (errno.EMFILE, errno.ENFILE, errno.EIO, errno.ENOMEM, errno.EINTR, errno.ENOSPC):
-        assert not _needs_the_user(OSError(code, os.strerror(code)), log)  # passing: retried
-    assert not _needs_the_user(OSError(errno.ENOENT, "gone"), log)
+        assert not needs_the_user(OSError(code, os.strerror(code)), log)  # passing: retried
+    assert not needs_the_user(OSError(errno.ENOENT, "gone"), log)
     log.symlink_to(tmp_path / "nowhere" / "log")
-    assert _needs_the_user(OSError(errno.ENOENT, "gone"), log)
+    assert needs_the_user(OSError(errno.ENOENT, "gone"), log)
