@@ -138,7 +138,9 @@ def compute_alignment(
         raise ManagerError(where, f"datasets have different numbers of time bins after rebinning ({sorted(n_time)})",
                            "trim every dataset to the same trial length")
     t, n_cond = averages[0].shape[1], len(conditions)
-    flat = [avg.reshape(avg.shape[0], t * n_cond) for avg in averages]
+    # Columns as MATLAB's all_data_tensor(:, :): time fastest, then condition. PCA and least squares do
+    # not care, but ridge_cv's folds are interleaved by row, so the ridge λ depends on this order.
+    flat = [avg.reshape(avg.shape[0], t * n_cond, order="F") for avg in averages]
     all_data = np.vstack(flat)
     means = np.nanmean(all_data, axis=1, keepdims=True)
     centered = all_data - means
@@ -171,8 +173,8 @@ def compute_alignment(
         padded = np.zeros((matrix.shape[0], n_factors))
         padded[:, : matrix.shape[1]] = matrix
         alignments.append(Alignment(padded, bias))
-        reconstructions.append((matrix.T @ (x - bias[:, None])).reshape(k, t, n_cond))
-    return AlignmentResult(alignments, conditions, scores.reshape(k, t, n_cond), reconstructions)
+        reconstructions.append((matrix.T @ (x - bias[:, None])).reshape(k, t, n_cond, order="F"))
+    return AlignmentResult(alignments, conditions, scores.reshape(k, t, n_cond, order="F"), reconstructions)
 
 
 def plot_alignment_reconstruction(result: AlignmentResult, names: Sequence[str],

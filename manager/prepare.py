@@ -29,7 +29,7 @@ import numpy as np
 
 from manager.alignment import AlignmentResult, compute_alignment, plot_alignment_reconstruction
 from manager.atomicio import write_if_changed
-from manager.datasets import minimum_trials, registered_loader
+from manager.datasets import registered_loader
 from manager.departed import departed_notes, pending_departed_runs, prune_departed, retire
 from manager.errors import ManagerError
 from manager.export import (
@@ -40,6 +40,7 @@ from manager.export import (
     lfads_arrays,
     lfads_file_name,
     rebin_factor,
+    split_indices,
     write_input_info,
     write_lfads_h5,
 )
@@ -198,6 +199,10 @@ def _source_stamp(run: Run) -> dict[str, Any]:
         # Left out of such a data hash, c_factors_dim still sizes the alignment matrices: a new width
         # must be exported again, not served the old one.
         stamp["alignment_width"] = run.params.c_factors_dim
+    if run.uses_alignment and run.params.alignmentApproach == "ridgeRegressGlobalPCs":
+        # Ridge matrices exported before the samples were put in MATLAB's order (time fastest) can
+        # differ: such exports are planned again (only these; other exports did not change).
+        stamp["ridge_sample_order"] = "time-major"
     return stamp
 
 
@@ -270,15 +275,21 @@ def _content_unchanged(plan: _ExportPlan) -> bool:
 
 def _check_trials(run: Run, counts: dict[str, dict[str, int]]) -> None:
     params = run.params
-    needed = minimum_trials(params)
+    batch, ratio = int(params.c_batch_size), int(params.trainToTestRatio)
     for dataset in run.spec.datasets:
         info = counts[dataset.name]
-        if info["n_trials"] < needed:
+        # LFADS cuts each split into batches, so each must hold one. (The original warned below
+        # c_batch_size × (trainToTestRatio+1) trials, which can refuse datasets whose splits both do.)
+        train, valid = (part.size for part in split_indices(info["n_trials"], ratio))
+        fewest = min(train, valid)
+        if fewest < batch:
+            more = "use a dataset with more trials"
             raise ManagerError(
                 dataset.path,
-                f"{info['n_trials']} trials are too few for c_batch_size={params.c_batch_size} with "
-                f"trainToTestRatio={params.trainToTestRatio} (run {run.rel_dir} needs {needed})",
-                "lower c_batch_size or use a dataset with more trials",
+                f"{info['n_trials']} trials are too few for c_batch_size={batch} with trainToTestRatio={ratio}:"
+                f" they split into {train} training and {valid} validation trials, and each split must hold"
+                f" a batch (run {run.rel_dir})",
+                f"lower c_batch_size to at most {fewest} or {more}" if fewest > 0 else more,
             )
         if info["n_ext"] != params.c_ext_input_dim:
             raise ManagerError(dataset.path, f"data has {info['n_ext']} external inputs but c_ext_input_dim={params.c_ext_input_dim}",

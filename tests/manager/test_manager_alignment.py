@@ -83,3 +83,30 @@ def test_ridge_alignment_is_ridge_cv_and_does_not_depend_on_the_units_of_the_cou
     np.testing.assert_allclose(_ridge_fit(10.0 * x, y, normalize_each), w / 10.0, rtol=1e-9, atol=1e-12)
     # Shrunk toward zero against least squares, as a ridge fit is.
     assert np.linalg.norm(w) < np.linalg.norm(np.linalg.lstsq(x, y, rcond=None)[0])
+
+
+def test_ridge_alignment_sees_the_samples_in_matlabs_order(monkeypatch):
+    # ridge_cv's folds interleave rows, so the λ it picks depends on the order of the samples: MATLAB's
+    # all_data_tensor(:, :) has time fastest, then condition.
+    import manager.alignment as alignment
+    from manager.sequence import SequenceData
+
+    rng = np.random.default_rng(1)
+    n_time, conditions = 6, np.array([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    datasets = [SequenceData(rng.poisson(2.0, size=(9, channels, n_time)), np.arange(n_time, dtype=float), 1.0,
+                             condition_id=conditions) for channels in (4, 5)]
+    seen: list[np.ndarray] = []
+    real_fit = alignment._ridge_fit
+    monkeypatch.setattr(alignment, "_ridge_fit", lambda x, y, each: seen.append(x) or real_fit(x, y, each))
+    result = alignment.compute_alignment(datasets, [1, 1], 3, "ridgeRegressGlobalPCs")
+    for data, x in zip(datasets, seen, strict=True):
+        averages = np.stack([data.counts[conditions == c].mean(axis=0) for c in (0, 1, 2)], axis=2)  # C x T x K
+        matlab_order = averages.reshape(averages.shape[0], -1, order="F").T  # (T·K) x C, time fastest
+        np.testing.assert_allclose(x, matlab_order - matlab_order.mean(axis=0))
+    assert result.pc_avg_all.shape == (3, n_time, 3)
+    # The global PCs and reconstructions come back as PC x time x condition.
+    recon = result.reconstruction_by_dataset[0]
+    bias = result.alignments[0].bias_c
+    averages = np.stack([datasets[0].counts[conditions == c].mean(axis=0) for c in (0, 1, 2)], axis=2)
+    expected = np.einsum("cf,ctk->ftk", result.alignments[0].matrix_cxf[:, :3], averages - bias[:, None, None])
+    np.testing.assert_allclose(recon, expected, atol=1e-10)

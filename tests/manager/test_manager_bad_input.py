@@ -54,8 +54,17 @@ def datasets(tmp_path: Path) -> Path:
 
 
 def test_too_few_trials_for_the_batch_size(tmp_path, datasets):
-    write_npz_dataset(datasets / "bad.npz", n_trials=12)
-    fails(tmp_path, experiment(tmp_path), names=datasets / "bad.npz", says="12 trials are too few for c_batch_size=4")
+    write_npz_dataset(datasets / "bad.npz", n_trials=12)  # every 5th is validation: 9 + 3, and 3 < 4
+    fails(tmp_path, experiment(tmp_path), names=datasets / "bad.npz",
+          says="12 trials are too few for c_batch_size=4 with trainToTestRatio=4: they split into 9 training and 3"
+               " validation trials")
+
+
+def test_trials_enough_for_a_batch_in_each_split_are_accepted(tmp_path, datasets):
+    # 16 trials split into 12 + 4: a batch of 4 fits each, though the original's rule asked for 4 × 5 = 20.
+    write_npz_dataset(datasets / "bad.npz", n_trials=16)
+    result = run_manager_cli("prepare", str(experiment(tmp_path)))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_inconsistent_bin_widths(tmp_path, datasets):
