@@ -7,7 +7,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -16,7 +16,11 @@ from manager.errors import ManagerError, describe
 from manager.matfile import read_mat
 from manager.sequence import SequenceData, sequence_from_fields
 
+if TYPE_CHECKING:
+    from manager.run import Run
+
 Loader = Callable[[Path], Mapping[str, Any]]
+EXPORT_MODE, ALIGNMENT_MODE = "export", "alignment"
 
 
 def _read_npz(path: Path) -> dict[str, Any]:
@@ -104,7 +108,8 @@ class SourceStamp:
 
 class Dataset:
     """One session's data file. Subclass and override `load_counts` for anything custom
-    (the original's `generateCountsForDataset` hook)."""
+    (the original's `generateCountsForDataset` hook; `uses_different_data_for_alignment` is the
+    original's hook of that name)."""
 
     def __init__(self, collection: DatasetCollection, rel_path: str | Path, loader: Loader | None = None) -> None:
         self.collection = collection
@@ -151,9 +156,19 @@ class Dataset:
             raise ManagerError(self.path, f"cannot read the file ({describe(error)})",
                                "copy it again if it is truncated, or re-save it (see docs/manager.md for the formats)") from error
 
-    def load_counts(self) -> SequenceData:
-        """Counts, time and truth for export and alignment; checked for bad values."""
+    def load_counts(self, run: Run | None = None, mode: str = EXPORT_MODE) -> SequenceData:
+        """Counts, time and truth for export and alignment; checked for bad values.
+
+        The original's `generateCountsForDataset(run, dataset, mode)`: an override may read the run's
+        parameters (`run.params`, a RunParams subclass's own properties included: they are in the data
+        hash, so each `data_<hash>` folder gets an export of its own) and `mode`, "export" or
+        "alignment" (asked for only when `uses_different_data_for_alignment(run)` is true). An override
+        without these parameters, `load_counts(self)`, is called without them."""
         return sequence_from_fields(self.load_data(), self.path)
+
+    def uses_different_data_for_alignment(self, run: Run) -> bool:
+        """True: the alignment matrices are computed from `load_counts(run, "alignment")`."""
+        return False
 
     def load_info(self) -> None:
         """Fill subject, datenum, n_channels and n_trials from the file (LorenzExperiment.Dataset.loadInfo)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
 import secrets
@@ -29,7 +30,7 @@ import numpy as np
 
 from manager.alignment import AlignmentResult, compute_alignment, plot_alignment_reconstruction
 from manager.atomicio import write_if_changed
-from manager.datasets import registered_loader
+from manager.datasets import ALIGNMENT_MODE, EXPORT_MODE, Dataset, registered_loader
 from manager.departed import departed_notes, pending_departed_runs, prune_departed, retire
 from manager.errors import ManagerError
 from manager.export import (
@@ -89,6 +90,8 @@ if TYPE_CHECKING:
     from manager.collection import RunCollection
 
 ALIGNMENT_PLOT_FILE = "alignment_reconstruction.png"
+# (dataset name, data hash or "" when its load_counts ignores the run, mode) -> its counts
+_CountsCache = dict[tuple[str, str, str], SequenceData]
 # Bump when the export's content changes, so older exports are redone.
 EXPORT_FORMAT = 1
 
@@ -232,15 +235,11 @@ def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | Non
     return stored
 
 
-def _plan_export(run: Run, source: dict[str, Any], cache: dict[str, SequenceData]) -> _ExportPlan:
+def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _ExportPlan:
     params = run.params
-    sequences, rebins = [], []
-    for dataset in run.spec.datasets:
-        if dataset.name not in cache:
-            cache[dataset.name] = dataset.load_counts()
-        data = cache[dataset.name]
-        sequences.append(data)
-        rebins.append(rebin_factor(params.spikeBinMs, data.bin_width_ms, dataset.path))
+    sequences = [_counts(dataset, run, EXPORT_MODE, cache) for dataset in run.spec.datasets]
+    rebins = [rebin_factor(params.spikeBinMs, data.bin_width_ms, dataset.path)
+              for dataset, data in zip(run.spec.datasets, sequences, strict=True)]
     bins = {d.name: s.n_time // r for d, s, r in zip(run.spec.datasets, sequences, rebins, strict=True)}
     if len(set(bins.values())) > 1:
         raise ManagerError(run.spec.datasets[0].path, f"run spec {run.spec.name!r} mixes trial lengths after rebinning {bins}",
@@ -250,7 +249,12 @@ def _plan_export(run: Run, source: dict[str, Any], cache: dict[str, SequenceData
                            "lower spikeBinMs")
     alignment, png = None, None
     if run.uses_alignment:
-        alignment = compute_alignment(sequences, rebins, int(params.c_factors_dim), params.alignmentApproach,
+        for_alignment, alignment_rebins = sequences, rebins
+        if any(dataset.uses_different_data_for_alignment(run) for dataset in run.spec.datasets):
+            for_alignment = [_counts(dataset, run, ALIGNMENT_MODE, cache) for dataset in run.spec.datasets]
+            alignment_rebins = [rebin_factor(params.spikeBinMs, data.bin_width_ms, dataset.path)
+                                for dataset, data in zip(run.spec.datasets, for_alignment, strict=True)]
+        alignment = compute_alignment(for_alignment, alignment_rebins, int(params.c_factors_dim), params.alignmentApproach,
                                       params.alignmentExtraArgs, sources=[d.path for d in run.spec.datasets])
         png = plot_alignment_reconstruction(alignment, run.dataset_names)
     counts = {d.name: {"n_trials": s.n_trials, "n_ext": 0 if s.external_inputs is None else int(s.external_inputs.shape[1])}
@@ -261,6 +265,31 @@ def _plan_export(run: Run, source: dict[str, Any], cache: dict[str, SequenceData
         per_dataset[dataset.name] = lfads_arrays(data, rebin, int(params.trainToTestRatio), matrices)
     return _ExportPlan(run, sequences, rebins, alignment, png, {"source": source, "datasets": counts}, per_dataset,
                        arrays_digest(per_dataset))
+
+
+def _counts(dataset: Dataset, run: Run, mode: str, cache: _CountsCache) -> SequenceData:
+    """The dataset's counts, loaded once per prepare: once in all when its load_counts ignores the run
+    (the default, or an override without parameters), else once per data hash and mode."""
+    if not _hook_takes_run(dataset):
+        key = (dataset.name, "", EXPORT_MODE)
+        if key not in cache:
+            cache[key] = dataset.load_counts()
+        return cache[key]
+    key = (dataset.name, run.params.data_hash, mode)
+    if key not in cache:
+        cache[key] = dataset.load_counts(run, mode)
+    return cache[key]
+
+
+def _hook_takes_run(dataset: Dataset) -> bool:
+    hook = type(dataset).load_counts
+    if hook is Dataset.load_counts:
+        return False
+    try:
+        parameters = list(inspect.signature(hook).parameters.values())[1:]  # after self
+    except (TypeError, ValueError):
+        return False
+    return bool(parameters)
 
 
 def _content_unchanged(plan: _ExportPlan) -> bool:
@@ -638,7 +667,7 @@ def _plan_exports(groups: dict[tuple[str, str], Run], sources: dict[tuple[str, s
                   progress: Callable[[str], None] | None,
                   ) -> tuple[list[_ExportPlan], dict[tuple[str, str], dict[str, dict[str, int]]], float]:
     """Phase 2: (exports to write, trial counts per export, seconds spent)."""
-    cache: dict[str, SequenceData] = {}
+    cache: _CountsCache = {}
     plans: list[_ExportPlan] = []
     counts: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
     started = time.perf_counter()
