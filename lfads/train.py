@@ -15,6 +15,7 @@ import numpy as np
 
 from lfads.augment import jitter_spikes
 from lfads.build import RunContext
+from lfads.costs import ramp_weight
 from lfads.data import Dataset
 from lfads.errors import LfadsError
 from lfads.files import checkpoints
@@ -220,7 +221,12 @@ class Trainer:
             summary = EpochSummary(epoch, step, tr.total, tr.recon, tr.kl, valid_total, valid_recon, valid_kl,
                                    tr.l2, tr.kl_weight, tr.l2_weight)
             taus, pvars = ar_prior_readings(ctx)
-            board.epoch(summary, lr, tr.grad_norm, tr.corr, taus, pvars)
+            # TensorBoard's weights are those of the step the epoch reached, as TF1 logged them (the
+            # fitlog's are the last batch's, as there too).
+            costs = ctx.costs
+            board.epoch(summary._replace(kl_weight=float(ramp_weight(step, costs.kl_start_step, costs.kl_increase_steps)),
+                                         l2_weight=float(ramp_weight(step, costs.l2_start_step, costs.l2_increase_steps))),
+                        lr, tr.grad_norm, tr.corr, taus, pvars)
             if flags.csv_log:
                 append_fitlog(ctx.save_dir / f"{flags.csv_log}.csv", summary)
             print(console_line(summary), flush=True)

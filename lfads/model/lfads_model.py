@@ -21,7 +21,9 @@ from lfads.model.priors import AR1Prior, DiagGaussian, GaussianFromInput, Learna
 from lfads.model.readin_readout import ReadOut, make_readin
 from lfads.model.recons import observation_model
 
-# One algorithm everywhere, so compiled (XLA) and plain runs draw the same numbers.
+# One stateless algorithm everywhere, so draws depend only on the seeds. Compiled (XLA) and plain
+# runs still draw different numbers (TensorFlow's XLA kernels differ): a seed reproduces a run at a
+# fixed --jit_compile only.
 RNG_ALG = "philox"
 
 __all__ = ["GIVEN", "MEAN", "SAMPLE", "LfadsModel", "Masks", "ModelOutput", "Noise"]

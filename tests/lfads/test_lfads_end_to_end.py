@@ -64,6 +64,19 @@ def test_training_lowers_the_cost_and_writes_the_original_files(trained: Trained
     assert "Epoch:5, step:24 (TRAIN, VALID): total:" in trained.stdout
 
 
+def test_tensorboard_logs_the_ramp_weights_of_the_step_each_epoch_reached(trained: Trained) -> None:
+    # TF1 evaluated them at the global step after the epoch: with 4-step ramps and 4 steps per
+    # epoch, fully on from the first epoch's end (the last batch of that epoch had 0.75).
+    logged: dict[str, dict[int, float]] = {"LFADS/KL_weight": {}, "LFADS/L2_weight": {}}
+    for events in (trained.out / "lfads_log").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                if value.tag in logged:
+                    logged[value.tag][event.step] = value.simple_value
+    for tag, by_step in logged.items():
+        assert by_step == {step: min(step / 4, 1.0) for step in range(4, EPOCHS * 4 + 1, 4)}, tag
+
+
 def test_training_again_restores_and_continues_the_step_count(trained: Trained, tmp_path: Path,
                                                               run_lfads: Runner) -> None:
     out = tmp_path / "out"
