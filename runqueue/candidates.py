@@ -18,6 +18,7 @@ from runqueue import runlock
 from runqueue.devices.placement import PlacementRequest
 from runqueue.errors import RunqueueError
 from runqueue.resources import RunResources, load_resources
+from runqueue.root_safety import unsafe_as_root
 from runqueue.runstate import Phase, Reason, RunState, load_state, state_stamp
 from runqueue.tracked import TrackedRun
 
@@ -33,7 +34,7 @@ class Candidate:
 class Sifted:
     ready: list[Candidate] = field(default_factory=list)  # in path order
     elsewhere: list[TrackedRun] = field(default_factory=list)  # held by another supervisor or batch job
-    refused: list[tuple[TrackedRun, str]] = field(default_factory=list)  # a bad runqueue.json: why
+    refused: list[tuple[TrackedRun, str]] = field(default_factory=list)  # a bad runqueue.json, unsafe as root: why
     maintained: list[TrackedRun] = field(default_factory=list)  # held by lfads-manager (prepare, delete-output) now
 
 
@@ -81,6 +82,10 @@ def sift_pending(
             resources = load_resources(paths, memory_per_run, time_limit_s)
         except RunqueueError as error:
             sifted.refused.append((run, str(error)))
+            continue
+        unsafe = unsafe_as_root(paths)
+        if unsafe is not None:
+            sifted.refused.append((run, unsafe))
             continue
         request = PlacementRequest(run_dir=str(run.path), memory_mb=resources.memory_mb)
         if state.phase == Phase.RETRY_WAIT and state.reason == Reason.CUDA_OOM and state.failed_device_uuid:

@@ -23,6 +23,7 @@ from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB, RunPaths
 from runqueue.naming import run_identity
 from runqueue.resources import load_resources
+from runqueue.root_safety import unsafe_as_root
 from runqueue.runstate import CONTINUING_PHASES, Phase, RunState, load_state, read_failure, resume_point
 
 
@@ -103,6 +104,9 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
         memory = load_resources(paths, memory_per_run, None).memory_mb
     except RunqueueError as error:
         return str(error)
+    unsafe = unsafe_as_root(paths)
+    if unsafe is not None:
+        return unsafe
     request = PlacementRequest(str(paths.root), memory)
     largest = never_fits(request, devices, policy.max_per_gpu)
     if largest is not None:
