@@ -77,7 +77,8 @@ class Oversight(QueuePart):
         now, not only when some later run is placed (a queue with nothing to place never would)."""
         if self.executor.placement_device() is not None:
             return  # a batch system places the runs: no host-wide claims
-        with contextlib.suppress(ClaimError, OSError), self.claims.transaction() as txn:
+        # Housekeeping: skipped when the lock is busy (the next placement prunes them as well).
+        with contextlib.suppress(ClaimError, OSError), self.claims.transaction(wait_s=0.5) as txn:
             txn.live_claims()
 
     def stop_steps_left_in_deleted_folders(self) -> None:

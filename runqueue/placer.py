@@ -14,7 +14,7 @@ from pathlib import Path
 
 from runqueue.candidates import Candidate, sift_pending
 from runqueue.devices.claims import Claim, ClaimTransaction
-from runqueue.devices.errors import ClaimError, InventoryError
+from runqueue.devices.errors import ClaimError, ClaimsBusy, InventoryError
 from runqueue.devices.model import Device, Inventory
 from runqueue.devices.nvml import without_retry_note
 from runqueue.devices.placement import (
@@ -148,7 +148,7 @@ class Placer(QueuePart):
                 return self._start(placements, live, txn)
         except (InventoryError, ClaimError) as error:
             self.console.event_once(str(error))
-            if isinstance(error, ClaimError) and not self.options.watch:
+            if isinstance(error, ClaimError) and not isinstance(error, ClaimsBusy) and not self.options.watch:
                 # A claims directory that is no directory or not writable does not mend itself; a
                 # watching queue keeps trying (a service outlives the fix), a batch one stops.
                 self.cannot_place = str(error)

@@ -19,12 +19,13 @@ import json
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runqueue import runlock
-from runqueue.devices.errors import ClaimError
+from runqueue.devices.errors import ClaimError, ClaimsBusy
 from runqueue.layout import RunPaths
 from runqueue.procinfo import boot_id, live_start_time
 
@@ -33,6 +34,9 @@ DEFAULT_CLAIMS_DIR = Path("/tmp/lfads-runqueue-claims")
 _LOCK_NAME = ".lock"
 _SUFFIX = ".claim.json"
 _SHARED_DIR_MODE = 0o1777
+# Decisions hold the lock for milliseconds. Any account can take it (the directory is shared), so a
+# queue never waits on it without end: a stuck or hostile holder must not freeze every queue.
+LOCK_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -98,15 +102,34 @@ class ClaimStore:
         self.directory = Path(directory)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[ClaimTransaction]:
-        """Hold the host-wide lock: read live claims, decide, add; nobody else decides meanwhile."""
+    def transaction(self, wait_s: float | None = None) -> Iterator[ClaimTransaction]:
+        """Hold the host-wide lock: read live claims, decide, add; nobody else decides meanwhile.
+        `wait_s` (default LOCK_WAIT_S) bounds the wait for it; then ClaimsBusy."""
         self._ensure_directory()
         fd = self._open_lock()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock(fd, LOCK_WAIT_S if wait_s is None else wait_s)
             yield ClaimTransaction(self)
         finally:
             os.close(fd)  # closing releases the flock
+
+    def _lock(self, fd: int, wait_s: float) -> None:
+        """The exclusive lock, tried without blocking until `wait_s` has passed (signals are
+        handled meanwhile), then ClaimsBusy naming the lock: the caller places nothing this round."""
+        deadline = time.monotonic() + wait_s
+        pause = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    path = self.directory / _LOCK_NAME
+                    raise ClaimsBusy(f"{path}: the host-wide claims lock has been held by another process for over"
+                                     f" {wait_s:g}s; nothing is placed until it is let go (`fuser -v {path}`"
+                                     " names the holder)") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
 
     def claims(self) -> list[Claim]:
         """Live claims, read without the lock and without removing anything (for `status`)."""

@@ -9,3 +9,7 @@ class InventoryError(ValueError):
 
 class ClaimError(RuntimeError):
     """The host-wide claims directory or a claim file cannot be used."""
+
+
+class ClaimsBusy(ClaimError):
+    """Another process has held the host-wide claims lock too long; it mends itself when that ends."""

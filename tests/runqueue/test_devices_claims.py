@@ -265,3 +265,59 @@ def test_status_gives_the_queues_fix_for_a_claims_path_that_is_a_file_or_a_link(
         with pytest.raises(ClaimError, match=r"claims directory is not a directory \(a symlink or file\?\); remove it"):
             ClaimStore(tmp_path / name).claims()
     assert ClaimStore(tmp_path / "missing").claims() == []
+
+
+def _hold_claims_lock(directory: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process (any account could) holding the host-wide lock; returns once it holds it."""
+    code = textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({str(directory / '.lock')!r}, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("held", flush=True)
+        time.sleep({seconds})
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_claims_lock_held_too_long_is_given_up_with_the_holder_to_look_for(tmp_path: Path, monkeypatch) -> None:
+    from runqueue.devices import claims as claims_module
+    from runqueue.devices.errors import ClaimsBusy
+
+    monkeypatch.setattr(claims_module, "LOCK_WAIT_S", 0.5)
+    store = ClaimStore(tmp_path / "claims")
+    store.ensure_directory()
+    holder = _hold_claims_lock(store.directory, 30)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ClaimsBusy) as raised, store.transaction():
+            pass
+        assert time.monotonic() - start < 5
+        assert f"fuser -v {store.directory / '.lock'}" in str(raised.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with store.transaction() as txn:  # let go: the next decision goes through at once
+        assert txn.live_claims() == []
+
+
+@pytest.mark.slow
+def test_a_queue_waits_out_a_claims_lock_held_by_someone_else_and_then_runs(tmp_path: Path) -> None:
+    # Before, the queue blocked in flock for as long as the holder liked, deaf to SIGTERM and to
+    # systemd's watchdog; now it gives up after LOCK_WAIT_S, says so, and tries again.
+    from runqueue_testkit import make_run, queue_env, run_queue
+
+    store = ClaimStore(tmp_path / "claims")
+    store.ensure_directory()
+    run = make_run(tmp_path / "runs", "c/param_L/r")
+    holder = _hold_claims_lock(store.directory, 13)
+    try:
+        result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--poll-interval", "1s",
+                           timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the host-wide claims lock has been held by another process for over 10s" in result.stdout
+    assert (run / "lfads.done").exists()
