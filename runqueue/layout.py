@@ -91,6 +91,11 @@ class RunPaths:
         return self.runtime_dir / "state.json"
 
     @property
+    def cancel_request(self) -> Path:
+        """`runqueue cancel`'s grace for the supervisor it signals (written just before the signal)."""
+        return self.runtime_dir / "cancel.json"
+
+    @property
     def resources(self) -> Path:
         return self.root / RESOURCES_FILE
 

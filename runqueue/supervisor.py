@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from runqueue import legacy, runlock
-from runqueue.atomicio import atomic_write_json
+from runqueue.atomicio import atomic_write_json, read_json_object
 from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
 from runqueue.failure_reasons import log_open_problem, needs_the_user, reason_for, step_failure
@@ -80,7 +80,8 @@ _FOLDER_CHECK_MS = 2000  # how often a waiting supervisor checks that its run fo
 _FAILED_TAIL_LINES = 30
 _MAX_BACKOFF_S = 600.0
 _GO_TIMEOUT_S = 60.0
-_OWN_SIGNAL_WAIT_S = 1.0  # after a step killed by a signal: how long ours may trail it
+_OWN_SIGNAL_WAIT_S = 1.0
+_MAX_CANCEL_GRACE_S = 24 * 3600.0  # after a step killed by a signal: how long ours may trail it
 
 
 class _DiskFull(Exception):
@@ -109,6 +110,7 @@ class Supervisor:
         self.own_session = False
         self.processes = RunProcesses(own_session=False)
         self.folder_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the run folder we locked
+        self.stop_grace_s = spec.kill_grace_s  # SIGTERM to SIGKILL; `runqueue cancel --grace` may ask another
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
@@ -351,9 +353,9 @@ class Supervisor:
                     break
             # Stopped: every process of the run. Ended: whatever the step left running, which would
             # keep the GPU, the run lock and so the device claim.
-            if self.processes.stop(process, pidfd, self.spec.kill_grace_s) and stop is None:
+            if self.processes.stop(process, pidfd, self.stop_grace_s) and stop is None:
                 self._log_line(f"{HEADER_PREFIX} {now_iso()} processes the step left behind ignored SIGTERM for"
-                               f" {self.spec.kill_grace_s:g}s; killed\n")
+                               f" {self.stop_grace_s:g}s; killed\n")
         finally:
             os.close(pidfd)
         process.wait()
@@ -384,10 +386,24 @@ class Supervisor:
         while self.pending_signals:
             signum = self.pending_signals.pop(0)
             if signum == signal.SIGUSR1:
+                self._take_cancel_grace()
                 return "cancel"
             if signum in (signal.SIGTERM, signal.SIGINT):
                 return "cancel" if self._cancel_recorded() else "interrupt"
         return None
+
+    def _take_cancel_grace(self) -> None:
+        """`runqueue cancel --grace` leaves its grace for us (and only us: the pid must be ours)."""
+        request = None
+        with contextlib.suppress(OSError, ValueError):
+            request = read_json_object(self.paths.cancel_request)
+        with contextlib.suppress(OSError):
+            self.paths.cancel_request.unlink()
+        if not request or request.get("supervisor_pid") != os.getpid():
+            return
+        grace = request.get("grace_s")
+        if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= _MAX_CANCEL_GRACE_S:
+            self.stop_grace_s = float(grace)
 
     def _cancel_recorded(self) -> bool:
         """Inside a SLURM job: `runqueue cancel` records the cancel in .runqueue/slurm.json before it

@@ -701,3 +701,29 @@ def _kill_helpers(run: Path) -> None:
     for pid in _helpers_of(run):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+# A step that saves for 3 s after SIGTERM (as training saves a checkpoint), then exits.
+_SAVES_ON_TERM = ('trap \'sleep 3; echo saved > "$RUNQUEUE_RUN_DIR/saved"; exit 143\' TERM\n'
+                  'touch "$RUNQUEUE_RUN_DIR/started"\nwhile true; do sleep 0.1; done\n')
+
+
+@pytest.mark.parametrize(("kill_grace", "cancel_grace", "saved"), [("1", "8", True), ("30", "1", False)])
+def test_cancel_grace_is_the_time_the_step_gets_to_save(tmp_path: Path, kill_grace: str, cancel_grace: str,
+                                                        saved: bool) -> None:
+    # `cancel --grace` is what the step gets between SIGTERM and SIGKILL, whatever the queue's --kill-grace.
+    run = make_run(tmp_path / "runs", "c/param_G/r", _SAVES_ON_TERM)
+    env = queue_env(tmp_path)
+    queue = start_queue(env, "run", run, "--cpu-slots", "1", "--kill-grace", kill_grace, log=tmp_path / "q.log")
+    try:
+        wait_for(lambda: (run / "started").exists(), what="the step")
+        started = time.monotonic()
+        result = run_queue(env, "cancel", run, "--grace", cancel_grace)
+        took = time.monotonic() - started
+    finally:
+        finish(queue)
+    assert result.returncode == 0 and "cancelled (supervisor pid" in result.stdout, result.stdout + result.stderr
+    assert (run / "saved").exists() == saved
+    assert took < (8 if saved else 6), took
+    assert read_json(run / "lfads.failed")["reason"] == "cancelled"
+    assert not (run / ".runqueue" / "cancel.json").exists()
