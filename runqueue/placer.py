@@ -280,6 +280,8 @@ class Placer(QueuePart):
             attempt = pending.reply.get("attempt")
             resume = pending.reply.get("resume_step")
             more = f", resuming at {resume}" if resume else ""
+            if pending.reply.get("supervisor_lost"):
+                more += " (its last supervisor was lost: killed, crashed or the machine restarted)"
             limit = candidate.resources.time_limit_s
             if limit is not None and limit != self.options.time_limit_s:  # the run's runqueue.json set it: say so
                 more += f", time limit {format_duration(limit)} (from its {RESOURCES_FILE})"

@@ -218,6 +218,10 @@ class Supervisor:
         except OSError:
             pass
 
+    def _supervisor_was_lost(self) -> bool:
+        """state.json still said `running` when we took the lock: its supervisor ended without a word."""
+        return self.previous.phase == Phase.RUNNING
+
     def _tell(self, message: dict[str, object]) -> None:
         if self.control is None:
             return
@@ -236,6 +240,7 @@ class Supervisor:
                 "pid": os.getpid(),
                 "attempt": self.state.attempt,
                 "resume_step": next(iter(self.steps), None) if self.state.resume_step else None,
+                "supervisor_lost": self._supervisor_was_lost(),
             }
         )
         self.control.settimeout(_GO_TIMEOUT_S)
@@ -260,6 +265,10 @@ class Supervisor:
         os.dup2(self.log_fd, 2)
         steps = self.steps
         resume = self.state.resume_step
+        if self._supervisor_was_lost():  # never resumed silently: the log says what happened
+            self._log_line(f"{HEADER_PREFIX} {now_iso()} the last supervisor (pid {self.previous.supervisor_pid} on"
+                           f" {self.previous.host}) is gone while it ran {self.previous.step or 'the run'} (killed,"
+                           " crashed, or the machine restarted); going on from where it was, attempt not counted\n")
         if resume is not None and steps[:1] != [resume]:
             going_on = f"going on with {steps[0]}" if steps else "no step after it is left"
             self._log_line(f"{HEADER_PREFIX} {now_iso()} {resume}, where the last attempt stopped, is gone; {going_on}\n")

@@ -198,7 +198,12 @@ def test_a_run_whose_supervisor_was_killed_is_placed_again_once_its_step_ends(tm
         if queue.poll() is None:
             queue.kill()
     assert (run / "lfads.done").exists()
-    assert "supervisor ended unexpectedly" in (tmp_path / "q.log").read_text()
+    console = (tmp_path / "q.log").read_text()
+    assert "supervisor ended unexpectedly" in console
+    # Not resumed silently: the console and the run's log say why it goes again.
+    assert "resuming at lfads_train.sh (its last supervisor was lost: killed, crashed or the machine restarted)" in console
+    log = (run / "lfads.out").read_text()
+    assert "is gone while it ran lfads_train.sh (killed, crashed, or the machine restarted); going on" in log
 
 
 def test_a_time_limit_beyond_what_poll_can_wait_works(tmp_path: Path) -> None:
