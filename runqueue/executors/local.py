@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -30,6 +31,7 @@ from runqueue.slurm.paths import SlurmPaths
 from runqueue.slurm.records import active_submission
 from runqueue.supervisor_spec import SupervisorSpec
 
+_ABANDON_WAIT_S = 2.0  # a supervisor told "no" (or that said why it cannot start) exits in milliseconds
 _PACKAGE_PARENT = str(Path(runqueue.__file__).resolve().parent.parent)
 _BOOTSTRAP = (
     f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
@@ -149,6 +151,10 @@ class LocalExecutor(Executor):
         with contextlib.suppress(OSError):
             launched.control.sendall(b"no\n")
         launched.control.close()
+        # It lets go of the run lock as it exits, at once: waited for (briefly), so that the next
+        # look at the run does not take it for running elsewhere.
+        with contextlib.suppress(OSError):
+            select.select([launched.pidfd], [], [], _ABANDON_WAIT_S)
         os.close(launched.pidfd)
 
     def submitted(self, run_dir: Path) -> bool:

@@ -241,6 +241,20 @@ def test_a_full_disk_is_named_and_the_log_is_kept(tmp_path: Path, small: Path) -
     assert row["state"] == "pending" and row["reason"] == f"its disk is full ({run}); free space there and it goes again"
 
 
+def test_runs_that_could_not_start_on_a_full_disk_are_not_counted_as_running(tmp_path: Path, small: Path) -> None:
+    runs = [make_run(small, f"c/param_F/{name}") for name in ("a", "b")]
+    filler = small / "filler"
+    with contextlib.suppress(OSError), open(filler, "wb") as fill:  # every byte of it: state.json cannot be written
+        while True:
+            fill.write(b"x" * 4096)
+            fill.flush()
+    result = run_queue(queue_env(tmp_path), "run", small, "--cpu-slots", "1", timeout=60)
+    assert "could not start" in result.stdout, result.stdout + result.stderr
+    counts = [line for line in result.stdout.splitlines() if line.startswith("runqueue: ") and " running, " in line]
+    assert counts and not any(line.startswith(("runqueue: 1 running", "runqueue: 2 running")) for line in counts), counts
+    assert not any((run / "lfads.done").exists() for run in runs)
+
+
 def test_a_watching_queue_starts_a_run_again_as_soon_as_its_full_disk_has_space(tmp_path: Path, small: Path) -> None:
     queue = None
     try:
