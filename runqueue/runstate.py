@@ -200,3 +200,8 @@ def marker_state(paths: RunPaths) -> RunState:
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def iso_time(seconds: float | None) -> str | None:
+    """A wall-clock time (time.time()) in now_iso's format."""
+    return None if seconds is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))

@@ -48,6 +48,7 @@ from runqueue.runstate import (
     PersistedState,
     Phase,
     Reason,
+    iso_time,
     load_state,
     now_iso,
     resume_point,
@@ -427,13 +428,17 @@ class Supervisor:
     def _succeed(self) -> int:
         if not self._folder_is_ours():
             self._vanished()
-        record = {
+        record: dict[str, object] = {
             "finished": now_iso(),
+            "started": iso_time(self.state.started_at),  # this attempt's start
             "host": self.state.host,
             "attempt": self.state.attempt,
             "device": self.spec.device_uuid,
             "seconds": round(time.monotonic() - self.started, 3),
+            "exit_code": 0,
         }
+        if self.spec.device_index is not None:
+            record["device_index"] = self.spec.device_index
         try:
             atomic_write_json(self.paths.done_marker, record)
         except OSError as error:
@@ -598,9 +603,10 @@ class Supervisor:
 
     # ----------------------------------------------------------------- helpers
     def _header(self, step: str) -> str:
+        index = "" if self.spec.device_index is None else f", index {self.spec.device_index}"
         return (
             f"{HEADER_PREFIX} {now_iso()} host={self.state.host} attempt={self.state.attempt}/{self.max_attempts}"
-            f" step={step} device={self.spec.device_uuid} ({self.spec.device_name})"
+            f" step={step} device={self.spec.device_uuid} ({self.spec.device_name}{index})"
         )
 
     def _write_log(self, text: str) -> None:

@@ -25,6 +25,7 @@ class SupervisorSpec:
     device_uuid: str
     device_name: str
     device_env: dict[str, str]
+    device_index: int | None = None  # a GPU's NVML index (nvidia-smi's numbering), beside its UUID
     max_attempts: int = 2
     retry_backoff_s: float = 10.0
     time_limit_s: float | None = None

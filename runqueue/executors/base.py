@@ -122,7 +122,8 @@ class Executor(ABC):
         return False
 
     def started_text(self, handle: RunHandle, device: Device) -> str:
-        return f"started on {device.uuid} ({device.name})"
+        index = f", index {device.index}" if device.is_gpu else ""
+        return f"started on {device.uuid} ({device.name}{index})"
 
     def adopted_text(self, handle: RunHandle) -> str:
         device = handle.device_uuid or "not recorded (its .runqueue/state.json is gone)"

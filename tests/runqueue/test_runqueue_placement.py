@@ -68,7 +68,13 @@ def test_runqueue_each_job_sees_its_own_gpu_uuid(tmp_path: Path) -> None:
     assert all(line.split()[1:4] == ["1", "PCI_BUS_ID", "true"] for line in lines)
     for line in lines:
         run_dir = Path(line.split()[4])
-        assert f"device={line.split()[0]} (Sim GPU)" in step_headers((run_dir / "lfads.out").read_text())[0]
+        uuid = line.split()[0]
+        # Both names of the card: its UUID, and the index nvidia-smi lists it by.
+        assert f"device={uuid} (Sim GPU, index {uuids.index(uuid)})" in step_headers((run_dir / "lfads.out").read_text())[0]
+        done = read_json(run_dir / "lfads.done")
+        assert (done["device"], done["device_index"], done["exit_code"]) == (uuid, uuids.index(uuid), 0)
+        assert done["started"] <= done["finished"]
+    assert f"started on {uuids[0]} (Sim GPU, index 0)" in result.stdout
 
 
 @pytest.mark.parametrize(
