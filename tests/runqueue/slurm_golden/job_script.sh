@@ -13,4 +13,4 @@
 #SBATCH --mem=16000
 #SBATCH --time=2:01:00
 #SBATCH --partition=gpu
-exec /opt/lfads/venv/bin/python -c 'import sys; sys.path.insert(0, "/opt/lfads/src"); from runqueue.slurm.job import main; sys.exit(main())' --token 0123456789abcdef --spec '{"run_dir":"/data/lfads/runs/exampleRun/param_Qr2PeG/all","device_uuid":"slurm","device_name":"assigned by SLURM","device_env":{},"max_attempts":2,"retry_backoff_s":10.0,"time_limit_s":7200.0,"kill_grace_s":10.0,"queue_id":"login1:4242","device_free_mb":null,"identity":null,"extra_env":{},"claims_dir":null,"batch_token":null}'
+exec /opt/lfads/venv/bin/python -c 'import sys; sys.path.insert(0, "/opt/lfads/src"); from runqueue.slurm.job import main; sys.exit(main())' --token 0123456789abcdef --spec '{"run_dir":"/data/lfads/runs/exampleRun/param_Qr2PeG/all","device_uuid":"slurm","device_name":"assigned by SLURM","device_env":{},"device_index":null,"max_attempts":2,"retry_backoff_s":10.0,"time_limit_s":7200.0,"kill_grace_s":10.0,"queue_id":"login1:4242","device_free_mb":null,"identity":null,"extra_env":{},"claims_dir":null,"batch_token":null}'
