@@ -270,26 +270,30 @@ def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _Expo
 def _counts(dataset: Dataset, run: Run, mode: str, cache: _CountsCache) -> SequenceData:
     """The dataset's counts, loaded once per prepare: once in all when its load_counts ignores the run
     (the default, or an override without parameters), else once per data hash and mode."""
-    if not _hook_takes_run(dataset):
-        key = (dataset.name, "", EXPORT_MODE)
-        if key not in cache:
-            cache[key] = dataset.load_counts()
-        return cache[key]
-    key = (dataset.name, run.params.data_hash, mode)
+    arguments = _hook_arguments(dataset, run, mode)
+    key = (dataset.name, run.params.data_hash if arguments else "", mode if len(arguments) > 1 else EXPORT_MODE)
     if key not in cache:
-        cache[key] = dataset.load_counts(run, mode)
+        cache[key] = dataset.load_counts(*arguments)
     return cache[key]
 
 
-def _hook_takes_run(dataset: Dataset) -> bool:
+def _hook_arguments(dataset: Dataset, run: Run, mode: str) -> tuple[Any, ...]:
+    """What this dataset's load_counts takes of (run, mode): both, the run alone, or nothing."""
     hook = type(dataset).load_counts
     if hook is Dataset.load_counts:
-        return False
+        return ()
     try:
-        parameters = list(inspect.signature(hook).parameters.values())[1:]  # after self
+        signature = inspect.signature(dataset.load_counts)
     except (TypeError, ValueError):
-        return False
-    return bool(parameters)
+        return ()
+    for arguments in ((run, mode), (run,), ()):
+        try:
+            signature.bind(*arguments)
+            return arguments
+        except TypeError:
+            continue
+    raise ManagerError(dataset.path, f"{type(dataset).__name__}.load_counts{signature} cannot be called with (run, mode),"
+                       " (run) or no arguments", "define it as load_counts(self, run=None, mode='export')")
 
 
 def _content_unchanged(plan: _ExportPlan) -> bool:

@@ -312,6 +312,7 @@ def _status(args: argparse.Namespace) -> int:
     from runqueue.devices.report import devices_json
     from runqueue.devices.report import render_table as render_devices
     from runqueue.discovery import RunScanner
+    from runqueue.queue_record import non_root_queue_over
     from runqueue.status import render_table, run_row
 
     settings = _status_settings(args)
@@ -337,7 +338,13 @@ def _status(args: argparse.Namespace) -> int:
     scanner = RunScanner(settings.roots)
     policy = PlacementPolicy(max_per_gpu=settings.max_per_gpu, foreign=settings.foreign)  # type: ignore[arg-type]
     charged = list(claims)  # plus the runs status finds ready, in order (the devices below show real claims only)
-    rows = [run_row(found, reading.devices, charged, policy, settings.memory_per_run) for found in scanner.scan(full=True)]
+    # Runs a root queue would refuse are judged so only when no queue of another account runs them.
+    queue_is_root = None
+    if os.geteuid() == 0 and non_root_queue_over(ClaimStore(settings.claims_dir).directory,
+                                                [root.resolve() for root in settings.roots]):
+        queue_is_root = False
+    rows = [run_row(found, reading.devices, charged, policy, settings.memory_per_run, queue_is_root)
+            for found in scanner.scan(full=True)]
     problems += scanner.problems  # unreadable folders: their runs are missing from the table
     from runqueue.slurm.control import annotate_rows
 

@@ -82,7 +82,7 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
     supervisor = runlock.is_run_process(paths.lock, pid, start)
     if supervisor:
         assert pid is not None
-        _leave_grace(paths, pid, grace_s)
+        leave_grace(paths, grace_s, supervisor_pid=pid)
         if _ask_supervisor(pid, start, grace_s) and os.path.lexists(paths.failed_marker):
             return f"cancelled (supervisor pid {pid} stopped it)"
     # No supervisor to ask (it died and left steps running), or it did not answer: stop every process
@@ -105,7 +105,7 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
     if (again.supervisor_pid != pid
             and runlock.is_run_process(paths.lock, again.supervisor_pid, again.supervisor_start_time)):
         assert again.supervisor_pid is not None
-        _leave_grace(paths, again.supervisor_pid, grace_s)
+        leave_grace(paths, grace_s, supervisor_pid=again.supervisor_pid)
         if _ask_supervisor(again.supervisor_pid, again.supervisor_start_time, grace_s) \
                 and os.path.lexists(paths.failed_marker):
             return (f"cancelled (its processes were stopped by `runqueue cancel`; it had started again meanwhile, "
@@ -131,11 +131,13 @@ def _holding_unstarted(paths: RunPaths) -> Iterator[bool]:
             os.close(fd)
 
 
-def _leave_grace(paths: RunPaths, supervisor_pid: int, grace_s: float) -> None:
-    """Tell the supervisor how long its steps get between SIGTERM and SIGKILL (it reads this when our
-    signal comes). Not writable here: it uses the queue's --kill-grace."""
+def leave_grace(paths: RunPaths, grace_s: float, *, supervisor_pid: int | None = None, batch_token: str | None = None) -> None:
+    """Tell the supervisor (by its pid, or inside a SLURM job by its submission's token) how long its
+    steps get between SIGTERM and SIGKILL; it reads this when our signal comes. Not writable here: it
+    uses the queue's --kill-grace."""
     with contextlib.suppress(OSError):
-        atomic_write_json(paths.cancel_request, {"supervisor_pid": supervisor_pid, "grace_s": grace_s}, durable=False)
+        atomic_write_json(paths.cancel_request, {"supervisor_pid": supervisor_pid, "batch_token": batch_token,
+                                                 "grace_s": grace_s}, durable=False)
 
 
 def _ask_supervisor(pid: int, start: int | None, grace_s: float) -> bool:

@@ -238,7 +238,7 @@ class Placer(QueuePart):
                 device_uuid=device.uuid,
                 device_name=device.name,
                 device_env=device.job_environment(),
-                device_index=device.index if device.is_gpu and txn is not None else None,  # a batch job's GPU is its own
+                device_index=device.listed_index if txn is not None else None,  # a batch job's GPU is its own
                 max_attempts=self.options.retries + 1,
                 retry_backoff_s=self.options.retry_backoff_s,
                 time_limit_s=candidate.resources.time_limit_s,

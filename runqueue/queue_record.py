@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,27 @@ def _load(path: Path) -> QueueRecord | None:
     if not isinstance(record.pid, int) or not isinstance(record.max_per_gpu, int) or not isinstance(record.memory_per_run, int):
         return None
     return record
+
+
+def non_root_queue_over(directory: Path, roots: Sequence[Path]) -> bool:
+    """Whether a queue not running as root (its record's owner) lives on this host over one of
+    `roots`: `status` run as root then does not judge runs by what a root queue would refuse.
+    Records of every owner count here; one that lies can only hide that judgement, not change a queue."""
+    host = os.uname().nodename
+    try:
+        entries = [entry for entry in os.scandir(directory)
+                   if entry.name.startswith(f"{_PREFIX}{host}-") and entry.name.endswith(_SUFFIX)]
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            owner = entry.stat(follow_symlinks=False).st_uid
+            data: Any = parse_json(read_small_file(Path(entry.path)))
+            pid, start = int(data["pid"]), data.get("start_time")
+            covered = [Path(str(root)) for root in data["roots"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if owner != 0 and is_alive(pid, start if isinstance(start, int) else None) and any(
+                root.is_relative_to(mine) or mine.is_relative_to(root) for root in roots for mine in covered):
+            return True
+    return False

@@ -9,32 +9,63 @@ import stat
 from pathlib import Path
 
 from runqueue.layout import RunPaths
+from runqueue.legacy import SHIM_DIR_NAME
 from runqueue.procinfo import account_name
 
 
-def unsafe_as_root(paths: RunPaths, euid: int | None = None) -> str | None:
+def unsafe_as_root(paths: RunPaths, as_root: bool | None = None) -> str | None:
     """Why running this run as root would hand root to another account; None when the queue is not
-    root or the run folder and its step scripts are root's alone."""
-    if (os.geteuid() if euid is None else euid) != 0:
+    root (`as_root`; None: whether this process is) or the run is root's alone: its folder, the
+    folders above it (else the run could be swapped for another), its `.runqueue/` (the legacy shims
+    there go first on PATH) and its step scripts."""
+    if not (os.geteuid() == 0 if as_root is None else as_root):
         return None
-    for path in (paths.root, *paths.step_scripts):
+    shims = paths.runtime_dir / SHIM_DIR_NAME
+    for path in (*_folders_above(paths.root), paths.root, paths.runtime_dir, shims, *_entries(shims), *paths.step_scripts):
         try:
-            info = os.stat(path)  # a link: what it points to is what bash reads
+            info = os.stat(path)  # a link: what it points to is what is run (links in root's folders stay put)
         except OSError:
             continue  # missing or unreadable: the step's own check says so
-        problem = _not_roots_alone(path, info)
+        problem = _not_roots_alone(path, info, above=path in paths.root.parents or not path.is_relative_to(paths.root))
         if problem is not None:
             return problem
     return None
 
 
-def _not_roots_alone(path: Path, info: os.stat_result) -> str | None:
+def _folders_above(root: Path) -> list[Path]:
+    """Every folder above the run, as named and as resolved (a link on the way may point elsewhere)."""
+    named = Path(os.path.abspath(root))
+    return sorted({*named.parents, *Path(os.path.realpath(root)).parents})
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return [folder / name for name in os.listdir(folder)]
+    except OSError:
+        return []
+
+
+def _not_roots_alone(path: Path, info: os.stat_result, above: bool) -> str | None:
+    writable = info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and info.st_gid != 0)
+    if above:  # others may own nothing above the run, and write there only where the sticky bit keeps its entries theirs
+        if info.st_uid == 0 and (not writable or info.st_mode & stat.S_ISVTX):
+            return None
+        return (f"{path}, above the run folder, can be changed by {account_name(info.st_uid) if info.st_uid else 'other accounts'},"
+                " who could swap the run for one of their own while the queue runs as root; run the queue as"
+                f" that account ({_run_as(info.st_uid)}), or keep the runs under folders only root can change")
     if info.st_uid != 0:
         owner = account_name(info.st_uid)
         return (f"{path} belongs to {owner} and the queue runs as root, so its steps would run as root; run the queue"
-                f" as {owner} (runuser -u {owner} -- runqueue run …), or chown it to root")
+                f" as {owner} ({_run_as(info.st_uid)}), or chown -R it to root")
     # Group root is root's own; another group's members could change what root runs.
-    if info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and info.st_gid != 0):
+    if writable:
         return (f"{path} is writable by other accounts and the queue runs as root, so they could run code as root;"
                 f" chmod go-w {path}, or run the queue as an ordinary account")
     return None
+
+
+def _run_as(uid: int) -> str:
+    name = account_name(uid)
+    if name.startswith("uid "):  # no account name: runuser needs one
+        return f"setpriv --reuid={uid} --regid=GID --clear-groups runqueue run …"
+    return f"runuser -u {name} -- runqueue run …"

@@ -54,6 +54,7 @@ class Reason(StrEnum):
     SCRIPT_MISSING = "script_missing"
     SCRIPT_UNREADABLE = "script_unreadable"
     SPAWN_FAILED = "spawn_failed"
+    UNSAFE_AS_ROOT = "unsafe_as_root"  # a root queue would run what another account can change
     LEGACY_OUTPUT_MISSING = "legacy_output_missing"
     FOLDER_VANISHED = "folder_vanished"
     CANCELLED = "cancelled"

@@ -47,7 +47,7 @@ class RunRow:
 
 
 def run_row(found: FoundRun, devices: Sequence[Device], claims: list[Claim], policy: PlacementPolicy,
-            memory_per_run: int = DEFAULT_MEMORY_MB) -> RunRow:
+            memory_per_run: int = DEFAULT_MEMORY_MB, queue_is_root: bool | None = None) -> RunRow:
     """One run's row. A pending run that would start now is charged to `claims` (a provisional
     claim), so the rows after it see the devices as the queue would after placing it: with one GPU
     and --max-per-gpu 1, one run is ready and the others wait."""
@@ -81,11 +81,11 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: list[Claim], pol
         return RunRow(**base, state=RunState.RUNNING, step=state.step, attempt=attempt, device=device, pid=pid, exit_code=None, reason=None if pid else "held by a process whose supervisor is gone")
     # Where the supervisor will start it: a requeued run (marker deleted) afresh, with no old attempt.
     goes_on = state.phase in CONTINUING_PHASES
-    return RunRow(**base, state=RunState.PENDING, step=resume_point(state), attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run))
+    return RunRow(**base, state=RunState.PENDING, step=resume_point(state), attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run, queue_is_root))
 
 
 def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: list[Claim], policy: PlacementPolicy,
-                    memory_per_run: int) -> str | None:
+                    memory_per_run: int, queue_is_root: bool | None = None) -> str | None:
     prefix = ""
     if state.phase == Phase.RETRY_WAIT:
         if state.retry_after and state.retry_after > time.time():
@@ -104,7 +104,7 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
         memory = load_resources(paths, memory_per_run, None).memory_mb
     except RunqueueError as error:
         return str(error)
-    unsafe = unsafe_as_root(paths)
+    unsafe = unsafe_as_root(paths, queue_is_root)  # None: judged by this command's own uid
     if unsafe is not None:
         return unsafe
     request = PlacementRequest(str(paths.root), memory)

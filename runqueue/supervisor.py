@@ -42,6 +42,7 @@ from runqueue.procinfo import (
     process_start_time,
     reap_orphans,
 )
+from runqueue.root_safety import unsafe_as_root
 from runqueue.runstate import (
     CONTINUING_PHASES,
     FailureRecord,
@@ -76,13 +77,15 @@ EXIT_VANISHED = 6  # the run folder disappeared
 EXIT_ERROR = 7
 
 HEADER_PREFIX = "### runqueue"
+# How an attempt's last line in lfads.out reads when its supervisor ended it (see _fail, _succeed, ...).
+_ENDINGS = (" failed (", " done: ", " interrupted by the queue", " cancelled during")
 _OOM_SCAN_BYTES = 1 << 20
 _FOLDER_CHECK_MS = 2000  # how often a waiting supervisor checks that its run folder is still there
 _FAILED_TAIL_LINES = 30
 _MAX_BACKOFF_S = 600.0
 _GO_TIMEOUT_S = 60.0
-_OWN_SIGNAL_WAIT_S = 1.0
-_MAX_CANCEL_GRACE_S = 24 * 3600.0  # after a step killed by a signal: how long ours may trail it
+_OWN_SIGNAL_WAIT_S = 1.0  # after a step killed by a signal: how long ours may trail it
+_MAX_CANCEL_GRACE_S = 24 * 3600.0  # the most `runqueue cancel --grace` may ask for
 
 
 class _DiskFull(Exception):
@@ -111,6 +114,7 @@ class Supervisor:
         self.own_session = False
         self.processes = RunProcesses(own_session=False)
         self.folder_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the run folder we locked
+        self.lost: bool | None = None  # whether the last supervisor ended without a word (see _supervisor_was_lost)
         self.stop_grace_s = spec.kill_grace_s  # SIGTERM to SIGKILL; `runqueue cancel --grace` may ask another
 
     # ----------------------------------------------------------------- start-up
@@ -220,8 +224,15 @@ class Supervisor:
             pass
 
     def _supervisor_was_lost(self) -> bool:
-        """state.json still said `running` when we took the lock: its supervisor ended without a word."""
-        return self.previous.phase == Phase.RUNNING
+        """state.json still said `running` when we took the lock and lfads.out's last line of ours is no
+        ending (a supervisor that failed on a full disk said so there, but could not save its state)."""
+        if self.previous.phase != Phase.RUNNING:
+            return False
+        if self.lost is None:
+            tail = read_region_tail(self.paths.out_log, 0, 64 * 1024).decode("utf-8", "replace")
+            ours = [line for line in tail.splitlines() if line.startswith(HEADER_PREFIX)]
+            self.lost = not (ours and any(ending in ours[-1] for ending in _ENDINGS))
+        return self.lost
 
     def _tell(self, message: dict[str, object]) -> None:
         if self.control is None:
@@ -290,6 +301,11 @@ class Supervisor:
         except StepScriptError as error:
             self._log_line(f"{self._header(step)}\n")
             return self._fail(step, None, None, error.reason, str(error))
+        # Checked by the queue before it placed the run; again here, just before the step, as root.
+        unsafe = unsafe_as_root(self.paths)
+        if unsafe is not None:
+            self._log_line(f"{self._header(step)}\n")
+            return self._fail(step, None, None, Reason.UNSAFE_AS_ROOT, unsafe, retry=False)
         is_legacy = legacy.is_legacy_script(text)
         pipefail = is_legacy or legacy.pipes_into_tee(text)
         note = " (legacy script: tee shim, pipefail)" if is_legacy else " (pipes into tee: pipefail)" if pipefail else ""
@@ -399,17 +415,22 @@ class Supervisor:
                 self._take_cancel_grace()
                 return "cancel"
             if signum in (signal.SIGTERM, signal.SIGINT):
-                return "cancel" if self._cancel_recorded() else "interrupt"
+                if self._cancel_recorded():
+                    self._take_cancel_grace()
+                    return "cancel"
+                return "interrupt"
         return None
 
     def _take_cancel_grace(self) -> None:
-        """`runqueue cancel --grace` leaves its grace for us (and only us: the pid must be ours)."""
+        """`runqueue cancel --grace` leaves its grace for us (and only us: our pid, or our SLURM submission's token)."""
         request = None
         with contextlib.suppress(OSError, ValueError):
             request = read_json_object(self.paths.cancel_request)
         with contextlib.suppress(OSError):
             self.paths.cancel_request.unlink()
-        if not request or request.get("supervisor_pid") != os.getpid():
+        ours = request is not None and (request.get("supervisor_pid") == os.getpid() or (
+            self.spec.batch_token is not None and request.get("batch_token") == self.spec.batch_token))
+        if not request or not ours:
             return
         grace = request.get("grace_s")
         if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= _MAX_CANCEL_GRACE_S:

@@ -40,6 +40,12 @@ class Device:
     memory_used_mb: int | None = None
     processes: tuple[GpuProcess, ...] = ()
 
+    @property
+    def listed_index(self) -> int | None:
+        """The index nvidia-smi lists the GPU by (a MIG instance: its GPU's), where the inventory read it;
+        None for CPU slots and static `--gpus` entries, whose index is only their place in the list."""
+        return self.index if self.is_gpu and self.memory_total_mb is not None else None
+
     def job_environment(self) -> dict[str, str]:
         """Environment a step placed here gets (DESIGN.md §4)."""
         if not self.is_gpu:

@@ -122,7 +122,7 @@ class Executor(ABC):
         return False
 
     def started_text(self, handle: RunHandle, device: Device) -> str:
-        index = f", index {device.index}" if device.is_gpu else ""
+        index = "" if device.listed_index is None else f", index {device.listed_index}"
         return f"started on {device.uuid} ({device.name}{index})"
 
     def adopted_text(self, handle: RunHandle) -> str:

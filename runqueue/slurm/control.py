@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runqueue import runlock
-from runqueue.control import CancelRefused
+from runqueue.control import CancelRefused, leave_grace
 from runqueue.errors import RunqueueError
 from runqueue.layout import RunPaths
 from runqueue.runstate import RunState, load_state
@@ -52,6 +52,7 @@ def cancel_if_submitted(paths: RunPaths, grace_s: float, commands: SlurmCommands
     if job is None:
         write_cancelled(paths, "cancelled with `runqueue cancel` while its submission to SLURM was in flight")
         return "marked failed (cancelled); its SLURM submission was still in flight"
+    leave_grace(paths, grace_s, batch_token=record.token)
     stopped = commands.signal_batch(job, "USR1") and _wait_for_end(commands, paths, job, grace_s + 10.0)
     if stopped and os.path.lexists(paths.failed_marker):
         _settle(slurm_paths, record.token, f"SLURM job {job} cancelled with `runqueue cancel`; its supervisor stopped the run")

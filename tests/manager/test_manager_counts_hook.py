@@ -88,3 +88,17 @@ def test_an_override_without_parameters_still_works(tmp_path: Path) -> None:
     collection.add_params(RunParams(c_batch_size=4))
     collection.prepare()
     assert (collection.runs[0].path_common_data / "lfads_s1.h5").is_file()
+
+
+def test_an_override_taking_the_run_alone_gets_it(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    class RunOnly(Dataset):
+        def load_counts(self, run) -> SequenceData:
+            seen.append(run.params.data_hash)
+            return sequence_from_fields(self.load_data(), self.path)
+
+    collection = _collection(tmp_path, RunOnly)
+    collection.add_params(RunParams(c_batch_size=4))
+    collection.prepare()
+    assert seen == [collection.params[0].data_hash] * 2  # two datasets, one data hash

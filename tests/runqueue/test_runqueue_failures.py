@@ -746,3 +746,23 @@ def test_cancel_grace_is_the_time_the_step_gets_to_save(tmp_path: Path, kill_gra
     assert took < (8 if saved else 6), took
     assert read_json(run / "lfads.failed")["reason"] == "cancelled"
     assert not (run / ".runqueue" / "cancel.json").exists()
+
+
+def test_an_attempt_that_ended_with_a_word_but_no_state_is_not_called_lost(tmp_path: Path) -> None:
+    # A supervisor that failed on a full disk wrote its last line but could not save state.json: the
+    # next attempt must not say that supervisor was killed or crashed.
+    from runqueue.layout import RunPaths
+    from runqueue.runstate import PersistedState, Phase, save_state
+
+    run = make_run(tmp_path / "runs", "c/param_E/r")
+    save_state(RunPaths(run), PersistedState(phase=Phase.RUNNING, attempt=1, step="lfads_train.sh",
+                                             resume_step="lfads_train.sh", supervisor_pid=999_999, host="vm"))
+    (run / "lfads.out").write_text(
+        "### runqueue 2026-11-27T08:00:00+0000 host=vm attempt=1/2 step=lfads_train.sh device=cpu-0 (CPU slot 0)\n"
+        "OSError: [Errno 28] No space left on device\n"
+        "### runqueue 2026-11-27T08:00:01+0000 attempt 1/2 failed (disk_full): the disk holding x is (or was) full;"
+        " retrying from lfads_train.sh in 0s\n")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "last supervisor was lost" not in result.stdout
+    assert "is gone while it ran" not in (run / "lfads.out").read_text()

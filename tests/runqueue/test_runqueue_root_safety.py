@@ -18,7 +18,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the check applies to 
 def test_an_ordinary_account_is_never_refused(tmp_path: Path) -> None:
     run = make_run(tmp_path, "c/param_A/r")
     (run / "lfads_train.sh").chmod(0o666)
-    assert unsafe_as_root(RunPaths(run), euid=1000) is None
+    assert unsafe_as_root(RunPaths(run), as_root=False) is None
 
 
 @needs_root
@@ -61,3 +61,64 @@ def test_a_group_writable_folder_of_another_group_is_refused(tmp_path: Path) -> 
     run.chmod(0o775)
     os.chown(run, 0, pwd.getpwnam("nobody").pw_gid)
     assert f"{run} is writable by other accounts" in (unsafe_as_root(RunPaths(run)) or "")
+
+
+@needs_root
+def test_root_refuses_a_run_below_a_folder_another_account_can_change(tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, nobody.pw_uid, nobody.pw_gid)  # they could rename the run away and put their own there
+    run = make_run(theirs, "c/param_A/r")
+    problem = unsafe_as_root(RunPaths(run)) or ""
+    assert problem.startswith(f"{theirs}, above the run folder, can be changed by nobody"), problem
+
+
+@needs_root
+def test_root_refuses_a_runqueue_folder_of_another_account(tmp_path: Path) -> None:
+    # Its legacy-bin goes first on PATH for old scripts: whoever owns it chooses what `which` runs.
+    run = make_run(tmp_path / "runs", "c/param_Q/r")
+    (run / ".runqueue" / "legacy-bin").mkdir(parents=True)
+    planted = run / ".runqueue" / "legacy-bin" / "which"
+    planted.write_text("#!/bin/sh\nid -u > /tmp/pwned\n")
+    os.chown(planted, pwd.getpwnam("nobody").pw_uid, 0)
+    assert (unsafe_as_root(RunPaths(run)) or "").startswith(f"{planted} belongs to nobody")
+
+
+@needs_root
+def test_the_supervisor_checks_again_just_before_the_step(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from runqueue.supervisor_spec import SupervisorSpec
+
+    run = make_run(tmp_path / "runs", "c/param_S/r", f"touch {tmp_path / 'ran'}\n")
+    (run / "lfads_train.sh").chmod(0o666)  # made writable after the queue's look
+    spec = SupervisorSpec(run_dir=str(run), device_uuid="cpu-0", device_name="CPU slot 0", device_env={})
+    subprocess.run([sys.executable, "-m", "runqueue.supervisor", "--spec", spec.to_argv_json()], timeout=60)
+    failed = json.loads((run / "lfads.failed").read_text())
+    assert failed["reason"] == "unsafe_as_root" and "is writable by other accounts" in failed["message"]
+    assert not (tmp_path / "ran").exists()
+
+
+@needs_root
+def test_status_as_root_does_not_call_runs_refused_when_another_accounts_queue_runs_them(tmp_path: Path) -> None:
+    import json
+    import socket
+
+    from runqueue.procinfo import process_start_time
+
+    nobody = pwd.getpwnam("nobody")
+    root = tmp_path / "runs"
+    run = make_run(root, "c/param_T/r")
+    os.chown(run, nobody.pw_uid, nobody.pw_gid)
+    env = queue_env(tmp_path)
+    assert "belongs to nobody" in run_queue(env, "status", root).stdout  # as a root queue would judge it
+    claims = tmp_path / "claims"
+    claims.mkdir(mode=0o1777, exist_ok=True)
+    record = claims / f"queue-{socket.gethostname()}-{os.getpid()}.json"  # the service's queue, as `nobody`
+    record.write_text(json.dumps({"pid": os.getpid(), "start_time": process_start_time(os.getpid()),
+                                  "roots": [str(root.resolve())]}))
+    os.chown(record, nobody.pw_uid, nobody.pw_gid)
+    assert "belongs to nobody" not in run_queue(env, "status", root).stdout
