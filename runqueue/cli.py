@@ -304,6 +304,7 @@ def _settings_of_a_running_queue(args: argparse.Namespace, settings: ServiceConf
 
 
 def _status(args: argparse.Namespace) -> int:
+    from runqueue.devices.attribution import attribute_processes
     from runqueue.devices.claims import ClaimStore
     from runqueue.devices.errors import ClaimError, InventoryError
     from runqueue.devices.inventory import make_inventory
@@ -335,6 +336,7 @@ def _status(args: argparse.Namespace) -> int:
     except ClaimError as error:
         claims = []
         problems.append(str(error))
+    reading = dataclasses.replace(reading, devices=attribute_processes(reading.devices, claims))
     scanner = RunScanner(settings.roots)
     policy = PlacementPolicy(max_per_gpu=settings.max_per_gpu, foreign=settings.foreign)  # type: ignore[arg-type]
     charged = list(claims)  # plus the runs status finds ready, in order (the devices below show real claims only)

@@ -7,12 +7,14 @@ told to go. Runs that cannot start are blocked (with the reason, said once) or l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from runqueue.candidates import Candidate, sift_pending
+from runqueue.devices.attribution import attribute_processes
 from runqueue.devices.claims import Claim, ClaimTransaction
 from runqueue.devices.errors import ClaimError, ClaimsBusy, InventoryError
 from runqueue.devices.model import Device, Inventory
@@ -131,6 +133,8 @@ class Placer(QueuePart):
                                          " or give --cpu-slots 1 or more")
                     return False
                 live = txn.live_claims()
+                # A run's own processes that left its session are its own, not foreign.
+                reading = dataclasses.replace(reading, devices=attribute_processes(reading.devices, live))
                 placements = self._decide(candidates, reading.devices, live)
                 while not placements and len(candidates) == page and self._room_left(reading.devices, live):
                     # None of this page fits, yet a device has room: runs further on may fit it.

@@ -22,6 +22,9 @@ class GpuProcess:
     # Session id of the pid as seen from this host, filled in by the inventory at read time so
     # that placement stays pure; None when the pid is gone or lives in another PID namespace.
     sid: int | None = None
+    # The claimed run whose lock it holds although it left that run's session (a step's `setsid`
+    # worker): filled in by devices.attribution; such a process is the run's own, not foreign.
+    run_dir: str | None = None
 
 
 @dataclass(frozen=True)

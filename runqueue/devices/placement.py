@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from runqueue.devices.attribution import is_ours
 from runqueue.devices.claims import Claim
 from runqueue.devices.model import Device
 
@@ -77,15 +78,13 @@ def free_memory_mb(device: Device, claims: Sequence[Claim]) -> int | None:
 
 
 def _session_usage_mb(device: Device, claim: Claim) -> int:
-    return sum(p.used_mb or 0 for p in device.processes if p.sid == claim.sid or p.pid == claim.pid)
+    return sum(p.used_mb or 0 for p in device.processes if is_ours(p, (claim,)))
 
 
 def _foreign_pids(device: Device, claims: Sequence[Claim]) -> tuple[int, ...]:
     # A pid whose session cannot be resolved (gone, or in another PID namespace) counts as foreign:
     # wrongly waiting is better than over-booking someone's GPU.
-    our_sids = {claim.sid for claim in claims}
-    our_pids = {claim.pid for claim in claims}
-    return tuple(p.pid for p in device.processes if p.pid not in our_pids and (p.sid is None or p.sid not in our_sids))
+    return tuple(p.pid for p in device.processes if not is_ours(p, claims))
 
 
 def _loads(devices: Sequence[Device], claims: Sequence[Claim]) -> list[_Load]:

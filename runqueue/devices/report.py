@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from runqueue.devices.attribution import attribute_processes, is_ours
 from runqueue.devices.claims import Claim, ClaimStore
 from runqueue.devices.errors import ClaimError, InventoryError
 from runqueue.devices.inventory import make_inventory
@@ -53,7 +54,6 @@ def devices_json(reading: InventoryReading, claims: Sequence[Claim]) -> list[dic
 
 
 def _detailed_json(reading: InventoryReading, claims: Sequence[Claim]) -> dict[str, Any]:
-    our_sids = {claim.sid for claim in claims}
     entries = devices_json(reading, claims)
     for entry in entries[len(reading.devices):]:
         entry.update(is_gpu=None, free_mb=None, processes=[])
@@ -61,7 +61,7 @@ def _detailed_json(reading: InventoryReading, claims: Sequence[Claim]) -> dict[s
         entry["is_gpu"] = device.is_gpu
         entry["free_mb"] = free_memory_mb(device, claims)
         entry["processes"] = [
-            {"pid": p.pid, "used_mb": p.used_mb, "ours": p.sid is not None and p.sid in our_sids}
+            {"pid": p.pid, "used_mb": p.used_mb, "ours": is_ours(p, claims)}
             for p in device.processes
         ]
     return {"status": reading.status, "paused": reading.paused, "problems": list(reading.problems), "devices": entries}
@@ -77,13 +77,12 @@ def _memory_text(device: Device, claims: Sequence[Claim]) -> str:
 
 def render_table(reading: InventoryReading, claims: Sequence[Claim]) -> str:
     """A few lines per device: identity, memory, processes, our runs."""
-    our_sids = {claim.sid for claim in claims}
     lines = [reading.status]
     for device in reading.devices:
         lines.append(f"  [{device.index}] {device.uuid}  {device.name}  {_memory_text(device, claims)}")
         if device.processes:
             shown = ", ".join(
-                f"{p.pid} ({'ours' if p.sid in our_sids and p.sid is not None else 'foreign'}"
+                f"{p.pid} ({'ours' if is_ours(p, claims) else 'foreign'}"
                 f"{'' if p.used_mb is None else f', {p.used_mb} MB'})"
                 for p in device.processes
             )
@@ -122,6 +121,7 @@ def gpus_command(argv: list[str]) -> int:
     except ClaimError as err:
         claims = []
         reading = InventoryReading(reading.devices, reading.status, (*reading.problems, str(err)), reading.paused)
+    reading = dataclasses.replace(reading, devices=attribute_processes(reading.devices, claims))
     if args.json:
         print(json.dumps(_detailed_json(reading, claims), indent=2))
     else:

@@ -174,3 +174,17 @@ def test_never_fits_names_the_largest_device_only_when_even_empty_devices_are_to
     assert never_fits(req("/r/x", 12000), [busy], max_per_gpu=1) is None  # waits: it fits once the GPU is free
     assert never_fits(req("/r/x", 20000), [busy, gpu("GPU-b", 1, total=8000)], max_per_gpu=1) == 16000
     assert never_fits(req("/r/x", 20000), [], max_per_gpu=1) is None  # no devices yet: nothing to judge by
+
+
+def test_a_process_holding_a_claimed_runs_lock_is_that_runs_own() -> None:
+    from runqueue.devices.attribution import attribute_processes
+    from runqueue.devices.placement import free_memory_mb
+
+    worker, stranger = GpuProcess(pid=501, used_mb=3000, sid=501), GpuProcess(pid=777, used_mb=1000, sid=777)
+    device = Device("GPU-a", 0, "A", True, memory_total_mb=16000, memory_used_mb=4000, processes=(worker, stranger))
+    claim = Claim(run_dir="/runs/a", device_uuid="GPU-a", memory_mb=5000, pid=100, sid=100, queue_id="q", created=0.0)
+    holds = {(501, "/runs/a/.runqueue/lock")}
+    (seen,) = attribute_processes([device], [claim], holds=lambda pid, lock: (pid, str(lock)) in holds)
+    assert [p.run_dir for p in seen.processes] == ["/runs/a", None]  # the stranger stays foreign
+    # Its 3000 MB count against the run's 5000 declared, not on top of them: 16000 - 4000 - 2000.
+    assert free_memory_mb(seen, [claim]) == 10000 and free_memory_mb(device, [claim]) == 7000

@@ -253,3 +253,26 @@ def test_tensorflows_out_of_memory_on_a_cpu_slot_is_host_memory_not_cuda(tmp_pat
     assert failed["reason"] == "exit_status", failed
     assert failed["message"].startswith("lfads_train.sh ran out of host memory on cpu-0 (its last lines say so)")
     assert "CUDA" not in result.stdout
+
+
+def test_a_runs_own_worker_in_a_new_session_is_not_foreign(tmp_path: Path) -> None:
+    # Run a starts a GPU worker with setsid (another session than its supervisor's), which NVML lists.
+    # The worker still holds a's run lock, so it is a's: under --foreign block run b may join the GPU.
+    worker_pid, b_started = tmp_path / "worker.pid", tmp_path / "b-started"
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-w", total=16000)])
+    root = tmp_path / "runs"
+    make_run(root, "c/param_W/a", f'setsid sleep 60 & echo $! > {worker_pid}\n'
+             f'for i in $(seq 1 200); do [ -e {b_started} ] && break; sleep 0.1; done\n'
+             f'kill $(cat {worker_pid}); [ -e {b_started} ]\n')
+    queue = start_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", sim, "--max-per-gpu", "2",
+                        "--memory-per-run", "1000", "--poll-interval", "1s", "--retries", "0", log=tmp_path / "q.log")
+    try:
+        wait_for(lambda: worker_pid.exists() and worker_pid.read_text().strip() != "", what="a's worker")
+        pid = int(worker_pid.read_text())
+        write_gpus(sim, [gpu("GPU-w", total=16000, used=3000, processes=[{"pid": pid, "used_mb": 3000}])])
+        make_run(root, "c/param_W/b", f"touch {b_started}\n")  # pending only now, with the worker listed
+        assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+    assert (root / "c/param_W/a/lfads.done").exists() and (root / "c/param_W/b/lfads.done").exists()
