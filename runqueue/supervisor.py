@@ -111,18 +111,17 @@ class Supervisor:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.pending_signals: list[int] = []
         self.previous = PersistedState()
-        self.own_session = False
-        self.processes = RunProcesses(own_session=False)
+        self.processes = RunProcesses(own_session=False)  # until run() knows whose session it is
         self.folder_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the run folder we locked
-        self.lost: bool | None = None  # whether the last supervisor ended without a word (see _supervisor_was_lost)
+        self.lost = False  # the last supervisor ended without a word (see _begin_attempt)
         self.stop_grace_s = spec.kill_grace_s  # SIGTERM to SIGKILL; `runqueue cancel --grace` may ask another
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
         self._install_signal_handlers()
-        self.own_session = os.getsid(0) == os.getpid()
-        self.processes = RunProcesses(self.own_session)
-        if self.own_session:
+        own_session = os.getsid(0) == os.getpid()
+        self.processes = RunProcesses(own_session)
+        if own_session:
             become_subreaper()
         if not self.paths.root.is_dir():
             self._tell({"status": "error", "reason": Reason.FOLDER_VANISHED, "message": "run folder is gone"})
@@ -198,6 +197,7 @@ class Supervisor:
         self.max_attempts = max(self.max_attempts, attempt)
         pid = os.getpid()
         self.previous = previous
+        self.lost = previous.phase == Phase.RUNNING and not _ended_with_a_word(self.paths.out_log)
         self.state = PersistedState(
             phase=Phase.RUNNING,
             attempt=attempt,
@@ -223,17 +223,6 @@ class Supervisor:
         except OSError:
             pass
 
-    def _supervisor_was_lost(self) -> bool:
-        """state.json still said `running` when we took the lock and lfads.out's last line of ours is no
-        ending (a supervisor that failed on a full disk said so there, but could not save its state)."""
-        if self.previous.phase != Phase.RUNNING:
-            return False
-        if self.lost is None:
-            tail = read_region_tail(self.paths.out_log, 0, 64 * 1024).decode("utf-8", "replace")
-            ours = [line for line in tail.splitlines() if line.startswith(HEADER_PREFIX)]
-            self.lost = not (ours and any(ending in ours[-1] for ending in _ENDINGS))
-        return self.lost
-
     def _tell(self, message: dict[str, object]) -> None:
         if self.control is None:
             return
@@ -252,7 +241,7 @@ class Supervisor:
                 "pid": os.getpid(),
                 "attempt": self.state.attempt,
                 "resume_step": next(iter(self.steps), None) if self.state.resume_step else None,
-                "supervisor_lost": self._supervisor_was_lost(),
+                "supervisor_lost": self.lost,
             }
         )
         self.control.settimeout(_GO_TIMEOUT_S)
@@ -277,7 +266,7 @@ class Supervisor:
         os.dup2(self.log_fd, 2)
         steps = self.steps
         resume = self.state.resume_step
-        if self._supervisor_was_lost():  # never resumed silently: the log says what happened
+        if self.lost:  # never resumed silently: the log says what happened
             self._log_line(f"{HEADER_PREFIX} {now_iso()} the last supervisor (pid {self.previous.supervisor_pid} on"
                            f" {self.previous.host}) is gone while it ran {self.previous.step or 'the run'} (killed,"
                            " crashed, or the machine restarted); going on from where it was, attempt not counted\n")
@@ -428,9 +417,8 @@ class Supervisor:
             request = read_json_object(self.paths.cancel_request)
         with contextlib.suppress(OSError):
             self.paths.cancel_request.unlink()
-        ours = request is not None and (request.get("supervisor_pid") == os.getpid() or (
-            self.spec.batch_token is not None and request.get("batch_token") == self.spec.batch_token))
-        if not request or not ours:
+        if request is None or not (request.get("supervisor_pid") == os.getpid() or (
+                self.spec.batch_token is not None and request.get("batch_token") == self.spec.batch_token)):
             return
         grace = request.get("grace_s")
         if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= _MAX_CANCEL_GRACE_S:
@@ -660,6 +648,14 @@ class Supervisor:
                 self._vanished()
         except OSError:
             pass  # a full disk must not stop the run; the markers still decide
+
+def _ended_with_a_word(log: Path) -> bool:
+    """Whether lfads.out's last line of ours ends an attempt: state.json may still say `running`
+    although its supervisor said how the attempt ended (on a full disk it could not save its state)."""
+    tail = read_region_tail(log, 0, 64 * 1024).decode("utf-8", "replace")
+    ours = [line for line in tail.splitlines() if line.startswith(HEADER_PREFIX)]
+    return bool(ours) and any(ending in ours[-1] for ending in _ENDINGS)
+
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
