@@ -75,31 +75,33 @@ def remove_record(path: Path | None) -> None:
 
 def live_records(directory: Path) -> list[QueueRecord]:
     """Records of queues that still run on this host, newest process first."""
-    try:
-        names = [entry.name for entry in os.scandir(directory)
-                 if entry.name.startswith(_PREFIX) and entry.name.endswith(_SUFFIX)]
-    except OSError:
-        return []
-    host = os.uname().nodename
     records = []
-    for name in names:
-        if not name.startswith(f"{_PREFIX}{host}-"):
-            continue  # another host sharing the directory: its pids mean nothing here
-        record = _load(directory / name)
+    for path in _this_hosts_record_files(directory):
+        record = _load(path)
         if record is None:
             continue
         if is_alive(record.pid, record.start_time):
             records.append(record)
         else:  # its queue was killed (SIGKILL leaves no time to remove it): tidy up what we may
             with contextlib.suppress(OSError):
-                (directory / name).unlink()
+                path.unlink()
     return sorted(records, key=lambda record: record.start_time or 0, reverse=True)
 
 
-def _load(path: Path) -> QueueRecord | None:
+def _this_hosts_record_files(directory: Path) -> list[Path]:
+    """Record files of queues on this host (another host sharing the directory: its pids mean nothing here)."""
+    prefix = f"{_PREFIX}{os.uname().nodename}-"
+    try:
+        return [Path(entry.path) for entry in os.scandir(directory)
+                if entry.name.startswith(prefix) and entry.name.endswith(_SUFFIX)]
+    except OSError:
+        return []
+
+
+def _load(path: Path, *, any_owner: bool = False) -> QueueRecord | None:
     try:
         info = path.stat()
-        if info.st_uid not in (os.geteuid(), 0):
+        if not any_owner and info.st_uid not in (os.geteuid(), 0):
             return None  # anyone can write in the shared directory: only our own and root's are believed
         data: Any = parse_json(read_small_file(path))
         values = {item.name: data[item.name] for item in fields(QueueRecord)}
@@ -116,21 +118,12 @@ def non_root_queue_over(directory: Path, roots: Sequence[Path]) -> bool:
     """Whether a queue not running as root (its record's owner) lives on this host over one of
     `roots`: `status` run as root then does not judge runs by what a root queue would refuse.
     Records of every owner count here; one that lies can only hide that judgement, not change a queue."""
-    host = os.uname().nodename
-    try:
-        entries = [entry for entry in os.scandir(directory)
-                   if entry.name.startswith(f"{_PREFIX}{host}-") and entry.name.endswith(_SUFFIX)]
-    except OSError:
-        return False
-    for entry in entries:
+    for path in _this_hosts_record_files(directory):
         try:
-            owner = entry.stat(follow_symlinks=False).st_uid
-            data: Any = parse_json(read_small_file(Path(entry.path)))
-            pid, start = int(data["pid"]), data.get("start_time")
-            covered = [Path(str(root)) for root in data["roots"]]
-        except (OSError, ValueError, KeyError, TypeError):
+            owner = path.lstat().st_uid
+        except OSError:
             continue
-        if owner != 0 and is_alive(pid, start if isinstance(start, int) else None) and any(
-                root.is_relative_to(mine) or mine.is_relative_to(root) for root in roots for mine in covered):
+        record = None if owner == 0 else _load(path, any_owner=True)
+        if record is not None and is_alive(record.pid, record.start_time) and any(record.covers(root) for root in roots):
             return True
     return False

@@ -106,8 +106,10 @@ def test_the_supervisor_checks_again_just_before_the_step(tmp_path: Path) -> Non
 def test_status_as_root_does_not_call_runs_refused_when_another_accounts_queue_runs_them(tmp_path: Path) -> None:
     import json
     import socket
+    from dataclasses import asdict
 
     from runqueue.procinfo import process_start_time
+    from runqueue.queue_record import QueueRecord
 
     nobody = pwd.getpwnam("nobody")
     root = tmp_path / "runs"
@@ -118,7 +120,8 @@ def test_status_as_root_does_not_call_runs_refused_when_another_accounts_queue_r
     claims = tmp_path / "claims"
     claims.mkdir(mode=0o1777, exist_ok=True)
     record = claims / f"queue-{socket.gethostname()}-{os.getpid()}.json"  # the service's queue, as `nobody`
-    record.write_text(json.dumps({"pid": os.getpid(), "start_time": process_start_time(os.getpid()),
-                                  "roots": [str(root.resolve())]}))
+    record.write_text(json.dumps(asdict(QueueRecord(
+        pid=os.getpid(), start_time=process_start_time(os.getpid()), roots=(str(root.resolve()),), gpus=None,
+        simulate_gpus=None, cpu_slots=None, max_per_gpu=1, foreign="block", memory_per_run=2000))))  # as a queue writes it
     os.chown(record, nobody.pw_uid, nobody.pw_gid)
     assert "belongs to nobody" not in run_queue(env, "status", root).stdout
