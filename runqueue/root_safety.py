@@ -21,12 +21,14 @@ def unsafe_as_root(paths: RunPaths, as_root: bool | None = None) -> str | None:
     if not (os.geteuid() == 0 if as_root is None else as_root):
         return None
     shims = paths.runtime_dir / SHIM_DIR_NAME
-    for path in (*_folders_above(paths.root), paths.root, paths.runtime_dir, shims, *_entries(shims), *paths.step_scripts):
+    own = (paths.root, paths.runtime_dir, shims, *_entries(shims), *paths.step_scripts)
+    checks = [(path, True) for path in _folders_above(paths.root)] + [(path, False) for path in own]
+    for path, above in checks:
         try:
             info = os.stat(path)  # a link: what it points to is what is run (links in root's folders stay put)
         except OSError:
             continue  # missing or unreadable: the step's own check says so
-        problem = _not_roots_alone(path, info, above=path in paths.root.parents or not path.is_relative_to(paths.root))
+        problem = _not_roots_alone(path, info, above)
         if problem is not None:
             return problem
     return None
