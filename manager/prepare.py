@@ -237,9 +237,7 @@ def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | Non
 
 def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _ExportPlan:
     params = run.params
-    sequences = [_counts(dataset, run, EXPORT_MODE, cache) for dataset in run.spec.datasets]
-    rebins = [rebin_factor(params.spikeBinMs, data.bin_width_ms, dataset.path)
-              for dataset, data in zip(run.spec.datasets, sequences, strict=True)]
+    sequences, rebins = _counts_and_rebins(run, EXPORT_MODE, cache)
     bins = {d.name: s.n_time // r for d, s, r in zip(run.spec.datasets, sequences, rebins, strict=True)}
     if len(set(bins.values())) > 1:
         raise ManagerError(run.spec.datasets[0].path, f"run spec {run.spec.name!r} mixes trial lengths after rebinning {bins}",
@@ -251,9 +249,7 @@ def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _Expo
     if run.uses_alignment:
         for_alignment, alignment_rebins = sequences, rebins
         if any(dataset.uses_different_data_for_alignment(run) for dataset in run.spec.datasets):
-            for_alignment = [_counts(dataset, run, ALIGNMENT_MODE, cache) for dataset in run.spec.datasets]
-            alignment_rebins = [rebin_factor(params.spikeBinMs, data.bin_width_ms, dataset.path)
-                                for dataset, data in zip(run.spec.datasets, for_alignment, strict=True)]
+            for_alignment, alignment_rebins = _counts_and_rebins(run, ALIGNMENT_MODE, cache)
         alignment = compute_alignment(for_alignment, alignment_rebins, int(params.c_factors_dim), params.alignmentApproach,
                                       params.alignmentExtraArgs, sources=[d.path for d in run.spec.datasets])
         png = plot_alignment_reconstruction(alignment, run.dataset_names)
@@ -265,6 +261,14 @@ def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _Expo
         per_dataset[dataset.name] = lfads_arrays(data, rebin, int(params.trainToTestRatio), matrices)
     return _ExportPlan(run, sequences, rebins, alignment, png, {"source": source, "datasets": counts}, per_dataset,
                        arrays_digest(per_dataset))
+
+
+def _counts_and_rebins(run: Run, mode: str, cache: _CountsCache) -> tuple[list[SequenceData], list[int]]:
+    """Each dataset's counts for `mode`, and the factor that sums its input bins into spikeBinMs bins."""
+    sequences = [_counts(dataset, run, mode, cache) for dataset in run.spec.datasets]
+    rebins = [rebin_factor(run.params.spikeBinMs, data.bin_width_ms, dataset.path)
+              for dataset, data in zip(run.spec.datasets, sequences, strict=True)]
+    return sequences, rebins
 
 
 def _counts(dataset: Dataset, run: Run, mode: str, cache: _CountsCache) -> SequenceData:
