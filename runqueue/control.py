@@ -266,5 +266,5 @@ def resolve_runs(arguments: Sequence[str | Path]) -> tuple[list[Path], list[str]
             errors.append(f"{argument}: no run folder (a folder with lfads_train.sh) here or below")
         if len(found) > 1:
             folders.append(path)
-        runs.extend(item.path for item in found if item.path not in runs)
-    return runs, errors, folders
+        runs.extend(item.path for item in found)
+    return list(dict.fromkeys(runs)), errors, folders  # each once, in the order first named
