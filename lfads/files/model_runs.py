@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,14 +30,18 @@ def write_h5(path: Path, arrays: Mapping[str, np.ndarray], compression: str | No
 
     Built in memory first: HDF5 that fails a write (a full disk) can crash the process when the
     file is closed, while a failed write of plain bytes is an ordinary OSError naming `path`."""
-    image = io.BytesIO()
-    with h5py.File(image, "w") as h5:
+    # HDF5's own in-memory driver, not a Python file object: h5py keeps a Python file object
+    # referenced from HDF5's side, and after a failed write (its frame held by the traceback)
+    # Python 3.12 crashed collecting it at exit.
+    with h5py.File(path.name, "w", driver="core", backing_store=False) as h5:
         for key, value in arrays.items():
             array = np.asarray(value)
             options = {"compression": compression} if compression and array.ndim > 0 else {}
             h5.create_dataset(key.replace("/", "_"), data=array, **options)
+        h5.flush()
+        image = h5.id.get_file_image()
     with atomic_path(path) as tmp:
-        tmp.write_bytes(image.getbuffer())
+        tmp.write_bytes(image)
 
 
 def write_model_runs(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
