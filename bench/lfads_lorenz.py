@@ -22,6 +22,7 @@ Timings are ratios against baselines measured in the same run; nothing here asse
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import subprocess
@@ -89,14 +90,15 @@ def r2_uniform(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(1.0 - ss_res[keep] / ss_tot[keep]))
 
 
-def script_flags(script: Path, run_dir: Path) -> list[str]:
-    """The --flag=value tokens of a generated step script, with $run_dir filled in."""
-    text = script.read_text().replace("\\\n", " ").replace('"$run_dir', f'"{run_dir}')
+def script_flags(script: Path) -> list[str]:
+    """The --flag=value tokens of a generated step script; its paths are relative to the run folder
+    (the script cds there), so use them from there."""
+    text = script.read_text().replace("\\\n", " ")
     command = next(line for line in text.splitlines() if "-m lfads" in line)
     return [token for token in shlex.split(command) if token.startswith("--")]
 
 
-def in_process_timings(run_dir: Path, trials: int, samples: int) -> dict[str, float]:
+def in_process_timings(run_dir: Path, trials: int, samples: int, device: str) -> dict[str, Any]:
     import tensorflow as tf
 
     from lfads.flags import parse_flags
@@ -106,14 +108,14 @@ def in_process_timings(run_dir: Path, trials: int, samples: int) -> dict[str, fl
     from lfads.train import epoch_batches
 
     tf.get_logger().setLevel("ERROR")
-    post = parse_flags([*script_flags(run_dir / "lfads_posterior_mean_sample.sh", run_dir),
-                        f"--batch_size={samples}", "--device=/cpu:0"])
+    post = parse_flags([*script_flags(run_dir / "lfads_posterior_mean_sample.sh"),
+                        f"--batch_size={samples}", f"--device={device}"])
     ctx = prepare(post)
     ds = ctx.datasets[0]
     assert ds.valid_data is not None
     data = ds.valid_data[:trials]
     sampler = Sampler(ctx)
-    results: dict[str, float] = {}
+    results: dict[str, Any] = {}
     with tf.device(ctx.device):
         key = SplitKey(0, 1)
         average_split(sampler, key, data, None, samples, 11)  # compile outside the timing
@@ -126,7 +128,8 @@ def in_process_timings(run_dir: Path, trials: int, samples: int) -> dict[str, fl
         results["posterior_per_trial_s"] = time.perf_counter() - start
         results["posterior_max_abs_diff_rates"] = float(np.max(np.abs(fast["output_dist_params"]
                                                                       - slow["output_dist_params"])))
-    train_flags = parse_flags([*script_flags(run_dir / "lfads_train.sh", run_dir), "--device=/cpu:0",
+    results["device"] = ctx.device
+    train_flags = parse_flags([*script_flags(run_dir / "lfads_train.sh"), f"--device={device}",
                                f"--lfads_save_dir={run_dir / 'bench_scratch'}"])
     rng = np.random.default_rng(0)
     runners = {}
@@ -158,6 +161,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lfads_lorenz_bench"))
     parser.add_argument("--skip-train", action="store_true", help="reuse a trained run in --workdir")
     parser.add_argument("--posterior-trials", type=int, default=64)
+    parser.add_argument("--device", default="cpu:0",
+                        help="device of the in-process timings, as lfads --device (gpu:0 falls back to the CPU "
+                             "when TensorFlow sees no GPU); the run scripts keep their own --device")
     args = parser.parse_args()
 
     profile = profile_dict(args.profile)
@@ -196,7 +202,10 @@ def main() -> None:
         print(f"  wall: train {walls['train_s']:.1f} s, posterior {walls['posterior_s']:.1f} s; "
               f"training {global_step / walls['train_s']:.1f} steps/s (incl. start-up, compile, validation)")
     print(f"  load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} (2 cores shared)")
-    timings = in_process_timings(run_dir, args.posterior_trials, int(profile["params"]["num_samples_posterior"]))
+    with contextlib.chdir(run_dir):  # the step scripts' flags hold paths relative to the run folder
+        timings = in_process_timings(run_dir, args.posterior_trials, int(profile["params"]["num_samples_posterior"]),
+                                     args.device)
+    print(f"  in-process timings on {timings['device']}")
     ratio = timings["posterior_per_trial_s"] / timings["posterior_vectorised_s"]
     print(f"  posterior sampling, {args.posterior_trials} trials x {profile['params']['num_samples_posterior']} samples: "
           f"per-trial reference {timings['posterior_per_trial_s']:.2f} s, vectorised "
