@@ -16,7 +16,7 @@ from pathlib import Path
 
 from manager.collection import RunCollection
 from manager.datasets import DatasetCollection
-from manager.lorenz import generate_lorenz_datasets
+from manager.lorenz import LorenzSizes, generate_lorenz_datasets
 from manager.params import RunParams
 from manager.prepare import PrepareReport
 from manager.runspec import RunSpec
@@ -51,11 +51,11 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="small datasets (a quick smoke run)")
     args = parser.parse_args()
     # Full-size Lorenz trials (65 conditions, 1 s) in 5 ms bins, like the quick demo profile.
-    knobs = {"n_conditions": 20, "n_time": 300} if args.small else {"bin_ms": 5}
+    sizes = LorenzSizes(n_conditions=20, n_time=300) if args.small else LorenzSizes(bin_ms=5)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()
-        paths = generate_lorenz_datasets(root / "datasets", n_datasets=4, **knobs)
+        paths = generate_lorenz_datasets(root / "datasets", n_datasets=4, sizes=sizes)
         print(f"generated 4 Lorenz datasets in {time.perf_counter() - started:.1f} s")
         datasets = DatasetCollection(root / "datasets")
         datasets.add_files([p.name for p in paths])

@@ -107,7 +107,8 @@ def bench_throughput(work: Path, runs: int = 200, gpus: int = 4) -> None:
     base_root = work / "throughput-base"
     base_runs = make_runs(base_root, runs, "true\n")
     start = time.perf_counter()
-    pending, running = list(base_runs), []
+    pending = list(base_runs)
+    running: list[subprocess.Popen[bytes]] = []
     while pending or running:
         while pending and len(running) < gpus:
             running.append(subprocess.Popen(["bash", "lfads_train.sh"], cwd=pending.pop(0)))

@@ -7,5 +7,5 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${LFADS_VENV:-$repo/.venv}"
 cd "$repo"
 "$venv/bin/ruff" check .
-"$venv/bin/mypy"  # runqueue, manager, lfads: [tool.mypy] in pyproject.toml
+"$venv/bin/mypy"  # runqueue, manager, lfads, bench: [tool.mypy] in pyproject.toml
 PATH="$venv/bin:$PATH" "$venv/bin/python" -m pytest -q "$@"
