@@ -21,7 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pynvml
+try:
+    import pynvml
+except ImportError:  # nvidia-ml-py is a dependency; without it (a copied tree, a broken venv) NVML is unavailable
+    pynvml = None
 
 from runqueue.devices.model import Device, GpuProcess, InventoryReading
 from runqueue.procinfo import session_id
@@ -119,6 +122,7 @@ def init_failure(name: str, had_gpus: bool, retry_in_s: float) -> InitFailure:
         "LibraryNotFound": "NVML library libnvidia-ml.so.1 not found: no NVIDIA driver here; install it to use GPUs",
         "DriverNotLoaded": "NVIDIA driver not loaded: check `nvidia-smi` and load the nvidia kernel module",
         "NoPermission": "no permission to open /dev/nvidia*: fix the device permissions or the user's groups",
+        "ModuleNotFound": "Python module pynvml not found: install nvidia-ml-py into this Python to use GPUs",
     }
     reason = hints.get(name, f"NVML error {name}")
     if had_gpus:
@@ -236,6 +240,8 @@ class _NvmlCalls:
         self._shutdown_registered = False
 
     def init(self) -> None:
+        if pynvml is None:
+            raise NvmlCallError("ModuleNotFound")
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as err:

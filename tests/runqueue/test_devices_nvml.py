@@ -43,6 +43,18 @@ class Clock:
         return self.now
 
 
+def test_missing_python_module_is_a_no_gpu_state_naming_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runqueue.devices.nvml as nvml
+
+    monkeypatch.setattr(nvml, "pynvml", None)  # what the guarded import leaves when nvidia-ml-py is absent
+    reading = NvmlInventory(clock=Clock()).read()
+    assert reading.devices == () and not reading.paused
+    assert reading.status.startswith("no GPUs (Python module pynvml not found: install nvidia-ml-py")
+    fallback = CpuFallbackInventory(NvmlInventory(clock=Clock()), 1).read()
+    assert [device.uuid for device in fallback.devices] == ["cpu-0"]
+    assert "install nvidia-ml-py" in fallback.status
+
+
 @needs_no_nvml
 def test_missing_library_is_a_no_gpu_state_retried_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
