@@ -1,6 +1,6 @@
 """LFADS on the Lorenz demo: fit quality, wall time, training speed, posterior-sampling speed-up.
 
-    .venv/bin/python bench/lfads_lorenz.py [--profile quick|full] [--workdir DIR] [--skip-train]
+    .venv/bin/python bench/lfads_lorenz.py [--profile quick|full] [--workdir DIR] [--skip-train] [--device gpu:0]
 
 Builds the demo run tree with `lfads-manager`'s own code, runs the run's generated
 `lfads_train.sh` and `lfads_posterior_mean_sample.sh` as the queue would (real subprocesses),
