@@ -201,7 +201,7 @@ def main() -> None:
     if walls:
         print(f"  wall: train {walls['train_s']:.1f} s, posterior {walls['posterior_s']:.1f} s; "
               f"training {global_step / walls['train_s']:.1f} steps/s (incl. start-up, compile, validation)")
-    print(f"  load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} (2 cores shared)")
+    print(f"  load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} ({os.cpu_count()} cores, shared with other jobs)")
     with contextlib.chdir(run_dir):  # the step scripts' flags hold paths relative to the run folder
         timings = in_process_timings(run_dir, args.posterior_trials, int(profile["params"]["num_samples_posterior"]),
                                      args.device)
