@@ -7,6 +7,7 @@ A GPU out-of-memory failure says "CUDA out of memory" so the queue can tell it a
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import sys
 import tempfile
@@ -14,7 +15,6 @@ import traceback
 from collections.abc import Sequence
 
 from lfads.errors import LfadsError
-from lfads.flags import FlagError, parse_flags, usage
 
 HELP_FLAGS = ("-h", "--help", "--helpfull", "--helpshort", "-?")
 
@@ -62,10 +62,23 @@ def _import_tensorflow_quietly() -> None:
     tf.get_logger().setLevel("ERROR")
 
 
+def _missing_model_dependency() -> str | None:
+    """The first of the model's packages this Python lacks (a queue-only install has neither)."""
+    return next((name for name in ("absl", "tensorflow") if importlib.util.find_spec(name) is None), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # the queue tees our output into lfads.out
+    missing = _missing_model_dependency()
+    if missing is not None:
+        print(f"lfads: error: {sys.executable}: no module named {missing!r}; the model needs the package's `model`"
+              f" extra: {sys.executable} -m pip install 'tensorflow-cpu>=2.16' absl-py tensorboard"
+              " (tensorflow[and-cuda] instead of tensorflow-cpu on a GPU machine)", file=sys.stderr)
+        return 1
+    from lfads.flags import FlagError, parse_flags, usage  # absl, checked above
+
     if any(a in HELP_FLAGS for a in args):
         print(usage())
         return 0
