@@ -8,6 +8,7 @@ Each part has its own thorough tests; this one checks that the contracts between
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,7 +24,9 @@ from manager.lorenz import generate_lorenz_datasets
 from manager.results import fit_log, load_posterior_means
 from runqueue.layout import DONE_MARKER, FAILED_MARKER, OUT_LOG, RunPaths
 
-pytestmark = pytest.mark.slow
+# The real model runs here: without TensorFlow (a queue-only install) there is nothing to run.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                                   reason="needs TensorFlow (the package's model extra)")]
 
 TINY_PARAMS = {
     "spikeBinMs": 20,
