@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytest.importorskip("absl")  # the model extra; a queue-only install has no flags to parse
+
 from lfads.flags import KINDS, FlagError, parse_flags
 
 # The posterior-mean command as LFADS.Run.buildCommandLFADSPosteriorMeanSample writes it: every

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from manager.demo import build_demo
 from manager.results import fit_log, load_posterior_means
+
+# The generated scripts run the real model: without TensorFlow (a queue-only install) they cannot.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                reason="needs TensorFlow (the package's model extra)")
 
 TINY_PROFILE = {
     "n_datasets": 1,

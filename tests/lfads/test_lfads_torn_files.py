@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("tensorflow")  # lfads.files.checkpoints is TensorFlow's
+
 from lfads.errors import LfadsError
 from lfads.files.checkpoints import read_state
 from lfads.files.fitlog import EpochSummary, append_fitlog, csv_line
@@ -40,8 +42,6 @@ def test_a_torn_newest_checkpoint_falls_back_to_the_previous_one_listed(tmp_path
     import dataclasses
 
     import numpy as np
-
-    pytest.importorskip("tensorflow")
     from test_lfads_rules import _context
 
     from lfads.files import checkpoints
