@@ -3,8 +3,9 @@
 #
 #   bench/device/tf_gpu_bench.sh PAYLOAD_DIR OUT_DIR
 #
-# PAYLOAD_DIR holds the parts (p01, p02, …) of one xz-compressed tar of a site-packages tree, cut to
-# fit the machine's 64 MiB-per-call transfer: TensorFlow 2.21 for Python 3.12 (debug symbols stripped,
+# PAYLOAD_DIR is what bench/device/build_tf_payload.sh wrote (p01…pNN and sizes: three xz members of a
+# site-packages tree, cut to fit the machine's 64 MiB-per-call transfer): TensorFlow 2.21 for Python
+# 3.12 (debug symbols stripped,
 # C++ headers dropped), its pure-Python dependencies, and of TensorFlow's CUDA 12 libraries only the
 # small ones (runtime, cuDNN's loader, ptxas and libdevice for XLA). cuBLAS is the machine's own
 # (torch's CUDA 13 copy, linked under the CUDA 12 name). cuFFT, cuSOLVER and cuSPARSE are empty
@@ -12,8 +13,9 @@
 # call would fail loudly (undefined symbol), not compute something wrong.
 #
 # Then: the Lorenz bench (training through the run's own lfads_train.sh, posterior sampling, the
-# in-process vectorised-vs-per-trial posterior timing on the GPU and on the CPU), and two
-# trainings sharing the GPU at once through the queue.
+# in-process vectorised-vs-per-trial posterior timing on the GPU), three trainings sharing the GPU
+# at once through the queue, and the in-process timings on the machine's CPUs.
+# LFADS_BENCH_ALLOW_CPU=1 runs it all on a machine without a GPU (a dry run of this script).
 set -euo pipefail
 payload=$1
 out=$2
