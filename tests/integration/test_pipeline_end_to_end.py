@@ -8,7 +8,6 @@ Each part has its own thorough tests; this one checks that the contracts between
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,9 +23,7 @@ from manager.lorenz import generate_lorenz_datasets
 from manager.results import fit_log, load_posterior_means
 from runqueue.layout import DONE_MARKER, FAILED_MARKER, OUT_LOG, RunPaths
 
-# The real model runs here: without TensorFlow (a queue-only install) there is nothing to run.
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                                                   reason="needs TensorFlow (the package's model extra)")]
+pytestmark = [pytest.mark.slow, pytest.mark.tf]  # the real model runs here
 
 TINY_PARAMS = {
     "spikeBinMs": 20,

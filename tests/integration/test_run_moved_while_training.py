@@ -7,7 +7,6 @@ folder's lfadsOutput and the moved run was sampled from an early checkpoint.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,9 +18,7 @@ import pytest
 from manager import DatasetCollection, RunCollection, RunParams, RunSpec
 from manager.lorenz import generate_lorenz_datasets
 
-# The real model runs here: without TensorFlow (a queue-only install) there is nothing to run.
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                                                   reason="needs TensorFlow (the package's model extra)")]
+pytestmark = [pytest.mark.slow, pytest.mark.tf]  # the real model runs here
 
 EPOCHS = 150
 

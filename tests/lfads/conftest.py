@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -73,16 +72,9 @@ def tiny_flags() -> list[str]:
     return list(TINY_FLAGS)
 
 
-def skip_without_the_model() -> None:
-    """The tests that run the real model skip, saying why, in a queue-only install."""
-    if importlib.util.find_spec("tensorflow") is None:
-        pytest.skip("needs TensorFlow (the package's model extra)")
-
-
 @pytest.fixture(scope="session")
-def run_lfads() -> Callable[..., subprocess.CompletedProcess[str]]:
+def run_lfads(model_installed: None) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run `python -m lfads` as the queue does: a real subprocess, CPU only."""
-    skip_without_the_model()
 
     def run(args: list[str], check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
@@ -96,10 +88,9 @@ def run_lfads() -> Callable[..., subprocess.CompletedProcess[str]]:
 
 
 @pytest.fixture(scope="session")
-def lfads_training() -> Callable[..., contextlib.AbstractContextManager[subprocess.Popen[str]]]:
+def lfads_training(model_installed: None) -> Callable[..., contextlib.AbstractContextManager[subprocess.Popen[str]]]:
     """`python -m lfads ARGS` in the background (CPU only, output captured), handed over once `fitlog`
     holds `epochs` rows; killed on the way out if it still runs."""
-    skip_without_the_model()
 
     @contextlib.contextmanager
     def start(args: list[str], fitlog: Path, epochs: int = 1) -> Iterator[subprocess.Popen[str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -14,9 +13,7 @@ import pytest
 from manager.demo import build_demo
 from manager.results import fit_log, load_posterior_means
 
-# The generated scripts run the real model: without TensorFlow (a queue-only install) they cannot.
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
-                                reason="needs TensorFlow (the package's model extra)")
+pytestmark = pytest.mark.tf  # the generated scripts run the real model
 
 TINY_PROFILE = {
     "n_datasets": 1,
