@@ -331,8 +331,9 @@ def _status(args: argparse.Namespace) -> int:
         reading = InventoryReading(devices=(), status=f"inventory unavailable: {error}")
         problems.append(str(error))
     reading = dataclasses.replace(reading, status=without_retry_note(reading.status))  # one look, no retries
+    store = ClaimStore(settings.claims_dir)
     try:
-        claims = ClaimStore(settings.claims_dir).claims()
+        claims = store.claims()
     except ClaimError as error:
         claims = []
         problems.append(str(error))
@@ -342,8 +343,7 @@ def _status(args: argparse.Namespace) -> int:
     charged = list(claims)  # plus the runs status finds ready, in order (the devices below show real claims only)
     # Runs a root queue would refuse are judged so only when no queue of another account runs them.
     queue_is_root = None
-    if os.geteuid() == 0 and non_root_queue_over(ClaimStore(settings.claims_dir).directory,
-                                                [root.resolve() for root in settings.roots]):
+    if os.geteuid() == 0 and non_root_queue_over(store.directory, [root.resolve() for root in settings.roots]):
         queue_is_root = False
     rows = [run_row(found, reading.devices, charged, policy, settings.memory_per_run, queue_is_root)
             for found in scanner.scan(full=True)]

@@ -199,10 +199,13 @@ def marker_state(paths: RunPaths) -> RunState:
     return RunState.PENDING
 
 
+_ISO_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
 def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return time.strftime(_ISO_FORMAT)
 
 
 def iso_time(seconds: float | None) -> str | None:
     """A wall-clock time (time.time()) in now_iso's format."""
-    return None if seconds is None else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
+    return None if seconds is None else time.strftime(_ISO_FORMAT, time.localtime(seconds))

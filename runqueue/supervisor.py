@@ -33,6 +33,7 @@ from runqueue import legacy, runlock
 from runqueue.atomicio import atomic_write_json, read_json_object
 from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
+from runqueue.devices.model import device_label
 from runqueue.failure_reasons import log_open_problem, needs_the_user, reason_for, step_failure
 from runqueue.layout import RunPaths, folder_identity
 from runqueue.outlog import ends_mid_line, open_for_append
@@ -612,10 +613,9 @@ class Supervisor:
 
     # ----------------------------------------------------------------- helpers
     def _header(self, step: str) -> str:
-        index = "" if self.spec.device_index is None else f", index {self.spec.device_index}"
         return (
             f"{HEADER_PREFIX} {now_iso()} host={self.state.host} attempt={self.state.attempt}/{self.max_attempts}"
-            f" step={step} device={self.spec.device_uuid} ({self.spec.device_name}{index})"
+            f" step={step} device={self.spec.device_uuid} ({device_label(self.spec.device_name, self.spec.device_index)})"
         )
 
     def _write_log(self, text: str) -> None:
@@ -648,6 +648,7 @@ class Supervisor:
                 self._vanished()
         except OSError:
             pass  # a full disk must not stop the run; the markers still decide
+
 
 def _ended_with_a_word(log: Path) -> bool:
     """Whether lfads.out's last line of ours ends an attempt: state.json may still say `running`

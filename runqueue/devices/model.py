@@ -27,6 +27,11 @@ class GpuProcess:
     run_dir: str | None = None
 
 
+def device_label(name: str, listed_index: int | None) -> str:
+    """How logs name a device beside its UUID: "NVIDIA H100, index 0" (the index nvidia-smi shows)."""
+    return name if listed_index is None else f"{name}, index {listed_index}"
+
+
 @dataclass(frozen=True)
 class Device:
     """One place a run can execute: a GPU, a MIG instance, or a CPU slot.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runqueue.devices.model import Device
+from runqueue.devices.model import Device, device_label
 from runqueue.supervisor_spec import SupervisorSpec
 
 
@@ -122,8 +122,7 @@ class Executor(ABC):
         return False
 
     def started_text(self, handle: RunHandle, device: Device) -> str:
-        index = "" if device.listed_index is None else f", index {device.listed_index}"
-        return f"started on {device.uuid} ({device.name}{index})"
+        return f"started on {device.uuid} ({device_label(device.name, device.listed_index)})"
 
     def adopted_text(self, handle: RunHandle) -> str:
         device = handle.device_uuid or "not recorded (its .runqueue/state.json is gone)"
