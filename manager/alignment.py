@@ -122,13 +122,14 @@ def compute_alignment(
         return sources[index] if index < len(sources) else None
 
     where = source(0)
+    switch = "useAlignmentMatrix" if len(datasets) > 1 else "useSingleDatasetAlignmentMatrix"  # Run.uses_alignment
     if approach not in ("regressGlobalPCs", "ridgeRegressGlobalPCs"):
         raise ManagerError(where, f"unknown alignmentApproach {approach!r}", "use 'regressGlobalPCs' or 'ridgeRegressGlobalPCs'")
     options = _extra_args(extra_args, where)
     for index, data in enumerate(datasets):
         if data.condition_id is None:
             raise ManagerError(source(index), "has no conditionId, and alignment needs one per trial in every dataset",
-                               "store conditionId (one per trial) in the data file, or set useAlignmentMatrix = false")
+                               f"store conditionId (one per trial) in the data file, or set {switch} = false")
     conditions = _condition_list(datasets)
     if not conditions:
         raise ManagerError(where, "alignment needs conditionId in every dataset", "store conditionId (one per trial) in the data files")
@@ -169,7 +170,7 @@ def compute_alignment(
         bias = np.nanmean(x, axis=1)
         if np.isnan(matrix).any() or np.isnan(bias).any():
             raise ManagerError(source(index), "alignment produced NaN (a channel with no data in any condition?)",
-                               "drop channels without spikes or set useAlignmentMatrix = false")
+                               f"drop channels without spikes or set {switch} = false")
         padded = np.zeros((matrix.shape[0], n_factors))
         padded[:, : matrix.shape[1]] = matrix
         alignments.append(Alignment(padded, bias))

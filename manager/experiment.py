@@ -108,6 +108,9 @@ def _params(path: Path, base: dict[str, Any], sweep: dict[str, Any]) -> list[Run
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
             raise _fail(path, f"[sweep] {key} must be a non-empty list of values", f"write {key} = [value, value, ...]")
+        repeated = next((value for number, value in enumerate(values) if value in values[:number]), None)
+        if repeated is not None:
+            raise _fail(path, f"[sweep] {key} lists {repeated!r} more than once", "list each value once")
     try:
         grid = params.sweep(**sweep) if sweep else [params]
         for item in grid:

@@ -21,7 +21,7 @@ import os
 import secrets
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,7 +70,7 @@ from manager.scripts import (
     train_script,
     write_model_params_script,
 )
-from manager.sequence import SequenceData
+from manager.sequence import SequenceData, sequence_from_fields
 from manager.summary import summary_text
 from runqueue.layout import (
     COLLECTION_QUEUE_SCRIPT,
@@ -277,8 +277,18 @@ def _counts(dataset: Dataset, run: Run, mode: str, cache: _CountsCache) -> Seque
     arguments = _hook_arguments(dataset, run, mode)
     key = (dataset.name, run.params.data_hash if arguments else "", mode if len(arguments) > 1 else EXPORT_MODE)
     if key not in cache:
-        cache[key] = dataset.load_counts(*arguments)
+        cache[key] = _as_sequence(dataset.load_counts(*arguments), dataset)
     return cache[key]
+
+
+def _as_sequence(loaded: object, dataset: Dataset) -> SequenceData:
+    """An override's result: SequenceData, or the loaded fields (a mapping), checked the same way."""
+    if isinstance(loaded, SequenceData):
+        return loaded
+    if isinstance(loaded, Mapping):
+        return sequence_from_fields(loaded, dataset.path)
+    raise ManagerError(dataset.path, f"{type(dataset).__name__}.load_counts returned {type(loaded).__name__}, not SequenceData",
+                       "return sequence_from_fields(fields, self.path) (manager.sequence), or the fields as a dict")
 
 
 def _hook_arguments(dataset: Dataset, run: Run, mode: str) -> tuple[Any, ...]:

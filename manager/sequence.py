@@ -82,11 +82,30 @@ def _short(value: Any) -> str:
     return "a cell array" if isinstance(value, list) else type(value).__name__
 
 
+def _cell_label(item: Any) -> str | float:
+    """One cell of a conditionId cell array: text stays text, a 1x1 number is that number, an
+    empty cell is the empty label ("no condition")."""
+    if isinstance(item, str):
+        return item
+    array = np.asarray(item)
+    if array.size == 0:
+        return ""
+    if array.size == 1 and array.dtype.kind in "biuf":
+        return float(array.item())
+    return str(item)
+
+
 def _condition_vector(raw: Any, n_trials: int, path: Path) -> np.ndarray | None:
     if raw is None:
         return None
     if isinstance(raw, list):
-        values = np.array([str(item) for item in raw], dtype=object)
+        labels = [_cell_label(item) for item in raw]
+        # A cell of numbers (num2cell(ids)) holds numeric conditions, not text labels; its empty
+        # cells become NaN, the numeric "no condition".
+        if any(isinstance(label, float) for label in labels) and all(isinstance(label, float) or label == "" for label in labels):
+            values = np.array([np.nan if label == "" else label for label in labels], dtype=np.float64)
+        else:
+            values = np.array(labels, dtype=object)
     else:
         values = np.asarray(raw).ravel()
     if values.size != n_trials:
@@ -113,9 +132,11 @@ def _bin_width(time: np.ndarray, n_time: int, path: Path) -> tuple[np.ndarray, f
         raise ManagerError(path, f"the time vector does not increase (steps from {steps.min():g} to {steps.max():g} ms)",
                            "store the bin times in increasing order")
     width = float(steps.flat[0])
-    if not np.allclose(steps, width, rtol=1e-9, atol=1e-9):
+    # Relative: times far from zero (a session clock in ms, converted from seconds) carry rounding
+    # error far above any absolute tolerance, yet their bins are one width.
+    if not np.allclose(steps, width, rtol=1e-6, atol=0.0):
         raise ManagerError(
-            path, f"inconsistent bin widths in the time vector (from {steps.min():g} to {steps.max():g} ms)",
+            path, f"inconsistent bin widths in the time vector (from {steps.min():.9g} to {steps.max():.9g} ms)",
             "resample every trial to one common bin width",
         )
     return rows[0].astype(np.float64), width
@@ -131,6 +152,10 @@ def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
         counts = counts[:, :, None] if counts.shape[0] else counts.reshape(0, 0, 0)
     if counts.ndim != 3 or counts.shape[0] == 0:
         raise ManagerError(path, f"counts must be a non-empty trials x channels x time array, got shape {counts.shape}", "reshape the counts")
+    if 0 in counts.shape[1:]:
+        what = "channels" if counts.shape[1] == 0 else "time bins"
+        raise ManagerError(path, f"counts of shape {counts.shape} (trials x channels x time) have no {what}",
+                           "keep at least one channel and one time bin per trial (were all units filtered out?)")
     check_counts(counts, path)
     n_trials, _, n_time = counts.shape
     time_key, time_raw = _first_item(fields, TIME_KEYS)
@@ -177,8 +202,11 @@ def _truth(fields: Mapping[str, Any], shape: tuple[int, ...], condition_id: np.n
         numbers = condition_id.astype(np.float64)
     except (ValueError, TypeError):
         numbers = np.array([np.nan])
-    if not np.isfinite(numbers).all() or (numbers != np.round(numbers)).any():
-        raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} needs whole-number conditionId, got {condition_id.tolist()[0]!r}",
+    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0]) if bad.size == condition_id.size else 0
+        raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} needs whole-number conditionId, got {condition_id.tolist()[first]!r}"
+                           f" (trial {first + 1})",
                            "store conditionId as 1-based condition numbers, or store per-trial truth instead")
     index = numbers.astype(np.int64) - 1
     if by_condition.shape[1:] != shape[1:] or index.min() < 0 or index.max() >= by_condition.shape[0]:
@@ -200,5 +228,7 @@ def check_counts(counts: np.ndarray, path: Path) -> None:
         raise ManagerError(path, "NaN in spike counts", "replace NaNs (e.g. drop the affected trials) before preparing")
     if (counts < 0).any():
         raise ManagerError(path, "negative spike counts", "counts must be >= 0 (spike counts, not rates)")
-    if not np.isfinite(counts).all() or (counts != np.round(counts)).any():
+    if not np.isfinite(counts).all():
+        raise ManagerError(path, "inf in spike counts", "replace the infinite values (e.g. drop the affected trials) before preparing")
+    if (counts != np.round(counts)).any():
         raise ManagerError(path, "spike counts that are not whole numbers", "export counts per bin, not rates")

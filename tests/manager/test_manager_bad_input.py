@@ -116,6 +116,8 @@ def test_value_of_the_wrong_type(tmp_path, datasets, line, says):
 def test_bad_sweep_and_unknown_table(tmp_path, datasets):
     fails(tmp_path, experiment(tmp_path, extra="[sweep]\nc_gen_dim = [16, 2.5]"), names=tmp_path / "experiment.toml",
           says="[sweep] c_gen_dim must be a whole number")
+    fails(tmp_path, experiment(tmp_path, extra="[sweep]\nc_gen_dim = [16, 32, 16]"), names=tmp_path / "experiment.toml",
+          says="[sweep] c_gen_dim lists 16 more than once; list each value once")
     fails(tmp_path, experiment(tmp_path, extra="[queues]\nmemory_mb = 3"), names=tmp_path / "experiment.toml",
           says="unknown table(s) ['queues']")
 
@@ -213,6 +215,10 @@ UNREADABLE = {
     "tbc.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), conditionId=np.array(["a", "b"] * 20),
                                    true_rates_by_condition=np.zeros((2, 6, 20))),
                 "true_rates_by_condition needs whole-number conditionId, got 'a'"),
+    "nochannels.npz": (lambda p: np.savez(p, counts=np.ones((40, 0, 20))), "counts of shape (40, 0, 20) (trials x channels x time) have no channels"),
+    "inf.npz": (lambda p: np.savez(p, counts=np.full((40, 6, 20), np.inf)), "inf in spike counts; replace the infinite values"),
+    "clock.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), timeMs=1e8 + np.r_[np.arange(19.0), 19.5]),
+                  "inconsistent bin widths in the time vector (from 1 to 1.5 ms)"),
 }
 
 
@@ -440,3 +446,22 @@ def test_an_experiment_file_that_is_not_utf8_or_is_a_folder(tmp_path, datasets):
     folder = tmp_path / "experiment.toml.d"
     folder.mkdir()
     fails(tmp_path, folder, names=folder, says="is a folder, not an experiment file; give the path of the .toml file")
+
+
+def test_bin_times_on_a_session_clock_converted_from_seconds_have_one_width(tmp_path):
+    from manager.sequence import sequence_from_fields
+
+    starts_s = np.random.default_rng(0).random(40) * 1e5  # trial starts up to ~28 h into the session
+    time_ms = (starts_s[:, None] + np.arange(20)[None, :] * 0.001) * 1000  # rounding error ~1e-8 ms
+    data = sequence_from_fields({"counts": np.ones((40, 6, 20)), "timeMs": time_ms}, tmp_path / "clock.npz")
+    assert data.bin_width_ms == pytest.approx(1.0, rel=1e-6)
+
+
+def test_a_single_dataset_alignment_without_condition_ids_names_its_own_switch(tmp_path):
+    from manager_test_helpers import small_collection
+
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "a.npz", conditionId=None)
+    collection = small_collection(tmp_path, ["a.npz"], useSingleDatasetAlignmentMatrix=True)
+    with pytest.raises(Exception, match=r"has no conditionId.*or set useSingleDatasetAlignmentMatrix = false$"):
+        collection.prepare()

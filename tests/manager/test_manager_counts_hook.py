@@ -102,3 +102,27 @@ def test_an_override_taking_the_run_alone_gets_it(tmp_path: Path) -> None:
     collection.add_params(RunParams(c_batch_size=4))
     collection.prepare()
     assert seen == [collection.params[0].data_hash] * 2  # two datasets, one data hash
+
+
+def test_an_override_returning_the_fields_is_checked_like_a_file_and_anything_else_is_named(tmp_path: Path) -> None:
+    import pytest
+
+    from manager.errors import ManagerError
+
+    class ReturnsFields(Dataset):
+        def load_counts(self) -> SequenceData:
+            return dict(self.load_data())  # type: ignore[return-value]  # the loaded fields, not SequenceData
+
+    collection = _collection(tmp_path / "fields", ReturnsFields)
+    collection.add_params(RunParams(c_batch_size=4))
+    collection.prepare()
+    assert (collection.runs[0].path_common_data / "lfads_s1.h5").is_file()
+
+    class ReturnsArray(Dataset):
+        def load_counts(self) -> SequenceData:
+            return self.load_data()["counts"]  # type: ignore[return-value]
+
+    collection = _collection(tmp_path / "array", ReturnsArray)
+    collection.add_params(RunParams(c_batch_size=4))
+    with pytest.raises(ManagerError, match=r"s1.npz: ReturnsArray.load_counts returned ndarray, not SequenceData; return sequence_from_fields"):
+        collection.prepare()

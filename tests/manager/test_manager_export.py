@@ -226,3 +226,24 @@ def test_text_condition_labels_in_an_h5_are_text_like_those_of_an_npz(tmp_path, 
     collection.add_run_spec(RunSpec("both", collection.dataset_collection, ["a", "b"]))
     collection.prepare()
     assert list(collection.path.glob("data_*/both/lfads_b.h5"))
+
+
+def test_a_cell_array_of_numbers_as_condition_ids_is_numeric(tmp_path):
+    # MATLAB's num2cell(conditionId) saves a cell of 1x1 doubles; an empty cell is a trial without a condition.
+    import scipy.io
+
+    from manager.sequence import sequence_from_fields
+
+    cells = np.empty((6, 1), dtype=object)
+    for trial, value in enumerate([1.0, 2.0, 3.0, 1.0, 2.0, np.zeros((0, 0))]):
+        cells[trial, 0] = value
+    scipy.io.savemat(tmp_path / "cells.mat", {"spikes": np.ones((6, 2, 4)), "conditionId": cells,
+                                              "true_rates_by_condition": np.ones((3, 2, 4))})
+    fields = read_mat(tmp_path / "cells.mat")
+    with pytest.raises(Exception, match=r"needs whole-number conditionId, got nan \(trial 6\)"):
+        sequence_from_fields(fields, tmp_path / "cells.mat")  # truth cannot be looked up without a condition
+    data = sequence_from_fields({**fields, "true_rates_by_condition": None}, tmp_path / "cells.mat")
+    np.testing.assert_array_equal(data.condition_id, [1.0, 2.0, 3.0, 1.0, 2.0, np.nan])
+    fields["conditionId"] = [*fields["conditionId"][:5], 3.0]
+    truth = sequence_from_fields(fields, tmp_path / "cells.mat").truth
+    assert truth is not None and truth.shape == (6, 2, 4)
