@@ -17,10 +17,18 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.devices.placement import PlacementRequest
 from runqueue.errors import RunqueueError
+from runqueue.layout import RunPaths
 from runqueue.resources import RunResources, load_resources
 from runqueue.root_safety import unsafe_as_root
 from runqueue.runstate import Phase, Reason, RunState, load_state, state_stamp
+from runqueue.steps import script_has_commands
 from runqueue.tracked import TrackedRun
+
+# A train script younger than this may still be being written (the MATLAB run manager's fprintf
+# calls, `cp -r`, a generator echoing line by line): bash would run the part already there, exit 0,
+# and the run would be marked done untrained. lfads-manager writes it whole (a rename), and a
+# requeued run's script is old, so in practice only runs copied or written in right now wait.
+SCRIPT_SETTLE_S = 1.0
 
 
 @dataclass
@@ -36,6 +44,7 @@ class Sifted:
     elsewhere: list[TrackedRun] = field(default_factory=list)  # held by another supervisor or batch job
     refused: list[tuple[TrackedRun, str]] = field(default_factory=list)  # a bad runqueue.json, unsafe as root: why
     maintained: list[TrackedRun] = field(default_factory=list)  # held by lfads-manager (prepare, delete-output) now
+    settles_at: float | None = None  # wall time the first train script still settling may be run
 
 
 def sift_pending(
@@ -71,6 +80,11 @@ def sift_pending(
         if holder is runlock.HeldBy.RUN or submitted(run.path):
             sifted.elsewhere.append(run)
             continue
+        written = _written_at(paths.train_script)
+        if written is not None and 0.0 <= wall - written < SCRIPT_SETTLE_S:
+            settles = written + SCRIPT_SETTLE_S
+            sifted.settles_at = settles if sifted.settles_at is None else min(sifted.settles_at, settles)
+            continue
         state = load_state(paths)
         if state.phase == Phase.RETRY_WAIT and state.retry_after is not None and state.retry_after > wall:
             run.retry_after = state.retry_after
@@ -87,6 +101,10 @@ def sift_pending(
         if unsafe is not None:
             sifted.refused.append((run, unsafe))
             continue
+        empty = empty_script_reason(paths)
+        if empty is not None:
+            sifted.refused.append((run, empty))
+            continue
         request = PlacementRequest(run_dir=str(run.path), memory_mb=resources.memory_mb)
         if state.phase == Phase.RETRY_WAIT and state.reason == Reason.CUDA_OOM and state.failed_device_uuid:
             # Out of GPU memory last time: another device, with more free memory than that one had.
@@ -99,3 +117,18 @@ def sift_pending(
         if len(sifted.ready) >= limit:
             break
     return sifted
+
+
+def _written_at(path: Path) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None  # missing or unreadable: the supervisor fails the run with the reason
+
+
+def empty_script_reason(paths: RunPaths) -> str | None:
+    """Why a run whose train script holds no command is not started (bash would exit 0: "done")."""
+    if script_has_commands(paths.train_script):
+        return None
+    return (f"{paths.train_script} has no commands (empty, or only comments); write the training command into it"
+            " (lfads-manager prepare writes the whole script)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
-from runqueue.layout import TRAIN_SCRIPT, RunPaths
+from runqueue.layout import REQUEUE_NUDGE, TRAIN_SCRIPT, RunPaths
 from runqueue.procinfo import (
     account_name,
     file_holders,
@@ -52,9 +52,20 @@ def requeue(paths: RunPaths) -> str:
         previous = load_state(paths)
         if paths.state.exists():
             save_state(paths, PersistedState(history=previous.history))
+    if not removed:
+        _nudge_watching_queues(paths)  # removing a marker is heard by itself
     if removed:
         return f"requeued (removed {', '.join(removed)})"
     return "requeued (attempt count reset)" if previous.attempt else "already pending"
+
+
+def _nudge_watching_queues(paths: RunPaths) -> None:
+    """A file made and removed in the run folder: a queue watching it (inotify) looks at the run now
+    instead of at its next rescan. Without write access, that rescan still finds the requeue."""
+    nudge = paths.root / REQUEUE_NUDGE
+    with contextlib.suppress(OSError):
+        os.close(os.open(nudge, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        os.unlink(nudge)
 
 
 def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:

@@ -20,7 +20,7 @@ import os
 import struct
 import sys
 
-from runqueue.layout import DONE_MARKER, FAILED_MARKER, TRAIN_SCRIPT
+from runqueue.layout import DONE_MARKER, FAILED_MARKER, REQUEUE_NUDGE, TRAIN_SCRIPT
 
 IN_MOVED_FROM = 0x00000040
 IN_MOVED_TO = 0x00000080
@@ -37,7 +37,7 @@ IN_CLOEXEC = os.O_CLOEXEC
 
 # No IN_MODIFY: a run's log writes never reach us.
 _MASK = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
-_LISTING_NAMES = frozenset({TRAIN_SCRIPT.encode(), DONE_MARKER.encode(), FAILED_MARKER.encode()})
+_LISTING_NAMES = frozenset(name.encode() for name in (TRAIN_SCRIPT, DONE_MARKER, FAILED_MARKER, REQUEUE_NUDGE))
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
 
 

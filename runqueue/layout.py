@@ -22,6 +22,9 @@ OUT_LOG = "lfads.out"
 DONE_MARKER = "lfads.done"
 FAILED_MARKER = "lfads.failed"
 RUNTIME_DIR = ".runqueue"
+# Made and removed at once by `runqueue requeue` in the run folder: watching queues hear of a
+# requeue that changed only .runqueue/state.json (a back-off, a block) through it.
+REQUEUE_NUDGE = ".runqueue-requeued"
 LFADS_INPUT = "lfadsInput"
 LFADS_OUTPUT = "lfadsOutput"
 # Optional per-run resource declaration the manager may write: JSON object with
@@ -80,6 +83,8 @@ class RunPaths:
         for path in (self.lock, self.state):
             if path.is_dir():
                 return f"{path} is a folder, not the queue's file; remove or rename it"
+            if os.path.lexists(path) and not path.is_symlink() and not path.is_file():
+                return f"{path} is not a regular file (a fifo, socket or device), not the queue's file; remove it"
         return None
 
     @property

@@ -1,7 +1,9 @@
 """Follows a run's lfads.out for the console: new complete lines since the last look.
 
 Reads at most `max_bytes` per look; a run that prints faster than anyone can read is skipped
-ahead (the file keeps everything), so a chatty run never slows the queue.
+ahead (the file keeps everything), so a chatty run never slows the queue. A carriage return
+redraws a line (progress bars): only what a terminal would show is kept, and a line that grows
+past `max_bytes` without ending is dropped with a note, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class LogTail:
         self.offset = offset
         self.max_bytes = max_bytes
         self.partial = b""
+        self.overlong = False  # dropping the rest of a line that grew past max_bytes
 
     def read_lines(self, *, final: bool = False) -> list[str]:
         """Complete new lines; with `final`, also an unterminated last line."""
@@ -28,13 +31,13 @@ class LogTail:
                     self.offset = size  # adopted run: do not replay its history
                 if size < self.offset:
                     self.offset = 0  # truncated or replaced by hand
-                    self.partial = b""
+                    self.partial, self.overlong = b"", False
                 lines: list[str] = []
                 if size - self.offset > self.max_bytes:
                     skipped = size - self.max_bytes - self.offset
                     lines.append(f"… {skipped / 1e6:.1f} MB of output not shown here (see {self.path.name})")
                     self.offset = size - self.max_bytes
-                    self.partial = b""
+                    self.partial, self.overlong = b"", False
                     log.seek(self.offset)
                     log.readline()  # resynchronise on a line boundary
                     self.offset = log.tell()
@@ -45,9 +48,32 @@ class LogTail:
             return []
         self.offset += len(data)
         data = self.partial + data
-        *complete, self.partial = data.split(b"\n")
+        *complete, partial = data.split(b"\n")
+        if self.overlong:
+            if complete:
+                complete.pop(0)  # the overlong line's end
+                self.overlong = False
+            else:
+                partial = b""
+        partial = _redrawn(partial)
+        if len(partial) > self.max_bytes:
+            complete.append(f"… a line of over {self.max_bytes // 1024} KB without an end, not shown here (see {self.path.name})".encode())
+            partial, self.overlong = b"", True
+        self.partial = partial
         if final and self.partial:
             complete.append(self.partial)
             self.partial = b""
-        lines.extend(line.decode("utf-8", "replace").rstrip("\r") for line in complete)
+        lines.extend(_visible(line) for line in complete)
         return lines
+
+
+def _redrawn(partial: bytes) -> bytes:
+    """An unfinished line from its last carriage return on: the earlier text was drawn over."""
+    start = partial.rstrip(b"\r").rfind(b"\r")
+    return partial[start + 1 :] if start >= 0 else partial
+
+
+def _visible(line: bytes) -> str:
+    """What a terminal shows of a line: its last non-empty carriage-return segment."""
+    segments = [segment for segment in line.split(b"\r") if segment]
+    return segments[-1].decode("utf-8", "replace") if segments else ""

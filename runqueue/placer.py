@@ -99,6 +99,11 @@ class Placer(QueuePart):
             run.last_block_message = reason
             self.console.event(f"[{run.name}] {event}")
 
+    def _look_again_in(self, seconds: float) -> None:
+        """Place again after `seconds`, or sooner when a sooner look is planned already."""
+        due = time.monotonic() + seconds
+        self.next_retry = due if self.next_retry is None else min(self.next_retry, due)
+
     def _retry_due(self) -> bool:
         wall = time.time()
         return any(
@@ -125,7 +130,7 @@ class Placer(QueuePart):
                 self.last_devices = reading.devices
                 if reading.paused:
                     # GPUs exist but cannot be read (e.g. driver upgraded under us): place nothing, look again.
-                    self.next_retry = time.monotonic() + self.options.poll_interval_s
+                    self._look_again_in(self.options.poll_interval_s)
                     return False
                 if not reading.devices and not self.options.watch:
                     # No GPU found and no CPU slots (--cpu-slots 0): a batch run would wait forever.
@@ -147,7 +152,7 @@ class Placer(QueuePart):
                     self._note_waiting(candidates, reading.devices, live)
                     # Foreign processes end and NVML memory frees without any event of ours:
                     # look again after a while.
-                    self.next_retry = time.monotonic() + self.options.poll_interval_s
+                    self._look_again_in(self.options.poll_interval_s)
                     return False
                 return self._start(placements, live, txn)
         except (InventoryError, ClaimError) as error:
@@ -156,7 +161,7 @@ class Placer(QueuePart):
                 # A claims directory that is no directory or not writable does not mend itself; a
                 # watching queue keeps trying (a service outlives the fix), a batch one stops.
                 self.cannot_place = str(error)
-            self.next_retry = time.monotonic() + self.options.poll_interval_s
+            self._look_again_in(self.options.poll_interval_s)
             return False
 
     def _submit_round(self, device: Device) -> bool:
@@ -193,8 +198,10 @@ class Placer(QueuePart):
             submitted=self.executor.submitted,
             after=after,
         )
-        if sifted.maintained and self.next_retry is None:
-            self.next_retry = time.monotonic() + _MAINTENANCE_RETRY_S
+        if sifted.maintained:
+            self._look_again_in(_MAINTENANCE_RETRY_S)
+        if sifted.settles_at is not None:  # a train script still being written: look again once it has settled
+            self._look_again_in(max(0.0, sifted.settles_at - time.time()) + 0.01)
         self._announce_maintenance(sifted.maintained, [candidate.run for candidate in sifted.ready])
         for run in sifted.elsewhere:
             self.oversight.watch_running_elsewhere(run)
@@ -305,7 +312,7 @@ class Placer(QueuePart):
             # The batch system refused for now (controller down, submit limit): try again later,
             # without counting it against the run.
             self.console.event_once(str(pending.reply.get("message", "not submitted")))
-            self.next_retry = time.monotonic() + self.options.poll_interval_s
+            self._look_again_in(self.options.poll_interval_s)
         else:
             run.crashes += 1
             message = str(pending.reply.get("message", "unknown error"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runqueue.atomicio import atomic_write_json, parse_json, read_small_file
+from runqueue.devices.inventory import simulated_inventory_path
 from runqueue.procinfo import is_alive, process_start_time
 from runqueue.queue_options import QueueOptions
 
@@ -51,7 +52,8 @@ class QueueRecord:
 
 def record_of(options: QueueOptions) -> QueueRecord:
     pid = os.getpid()
-    simulate = None if options.simulate_gpus is None else os.path.abspath(options.simulate_gpus)
+    in_effect = simulated_inventory_path(options.simulate_gpus)  # the flag, or the environment's file
+    simulate = None if in_effect is None else os.path.abspath(in_effect)
     return QueueRecord(pid=pid, start_time=process_start_time(pid), roots=tuple(str(root.resolve()) for root in options.roots),
                        gpus=options.gpus, simulate_gpus=simulate, cpu_slots=options.cpu_slots,
                        max_per_gpu=options.max_per_gpu, foreign=options.foreign, memory_per_run=options.memory_per_run)

@@ -130,11 +130,13 @@ class Rescanner(QueuePart):
         if state_stamp(run.paths) == run.state_stamp:
             return
         was_blocked = run.blocked is not None and not run.recheck_block
+        was_backing_off = run.retry_after is not None and run.retry_after > time.time()
         run.state_stamp = None
         run.retry_after = None
         if was_blocked:
             run.blocked = None
             run.last_block_message = None
             run.crashes = 0
+        if was_blocked or was_backing_off:
             self.console.event(f"[{run.name}] requeued")
         self.placer.dirty = True

@@ -62,7 +62,26 @@ def check_step_script(path: Path) -> str:
         raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"cannot read {path}: {error.strerror}; {hint}") from None
     if b"\0" in raw[:4096]:
         raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"{path} is not a shell script (binary content)")
-    return raw.decode("utf-8", "replace")
+    text = raw.decode("utf-8", "replace")
+    if not has_commands(text):  # bash would exit 0 and the step would count as done
+        raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"{path} has no commands (empty, or only comments); re-create"
+                                                        " the run folder (lfads-manager prepare) or write the step's command into it")
+    return text
+
+
+def has_commands(text: str) -> bool:
+    """Whether a shell script holds anything but blank lines and comments (a shebang is one)."""
+    return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
+
+
+def script_has_commands(path: Path) -> bool:
+    """False only for a readable script without commands; what cannot be read is the supervisor's to report."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return True
+    return len(head) == 65536 or has_commands(head.decode("utf-8", "replace"))
 
 
 def plan_steps(paths: RunPaths, resume_step: str | None) -> list[str]:

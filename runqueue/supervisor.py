@@ -158,6 +158,11 @@ class Supervisor:
             return EXIT_NOT_STARTED
         try:
             runlock.write_holder(fd)
+        except OSError as error:
+            message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.lock}: {error.strerror}; remove it"
+            self._tell({"status": "error", "reason": "lock", "message": message})
+            return EXIT_ERROR
+        try:
             self._begin_attempt()
             self.steps = plan_steps(self.paths, self.state.resume_step)  # told to the queue, then run
         except OSError as error:

@@ -101,6 +101,11 @@ class CpuFallbackInventory:
         )
 
 
+def simulated_inventory_path(simulate_gpus: str | None) -> str | None:
+    """The simulated inventory file in effect: --simulate-gpus, else $RUNQUEUE_SIMULATE_GPUS."""
+    return simulate_gpus or os.environ.get(SIMULATE_ENV) or None
+
+
 def make_inventory(*, gpus: str | None, simulate_gpus: str | None, cpu_slots: int | None) -> Inventory:
     """The inventory DESIGN.md §4 asks for, by precedence.
 
@@ -112,7 +117,7 @@ def make_inventory(*, gpus: str | None, simulate_gpus: str | None, cpu_slots: in
     slots = DEFAULT_CPU_SLOTS if cpu_slots is None else cpu_slots
     if slots < 0:
         raise InventoryError(f"--cpu-slots {slots}: must be 0 or more (0 = never run on the CPU)")
-    simulated_path = simulate_gpus or os.environ.get(SIMULATE_ENV) or None
+    simulated_path = simulated_inventory_path(simulate_gpus)
     ids = parse_gpu_list(gpus) if gpus else None
     if ids == () and slots == 0:
         raise InventoryError("--gpus none with --cpu-slots 0 leaves no device to run on; give --cpu-slots 1 or more")

@@ -125,7 +125,7 @@ class Executor(ABC):
         return f"started on {device.uuid} ({device_label(device.name, device.listed_index)})"
 
     def adopted_text(self, handle: RunHandle) -> str:
-        device = handle.device_uuid or "not recorded (its .runqueue/state.json is gone)"
+        device = handle.device_uuid or "not recorded (its .runqueue/state.json is gone or unreadable)"
         return f"supervisor pid {handle.pid}, device {device}"
 
     def first_stop_text(self, running: int) -> str:

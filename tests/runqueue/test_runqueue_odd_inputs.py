@@ -1,14 +1,17 @@
 """Odd but real inputs: names that are not UTF-8, empty arguments, markers in the way, a broken claims
-directory, linked run folders, non-finite numbers. One bad thing never stops the rest."""
+directory, linked run folders, non-finite numbers, train scripts empty or still being written. One bad
+thing never stops the rest."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from runqueue_testkit import make_run, queue_command, queue_env, run_queue
+from runqueue_testkit import finish, make_run, queue_command, queue_env, run_queue, start_queue, wait_for
 
 
 def test_a_folder_name_that_is_not_utf8_does_not_stop_the_other_runs(tmp_path: Path) -> None:
@@ -118,3 +121,35 @@ def test_a_folder_of_several_runs_named_on_a_terminal_is_listed_and_asked_about(
     assert agreed.returncode == 0, agreed.stderr
     if command == "requeue":
         assert not any((run / "lfads.done").exists() for run in runs)
+
+
+def test_a_train_script_still_being_written_waits_until_it_settles(tmp_path: Path) -> None:
+    # A writer that is not lfads-manager (MATLAB's fprintf calls, cp -r, a generator) writes the
+    # script in pieces; run early, bash would run the first piece, exit 0 and the run would be "done".
+    (tmp_path / "runs").mkdir()
+    log = tmp_path / "q.log"
+    queue = start_queue(queue_env(tmp_path), "run", "--watch", tmp_path / "runs", "--cpu-slots", "1", log=log)
+    try:
+        wait_for(lambda: "0 running" in log.read_text(), what="the queue to start")
+        run = tmp_path / "runs" / "c" / "param_W" / "r"
+        run.mkdir(parents=True)
+        with open(run / "lfads_train.sh", "w") as script:
+            script.write("#!/bin/bash\necho first piece\n")
+            script.flush()
+            time.sleep(0.5)  # the queue hears of the new folder within ~50 ms
+            script.write("touch \"$RUNQUEUE_RUN_DIR/second-piece-ran\"\n")
+        wait_for((run / "lfads.done").exists, what="the run to finish")
+        assert (run / "second-piece-ran").exists()
+    finally:
+        queue.send_signal(signal.SIGINT)
+        finish(queue)
+
+
+def test_an_empty_train_script_is_not_run_and_says_why(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_E/r", train="# to be written\n")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1")
+    reason = f"{run / 'lfads_train.sh'} has no commands (empty, or only comments); write the training command into it"
+    assert result.returncode == 1 and f"blocked param_E/r: {reason}" in result.stdout + result.stderr
+    assert sorted(os.listdir(run)) == ["lfads_train.sh"]  # no marker: it runs once it holds a command
+    status = run_queue(queue_env(tmp_path), "status", tmp_path / "runs")
+    assert reason in status.stdout

@@ -112,10 +112,16 @@ def test_an_lfads_out_that_cannot_be_opened_says_so_and_how_to_fix_it(tmp_path: 
     assert failed["attempt"] == 1 and "retrying" not in result.stdout, result.stdout
 
 
-def test_a_folder_where_the_queue_keeps_its_state_is_named_by_status_and_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("planted", ["state.json folder", "lock fifo"])
+def test_a_folder_or_fifo_where_the_queue_keeps_its_state_is_named_by_status_and_run(tmp_path: Path, planted: str) -> None:
     run = make_run(tmp_path / "runs", "c/param_S/r")
-    (run / ".runqueue" / "state.json").mkdir(parents=True)
-    says = f"{run / '.runqueue' / 'state.json'} is a folder, not the queue's file; remove or rename it"
+    if planted == "state.json folder":
+        (run / ".runqueue" / "state.json").mkdir(parents=True)
+        says = f"{run / '.runqueue' / 'state.json'} is a folder, not the queue's file; remove or rename it"
+    else:  # the supervisor's lock cannot hold its pid (it blamed state.json)
+        (run / ".runqueue").mkdir()
+        os.mkfifo(run / ".runqueue" / "lock")
+        says = f"{run / '.runqueue' / 'lock'} is not a regular file (a fifo, socket or device), not the queue's file; remove it"
     env = queue_env(tmp_path)
     status = run_queue(env, "status", tmp_path / "runs", timeout=_SHORT_S)  # it said "ready: fits cpu-0"
     assert says in status.stdout, status.stdout

@@ -6,17 +6,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from runqueue_testkit import finish, gpu, make_run, queue_env, run_queue, start_queue, wait_for, write_gpus
 
 
-def test_status_judges_waiting_runs_as_the_running_queue_does_and_says_so(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given_by", ["flag", "environment"])
+def test_status_judges_waiting_runs_as_the_running_queue_does_and_says_so(tmp_path: Path, given_by: str) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-only", total=16000)])
     root = tmp_path / "runs"
     flag = tmp_path / "release"
     busy = make_run(root, "c/param_S/a_busy", f'while [ ! -e "{flag}" ]; do sleep 0.05; done\n')
     waiting = make_run(root, "c/param_S/b_waiting")
     env = queue_env(tmp_path)
-    queue = start_queue(env, "run", root, "--simulate-gpus", sim, "--max-per-gpu", "1", "--quiet", log=tmp_path / "q.log")
+    # The queue's inventory file by --simulate-gpus or by $RUNQUEUE_SIMULATE_GPUS; status has neither.
+    how = ("--simulate-gpus", str(sim)) if given_by == "flag" else ()
+    queue_env_here = env if given_by == "flag" else {**env, "RUNQUEUE_SIMULATE_GPUS": str(sim)}
+    queue = start_queue(queue_env_here, "run", root, *how, "--max-per-gpu", "1", "--quiet", log=tmp_path / "q.log")
     try:
         wait_for(lambda: (busy / ".runqueue" / "state.json").exists(), what="the first run to start")
         status = run_queue(env, "status", "--json", root)

@@ -244,6 +244,29 @@ def test_the_console_tail_skips_a_flood_and_says_how_much_it_did_not_show(tmp_pa
     assert len(lines) - 1 <= 1000 // len("line 000000\n")
 
 
+def test_the_console_tail_shows_progress_bars_as_a_terminal_would_and_stays_bounded(tmp_path: Path) -> None:
+    log = tmp_path / "lfads.out"
+    log.write_bytes(b"")
+    tail = LogTail(log, offset=0, max_bytes=2048)
+
+    def write(data: bytes) -> list[str]:
+        with log.open("ab") as out:
+            out.write(data)
+        return tail.read_lines()
+
+    assert write(b"epoch 1\n 10%\r 20%\r") == ["epoch 1"]
+    assert tail.partial == b" 20%\r"  # the drawn-over 10 % is gone
+    assert write(b" 30%\r100%\r\nepoch 2\n") == ["100%", "epoch 2"]
+    for _ in range(50):  # a bar redrawn without end, far more than max_bytes in all
+        assert write(b"".join(b"%5d/99999\r" % i for i in range(100))) == []
+        assert len(tail.partial) <= len(b"99999/99999\r")
+    # A line that grows past max_bytes without a carriage return or an end is dropped, once noted.
+    assert write(b"x" * 2000) == [] and write(b"x" * 100) == ["… a line of over 2 KB without an end, not shown here (see lfads.out)"]
+    assert write(b"y" * 500) == [] and tail.partial == b""
+    assert write(b"zz\nafter\n") == ["after"]
+    assert write(b"last") == [] and tail.read_lines(final=True) == ["last"]
+
+
 def test_state_json_times_that_are_not_finite_are_unknown() -> None:
     """json reads NaN and Infinity; a hand-edited state.json must not make a deadline of them."""
     state = PersistedState.from_json({"time_limit_s": float("nan"), "started_at": float("inf"), "retry_after": 5.0})
