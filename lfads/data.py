@@ -94,6 +94,12 @@ _INT32_MAX = np.iinfo(np.int32).max
 
 
 def _as_poisson_counts(array: np.ndarray, path: Path, key: str) -> np.ndarray:
+    if array.dtype == np.bool_:  # binary spike trains: 0/1 counts
+        return array.astype(np.int32)
+    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise LfadsError(f"{path}: '{key}' has {bad} NaN or infinite value(s); spike counts must be finite - fill or"
+                         " drop the affected trials before export")
     whole = np.issubdtype(array.dtype, np.integer) or (
         np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array))
     )
@@ -180,6 +186,14 @@ def load_datasets(
         load_dataset(path, dataset_key(path, stem), output_dist, ext_input_dim)
         for path in dataset_files(data_dir, stem)
     ]
+    by_key: dict[str, Path] = {}
+    for ds in datasets:
+        other = by_key.setdefault(ds.name, ds.path)
+        if other != ds.path:  # their read-in/read-out weights would share one name
+            raise LfadsError(
+                f"{ds.path}: gives the dataset name '{ds.name}' (the file name after the stem '{stem}' and one more"
+                f" character), as {other.name} does; rename one of the files"
+            )
     if reduce_timesteps_to > 0:
         datasets = [_truncate_time(ds, reduce_timesteps_to) for ds in datasets]
     first = datasets[0]

@@ -1,7 +1,8 @@
 """Training state and the original's optimiser: Adam (β1 0.9, β2 0.999, ε 0.1), global-norm clip.
 
 Written out rather than taken from Keras so the slot variables carry TF1 names
-(`<var>/Adam`, `<var>/Adam_1`, `beta1_power`, `beta2_power`) in checkpoints and model_params,
+(`<var>/Adam`, `<var>/Adam_1`, `LFADS/beta1_power`, `LFADS/beta2_power`: the original built its
+optimiser inside run_lfads.py's `LFADS` variable scope) in checkpoints and model_params,
 and so a non-finite step can be skipped inside the compiled function.
 """
 
@@ -11,6 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 BETA1, BETA2, EPSILON = 0.9, 0.999, 0.1
+BETA_POWERS = ("LFADS/beta1_power", "LFADS/beta2_power")
+# Names this port used before it matched the original's, still read from its older checkpoints.
+FORMER_NAMES = {"LFADS/beta1_power": "beta1_power", "LFADS/beta2_power": "beta2_power"}
 
 
 def base_name(var: tf.Variable) -> str:
@@ -34,8 +38,8 @@ class Adam(tf.Module):
         self.max_grad_norm = max_grad_norm
         self.m = [tf.Variable(tf.zeros_like(v), name=f"{base_name(v)}/Adam", trainable=False) for v in variables]
         self.v = [tf.Variable(tf.zeros_like(v), name=f"{base_name(v)}/Adam_1", trainable=False) for v in variables]
-        self.beta1_power = tf.Variable(np.float32(BETA1), name="beta1_power", trainable=False)
-        self.beta2_power = tf.Variable(np.float32(BETA2), name="beta2_power", trainable=False)
+        self.beta1_power = tf.Variable(np.float32(BETA1), name=BETA_POWERS[0], trainable=False)
+        self.beta2_power = tf.Variable(np.float32(BETA2), name=BETA_POWERS[1], trainable=False)
 
     def apply(self, grads: list[tf.Tensor], state: TrainState, cost: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Clip, then update unless the cost or gradient is non-finite. -> (global norm, applied)."""

@@ -118,7 +118,11 @@ class Trainer:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         flags = ctx.flags
-        self.rng = np.random.default_rng(None if flags.seed < 0 else [flags.seed, 1])
+        restored_step = int(ctx.built.state.global_step.numpy())
+        # A continued run draws on from where it restarts: seeded as the first run, it would replay the
+        # first run's batch order, dropout and noise. (A fresh run keeps the stream it always had.)
+        entropy = [flags.seed, 1] if restored_step == 0 else [flags.seed, 1, restored_step]
+        self.rng = np.random.default_rng(None if flags.seed < 0 else entropy)
         self.steps = CompiledSteps(ctx.built, ctx.costs, flags.keep_prob, ctx.jit)
         self.has_valid = any(ds.valid_data is not None for ds in ctx.datasets)
         self.train_costs: list[float] = []
@@ -131,7 +135,7 @@ class Trainer:
         self.stop = StopRequest()
         # At the last step trained (also by an earlier run this one continues), KL and L2 weights had
         # reached 1: a rerun that trains no epoch must not take a real LVE checkpoint for a stand-in.
-        self.ramps_done = self._ramps_done_at(int(ctx.built.state.global_step.numpy()) - 1)
+        self.ramps_done = self._ramps_done_at(restored_step - 1)
 
     def save(self, lve: bool, valid_cost: float | None = None) -> None:
         ctx, flags = self.ctx, self.ctx.flags

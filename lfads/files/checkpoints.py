@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from lfads.errors import LfadsError
 from lfads.files.atomic import fsync_dir, fsync_path, write_text_atomic
+from lfads.optimizer import BETA_POWERS, FORMER_NAMES
 
 PERIODIC_STATE = "checkpoint"
 LVE_STATE = "checkpoint_lve"
@@ -85,7 +86,20 @@ def write_state(path: Path, state: CheckpointState) -> None:
 
 def resolve(save_dir: Path, prefix: str) -> Path:
     path = Path(prefix)
-    return path if path.is_absolute() else save_dir / path
+    if not path.is_absolute():
+        return save_dir / path
+    # TF1 wrote absolute paths: in a folder copied or moved since, the bundle beside the list is its own.
+    local = save_dir / path.name
+    if path.parent != save_dir and Path(str(local) + INDEX_SUFFIX).exists():
+        return local
+    return path
+
+
+def _is_in(folder: Path, bundle: Path) -> bool:
+    try:
+        return os.path.samefile(bundle.parent, folder)
+    except OSError:
+        return False
 
 
 def latest_checkpoint(save_dir: Path, state_name: str) -> Path | None:
@@ -146,7 +160,9 @@ def save(save_dir: Path, variables: dict[str, tf.Variable], checkpoint_name: str
     # unlisted old bundle behind, never a state file that names a deleted one.
     write_state(state_path, CheckpointState(name, kept))
     for prefix in stale:
-        _remove_bundle(resolve(save_dir, prefix))
+        bundle = resolve(save_dir, prefix)
+        if _is_in(save_dir, bundle):  # an absolute entry into another folder (copied from there) is not ours
+            _remove_bundle(bundle)
     return final
 
 
@@ -187,7 +203,7 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
     unbuilt = sorted(
         name for name in shapes
         if name.startswith("LFADS/") and name not in variables
-        and not name.endswith(("/Adam", "/Adam_1")) and not name.startswith(_PER_DATASET_SCOPES)
+        and not name.endswith(("/Adam", "/Adam_1")) and name not in BETA_POWERS and not name.startswith(_PER_DATASET_SCOPES)
         and not _zero_bias_of_a_map_without_one(reader, name, variables)
     )
     if unbuilt:
@@ -198,7 +214,8 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
         )
     missing = []
     for name, var in variables.items():
-        if name not in shapes:
+        stored = name if name in shapes else FORMER_NAMES.get(name, name)
+        if stored not in shapes:
             if name in required:
                 raise LfadsError(
                     f"{prefix}: has no variable {name}; pass the same model flags as in training"
@@ -206,14 +223,14 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
                 )
             missing.append(name)
             continue
-        if list(shapes[name]) != var.shape.as_list():
+        if list(shapes[stored]) != var.shape.as_list():
             raise LfadsError(
-                f"{prefix}: {name} has shape {shapes[name]} but these flags and data build {var.shape.as_list()};"
+                f"{prefix}: {name} has shape {shapes[stored]} but these flags and data build {var.shape.as_list()};"
                 " pass the same model flags as in training, or, if the data changed (another number of neurons,"
                 " time steps or datasets), train afresh: delete the output (lfads-manager delete-output RUN)"
             )
         try:
-            var.assign(reader.get_tensor(name))
+            var.assign(reader.get_tensor(stored))
         except (tf.errors.OpError, IndexError, ValueError) as err:  # a truncated or corrupt data file
             raise UnreadableCheckpoint(
                 f"{prefix}: cannot read checkpoint ({type(err).__name__}: {err}); delete it or restore the files"

@@ -37,3 +37,22 @@ def test_a_crash_while_saving_never_leaves_the_state_naming_a_deleted_checkpoint
         checkpoints.save(tmp_path, variables, "lfads_vae", 20, False, max_to_keep=1)
     prefix = checkpoints.latest_checkpoint(tmp_path, checkpoints.PERIODIC_STATE)  # raises if it dangles
     assert prefix is not None and prefix.name == "lfads_vae.ckpt-10"
+
+
+def test_a_copied_folder_whose_list_holds_absolute_paths_uses_its_own_bundles_and_never_prunes_the_original(
+        tmp_path: Path) -> None:
+    """TF1 wrote absolute paths into `checkpoint`: a copy of such a folder lists the original's bundles."""
+    import shutil
+
+    original, copy = tmp_path / "orig" / "lfadsOutput", tmp_path / "copy" / "lfadsOutput"
+    variables = {"LFADS/w": tf.Variable([1.0, 2.0])}
+    checkpoints.save(original, variables, "lfads_vae", 12, False, max_to_keep=5)
+    checkpoints.write_state(original / checkpoints.PERIODIC_STATE,
+                            checkpoints.CheckpointState(str(original / "lfads_vae.ckpt-12"), [str(original / "lfads_vae.ckpt-12")]))
+    shutil.copytree(original, copy)
+    assert checkpoints.latest_checkpoint(copy, checkpoints.PERIODIC_STATE) == copy / "lfads_vae.ckpt-12"
+    checkpoints.save(copy, variables, "lfads_vae", 16, False, max_to_keep=1)
+    assert (original / "lfads_vae.ckpt-12.index").exists()  # the original run keeps its checkpoint
+    assert not (copy / "lfads_vae.ckpt-12.index").exists()  # the copy's own old bundle was pruned
+    state = checkpoints.read_state(copy / checkpoints.PERIODIC_STATE)
+    assert state is not None and state.all_paths == ["lfads_vae.ckpt-16"]

@@ -63,6 +63,29 @@ def test_whole_number_floats_are_accepted_as_counts(tmp_path: Path, dataset_fact
     np.testing.assert_array_equal(dataset.train_data, arrays["train_data"])
 
 
+def test_binary_spikes_stored_as_bool_are_counts_and_nan_counts_are_named_as_nan(tmp_path: Path,
+                                                                                 dataset_factory: MakeDataset) -> None:
+    path = tmp_path / "lfads_x.h5"
+    arrays = dataset_factory(path)
+    with h5py.File(path, "a") as h5:
+        del h5["train_data"]
+        h5["train_data"] = arrays["train_data"] > 0
+    (dataset,) = load_datasets(tmp_path, "lfads", "poisson", 0)
+    np.testing.assert_array_equal(dataset.train_data, (arrays["train_data"] > 0).astype(np.int32))
+    with h5py.File(path, "a") as h5:
+        del h5["train_data"]
+        h5["train_data"] = np.where(arrays["train_data"] > 1, np.nan, arrays["train_data"])
+    with pytest.raises(LfadsError, match=r"lfads_x\.h5: 'train_data' has \d+ NaN or infinite value\(s\); spike counts must be finite"):
+        load_datasets(tmp_path, "lfads", "poisson", 0)
+
+
+def test_two_files_that_give_one_dataset_name_are_named(tmp_path: Path, dataset_factory: MakeDataset) -> None:
+    dataset_factory(tmp_path / "lfads_a.h5")
+    dataset_factory(tmp_path / "lfadsXa.h5", seed=1)  # the original's rule drops the stem and one more character
+    with pytest.raises(LfadsError, match=r"lfads_a\.h5: gives the dataset name 'a\.h5' .* as lfadsXa\.h5 does; rename one"):
+        load_datasets(tmp_path, "lfads", "poisson", 0)
+
+
 def test_fewer_trials_than_the_batch_is_a_clear_error(tmp_path: Path, dataset_factory: MakeDataset) -> None:
     dataset_factory(tmp_path / "lfads_small.h5", trials=20)  # 16 train, 4 valid
     datasets = load_datasets(tmp_path, "lfads", "poisson", 0)

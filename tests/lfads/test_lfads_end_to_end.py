@@ -337,6 +337,29 @@ def test_a_zero_bias_of_a_map_built_without_one_is_no_reason_to_refuse_a_checkpo
             restore(prefix, variables, set(names))
 
 
+def test_adams_beta_powers_carry_the_originals_scope_and_older_checkpoints_still_restore(trained: Trained,
+                                                                                         tmp_path: Path) -> None:
+    # run_lfads.py built the model, optimiser included, inside tf.variable_scope("LFADS"): TF1's
+    # AdamOptimizer named its accumulators LFADS/beta1_power and LFADS/beta2_power there.
+    import tensorflow as tf
+
+    from lfads.files.checkpoints import restore
+
+    reader = tf.train.load_checkpoint(str(trained.out / "lfads_vae.ckpt-24"))
+    stored = reader.get_variable_to_shape_map()
+    assert {"LFADS/beta1_power", "LFADS/beta2_power"} <= set(stored) and "beta1_power" not in stored
+    # A checkpoint of this port before the names matched ("beta1_power") restores into the new names.
+    names = [n for n in stored if n.startswith("LFADS/") and "beta" not in n]
+    prefix = tmp_path / "older.ckpt-24"
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=[*names, "beta1_power", "beta2_power"],
+                      shape_and_slices=[""] * (len(names) + 2),
+                      tensors=[*(reader.get_tensor(n) for n in names), np.float32(0.25), np.float32(0.5)])
+    variables = {n: tf.Variable(reader.get_tensor(n)) for n in names}
+    variables.update({"LFADS/beta1_power": tf.Variable(np.float32(0.9)), "LFADS/beta2_power": tf.Variable(np.float32(0.999))})
+    assert restore(prefix, variables, set(names)) == []
+    assert (float(variables["LFADS/beta1_power"].numpy()), float(variables["LFADS/beta2_power"].numpy())) == (0.25, 0.5)
+
+
 def test_sigterm_saves_the_step_it_stopped_at_and_training_again_goes_on_from_it(
         trained: Trained, tmp_path: Path, run_lfads: Runner, lfads_training: Callable[..., Any]) -> None:
     import signal

@@ -242,6 +242,20 @@ def test_a_final_weights_stand_in_or_an_lve_checkpoint_without_its_cost_is_there
     assert Trainer(ctx).lowest_valid == math.inf
 
 
+def test_a_seeded_run_continued_from_a_checkpoint_does_not_replay_the_first_runs_random_stream(ctx) -> None:
+    state = ctx.built.state
+    state.global_step.assign(0)
+    fresh = Trainer(ctx).rng.integers(0, 2**31, size=4)
+    assert list(fresh) == list(np.random.default_rng([0, 1]).integers(0, 2**31, size=4))  # as before: same figures
+    state.global_step.assign(120)
+    continued = Trainer(ctx).rng.integers(0, 2**31, size=4)
+    state.global_step.assign(0)
+    assert list(continued) != list(fresh)
+    state.global_step.assign(120)
+    assert list(Trainer(ctx).rng.integers(0, 2**31, size=4)) == list(continued)  # and still reproducible
+    state.global_step.assign(0)
+
+
 def test_learning_rate_plateau_needs_more_than_n_costs_and_compares_the_last_n(ctx) -> None:
     """Mutations lr_window_len (>= window) and lr_window_wider (last n+1 costs) in train.py."""
     ctx3 = ctx._replace(flags=dataclasses.replace(ctx.flags, learning_rate_n_to_compare=2,
