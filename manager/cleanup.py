@@ -11,7 +11,9 @@ lists go before the rest, so a half-deleted run is never taken for done and no q
 left of its model. While deleting, the run lock keeps every queue from starting the run (it waits
 for lfads-manager, as for prepare); a deletion that stops half-way leaves an lfads.failed (reason
 output_half_deleted) so that none starts it afterwards either. (No such marker is written up front:
-a queue running meanwhile would take it for the run's end and leave the run untrained.) If nothing
+a queue running meanwhile would take it for the run's end and leave the run untrained.) A deletion
+killed midway (kill -9, SIGTERM, Ctrl-C) leaves `.runqueue/delete-output.started`, written before
+anything goes: queues refuse the run until delete-output runs again and finishes. If nothing
 could be deleted at all, the parked markers are put back as they were.
 """
 
@@ -76,13 +78,21 @@ def _delete(run_dir: Path) -> list[Path]:
         raise ManagerError(output, "cannot delete (not a folder: lfads writes a folder here); nothing was deleted",
                            "move it away or delete it yourself")
     with _no_lfads_writing(output):
-        parked = _retire_markers(paths)
-        done = _remove_tree(output, _FIRST) if output.is_dir() else _Removal()
-        if done.failed and done.removed == 0:
-            _restore_markers(paths, parked)
-            where, reason = done.failed[0]
-            raise ManagerError(where, f"cannot delete ({reason}); nothing was deleted", _FIX)
-        return _finish(run_dir, paths, output, parked, done)
+        parked = _retire_markers(paths)  # and writes the deletion record
+        try:
+            done = _remove_tree(output, _FIRST) if output.is_dir() else _Removal()
+            if done.failed and done.removed == 0:
+                _restore_markers(paths, parked)
+                where, reason = done.failed[0]
+                raise ManagerError(where, f"cannot delete ({reason}); nothing was deleted", _FIX)
+            removed = _finish(run_dir, paths, output, parked, done)
+        except ManagerError:
+            _end_deletion_record(paths)  # an ending that left the run as it says (lfads.failed where half-deleted)
+            raise
+        # Killed or interrupted (anything but the ManagerError above): the record stays, and queues
+        # refuse the run until delete-output runs again.
+        _end_deletion_record(paths)
+        return removed
 
 
 def _finish(run_dir: Path, paths: RunPaths, output: Path, parked: dict[str, Path], done: _Removal) -> list[Path]:
@@ -166,6 +176,7 @@ def _retire_markers(paths: RunPaths) -> dict[str, Path]:
     parked: dict[str, Path] = {}
     try:
         paths.runtime_dir.mkdir(exist_ok=True)
+        atomic_write_json(paths.deletion_record, {"pid": os.getpid(), "started": now_iso()})
         for marker in (paths.failed_marker, paths.done_marker):
             if os.path.lexists(marker):
                 aside = paths.runtime_dir / (marker.name + PARKED_SUFFIX)
@@ -174,8 +185,14 @@ def _retire_markers(paths: RunPaths) -> dict[str, Path]:
     except OSError as error:
         where = Path(error.filename) if error.filename else paths.root
         _restore_markers(paths, parked)
+        _end_deletion_record(paths)
         raise ManagerError(where, f"cannot retire the run's markers ({error.strerror}); nothing was deleted", _FIX) from None
     return parked
+
+
+def _end_deletion_record(paths: RunPaths) -> None:
+    with contextlib.suppress(OSError):
+        paths.deletion_record.unlink(missing_ok=True)
 
 
 def _mark_half_deleted(paths: RunPaths, message: str) -> None:

@@ -102,12 +102,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ManagerError as error:
         print(f"lfads-manager: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"lfads-manager: interrupted; {_AFTER_INTERRUPT.get(args.command, 'nothing more was done')}", file=sys.stderr)
+        return 130
     except OSError as error:  # e.g. a read-only or full disk: say which file, not a traceback
         where = f"{error.filename}: " if error.filename else ""
         fix = disk_fix(error, "check the path and its permissions")
         print(f"lfads-manager: error: {where}{error.strerror or error}; {fix}", file=sys.stderr)
         return 2
     return 0
+
+
+# What an interrupted command left, and what to do (both commands are safe to run again).
+_AFTER_INTERRUPT = {
+    "prepare": "what it had written stays consistent (files are replaced whole, an unfinished export is"
+               " redone): run prepare again",
+    "delete-output": "a run whose deletion was under way is held back from every queue: run delete-output"
+                     " on it again to finish",
+}
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ from runqueue.layout import DONE_MARKER, LFADS_INPUT, LFADS_OUTPUT
 EXPORT_STAMP_FILE = ".export_stamp.json"  # in data_<hash>/<spec>/: the sources, counts and history
 HISTORY_KEY = "content_history"  # [[digest, unix time it became current], ...], oldest first
 _MAX_HISTORY = 50
+# The history entry of an export being written: its files are in flux until the final stamp. An
+# export killed midway keeps it (and no `source`), so the next prepare exports again, and runs
+# trained or sampled in that window are stale whatever the export then holds.
+IN_PROGRESS = "export in progress"
 
 
 def read_stamp(data_dir: Path) -> dict[str, Any] | None:
@@ -85,6 +89,26 @@ def updated_history(previous: list[list[Any]] | None, digest: str, on_disk: str 
     if history[-1][0] != digest:
         history.append([digest, now])
     return history[-_MAX_HISTORY:]
+
+
+def in_progress_stamp(previous: Mapping[str, Any] | None, datasets: Mapping[str, Any], on_disk: str | None,
+                      now: float) -> dict[str, Any]:
+    """The stamp written before an export touches its files: not current (no `source`), naming the
+    datasets of the old and the new export (their files are the folder's own), its history ending in
+    IN_PROGRESS (after the replaced files' digest when there was no history yet)."""
+    stamp = {key: value for key, value in (previous or {}).items() if key != "source"}
+    old_datasets = stamp.get("datasets")
+    stamp["datasets"] = {**(old_datasets if isinstance(old_datasets, dict) else {}), **datasets}
+    history = [list(entry) for entry in stamp.get(HISTORY_KEY) or [] if isinstance(entry, list) and len(entry) == 2]
+    if not history and on_disk is not None:
+        history = [[on_disk, 0.0]]
+    stamp[HISTORY_KEY] = [*history, [IN_PROGRESS, now]][-_MAX_HISTORY:]
+    return stamp
+
+
+def export_interrupted(stamp: Mapping[str, Any] | None) -> bool:
+    history = (stamp or {}).get(HISTORY_KEY)
+    return isinstance(history, list) and bool(history) and isinstance(history[-1], list) and history[-1][:1] == [IN_PROGRESS]
 
 
 def digest_at(history: list[list[Any]], moment: float) -> str | None:
@@ -148,17 +172,16 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def run_stale_since(run_dir: Path) -> float | None:
-    """stale_since for a run folder, its export found through its lfadsInput/ links."""
-    input_dir = run_dir / LFADS_INPUT
+def run_input_stamp(run_dir: Path) -> dict[str, Any] | None:
+    """The export stamp of a run folder's input, found through its lfadsInput/ links."""
     try:
-        links = sorted(entry for entry in input_dir.iterdir() if entry.name.startswith("lfads_"))
+        links = sorted(entry for entry in (run_dir / LFADS_INPUT).iterdir() if entry.name.startswith("lfads_"))
     except OSError:
         return None
     for link in links:
         stamp = stamp_of_input(link)
         if stamp is not None:
-            return stale_since(run_dir, stamp)
+            return stamp
     return None
 
 

@@ -51,6 +51,7 @@ from manager.export_history import (
     arrays_digest,
     describe_time,
     digest_of_files,
+    in_progress_stamp,
     read_stamp,
     retrain_hint,
     stale_since,
@@ -390,6 +391,10 @@ def _write_export(plan: _ExportPlan, force: bool) -> tuple[list[Path], list[Path
         old_names = _stamped_dataset_names(previous) or set(per_dataset)
         on_disk = digest_of_files({name: data_dir / lfads_file_name(name) for name in sorted(old_names)})
         plan.unjudged = on_disk is None
+    # Until the final stamp, the folder says an export is under way: one killed midway is then
+    # exported again and judged as changed, never taken as current by its old stamp.
+    write_if_changed(data_dir / EXPORT_STAMP_FILE,
+                     json.dumps(in_progress_stamp(previous, plan.stamp["datasets"], on_disk, time.time()), indent=1, sort_keys=True) + "\n")
     # Before the new stamp is written: the old one is the record of which files were ours.
     removed = _remove_stale_exports(plan, previous)
     written = []

@@ -11,7 +11,13 @@ import numpy as np
 
 from manager.errors import ManagerError
 from manager.export import INPUT_INFO_PREFIX, LFADS_FILE_PREFIX, rebin_sum
-from manager.export_history import describe_time, retrain_hint, run_stale_since
+from manager.export_history import (
+    describe_time,
+    export_interrupted,
+    retrain_hint,
+    run_input_stamp,
+    stale_since,
+)
 from manager.matfile import read_mat
 from manager.run import Run
 from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT, POSTERIOR_SCRIPT
@@ -152,7 +158,12 @@ def _condition_labels(info: dict[str, object], n_trials: int, info_path: Path) -
 
 def refuse_if_stale(run_dir: Path) -> None:
     """Results of a model trained on other data than its input holds now must not be read as its own."""
-    changed = run_stale_since(run_dir)
+    stamp = run_input_stamp(run_dir)
+    if export_interrupted(stamp):
+        raise ManagerError(run_dir, "the export of its input data was interrupted (lfads-manager prepare did not finish), so"
+                           " its input files may hold other data than it learned from",
+                           "run lfads-manager prepare again; it then says whether the run must be retrained")
+    changed = None if stamp is None else stale_since(run_dir, stamp)
     if changed is not None:
         raise ManagerError(run_dir, f"its data changed after it was trained ({describe_time(changed)}), so its results"
                            " no longer match its input (other trials, order or datasets)",

@@ -101,9 +101,9 @@ def sift_pending(
         if unsafe is not None:
             sifted.refused.append((run, unsafe))
             continue
-        empty = empty_script_reason(paths)
-        if empty is not None:
-            sifted.refused.append((run, empty))
+        refusal = empty_script_reason(paths) or interrupted_deletion_reason(paths)
+        if refusal is not None:
+            sifted.refused.append((run, refusal))
             continue
         request = PlacementRequest(run_dir=str(run.path), memory_mb=resources.memory_mb)
         if state.phase == Phase.RETRY_WAIT and state.reason == Reason.CUDA_OOM and state.failed_device_uuid:
@@ -132,3 +132,12 @@ def empty_script_reason(paths: RunPaths) -> str | None:
         return None
     return (f"{paths.train_script} has no commands (empty, or only comments); write the training command into it"
             " (lfads-manager prepare writes the whole script)")
+
+
+def interrupted_deletion_reason(paths: RunPaths) -> str | None:
+    """Why a run whose `lfads-manager delete-output` was killed midway is not started: what is left of
+    its output is neither the old model nor nothing."""
+    if not os.path.lexists(paths.deletion_record):
+        return None
+    return (f"lfads-manager delete-output was interrupted while deleting {paths.lfads_output} (see {paths.deletion_record});"
+            f" run `lfads-manager delete-output {paths.root}` again to finish it")

@@ -96,6 +96,12 @@ class RunPaths:
         return self.runtime_dir / "state.json"
 
     @property
+    def deletion_record(self) -> Path:
+        """Written by `lfads-manager delete-output` before it deletes anything, removed when it ends:
+        left behind, the deletion was killed midway and no queue may start the run."""
+        return self.runtime_dir / "delete-output.started"
+
+    @property
     def cancel_request(self) -> Path:
         """`runqueue cancel`'s grace for the supervisor it signals (written just before the signal)."""
         return self.runtime_dir / "cancel.json"

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from runqueue import runlock
-from runqueue.candidates import empty_script_reason
+from runqueue.candidates import empty_script_reason, interrupted_deletion_reason
 from runqueue.devices.claims import Claim
 from runqueue.devices.model import Device
 from runqueue.devices.placement import (
@@ -108,9 +108,9 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
     unsafe = unsafe_as_root(paths, queue_is_root)  # None: judged by this command's own uid
     if unsafe is not None:
         return unsafe
-    empty = empty_script_reason(paths)
-    if empty is not None:
-        return empty
+    refusal = empty_script_reason(paths) or interrupted_deletion_reason(paths)
+    if refusal is not None:
+        return refusal
     request = PlacementRequest(str(paths.root), memory)
     largest = never_fits(request, devices, policy.max_per_gpu)
     if largest is not None:

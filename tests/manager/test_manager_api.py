@@ -262,6 +262,12 @@ def test_a_delete_output_killed_half_way_leaves_no_resumable_model_and_the_next_
     # Not done; pending, and what a queue would train is a fresh model: the checkpoint list went first.
     assert not run.paths.done_marker.exists() and marker_state(run.paths) == RunState.PENDING
     assert (run.paths.lfads_output / "lfads_vae.ckpt-10.index").exists() and not (run.paths.lfads_output / "checkpoint").exists()
+    # What is left is neither the old model nor nothing: queues hold the run back until delete-output finishes.
+    queue = subprocess.run([sys.executable, "-m", "runqueue", "run", str(run.path), "--cpu-slots", "1"], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "RUNQUEUE_CLAIMS_DIR": str(collection.root / "claims")})
+    says = f"lfads-manager delete-output was interrupted while deleting {run.paths.lfads_output}"
+    assert queue.returncode == 1 and says in queue.stdout and f"delete-output {run.path}` again" in queue.stdout, queue.stdout
+    assert run.paths.out_log.read_text() == "log"  # never started
     assert [p.name for p in delete_run_output(run.path)] == ["lfadsOutput", "lfads.out"]
     assert marker_state(run.paths) == RunState.PENDING
     assert sorted(p.name for p in run.paths.runtime_dir.iterdir() if "delete" in p.name) == []  # parked ones too
@@ -342,3 +348,21 @@ def test_find_runs_refuses_an_index_out_of_range_instead_of_wrapping(collection,
         collection.find_runs(spec=index)
     with pytest.raises(ManagerError, match=f"no param set at index {index}; use 0 to 0, or a name"):
         collection.find_runs(params=index)
+
+
+@pytest.mark.parametrize("command", ["prepare", "delete-output"])
+def test_ctrl_c_ends_a_command_with_one_line_saying_what_to_do(tmp_path, monkeypatch, capsys, command):
+    import manager.cleanup
+    import manager.experiment
+    from manager.cli import main
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(manager.experiment, "load_experiment", interrupted)
+    monkeypatch.setattr(manager.cleanup, "delete_run_output", interrupted)
+    (tmp_path / "run").mkdir()
+    argv = ["prepare", str(tmp_path / "e.toml")] if command == "prepare" else ["delete-output", "--yes", str(tmp_path / "run")]
+    assert main(argv) == 130
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("lfads-manager: interrupted; ") and f"run {command}" in line, line

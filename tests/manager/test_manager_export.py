@@ -88,7 +88,8 @@ def test_regeneration_is_keyed_by_dataset_name(seed_demo):
     seed_demo.prepare()
     after = file_states(seed_demo.path)
     changed = {path for path in after if after[path] != before.get(path)}
-    assert changed == {"data_RE1kuL/all/lfads_dataset002.h5"}
+    # And the export's stamp, which said "export in progress" while the file was made again.
+    assert changed == {"data_RE1kuL/all/lfads_dataset002.h5", "data_RE1kuL/all/.export_stamp.json"}
     for name, content in reference.items():
         assert (seed_demo.path / "data_RE1kuL/all" / name).read_bytes() == content
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from manager_test_helpers import file_states, run_manager_cli, write_npz_dataset
 
@@ -557,3 +558,46 @@ def test_the_retrain_hint_of_a_run_whose_inputs_are_gone_says_to_prepare_it_firs
                                         " lfads-manager prepare (its inputs lfads_b.h5 are gone), then lfads-manager delete-output")
     (run / "lfadsInput" / "lfads_b.h5").unlink()
     assert retrain_hint(run).startswith("lfads-manager delete-output")
+
+
+def test_an_export_killed_midway_is_exported_again_and_its_runs_are_refused_until_then(tmp_path, data, monkeypatch):
+    import h5py
+
+    import manager.prepare as prepare_module
+
+    def prepare():
+        return api_collection(tmp_path, data, "cut", "s", ["ds001", "ds002"]).prepare()
+
+    prepare()
+    (run_dir,) = (tmp_path / "runs" / "cut").glob("param_*/s")
+    (h5,) = (tmp_path / "runs" / "cut").glob("data_*/s/lfads_ds002.h5")
+    with h5py.File(h5, "r") as handle:
+        learned = handle["train_data"][()]
+    _train_by_hand(run_dir)
+    backup = tmp_path / "ds002.backup"
+    shutil.copy2(data / "ds002.npz", backup)  # with its modification time
+    write_npz_dataset(data / "ds002.npz", seed=7)
+    calls = []
+    real_write_input_info = prepare_module.write_input_info
+
+    def killed_after_the_second_h5(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:  # lfads_ds002.h5 is replaced, the stamp not yet: as kill -9 there
+            raise KeyboardInterrupt
+        return real_write_input_info(*args, **kwargs)
+
+    monkeypatch.setattr(prepare_module, "write_input_info", killed_after_the_second_h5)
+    with pytest.raises(KeyboardInterrupt):
+        prepare()
+    monkeypatch.undo()
+    with h5py.File(h5, "r") as handle:
+        assert not np.array_equal(handle["train_data"][()], learned)  # the new data, half exported
+    with pytest.raises(ManagerError, match=r"the export of its input data was interrupted.*run lfads-manager prepare again"):
+        load_posterior_means(run_dir)
+    os.replace(backup, data / "ds002.npz")  # the old recording put back as `mv` does: size and mtime as stamped
+    assert prepare().exported  # not taken as current by the stamp from before the cut
+    with h5py.File(h5, "r") as handle:
+        np.testing.assert_array_equal(handle["train_data"][()], learned)
+    from manager.export_history import read_stamp
+
+    assert stale_since(run_dir, read_stamp(h5.parent)) is None  # trained before the cut, on what it holds again
