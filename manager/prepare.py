@@ -73,6 +73,7 @@ from manager.scripts import (
 )
 from manager.sequence import SequenceData, sequence_from_fields
 from manager.summary import summary_text
+from manager.written_files import WrittenFiles, keep_if_edited, set_aside
 from runqueue.layout import (
     COLLECTION_QUEUE_SCRIPT,
     DEFAULT_MEMORY_MB,
@@ -469,16 +470,25 @@ def _step_scripts(run: Run, cache: _ScriptCache) -> dict[str, str]:
 
 
 def _write_run(run: Run, force_links: bool, resources: str | None, cache: _ScriptCache,
-               resources_ours: bool) -> list[Path]:
+               resources_ours: bool, record: WrittenFiles, on_note: Callable[[str], None]) -> list[Path]:
     """Run-folder files are regenerated from the collection on every prepare(), so they are
     written atomically but without fsync (a crash leaves, at worst, a file prepare() rewrites).
-    `resources_ours`: the run's runqueue.json is there and prepare wrote it."""
+    `resources_ours`: the run's runqueue.json is there and prepare wrote it. A generated file edited
+    since prepare wrote it is set aside as `.orig` first (`record`)."""
+    def write(path: Path, text: str, mode: int = 0o644) -> bool:
+        note = keep_if_edited(record, path, text)
+        if note is not None:
+            on_note(note)
+        changed = write_if_changed(path, text, mode, durable=False)
+        record.wrote(path, text.encode())
+        return changed
+
     written = []
     run.paths.lfads_input.mkdir(parents=True, exist_ok=True)
     for name, target in run.symlink_targets().items():
         if _link(run.paths.lfads_input / name, target, force_links):
             written.append(run.paths.lfads_input / name)
-    if resources is not None and write_if_changed(run.paths.resources, resources, durable=False):
+    if resources is not None and write(run.paths.resources, resources):
         written.append(run.paths.resources)
     elif resources is None and resources_ours:
         run.paths.resources.unlink()  # back to the defaults: a stale memory or time limit would still apply
@@ -488,7 +498,7 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     # step scripts that exist when the run starts).
     scripts = _step_scripts(run, cache)
     for name in sorted(scripts, key=lambda name: name == TRAIN_SCRIPT):
-        if write_if_changed(run.path / name, scripts[name], SCRIPT_MODE, durable=False):
+        if write(run.path / name, scripts[name], SCRIPT_MODE):
             written.append(run.path / name)
     if os.path.lexists(run.path / RETIRED_TRAIN_SCRIPT):  # back in the experiment (an unlink would fail on a read-only disk)
         (run.path / RETIRED_TRAIN_SCRIPT).unlink()
@@ -524,20 +534,17 @@ def _set_aside_foreign(path: Path) -> str | None:
         return None
     if any(sign in head for sign in _GENERATED_SIGNS[path.name]):
         return None
-    for number in range(1000):
-        aside = path.with_name(f"{path.name}.orig" + (f".{number}" if number else ""))
-        if not os.path.lexists(aside):
-            break
-    else:
-        raise ManagerError(path, "is not a file prepare wrote, and 1000 earlier copies are in the way",
-                           "move the *.orig files away")
-    os.rename(path, aside)
+    aside = set_aside(path)
     return f"note: {path} was not written by lfads-manager; it is kept as {aside.name} and replaced by the generated one"
 
 
 def write_collection_files(collection: RunCollection, only_summary: bool = False,
-                           on_note: Callable[[str], None] | None = None) -> bool:
+                           on_note: Callable[[str], None] | None = None, record: WrittenFiles | None = None) -> bool:
+    """summary.txt (and launch_tensorboard.sh, run_lfads.py); `record`: prepare's, saved by it (else
+    this call keeps its own)."""
     collection.path.mkdir(parents=True, exist_ok=True)
+    own_record = record is None
+    record = WrittenFiles(collection.path) if record is None else record
     files = {SUMMARY_FILE: (summary_text(collection), 0o644)}
     if not only_summary:
         rel_dirs = [run.rel_dir for run in collection.runs]
@@ -545,13 +552,16 @@ def write_collection_files(collection: RunCollection, only_summary: bool = False
         files[COLLECTION_QUEUE_SCRIPT] = (queue_script(collection.python), SCRIPT_MODE)
     changed = False
     for name, (text, mode) in files.items():
-        note = _set_aside_foreign(collection.path / name)
+        note = keep_if_edited(record, collection.path / name, text) or _set_aside_foreign(collection.path / name)
         if note is not None:
             if on_note is None:
                 warnings.warn(note, UserWarning, stacklevel=3)
             else:
                 on_note(note)
         changed |= write_if_changed(collection.path / name, text, mode)
+        record.wrote(collection.path / name, text.encode())
+    if own_record:
+        record.save()
     return changed
 
 
@@ -627,6 +637,18 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
     # still link there (one export serves every param set with its data hash).
     readers = {key: {run.path for run in runs if _key(run) == key} | set(_run_folders_reading(groups[key]))
                for key in changing}
+    record = WrittenFiles(collection.path)
+    try:
+        return _write_locked(collection, runs, groups, sources, stamps, regenerate, readers, record, progress, report)
+    finally:
+        record.save()  # also after a failure: what was written is recorded, so it is not taken for edited
+
+
+def _write_locked(collection: RunCollection, runs: list[Run], groups: dict[tuple[str, str], Run],
+                  sources: dict[tuple[str, str], dict[str, Any]], stamps: dict[tuple[str, str], dict[str, Any] | None],
+                  regenerate: bool, readers: dict[tuple[str, str], set[Path]],
+                  record: WrittenFiles, progress: Callable[[str], None] | None, report: PrepareReport) -> float:
+    """Exports, run folders and collection files, with the run locks held where exports change."""
     with holding_runs(sorted(set().union(*readers.values()))) as running:
         plans, counts, export_seconds = _plan_exports(groups, sources, stamps, regenerate, progress)
         new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
@@ -641,7 +663,8 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
             present = run.paths.resources.exists()
             ours = present and _written_by_prepare(run.paths.resources)
             hand_written = present and not ours
-            report.files_written += _write_run(run, regenerate, None if hand_written else resources, scripts, ours)
+            report.files_written += _write_run(run, regenerate, None if hand_written else resources, scripts, ours,
+                                               record, lambda note: _note(report, progress, note))
             report.files_removed += _remove_stale_links(run)
             if hand_written:
                 asked = "the defaults" if resources is None else "other values ([queue])"
@@ -661,7 +684,7 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                         " prepare it again, or delete the folder)")
                 _note(report, progress, note)
     _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
-    write_collection_files(collection, on_note=lambda note: _note(report, progress, note))
+    write_collection_files(collection, on_note=lambda note: _note(report, progress, note), record=record)
     return export_seconds
 
 

@@ -366,3 +366,24 @@ def test_ctrl_c_ends_a_command_with_one_line_saying_what_to_do(tmp_path, monkeyp
     assert main(argv) == 130
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("lfads-manager: interrupted; ") and f"run {command}" in line, line
+
+
+def test_a_generated_file_edited_since_prepare_wrote_it_is_kept_as_orig(tmp_path):
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "a.npz")
+    small_collection(tmp_path, ["a.npz"]).prepare()
+    collection = small_collection(tmp_path, ["a.npz"])
+    (run,) = collection.runs
+    script, summary = run.path / "lfads_train.sh", collection.path / "summary.txt"
+    generated = {path: path.read_text() for path in (script, summary)}
+    script.write_text(generated[script].replace("--kind=train", "--kind=train --my_own_flag=1"))
+    summary.write_text(generated[summary] + "my notes on this sweep\n")
+    edited = {path: path.read_text() for path in (script, summary)}
+
+    notes = collection.prepare(progress=lambda _line: None).notes
+    for path in (script, summary):
+        assert path.read_text() == generated[path]  # prepare's own again, so the tree is as the collection says
+        assert path.with_name(path.name + ".orig").read_text() == edited[path]  # and the edit is not lost
+        assert f"note: {path} was edited since lfads-manager prepare wrote it; it is kept as {path.name}.orig and replaced by the generated one" in notes
+    assert small_collection(tmp_path, ["a.npz"]).prepare(progress=lambda _line: None).notes == []  # unedited: quiet
+    assert not script.with_name("lfads_train.sh.orig.1").exists()

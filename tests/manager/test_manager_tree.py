@@ -40,7 +40,7 @@ ORIGINAL_FLAGS = {
 def expected_tree() -> set[str]:
     names = {f"datasets/dataset00{i}.mat" for i in range(1, 5)}
     base = "runs/exampleRun"
-    names |= {f"{base}/summary.txt", f"{base}/launch_tensorboard.sh", f"{base}/run_lfads.py"}
+    names |= {f"{base}/summary.txt", f"{base}/launch_tensorboard.sh", f"{base}/run_lfads.py", f"{base}/.lfads-manager-written.json"}
     for spec, datasets in SPECS.items():
         data = f"{base}/data_RE1kuL/{spec}"
         run = f"{base}/param_Qr2PeG/{spec}"
