@@ -28,7 +28,7 @@ from runqueue.procinfo import is_alive, is_stopped, live_start_time, process_sta
 from runqueue.runstate import load_state
 from runqueue.slurm.job import QUEUE_ID_PREFIX as SLURM_QUEUE_ID_PREFIX
 from runqueue.slurm.paths import SlurmPaths
-from runqueue.slurm.records import active_submission
+from runqueue.slurm.records import active_submission, load_job_report
 from runqueue.supervisor_spec import SupervisorSpec
 
 _ABANDON_WAIT_S = 2.0  # a supervisor told "no" (or that said why it cannot start) exits in milliseconds
@@ -166,6 +166,12 @@ class LocalExecutor(Executor):
         if record is None:
             return super().elsewhere_text(run_dir)
         job = f"SLURM job {record.job_id}" if record.job_id is not None else "a SLURM job (id not recorded yet)"
+        report = load_job_report(SlurmPaths.of(run_dir))
+        if report is not None and report.job_id == record.job_id and report.ended:
+            # Its supervisor returned, but only a SLURM queue settles the submission (a retry, an interruption).
+            return (f"was run by {job}, which has ended; only `runqueue run --executor slurm` on this tree records how"
+                    f" and goes on with it (if that cluster is gone for good, delete {SlurmPaths.of(run_dir).submission}"
+                    " and this queue runs it)")
         return (f"is handed to {job} by a SLURM queue; left to SLURM (`runqueue cancel` stops it there; if that "
                 f"cluster is gone for good, delete {SlurmPaths.of(run_dir).submission} and this queue runs it)")
 

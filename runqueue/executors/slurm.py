@@ -164,7 +164,9 @@ class SlurmExecutor(Executor):
                     paths.submission.unlink()
             if not _is_transient(str(error)):
                 # SLURM refuses this job as asked (partition, GPUs, time…): asking again will not help.
-                return PendingStart(run_dir, spec, {"status": "error", "message": f"SLURM refused the job: {error}", "final": True})
+                message = (f"SLURM refused the job: {error}; asked for {self.options.asked()}: check them against"
+                           " `sinfo` and your account's limits (`sacctmgr show assoc user=$USER`)")
+                return PendingStart(run_dir, spec, {"status": "error", "message": message, "final": True})
             self._sbatch_paused_until = time.monotonic() + _SBATCH_PAUSE_S
             self._sbatch_error = f"not submitted, trying again later: {error}"
             return PendingStart(run_dir, spec, {"status": "deferred", "message": self._sbatch_error})
@@ -262,7 +264,9 @@ class SlurmExecutor(Executor):
     @staticmethod
     def _report(text: str) -> None:
         # From the watcher thread too: one plain line on stderr (the console is the main thread's).
-        print(f"runqueue: {text}", file=sys.stderr, flush=True)
+        # A closed stderr (`runqueue run … | head`) must not end the watcher thread with it.
+        with contextlib.suppress(OSError, ValueError):
+            print(f"runqueue: {text}", file=sys.stderr, flush=True)
 
 
 # sbatch errors that pass by themselves (controller busy or restarting, submit limits reached).

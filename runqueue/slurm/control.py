@@ -131,6 +131,6 @@ def annotate_rows(rows: Sequence[RunRow], commands: SlurmCommands | None = None)
             state = info.describe() if info is not None else ("state unknown" if problems else "no longer known to SLURM")
             text = f"SLURM job {record.job_id}: {state}"
             if info is not None and info.finished:
-                text += "; the next `runqueue run` records how it ended"
+                text += "; the next `runqueue run --executor slurm` records how it ended"
         result[index] = dataclasses.replace(row, reason=text)
     return result, problems

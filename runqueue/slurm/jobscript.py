@@ -46,7 +46,7 @@ def render_job_script(inputs: JobScriptInputs) -> str:
     directives = [
         f"--job-name={job_name(inputs.run_dir)}",
         f"--chdir={_directive_path(inputs.run_dir)}",
-        f"--output={_directive_path(paths.job_output_pattern)}",
+        f"--output={_output_directive(paths)}",
         "--open-mode=append",
         f"--comment={COMMENT_PREFIX}{inputs.token}",
     ]
@@ -78,11 +78,19 @@ def render_job_script(inputs: JobScriptInputs) -> str:
     return "\n".join(lines)
 
 
-def _directive_path(path: Path) -> str:
-    """A path for an #SBATCH line: sbatch splits those lines at blanks unless double-quoted."""
-    text = str(path)
-    if any(char in text for char in '"\n\r'):
+def _directive_path(path: Path, text: str | None = None) -> str:
+    """A path for an #SBATCH line: sbatch splits those lines at blanks unless double-quoted. A
+    backslash would turn off SLURM's %-patterns in --output (the job could not open its file)."""
+    text = str(path) if text is None else text
+    if any(char in text for char in '"\n\r\\'):
         raise RunqueueError(
-            path, "cannot be given to sbatch (the path holds a double quote or a line break)", "rename the folder"
+            path, "cannot be given to sbatch (the path holds a double quote, a backslash or a line break)", "rename the folder"
         )
     return f'"{text}"' if any(char.isspace() for char in text) else text
+
+
+def _output_directive(paths: SlurmPaths) -> str:
+    """--output: SLURM expands %j, %x, … in it, so a % of the run folder's own name is written %%."""
+    pattern = paths.job_output_pattern
+    escaped = str(pattern.parent).replace("%", "%%") + "/" + pattern.name
+    return _directive_path(pattern, escaped)

@@ -39,8 +39,11 @@ _RESERVED_LONG: dict[str, str] = {
                " several times",
     "--quiet": "runqueue reads the job id sbatch prints; --quiet hides it",
     "--test-only": "runqueue reads the job id of a job sbatch submits; --test-only submits nothing",
+    "--time": "give the job's time with --slurm-time: runqueue sets --time from it with a margin, so the run's"
+              " supervisor stops the run and records it before SLURM kills the job",
 }
-_RESERVED_LETTERS: dict[str, str] = {"D": "--chdir", "o": "--output", "a": "--array", "e": "--error", "Q": "--quiet"}
+_RESERVED_LETTERS: dict[str, str] = {"D": "--chdir", "o": "--output", "a": "--array", "e": "--error", "Q": "--quiet",
+                                     "t": "--time"}
 _FLAG_LETTERS = frozenset("HhIkOsuvVW")  # sbatch's short options without an argument
 
 
@@ -55,6 +58,15 @@ class SlurmOptions:
     cpus: int | None = None  # --cpus-per-task
     extra: tuple[str, ...] = ()  # raw sbatch arguments, after ours (so they win)
     max_submitted: int | None = None  # jobs of this queue in SLURM (pending + running) at once
+
+    def asked(self) -> str:
+        """The resources this queue asks SLURM for, as the flags that set them (for refusal messages)."""
+        given = [f"--slurm-gpus {self.gpus}"]
+        given += [f"{flag} {value}" for flag, value in (("--slurm-partition", self.partition), ("--slurm-time", None if self.time_s is None else f"{self.time_s:g}s"),
+                                                        ("--slurm-mem", self.mem_mb), ("--slurm-cpus", self.cpus)) if value is not None]
+        if self.extra:
+            given.append("--slurm-extra=" + " ".join(self.extra))
+        return ", ".join(given)
 
     def __post_init__(self) -> None:
         if self.gpus < 0:

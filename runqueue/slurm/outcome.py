@@ -105,9 +105,11 @@ def settle_job_end(paths: SlurmPaths, record: SubmissionRecord, info: JobInfo) -
         # a run whose supervisor keeps dying is held back after three).
         return Ending(f"{what}; its supervisor died without recording an outcome", record.lost)
     output = paths.job_output(job)
-    _write_failed(
-        run, REASON_JOB_FAILED, f"{what} before the run's supervisor started; see {output}", info, None
-    )
+    # A job that could not even open its output file (a folder the node cannot write or does not see)
+    # leaves none: then only the node's slurmd log knows why.
+    where = (f"see {output}" if output.exists() else
+             f"it left no {output.name} (the node could not write {output.parent}?); see the slurmd log on {info.node or 'its node'}")
+    _write_failed(run, REASON_JOB_FAILED, f"{what} before the run's supervisor started; {where}", info, None)
     return Ending(f"{what}; recorded as {REASON_JOB_FAILED}", record.lost)
 
 

@@ -38,6 +38,8 @@ _MISSES_BEFORE_UNSUBMITTED = 3  # same, for a submission whose job id was never 
 # squeue says COMPLETING (hiding CANCELLED, TIMEOUT…) until the job's processes are gone, which
 # takes well under a second; a job stuck there this long after its supervisor returned is taken as over.
 _COMPLETING_PATIENCE_S = 30.0
+# A job still RUNNING this long after its supervisor returned was requeued by SLURM and runs again.
+_REQUEUED_AFTER_S = 10.0
 # Pending reasons that no other job's end will clear (with EnforcePartLimits=NO, SLURM accepts such a
 # job and keeps it pending for ever): said once per job, so a queue never waits in silence.
 STUCK_REASONS = frozenset({
@@ -46,6 +48,9 @@ STUCK_REASONS = frozenset({
     "AssocMaxCpuPerJobLimit", "QOSMaxGRESPerJob", "QOSMaxMemoryPerJob", "QOSMaxNodePerJobLimit",
     "AssocMaxNodesPerJobLimit", "QOSMinGRES", "QOSMinCpuNotSatisfied",
 })
+
+
+HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})  # --hold, or `scontrol hold`: said once as well
 
 
 @dataclass
@@ -60,6 +65,7 @@ class _Watch:
     final: JobInfo | None = None
     misses: int = 0
     folder_ended_at: float | None = None  # monotonic: when slurm-job.json said the supervisor returned
+    ended_report: float | None = None  # that report's started_at: after a SLURM requeue it is old news
     escalate_at: float | None = None  # monotonic: scancel if still not over by then
 
 
@@ -149,20 +155,29 @@ class JobWatcher:
 
     def _loop(self) -> None:
         while not self._stopped:
-            with self._lock:
-                open_watches = [watch for watch in self._watches.values() if watch.final is None]
-            if not open_watches:
-                self._wake.wait()
+            try:
+                self._one_pass()
+            except Exception as error:  # one bad pass must not end the watch of every job
+                with contextlib.suppress(Exception):
+                    self.report_problem(f"SLURM job watcher: {type(error).__name__}: {error}; it goes on")
+                self._wake.wait(self.min_interval_s)
                 self._wake.clear()
-                continue
-            self._look_at_folders(open_watches)
-            self._escalate(open_watches)
-            if time.monotonic() >= self._next_query:
-                self._refresh(open_watches)
-            with self._lock:
-                timeout = min(self._next_query, time.monotonic() + _FOLDER_INTERVAL_S) - time.monotonic()
-            self._wake.wait(max(0.0, timeout))
+
+    def _one_pass(self) -> None:
+        with self._lock:
+            open_watches = [watch for watch in self._watches.values() if watch.final is None]
+        if not open_watches:
+            self._wake.wait()
             self._wake.clear()
+            return
+        self._look_at_folders(open_watches)
+        self._escalate(open_watches)
+        if time.monotonic() >= self._next_query:
+            self._refresh(open_watches)
+        with self._lock:
+            timeout = min(self._next_query, time.monotonic() + _FOLDER_INTERVAL_S) - time.monotonic()
+        self._wake.wait(max(0.0, timeout))
+        self._wake.clear()
 
     def _refresh(self, watches: list[_Watch]) -> None:
         try:
@@ -184,13 +199,23 @@ class JobWatcher:
                 info = self._look_elsewhere(watch)
                 if info is None:
                     continue
+            if (watch.folder_ended_at is not None and info.state != "COMPLETING" and not info.finished
+                    and (info.state == "PENDING" or time.monotonic() - watch.folder_ended_at > _REQUEUED_AFTER_S)):
+                # Its supervisor returned, yet the job goes on: SLURM requeued it (node failure,
+                # preemption, scontrol requeue). That report is the last run's; wait for the next.
+                watch.folder_ended_at = None
             if info.finished or (info.state == "COMPLETING" and watch.folder_ended_at is not None
                                  and time.monotonic() - watch.folder_ended_at > _COMPLETING_PATIENCE_S):
                 self._finish(watch, info)
                 changed = True
             elif watch.info is None or (info.state, info.reason) != (watch.info.state, watch.info.reason):
                 changed = True
-                if info.state == "PENDING" and info.reason in STUCK_REASONS:
+                if info.state == "PENDING" and info.reason in HELD_REASONS:
+                    self.report_problem(
+                        f"{watch.run_dir}: SLURM job {info.job_id} is held ({info.reason}) and waits until released:"
+                        f" `scontrol release {info.job_id}`, or `runqueue cancel` the run"
+                    )
+                elif info.state == "PENDING" and info.reason in STUCK_REASONS:
                     self.report_problem(
                         f"{watch.run_dir}: SLURM job {info.job_id} is pending ({info.reason}), which does not clear"
                         " by itself: the job asks for more than its partition, account or QOS allows; `runqueue"
@@ -242,6 +267,9 @@ class JobWatcher:
             report = load_job_report(SlurmPaths.of(watch.run_dir))
             if report is None or report.job_id != watch.job_id or report.token != watch.token or not report.ended:
                 continue
+            if report.started_at == watch.ended_report:
+                continue  # the run before a SLURM requeue
+            watch.ended_report = report.started_at
             # The supervisor has returned: ask SLURM now how the job ended, not at the next refresh.
             # (A supervisor that died says nothing here; SLURM's refresh finds that job over.)
             watch.folder_ended_at = time.monotonic()

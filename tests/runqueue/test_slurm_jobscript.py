@@ -57,8 +57,14 @@ def test_slurm_job_script_quotes_blanks_and_omits_what_was_not_asked(tmp_path: P
     for absent in ("--gres", "--partition", "--mem", "--cpus-per-task"):
         assert absent not in text
     assert "#SBATCH --time=2:01:00" in text  # 2 h + kill grace + margin, rounded up to the minute
-    with pytest.raises(Exception, match="double quote or a line break"):
-        render_job_script(_inputs(tmp_path / 'bad"name' / "r"))
+    for bad in ('bad"name', "bad\\name"):
+        with pytest.raises(Exception, match="double quote, a backslash or a line break"):
+            render_job_script(_inputs(tmp_path / bad / "r"))
+    # SLURM expands %j, %x … in --output: a % of the folder's own name is doubled, the pattern's %j kept.
+    percent = tmp_path / "50%done" / "r"
+    text = render_job_script(_inputs(percent, SlurmOptions(gpus=0)))
+    assert f"#SBATCH --output={tmp_path}/50%%done/r/.runqueue/slurm-%j.out" in text
+    assert f"#SBATCH --chdir={percent}" in text
 
 
 def test_slurm_job_name_is_the_run_name_sanitised() -> None:
@@ -116,6 +122,8 @@ def test_slurm_options_refuse_what_the_executor_sets_itself() -> None:
         ("-Q",): "-Q is --quiet: runqueue reads the job id sbatch prints; --quiet hides it",
         ("--test-only",): "--test-only submits nothing",
         ("--o=x",): "--o is short for --output or --open-mode: ",
+        ("--time=1",): "give the job's time with --slurm-time: runqueue sets --time from it with a margin",
+        ("-t", "5"): "-t is --time: give the job's time with --slurm-time",
     }
     messages = set()
     for extra, reason in reasons.items():
@@ -128,7 +136,7 @@ def test_slurm_options_refuse_what_the_executor_sets_itself() -> None:
     with pytest.raises(ValueError, match="-o is --output: runqueue sets --output itself"):
         SlurmOptions(extra=("-so/tmp/x",))
     # Letters after one that takes an argument are that argument: -pgpu_o is partition "gpu_o".
-    SlurmOptions(extra=("-pgpu_o", "-t", "10", "-s"))
+    SlurmOptions(extra=("-pgpu_o", "-N", "1", "-s"))
     with pytest.raises(ValueError, match="must be 0 or more"):
         SlurmOptions(gpus=-1)
 

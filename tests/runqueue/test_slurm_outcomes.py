@@ -72,9 +72,17 @@ def test_a_job_that_failed_before_its_supervisor_started_points_at_slurms_output
     run.mkdir(parents=True)
     paths = SlurmPaths.of(run)
     record = SubmissionRecord(token="tok", job_id=91, queue_id="q", submitted_at=0.0)
+    paths.run.runtime_dir.mkdir()
+    paths.job_output(91).write_text("slurmstepd: error: execve(): python: No such file or directory\n")
     settle_job_end(paths, record, JobInfo(job_id=91, state="FAILED", exit_code=1, source="scontrol"))
     failed = json.loads(paths.run.failed_marker.read_text())
-    assert failed["reason"] == "slurm_job_failed" and str(paths.job_output(91)) in failed["message"]
+    assert failed["reason"] == "slurm_job_failed" and f"; see {paths.job_output(91)}" in failed["message"]
+    # A job that could not even open that file (a folder the node cannot write) says where else to look.
+    paths.run.failed_marker.unlink()
+    paths.job_output(91).unlink()
+    settle_job_end(paths, record, JobInfo(job_id=91, state="FAILED", exit_code=1, node="node7", source="scontrol"))
+    failed = json.loads(paths.run.failed_marker.read_text())
+    assert f"it left no slurm-91.out (the node could not write {paths.run.runtime_dir}?); see the slurmd log on node7" in failed["message"]
 
 
 def test_a_stale_report_of_an_earlier_submission_does_not_count_as_this_job_having_run(tmp_path: Path) -> None:

@@ -1,0 +1,105 @@
+"""The SLURM job watcher thread against a scripted stand-in for squeue: it outlives a bad pass, and a
+job SLURM requeued after its supervisor returned is not polled every 0.2 s while it lives; a held job is said."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from pathlib import Path
+
+from runqueue.slurm.commands import JobInfo
+from runqueue.slurm.paths import SlurmPaths
+from runqueue.slurm.records import JobReport, save_job_report
+from runqueue.slurm.watcher import JobWatcher
+
+TOKEN = "t0ken"
+
+
+class ScriptedSlurm:
+    """squeue's answers, set by the test; every query is counted."""
+
+    def __init__(self) -> None:
+        self.state = "RUNNING"
+        self.reason = ""
+        self.queries: list[float] = []
+        self.explode_once = False
+
+    def query(self, job_ids: list[int]) -> dict[int, JobInfo]:
+        self.queries.append(time.monotonic())
+        if self.explode_once:
+            self.explode_once = False
+            raise RuntimeError("an answer nobody expected")
+        return {job_id: JobInfo(job_id, self.state, reason=self.reason) for job_id in job_ids}
+
+    def show_job(self, job_id: int) -> JobInfo | None:
+        return None
+
+    def from_jobcomp(self, job_id: int, submitted_at: float) -> JobInfo | None:
+        return None
+
+    def find_by_comment(self, comment: str) -> JobInfo | None:
+        return None
+
+    def cancel(self, job_id: int) -> None:
+        pass
+
+
+def _ended(fd: int, timeout: float) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def test_the_watcher_outlives_a_pass_that_raises_and_still_sees_the_job_end(tmp_path: Path) -> None:
+    slurm = ScriptedSlurm()
+    problems: list[str] = []
+    watcher = JobWatcher(slurm, min_interval_s=0.1, max_interval_s=0.2, report_problem=problems.append)  # type: ignore[arg-type]
+    try:
+        slurm.explode_once = True
+        _key, fd = watcher.add(tmp_path, 42, TOKEN, time.time())
+        deadline = time.monotonic() + 10
+        while not problems and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert problems == ["SLURM job watcher: RuntimeError: an answer nobody expected; it goes on"]
+        slurm.state = "COMPLETED"
+        assert _ended(fd, 10), "the job's end was never seen: the watcher thread died"
+        os.close(fd)
+    finally:
+        watcher.close()
+
+
+def test_a_job_slurm_requeued_after_its_supervisor_returned_is_not_polled_at_full_speed(tmp_path: Path) -> None:
+    slurm = ScriptedSlurm()
+    watcher = JobWatcher(slurm, min_interval_s=0.5, max_interval_s=1.0)  # type: ignore[arg-type]
+    try:
+        _key, fd = watcher.add(tmp_path, 7, TOKEN, time.time())
+        time.sleep(0.5)  # seen RUNNING
+        # The first run's supervisor returned (its report says so), then a node failure: SLURM requeues the job.
+        save_job_report(SlurmPaths.of(tmp_path), JobReport(7, TOKEN, "node1", time.time() - 5, "cpu-0", "cpu", None,
+                                                           ended_at=time.time(), exit_status=143))
+        time.sleep(0.8)  # the watcher reads the report and asks SLURM at once
+        slurm.state = "PENDING"
+        time.sleep(1.0)
+        counted_from = len(slurm.queries)
+        time.sleep(3.0)
+        # Backing off to its 1 s cap (at most ~4 queries), not one every 0.2 s (~15).
+        assert len(slurm.queries) - counted_from <= 6, slurm.queries
+        slurm.state = "COMPLETED"
+        assert _ended(fd, 10)
+        os.close(fd)
+    finally:
+        watcher.close()
+
+
+def test_a_held_job_is_said_once_with_how_to_release_it(tmp_path: Path) -> None:
+    slurm = ScriptedSlurm()
+    slurm.state, slurm.reason = "PENDING", "JobHeldUser"
+    problems: list[str] = []
+    watcher = JobWatcher(slurm, min_interval_s=0.1, max_interval_s=0.2, report_problem=problems.append)  # type: ignore[arg-type]
+    try:
+        _key, fd = watcher.add(tmp_path, 9, TOKEN, time.time())
+        time.sleep(1.0)
+        assert problems == [f"{tmp_path}: SLURM job 9 is held (JobHeldUser) and waits until released: `scontrol release 9`,"
+                            " or `runqueue cancel` the run"]
+        os.close(fd)
+    finally:
+        watcher.close()
