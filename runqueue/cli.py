@@ -280,27 +280,40 @@ def _status_settings(args: argparse.Namespace) -> ServiceConfig:
     return settings
 
 
-def _settings_of_a_running_queue(args: argparse.Namespace, settings: ServiceConfig) -> tuple[ServiceConfig, str | None]:
+def _settings_of_a_running_queue(args: argparse.Namespace, settings: ServiceConfig) -> tuple[ServiceConfig, str | None, int | None]:
     """With no device or placement flag and no --config, a local queue running over these roots
-    knows best how waiting runs will be placed: judge them by its settings, and say so."""
+    knows best how waiting runs will be placed: judge them by its settings, and say so. A SLURM queue
+    over them (its pid is returned last) submits them instead: this machine's devices do not apply."""
     from runqueue.devices.claims import ClaimStore
     from runqueue.queue_record import live_records
 
     if args.config or any(getattr(args, name) is not None for name in _JUDGING_FLAGS):
-        return settings, None
+        return settings, None, None
     roots = [root.resolve() for root in settings.roots]
     queues = [record for record in live_records(ClaimStore(settings.claims_dir).directory)
               if any(record.covers(root) for root in roots)]
     if not queues:
-        return settings, None
+        return settings, None, None
     chosen = queues[0]
+    if chosen.executor == "slurm":
+        return settings, (f"note: a SLURM queue (pid {chosen.pid}) runs over these roots: it submits their pending runs"
+                          " to SLURM, so this machine's devices below do not run them"), chosen.pid
     simulate = None if chosen.simulate_gpus is None else Path(chosen.simulate_gpus)
     foreign: Literal["block", "share"] = "share" if chosen.foreign == "share" else "block"
     settings = dataclasses.replace(settings, gpus=chosen.gpus, simulate_gpus=simulate, cpu_slots=chosen.cpu_slots,
                                    max_per_gpu=chosen.max_per_gpu, foreign=foreign, memory_per_run=chosen.memory_per_run)
     more = f" (and {len(queues) - 1} other queue(s))" if len(queues) > 1 else ""
     return settings, (f"note: waiting runs and devices are judged as the queue running as pid {chosen.pid}{more} sees them:"
-                      f" {chosen.flags() or 'its defaults'}; give device or placement flags to judge by others")
+                      f" {chosen.flags() or 'its defaults'}; give device or placement flags to judge by others"), None
+
+
+def _left_to_slurm(reason: str, pid: int) -> str:
+    """A pending run's local placement verdict (after any retry or resume prefix), as SLURM's to make."""
+    for verdict in ("ready:", "waiting:"):
+        at = reason.find(verdict)
+        if at >= 0:
+            return f"{reason[:at]}to be submitted to SLURM by the queue running as pid {pid}"
+    return reason
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -319,7 +332,7 @@ def _status(args: argparse.Namespace) -> int:
     settings = _status_settings(args)
     _check_roots(settings.roots)
     problems: list[str] = []
-    settings, judged_by = _settings_of_a_running_queue(args, settings)
+    settings, judged_by, slurm_queue = _settings_of_a_running_queue(args, settings)
     if judged_by:
         problems.append(judged_by)
     try:
@@ -352,6 +365,8 @@ def _status(args: argparse.Namespace) -> int:
 
     rows, slurm_problems = annotate_rows(rows)
     problems += slurm_problems
+    if slurm_queue is not None:  # placed by SLURM, not on this machine's devices
+        rows = [dataclasses.replace(row, reason=_left_to_slurm(row.reason, slurm_queue)) if row.reason else row for row in rows]
     if args.json:
         print(json.dumps({"runs": [row.to_json() for row in rows], "devices": devices_json(reading, claims)}, indent=1))
     else:

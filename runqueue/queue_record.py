@@ -36,6 +36,7 @@ class QueueRecord:
     max_per_gpu: int
     foreign: str
     memory_per_run: int
+    executor: str = "local"  # "slurm": it submits pending runs to SLURM; the device settings do not apply
 
     def covers(self, root: Path) -> bool:
         """Whether this queue looks at runs under `root` (a root of its, below one, or above one)."""
@@ -56,7 +57,8 @@ def record_of(options: QueueOptions) -> QueueRecord:
     simulate = None if in_effect is None else os.path.abspath(in_effect)
     return QueueRecord(pid=pid, start_time=process_start_time(pid), roots=tuple(str(root.resolve()) for root in options.roots),
                        gpus=options.gpus, simulate_gpus=simulate, cpu_slots=options.cpu_slots,
-                       max_per_gpu=options.max_per_gpu, foreign=options.foreign, memory_per_run=options.memory_per_run)
+                       max_per_gpu=options.max_per_gpu, foreign=options.foreign, memory_per_run=options.memory_per_run,
+                       executor=options.executor)
 
 
 def write_record(directory: Path, record: QueueRecord) -> Path | None:
@@ -106,7 +108,8 @@ def _load(path: Path, *, any_owner: bool = False) -> QueueRecord | None:
         if not any_owner and info.st_uid not in (os.geteuid(), 0):
             return None  # anyone can write in the shared directory: only our own and root's are believed
         data: Any = parse_json(read_small_file(path))
-        values = {item.name: data[item.name] for item in fields(QueueRecord)}
+        values = {item.name: data[item.name] for item in fields(QueueRecord) if item.name != "executor"}
+        values["executor"] = str(data.get("executor", "local"))  # records of queues started before the field
         values["roots"] = tuple(str(root) for root in values["roots"])
         record = QueueRecord(**values)
     except (OSError, ValueError, KeyError, TypeError):

@@ -125,9 +125,9 @@ class Scheduler:
         handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN else [])
         old_handlers = {signum: signal.signal(signum, self._record_signal) for signum in handled}
         record = None
-        if self.options.executor == "local":  # so that `status` judges waiting runs by our settings
-            with contextlib.suppress(ClaimError):  # the placer reports a claims directory that cannot serve
-                record = write_record(self.claims.ensure_directory(), record_of(self.options))
+        # So that `status` judges waiting runs by our settings (or knows SLURM takes them).
+        with contextlib.suppress(ClaimError):  # the placer reports a claims directory that cannot serve
+            record = write_record(self.claims.ensure_directory(), record_of(self.options))
         try:
             self.rescanner.rescan(full=True)
             self.oversight.adopt_running()

@@ -179,6 +179,23 @@ def test_a_local_queue_leaves_a_run_pending_in_slurm_to_its_job(tmp_path: Path, 
     assert "started on" not in local_console and "summary: 2 run(s): 2 done" in local_console
 
 
+def test_status_says_slurm_takes_the_pending_runs_of_a_tree_a_slurm_queue_runs(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    make_run(tmp_path / "runs", "c/param_T/a", wait_until_released(release, started))
+    make_run(tmp_path / "runs", "c/param_T/b")
+    queue = start_queue(slurm_env, "run", tmp_path / "runs", *SLURM, "--max-submitted", "1", log=tmp_path / "q.log")
+    try:
+        wait_for(started.exists, what="run a to start in its job")
+        status = run_queue(slurm_env, "status", "--json", tmp_path / "runs")
+        rows = {row["name"]: row for row in json.loads(status.stdout)["runs"]}
+        # Not "ready: fits cpu-0": this machine's devices do not run it, SLURM does once a job slot frees.
+        assert rows["param_T/b"]["reason"] == f"to be submitted to SLURM by the queue running as pid {queue.pid}", rows
+        assert f"note: a SLURM queue (pid {queue.pid}) runs over these roots" in status.stderr
+    finally:
+        release.touch()
+        assert finish(queue) == 0, (tmp_path / "q.log").read_text()
+
+
 def test_slurm_cancel_and_scancel_behind_our_back_are_recorded(tmp_path: Path, slurm_env: dict[str, str], slurm_cluster: SlurmCluster) -> None:
     runs = tmp_path / "runs"
     forever = "touch started\nwhile :; do sleep 0.1; done\n"
