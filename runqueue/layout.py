@@ -77,10 +77,14 @@ class RunPaths:
         runtime = self.runtime_dir
         if not os.path.lexists(runtime):
             return None
+        if runtime.is_symlink() and runtime.is_dir():
+            return f"{runtime} is a link, not the queue's folder (the queue never follows one there); remove it"
         if not runtime.is_dir():
             kind = "a broken link" if runtime.is_symlink() else "a file"
             return f"{runtime} is {kind}, not the queue's folder; remove or rename it"
         for path in (self.lock, self.state):
+            if path.is_symlink():
+                return f"{path} is a link, not the queue's file (the queue never follows one there); remove it"
             if path.is_dir():
                 return f"{path} is a folder, not the queue's file; remove or rename it"
             if os.path.lexists(path) and not path.is_symlink() and not path.is_file():

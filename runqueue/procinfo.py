@@ -79,6 +79,20 @@ def is_zombie(pid: int) -> bool:
     return fields is not None and fields[0] in ("Z", "X")
 
 
+def exists_unseen(pid: int) -> bool:
+    """A process this account cannot see in /proc (mounted hidepid=1/2: another account's) but that
+    exists: kill(pid, 0) says EPERM, not ESRCH. Its start time cannot be checked."""
+    if pid <= 0 or _stat_fields(pid) is not None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def is_alive(pid: int | None, start_time: int | None) -> bool:
     """True when `pid` runs and is the process that started at `start_time` (if given)."""
     if not pid or pid <= 0:
@@ -187,7 +201,7 @@ def holds_write_lock_on(pid: int, path: Path | str) -> bool | None:
     """Whether `pid` holds an OFD write lock on `path` (a run's supervisor and steps do); None when
     its descriptors cannot be read (another account's process, for anyone but root)."""
     try:
-        target = os.stat(path)
+        target = os.lstat(path)  # a link in the lock's place (to another run's lock) is no lock of this run
     except OSError:
         return False
     return _holds(pid, target, write_locked=True)

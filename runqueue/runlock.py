@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import fcntl
 import json
 import os
@@ -47,7 +48,8 @@ def try_acquire(lock_path: Path) -> int | None:
     (see the module doc); callers pass it to their steps explicitly.
     """
     _make_runtime_dir(lock_path.parent)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides: group-writable in a shared tree
+    # Never through a link: a run folder's owner could point it at another run's lock or any path.
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # the umask decides: group-writable in a shared tree
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_bytes(fcntl.F_WRLCK))
     except OSError:
@@ -63,6 +65,9 @@ def _make_runtime_dir(directory: Path) -> None:
     try:
         directory.mkdir()
     except FileExistsError:
+        if directory.is_symlink():  # a queue run as root or as a service must not write where it points
+            raise OSError(errno.ELOOP, "a symbolic link, not the queue's folder (the queue never follows one there)",
+                          str(directory)) from None
         return
     with contextlib.suppress(OSError):
         os.chmod(directory, (os.stat(directory).st_mode & 0o7777) | 0o111)
@@ -91,11 +96,14 @@ def try_hold_shared(lock_path: Path) -> int | None:
     every supervisor (which needs the write lock) from starting the run, needs only read access to
     a lock file another user's queue created, and `held_by` tells it apart from a running run.
     The open descriptor (close it to let go), or None while a supervisor or its steps hold the run."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a fifo there must not hang us
+    if lock_path.parent.is_symlink():
+        raise OSError(errno.ELOOP, "a symbolic link, not the queue's folder (the queue never follows one there)",
+                      str(lock_path.parent))
+    try:  # a fifo there must not hang us; a link is never followed
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         _make_runtime_dir(lock_path.parent)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
         _readable_by_all(fd)
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_bytes(fcntl.F_RDLCK))
@@ -113,8 +121,8 @@ class HeldBy(enum.Enum):
 
 def held_by(lock_path: Path) -> HeldBy:
     """Who holds the run lock now, in one look. Never takes it."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a fifo there must not hang us
+    try:  # a fifo there must not hang us; a link (to another run's lock) is no lock of this run
+        fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return HeldBy.NOBODY  # no lock file: never run, or the folder is gone
     try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runqueue import legacy
+from runqueue.atomicio import read_small_file
 from runqueue.layout import STEP_SCRIPTS, TRAIN_SCRIPT, RunPaths
 from runqueue.outlog import open_for_reading
 from runqueue.procinfo import account_name
@@ -75,13 +76,13 @@ def has_commands(text: str) -> bool:
 
 
 def script_has_commands(path: Path) -> bool:
-    """False only for a readable script without commands; what cannot be read is the supervisor's to report."""
+    """False only for a readable script without commands; what cannot be read (a fifo, which a plain
+    open would hang on, a folder, …) is the supervisor's to report."""
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(65536)
-    except OSError:
+        head = read_small_file(path)
+    except OSError:  # also NotAPlainFile: a fifo or device, or a script too long to be empty
         return True
-    return len(head) == 65536 or has_commands(head.decode("utf-8", "replace"))
+    return has_commands(head.decode("utf-8", "replace"))
 
 
 def plan_steps(paths: RunPaths, resume_step: str | None) -> list[str]:
@@ -91,8 +92,8 @@ def plan_steps(paths: RunPaths, resume_step: str | None) -> list[str]:
     run when present, except those a legacy train script already chains.
     """
     chained: frozenset[str] = frozenset()
-    try:
-        chained = legacy.chained_steps(paths.train_script.read_text(errors="replace"))
+    try:  # never a plain read: a fifo in its place would hang the supervisor
+        chained = legacy.chained_steps(read_small_file(paths.train_script, 1 << 20).decode("utf-8", "replace"))
     except OSError:
         pass
     planned = [

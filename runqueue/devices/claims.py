@@ -27,7 +27,7 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.devices.errors import ClaimError, ClaimsBusy
 from runqueue.layout import RunPaths
-from runqueue.procinfo import boot_id, live_start_time
+from runqueue.procinfo import boot_id, exists_unseen, live_start_time
 
 CLAIMS_DIR_ENV = "RUNQUEUE_CLAIMS_DIR"
 DEFAULT_CLAIMS_DIR = Path("/tmp/lfads-runqueue-claims")
@@ -63,6 +63,10 @@ class _StoredClaim:
         if self.pid_start is None or self.boot != this_boot:
             return False
         if live_start_time(self.claim.pid) == self.pid_start:
+            return True
+        if exists_unseen(self.claim.pid):
+            # /proc hides other accounts' processes (hidepid): a claim whose process exists counts,
+            # better a device held a little too long than booked twice.
             return True
         # The supervisor is gone (kill -9), but steps it left running inherit the run lock, and
         # they still use the device: the claim lives until the last of them ends.

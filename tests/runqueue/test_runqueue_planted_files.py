@@ -144,3 +144,38 @@ def test_only_log_problems_the_user_must_mend_skip_the_retry(tmp_path: Path) -> 
     assert not needs_the_user(OSError(errno.ENOENT, "gone"), log)
     log.symlink_to(tmp_path / "nowhere" / "log")
     assert needs_the_user(OSError(errno.ENOENT, "gone"), log)
+
+
+def test_links_planted_where_the_queue_keeps_its_lock_are_never_followed(tmp_path: Path) -> None:
+    # A queue run as root or as a service must not create or write where a run folder's owner points it.
+    elsewhere, target = tmp_path / "elsewhere", tmp_path / "made-through-a-link"
+    elsewhere.mkdir()
+    linked_dir = make_run(tmp_path / "runs", "c/param_L/dir_link")
+    (linked_dir / ".runqueue").symlink_to(elsewhere)
+    linked_lock = make_run(tmp_path / "runs", "c/param_L/lock_link")
+    (linked_lock / ".runqueue").mkdir()
+    (linked_lock / ".runqueue" / "lock").symlink_to(target)
+    env = queue_env(tmp_path)
+    result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", "--quiet", timeout=_SHORT_S)
+    assert result.returncode == 1
+    assert f"{linked_dir / '.runqueue'} is a link, not the queue's folder" in result.stdout, result.stdout
+    assert f"{linked_lock / '.runqueue' / 'lock'} is a link, not the queue's file" in result.stdout, result.stdout
+    for run in (linked_dir, linked_lock):
+        (run / "lfads.done").touch()
+        requeued = run_queue(env, "requeue", run, timeout=_SHORT_S)
+        assert requeued.returncode != 0 and "symbolic link" in requeued.stderr, requeued.stderr
+        assert (run / "lfads.done").exists()  # nothing was changed
+    assert list(elsewhere.iterdir()) == [] and not os.path.lexists(target) and not target.exists()
+
+
+def test_a_fifo_as_the_train_script_hangs_neither_status_nor_the_queue(tmp_path: Path) -> None:
+    fifo_run = tmp_path / "runs" / "c" / "param_F" / "fifo"
+    fifo_run.mkdir(parents=True)
+    os.mkfifo(fifo_run / "lfads_train.sh")
+    good = make_run(tmp_path / "runs", "c/param_F/good")
+    env = queue_env(tmp_path)
+    assert run_queue(env, "status", tmp_path / "runs", timeout=_SHORT_S).returncode == 0
+    result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0", "--quiet", timeout=_SHORT_S)
+    assert result.returncode == 1 and (good / "lfads.done").exists()
+    failed = read_json(fifo_run / "lfads.failed")
+    assert failed["reason"] == "script_unreadable" and "is not a regular file" in failed["message"]
