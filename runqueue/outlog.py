@@ -42,8 +42,11 @@ def open_for_append(path: Path) -> int:
     flags = os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK  # opening a fifo must not wait for a reader
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
-    except PermissionError:
-        fd = os.open(path, os.O_WRONLY | flags)
+    except PermissionError as denied:
+        try:  # a log we may append to but not read
+            fd = os.open(path, os.O_WRONLY | flags)
+        except FileNotFoundError:
+            raise denied from None  # no log, and the folder is not ours to write: say that, not "vanished"
     return _regular_or_refused(fd, path)
 
 

@@ -34,10 +34,11 @@ from runqueue.durations import format_duration
 from runqueue.executors import make_executor
 from runqueue.executors.base import Executor, RunHandle
 from runqueue.fswatch import DirectoryWatcher
-from runqueue.layout import TRAIN_SCRIPT, folder_identity
+from runqueue.layout import FAILED_MARKER, TRAIN_SCRIPT, folder_identity
 from runqueue.logtail import LogTail
 from runqueue.oversight import Oversight
 from runqueue.placer import MAX_CRASHES, Placer
+from runqueue.procinfo import account_name
 from runqueue.queue_options import QueueOptions
 from runqueue.queue_parts import QueueParts
 from runqueue.queue_record import record_of, remove_record, write_record
@@ -376,6 +377,19 @@ class Scheduler:
                 reason = f"its supervisor ended unexpectedly {run.crashes} times"
                 self.placer.block(run, reason, recheck=False,
                                   event=f"not started again: {reason}; see {paths.out_log}, then `runqueue requeue` it")
+        elif state.phase == Phase.FAILED and run.ended_here:
+            # Given up, but lfads.failed could not be written: a full disk waits for space; anything
+            # else (a folder this account cannot write) would fail the same way at every start.
+            if disk_is_full(paths.root):
+                reason = (f"it failed and the disk of {paths.root} is full, so {FAILED_MARKER} could not be written;"
+                          " free space there (the run goes again once there is some)")
+                self.placer.block(run, reason, recheck=True, event=f"stopped: {reason}")
+                run.needs_space = True
+                return
+            run.state_stamp = state_stamp(paths)
+            reason = (f"it failed ({state.reason}: {state.message}) and {FAILED_MARKER} could not be written in"
+                      f" {paths.root}; make the folder writable by {account_name()}, then `runqueue requeue` it")
+            self.placer.block(run, reason, recheck=False, event=f"not started again: {reason}")
 
     # ================================================================ console
     def _tail_logs(self) -> None:

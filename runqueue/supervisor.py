@@ -503,8 +503,9 @@ class Supervisor:
         self._end_attempt(reason)
         if marked:
             outcome = "giving up (see lfads.failed; `runqueue requeue` to run again)"
-        else:  # the queue then waits for space and starts the run again
-            outcome = "lfads.failed could not be written (the disk is full); the run goes again once there is space"
+        else:  # the queue then waits for space, or holds the run back until the folder is mended
+            outcome = ("lfads.failed could not be written (a full disk: the run goes again once there is space;"
+                       " or a folder this account cannot write: the queue holds it back)")
         self._log_line(f"{HEADER_PREFIX} {now_iso()} attempt {attempt}/{self.max_attempts} failed ({reason}): {message}; {outcome}\n")
         return EXIT_FAILED
 
