@@ -52,6 +52,7 @@ def requeue(paths: RunPaths) -> str:
         previous = load_state(paths)
         if paths.state.exists():
             save_state(paths, PersistedState(history=previous.history))
+            runlock.give_to_run_owner(paths.state, paths.root)
     if not removed:
         _nudge_watching_queues(paths)  # removing a marker is heard by itself
     if removed:
@@ -149,6 +150,7 @@ def leave_grace(paths: RunPaths, grace_s: float, *, supervisor_pid: int | None =
     with contextlib.suppress(OSError):
         atomic_write_json(paths.cancel_request, {"supervisor_pid": supervisor_pid, "batch_token": batch_token,
                                                  "grace_s": grace_s}, durable=False)
+        runlock.give_to_run_owner(paths.cancel_request, paths.root)
 
 
 def _ask_supervisor(pid: int, start: int | None, grace_s: float) -> bool:
@@ -257,6 +259,7 @@ def _write_cancelled(paths: RunPaths, step: str | None, message: str) -> None:
         device=state.device_uuid,
     )
     atomic_write_json(paths.failed_marker, record.to_json())
+    runlock.give_to_run_owner(paths.failed_marker, paths.root)
 
 
 def resolve_runs(arguments: Sequence[str | Path]) -> tuple[list[Path], list[str], list[Path]]:

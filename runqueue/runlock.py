@@ -50,6 +50,7 @@ def try_acquire(lock_path: Path) -> int | None:
     _make_runtime_dir(lock_path.parent)
     # Never through a link: a run folder's owner could point it at another run's lock or any path.
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # the umask decides: group-writable in a shared tree
+    give_to_run_owner(lock_path, lock_path.parent.parent)
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_bytes(fcntl.F_WRLCK))
     except OSError:
@@ -59,11 +60,22 @@ def try_acquire(lock_path: Path) -> int | None:
     return fd
 
 
+def give_to_run_owner(path: Path, run_root: Path) -> None:
+    """Root (an admin's `runqueue cancel`, a root queue) makes a run's files its owner's: a root-owned
+    `.runqueue/` or lock would lock the run's own user out of the run."""
+    if os.geteuid() != 0:
+        return
+    with contextlib.suppress(OSError):
+        owner = os.stat(run_root)
+        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
+
 def _make_runtime_dir(directory: Path) -> None:
     """`.runqueue/`, which every account must be able to pass through to probe the lock (a umask of
     077 would make it 0700); what is inside keeps the modes the umask gives it."""
     try:
         directory.mkdir()
+        give_to_run_owner(directory, directory.parent)
     except FileExistsError:
         if directory.is_symlink():  # a queue run as root or as a service must not write where it points
             raise OSError(errno.ELOOP, "a symbolic link, not the queue's folder (the queue never follows one there)",
@@ -105,6 +117,7 @@ def try_hold_shared(lock_path: Path) -> int | None:
         _make_runtime_dir(lock_path.parent)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
         _readable_by_all(fd)
+        give_to_run_owner(lock_path, lock_path.parent.parent)
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock_bytes(fcntl.F_RDLCK))
     except OSError:

@@ -179,3 +179,18 @@ def test_a_fifo_as_the_train_script_hangs_neither_status_nor_the_queue(tmp_path:
     assert result.returncode == 1 and (good / "lfads.done").exists()
     failed = read_json(fifo_run / "lfads.failed")
     assert failed["reason"] == "script_unreadable" and "is not a regular file" in failed["message"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another account")
+def test_files_root_makes_in_a_users_run_folder_are_that_users(tmp_path: Path) -> None:
+    # An admin's `runqueue cancel` of a user's pending run must not leave a root-owned .runqueue/ or
+    # lock behind: the user's own queue could then never take the run lock again.
+    run = make_run(tmp_path / "runs", "c/param_O/r")
+    for path in (tmp_path / "runs", tmp_path / "runs" / "c", tmp_path / "runs" / "c" / "param_O", run, run / "lfads_train.sh"):
+        os.chown(path, 12345, 12345)
+    result = run_queue(queue_env(tmp_path), "cancel", run, timeout=_SHORT_S)
+    assert result.returncode == 0, result.stdout + result.stderr
+    made = [run / ".runqueue", run / ".runqueue" / "lock", run / "lfads.failed"]
+    assert all(path.exists() for path in made)
+    assert {(path.name, path.stat().st_uid, path.stat().st_gid) for path in made} == {
+        (path.name, 12345, 12345) for path in made}
