@@ -33,6 +33,9 @@ CLAIMS_DIR_ENV = "RUNQUEUE_CLAIMS_DIR"
 DEFAULT_CLAIMS_DIR = Path("/tmp/lfads-runqueue-claims")
 _LOCK_NAME = ".lock"
 _SUFFIX = ".claim.json"
+# Said wherever the fix may be another claims directory: a queue with a private one cannot see the
+# others' claims, and books their GPUs twice.
+_SHARED_NOTE = "to one every queue on this host shares (a private one lets queues book a GPU twice)"
 _SHARED_DIR_MODE = 0o1777
 # Decisions hold the lock for milliseconds. Any account can take it (the directory is shared), so a
 # queue never waits on it without end: a stuck or hostile holder must not freeze every queue.
@@ -169,8 +172,9 @@ class ClaimStore:
         except FileExistsError:
             pass
         except OSError as err:
-            raise ClaimError(f"{self.directory}: cannot create the claims directory ({err.strerror}); "
-                             f"set {CLAIMS_DIR_ENV} to a writable directory") from None
+            blocking = next((parent for parent in self.directory.parents if parent.exists()), self.directory.parent)
+            raise ClaimError(f"{self.directory}: cannot create the claims directory ({err.strerror} in {blocking}); fix"
+                             f" the permissions of {blocking} (as its owner), or set {CLAIMS_DIR_ENV} {_SHARED_NOTE}") from None
         else:
             # mkdir's mode is filtered by the umask; every user must be able to add claims.
             with contextlib.suppress(PermissionError):
@@ -183,7 +187,7 @@ class ClaimStore:
                              f"anyone delete claims; fix: chmod 1777 {self.directory}")
         if not os.access(self.directory, os.W_OK | os.X_OK):
             raise ClaimError(f"{self.directory}: claims directory is not writable by uid {os.getuid()}; "
-                             f"fix: chmod 1777 {self.directory} (as its owner), or set {CLAIMS_DIR_ENV}")
+                             f"fix: chmod 1777 {self.directory} (as its owner), or set {CLAIMS_DIR_ENV} {_SHARED_NOTE}")
 
     def _open_lock(self) -> int:
         path = self.directory / _LOCK_NAME
@@ -220,7 +224,7 @@ class ClaimStore:
             return []
         except OSError as err:
             raise ClaimError(f"{self.directory}: cannot list the claims directory ({err.strerror}); every queue must"
-                             f" see every claim: fix: chmod 1777 {self.directory} (as its owner), or set {CLAIMS_DIR_ENV}") from None
+                             f" see every claim: fix: chmod 1777 {self.directory} (as its owner), or set {CLAIMS_DIR_ENV} {_SHARED_NOTE}") from None
         stored = (_load(self.directory / name) for name in names if not name.startswith("."))
         return [item for item in stored if item is not None]
 

@@ -243,6 +243,8 @@ def test_a_claims_directory_that_cannot_be_listed_is_a_one_line_error(tmp_path: 
     if "Operation not permitted" in result.stderr:
         pytest.skip("needs root to act as another account")
     assert "cannot list the claims directory" in result.stdout and "chmod 1777" in result.stdout, result.stderr
+    # Pointing this queue elsewhere is no fix unless every queue goes there too.
+    assert "to one every queue on this host shares (a private one lets queues book a GPU twice)" in result.stdout
 
 
 def test_a_fifo_planted_in_the_claims_folder_never_hangs_a_queue(tmp_path: Path) -> None:
