@@ -231,7 +231,7 @@ def check_flags(parsed: Flags) -> None:
     if not 0.0 < parsed.keep_prob <= 1.0:
         raise FlagError(f"--keep_prob must be in (0, 1], got {parsed.keep_prob}")
     low, init, high = parsed.ic_prior_var_min, parsed.ic_prior_var_scale, parsed.ic_prior_var_max
-    if not (init > 0.0 and low <= init <= high):  # the original asserted these
+    if parsed.ic_dim > 0 and not (init > 0.0 and low <= init <= high):  # the original asserted these building the IC prior
         raise FlagError(f"--ic_prior_var_scale={init:g} (the IC prior's initial variance) must be positive and within"
                         f" [--ic_prior_var_min={low:g}, --ic_prior_var_max={high:g}]")
     if parsed.jit_compile not in ("auto", "true", "false"):

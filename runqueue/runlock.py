@@ -62,12 +62,15 @@ def try_acquire(lock_path: Path) -> int | None:
 
 def give_to_run_owner(path: Path, run_root: Path) -> None:
     """Root (an admin's `runqueue cancel`, a root queue) makes a run's files its owner's: a root-owned
-    `.runqueue/` or lock would lock the run's own user out of the run."""
-    if os.geteuid() != 0:
-        return
+    `.runqueue/` or lock would lock the run's own user out of the run. Another account (a service)
+    gives them the run folder's group when it is a member (in a group tree without the setgid bit they
+    would get its own group, and the folder's owner could not take the run lock again)."""
     with contextlib.suppress(OSError):
         owner = os.stat(run_root)
-        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        if os.geteuid() == 0:
+            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+        elif os.lstat(path).st_gid != owner.st_gid and owner.st_gid in (os.getegid(), *os.getgroups()):
+            os.chown(path, -1, owner.st_gid, follow_symlinks=False)
 
 
 def _make_runtime_dir(directory: Path) -> None:

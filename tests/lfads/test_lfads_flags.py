@@ -110,3 +110,5 @@ def test_an_ic_prior_initial_variance_outside_its_bounds_is_refused(bounds: tupl
     low, init, high = bounds
     with pytest.raises(FlagError, match=r"--ic_prior_var_scale=.* must be positive and within"):
         parse_flags([f"--ic_prior_var_min={low}", f"--ic_prior_var_scale={init}", f"--ic_prior_var_max={high}"])
+    # Without an IC prior (--ic_dim=0) the original never looked at them.
+    parse_flags(["--ic_dim=0", f"--ic_prior_var_min={low}", f"--ic_prior_var_scale={init}", f"--ic_prior_var_max={high}"])

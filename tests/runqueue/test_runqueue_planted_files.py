@@ -194,3 +194,35 @@ def test_files_root_makes_in_a_users_run_folder_are_that_users(tmp_path: Path) -
     assert all(path.exists() for path in made)
     assert {(path.name, path.stat().st_uid, path.stat().st_gid) for path in made} == {
         (path.name, 12345, 12345) for path in made}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another account")
+def test_a_service_account_gives_what_it_creates_the_run_folders_group(tmp_path: Path) -> None:
+    # A group tree without the setgid bit: the service's .runqueue/ and lock would carry its own group,
+    # and the folder's owner (a member of the folder's group) could not take the run lock again.
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="rq-group-", dir="/tmp"))  # tmp_path's parents are root's alone
+    base.chmod(0o755)
+    run = make_run(base / "runs", "c/param_G/r")
+    for folder in (base / "runs", base / "runs" / "c", base / "runs" / "c" / "param_G"):
+        folder.chmod(0o755)
+    os.chown(run, 12345, 4242)
+    run.chmod(0o777)
+    script = ("import os, sys\nfrom pathlib import Path\nfrom runqueue import runlock\n"
+              "os.setgroups([4242]); os.setgid(65534); os.setuid(65534)\n"
+              "fd = runlock.try_acquire(Path(sys.argv[1]) / '.runqueue' / 'lock')\nprint(fd is not None)\n")
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        result = subprocess.run([sys.executable, "-c", script, str(run)], capture_output=True, text=True, timeout=30,
+                                env={**os.environ, "PYTHONPATH": str(repo)})
+        if "Operation not permitted" in result.stderr:
+            pytest.skip("cannot act as another account here")
+        assert result.stdout.strip() == "True", result.stderr
+        for made in (run / ".runqueue", run / ".runqueue" / "lock"):
+            assert (made.stat().st_uid, made.stat().st_gid) == (65534, 4242), made
+    finally:
+        shutil.rmtree(base)
