@@ -514,7 +514,10 @@ class Supervisor:
         self.state.resume_step = step
         self.state.reason = "interrupted"
         self._end_attempt("interrupted")
-        self._log_line(f"{HEADER_PREFIX} {now_iso()} interrupted by the queue during {step}; it goes again from this step next time\n")
+        # In a SLURM job the SIGTERM may be SLURM's (time limit, scancel, a node going down): the
+        # queue that settles the job adds what SLURM says.
+        who = "the queue" if self.spec.batch_token is None else "a SIGTERM (the queue's or SLURM's)"
+        self._log_line(f"{HEADER_PREFIX} {now_iso()} interrupted by {who} during {step}; it goes again from this step next time\n")
         return EXIT_INTERRUPTED
 
     def _cancelled(self, step: str, exit_code: int | None, signum: int | None) -> int:
