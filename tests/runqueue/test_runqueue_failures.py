@@ -186,11 +186,14 @@ def test_runqueue_watching_queue_starts_a_run_once_its_runqueue_json_is_fixed(tm
 
 def test_a_run_whose_supervisor_was_killed_is_placed_again_once_its_step_ends(tmp_path: Path) -> None:
     sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-k")])
-    run = make_run(tmp_path / "runs", "c/param_K/r0", 'echo "step $RUNQUEUE_ATTEMPT"; [ -e "$RUNQUEUE_RUN_DIR/again" ] || sleep 3\n')
+    run = make_run(tmp_path / "runs", "c/param_K/r0",
+                   'echo "step $RUNQUEUE_ATTEMPT"; [ -e "$RUNQUEUE_RUN_DIR/again" ] || { echo sleeping; sleep 3; }\n')
     queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q.log")
     try:
         state = run / ".runqueue" / "state.json"
-        wait_for(lambda: state.exists() and "supervisor_pid" in state.read_text(), what="the supervisor")
+        # Killed only once its step runs (state.json names the supervisor a moment before the step
+        # starts: killed then, there is no step to resume at).
+        wait_for(lambda: (run / "lfads.out").exists() and "sleeping" in (run / "lfads.out").read_text(), what="the step")
         (run / "again").touch()  # the next attempt finishes at once
         os.kill(int(read_json(state)["supervisor_pid"]), signal.SIGKILL)  # its step goes on, orphaned
         assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
