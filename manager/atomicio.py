@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runqueue import atomicio
@@ -31,8 +31,10 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o644, durable: bool
     atomicio.atomic_write_bytes(path, data, mode=mode, durable=durable, make_parents=True)
 
 
-def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True, force: bool = False) -> bool:
+def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True, force: bool = False,
+                     before_write: Callable[[], None] | None = None) -> bool:
     """Write `data` atomically unless `path` already holds exactly it (and has `mode`) and not `force`.
+    `before_write` runs only when the file is about to be (re)written.
 
     Returns True when the file was (re)written.
     """
@@ -46,5 +48,7 @@ def write_if_changed(path: Path, data: bytes | str, mode: int = 0o644, durable: 
             return False
     except FileNotFoundError:
         pass
+    if before_write is not None:
+        before_write()
     write_bytes_atomic(path, payload, mode, durable)
     return True

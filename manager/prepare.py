@@ -73,7 +73,7 @@ from manager.scripts import (
 )
 from manager.sequence import SequenceData, sequence_from_fields
 from manager.summary import summary_text
-from manager.written_files import WrittenFiles, keep_if_edited, set_aside
+from manager.written_files import WrittenFiles, set_aside
 from runqueue.layout import (
     COLLECTION_QUEUE_SCRIPT,
     DEFAULT_MEMORY_MB,
@@ -476,12 +476,7 @@ def _write_run(run: Run, force_links: bool, resources: str | None, cache: _Scrip
     `resources_ours`: the run's runqueue.json is there and prepare wrote it. A generated file edited
     since prepare wrote it is set aside as `.orig` first (`record`)."""
     def write(path: Path, text: str, mode: int = 0o644) -> bool:
-        note = keep_if_edited(record, path, text)
-        if note is not None:
-            on_note(note)
-        changed = write_if_changed(path, text, mode, durable=False)
-        record.wrote(path, text.encode())
-        return changed
+        return record.write(path, text, mode, durable=False, on_note=on_note)
 
     written = []
     run.paths.lfads_input.mkdir(parents=True, exist_ok=True)
@@ -543,25 +538,21 @@ def write_collection_files(collection: RunCollection, only_summary: bool = False
     """summary.txt (and launch_tensorboard.sh, run_lfads.py); `record`: prepare's, saved by it (else
     this call keeps its own)."""
     collection.path.mkdir(parents=True, exist_ok=True)
-    own_record = record is None
-    record = WrittenFiles(collection.path) if record is None else record
     files = {SUMMARY_FILE: (summary_text(collection), 0o644)}
     if not only_summary:
         rel_dirs = [run.rel_dir for run in collection.runs]
         files[TENSORBOARD_SCRIPT] = (tensorboard_script(rel_dirs, collection.python), SCRIPT_MODE)
         files[COLLECTION_QUEUE_SCRIPT] = (queue_script(collection.python), SCRIPT_MODE)
     changed = False
-    for name, (text, mode) in files.items():
-        note = keep_if_edited(record, collection.path / name, text) or _set_aside_foreign(collection.path / name)
-        if note is not None:
-            if on_note is None:
-                warnings.warn(note, UserWarning, stacklevel=3)
-            else:
-                on_note(note)
-        changed |= write_if_changed(collection.path / name, text, mode)
-        record.wrote(collection.path / name, text.encode())
-    if own_record:
-        record.save()
+    notes: list[str] = []
+    with contextlib.nullcontext(record) if record is not None else WrittenFiles(collection.path) as writing:
+        for name, (text, mode) in files.items():
+            changed |= writing.write(collection.path / name, text, mode, on_note=notes.append, foreign=_set_aside_foreign)
+    for note in notes:
+        if on_note is None:
+            warnings.warn(note, UserWarning, stacklevel=3)
+        else:
+            on_note(note)
     return changed
 
 
@@ -637,54 +628,44 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
     # still link there (one export serves every param set with its data hash).
     readers = {key: {run.path for run in runs if _key(run) == key} | set(_run_folders_reading(groups[key]))
                for key in changing}
-    record = WrittenFiles(collection.path)
-    try:
-        return _write_locked(collection, runs, groups, sources, stamps, regenerate, readers, record, progress, report)
-    finally:
-        record.save()  # also after a failure: what was written is recorded, so it is not taken for edited
-
-
-def _write_locked(collection: RunCollection, runs: list[Run], groups: dict[tuple[str, str], Run],
-                  sources: dict[tuple[str, str], dict[str, Any]], stamps: dict[tuple[str, str], dict[str, Any] | None],
-                  regenerate: bool, readers: dict[tuple[str, str], set[Path]],
-                  record: WrittenFiles, progress: Callable[[str], None] | None, report: PrepareReport) -> float:
-    """Exports, run folders and collection files, with the run locks held where exports change."""
-    with holding_runs(sorted(set().union(*readers.values()))) as running:
-        plans, counts, export_seconds = _plan_exports(groups, sources, stamps, regenerate, progress)
-        new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
-        refuse_running([path for path in running if any(path in readers[key] for key in new_content)])
-        for run in runs:
-            _check_trials(run, counts[_key(run)])
-        for plan in plans:
-            export_seconds += _write_export_of(plan, regenerate, progress, report)
-        resources = _resources(collection)
-        scripts: _ScriptCache = {}
-        for run in runs:
-            present = run.paths.resources.exists()
-            ours = present and _written_by_prepare(run.paths.resources)
-            hand_written = present and not ours
-            report.files_written += _write_run(run, regenerate, None if hand_written else resources, scripts, ours,
-                                               record, lambda note: _note(report, progress, note))
-            report.files_removed += _remove_stale_links(run)
-            if hand_written:
-                asked = "the defaults" if resources is None else "other values ([queue])"
-                note = (f"note: {run.paths.resources} has no mark of prepare's (written by hand, or by a version before"
-                        f" the mark) and is kept: it still declares the run's memory or time limit while the collection"
-                        f" asks for {asked}; delete it if it should not")
-                _note(report, progress, note)
-        # Run folders of param sets that left the experiment but read an export whose content just
-        # changed: their inputs are no longer what they were prepared with (other data, a dropped
-        # dataset's link left dangling), so the queue must not train them as they are.
-        current = {run.path for run in runs}
-        for folder in sorted({path for key in new_content for path in readers[key]} - current):
-            if retire(folder, "left the experiment and whose inputs changed"):
-                report.files_written.append(folder / RETIRED_TRAIN_SCRIPT)
-                note = (f"note: {folder} left the experiment and its inputs changed, so it will not be trained: its"
-                        f" {TRAIN_SCRIPT} is now {RETIRED_TRAIN_SCRIPT} (add its param set and run spec back to"
-                        " prepare it again, or delete the folder)")
-                _note(report, progress, note)
-    _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
-    write_collection_files(collection, on_note=lambda note: _note(report, progress, note), record=record)
+    # Saved on leaving, also after a failure: what was written is recorded, so it is not taken for edited.
+    with WrittenFiles(collection.path) as record:
+        with holding_runs(sorted(set().union(*readers.values()))) as running:
+            plans, counts, export_seconds = _plan_exports(groups, sources, stamps, regenerate, progress)
+            new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
+            refuse_running([path for path in running if any(path in readers[key] for key in new_content)])
+            for run in runs:
+                _check_trials(run, counts[_key(run)])
+            for plan in plans:
+                export_seconds += _write_export_of(plan, regenerate, progress, report)
+            resources = _resources(collection)
+            scripts: _ScriptCache = {}
+            for run in runs:
+                present = run.paths.resources.exists()
+                ours = present and _written_by_prepare(run.paths.resources)
+                hand_written = present and not ours
+                report.files_written += _write_run(run, regenerate, None if hand_written else resources, scripts, ours,
+                                                   record, lambda note: _note(report, progress, note))
+                report.files_removed += _remove_stale_links(run)
+                if hand_written:
+                    asked = "the defaults" if resources is None else "other values ([queue])"
+                    note = (f"note: {run.paths.resources} has no mark of prepare's (written by hand, or by a version before"
+                            f" the mark) and is kept: it still declares the run's memory or time limit while the collection"
+                            f" asks for {asked}; delete it if it should not")
+                    _note(report, progress, note)
+            # Run folders of param sets that left the experiment but read an export whose content just
+            # changed: their inputs are no longer what they were prepared with (other data, a dropped
+            # dataset's link left dangling), so the queue must not train them as they are.
+            current = {run.path for run in runs}
+            for folder in sorted({path for key in new_content for path in readers[key]} - current):
+                if retire(folder, "left the experiment and whose inputs changed"):
+                    report.files_written.append(folder / RETIRED_TRAIN_SCRIPT)
+                    note = (f"note: {folder} left the experiment and its inputs changed, so it will not be trained: its"
+                            f" {TRAIN_SCRIPT} is now {RETIRED_TRAIN_SCRIPT} (add its param set and run spec back to"
+                            " prepare it again, or delete the folder)")
+                    _note(report, progress, note)
+        _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
+        write_collection_files(collection, on_note=lambda note: _note(report, progress, note), record=record)
     return export_seconds
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 
 from manager.atomicio import write_if_changed
 from manager.errors import ManagerError
@@ -25,7 +27,9 @@ def _digest(data: bytes) -> str:
 
 
 class WrittenFiles:
-    """The sha256 of every file prepare wrote under one collection folder, by relative path."""
+    """The sha256 of every file prepare wrote under one collection folder, by relative path. As a
+    context manager, saved on leaving, also after a failure: what was written is recorded, so it is
+    not taken for edited next time."""
 
     def __init__(self, collection_path: Path) -> None:
         self.root = collection_path
@@ -38,22 +42,43 @@ class WrittenFiles:
         if isinstance(stored, dict):
             self.hashes = {key: value for key, value in stored.items() if isinstance(key, str) and isinstance(value, str)}
 
+    def __enter__(self) -> WrittenFiles:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.save()
+
     def _key(self, path: Path) -> str:
         return os.path.relpath(path, self.root)
 
-    def edited_since(self, path: Path, new: bytes) -> bool:
-        """Whether `path` holds bytes that are neither `new` nor what prepare last wrote there."""
+    def write(self, path: Path, text: str, mode: int = 0o644, *, durable: bool = True, on_note: Callable[[str], None],
+              foreign: Callable[[Path], str | None] | None = None) -> bool:
+        """write_if_changed, recorded. A file about to be replaced that was edited since prepare wrote it
+        (or that `foreign` finds was never prepare's) is set aside first, said through `on_note`."""
+        data = text.encode()
+
+        def keep_what_is_not_ours() -> None:
+            note = self._keep_if_edited(path, data) or (foreign(path) if foreign is not None else None)
+            if note is not None:
+                on_note(note)
+
+        changed = write_if_changed(path, data, mode, durable=durable, before_write=keep_what_is_not_ours)
+        self.hashes[self._key(path)] = _digest(data)
+        return changed
+
+    def _keep_if_edited(self, path: Path, new: bytes) -> str | None:
+        """An edited file goes aside (`.orig`); -> the note saying so."""
         recorded = self.hashes.get(self._key(path))
         if recorded is None or path.is_symlink():
-            return False
+            return None
         try:
             current = path.read_bytes()
         except OSError:
-            return False  # absent or unreadable: writing it says what is wrong
-        return current != new and _digest(current) != recorded
-
-    def wrote(self, path: Path, data: bytes) -> None:
-        self.hashes[self._key(path)] = _digest(data)
+            return None  # absent or unreadable: writing it says what is wrong
+        if current == new or _digest(current) == recorded:
+            return None
+        aside = set_aside(path)
+        return f"note: {path} was edited since lfads-manager prepare wrote it; it is kept as {aside.name} and replaced by the generated one"
 
     def save(self) -> None:
         """Keep the entries of files still there (runs that left the collection drop out)."""
@@ -71,12 +96,3 @@ def set_aside(path: Path) -> Path:
             os.rename(path, aside)
             return aside
     raise ManagerError(path, "must be set aside, but 1000 earlier copies (*.orig) are in the way", "move the *.orig files away")
-
-
-def keep_if_edited(record: WrittenFiles, path: Path, new: str | bytes) -> str | None:
-    """Before prepare writes `new` to `path`: an edited file goes aside; -> the note saying so."""
-    data = new.encode() if isinstance(new, str) else new
-    if not record.edited_since(path, data):
-        return None
-    aside = set_aside(path)
-    return f"note: {path} was edited since lfads-manager prepare wrote it; it is kept as {aside.name} and replaced by the generated one"

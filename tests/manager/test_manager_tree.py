@@ -15,6 +15,7 @@ import pytest
 from manager_test_helpers import SEED_TINY, run_manager_cli, small_collection, write_npz_dataset
 
 import manager.prepare as prepare_module
+import manager.written_files as written_files_module
 from manager.collection import RunCollection
 from manager.errors import ManagerError
 from manager.params import RunParams
@@ -194,6 +195,7 @@ def test_lfads_train_sh_is_written_last_in_each_run_folder(tmp_path, monkeypatch
         return real_link(path, *args, **kwargs)
 
     monkeypatch.setattr(prepare_module, "write_if_changed", write)
+    monkeypatch.setattr(written_files_module, "write_if_changed", write)  # generated files are written through the record
     monkeypatch.setattr(prepare_module, "_link", link)
     collection.prepare()
     (run,) = collection.runs
