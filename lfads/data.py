@@ -93,15 +93,19 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 _INT32_MAX = np.iinfo(np.int32).max
 
 
+def _non_finite(array: np.ndarray) -> int:
+    return int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+
+
 def _as_poisson_counts(array: np.ndarray, path: Path, key: str) -> np.ndarray:
     if array.dtype == np.bool_:  # binary spike trains: 0/1 counts
         return array.astype(np.int32)
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+    bad = _non_finite(array) if np.issubdtype(array.dtype, np.floating) else 0
+    if bad:
         raise LfadsError(f"{path}: '{key}' has {bad} NaN or infinite value(s); spike counts must be finite - fill or"
                          " drop the affected trials before export")
     whole = np.issubdtype(array.dtype, np.integer) or (
-        np.issubdtype(array.dtype, np.floating) and np.all(np.isfinite(array)) and np.all(array == np.round(array))
+        np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array))
     )
     if not whole:
         raise LfadsError(
@@ -119,8 +123,8 @@ def _as_poisson_counts(array: np.ndarray, path: Path, key: str) -> np.ndarray:
 def _as_float(array: np.ndarray, path: Path, key: str) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.number):
         raise LfadsError(f"{path}: '{key}' is not numeric ({array.dtype})")
-    if not np.all(np.isfinite(array)):
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+    bad = _non_finite(array)
+    if bad:
         raise LfadsError(f"{path}: '{key}' has {bad} NaN or infinite value(s); fill or drop them before export")
     return array.astype(np.float32)
 

@@ -76,10 +76,15 @@ def digest_of_files(paths: Mapping[str, Path]) -> str | None:
     return arrays_digest(per_dataset)
 
 
+def _entries(history: Any) -> list[list[Any]]:
+    """A stamp's history as a fresh list of [digest, time] pairs (anything else in it is dropped)."""
+    return [list(entry) for entry in history or [] if isinstance(entry, list) and len(entry) == 2]
+
+
 def updated_history(previous: list[list[Any]] | None, digest: str, on_disk: str | None, now: float) -> list[list[Any]]:
     """The history after exporting `digest` at `now`. `on_disk`: the digest of the files replaced,
     consulted only when there is no history yet (an export older than this record, or none)."""
-    history = [list(entry) for entry in previous or [] if isinstance(entry, list) and len(entry) == 2]
+    history = _entries(previous)
     if not history:
         # What was there before counts as current since forever (nothing there, or unreadable:
         # nothing is known, so no run is judged); different new content is current as of now.
@@ -99,7 +104,7 @@ def in_progress_stamp(previous: Mapping[str, Any] | None, datasets: Mapping[str,
     stamp = {key: value for key, value in (previous or {}).items() if key != "source"}
     old_datasets = stamp.get("datasets")
     stamp["datasets"] = {**(old_datasets if isinstance(old_datasets, dict) else {}), **datasets}
-    history = [list(entry) for entry in stamp.get(HISTORY_KEY) or [] if isinstance(entry, list) and len(entry) == 2]
+    history = _entries(stamp.get(HISTORY_KEY))
     if not history and on_disk is not None:
         history = [[on_disk, 0.0]]
     stamp[HISTORY_KEY] = [*history, [IN_PROGRESS, now]][-_MAX_HISTORY:]

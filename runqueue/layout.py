@@ -87,7 +87,7 @@ class RunPaths:
                 return f"{path} is a link, not the queue's file (the queue never follows one there); remove it"
             if path.is_dir():
                 return f"{path} is a folder, not the queue's file; remove or rename it"
-            if os.path.lexists(path) and not path.is_symlink() and not path.is_file():
+            if os.path.lexists(path) and not path.is_file():
                 return f"{path} is not a regular file (a fifo, socket or device), not the queue's file; remove it"
         return None
 

@@ -80,12 +80,16 @@ def _make_runtime_dir(directory: Path) -> None:
         directory.mkdir()
         give_to_run_owner(directory, directory.parent)
     except FileExistsError:
-        if directory.is_symlink():  # a queue run as root or as a service must not write where it points
-            raise OSError(errno.ELOOP, "a symbolic link, not the queue's folder (the queue never follows one there)",
-                          str(directory)) from None
+        _refuse_a_link(directory)
         return
     with contextlib.suppress(OSError):
         os.chmod(directory, (os.stat(directory).st_mode & 0o7777) | 0o111)
+
+
+def _refuse_a_link(directory: Path) -> None:
+    """`.runqueue` as a link: a queue run as root or as a service must not write where it points."""
+    if directory.is_symlink():
+        raise OSError(errno.ELOOP, "a symbolic link, not the queue's folder (the queue never follows one there)", str(directory))
 
 
 def _readable_by_all(fd: int) -> None:
@@ -111,9 +115,7 @@ def try_hold_shared(lock_path: Path) -> int | None:
     every supervisor (which needs the write lock) from starting the run, needs only read access to
     a lock file another user's queue created, and `held_by` tells it apart from a running run.
     The open descriptor (close it to let go), or None while a supervisor or its steps hold the run."""
-    if lock_path.parent.is_symlink():
-        raise OSError(errno.ELOOP, "a symbolic link, not the queue's folder (the queue never follows one there)",
-                      str(lock_path.parent))
+    _refuse_a_link(lock_path.parent)
     try:  # a fifo there must not hang us; a link is never followed
         fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
