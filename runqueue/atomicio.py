@@ -38,6 +38,7 @@ def atomic_path(path: Path, *, mode: int = 0o666, durable: bool = True, make_par
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.chmod(tmp, mode & ~current_umask())  # mkstemp made it 0600; the umask decides, as for open()
+        take_folder_group(tmp)
         os.replace(tmp, path)
     except OSError as error:
         with contextlib.suppress(OSError):
@@ -51,6 +52,23 @@ def atomic_path(path: Path, *, mode: int = 0o666, durable: bool = True, make_par
         raise
     if durable:
         _fsync_directory(path.parent)
+
+
+def take_folder_group(path: Path | str, fd: int | None = None) -> None:
+    """Give a file we just created its folder's group, as a setgid folder would, when that group is
+    one of ours but not our own: a service account (a member of the lab's group) writing in a run
+    tree without the setgid bit would otherwise leave files the run's owner cannot rewrite (the log,
+    the markers, the state), so the owner could no longer run the run themselves."""
+    with contextlib.suppress(OSError):
+        folder_gid = os.stat(os.path.dirname(os.path.abspath(path))).st_gid
+        if folder_gid == os.getegid() or folder_gid not in os.getgroups():
+            return
+        info = os.fstat(fd) if fd is not None else os.lstat(path)
+        if info.st_uid == os.geteuid() and info.st_gid != folder_gid:
+            if fd is not None:
+                os.fchown(fd, -1, folder_gid)
+            else:
+                os.chown(path, -1, folder_gid, follow_symlinks=False)
 
 
 def _naming(error: OSError, path: Path) -> OSError:

@@ -9,6 +9,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
+from runqueue.atomicio import take_folder_group
+
 
 def ends_mid_line(fd: int) -> bool:
     """Whether the file open on `fd` (readable) ends in something other than a newline."""
@@ -42,6 +44,7 @@ def open_for_append(path: Path) -> int:
     flags = os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK  # opening a fifo must not wait for a reader
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
+        take_folder_group(path, fd)
     except PermissionError as denied:
         try:  # a log we may append to but not read
             fd = os.open(path, os.O_WRONLY | flags)

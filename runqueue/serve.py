@@ -67,8 +67,6 @@ def serve(config_path: Path | None, roots: list[Path]) -> int:
             raise RunqueueError(root, "is not a directory", "create or mount it, or remove it from the roots")
     scheduler = Scheduler(options, hooks=SystemdHooks())
     scheduler.run()
-    # A service that stops when asked has succeeded, whatever its runs did (they have their
-    # own markers); a non-zero status would make systemd count the stop as a failure. A hang-up
-    # with runs left is no such request: 130, so that Restart=on-failure starts it again to watch them.
-    counts = scheduler.counts()
-    return 130 if scheduler.hung_up and (counts.running or counts.pending) else 0
+    # A service that stops when asked has succeeded, whatever its runs did (they have their own
+    # markers). A hang-up is no such request (the unit restarts either way: Restart=always).
+    return 130 if scheduler.hung_up else 0

@@ -17,11 +17,15 @@ from runqueue.layout import RunPaths
 from runqueue.procinfo import reap_orphans, run_processes, signal_group
 from runqueue.supervisor_spec import SupervisorSpec
 
+# systemd's per-unit variables describe the queue's own process (its notify socket, its watchdog):
+# a step that speaks sd_notify (a nested service, some libraries) would talk to the unit in its name.
+SERVICE_MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+
 
 def spawn_step(paths: RunPaths, spec: SupervisorSpec, attempt: int, step: str, is_legacy: bool, pipefail: bool,
                log_fd: int, lock_fd: int) -> subprocess.Popen[bytes]:
     """`bash [-o pipefail] STEP` in the run folder, its output into the run's log."""
-    env = dict(os.environ)
+    env = {key: value for key, value in os.environ.items() if key not in SERVICE_MANAGER_VARIABLES}
     env.update(spec.extra_env)
     env.update(spec.device_env)
     env["RUNQUEUE_RUN_DIR"] = str(paths.root)

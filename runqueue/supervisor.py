@@ -137,8 +137,12 @@ class Supervisor:
                 fix = "; the queue writes its lock, state and log in the run folder: remount it read-write"
             elif error.errno in (errno.ENOSPC, errno.EDQUOT):
                 fix = "; free space on that disk"
-            message = self.paths.runtime_dir_obstacle() or f"cannot create {self.paths.lock}: {error.strerror}{fix}"
-            self._tell({"status": "error", "reason": "lock", "message": message})
+            verb = "cannot write" if self.paths.lock.exists() else "cannot create"
+            message = self.paths.runtime_dir_obstacle() or f"{verb} {self.paths.lock}: {error.strerror}{fix}"
+            # Permissions and a read-only mount do not fix themselves within a second: no quick retries
+            # (a watching queue still looks again now and then).
+            final = isinstance(error, PermissionError) or error.errno == errno.EROFS
+            self._tell({"status": "error", "reason": "lock", "message": message, "final": final})
             return EXIT_ERROR
         if fd is None:
             self._tell({"status": "busy"})

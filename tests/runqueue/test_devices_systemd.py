@@ -34,7 +34,7 @@ def test_unit_has_the_keys_the_service_relies_on() -> None:
     assert service["KillMode"] == "process"  # a restart must not kill the runs' supervisors
     assert service["PrivateTmp"] == "no"  # the claims directory in /tmp is shared with users' queues
     assert service.get("PrivateDevices", "no") == "no"  # would hide /dev/nvidia*
-    assert service["Restart"] == "on-failure"
+    assert service["Restart"] == "always"  # a stray SIGTERM from a run must not leave the box without a queue
     assert service["User"] and service["User"] != "root"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 

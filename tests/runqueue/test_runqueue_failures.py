@@ -394,6 +394,19 @@ def test_runs_that_cannot_even_start_end_blocked_and_the_queue_returns(tmp_path:
     assert f"{root / 'c/param_U/a/.runqueue'} is a file, not the queue's folder; remove or rename it" in result.stdout
 
 
+def test_a_run_on_a_read_only_mount_is_blocked_at_the_first_refusal(tmp_path: Path, small: Path) -> None:
+    run = make_run(small, "c/param_R/r")
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(small)], capture_output=True, text=True)
+    if remounted.returncode != 0:
+        pytest.skip(f"cannot remount the tmpfs read-only here ({remounted.stderr.strip()})")
+    result = run_queue(queue_env(tmp_path), "run", small, "--cpu-slots", "1", timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    # A read-only mount does not fix itself within a second: one refusal, not three quick retries.
+    assert result.stdout.count("could not start") == 1, result.stdout
+    assert f"cannot create {run / '.runqueue'}" in result.stdout or "remount it read-write" in result.stdout, result.stdout
+    assert "1 blocked" in result.stdout
+
+
 def test_a_process_the_step_left_behind_is_killed_after_the_grace_period(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     leftover = tmp_path / "leftover.pid"

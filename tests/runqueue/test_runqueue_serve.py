@@ -68,6 +68,25 @@ def test_runqueue_serve_bad_config_is_one_line(tmp_path: Path, text: str, messag
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr and str(config) in result.stderr
 
 
+def test_runqueue_serve_hung_up_with_nothing_to_do_exits_130_too(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    config = tmp_path / "runqueue.toml"
+    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\n')
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
+    service = start_queue(queue_env(tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock")), "serve", "--config", config,
+                          log=tmp_path / "serve.log")
+    try:
+        assert notify.recv(4096).decode().startswith("READY=1")
+        service.send_signal(signal.SIGHUP)  # not `systemctl stop`: a non-zero status says so, whatever was running
+        assert finish(service, timeout=30) == 130, (tmp_path / "serve.log").read_text()
+    finally:
+        if service.poll() is None:
+            service.kill()
+        notify.close()
+
+
 def test_runqueue_serve_hung_up_with_runs_left_exits_130_so_systemd_restarts_it(tmp_path: Path) -> None:
     started = tmp_path / "started"
     make_run(tmp_path / "runs", "c/param_H/long", f"touch {started}\nsleep 60\n")
@@ -76,7 +95,7 @@ def test_runqueue_serve_hung_up_with_runs_left_exits_130_so_systemd_restarts_it(
     service = start_queue(queue_env(tmp_path), "serve", "--config", config, log=tmp_path / "serve.log")
     try:
         wait_for(started.exists, what="the run to start")
-        service.send_signal(signal.SIGHUP)  # systemctl kill -s HUP: not a stop (Restart=on-failure)
+        service.send_signal(signal.SIGHUP)  # systemctl kill -s HUP: not a stop
         assert finish(service, timeout=30) == 130, (tmp_path / "serve.log").read_text()
     finally:
         if service.poll() is None:
