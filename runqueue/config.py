@@ -222,9 +222,10 @@ class _Checker:
         for root in roots:
             if root.exists() and not root.is_dir():
                 raise ConfigError(self.path, f"roots: {root} is a file, not a folder", "give the runs folder that holds it")
-        missing = [str(root) for root in roots if not root.is_dir()]
-        if missing:
-            raise ConfigError(self.path, f"roots: no such folder {', '.join(missing)}",
+        # One user's missing tree (an automount not up yet, a folder moved) must not keep the service
+        # from serving the others: it is watched for. Only a config that serves nothing is refused.
+        if not any(root.is_dir() for root in roots):
+            raise ConfigError(self.path, f"roots: no such folder {', '.join(map(str, roots))}",
                               "create it, mount it, or remove it from roots")
         return roots
 

@@ -102,7 +102,9 @@ class RunScanner:
         found: dict[str, FoundRun] = {}
         for root in self.roots:
             if not root.is_dir():
-                self.problems.append(f"{root}: not a directory (give a runs folder, a collection or a run folder)")
+                self.problems.append(
+                    f"{root}: no such folder (yet); its runs are picked up once it is created or mounted" if not os.path.lexists(root)
+                    else f"{root}: not a directory (give a runs folder, a collection or a run folder)")
                 continue
             self._walk(str(root).rstrip("/") or "/", root, seen, found, trust_watcher)
         # Forget listings of folders that are gone, so a recreated folder is listed afresh.

@@ -62,9 +62,8 @@ def serve(config_path: Path | None, roots: list[Path]) -> int:
             os.environ["RUNQUEUE_CLAIMS_DIR"] = str(config.claims_dir)
     if not options.roots:
         raise RunqueueError(None, "no roots to watch", "pass --config FILE (with roots = [...]) or ROOT folders")
-    for root in options.roots:
-        if not root.is_dir():
-            raise RunqueueError(root, "is not a directory", "create or mount it, or remove it from the roots")
+    if not any(root.is_dir() for root in options.roots):
+        raise RunqueueError(options.roots[0], "is not a directory", "create or mount it, or remove it from the roots")
     scheduler = Scheduler(options, hooks=SystemdHooks())
     scheduler.run()
     # A service that stops when asked has succeeded, whatever its runs did (they have their own

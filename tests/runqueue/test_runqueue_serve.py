@@ -102,3 +102,18 @@ def test_runqueue_serve_hung_up_with_runs_left_exits_130_so_systemd_restarts_it(
             service.kill()
         run = tmp_path / "runs" / "c" / "param_H" / "long"
         kill_session(int(read_json(run / ".runqueue/state.json")["supervisor_pid"]))
+
+
+def test_runqueue_serve_serves_the_other_roots_while_one_is_missing_and_picks_it_up_later(tmp_path: Path) -> None:
+    present = make_run(tmp_path / "alice", "c/param_P/r")
+    config = tmp_path / "runqueue.toml"
+    config.write_text('roots = ["alice", "bob"]\ngpus = "none"\nclaims_dir = "claims"\npoll_interval = 0.2\n')
+    service = start_queue(queue_env(tmp_path), "serve", "--config", config, log=tmp_path / "serve.log")
+    try:
+        wait_for((present / "lfads.done").exists, what="the present root's run")
+        assert f"{tmp_path / 'bob'}: no such folder (yet)" in (tmp_path / "serve.log").read_text()
+        late = make_run(tmp_path / "bob", "c/param_L/r")  # the automount came up
+        wait_for((late / "lfads.done").exists, what="the late root's run")
+    finally:
+        service.send_signal(signal.SIGTERM)
+        finish(service, timeout=30)
