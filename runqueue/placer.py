@@ -79,6 +79,9 @@ class Placer(QueuePart):
         self.inventory_status = ""
         # `run` (not --watch) cannot place anything and nothing runs: waiting would be forever.
         self.cannot_place: str | None = None
+        # Why no run can be placed right now (the claims directory, the inventory), for the status line:
+        # a service whose placing is stuck must not look healthy to `systemctl status`.
+        self.placing_paused: str | None = None
 
     def place_and_start(self) -> None:
         if self.next_retry is not None and time.monotonic() >= self.next_retry:
@@ -130,8 +133,10 @@ class Placer(QueuePart):
                 self.last_devices = reading.devices
                 if reading.paused:
                     # GPUs exist but cannot be read (e.g. driver upgraded under us): place nothing, look again.
+                    self.placing_paused = _first_clause(reading.status)
                     self._look_again_in(self.options.poll_interval_s)
                     return False
+                self.placing_paused = None
                 if not reading.devices and not self.options.watch:
                     # No GPU found and no CPU slots (--cpu-slots 0): a batch run would wait forever.
                     self.cannot_place = (f"no device to run on ({without_retry_note(reading.status)}); see `runqueue gpus`,"
@@ -157,6 +162,8 @@ class Placer(QueuePart):
                 return self._start(placements, live, txn)
         except (InventoryError, ClaimError) as error:
             self.console.event_once(str(error))
+            if not isinstance(error, ClaimsBusy):
+                self.placing_paused = _first_clause(str(error))
             if isinstance(error, ClaimError) and not isinstance(error, ClaimsBusy) and not self.options.watch:
                 # A claims directory that is no directory or not writable does not mend itself; a
                 # watching queue keeps trying (a service outlives the fix), a batch one stops.
@@ -355,3 +362,8 @@ def _file_size(path: Path) -> int:
         return os.stat(path).st_size
     except OSError:
         return 0
+
+
+def _first_clause(message: str) -> str:
+    """A problem without its fix, short enough for a status line (the console has the whole of it)."""
+    return message.split("; ", 1)[0]

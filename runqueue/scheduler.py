@@ -402,7 +402,11 @@ class Scheduler:
         return count_runs(self.runs.values(), self.executor.waiting)
 
     def status_line(self) -> str:
-        return status_text(self.counts(), stopping=bool(self.stop_level))
+        counts = self.counts()
+        line = status_text(counts, stopping=bool(self.stop_level))
+        if self.placer.placing_paused is not None and counts.pending:
+            line += f"; placing paused: {self.placer.placing_paused}"
+        return line
 
     def _show_status(self) -> None:
         line = self.status_line()

@@ -117,3 +117,28 @@ def test_runqueue_serve_serves_the_other_roots_while_one_is_missing_and_picks_it
     finally:
         service.send_signal(signal.SIGTERM)
         finish(service, timeout=30)
+
+
+def test_runqueue_serve_says_in_its_systemd_status_why_nothing_is_placed(tmp_path: Path) -> None:
+    make_run(tmp_path / "runs", "c/param_Q/r")
+    (tmp_path / "claims").write_text("a file where the claims directory goes")
+    config = tmp_path / "runqueue.toml"
+    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\npoll_interval = 0.2\n')
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
+    service = start_queue(queue_env(tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock")), "serve", "--config", config,
+                          log=tmp_path / "serve.log")
+    try:
+        messages = [notify.recv(4096).decode()]
+        while not any("placing paused" in message for message in messages):
+            messages.append(notify.recv(4096).decode())
+        (paused,) = [message for message in messages if "placing paused" in message]
+        assert paused.startswith("STATUS=0 running, 1 pending") and "claims directory" in paused, messages
+        (tmp_path / "claims").unlink()  # fixed: placing resumes, and the status says so
+        while not any(message.startswith("STATUS=0 running, 0 pending, 1 done") for message in messages):
+            messages.append(notify.recv(4096).decode())
+    finally:
+        service.send_signal(signal.SIGTERM)
+        finish(service, timeout=30)
+        notify.close()
