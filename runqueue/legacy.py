@@ -7,10 +7,15 @@ drops the `lfads.out` argument (the queue already appends the step's output to l
 log stays whole and keeps our headers) and passes any other tee target to the real tee, and (b)
 under `bash -o pipefail`, so a failing chain fails the step; after it succeeds, the files the
 chained commands write must be in lfadsOutput before the run counts as done. (c) Their
-`python $(which run_lfads.py)` must reach this installation's LFADS also when the queue was started
-by its full path with no virtualenv active (the systemd unit): a `python` shim beside the tee shim
-runs the queue's own interpreter, and the queue's bin folder (holding `run_lfads.py`) ends PATH, so
-a `run_lfads.py` of the user's own PATH still comes first.
+`python $(which run_lfads.py)` must reach this installation's LFADS in every script that calls it
+(with or without tee), also when the queue was started by its full path with no virtualenv active
+(the systemd unit): a `python` shim beside the tee shim runs the queue's own interpreter, and a
+folder holding a `run_lfads.py` of ours ends PATH, so a `run_lfads.py` of the user's own PATH still
+comes first. Ours re-executes the queue's interpreter whichever `python` starts it, so a `source
+activate ENV` in the script (which puts the env's python before the shim) does not matter.
+(d) A few things such scripts may hold would defeat the queue, and the run is refused with the
+reason instead (`refusal`): absolute paths into another run folder (a copied tree), the `2&>1`
+typo of old versions, a CUDA_VISIBLE_DEVICES of their own, a detached tmux session.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from runqueue.layout import OUT_LOG, POSTERIOR_SCRIPT, WRITE_PARAMS_SCRIPT, RunP
 
 _PIPE_INTO_TEE = re.compile(r"\|\s*tee\b")
 _TEE_INTO_LOG = re.compile(r"\|\s*tee\b[^\n]*\b" + re.escape(OUT_LOG) + r"\b")
+_CALLS_RUN_LFADS = re.compile(r"\brun_lfads\.py\b")
+_FOLDER_FLAG = re.compile(r"""--(lfads_save_dir|data_dir)=("[^"]*"|'[^']*'|[^\s;&|)]+)""")
+_STDERR_TYPO = re.compile(r"(?<![>&\w])2&>1\b")
+_OWN_DEVICES = re.compile(r"\bCUDA_VISIBLE_DEVICES=['\"]?[0-9]")
+_DETACHED_TMUX = re.compile(r"\btmux\s+(new-session|new)\b[^\n]*\s-d\b")
 _POSTERIOR_KINDS = ("posterior_sample_and_average", "posterior_push_mean")
 _WRITE_PARAMS_KIND = "write_model_params"
 SHIM_DIR_NAME = "legacy-bin"
@@ -39,6 +49,36 @@ def pipes_into_tee(text: str) -> bool:
 def is_legacy_script(text: str) -> bool:
     """A step script that pipes its own output into lfads.out with tee."""
     return _TEE_INTO_LOG.search(text) is not None
+
+
+def calls_run_lfads(text: str) -> bool:
+    """A script of the original's kind (`python $(which run_lfads.py) …`): it needs the shims (c)."""
+    return _CALLS_RUN_LFADS.search(text) is not None
+
+
+def refusal(paths: RunPaths, step: str, text: str) -> str | None:
+    """Why the queue must not run this legacy step script as it is (see (d)), or None."""
+    root = os.path.realpath(paths.root)
+    for flag, raw in _FOLDER_FLAG.findall(text):
+        value = raw.strip("\"'")
+        if "$" in value:
+            continue  # a shell variable: only bash knows where it points
+        folder = os.path.normpath(os.path.join(paths.root, value))
+        parent = os.path.realpath(os.path.dirname(folder))  # lfadsInput itself links out of the run folder
+        if parent != root and not parent.startswith(root + os.sep):
+            return (f"{step} gives --{flag}={value}, outside this run folder (a copy of a collection keeps the"
+                    f" MATLAB scripts' absolute paths), so it would train another run's model; prepare the"
+                    f" collection again here, or change the paths in {step} to this folder's")
+    if _STDERR_TYPO.search(text):
+        return (f"{step} holds `2&>1`, a typo of old lfads-run-manager versions (bash passes '2' to run_lfads.py"
+                " and sends the output to a file named 1); change it to `2>&1`")
+    if _OWN_DEVICES.search(text):
+        return (f"{step} sets CUDA_VISIBLE_DEVICES itself (MATLAB's cuda_visible_devices argument), which would"
+                " override the device the queue placed the run on; remove that assignment")
+    if _DETACHED_TMUX.search(text):
+        return (f"{step} starts its command in a detached tmux session, which returns at once and which the"
+                " queue cannot supervise; remove the tmux wrapper (MATLAB: useTmuxSession=false)")
+    return None
 
 
 def chained_steps(train_text: str) -> frozenset[str]:
@@ -63,22 +103,32 @@ def missing_outputs(paths: RunPaths, script_text: str) -> list[str]:
     return missing
 
 
-def write_shims(directory: Path, search_path: str, interpreter: str) -> Path:
-    """Create `directory/tee` and `directory/python` (the shims described above); return the directory."""
-    directory.mkdir(parents=True, exist_ok=True)
+def write_shims(directory: Path, search_path: str, interpreter: str) -> tuple[Path, Path]:
+    """Create `directory/tee`, `directory/python` and `directory/last/run_lfads.py` (the shims
+    described above); return the folder to put first on PATH and the one to put last."""
+    last = directory / "last"
+    last.mkdir(parents=True, exist_ok=True)
     real_tee = shutil.which("tee", path=search_path)
-    target = f'exec {real_tee} "${{keep[@]}}"' if real_tee else "exec cat"
+    target = f'exec {real_tee} "$@"' if real_tee else "exec cat"
     _write_script(directory / "tee", (
         "#!/bin/bash\n"
         "# lfads-runqueue: the queue appends this step's output to lfads.out itself, so a legacy\n"
-        "# script's `tee lfads.out` (which would truncate it) is dropped; other targets are kept.\n"
-        "keep=()\n"
+        "# script's `tee lfads.out` (which would truncate it) becomes a plain copy to stdout, with no\n"
+        "# other file either: MATLAB wrote only lfads.out there, so any other argument is a piece of its\n"
+        "# path split at a space (it never quoted paths). A tee into other files runs the real tee.\n"
         'for arg in "$@"; do\n'
-        f'  case "${{arg##*/}}" in {OUT_LOG}) ;; *) keep+=("$arg") ;; esac\n'
+        f'  case "${{arg##*/}}" in {OUT_LOG}) exec cat ;; esac\n'
         "done\n"
         f"{target}\n"
     ))
-    ours = os.path.join(os.path.dirname(interpreter), "run_lfads.py")
+    ours = str(last / "run_lfads.py")
+    # Any python that starts it hands over to the queue's own interpreter at once.
+    _write_script(Path(ours), (
+        f"#!{interpreter}\n"
+        "# lfads-runqueue: this installation's LFADS, whichever python runs this file.\n"
+        "import os, sys\n"
+        f"os.execv({interpreter!r}, [{interpreter!r}, '-m', 'lfads'] + sys.argv[1:])\n"
+    ))
     users = shutil.which("python", path=search_path) or interpreter
     _write_script(directory / "python", (
         "#!/bin/bash\n"
@@ -87,7 +137,7 @@ def write_shims(directory: Path, search_path: str, interpreter: str) -> Path:
         f'[ -e "$1" ] && [ "$1" -ef {shlex.quote(ours)} ] && exec {shlex.quote(interpreter)} "$@"\n'
         f'exec {shlex.quote(users)} "$@"\n'
     ))
-    return directory
+    return directory, last
 
 
 def _write_script(path: Path, text: str) -> None:

@@ -56,6 +56,7 @@ class Reason(StrEnum):
     SPAWN_FAILED = "spawn_failed"
     UNSAFE_AS_ROOT = "unsafe_as_root"  # a root queue would run what another account can change
     LEGACY_OUTPUT_MISSING = "legacy_output_missing"
+    LEGACY_SCRIPT_REFUSED = "legacy_script_refused"  # it would defeat the queue (legacy.refusal); not retried
     FOLDER_VANISHED = "folder_vanished"
     CANCELLED = "cancelled"
     OUTPUT_HALF_DELETED = "output_half_deleted"  # written by lfads-manager delete-output, not the queue

@@ -22,7 +22,7 @@ from runqueue.supervisor_spec import SupervisorSpec
 SERVICE_MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 
-def spawn_step(paths: RunPaths, spec: SupervisorSpec, attempt: int, step: str, is_legacy: bool, pipefail: bool,
+def spawn_step(paths: RunPaths, spec: SupervisorSpec, attempt: int, step: str, legacy_shims: bool, pipefail: bool,
                log_fd: int, lock_fd: int) -> subprocess.Popen[bytes]:
     """`bash [-o pipefail] STEP` in the run folder, its output into the run's log."""
     env = {key: value for key, value in os.environ.items() if key not in SERVICE_MANAGER_VARIABLES}
@@ -34,10 +34,10 @@ def spawn_step(paths: RunPaths, spec: SupervisorSpec, attempt: int, step: str, i
     env.setdefault("PYTHONUNBUFFERED", "1")  # so the log and the console see lines as they come
     bash = shutil.which("bash", path=env.get("PATH")) or "/bin/bash"
     argv = [bash, "-o", "pipefail", step] if pipefail else [bash, step]
-    if is_legacy:
+    if legacy_shims:
         search_path = env.get("PATH", os.defpath)
-        shims = legacy.write_shims(paths.runtime_dir / legacy.SHIM_DIR_NAME, search_path, sys.executable)
-        env["PATH"] = os.pathsep.join([str(shims), search_path, os.path.dirname(sys.executable)])
+        first, last = legacy.write_shims(paths.runtime_dir / legacy.SHIM_DIR_NAME, search_path, sys.executable)
+        env["PATH"] = os.pathsep.join([str(first), search_path, str(last)])
     who = spec.identity
     if who is not None and who.uid == os.geteuid() and who.gid == os.getegid():
         who = None  # already that identity: switching would need privileges for nothing

@@ -306,8 +306,14 @@ class Supervisor:
             self._log_line(f"{self._header(step)}\n")
             return self._fail(step, None, None, Reason.UNSAFE_AS_ROOT, unsafe, retry=False)
         is_legacy = legacy.is_legacy_script(text)
+        legacy_shims = is_legacy or legacy.calls_run_lfads(text)
+        refused = legacy.refusal(self.paths, step, text) if legacy_shims else None
+        if refused is not None:
+            self._log_line(f"{self._header(step)}\n")
+            return self._fail(step, None, None, Reason.LEGACY_SCRIPT_REFUSED, refused, retry=False)
         pipefail = is_legacy or legacy.pipes_into_tee(text)
-        note = " (legacy script: tee shim, pipefail)" if is_legacy else " (pipes into tee: pipefail)" if pipefail else ""
+        note = (" (legacy script: tee shim, pipefail)" if is_legacy else " (pipes into tee: pipefail)" if pipefail
+                else " (legacy script: run_lfads.py shim)" if legacy_shims else "")
         try:
             self._write_log(f"{self._header(step)}{note}\n")
         except _DiskFull:
@@ -319,7 +325,7 @@ class Supervisor:
         if stop == "cancel":
             return self._cancelled(step, None, None)
         try:
-            process = spawn_step(self.paths, self.spec, self.state.attempt, step, is_legacy, pipefail,
+            process = spawn_step(self.paths, self.spec, self.state.attempt, step, legacy_shims, pipefail,
                                  self.log_fd, self.lock_fd)
         except OSError as error:
             return self._fail(step, None, None, Reason.SPAWN_FAILED, f"cannot start bash {step}: {error.strerror}")

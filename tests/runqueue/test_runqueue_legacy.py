@@ -95,7 +95,25 @@ def test_runqueue_legacy_folder_finds_lfads_without_the_venv_on_path(tmp_path: P
     log = (run / "lfads.out").read_text()
     # This installation's LFADS answered (without the model extra, with the line naming the install).
     assert "lfads: error: --kind=unknown is not one of" in log or ("lfads: error: " in log and "absl" in log)
-    assert f"found {Path(sys.executable).parent / 'run_lfads.py'}" in log
+    assert f"found {run / '.runqueue/legacy-bin/last/run_lfads.py'}" in log
+
+
+@pytest.mark.parametrize("activate", [False, True])
+def test_every_legacy_step_that_calls_run_lfads_reaches_this_lfads_with_or_without_tee(tmp_path: Path, activate: bool) -> None:
+    # MATLAB's default train script has no tee; its separate posterior and write-params scripts neither.
+    # `source activate ENV` (its virtualenv option) puts an env's python, without this package, first.
+    env_bin = tmp_path / "env-bin"
+    env_bin.mkdir()
+    (env_bin / "python").write_text(f'#!/bin/bash\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages, no lfads
+    (env_bin / "python").chmod(0o755)
+    activate_line = f'export PATH="{env_bin}:$PATH"\n' if activate else ""
+    command = "python $(which run_lfads.py) --kind=unknown 2>&1 | grep -c 'is not one of' >> found.txt || true\n"
+    run = make_run(tmp_path / "runs", "exampleRun/param_YOs74u/single_dataset001", activate_line + command,
+                   posterior=activate_line + command, write_params=activate_line + command)
+    env = {**queue_env(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = run_queue(env, "run", tmp_path / "runs", "--cpu-slots", "1", "--retries", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (run / "found.txt").read_text().split() == ["1", "1", "1"], (run / "lfads.out").read_text()
 
 
 def test_a_users_own_run_lfads_py_runs_under_the_users_python(tmp_path: Path) -> None:
@@ -147,3 +165,18 @@ def test_a_step_that_pipes_into_its_own_tee_file_fails_when_its_command_fails(tm
     assert result.returncode == 1, result.stdout + result.stderr
     assert read_json(run / "lfads.failed")["step"] == "lfads_posterior_mean_sample.sh"
     assert "(pipes into tee: pipefail)" in (run / "lfads.out").read_text()
+
+
+def test_a_copied_matlab_run_whose_script_points_at_the_original_is_refused_not_run(tmp_path: Path) -> None:
+    original = tmp_path / "old/runs/exampleRun/param_YOs74u/single_dataset001"
+    (original / "lfadsOutput").mkdir(parents=True)
+    (original / "lfadsOutput/checkpoint").write_text("the original's model")
+    copy = make_run(tmp_path / "runs", "exampleRun/param_YOs74u/single_dataset001",
+                    _matlab_train_script(original).replace(f"tee {original}/lfads.out", "tee lfads.out"))
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    failure = read_json(copy / "lfads.failed")
+    assert failure["reason"] == "legacy_script_refused" and failure["attempt"] == 1  # not retried
+    assert f"--data_dir={original}/lfadsInput, outside this run folder" in failure["message"]
+    assert (original / "lfadsOutput/checkpoint").read_text() == "the original's model"
+    assert sorted(path.name for path in (original / "lfadsOutput").iterdir()) == ["checkpoint"]

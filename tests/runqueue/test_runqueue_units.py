@@ -169,15 +169,45 @@ def test_runqueue_legacy_detection_and_chained_steps(tmp_path: Path) -> None:
     assert legacy.missing_outputs(paths, matlab) == ["lfadsOutput/model_runs_*_posterior_sample_and_average", "lfadsOutput/model_params"]
 
 
-def test_runqueue_legacy_tee_shim_drops_only_the_log(tmp_path: Path) -> None:
-    shim = legacy.write_shims(tmp_path / "bin", os.environ["PATH"], sys.executable)
-    result = subprocess.run(
-        ["bash", "-c", f"echo hello | {shim}/tee -a /somewhere/lfads.out {tmp_path}/copy.txt"],
-        capture_output=True, text=True, check=True,
-    )
-    assert result.stdout == "hello\n"
-    assert (tmp_path / "copy.txt").read_text() == "hello\n"
+def test_runqueue_legacy_tee_shim_writes_no_file_when_the_log_is_among_its_targets(tmp_path: Path) -> None:
+    shim, _ = legacy.write_shims(tmp_path / "bin", os.environ["PATH"], sys.executable)
+    (tmp_path / "sp").write_text("a file of the user's")
+
+    def tee(arguments: str) -> str:
+        return subprocess.run(["bash", "-c", f"echo hello | {shim}/tee {arguments}"], capture_output=True, text=True,
+                              check=True).stdout
+
+    assert tee("-a /somewhere/lfads.out") == "hello\n"
     assert not Path("/somewhere/lfads.out").exists()
+    # MATLAB's unquoted `tee /x/sp ace/…/lfads.out`: the first piece must not be truncated.
+    assert tee(f"{tmp_path}/sp ace/run/lfads.out") == "hello\n"
+    assert (tmp_path / "sp").read_text() == "a file of the user's"
+    assert tee(f"{tmp_path}/copy.txt") == "hello\n"  # a tee of the script's own: the real one
+    assert (tmp_path / "copy.txt").read_text() == "hello\n"
+
+
+@pytest.mark.parametrize(("line", "refused"), [
+    ("python $(which run_lfads.py) --data_dir={run}/lfadsInput --lfads_save_dir={run}/lfadsOutput", None),
+    ("python $(which run_lfads.py) --data_dir=lfadsInput --lfads_save_dir=lfadsOutput", None),
+    ('python $(which run_lfads.py) --lfads_save_dir="$OUT"', None),
+    ("python $(which run_lfads.py) --lfads_save_dir={elsewhere}/lfadsOutput", "--lfads_save_dir="),
+    ('python $(which run_lfads.py) --data_dir="{elsewhere}/lfadsInput"', "outside this run folder"),
+    ("python $(which run_lfads.py) --kind=train 2&>1 | tee lfads.out", "`2&>1`"),
+    ("python $(which run_lfads.py) --kind=train 2>&1 | tee lfads.out", None),
+    ("CUDA_VISIBLE_DEVICES=1 python $(which run_lfads.py)", "sets CUDA_VISIBLE_DEVICES itself"),
+    ('CMD="python $(which run_lfads.py)"\nTMUX= tmux new-session -d -s "run" "$CMD; read -n 1"', "detached tmux session"),
+])
+def test_legacy_scripts_that_would_defeat_the_queue_are_refused_with_the_line_to_change(
+        tmp_path: Path, line: str, refused: str | None) -> None:
+    run = make_run(tmp_path, "copy/run")
+    (tmp_path / "orig/run/lfadsOutput").mkdir(parents=True)
+    (run / "lfadsOutput").mkdir()
+    text = "#!/bin/bash\n" + line.format(run=run, elsewhere=tmp_path / "orig/run") + "\n"
+    reason = legacy.refusal(RunPaths(run), "lfads_train.sh", text)
+    if refused is None:
+        assert reason is None
+    else:
+        assert reason is not None and refused in reason and reason.startswith("lfads_train.sh ")
 
 
 def test_runqueue_cuda_oom_patterns() -> None:
