@@ -200,8 +200,19 @@ class Trainer:
     def _loop(self, board: TensorBoardLog) -> None:
         ctx, flags, state = self.ctx, self.ctx.flags, self.ctx.built.state
         lr = float(state.learning_rate.numpy())
+        if flags.learning_rate_stop <= 0:
+            # MATLAB's `%f` writes a stop below 5e-7 as 0.000000: such a run would go on until killed.
+            print(f"Note: --learning_rate_stop={flags.learning_rate_stop:g} never stops training; it stops "
+                  + (f"at --max_epochs={flags.max_epochs}." if flags.max_epochs else "only when stopped (no --max_epochs)."),
+                  flush=True)
         while True:
             epoch = int(state.epoch.numpy())
+            # Checked before each epoch but the first (a fresh run trains one, as the original did): a run
+            # restored after it stopped on this rule (requeued, a retried chain) is finished, and must not
+            # train on nor replace its LVE model.
+            if epoch > 0 and lr < flags.learning_rate_stop:
+                print("Stopping optimization based on learning rate criteria.", flush=True)
+                return
             if flags.max_epochs and epoch >= flags.max_epochs:
                 print(f"Stopping optimization: reached --max_epochs={flags.max_epochs}.", flush=True)
                 return
@@ -236,9 +247,6 @@ class Trainer:
             print(console_line(summary), flush=True)
             lr = self._manage_learning_rate(tr.total, lr)
             self.stop.check()  # also between epochs (a signal during validation), before any normal end
-            if lr < flags.learning_rate_stop:
-                print("Stopping optimization based on learning rate criteria.", flush=True)
-                return
 
     def _ramps_done_at(self, step: int) -> bool:
         costs = self.ctx.costs

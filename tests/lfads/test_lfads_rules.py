@@ -430,3 +430,24 @@ def test_weights_an_update_overflowed_are_never_saved(tmp_path: Path) -> None:
         with pytest.raises(LfadsError, match=r"the weights became non-finite by step 5 .* no checkpoint of them was written"):
             trainer.save(lve=lve)
     assert sorted(p.name for p in ctx.save_dir.iterdir()) == saved
+
+
+def test_a_run_restored_after_the_learning_rate_rule_stopped_it_trains_no_further(tmp_path: Path, capsys) -> None:
+    """A requeued run that had stopped on learning_rate_stop only samples again (the original trained
+    one more epoch, and could replace the LVE model)."""
+    ctx = _context(tmp_path, "--co_dim=0", "--learning_rate_init=0.01", "--learning_rate_stop=0.02", "--max_epochs=5")
+    Trainer(ctx).run()
+    step = int(ctx.built.state.global_step.numpy())
+    fitlog = (ctx.save_dir / "fitlog.csv").read_text()
+    assert step > 0 and fitlog.count("\n") == 1  # one epoch, then the rule
+    again = prepare(ctx.flags)  # restores the checkpoint, as a second `lfads --kind=train` does
+    Trainer(again).run()
+    assert int(again.built.state.global_step.numpy()) == step
+    assert (ctx.save_dir / "fitlog.csv").read_text() == fitlog
+    assert capsys.readouterr().out.count("Stopping optimization based on learning rate criteria.") == 2
+
+
+def test_a_zero_learning_rate_stop_says_the_run_stops_only_at_max_epochs(tmp_path: Path, capsys) -> None:
+    ctx = _context(tmp_path, "--co_dim=0", "--learning_rate_stop=0.000000", "--max_epochs=1")
+    Trainer(ctx).run()
+    assert "Note: --learning_rate_stop=0 never stops training; it stops at --max_epochs=1." in capsys.readouterr().out
