@@ -280,31 +280,33 @@ def _status_settings(args: argparse.Namespace) -> ServiceConfig:
     return settings
 
 
-def _settings_of_a_running_queue(args: argparse.Namespace, settings: ServiceConfig) -> tuple[ServiceConfig, str | None, int | None]:
+def _settings_of_a_running_queue(args: argparse.Namespace, settings: ServiceConfig) -> tuple[ServiceConfig, str | None, int | None, int | None]:
     """With no device or placement flag and no --config, a local queue running over these roots
     knows best how waiting runs will be placed: judge them by its settings, and say so. A SLURM queue
-    over them (its pid is returned last) submits them instead: this machine's devices do not apply."""
+    over them (its pid is returned third) submits them instead: this machine's devices do not apply.
+    Last, the account such a queue runs as (whatever the flags): whether it can write a run decides
+    whether the run can start at all."""
     from runqueue.devices.claims import ClaimStore
     from runqueue.queue_record import live_records
 
-    if args.config or any(getattr(args, name) is not None for name in _JUDGING_FLAGS):
-        return settings, None, None
     roots = [root.resolve() for root in settings.roots]
     queues = [record for record in live_records(ClaimStore(settings.claims_dir).directory)
               if any(record.covers(root) for root in roots)]
     if not queues:
-        return settings, None, None
+        return settings, None, None, None
     chosen = queues[0]
+    if args.config or any(getattr(args, name) is not None for name in _JUDGING_FLAGS):
+        return settings, None, None, chosen.uid
     if chosen.executor == "slurm":
         return settings, (f"note: a SLURM queue (pid {chosen.pid}) runs over these roots: it submits their pending runs"
-                          " to SLURM, so this machine's devices below do not run them"), chosen.pid
+                          " to SLURM, so this machine's devices below do not run them"), chosen.pid, chosen.uid
     simulate = None if chosen.simulate_gpus is None else Path(chosen.simulate_gpus)
     foreign: Literal["block", "share"] = "share" if chosen.foreign == "share" else "block"
     settings = dataclasses.replace(settings, gpus=chosen.gpus, simulate_gpus=simulate, cpu_slots=chosen.cpu_slots,
                                    max_per_gpu=chosen.max_per_gpu, foreign=foreign, memory_per_run=chosen.memory_per_run)
     more = f" (and {len(queues) - 1} other queue(s))" if len(queues) > 1 else ""
     return settings, (f"note: waiting runs and devices are judged as the queue running as pid {chosen.pid}{more} sees them:"
-                      f" {chosen.flags() or 'its defaults'}; give device or placement flags to judge by others"), None
+                      f" {chosen.flags() or 'its defaults'}; give device or placement flags to judge by others"), None, chosen.uid
 
 
 def _left_to_slurm(reason: str, pid: int) -> str:
@@ -332,7 +334,7 @@ def _status(args: argparse.Namespace) -> int:
     settings = _status_settings(args)
     _check_roots(settings.roots)
     problems: list[str] = []
-    settings, judged_by, slurm_queue = _settings_of_a_running_queue(args, settings)
+    settings, judged_by, slurm_queue, queue_uid = _settings_of_a_running_queue(args, settings)
     if judged_by:
         problems.append(judged_by)
     try:
@@ -358,7 +360,8 @@ def _status(args: argparse.Namespace) -> int:
     queue_is_root = None
     if os.geteuid() == 0 and non_root_queue_over(store.directory, [root.resolve() for root in settings.roots]):
         queue_is_root = False
-    rows = [run_row(found, reading.devices, charged, policy, settings.memory_per_run, queue_is_root)
+    rows = [run_row(found, reading.devices, charged, policy, settings.memory_per_run, queue_is_root,
+                    os.geteuid() if queue_uid is None else queue_uid)
             for found in scanner.scan(full=True)]
     problems += scanner.problems  # unreadable folders: their runs are missing from the table
     from runqueue.slurm.control import annotate_rows

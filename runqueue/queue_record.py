@@ -4,7 +4,8 @@ from status's own defaults).
 
 One small JSON file per queue, `queue-<host>-<pid>.json` in the claims directory, written when it
 starts and removed when it leaves; a record whose process is gone (killed) is ignored. Only records
-written by this account or by root are believed: the directory is shared by every user.
+written by this account, by root or by a system account (a service's, such as `lfads`: only an admin
+makes one) are believed: the directory is shared by every user.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from runqueue.access import is_system_account
 from runqueue.atomicio import atomic_write_json, parse_json, read_small_file
 from runqueue.devices.inventory import simulated_inventory_path
 from runqueue.procinfo import is_alive, process_start_time
@@ -37,6 +39,7 @@ class QueueRecord:
     foreign: str
     memory_per_run: int
     executor: str = "local"  # "slurm": it submits pending runs to SLURM; the device settings do not apply
+    uid: int | None = None  # the account it runs as: the record file's owner, not what the file says
 
     def covers(self, root: Path) -> bool:
         """Whether this queue looks at runs under `root` (a root of its, below one, or above one)."""
@@ -58,7 +61,7 @@ def record_of(options: QueueOptions) -> QueueRecord:
     return QueueRecord(pid=pid, start_time=process_start_time(pid), roots=tuple(str(root.resolve()) for root in options.roots),
                        gpus=options.gpus, simulate_gpus=simulate, cpu_slots=options.cpu_slots,
                        max_per_gpu=options.max_per_gpu, foreign=options.foreign, memory_per_run=options.memory_per_run,
-                       executor=options.executor)
+                       executor=options.executor, uid=os.geteuid())
 
 
 def write_record(directory: Path, record: QueueRecord) -> Path | None:
@@ -105,11 +108,12 @@ def _this_hosts_record_files(directory: Path) -> list[Path]:
 def _load(path: Path, *, any_owner: bool = False) -> QueueRecord | None:
     try:
         info = path.stat()
-        if not any_owner and info.st_uid not in (os.geteuid(), 0):
-            return None  # anyone can write in the shared directory: only our own and root's are believed
+        if not any_owner and info.st_uid not in (os.geteuid(), 0) and not is_system_account(info.st_uid):
+            return None  # anyone can write in the shared directory: only our own, root's and services' are believed
         data: Any = parse_json(read_small_file(path))
-        values = {item.name: data[item.name] for item in fields(QueueRecord) if item.name != "executor"}
+        values = {item.name: data[item.name] for item in fields(QueueRecord) if item.name not in ("executor", "uid")}
         values["executor"] = str(data.get("executor", "local"))  # records of queues started before the field
+        values["uid"] = info.st_uid
         values["roots"] = tuple(str(root) for root in values["roots"])
         record = QueueRecord(**values)
     except (OSError, ValueError, KeyError, TypeError):

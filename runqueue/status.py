@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from runqueue import runlock
+from runqueue.access import not_writable_by
 from runqueue.candidates import empty_script_reason, interrupted_deletion_reason
 from runqueue.devices.claims import Claim
 from runqueue.devices.model import Device
@@ -48,7 +49,7 @@ class RunRow:
 
 
 def run_row(found: FoundRun, devices: Sequence[Device], claims: list[Claim], policy: PlacementPolicy,
-            memory_per_run: int = DEFAULT_MEMORY_MB, queue_is_root: bool | None = None) -> RunRow:
+            memory_per_run: int = DEFAULT_MEMORY_MB, queue_is_root: bool | None = None, queue_uid: int | None = None) -> RunRow:
     """One run's row. A pending run that would start now is charged to `claims` (a provisional
     claim), so the rows after it see the devices as the queue would after placing it: with one GPU
     and --max-per-gpu 1, one run is ready and the others wait."""
@@ -82,11 +83,11 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: list[Claim], pol
         return RunRow(**base, state=RunState.RUNNING, step=state.step, attempt=attempt, device=device, pid=pid, exit_code=None, reason=None if pid else "held by a process whose supervisor is gone")
     # Where the supervisor will start it: a requeued run (marker deleted) afresh, with no old attempt.
     goes_on = state.phase in CONTINUING_PHASES
-    return RunRow(**base, state=RunState.PENDING, step=resume_point(state), attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run, queue_is_root))
+    return RunRow(**base, state=RunState.PENDING, step=resume_point(state), attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run, queue_is_root, queue_uid))
 
 
 def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: list[Claim], policy: PlacementPolicy,
-                    memory_per_run: int, queue_is_root: bool | None = None) -> str | None:
+                    memory_per_run: int, queue_is_root: bool | None = None, queue_uid: int | None = None) -> str | None:
     prefix = ""
     if state.phase == Phase.RETRY_WAIT:
         if state.retry_after and state.retry_after > time.time():
@@ -95,9 +96,9 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
         prefix = f"retry due after {state.reason} (attempt {state.attempt} failed); "  # then it waits like any run
     if state.phase == Phase.INTERRUPTED:
         prefix = f"interrupted; resumes at {state.resume_step}; "
-    obstacle = paths.runtime_dir_obstacle()
+    obstacle = paths.runtime_dir_obstacle() or (None if queue_uid is None else not_writable_by(paths, queue_uid))
     if obstacle is not None:
-        return obstacle
+        return obstacle  # not charged to a device: it cannot start
     if state.phase == Phase.RUNNING and disk_is_full(paths.root):
         # Its supervisor could not record how it ended: queues wait for space rather than restart it.
         return f"its disk is full ({paths.root}); free space there and it goes again"

@@ -4,10 +4,14 @@ running over those roots (recorded beside the claims), not by its own defaults."
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from pathlib import Path
 
 import pytest
 from runqueue_testkit import finish, gpu, make_run, queue_env, run_queue, start_queue, wait_for, write_gpus
+
+from runqueue.procinfo import process_start_time
 
 
 @pytest.mark.parametrize("given_by", ["flag", "environment"])
@@ -43,3 +47,39 @@ def test_status_judges_waiting_runs_as_the_running_queue_does_and_says_so(tmp_pa
     assert not list((tmp_path / "claims").glob("queue-*.json"))  # removed when the queue left
     after = run_queue(env, "status", root)
     assert "judged as the queue" not in after.stderr
+
+
+def _service_record(claims: Path, root: Path, uid: int) -> None:
+    """A live queue record written by another account (a service's): this test process stands in for it."""
+    claims.mkdir(exist_ok=True)
+    record = {"pid": os.getpid(), "start_time": process_start_time(os.getpid()), "roots": [str(root.resolve())], "gpus": "none",
+              "simulate_gpus": None, "cpu_slots": 2, "max_per_gpu": 1, "foreign": "block", "memory_per_run": 2000}
+    path = claims / f"queue-{os.uname().nodename}-{os.getpid()}.json"
+    path.write_text(json.dumps(record))
+    os.chown(path, uid, -1)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing a record as another account needs root")
+def test_status_believes_a_service_accounts_record_and_calls_runs_it_cannot_write_blocked(tmp_path: Path) -> None:
+    daemon = pwd.getpwnam("daemon")  # a system account, as `lfads` of the unit is
+    root = tmp_path / "runs"
+    private = make_run(root, "c/param_S/a_private")  # root's, 0755: the service cannot write it
+    shared = make_run(root, "c/param_S/b_shared")
+    os.chown(shared, 0, daemon.pw_gid)
+    shared.chmod(0o775)
+    _service_record(tmp_path / "claims", root, daemon.pw_uid)
+    status = run_queue(queue_env(tmp_path), "status", "--json", root)
+    rows = {row["name"]: row["reason"] for row in json.loads(status.stdout)["runs"]}
+    assert f"judged as the queue running as pid {os.getpid()}" in status.stderr
+    assert rows["param_S/a_private"].startswith(f"blocked: {private} is not writable by daemon, the account the queue runs as")
+    assert rows["param_S/b_shared"] == "ready: fits cpu-0"  # the blocked run was not charged to a device
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing a record as another account needs root")
+def test_status_ignores_a_record_of_an_ordinary_other_account(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    make_run(root, "c/param_S/a")
+    _service_record(tmp_path / "claims", root, 54321)  # anyone may write in the shared directory
+    status = run_queue(queue_env(tmp_path), "status", "--json", root)
+    assert "judged as the queue" not in status.stderr
+    assert json.loads(status.stdout)["runs"][0]["reason"] == "ready: fits cpu-0"
