@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
-from runqueue.layout import REQUEUE_NUDGE, TRAIN_SCRIPT, RunPaths
+from runqueue.layout import REQUEUE_NUDGE, SUPERVISOR_LOOKS_EVERY_S, TRAIN_SCRIPT, RunPaths
 from runqueue.procinfo import (
     account_name,
     file_holders,
@@ -95,7 +95,7 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
     if supervisor:
         assert pid is not None
         leave_grace(paths, grace_s, supervisor_pid=pid)
-        if _ask_supervisor(pid, start, grace_s) and os.path.lexists(paths.failed_marker):
+        if _ask_supervisor(paths, pid, start, grace_s) and os.path.lexists(paths.failed_marker):
             return f"cancelled (supervisor pid {pid} stopped it)"
     # No supervisor to ask (it died and left steps running), or it did not answer: stop every process
     # of the run ourselves, and nothing else (see processes_of_run).
@@ -118,7 +118,7 @@ def cancel(paths: RunPaths, grace_s: float = 15.0) -> str:
             and runlock.is_run_process(paths.lock, again.supervisor_pid, again.supervisor_start_time)):
         assert again.supervisor_pid is not None
         leave_grace(paths, grace_s, supervisor_pid=again.supervisor_pid)
-        if _ask_supervisor(again.supervisor_pid, again.supervisor_start_time, grace_s) \
+        if _ask_supervisor(paths, again.supervisor_pid, again.supervisor_start_time, grace_s) \
                 and os.path.lexists(paths.failed_marker):
             return (f"cancelled (its processes were stopped by `runqueue cancel`; it had started again meanwhile, "
                     f"and its new supervisor pid {again.supervisor_pid} stopped that attempt)")
@@ -144,16 +144,17 @@ def _holding_unstarted(paths: RunPaths) -> Iterator[bool]:
 
 
 def leave_grace(paths: RunPaths, grace_s: float, *, supervisor_pid: int | None = None, batch_token: str | None = None) -> None:
-    """Tell the supervisor (by its pid, or inside a SLURM job by its submission's token) how long its
-    steps get between SIGTERM and SIGKILL; it reads this when our signal comes. Not writable here: it
-    uses the queue's --kill-grace."""
+    """Ask the supervisor (by its pid, or inside a SLURM job by its submission's token) to cancel, and
+    tell it how long its steps get between SIGTERM and SIGKILL. It reads this when our signal comes,
+    or, when we may not signal it (it runs as the service's account), at its next look at the folder
+    (every few seconds). Not writable here: it uses the queue's --kill-grace, and only a signal stops it."""
     with contextlib.suppress(OSError):
         atomic_write_json(paths.cancel_request, {"supervisor_pid": supervisor_pid, "batch_token": batch_token,
-                                                 "grace_s": grace_s}, durable=False)
+                                                 "grace_s": grace_s, "requested_at": time.time()}, durable=False)
         runlock.give_to_run_owner(paths.cancel_request, paths.root)
 
 
-def _ask_supervisor(pid: int, start: int | None, grace_s: float) -> bool:
+def _ask_supervisor(paths: RunPaths, pid: int, start: int | None, grace_s: float) -> bool:
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
@@ -161,8 +162,16 @@ def _ask_supervisor(pid: int, start: int | None, grace_s: float) -> bool:
     try:
         if not is_alive(pid, start):
             return False
-        signal.pidfd_send_signal(pidfd, signal.SIGUSR1)
-        ready, _, _ = select.select([pidfd], [], [], grace_s + 10.0)
+        wait_s = grace_s + 10.0
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGUSR1)
+        except PermissionError:
+            # Another account's supervisor (the service's): it finds our cancel.json at its next look
+            # at the run folder, if we could write it there.
+            if not os.path.lexists(paths.cancel_request):
+                return False
+            wait_s += SUPERVISOR_LOOKS_EVERY_S
+        ready, _, _ = select.select([pidfd], [], [], wait_s)
         return bool(ready)
     except OSError:
         return False

@@ -25,6 +25,9 @@ RUNTIME_DIR = ".runqueue"
 # Made and removed at once by `runqueue requeue` in the run folder: watching queues hear of a
 # requeue that changed only .runqueue/state.json (a back-off, a block) through it.
 REQUEUE_NUDGE = ".runqueue-requeued"
+# How often a running run's supervisor looks at its folder (still there? a cancel.json for it?):
+# `runqueue cancel` by an account that may not signal it (the service's) waits that long more.
+SUPERVISOR_LOOKS_EVERY_S = 2.0
 LFADS_INPUT = "lfadsInput"
 LFADS_OUTPUT = "lfadsOutput"
 # Optional per-run resource declaration the manager may write: JSON object with

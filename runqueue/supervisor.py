@@ -35,7 +35,7 @@ from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
 from runqueue.devices.model import device_label
 from runqueue.failure_reasons import log_open_problem, needs_the_user, reason_for, step_failure
-from runqueue.layout import RunPaths, folder_identity
+from runqueue.layout import SUPERVISOR_LOOKS_EVERY_S, RunPaths, folder_identity
 from runqueue.outlog import ends_mid_line, open_for_append
 from runqueue.procinfo import (
     account_name,
@@ -81,7 +81,7 @@ HEADER_PREFIX = "### runqueue"
 # How an attempt's last line in lfads.out reads when its supervisor ended it (see _fail, _succeed, ...).
 _ENDINGS = (" failed (", " done: ", " interrupted by the queue", " cancelled during")
 _OOM_SCAN_BYTES = 1 << 20
-_FOLDER_CHECK_MS = 2000  # how often a waiting supervisor checks that its run folder is still there
+_FOLDER_CHECK_MS = int(SUPERVISOR_LOOKS_EVERY_S * 1000)  # folder still there? a cancel.json for us?
 _FAILED_TAIL_LINES = 30
 _MAX_BACKOFF_S = 600.0
 _GO_TIMEOUT_S = 60.0
@@ -377,6 +377,10 @@ class Supervisor:
                 if not ready and not self._folder_unreadable() and not self._folder_is_ours():
                     stop = "vanished"
                     break
+                if not ready and self._cancel_asked_in_writing():
+                    self._take_cancel_grace()
+                    stop = "cancel"
+                    break
                 if self.wake_r in ready:
                     self._drain_wake()
                 if pidfd in ready:
@@ -428,17 +432,31 @@ class Supervisor:
 
     def _take_cancel_grace(self) -> None:
         """`runqueue cancel --grace` leaves its grace for us (and only us: our pid, or our SLURM submission's token)."""
+        request = self._cancel_request_for_us()
+        with contextlib.suppress(OSError):
+            self.paths.cancel_request.unlink()
+        grace = None if request is None else request.get("grace_s")
+        if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= _MAX_CANCEL_GRACE_S:
+            self.stop_grace_s = float(grace)
+
+    def _cancel_asked_in_writing(self) -> bool:
+        """`runqueue cancel` by an account that may not signal us (a lab member, the queue being the
+        service's): its cancel.json names us, and was written after this attempt began (one a refused
+        cancel left before it is stale)."""
+        if not os.path.lexists(self.paths.cancel_request):
+            return False
+        request = self._cancel_request_for_us()
+        asked = None if request is None else request.get("requested_at")
+        return isinstance(asked, int | float) and asked >= (self.state.started_at or 0.0)
+
+    def _cancel_request_for_us(self) -> dict[str, object] | None:
         request = None
         with contextlib.suppress(OSError, ValueError):
             request = read_json_object(self.paths.cancel_request)
-        with contextlib.suppress(OSError):
-            self.paths.cancel_request.unlink()
         if request is None or not (request.get("supervisor_pid") == os.getpid() or (
                 self.spec.batch_token is not None and request.get("batch_token") == self.spec.batch_token)):
-            return
-        grace = request.get("grace_s")
-        if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= _MAX_CANCEL_GRACE_S:
-            self.stop_grace_s = float(grace)
+            return None
+        return request
 
     def _cancel_recorded(self) -> bool:
         """Inside a SLURM job: `runqueue cancel` records the cancel in .runqueue/slurm.json before it

@@ -3,13 +3,18 @@ by the run's owner, and systemd's per-unit variables stay with the queue."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from runqueue_testkit import make_run, queue_env, run_queue
+from runqueue_testkit import finish, make_run, queue_env, read_json, run_queue, start_queue, wait_for
+
+from runqueue import control
+from runqueue.layout import RunPaths
 
 LAB_GID = 54321  # any group id: membership is what counts, not a name in /etc/group
 
@@ -49,3 +54,40 @@ def test_steps_do_not_inherit_the_units_notify_socket_or_watchdog(tmp_path: Path
     result = run_queue(env, "run", tmp_path / "runs", "--gpus", "none")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "socket=unset watchdog=unset" in (run / "lfads.out").read_text()
+
+
+def _start_a_long_run(tmp_path: Path) -> tuple[Path, subprocess.Popen[bytes], int]:
+    started = tmp_path / "started"
+    run = make_run(tmp_path / "runs", "c/param_C/long", f"touch {started}\nsleep 60\n")
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--gpus", "none", log=tmp_path / "queue.log")
+    wait_for(started.exists, what="the run to start")
+    return run, queue, int(read_json(run / ".runqueue/state.json")["supervisor_pid"])
+
+
+def test_a_supervisor_cancels_on_a_cancel_request_naming_it_without_any_signal(tmp_path: Path) -> None:
+    # What `runqueue cancel` leaves for a supervisor it may not signal (the service's, cancelled by a lab member).
+    run, queue, supervisor = _start_a_long_run(tmp_path)
+    try:
+        request = run / ".runqueue/cancel.json"
+        request.write_text(json.dumps({"supervisor_pid": supervisor, "grace_s": 1, "requested_at": time.time() - 3600}))
+        time.sleep(2.5)  # more than one look at the folder: a request older than the attempt is stale
+        assert not (run / "lfads.failed").exists()
+        request.write_text(json.dumps({"supervisor_pid": supervisor, "grace_s": 1, "requested_at": time.time()}))
+        wait_for((run / "lfads.failed").exists, timeout=15, what="the supervisor to read the request")
+        assert read_json(run / "lfads.failed")["reason"] == "cancelled"
+    finally:
+        finish(queue, timeout=30)
+
+
+def test_cancel_of_a_run_whose_supervisor_it_may_not_signal_asks_in_writing(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    run, queue, supervisor = _start_a_long_run(tmp_path)
+    try:
+        def not_permitted(_pidfd: int, _signum: int) -> None:
+            raise PermissionError(1, "Operation not permitted")  # as for the service account's supervisor
+
+        monkeypatch.setattr(control.signal, "pidfd_send_signal", not_permitted)
+        assert control.cancel(RunPaths(run), grace_s=1.0) == f"cancelled (supervisor pid {supervisor} stopped it)"
+        assert read_json(run / "lfads.failed")["reason"] == "cancelled"
+    finally:
+        finish(queue, timeout=30)
