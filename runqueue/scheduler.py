@@ -428,9 +428,11 @@ class Scheduler:
         counts = self.counts()
         for line in summary_lines(list(self.runs.values()), counts):
             self.console.event(line)
-        if not self.runs:  # a mistyped root would otherwise look like success
+        if not self.runs:  # a mistyped root would otherwise look like success, to a script or cron too
             roots = ", ".join(map(str, self.options.roots))
             self.console.event(f"no run folders (folders holding {TRAIN_SCRIPT}) under {roots}; check the path")
+            if not self.options.watch:
+                return 2
         if self.placer.cannot_place is not None and (counts.pending or counts.running):
             self.console.event(f"stopped: runs cannot be started: {self.placer.cannot_place}")
             return 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from runqueue.devices.attribution import is_ours
@@ -60,6 +61,7 @@ class _Load:
     runs: int
     free_mb: int | None  # None: not tracked (static id, CPU slot) or unknown
     foreign_pids: tuple[int, ...]
+    holders: tuple[Claim, ...] = ()
 
     @property
     def tracked(self) -> bool:
@@ -94,6 +96,7 @@ def _loads(devices: Sequence[Device], claims: Sequence[Claim]) -> list[_Load]:
             runs=sum(1 for claim in claims if claim.device_uuid == device.uuid),
             free_mb=free_memory_mb(device, claims),
             foreign_pids=_foreign_pids(device, claims) if device.is_gpu else (),
+            holders=tuple(claim for claim in claims if claim.device_uuid == device.uuid),
         )
         for device in devices
     ]
@@ -114,7 +117,7 @@ def _refusal(load: _Load, request: PlacementRequest, policy: PlacementPolicy) ->
         return f"{label} excluded for this run"
     limit = policy.max_per_gpu if device.is_gpu else 1
     if load.runs >= limit:
-        return f"{label} is busy" if not device.is_gpu else f"{label} has {load.runs} run(s), max-per-gpu {limit}"
+        return _busy_with(label, load.holders) if not device.is_gpu else f"{label} has {load.runs} run(s), max-per-gpu {limit}"
     if load.foreign_pids and policy.foreign == "block":
         pids = load.foreign_pids
         shown = ", ".join(map(str, pids[:3])) + ("…" if len(pids) > 3 else "")
@@ -127,6 +130,17 @@ def _refusal(load: _Load, request: PlacementRequest, policy: PlacementPolicy) ->
         what = "declared" if request.memory_mb >= request.min_free_mb else "needed after an out-of-memory failure"
         return f"{label} has {load.free_mb} MB free < {request.needed_mb} MB {what}"
     return None
+
+
+def _busy_with(label: str, holders: Sequence[Claim]) -> str:
+    """`cpu-0 runs …/param_A/x`, or, for a placement decided a moment ago (no pid yet), that it is next."""
+    if not holders:
+        return f"{label} is busy"
+    holder = holders[0]
+    where = "/".join(Path(holder.run_dir).parts[-2:])
+    if holder.pid < 0:
+        return f"{label} goes to {where}, ahead of this run"
+    return f"{label} runs {where} (queue {holder.queue_id})" if holder.queue_id else f"{label} runs {where}"
 
 
 def _best(candidates: list[_Load]) -> _Load:

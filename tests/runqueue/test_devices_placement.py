@@ -14,6 +14,7 @@ from runqueue.devices.placement import (
     never_fits,
     place,
     place_with_oom_fallback,
+    provisional_claim,
     why_not_placed,
 )
 
@@ -120,7 +121,11 @@ def test_cpu_slots_take_one_run_each_whatever_max_per_gpu() -> None:
     placed = place([req("r1"), req("r2"), req("r3")], slots, [], PlacementPolicy(max_per_gpu=4))
     assert where(placed) == {"r1": "cpu-0", "r2": "cpu-1"}
     claims = [claim("r1", "cpu-0"), claim("r2", "cpu-1")]
-    assert why_not_placed(req("r3"), slots, claims, PACK) == "waiting: cpu-0 is busy; cpu-1 is busy"
+    assert why_not_placed(req("r3"), slots, claims, PACK) == "waiting: cpu-0 runs r1 (queue q); cpu-1 runs r2 (queue q)"
+    # A run placed a moment ago (status charges the rows above): the slot is named as taken by it.
+    ahead = [provisional_claim(req("/runs/c/param_A/r1"), slots[0]), claim("/runs/c/param_A/r2", "cpu-1")]
+    assert why_not_placed(req("r3"), slots, ahead, PACK) == (
+        "waiting: cpu-0 goes to param_A/r1, ahead of this run; cpu-1 runs param_A/r2 (queue q)")
 
 
 def test_oom_retry_excludes_the_device_and_needs_more_free_memory() -> None:

@@ -89,7 +89,7 @@ def test_a_root_without_runs_is_said_and_a_run_cancelled_before_it_started_point
     env = queue_env(tmp_path)
     (tmp_path / "empty").mkdir()
     result = run_queue(env, "run", tmp_path / "empty")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2, result.stderr  # a mistyped root is no success
     assert f"no run folders (folders holding lfads_train.sh) under {tmp_path / 'empty'}; check the path" in result.stdout
     run = make_run(tmp_path / "runs", "c/param_C/never")
     assert run_queue(env, "cancel", run).returncode == 0
