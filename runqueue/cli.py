@@ -388,7 +388,7 @@ def _confirmed(verb: str, args: argparse.Namespace, runs: list[Path], folders: l
         named = ", ".join(map(str, folders))
         print(f"runqueue {verb}: error: {named} {'holds' if len(folders) == 1 else 'hold'} {len(runs)} runs; name"
               f" the run folders, or pass --yes to {verb} all {len(runs)}", file=sys.stderr)
-        return False
+        raise SystemExit(2)  # a usage error, like the command's others (1: the user said no)
     shown = [f"  {run}" for run in runs[:10]] + ([f"  … and {len(runs) - 10} more"] if len(runs) > 10 else [])
     print("\n".join([f"runqueue {verb}: {len(runs)} runs:", *shown]))
     try:

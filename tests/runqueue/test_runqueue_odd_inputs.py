@@ -105,14 +105,14 @@ def test_a_folder_of_several_runs_named_on_a_terminal_is_listed_and_asked_about(
     # once cleared the markers of every run below /tmp).
     scripted = subprocess.run(queue_command(command, tmp_path / "runs"), env=queue_env(tmp_path),
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-    assert scripted.returncode == 1, scripted.stdout + scripted.stderr
+    assert scripted.returncode == 2, scripted.stdout + scripted.stderr
     assert scripted.stderr.strip() == (f"runqueue {command}: error: {tmp_path / 'runs'} holds 3 runs; name the run"
                                        f" folders, or pass --yes to {command} all 3")
     assert all((run / "lfads.done").exists() and not (run / "lfads.failed").exists() for run in runs)
     # A run named beside its folder counts once, and the other arguments' errors are still said.
     mixed = subprocess.run(queue_command(command, tmp_path / "runs", runs[0], tmp_path / "nowhere"),
                            env=queue_env(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-    assert mixed.returncode == 1
+    assert mixed.returncode == 2
     assert f"{tmp_path / 'nowhere'}: no such file or directory" in mixed.stderr
     assert f"{tmp_path / 'runs'} holds 3 runs" in mixed.stderr, mixed.stderr
     # With --yes it goes ahead.
