@@ -137,7 +137,7 @@ class _Checker:
         self._maybe(values, "max_per_gpu", self.integer("max_per_gpu", minimum=1))
         for key in ("retry_backoff", "kill_grace"):
             self._maybe(values, key, self.seconds(key))
-        self._maybe(values, "gpus", self.text("gpus"))
+        self._maybe(values, "gpus", self.gpu_list("gpus"))
         for key in ("simulate_gpus", "claims_dir"):
             text = self.text(key)
             self._maybe(values, key, None if text is None else self.base / Path(text).expanduser())
@@ -244,6 +244,20 @@ class _Checker:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(key, f"must be a non-empty string, got {value!r}")
         return value.strip()
+
+    def gpu_list(self, key: str) -> str | None:
+        """`gpus = "0,1"` as on the command line, and what TOML makes natural: `gpus = 0`, `gpus = [0, 1]`,
+        `gpus = ["GPU-…", "GPU-…"]`."""
+        value = self.data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return str(value)
+        if isinstance(value, list) and value and all(
+                (isinstance(item, int) and not isinstance(item, bool) and item >= 0) or (isinstance(item, str) and item.strip())
+                for item in value):
+            return ",".join(str(item).strip() for item in value)
+        if value is None or (isinstance(value, str) and value.strip()):
+            return self.text(key)
+        raise self.fail(key, f'must be GPU indices or UUIDs, e.g. gpus = [0, 1] or gpus = "0,1" or gpus = "none"; got {value!r}')
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str | None:
         value = self.data.get(key)

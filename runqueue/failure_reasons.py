@@ -15,7 +15,7 @@ from pathlib import Path
 from runqueue.devices.model import CPU_SLOT_PREFIX
 from runqueue.diskspace import disk_is_full
 from runqueue.outlog import NotARegularFile
-from runqueue.procinfo import signal_name
+from runqueue.procinfo import account_name, signal_name
 from runqueue.runstate import Reason
 from runqueue.steps import looks_like_cuda_oom, looks_like_disk_full
 
@@ -45,6 +45,12 @@ def step_failure(step: str, exit_code: int | None, signum: int | None, tail: byt
     if signum is not None:
         hint = " (the kernel's out-of-memory killer sends SIGKILL: check host memory)" if signum == signal.SIGKILL else ""
         return Reason.SIGNAL, f"{step} killed by {signal_name(signum)}{hint}"
+    if exit_code == 126:  # bash: found but not executable, typically a path the queue's account may not enter
+        denied = [line for line in tail.decode("utf-8", "replace").splitlines() if "Permission denied" in line]
+        if denied:
+            return Reason.EXIT_STATUS, (f"{step} exited with status 126: {denied[-1].strip()}; the queue runs it as"
+                                        f" {account_name()}, who must be able to run that program (a virtualenv in a"
+                                        " private home folder is not reachable: see docs/devices.md)")
     return Reason.EXIT_STATUS, f"{step} exited with status {exit_code}"
 
 

@@ -10,8 +10,11 @@ import os
 from pathlib import Path
 
 from runqueue import sdnotify
-from runqueue.config import load_service_config
+from runqueue.config import ConfigError, load_service_config
+from runqueue.devices.claims import ClaimStore
+from runqueue.devices.errors import ClaimError
 from runqueue.errors import RunqueueError
+from runqueue.procinfo import account_name
 from runqueue.scheduler import LoopHooks, QueueOptions, Scheduler
 
 
@@ -60,6 +63,7 @@ def serve(config_path: Path | None, roots: list[Path]) -> int:
             options.poll_interval_s = config.poll_interval
         if config.claims_dir is not None:
             os.environ["RUNQUEUE_CLAIMS_DIR"] = str(config.claims_dir)
+            _check_claims_dir(config_path)
     if not options.roots:
         raise RunqueueError(None, "no roots to watch", "pass --config FILE (with roots = [...]) or ROOT folders")
     if not any(root.is_dir() for root in options.roots):
@@ -69,3 +73,14 @@ def serve(config_path: Path | None, roots: list[Path]) -> int:
     # A service that stops when asked has succeeded, whatever its runs did (they have their own
     # markers). A hang-up is no such request (the unit restarts either way: Restart=always).
     return 130 if scheduler.hung_up else 0
+
+
+def _check_claims_dir(config_path: Path) -> None:
+    """A claims_dir the config names and that cannot serve is the config's fault: say so at the start,
+    naming the key, rather than run without ever placing a run."""
+    try:
+        ClaimStore().ensure_directory()
+    except ClaimError as error:
+        problem = str(error).split("; ", 1)[0]
+        raise ConfigError(config_path, f"claims_dir: {problem}",
+                          f"make that folder usable by {account_name()}, or choose another claims_dir") from None

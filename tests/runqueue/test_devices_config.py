@@ -49,6 +49,12 @@ claims_dir = "/run/lfads-claims"
         "--retry-backoff", "0", "--kill-grace", "30", "--time-limit", "5400", "--foreign", "share", "--poll-interval", "15", "--executor", "local", "--quiet"]
 
 
+@pytest.mark.parametrize(("value", "expected"), [("0", "0"), ("[0, 1]", "0,1"), ('["GPU-a", "GPU-b"]', "GPU-a,GPU-b"),
+                                                 ('"0,1"', "0,1"), ('"none"', "none")])
+def test_gpus_may_be_written_as_toml_numbers_and_lists(tmp_path: Path, value: str, expected: str) -> None:
+    assert load_service_config(write(tmp_path, f'roots = "{tmp_path}"\ngpus = {value}\n')).gpus == expected
+
+
 def test_minimal_config_takes_the_design_defaults(tmp_path: Path) -> None:
     config = load_service_config(write(tmp_path, f'roots = "{tmp_path}"\n'))
     assert (config.roots, config.max_per_gpu, config.memory_per_run, config.retries, config.foreign) == (
@@ -73,6 +79,8 @@ def test_minimal_config_takes_the_design_defaults(tmp_path: Path) -> None:
         ("roots = [\"{root}\"]\nkill_grace = \"nan\"\n", "kill_grace: must be 0 or a duration such as \"30s\" or a number of seconds, got 'nan'"),
         ("roots = [\"{root}\"]\npoll_interval = \"inf\"\n", "poll_interval: invalid duration 'inf'"),
         ("roots = [\"{root}\"]\nforeign = \"allow\"\n", "foreign: must be one of block, share, got 'allow'"),
+        ("roots = [\"{root}\"]\ngpus = [0, -1]\n", "gpus: must be GPU indices or UUIDs, e.g. gpus = [0, 1]"),
+        ("roots = [\"{root}\"]\ngpus = true\n", "gpus: must be GPU indices or UUIDs"),
         ("roots = [\"{root}\"]\ntime_limit = \"soon\"\n", "time_limit: invalid duration 'soon'"),
         ("roots = [\"{root}\"]\ntime_limit = [1]\n", "time_limit: must be a duration"),
         ("roots = [\"{root}\"]\nquiet = \"yes\"\n", "quiet: must be true or false"),

@@ -6,6 +6,7 @@ import signal
 from pathlib import Path
 
 from runqueue.failure_reasons import step_failure
+from runqueue.procinfo import account_name
 from runqueue.runstate import Reason
 
 TF_OOM = b"ResourceExhaustedError: OOM when allocating tensor with shape[512,512]\n"
@@ -32,3 +33,12 @@ def test_signals_and_exit_statuses(tmp_path: Path) -> None:
     assert reason is Reason.SIGNAL and message == "lfads_train.sh killed by SIGSEGV"
     assert step_failure("x.sh", 3, None, b"plain error\n", "GPU-1", tmp_path) == (
         Reason.EXIT_STATUS, "x.sh exited with status 3")
+
+
+def test_a_program_the_queues_account_may_not_run_is_named_with_the_account(tmp_path: Path) -> None:
+    tail = b"lfads_train.sh: line 3: /home/alice/venv/bin/python: Permission denied\n"
+    reason, message = step_failure("lfads_train.sh", 126, None, tail, "GPU-1", tmp_path)
+    assert reason is Reason.EXIT_STATUS
+    assert message.startswith("lfads_train.sh exited with status 126: lfads_train.sh: line 3: /home/alice/venv/bin/python:"
+                              f" Permission denied; the queue runs it as {account_name()}")
+    assert step_failure("x.sh", 126, None, b"something else\n", "GPU-1", tmp_path)[1] == "x.sh exited with status 126"

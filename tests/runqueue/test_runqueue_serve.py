@@ -120,10 +120,10 @@ def test_runqueue_serve_serves_the_other_roots_while_one_is_missing_and_picks_it
 
 
 def test_runqueue_serve_says_in_its_systemd_status_why_nothing_is_placed(tmp_path: Path) -> None:
-    make_run(tmp_path / "runs", "c/param_Q/r")
-    (tmp_path / "claims").write_text("a file where the claims directory goes")
+    (tmp_path / "runs").mkdir()
+    inventory = write_gpus(tmp_path / "gpus.json", [gpu("GPU-x")])
     config = tmp_path / "runqueue.toml"
-    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\npoll_interval = 0.2\n')
+    config.write_text(f'roots = ["runs"]\nsimulate_gpus = "{inventory}"\nclaims_dir = "claims"\npoll_interval = 0.2\n')
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(30)
@@ -131,14 +131,31 @@ def test_runqueue_serve_says_in_its_systemd_status_why_nothing_is_placed(tmp_pat
                           log=tmp_path / "serve.log")
     try:
         messages = [notify.recv(4096).decode()]
+        assert messages[0].startswith("READY=1")
+        inventory.write_text('[{"uuid": "GPU-x", "memory_used": 3}]')  # edited under the service: a key it does not know
+        make_run(tmp_path / "runs", "c/param_Q/r")
         while not any("placing paused" in message for message in messages):
             messages.append(notify.recv(4096).decode())
         (paused,) = [message for message in messages if "placing paused" in message]
-        assert paused.startswith("STATUS=0 running, 1 pending") and "claims directory" in paused, messages
-        (tmp_path / "claims").unlink()  # fixed: placing resumes, and the status says so
+        assert paused.startswith("STATUS=0 running, 1 pending") and "memory_used" in paused, messages
+        write_gpus(inventory, [gpu("GPU-x")])  # fixed: placing resumes, and the status says so
         while not any(message.startswith("STATUS=0 running, 0 pending, 1 done") for message in messages):
             messages.append(notify.recv(4096).decode())
     finally:
         service.send_signal(signal.SIGTERM)
         finish(service, timeout=30)
         notify.close()
+
+
+def test_runqueue_serve_refuses_a_claims_dir_of_its_config_that_cannot_serve(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "claims").write_text("a file where the claims directory goes")
+    config = tmp_path / "runqueue.toml"
+    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\n')
+    result = subprocess.run(queue_command("serve", "--config", config), env=queue_env(tmp_path), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"runqueue serve: error: {config}: claims_dir: {tmp_path / 'claims'}")
+    assert "choose another claims_dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1
