@@ -157,7 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_flags(run)
     _add_slurm_flags(run)
 
-    serve = commands.add_parser("serve", help="the long-running service: watch roots forever")
+    serve = commands.add_parser("serve", help="the long-running service: watch roots forever",
+                                description="The queue as a service (systemd Type=notify). Every `run` setting"
+                                " (max_per_gpu, memory_per_run, time_limit, …) goes in the --config file, with"
+                                " underscores: docs/devices.md, 'Installing the service'.")
     serve.add_argument("--config", metavar="FILE", type=Path, help="TOML service configuration (roots and the `run` knobs)")
     serve.add_argument("roots", nargs="*", metavar="ROOT", type=_path, help="roots to watch (instead of, or besides, the config's)")
 
