@@ -59,10 +59,7 @@ def calls_run_lfads(text: str) -> bool:
 def refusal(paths: RunPaths, step: str, text: str) -> str | None:
     """Why the queue must not run this legacy step script as it is (see (d)), or None."""
     root = os.path.realpath(paths.root)
-    for flag, raw in _FOLDER_FLAG.findall(text):
-        value = raw.strip("\"'")
-        if "$" in value:
-            continue  # a shell variable: only bash knows where it points
+    for flag, value in _folder_flags(text):
         folder = os.path.normpath(os.path.join(paths.root, value))
         parent = os.path.realpath(os.path.dirname(folder))  # lfadsInput itself links out of the run folder
         if parent != root and not parent.startswith(root + os.sep):
@@ -91,9 +88,24 @@ def chained_steps(train_text: str) -> frozenset[str]:
     return frozenset(chained)
 
 
+def _save_dir(paths: RunPaths, script_text: str) -> Path:
+    """The folder the script's LFADS writes into: its --lfads_save_dir, else lfadsOutput."""
+    for flag, value in _folder_flags(script_text):
+        if flag == "lfads_save_dir":
+            return Path(os.path.normpath(os.path.join(paths.root, value)))
+    return paths.lfads_output
+
+
+def _folder_flags(text: str) -> list[tuple[str, str]]:
+    """The script's --data_dir/--lfads_save_dir values, unquoted; a shell variable's is left out (only
+    bash knows where it points)."""
+    pairs = [(flag, raw.strip("\"'")) for flag, raw in _FOLDER_FLAG.findall(text)]
+    return [(flag, value) for flag, value in pairs if "$" not in value]
+
+
 def missing_outputs(paths: RunPaths, script_text: str) -> list[str]:
-    """What a successful legacy script should have left in lfadsOutput but did not."""
-    output = paths.lfads_output
+    """What a successful legacy script should have left in its save folder but did not."""
+    output = _save_dir(paths, script_text)
     missing = []
     for kind in _POSTERIOR_KINDS:
         if f"--kind={kind}" in script_text and not any(output.glob(f"model_runs_*_{kind}")):

@@ -325,3 +325,12 @@ def test_durations_shown_keep_a_sub_second_back_off() -> None:
     from runqueue.durations import format_duration
 
     assert [format_duration(s) for s in (0.2, 2.5, 1.0, 59, 75, 3700)] == ["0.2s", "2.5s", "1s", "59s", "1m15s", "1h01m"]
+
+
+def test_legacy_outputs_are_looked_for_in_the_save_folder_the_script_names(tmp_path: Path) -> None:
+    script = "python $(which run_lfads.py) --lfads_save_dir=output --kind=write_model_params\n"
+    paths = RunPaths(make_run(tmp_path, "r", script))
+    assert legacy.missing_outputs(paths, script) == ["output/model_params"]
+    (paths.root / "output").mkdir()
+    (paths.root / "output/model_params").write_text("")
+    assert legacy.missing_outputs(paths, script) == []
