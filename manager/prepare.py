@@ -30,6 +30,7 @@ import numpy as np
 
 from manager.alignment import AlignmentResult, compute_alignment, plot_alignment_reconstruction
 from manager.atomicio import write_if_changed
+from manager.codeprint import code_fingerprint
 from manager.datasets import ALIGNMENT_MODE, EXPORT_MODE, Dataset, registered_loader
 from manager.departed import departed_notes, pending_departed_runs, prune_departed, retire
 from manager.errors import ManagerError
@@ -96,6 +97,7 @@ ALIGNMENT_PLOT_FILE = "alignment_reconstruction.png"
 _CountsCache = dict[tuple[str, str, str], SequenceData]
 # Bump when the export's content changes, so older exports are redone.
 EXPORT_FORMAT = 1
+LOADER_CODE_KEY = "loader_code"  # in a stamp's source datasets: manager.codeprint of the user's loader
 
 
 @dataclass
@@ -196,9 +198,7 @@ def _source_stamp(run: Run) -> dict[str, Any]:
         "format": EXPORT_FORMAT,
         "data_hash": run.params.data_hash,
         "spec": run.spec.name,
-        "datasets": [
-            {"name": d.name, **vars(d.source_stamp()), "loader": _loader_name(d)} for d in run.spec.datasets
-        ],
+        "datasets": [{"name": d.name, **vars(d.source_stamp()), **_loader_stamp(d)} for d in run.spec.datasets],
     }
     if run.uses_alignment and run.params.version < DATA_HASH_VERSION_CUTOFF:
         # Left out of such a data hash, c_factors_dim still sizes the alignment matrices: a new width
@@ -211,9 +211,16 @@ def _source_stamp(run: Run) -> dict[str, Any]:
     return stamp
 
 
-def _loader_name(dataset: Any) -> str:
+def _loader_stamp(dataset: Any) -> dict[str, str]:
+    """The loader's name, and a fingerprint of its code when it is the user's (a Dataset subclass's
+    methods, a loader function): editing it is how a lab changes its preprocessing, and the export
+    must follow."""
     loader = dataset.loader or registered_loader(dataset.path)  # also one installed by register_loader()
-    return _callable_name(type(dataset)) + (f"/{_callable_name(loader)}" if loader else "")
+    stamp = {"loader": _callable_name(type(dataset)) + (f"/{_callable_name(loader)}" if loader else "")}
+    prints = [code_fingerprint(type(dataset), stop_at=Dataset), code_fingerprint(loader) if loader else ""]
+    if any(prints):
+        stamp[LOADER_CODE_KEY] = "/".join(prints)
+    return stamp
 
 
 def _callable_name(thing: Any) -> str:
@@ -228,13 +235,24 @@ def _callable_name(thing: Any) -> str:
 def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | None:
     """The stored stamp when the export matches the current sources and all its files exist."""
     stored = read_stamp(run.path_common_data)
-    if stored is None or stored.get("source") != source:
+    if stored is None or _without_new_keys(source, stored.get("source")) != stored.get("source"):
         return None
     for dataset in run.dataset_names:
         for name in (lfads_file_name(dataset), input_info_file_name(dataset)):
             if not (run.path_common_data / name).is_file():
                 return None
     return stored
+
+
+def _without_new_keys(source: dict[str, Any], stored: Any) -> dict[str, Any]:
+    """`source` without the loader fingerprints a stamp written before them lacks: such an export
+    counts as current (no mass re-export on upgrading), and its stamp then gets the fingerprints."""
+    old = stored.get("datasets") if isinstance(stored, dict) else None
+    if not isinstance(old, list) or len(old) != len(source["datasets"]):
+        return source
+    datasets = [{k: v for k, v in new.items() if k != LOADER_CODE_KEY or (isinstance(was, dict) and k in was)}
+                for new, was in zip(source["datasets"], old, strict=True)]
+    return {**source, "datasets": datasets}
 
 
 def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _ExportPlan:
@@ -638,6 +656,11 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                 _check_trials(run, counts[_key(run)])
             for plan in plans:
                 export_seconds += _write_export_of(plan, regenerate, progress, report)
+            for key, stamp in stamps.items():
+                if stamp is not None and not regenerate and stamp.get("source") != sources[key]:
+                    # current, but stamped before loader fingerprints: record them from now on
+                    write_if_changed(groups[key].path_common_data / EXPORT_STAMP_FILE,
+                                     json.dumps({**stamp, "source": sources[key]}, indent=1, sort_keys=True) + "\n")
             resources = _resources(collection)
             scripts: _ScriptCache = {}
             for run in runs:
