@@ -650,6 +650,8 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
     with WrittenFiles(collection.path) as record:
         with holding_runs(sorted(set().union(*readers.values()))) as running:
             plans, counts, export_seconds = _plan_exports(groups, sources, stamps, regenerate, progress)
+            for note in dict.fromkeys(note for plan in plans for data in plan.sequences for note in data.notes):
+                _note(report, progress, note)  # how a file was read (an assumed bin width): once per file
             new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
             refuse_running([path for path in running if any(path in readers[key] for key in new_content)])
             for run in runs:

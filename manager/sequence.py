@@ -17,6 +17,10 @@ CONDITION_KEYS = ("conditionId", "condition_id")
 TRUTH_KEYS = ("truth", "true_rates")
 TRUTH_BY_CONDITION_KEY = "true_rates_by_condition"
 EXT_INPUT_KEYS = ("externalInputs", "external_inputs")
+# A scalar bin width, for files without a time vector (also read from an HDF5 file's root attributes).
+BIN_WIDTH_KEYS = ("binWidthMs", "binSizeMs", "dtMs")
+# Read by Dataset.load_info, so not "unused" either.
+INFO_KEYS = ("subject", "datetime")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class SequenceData:
     condition_id: np.ndarray | None = None
     truth: np.ndarray | None = None
     external_inputs: np.ndarray | None = None
+    notes: tuple[str, ...] = ()  # what the user must hear about how the file was read (prepare prints them)
 
     @property
     def n_trials(self) -> int:
@@ -159,9 +164,22 @@ def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
     check_counts(counts, path)
     n_trials, _, n_time = counts.shape
     time_key, time_raw = _first_item(fields, TIME_KEYS)
-    time = (np.arange(1, n_time + 1, dtype=np.float64) if time_raw is None
-            else _numbers(time_raw, time_key, path, "the time of each bin in ms", np.float64))
+    width_key, width_raw = _first_item(fields, BIN_WIDTH_KEYS)
+    given_width = None if width_raw is None else _scalar_width(width_raw, width_key, path)
+    notes: list[str] = []
+    if time_raw is None:
+        time = np.arange(1, n_time + 1, dtype=np.float64) * (given_width or 1.0)
+        if given_width is None:
+            unused = unused_fields(fields)
+            notes.append(f"note: {path}: no time vector ({', '.join(TIME_KEYS)}) nor bin width ({', '.join(BIN_WIDTH_KEYS)}),"
+                         " so its bins are taken to be 1 ms wide" + (f"; variables not used: {', '.join(unused)}" if unused else "")
+                         + "; store binWidthMs (or a time vector) if they are not")
+    else:
+        time = _numbers(time_raw, time_key, path, "the time of each bin in ms", np.float64)
     time_ms, width = _bin_width(time, n_time, path)
+    if given_width is not None and time_raw is not None and not np.isclose(width, given_width, rtol=1e-6, atol=0.0):
+        raise ManagerError(path, f"{width_key} = {given_width:g} but {time_key} steps by {width:g} ms",
+                           f"make them agree, or drop one of {width_key} and {time_key}")
     condition_id = _condition_vector(_first(fields, CONDITION_KEYS), n_trials, path)
     truth = _truth(fields, counts.shape, condition_id, path)
     ext_key, ext = _first_item(fields, EXT_INPUT_KEYS)
@@ -172,7 +190,23 @@ def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
         if ext.shape[0] != n_trials or ext.shape[2] != n_time:
             raise ManagerError(path, f"externalInputs shape {ext.shape} does not match counts {counts.shape}", "store trials x inputs x time")
         _require_finite(ext, ext_key or "externalInputs", path)
-    return SequenceData(counts, time_ms, width, condition_id, truth, ext)
+    return SequenceData(counts, time_ms, width, condition_id, truth, ext, tuple(notes))
+
+
+def unused_fields(fields: Mapping[str, Any]) -> list[str]:
+    """The file's variables that the export does not read (sorted)."""
+    known = {*COUNT_KEYS, *TIME_KEYS, *CONDITION_KEYS, *TRUTH_KEYS, TRUTH_BY_CONDITION_KEY, *EXT_INPUT_KEYS,
+             *BIN_WIDTH_KEYS, *INFO_KEYS}
+    return sorted(key for key in fields if key not in known)
+
+
+def _scalar_width(raw: Any, key: str, path: Path) -> float:
+    """A bin width given as one positive number of ms."""
+    value = _numbers(raw, key, path, "one number (the bin width in ms)", np.float64)
+    if value.size != 1 or not np.isfinite(value).all() or float(value.ravel()[0]) <= 0:
+        raise ManagerError(path, f"{key} must be one positive number of ms, got {value.ravel()[:4].tolist()}",
+                           f"store {key} as the bin width in ms, e.g. 10")
+    return float(value.ravel()[0])
 
 
 def _require_finite(values: np.ndarray, key: str, path: Path) -> None:
