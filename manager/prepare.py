@@ -72,7 +72,7 @@ from manager.scripts import (
     train_script,
     write_model_params_script,
 )
-from manager.sequence import SequenceData, sequence_from_fields
+from manager.sequence import SequenceData, read_as, sequence_from_fields
 from manager.summary import summary_text
 from manager.written_files import WrittenFiles, set_aside
 from runqueue.layout import (
@@ -259,12 +259,20 @@ def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _Expo
     params = run.params
     sequences, rebins = _counts_and_rebins(run, EXPORT_MODE, cache)
     bins = {d.name: s.n_time // r for d, s, r in zip(run.spec.datasets, sequences, rebins, strict=True)}
+    if min(bins.values()) == 0:
+        index = list(bins.values()).index(0)  # the dataset at fault, not the spec's first
+        data = sequences[index]
+        problem = (f"trials are shorter than one {params.spikeBinMs:g} ms bin ({read_as(data.counts.shape)}:"
+                   f" {data.n_time} bin(s) of {data.bin_width_ms:g} ms)")
+        fix = "lower spikeBinMs"
+        if data.bin_width_ms < 0.5:  # sub-millisecond input bins are rare; times in seconds are not
+            fix = f"is the time vector in seconds (it steps by {data.bin_width_ms:g})? store it in ms, or lower spikeBinMs"
+        elif data.n_time == 1:
+            fix = "store the counts as trials×channels×time with each trial's bins (one bin per trial was read), or lower spikeBinMs"
+        raise ManagerError(run.spec.datasets[index].path, problem, fix)
     if len(set(bins.values())) > 1:
         raise ManagerError(run.spec.datasets[0].path, f"run spec {run.spec.name!r} mixes trial lengths after rebinning {bins}",
                            "trim every dataset of a stitched run to the same duration")
-    if min(bins.values()) == 0:
-        raise ManagerError(run.spec.datasets[0].path, f"trials are shorter than one {params.spikeBinMs:g} ms bin",
-                           "lower spikeBinMs")
     alignment, png = None, None
     if run.uses_alignment:
         for_alignment, alignment_rebins = sequences, rebins

@@ -275,7 +275,69 @@ def test_values_of_the_right_type_that_no_run_can_use(tmp_path, datasets, line, 
 
 def test_a_bin_longer_than_the_trials(tmp_path, datasets):
     toml = experiment(tmp_path, params="c_batch_size = 4\nspikeBinMs = 1e308", runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
-    fails(tmp_path, toml, names=datasets / "good.npz", says="trials are shorter than one 1e+308 ms bin; lower spikeBinMs")
+    fails(tmp_path, toml, names=datasets / "good.npz", says="trials are shorter than one 1e+308 ms bin (counts read as"
+          " trials×channels×time = (40, 6, 20): 20 bin(s) of 1 ms); lower spikeBinMs")
+
+
+def test_trials_shorter_than_a_bin_name_the_dataset_at_fault_and_spot_seconds_and_2d_counts(tmp_path, datasets):
+    write_npz_dataset(datasets / "secs.npz", timeVecMs=np.arange(20) * 0.01)  # seconds, not ms
+    toml = experiment(tmp_path, params="c_batch_size = 4\nspikeBinMs = 2",
+                      runspec='[[runspec]]\nname = "both"\ndatasets = ["good", "secs"]')
+    fails(tmp_path, toml, names=datasets / "secs.npz", in_process=True,
+          says="trials are shorter than one 2 ms bin (counts read as trials×channels×time = (40, 6, 20): 20 bin(s) of 0.01 ms);"
+               " is the time vector in seconds (it steps by 0.01)? store it in ms")
+    (datasets / "secs.npz").unlink()
+    write_npz_dataset(datasets / "flat.npz", counts=np.ones((40, 6)), timeVecMs=None, truth=None)
+    toml = experiment(tmp_path, params="c_batch_size = 4\nspikeBinMs = 2",
+                      runspec='[[runspec]]\nname = "both"\ndatasets = ["good", "flat"]')
+    fails(tmp_path, toml, names=datasets / "flat.npz", in_process=True,
+          says="(40, 6, 1): 1 bin(s) of 1 ms); store the counts as trials×channels×time with each trial's bins")
+
+
+def mat_experiment(tmp_path: Path) -> Path:
+    toml = experiment(tmp_path)
+    toml.write_text(toml.read_text().replace('glob = "*.npz"', 'glob = "*.*"'))
+    return toml
+
+
+def test_counts_in_matlab_order_in_a_v5_mat_name_the_reading_and_the_permutation(tmp_path, datasets):
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    scipy.io.savemat(datasets / "bad.mat", {"counts": rng.poisson(1, (6, 20, 40)).astype(float),  # channels×time×trials
+                                            "conditionId": np.arange(40) % 4 + 1.0})
+    fails(tmp_path, mat_experiment(tmp_path), names=datasets / "bad.mat", in_process=True,
+          says="conditionId has 40 entries for 6 trials (counts read as trials×channels×time = (6, 20, 40));"
+               " are the counts channels×time×trials (numpy: counts.transpose(2, 0, 1), MATLAB: permute(counts, [3 1 2]))")
+
+
+def test_a_v73_mat_written_with_h5py_in_numpy_order_gets_the_reversal_hint(tmp_path, datasets):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    with h5py.File(datasets / "bad.mat", "w", userblock_size=512) as handle:
+        handle["counts"] = rng.poisson(1, (40, 6, 20)).astype(float)  # numpy order: read reversed, (20, 6, 40)
+        handle["timeVecMs"] = np.arange(20.0)
+    with open(datasets / "bad.mat", "r+b") as handle:
+        handle.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116) + bytes(8) + b"\x00\x02IM")
+    fails(tmp_path, mat_experiment(tmp_path), names=datasets / "bad.mat", in_process=True,
+          says="time vector of shape (20,) does not match 40 time bins (counts read as trials×channels×time = (20, 6, 40));"
+               " are the counts time×trials×channels")
+    fails(tmp_path, mat_experiment(tmp_path), names=datasets / "bad.mat", in_process=True,
+          says="or time×channels×trials (numpy: counts.T, MATLAB: permute(counts, [3 2 1]))? store them as"
+               " trials×channels×time; .mat files are read in MATLAB's order, so a v7.3 file written with h5py must hold"
+               " the reversed array, counts.T")
+
+
+def test_no_counts_lists_the_variables_and_struct_fields(tmp_path, datasets):
+    import scipy.io
+
+    scipy.io.savemat(datasets / "bad.mat", {"data": {"counts": np.ones((40, 6, 20)), "timeMs": np.arange(20.0)},
+                                            "conditionId": np.arange(40) % 4 + 1.0})
+    fails(tmp_path, mat_experiment(tmp_path), names=datasets / "bad.mat", in_process=True,
+          says="no spike counts found (looked for counts, spikes; the file has struct 'data' with fields counts, timeMs,"
+               " 'conditionId'); save the counts as 'counts' (trials x channels x time) (the fields of struct 'data' go in"
+               " as variables with MATLAB's save(file, '-struct', 'data'))")
 
 
 def python_toml(tmp_path: Path, python: str) -> Path:
