@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -69,6 +70,41 @@ def interpreter_path(python: str, base: Path | str = ".") -> str:
     return str(candidate)
 
 
+# What the step scripts (lfads) and run_lfads.py (runqueue) import with the collection's interpreter.
+NEEDED_MODULES = ("lfads", "runqueue")
+_PROBE = ("import importlib.util, sys\n"
+          "missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]\n"
+          "print('lfads-manager-probe:', ' '.join(missing))")
+_PROBED: dict[str, list[str] | None] = {}  # interpreter -> modules it lacks (None: not known), asked once
+
+
+def check_interpreter_modules(python: str) -> None:
+    """ManagerError (without a path) when `python`, another interpreter than this one, cannot import
+    the queue and the model: every run would fail at its first step, and run_lfads.py at once."""
+    if os.path.abspath(python) == os.path.abspath(sys.executable) or not os.path.exists(python):
+        return  # this interpreter has them (it runs this code); a missing one is another machine's
+    if python not in _PROBED:
+        _PROBED[python] = _missing_modules(python)
+    missing = _PROBED[python]
+    if missing:
+        raise ManagerError(None, f"python {python!r} cannot import {', '.join(missing)}, which the step scripts and"
+                                 " run_lfads.py need",
+                           f"install this package into it ({python} -m pip install 'lfads-runqueue[model]'), or give"
+                           " the interpreter where it is installed (leave python out: the one running prepare)")
+
+
+def _missing_modules(python: str) -> list[str] | None:
+    try:
+        # From /, so a checkout in the current folder does not stand in for an installed package.
+        result = subprocess.run([python, "-c", _PROBE, *NEEDED_MODULES], capture_output=True, text=True, timeout=60, cwd="/")
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # could not ask it: the run's own log will say why
+    for line in result.stdout.splitlines():
+        if line.startswith("lfads-manager-probe:"):
+            return line.split(":", 1)[1].split()
+    return None  # not a Python that answers (a wrapper script): not judged
+
+
 class RunCollection:
     """`RunCollection(root, name, datasets)`; add params and run specs, then `prepare()`.
 
@@ -96,6 +132,7 @@ class RunCollection:
         self.name = name
         self.dataset_collection = datasets
         self.python = interpreter_path(python) if python else os.path.abspath(sys.executable)
+        check_interpreter_modules(self.python)
         self.gpu_memory_mb = int(gpu_memory_mb)
         if time_limit not in (None, ""):
             check_time_limit(time_limit)

@@ -350,8 +350,12 @@ def python_toml(tmp_path: Path, python: str) -> Path:
 def test_a_relative_python_is_relative_to_the_toml_file(tmp_path, datasets, monkeypatch):
     import sys
 
-    (tmp_path / "venv" / "bin").mkdir(parents=True)
-    (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
+    if sys.prefix != sys.base_prefix:  # a virtualenv: its python is one only inside its folder
+        (tmp_path / "venv").symlink_to(sys.prefix)
+        assert (tmp_path / "venv" / "bin" / "python").exists()
+    else:
+        (tmp_path / "venv" / "bin").mkdir(parents=True)
+        (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
     monkeypatch.chdir(datasets)  # not the TOML's folder
     result = run_manager_cli("prepare", str(python_toml(tmp_path, "venv/bin/python")))
     assert result.returncode == 0, result.stderr
@@ -370,6 +374,23 @@ def test_a_relative_python_is_relative_to_the_toml_file(tmp_path, datasets, monk
 def test_a_missing_python_is_refused(tmp_path, datasets, python, says):
     toml = python_toml(tmp_path, python)
     fails(tmp_path, toml, names=toml, says=says.format(tmp=tmp_path), in_process=True)
+
+
+def test_a_python_that_cannot_import_the_queue_and_the_model_is_refused(tmp_path, datasets):
+    import sys
+
+    bare = tmp_path / "bare-python"  # isolated, no site-packages: the standard library only
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+    bare.chmod(0o755)
+    toml = python_toml(tmp_path, str(bare))
+    fails(tmp_path, toml, names=toml, in_process=True,
+          says=f"[collection] python '{bare}' cannot import lfads, runqueue, which the step scripts and run_lfads.py need;"
+               f" install this package into it ({bare} -m pip install 'lfads-runqueue[model]')")
+    wrapped = tmp_path / "wrapped-python"  # another path, the same environment: accepted
+    wrapped.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    wrapped.chmod(0o755)
+    status, stderr = run_manager_cli_in_process("prepare", str(python_toml(tmp_path, str(wrapped))))
+    assert status == 0, stderr
 
 
 def test_an_absolute_python_missing_here_is_kept_with_a_note(tmp_path, datasets):
