@@ -36,11 +36,18 @@ from runqueue.layout import DONE_MARKER, FAILED_MARKER, LFADS_OUTPUT, OUT_LOG, T
 from runqueue.runstate import FailureRecord, PersistedState, Reason, load_state, now_iso, save_state
 
 
+def check_run_folder(run_dir: Path) -> None:
+    """ManagerError unless `run_dir` is a run folder (it holds lfads_train.sh)."""
+    if not os.path.lexists(run_dir):
+        raise ManagerError(run_dir, "does not exist", "check the path; give the run folder that holds lfads_train.sh")
+    if not RunPaths(run_dir).train_script.is_file():
+        raise ManagerError(run_dir, f"not a run folder (no {TRAIN_SCRIPT})", "give the folder that holds lfads_train.sh")
+
+
 def delete_run_output(run_dir: Path) -> list[Path]:
     """Delete lfadsOutput/, lfads.out and the done/failed markers of one run; the paths removed."""
     paths = RunPaths(run_dir)
-    if not paths.train_script.is_file():
-        raise ManagerError(run_dir, f"not a run folder (no {TRAIN_SCRIPT})", "give the folder that holds lfads_train.sh")
+    check_run_folder(run_dir)
     try:
         lock_fd = runlock.try_hold_shared(paths.lock)  # keeps supervisors out; status says why
     except OSError as error:
