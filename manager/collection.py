@@ -105,6 +105,25 @@ def _missing_modules(python: str) -> list[str] | None:
     return None  # not a Python that answers (a wrapper script): not judged
 
 
+def check_layout(collection_path: Path, datasets: DatasetCollection) -> None:
+    """ManagerError (without a path) when the run tree would be written among the raw data: the
+    collection folder is the datasets folder, holds it, or (inside it) holds a dataset file. (Datasets
+    beside the collection, e.g. root/datasets and root/runs/<name>, are the usual layout.)"""
+    tree, data = Path(os.path.realpath(collection_path)), Path(os.path.realpath(datasets.path))
+    fix = "put the collection elsewhere (e.g. root = \"runs\" beside the datasets folder)"
+    if tree == data:
+        raise ManagerError(None, f"the collection folder {collection_path} is the datasets folder, so the run tree would be"
+                                 " written among the raw data", fix)
+    if tree in data.parents:
+        raise ManagerError(None, f"the datasets folder {datasets.path} is inside the collection folder {collection_path},"
+                                 " so the run tree would be written around the raw data", fix)
+    if data in tree.parents:
+        inside = [d for d in datasets if tree in Path(os.path.realpath(d.path)).parents]
+        if inside:
+            raise ManagerError(None, f"dataset file {inside[0].path} is inside the collection folder {collection_path}",
+                               f"{fix}, or select only the raw data files in the datasets folder")
+
+
 class RunCollection:
     """`RunCollection(root, name, datasets)`; add params and run specs, then `prepare()`.
 
@@ -131,6 +150,7 @@ class RunCollection:
         self.root = Path(os.path.abspath(Path(root).expanduser()))
         self.name = name
         self.dataset_collection = datasets
+        check_layout(self.path, datasets)
         self.python = interpreter_path(python) if python else os.path.abspath(sys.executable)
         check_interpreter_modules(self.python)
         self.gpu_memory_mb = int(gpu_memory_mb)
@@ -216,6 +236,10 @@ class RunCollection:
         collection are named in a note (a queue over the collection would still train them);
         `prune=True` retires them.
         """
+        try:
+            check_layout(self.path, self.dataset_collection)  # again: datasets may have been added since
+        except ManagerError as error:
+            raise ManagerError(self.path, error.problem, error.fix) from None
         report = prepare_collection(self, regenerate=regenerate, progress=progress, prune=prune)
         if progress is None:  # nobody listens to progress: the notes must still reach the user
             for note in report.notes:

@@ -548,3 +548,38 @@ def test_a_single_dataset_alignment_without_condition_ids_names_its_own_switch(t
     collection = small_collection(tmp_path, ["a.npz"], useSingleDatasetAlignmentMatrix=True)
     with pytest.raises(Exception, match=r"has no conditionId.*or set useSingleDatasetAlignmentMatrix = false$"):
         collection.prepare()
+
+
+def layout_toml(tmp_path: Path, root: str, name: str, folder: str, glob: str = "*.npz") -> Path:
+    toml = tmp_path / "experiment.toml"
+    toml.write_text(f'[collection]\nroot = "{root}"\nname = "{name}"\n[datasets]\nfolder = "{folder}"\nglob = "{glob}"\n'
+                    'single_runs = true\n[params]\nc_batch_size = 4\n')
+    return toml
+
+
+def test_a_collection_folder_that_is_or_holds_the_datasets_folder_is_refused(tmp_path):
+    (tmp_path / "exp" / "data").mkdir(parents=True)
+    write_npz_dataset(tmp_path / "exp" / "data" / "good.npz")
+    before = file_states(tmp_path)
+    toml = layout_toml(tmp_path, ".", "exp", "exp/data")
+    status, stderr = run_manager_cli_in_process("prepare", str(toml))
+    assert status == 2 and stderr.strip() == (
+        f"lfads-manager: error: {toml}: [collection] the datasets folder {tmp_path}/exp/data is inside the collection"
+        f" folder {tmp_path}/exp, so the run tree would be written around the raw data; put the collection elsewhere"
+        ' (e.g. root = "runs" beside the datasets folder)')
+    toml = layout_toml(tmp_path, "exp", "data", "exp/data")
+    status, stderr = run_manager_cli_in_process("prepare", str(toml))
+    assert status == 2 and f"[collection] the collection folder {tmp_path}/exp/data is the datasets folder" in stderr
+    assert file_states(tmp_path) == {**before, "experiment.toml": file_states(tmp_path)["experiment.toml"]}
+
+
+def test_a_collection_inside_the_datasets_folder_is_refused_only_when_it_holds_a_selected_file(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_npz_dataset(folder / "good.npz")
+    status, stderr = run_manager_cli_in_process("prepare", str(layout_toml(tmp_path, "data", "runs", "data")))
+    assert status == 0, stderr  # data/runs/ beside the data files, which a flat glob never reaches
+    write_npz_dataset(folder / "runs" / "copy.npz")
+    toml = layout_toml(tmp_path, "data", "runs", "data", glob="**/*.npz")
+    status, stderr = run_manager_cli_in_process("prepare", str(toml))
+    assert status == 2 and f"[collection] dataset file {folder}/runs/copy.npz is inside the collection folder" in stderr
