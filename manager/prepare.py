@@ -697,7 +697,11 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                             f" {TRAIN_SCRIPT} is now {RETIRED_TRAIN_SCRIPT} (add its param set and run spec back to"
                             " prepare it again, or delete the folder)")
                     _note(report, progress, note)
-        _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
+        # Done runs of param sets that left the experiment but still link to one of its exports: their
+        # results go stale with it just the same.
+        departed = [(folder, key, run.path_common_data) for key, run in groups.items()
+                    for folder in _run_folders_reading(run) if folder not in current]
+        _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report, departed)
         write_collection_files(collection, on_note=lambda note: _note(report, progress, note), record=record)
     return export_seconds
 
@@ -756,21 +760,22 @@ def _write_export_of(plan: _ExportPlan, regenerate: bool, progress: Callable[[st
 
 
 def _note_stale_runs(runs: list[Run], unjudged: set[tuple[str, str]], progress: Callable[[str], None] | None,
-                     report: PrepareReport) -> None:
-    """The notes on trained runs whose data changed since (or cannot be judged)."""
+                     report: PrepareReport, departed: list[tuple[Path, tuple[str, str], Path]]) -> None:
+    """The notes on trained runs whose data changed since (or cannot be judged); `departed`: (run
+    folder, export key, export folder) of param sets no longer in the collection that read an export."""
     stamps: dict[tuple[str, str], dict[str, Any] | None] = {}
-    for run in runs:
-        key = _key(run)
-        if key in unjudged and training_started(run.path) is not None:
-            note = (f"note: {run.path} is trained, but its export was made again with no record of the data it"
-                    f" learned from; if that data changed, retrain it: {retrain_hint(run.path)}")
+    current = [(run.path, _key(run), run.path_common_data) for run in runs]
+    for folder, key, data_dir in current + departed:
+        if key in unjudged and (folder, key, data_dir) in current and training_started(folder) is not None:
+            note = (f"note: {folder} is trained, but its export was made again with no record of the data it"
+                    f" learned from; if that data changed, retrain it: {retrain_hint(folder)}")
             _note(report, progress, note)
         if key not in stamps:  # one export serves every param set with this data hash
-            stamps[key] = read_stamp(run.path_common_data)
-        changed = stale_since(run.path, stamps[key])
+            stamps[key] = read_stamp(data_dir)
+        changed = stale_since(folder, stamps[key])
         if changed is not None:  # said on every prepare until the run is retrained
-            report.stale_runs.append(run.path)
-            note = (f"note: {run.path} was trained before its data changed ({describe_time(changed)}: other trials,"
-                    f" values or datasets for spec {run.spec.name!r}); its results do not match its input. Retrain it:"
-                    f" {retrain_hint(run.path)}")
+            report.stale_runs.append(folder)
+            note = (f"note: {folder} was trained before its data changed ({describe_time(changed)}: other trials,"
+                    f" values or datasets for spec {key[1]!r}); its results do not match its input. Retrain it:"
+                    f" {retrain_hint(folder)}")
             _note(report, progress, note)
