@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shlex
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,7 +54,7 @@ def delete_run_output(run_dir: Path) -> list[Path]:
     except OSError as error:
         raise ManagerError(paths.lock, f"cannot take the run lock ({error.strerror})", "check the folder's permissions") from None
     if lock_fd is None:
-        raise ManagerError(run_dir, "the run is running", "stop it first with `runqueue cancel RUN`, then delete its output")
+        raise ManagerError(run_dir, "the run is running", f"stop it first with `runqueue cancel {shlex.quote(str(run_dir))}`, then delete its output")
     try:
         return _delete(run_dir)
     finally:

@@ -75,6 +75,7 @@ from manager.scripts import (
 from manager.sequence import SequenceData, read_as, sequence_from_fields
 from manager.summary import summary_text
 from manager.written_files import WrittenFiles, set_aside
+from runqueue.errors import RunqueueError
 from runqueue.layout import (
     COLLECTION_QUEUE_SCRIPT,
     DEFAULT_MEMORY_MB,
@@ -88,6 +89,7 @@ from runqueue.layout import (
     TRAIN_SCRIPT,
     WRITE_PARAMS_SCRIPT,
 )
+from runqueue.resources import load_resources
 
 if TYPE_CHECKING:
     from manager.collection import RunCollection
@@ -681,11 +683,7 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                                                    record, lambda note: _note(report, progress, note))
                 report.files_removed += _remove_stale_links(run)
                 if hand_written:
-                    asked = "the defaults" if resources is None else "other values ([queue])"
-                    note = (f"note: {run.paths.resources} has no mark of prepare's (written by hand, or by a version before"
-                            f" the mark) and is kept: it still declares the run's memory or time limit while the collection"
-                            f" asks for {asked}; delete it if it should not")
-                    _note(report, progress, note)
+                    _note(report, progress, _hand_written_note(run, resources))
             # Run folders of param sets that left the experiment but read an export whose content just
             # changed: their inputs are no longer what they were prepared with (other data, a dropped
             # dataset's link left dangling), so the queue must not train them as they are.
@@ -704,6 +702,19 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
         _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report, departed)
         write_collection_files(collection, on_note=lambda note: _note(report, progress, note), record=record)
     return export_seconds
+
+
+def _hand_written_note(run: Run, resources: str | None) -> str:
+    """A runqueue.json prepare did not write is kept; what it does depends on whether the queue reads it."""
+    where = f"note: {run.paths.resources} has no mark of prepare's (written by hand, or by a version before the mark) and is kept"
+    try:
+        load_resources(run.paths, DEFAULT_MEMORY_MB, None)  # the queue's own reading of it
+    except RunqueueError as error:
+        fix = f" ({error.hint})" if error.hint else ""
+        return f"{where}, but the queue refuses it and will not start the run ({error.action}); fix it{fix} or delete it"
+    asked = "the defaults" if resources is None else "other values ([queue])"
+    return (f"{where}: it still declares the run's memory or time limit while the collection asks for {asked};"
+            " delete it if it should not")
 
 
 def _run_folders_reading(run: Run) -> list[Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_delete_output_refuses_a_running_run_and_keeps_a_linked_output(collectio
     (run.paths.lfads_output / "lfads_vae.ckpt-10.index").write_text("checkpoint")
     held = runlock.try_acquire(run.paths.lock)  # what a run's supervisor holds while it trains
     try:
-        with pytest.raises(ManagerError, match=r"the run is running.*runqueue cancel"):
+        with pytest.raises(ManagerError, match=re.escape(f"the run is running; stop it first with `runqueue cancel {run.path}`")):
             collection.delete_lfads_output(run, confirm=True)
     finally:
         os.close(held)

@@ -215,6 +215,13 @@ UNREADABLE = {
     "tbc.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), conditionId=np.array(["a", "b"] * 20),
                                    true_rates_by_condition=np.zeros((2, 6, 20))),
                 "true_rates_by_condition needs whole-number conditionId, got 'a'"),
+    "tbc0.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), conditionId=np.arange(40) % 4,
+                                    true_rates_by_condition=np.zeros((4, 6, 20))),
+                 "true_rates_by_condition needs 1-based conditionId (row 1 is condition 1), but conditionId has 0 (0-based?);"
+                 " add 1 to conditionId"),
+    "tbcmax.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), conditionId=np.arange(40) % 5 + 1,
+                                      true_rates_by_condition=np.zeros((4, 6, 20))),
+                   "conditionId goes up to 5 but true_rates_by_condition has 4 conditions"),
     "nochannels.npz": (lambda p: np.savez(p, counts=np.ones((40, 0, 20))), "counts of shape (40, 0, 20) (trials x channels x time) have no channels"),
     "inf.npz": (lambda p: np.savez(p, counts=np.full((40, 6, 20), np.inf)), "inf in spike counts; replace the infinite values"),
     "clock.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), timeMs=1e8 + np.r_[np.arange(19.0), 19.5]),

@@ -300,6 +300,7 @@ def test_prepare_leaves_the_inputs_of_a_running_run_alone(tmp_path, data):
             refused = run_manager_cli("prepare", str(changed))
             assert refused.returncode != 0
             assert f"{run_dir}: is running, and this prepare would change its inputs" in refused.stderr
+            assert f"stop it with `runqueue cancel {run_dir}`" in refused.stderr
             assert "runqueue cancel" in refused.stderr
             assert file_states(tmp_path / "runs") == before  # nothing written
     finally:
