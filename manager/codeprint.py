@@ -60,7 +60,7 @@ def _function(function: types.FunctionType, parts: list[str], seen: set[int], st
             continue
         value = function.__globals__[name]
         if _simple(value):
-            parts.append(f"{name}={value!r}")
+            parts.append(f"{name}={_stable_repr(value)}")
         elif isinstance(value, types.FunctionType) and value.__module__ == function.__module__:
             _collect(value, parts, seen, stop_at)
     for cell in function.__closure__ or ():
@@ -69,9 +69,18 @@ def _function(function: types.FunctionType, parts: list[str], seen: set[int], st
         except ValueError:  # an empty cell
             continue
         if _simple(value):
-            parts.append(repr(value))
+            parts.append(_stable_repr(value))
         elif isinstance(value, types.FunctionType):
             _collect(value, parts, seen, stop_at)
+
+
+def _stable_repr(value: Any) -> str:
+    """repr, with sets sorted: their order follows string hashes, which differ from process to process."""
+    if isinstance(value, frozenset | set):
+        return f"{type(value).__name__}({sorted(_stable_repr(item) for item in value)})"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_stable_repr(item) for item in value) + ",)"
+    return repr(value)
 
 
 def _simple(value: Any) -> bool:
@@ -90,6 +99,6 @@ def _global_names(code: types.CodeType) -> set[str]:
 
 def _code_text(code: types.CodeType) -> str:
     """The code without its position (file, line numbers): what it does, nested code included."""
-    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    consts = [_code_text(c) if isinstance(c, types.CodeType) else _stable_repr(c) for c in code.co_consts]
     return repr((code.co_code.hex(), consts, code.co_names, code.co_varnames, code.co_freevars, code.co_cellvars,
                  code.co_argcount, code.co_kwonlyargcount))

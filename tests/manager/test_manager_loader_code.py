@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -129,3 +132,16 @@ def test_built_in_loaders_have_no_fingerprint_and_helpers_of_the_module_count():
             return helper(path)
     """)
     assert code_fingerprint(helper) and code_fingerprint(helper) != code_fingerprint(changed)
+
+
+def test_the_fingerprint_is_the_same_in_every_process(tmp_path):
+    # A set literal compiles to a frozenset constant, whose order follows the per-process string hash.
+    script = tmp_path / "loader.py"
+    script.write_text("KEYS = frozenset({'alpha', 'beta', 'gamma', 'delta'})\n"
+                      "def load(path):\n    return {k: 1 for k in ('counts', 'timeMs', 'x', 'y') if k in {'counts', 'timeMs', 'x'}}\n"
+                      "import sys\nsys.path.insert(0, sys.argv[1])\nfrom manager.codeprint import code_fingerprint\n"
+                      "print(code_fingerprint(load))\n")
+    root = str(Path(__file__).resolve().parents[2])
+    prints = {subprocess.run([sys.executable, str(script), root], env={**os.environ, "PYTHONHASHSEED": seed},
+                             capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3")}
+    assert len(prints) == 1 and prints.pop().strip()
