@@ -2,8 +2,9 @@
 editing its loader, and the export made by the old code must then be redone.
 
 What counts: the function's bytecode, constants and names (nested functions and lambdas included),
-the simple values (numbers, text, tuples of them) it reads from its module's globals or its closure,
-and the functions of the same module it calls, followed the same way. Line numbers and the file name
+the simple values (numbers, text, tuples of them) of its default arguments and of what it reads from
+its module's globals or its closure, and the functions of the same module it calls, followed the same
+way; for a class, its methods and simple class attributes. Line numbers and the file name
 do not count, so moving the function in its file or adding code above it changes nothing. Helpers from
 other modules, and values of other types (arrays, dicts), are not followed: their change goes unnoticed.
 """
@@ -48,12 +49,16 @@ def _collect(thing: Any, parts: list[str], seen: set[int], stop_at: type | None)
                 if isinstance(member, types.FunctionType | staticmethod | classmethod | property):
                     parts.append(f"{klass.__qualname__}.{name}")
                     _collect(member.fget if isinstance(member, property) else member, parts, seen, stop_at)
+                elif _simple(member) and not name.startswith("__"):  # a class setting (WINDOW_BINS = 40)
+                    parts.append(f"{klass.__qualname__}.{name}={_stable_repr(member)}")
     elif callable(thing) and not isinstance(thing, types.BuiltinFunctionType):
         _collect(type(thing), parts, seen, stop_at)  # a callable object: its class's methods
 
 
 def _function(function: types.FunctionType, parts: list[str], seen: set[int], stop_at: type | None) -> None:
     parts.append(_code_text(function.__code__))
+    defaults = (*(function.__defaults__ or ()), *sorted((function.__kwdefaults__ or {}).items()))
+    parts.append(_stable_repr(tuple(value if _simple(value) else type(value).__name__ for value in defaults)))
     names = sorted(_global_names(function.__code__))
     for name in names:
         if name not in function.__globals__:

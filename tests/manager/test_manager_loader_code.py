@@ -145,3 +145,23 @@ def test_the_fingerprint_is_the_same_in_every_process(tmp_path):
     prints = {subprocess.run([sys.executable, str(script), root], env={**os.environ, "PYTHONHASHSEED": seed},
                              capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3")}
     assert len(prints) == 1 and prints.pop().strip()
+
+
+def test_default_arguments_and_class_settings_count():
+    def load(path, keep=20):
+        return keep
+
+    def load_fewer(path, keep=10):
+        return keep
+
+    load_fewer.__name__ = load_fewer.__qualname__ = "load"
+    assert code_fingerprint(load) != code_fingerprint(load_fewer)
+
+    def window(bins: int) -> type[Dataset]:
+        class Window(Dataset):
+            BINS = bins
+
+        return Window
+
+    assert code_fingerprint(window(40), stop_at=Dataset) == code_fingerprint(window(40), stop_at=Dataset)
+    assert code_fingerprint(window(40), stop_at=Dataset) != code_fingerprint(window(20), stop_at=Dataset)
