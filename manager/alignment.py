@@ -155,11 +155,10 @@ def compute_alignment(
         matrices = [loadings]
     else:
         matrices = []
-        for index, x in enumerate(flat):
+        for x in flat:
             keep = np.isfinite(x).all(axis=0) & np.isfinite(scores).all(axis=0)
             if keep.sum() < 2:
-                raise ManagerError(source(index), "too few of its conditions are shared with the other datasets to align them",
-                                   "check conditionId in each dataset of the run spec")
+                raise _unshared_conditions(datasets, sources)
             xk = x[:, keep].T - x[:, keep].T.mean(axis=0)
             zk = scores[:, keep].T - scores[:, keep].T.mean(axis=0)
             if approach == "ridgeRegressGlobalPCs":
@@ -176,6 +175,39 @@ def compute_alignment(
         alignments.append(Alignment(padded, bias))
         reconstructions.append((matrix.T @ (x - bias[:, None])).reshape(k, t, n_cond, order="F"))
     return AlignmentResult(alignments, conditions, scores.reshape(k, t, n_cond, order="F"), reconstructions)
+
+
+def _conditions_of(data: SequenceData) -> set[object]:
+    return set(_condition_list([data]))
+
+
+def _unshared_conditions(datasets: Sequence[SequenceData], sources: Sequence[Path]) -> ManagerError:
+    """Too few conditions are in every dataset: the error names the dataset(s) with the smallest share
+    of conditions found in any other dataset, and shows a few conditions of each (numbers never match text)."""
+    sets = [_conditions_of(data) for data in datasets]
+    names = [sources[i].name if i < len(sources) else f"dataset {i + 1}" for i in range(len(datasets))]
+
+    def shared(index: int) -> float:
+        others = set().union(*(conditions for i, conditions in enumerate(sets) if i != index))
+        return len(sets[index] & others) / max(len(sets[index]), 1)
+
+    shares = [shared(i) for i in range(len(sets))]
+    blamed = [i for i, share in enumerate(shares) if share == min(shares)]
+    common = len(set.intersection(*sets)) if sets else 0
+    shown = "; ".join(f"{names[i]}: {_few(sets[i])}" for i in range(len(sets)))
+    who = ", ".join(names[i] for i in blamed)
+    problem = (f"only {common} condition(s) are in every dataset of the run spec, too few to align them;"
+               f" {'these datasets share' if len(blamed) > 1 else who + ' shares'} the fewest conditions with the others"
+               f"{f' ({who})' if len(blamed) > 1 else ''} (conditionId: {shown})")
+    return ManagerError(sources[blamed[0]] if blamed[0] < len(sources) else None, problem,
+                        "give each condition the same conditionId in every dataset (numbers never match text labels),"
+                        " or leave the dataset out of the run spec")
+
+
+def _few(conditions: set[object], shown: int = 4) -> str:
+    values = sorted(conditions, key=lambda v: (isinstance(v, str), v))
+    text = [f"{v:g}" if isinstance(v, float) else repr(v) for v in values[:shown]]
+    return ", ".join(text) + (", …" if len(values) > shown else "") if text else "none"
 
 
 def plot_alignment_reconstruction(result: AlignmentResult, names: Sequence[str],

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shlex
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,17 +37,24 @@ from runqueue.layout import DONE_MARKER, FAILED_MARKER, LFADS_OUTPUT, OUT_LOG, T
 from runqueue.runstate import FailureRecord, PersistedState, Reason, load_state, now_iso, save_state
 
 
+def check_run_folder(run_dir: Path) -> None:
+    """ManagerError unless `run_dir` is a run folder (it holds lfads_train.sh)."""
+    if not os.path.lexists(run_dir):
+        raise ManagerError(run_dir, "does not exist", "check the path; give the run folder that holds lfads_train.sh")
+    if not RunPaths(run_dir).train_script.is_file():
+        raise ManagerError(run_dir, f"not a run folder (no {TRAIN_SCRIPT})", "give the folder that holds lfads_train.sh")
+
+
 def delete_run_output(run_dir: Path) -> list[Path]:
     """Delete lfadsOutput/, lfads.out and the done/failed markers of one run; the paths removed."""
     paths = RunPaths(run_dir)
-    if not paths.train_script.is_file():
-        raise ManagerError(run_dir, f"not a run folder (no {TRAIN_SCRIPT})", "give the folder that holds lfads_train.sh")
+    check_run_folder(run_dir)
     try:
         lock_fd = runlock.try_hold_shared(paths.lock)  # keeps supervisors out; status says why
     except OSError as error:
         raise ManagerError(paths.lock, f"cannot take the run lock ({error.strerror})", "check the folder's permissions") from None
     if lock_fd is None:
-        raise ManagerError(run_dir, "the run is running", "stop it first with `runqueue cancel RUN`, then delete its output")
+        raise ManagerError(run_dir, "the run is running", f"stop it first with `runqueue cancel {shlex.quote(str(run_dir))}`, then delete its output")
     try:
         return _delete(run_dir)
     finally:

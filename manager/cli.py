@@ -52,8 +52,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _delete_output(run_dirs: list[Path], yes: bool) -> int:
-    from manager.cleanup import delete_run_output
+    from manager.cleanup import check_run_folder, delete_run_output
 
+    bad = 0
+    for run_dir in run_dirs:  # all checked before asking: a collection folder given by mistake deletes nothing
+        try:
+            check_run_folder(run_dir)
+        except ManagerError as error:
+            print(f"lfads-manager: error: {error}", file=sys.stderr)
+            bad += 1
+    if bad:
+        print(f"lfads-manager: nothing deleted ({bad} of the {len(run_dirs)} paths are not run folders)", file=sys.stderr)
+        return 2
     if not yes:
         listing = "\n  ".join(str(run_dir) for run_dir in run_dirs)
         try:

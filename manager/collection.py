@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -69,6 +70,60 @@ def interpreter_path(python: str, base: Path | str = ".") -> str:
     return str(candidate)
 
 
+# What the step scripts (lfads) and run_lfads.py (runqueue) import with the collection's interpreter.
+NEEDED_MODULES = ("lfads", "runqueue")
+_PROBE = ("import importlib.util, sys\n"
+          "missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]\n"
+          "print('lfads-manager-probe:', ' '.join(missing))")
+_PROBED: dict[str, list[str] | None] = {}  # interpreter -> modules it lacks (None: not known), asked once
+
+
+def check_interpreter_modules(python: str) -> None:
+    """ManagerError (without a path) when `python`, another interpreter than this one, cannot import
+    the queue and the model: every run would fail at its first step, and run_lfads.py at once."""
+    if os.path.abspath(python) == os.path.abspath(sys.executable) or not os.path.exists(python):
+        return  # this interpreter has them (it runs this code); a missing one is another machine's
+    if python not in _PROBED:
+        _PROBED[python] = _missing_modules(python)
+    missing = _PROBED[python]
+    if missing:
+        raise ManagerError(None, f"python {python!r} cannot import {', '.join(missing)}, which the step scripts and"
+                                 " run_lfads.py need",
+                           f"install this package into it ({python} -m pip install 'lfads-runqueue[model]'), or give"
+                           " the interpreter where it is installed (leave python out: the one running prepare)")
+
+
+def _missing_modules(python: str) -> list[str] | None:
+    try:
+        # From /, so a checkout in the current folder does not stand in for an installed package.
+        result = subprocess.run([python, "-c", _PROBE, *NEEDED_MODULES], capture_output=True, text=True, timeout=60, cwd="/")
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # could not ask it: the run's own log will say why
+    for line in result.stdout.splitlines():
+        if line.startswith("lfads-manager-probe:"):
+            return line.split(":", 1)[1].split()
+    return None  # not a Python that answers (a wrapper script): not judged
+
+
+def check_layout(collection_path: Path, datasets: DatasetCollection) -> None:
+    """ManagerError (without a path) when the run tree would be written among the raw data: the
+    collection folder is the datasets folder, holds it, or (inside it) holds a dataset file. (Datasets
+    beside the collection, e.g. root/datasets and root/runs/<name>, are the usual layout.)"""
+    tree, data = Path(os.path.realpath(collection_path)), Path(os.path.realpath(datasets.path))
+    fix = "put the collection elsewhere (e.g. root = \"runs\" beside the datasets folder)"
+    if tree == data:
+        raise ManagerError(None, f"the collection folder {collection_path} is the datasets folder, so the run tree would be"
+                                 " written among the raw data", fix)
+    if tree in data.parents:
+        raise ManagerError(None, f"the datasets folder {datasets.path} is inside the collection folder {collection_path},"
+                                 " so the run tree would be written around the raw data", fix)
+    if data in tree.parents:
+        inside = [d for d in datasets if tree in Path(os.path.realpath(d.path)).parents]
+        if inside:
+            raise ManagerError(None, f"dataset file {inside[0].path} is inside the collection folder {collection_path}",
+                               f"{fix}, or select only the raw data files in the datasets folder")
+
+
 class RunCollection:
     """`RunCollection(root, name, datasets)`; add params and run specs, then `prepare()`.
 
@@ -95,7 +150,9 @@ class RunCollection:
         self.root = Path(os.path.abspath(Path(root).expanduser()))
         self.name = name
         self.dataset_collection = datasets
+        check_layout(self.path, datasets)
         self.python = interpreter_path(python) if python else os.path.abspath(sys.executable)
+        check_interpreter_modules(self.python)
         self.gpu_memory_mb = int(gpu_memory_mb)
         if time_limit not in (None, ""):
             check_time_limit(time_limit)
@@ -179,6 +236,10 @@ class RunCollection:
         collection are named in a note (a queue over the collection would still train them);
         `prune=True` retires them.
         """
+        try:
+            check_layout(self.path, self.dataset_collection)  # again: datasets may have been added since
+        except ManagerError as error:
+            raise ManagerError(self.path, error.problem, error.fix) from None
         report = prepare_collection(self, regenerate=regenerate, progress=progress, prune=prune)
         if progress is None:  # nobody listens to progress: the notes must still reach the user
             for note in report.notes:

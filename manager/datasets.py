@@ -14,7 +14,7 @@ import numpy as np
 
 from manager.errors import ManagerError, describe
 from manager.matfile import read_mat
-from manager.sequence import SequenceData, sequence_from_fields
+from manager.sequence import BIN_WIDTH_KEYS, SequenceData, sequence_from_fields
 
 if TYPE_CHECKING:
     from manager.run import Run
@@ -44,7 +44,10 @@ def _read_npz(path: Path) -> dict[str, Any]:
 
 def _read_h5(path: Path) -> dict[str, Any]:
     with h5py.File(path, "r") as handle:
-        return {key: _h5_value(node) for key, node in handle.items() if isinstance(node, h5py.Dataset)}
+        fields = {key: _h5_value(node) for key, node in handle.items() if isinstance(node, h5py.Dataset)}
+        # A bin width is often kept as an attribute of the file (f.attrs["binWidthMs"] = 10).
+        fields.update({key: handle.attrs[key] for key in BIN_WIDTH_KEYS if key in handle.attrs and key not in fields})
+        return fields
 
 
 def _h5_value(node: h5py.Dataset) -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 
 from manager.alignment import AlignmentResult, compute_alignment, plot_alignment_reconstruction
 from manager.atomicio import write_if_changed
+from manager.codeprint import code_fingerprint
 from manager.datasets import ALIGNMENT_MODE, EXPORT_MODE, Dataset, registered_loader
 from manager.departed import departed_notes, pending_departed_runs, prune_departed, retire
 from manager.errors import ManagerError
@@ -71,9 +72,10 @@ from manager.scripts import (
     train_script,
     write_model_params_script,
 )
-from manager.sequence import SequenceData, sequence_from_fields
+from manager.sequence import SequenceData, read_as, sequence_from_fields
 from manager.summary import summary_text
 from manager.written_files import WrittenFiles, set_aside
+from runqueue.errors import RunqueueError
 from runqueue.layout import (
     COLLECTION_QUEUE_SCRIPT,
     DEFAULT_MEMORY_MB,
@@ -87,6 +89,7 @@ from runqueue.layout import (
     TRAIN_SCRIPT,
     WRITE_PARAMS_SCRIPT,
 )
+from runqueue.resources import load_resources
 
 if TYPE_CHECKING:
     from manager.collection import RunCollection
@@ -96,6 +99,7 @@ ALIGNMENT_PLOT_FILE = "alignment_reconstruction.png"
 _CountsCache = dict[tuple[str, str, str], SequenceData]
 # Bump when the export's content changes, so older exports are redone.
 EXPORT_FORMAT = 1
+LOADER_CODE_KEY = "loader_code"  # in a stamp's source datasets: manager.codeprint of the user's loader
 
 
 @dataclass
@@ -196,9 +200,7 @@ def _source_stamp(run: Run) -> dict[str, Any]:
         "format": EXPORT_FORMAT,
         "data_hash": run.params.data_hash,
         "spec": run.spec.name,
-        "datasets": [
-            {"name": d.name, **vars(d.source_stamp()), "loader": _loader_name(d)} for d in run.spec.datasets
-        ],
+        "datasets": [{"name": d.name, **vars(d.source_stamp()), **_loader_stamp(d)} for d in run.spec.datasets],
     }
     if run.uses_alignment and run.params.version < DATA_HASH_VERSION_CUTOFF:
         # Left out of such a data hash, c_factors_dim still sizes the alignment matrices: a new width
@@ -211,9 +213,16 @@ def _source_stamp(run: Run) -> dict[str, Any]:
     return stamp
 
 
-def _loader_name(dataset: Any) -> str:
+def _loader_stamp(dataset: Any) -> dict[str, str]:
+    """The loader's name, and a fingerprint of its code when it is the user's (a Dataset subclass's
+    methods, a loader function): editing it is how a lab changes its preprocessing, and the export
+    must follow."""
     loader = dataset.loader or registered_loader(dataset.path)  # also one installed by register_loader()
-    return _callable_name(type(dataset)) + (f"/{_callable_name(loader)}" if loader else "")
+    stamp = {"loader": _callable_name(type(dataset)) + (f"/{_callable_name(loader)}" if loader else "")}
+    prints = [code_fingerprint(type(dataset), stop_at=Dataset), code_fingerprint(loader) if loader else ""]
+    if any(prints):
+        stamp[LOADER_CODE_KEY] = "/".join(prints)
+    return stamp
 
 
 def _callable_name(thing: Any) -> str:
@@ -228,7 +237,7 @@ def _callable_name(thing: Any) -> str:
 def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | None:
     """The stored stamp when the export matches the current sources and all its files exist."""
     stored = read_stamp(run.path_common_data)
-    if stored is None or stored.get("source") != source:
+    if stored is None or _without_new_keys(source, stored.get("source")) != stored.get("source"):
         return None
     for dataset in run.dataset_names:
         for name in (lfads_file_name(dataset), input_info_file_name(dataset)):
@@ -237,16 +246,35 @@ def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | Non
     return stored
 
 
+def _without_new_keys(source: dict[str, Any], stored: Any) -> dict[str, Any]:
+    """`source` without the loader fingerprints a stamp written before them lacks: such an export
+    counts as current (no mass re-export on upgrading), and its stamp then gets the fingerprints."""
+    old = stored.get("datasets") if isinstance(stored, dict) else None
+    if not isinstance(old, list) or len(old) != len(source["datasets"]):
+        return source
+    datasets = [{k: v for k, v in new.items() if k != LOADER_CODE_KEY or (isinstance(was, dict) and k in was)}
+                for new, was in zip(source["datasets"], old, strict=True)]
+    return {**source, "datasets": datasets}
+
+
 def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _ExportPlan:
     params = run.params
     sequences, rebins = _counts_and_rebins(run, EXPORT_MODE, cache)
     bins = {d.name: s.n_time // r for d, s, r in zip(run.spec.datasets, sequences, rebins, strict=True)}
+    if min(bins.values()) == 0:
+        index = list(bins.values()).index(0)  # the dataset at fault, not the spec's first
+        data = sequences[index]
+        problem = (f"trials are shorter than one {params.spikeBinMs:g} ms bin ({read_as(data.counts.shape)}:"
+                   f" {data.n_time} bin(s) of {data.bin_width_ms:g} ms)")
+        fix = "lower spikeBinMs"
+        if data.bin_width_ms < 0.5:  # sub-millisecond input bins are rare; times in seconds are not
+            fix = f"is the time vector in seconds (it steps by {data.bin_width_ms:g})? store it in ms, or lower spikeBinMs"
+        elif data.n_time == 1:
+            fix = "store the counts as trials×channels×time with each trial's bins (one bin per trial was read), or lower spikeBinMs"
+        raise ManagerError(run.spec.datasets[index].path, problem, fix)
     if len(set(bins.values())) > 1:
         raise ManagerError(run.spec.datasets[0].path, f"run spec {run.spec.name!r} mixes trial lengths after rebinning {bins}",
                            "trim every dataset of a stitched run to the same duration")
-    if min(bins.values()) == 0:
-        raise ManagerError(run.spec.datasets[0].path, f"trials are shorter than one {params.spikeBinMs:g} ms bin",
-                           "lower spikeBinMs")
     alignment, png = None, None
     if run.uses_alignment:
         for_alignment, alignment_rebins = sequences, rebins
@@ -632,12 +660,19 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
     with WrittenFiles(collection.path) as record:
         with holding_runs(sorted(set().union(*readers.values()))) as running:
             plans, counts, export_seconds = _plan_exports(groups, sources, stamps, regenerate, progress)
+            for note in dict.fromkeys(note for plan in plans for data in plan.sequences for note in data.notes):
+                _note(report, progress, note)  # how a file was read (an assumed bin width): once per file
             new_content = {_key(plan.run) for plan in plans if not _content_unchanged(plan)}
             refuse_running([path for path in running if any(path in readers[key] for key in new_content)])
             for run in runs:
                 _check_trials(run, counts[_key(run)])
             for plan in plans:
                 export_seconds += _write_export_of(plan, regenerate, progress, report)
+            for key, stamp in stamps.items():
+                if stamp is not None and not regenerate and stamp.get("source") != sources[key]:
+                    # current, but stamped before loader fingerprints: record them from now on
+                    write_if_changed(groups[key].path_common_data / EXPORT_STAMP_FILE,
+                                     json.dumps({**stamp, "source": sources[key]}, indent=1, sort_keys=True) + "\n")
             resources = _resources(collection)
             scripts: _ScriptCache = {}
             for run in runs:
@@ -648,11 +683,7 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                                                    record, lambda note: _note(report, progress, note))
                 report.files_removed += _remove_stale_links(run)
                 if hand_written:
-                    asked = "the defaults" if resources is None else "other values ([queue])"
-                    note = (f"note: {run.paths.resources} has no mark of prepare's (written by hand, or by a version before"
-                            f" the mark) and is kept: it still declares the run's memory or time limit while the collection"
-                            f" asks for {asked}; delete it if it should not")
-                    _note(report, progress, note)
+                    _note(report, progress, _hand_written_note(run, resources))
             # Run folders of param sets that left the experiment but read an export whose content just
             # changed: their inputs are no longer what they were prepared with (other data, a dropped
             # dataset's link left dangling), so the queue must not train them as they are.
@@ -664,9 +695,26 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                             f" {TRAIN_SCRIPT} is now {RETIRED_TRAIN_SCRIPT} (add its param set and run spec back to"
                             " prepare it again, or delete the folder)")
                     _note(report, progress, note)
-        _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report)
+        # Done runs of param sets that left the experiment but still link to one of its exports: their
+        # results go stale with it just the same.
+        departed = [(folder, key, run.path_common_data) for key, run in groups.items()
+                    for folder in _run_folders_reading(run) if folder not in current]
+        _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report, departed)
         write_collection_files(collection, on_note=lambda note: _note(report, progress, note), record=record)
     return export_seconds
+
+
+def _hand_written_note(run: Run, resources: str | None) -> str:
+    """A runqueue.json prepare did not write is kept; what it does depends on whether the queue reads it."""
+    where = f"note: {run.paths.resources} has no mark of prepare's (written by hand, or by a version before the mark) and is kept"
+    try:
+        load_resources(run.paths, DEFAULT_MEMORY_MB, None)  # the queue's own reading of it
+    except RunqueueError as error:
+        fix = f" ({error.hint})" if error.hint else ""
+        return f"{where}, but the queue refuses it and will not start the run ({error.action}); fix it{fix} or delete it"
+    asked = "the defaults" if resources is None else "other values ([queue])"
+    return (f"{where}: it still declares the run's memory or time limit while the collection asks for {asked};"
+            " delete it if it should not")
 
 
 def _run_folders_reading(run: Run) -> list[Path]:
@@ -723,21 +771,22 @@ def _write_export_of(plan: _ExportPlan, regenerate: bool, progress: Callable[[st
 
 
 def _note_stale_runs(runs: list[Run], unjudged: set[tuple[str, str]], progress: Callable[[str], None] | None,
-                     report: PrepareReport) -> None:
-    """The notes on trained runs whose data changed since (or cannot be judged)."""
+                     report: PrepareReport, departed: list[tuple[Path, tuple[str, str], Path]]) -> None:
+    """The notes on trained runs whose data changed since (or cannot be judged); `departed`: (run
+    folder, export key, export folder) of param sets no longer in the collection that read an export."""
     stamps: dict[tuple[str, str], dict[str, Any] | None] = {}
-    for run in runs:
-        key = _key(run)
-        if key in unjudged and training_started(run.path) is not None:
-            note = (f"note: {run.path} is trained, but its export was made again with no record of the data it"
-                    f" learned from; if that data changed, retrain it: {retrain_hint(run.path)}")
+    current = [(run.path, _key(run), run.path_common_data) for run in runs]
+    for folder, key, data_dir in current + departed:
+        if key in unjudged and (folder, key, data_dir) in current and training_started(folder) is not None:
+            note = (f"note: {folder} is trained, but its export was made again with no record of the data it"
+                    f" learned from; if that data changed, retrain it: {retrain_hint(folder)}")
             _note(report, progress, note)
         if key not in stamps:  # one export serves every param set with this data hash
-            stamps[key] = read_stamp(run.path_common_data)
-        changed = stale_since(run.path, stamps[key])
+            stamps[key] = read_stamp(data_dir)
+        changed = stale_since(folder, stamps[key])
         if changed is not None:  # said on every prepare until the run is retrained
-            report.stale_runs.append(run.path)
-            note = (f"note: {run.path} was trained before its data changed ({describe_time(changed)}: other trials,"
-                    f" values or datasets for spec {run.spec.name!r}); its results do not match its input. Retrain it:"
-                    f" {retrain_hint(run.path)}")
+            report.stale_runs.append(folder)
+            note = (f"note: {folder} was trained before its data changed ({describe_time(changed)}: other trials,"
+                    f" values or datasets for spec {key[1]!r}); its results do not match its input. Retrain it:"
+                    f" {retrain_hint(folder)}")
             _note(report, progress, note)

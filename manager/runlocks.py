@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import resource
+import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,8 +29,9 @@ def refuse_running(running: Sequence[Path]) -> None:
     """ManagerError naming the first of the running runs whose inputs would change, if any."""
     if running:
         more = f" (and {len(running) - 1} more running run(s) of this collection)" if len(running) > 1 else ""
+        shown = " ".join(shlex.quote(str(path)) for path in running[:5]) + (" …" if len(running) > 5 else "")
         raise ManagerError(running[0], f"is running, and this prepare would change its inputs{more}",
-                           "let it finish, or stop it with `runqueue cancel RUN`; then prepare again")
+                           f"let it finish, or stop it with `runqueue cancel {shown}`; then prepare again")
 
 
 @contextlib.contextmanager

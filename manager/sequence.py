@@ -17,6 +17,10 @@ CONDITION_KEYS = ("conditionId", "condition_id")
 TRUTH_KEYS = ("truth", "true_rates")
 TRUTH_BY_CONDITION_KEY = "true_rates_by_condition"
 EXT_INPUT_KEYS = ("externalInputs", "external_inputs")
+# A scalar bin width, for files without a time vector (also read from an HDF5 file's root attributes).
+BIN_WIDTH_KEYS = ("binWidthMs", "binSizeMs", "dtMs")
+# Read by Dataset.load_info, so not "unused" either.
+INFO_KEYS = ("subject", "datetime")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class SequenceData:
     condition_id: np.ndarray | None = None
     truth: np.ndarray | None = None
     external_inputs: np.ndarray | None = None
+    notes: tuple[str, ...] = ()  # what the user must hear about how the file was read (prepare prints them)
 
     @property
     def n_trials(self) -> int:
@@ -95,7 +100,37 @@ def _cell_label(item: Any) -> str | float:
     return str(item)
 
 
-def _condition_vector(raw: Any, n_trials: int, path: Path) -> np.ndarray | None:
+def read_as(shape: tuple[int, ...]) -> str:
+    """How the counts were understood, for messages about their shape."""
+    return f"counts read as trials×channels×time = {tuple(shape)}"
+
+
+_AXES = ("trials", "channels", "time")
+
+
+def orientation_fix(path: Path, shape: tuple[int, ...], axis: int, length: int) -> str | None:
+    """When `length` entries (of conditionId or the time vector) belong on counts axis `axis` but match
+    another axis: the transposition(s) that put that one there, and how each format is oriented."""
+    found = [other for other in range(len(shape)) if other != axis and shape[other] == length]
+    if len(shape) != 3 or not found:
+        return None
+    source = max(found, key=lambda other: abs(other - axis))  # (12, 60, 60) with 60 trials: channels×time×trials
+    moved = [other for other in range(3) if other != source]
+    moved.insert(axis, source)
+    orders = [tuple(moved)]
+    if {axis, source} == {0, 2}:
+        orders.append((2, 1, 0))  # all reversed: MATLAB's order seen from numpy, or the other way round
+    matlab = path.suffix.lower() == ".mat"
+    guesses = " or ".join(
+        f"{'×'.join(_AXES[order.index(p)] for p in range(3))} (numpy: {'counts.T' if order == (2, 1, 0) else f'counts.transpose{order}'}"
+        + (f", MATLAB: permute(counts, [{' '.join(str(p + 1) for p in order)}])" if matlab else "") + ")" for order in orders)
+    where = (".mat files are read in MATLAB's order, so a v7.3 file written with h5py must hold the reversed array, counts.T"
+             if matlab else f"{path.suffix or 'such'} files are read in numpy order"
+             + (" (MATLAB's h5write reverses the dimensions)" if path.suffix.lower() in (".h5", ".hdf5") else ""))
+    return f"are the counts {guesses}? store them as trials×channels×time; {where}"
+
+
+def _condition_vector(raw: Any, n_trials: int, path: Path, shape: tuple[int, ...] = ()) -> np.ndarray | None:
     if raw is None:
         return None
     if isinstance(raw, list):
@@ -109,11 +144,13 @@ def _condition_vector(raw: Any, n_trials: int, path: Path) -> np.ndarray | None:
     else:
         values = np.asarray(raw).ravel()
     if values.size != n_trials:
-        raise ManagerError(path, f"conditionId has {values.size} entries for {n_trials} trials", "give one condition per trial")
+        read = f" ({read_as(shape)})" if shape else ""
+        raise ManagerError(path, f"conditionId has {values.size} entries for {n_trials} trials{read}",
+                           (orientation_fix(path, shape, 0, values.size) if shape else None) or "give one condition per trial")
     return values
 
 
-def _bin_width(time: np.ndarray, n_time: int, path: Path) -> tuple[np.ndarray, float]:
+def _bin_width(time: np.ndarray, n_time: int, path: Path, shape: tuple[int, ...] = ()) -> tuple[np.ndarray, float]:
     """The first trial's time vector and the one bin width every trial must share."""
     if time.size == n_time:
         rows = time.reshape(1, n_time)
@@ -122,7 +159,10 @@ def _bin_width(time: np.ndarray, n_time: int, path: Path) -> tuple[np.ndarray, f
     elif time.ndim == 2 and time.shape[0] == n_time:
         rows = time.T
     else:
-        raise ManagerError(path, f"time vector of shape {time.shape} does not match {n_time} time bins", "store one time per bin")
+        read = f" ({read_as(shape)})" if shape else ""
+        fix = orientation_fix(path, shape, 2, time.shape[-1]) if shape and time.ndim else None
+        raise ManagerError(path, f"time vector of shape {time.shape} does not match {n_time} time bins{read}",
+                           fix or "store one time per bin")
     if n_time < 2:
         return rows[0].astype(np.float64), 1.0
     steps = np.diff(rows.astype(np.float64), axis=-1)
@@ -146,9 +186,14 @@ def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
     """Map loaded variables to SequenceData and refuse data the export cannot use."""
     counts_key, counts_raw = _first_item(fields, COUNT_KEYS)
     if counts_raw is None:
-        raise ManagerError(path, f"no spike counts found (looked for {', '.join(COUNT_KEYS)})", "save the counts as 'counts' (trials x channels x time)")
+        raise ManagerError(path, f"no spike counts found (looked for {', '.join(COUNT_KEYS)}; the file has {_contents(fields)})",
+                           "save the counts as 'counts' (trials x channels x time)" + _struct_fix(fields))
     counts = _numbers(counts_raw, counts_key, path, "one trials x channels x time array, every trial the same length")
+    notes: list[str] = []
     if counts.ndim == 2:
+        if counts.shape[0]:
+            notes.append(f"note: {path}: {counts_key} is 2-D {counts.shape}, read as trials×channels with one time bin each;"
+                         " store trials×channels×time if the trials have more bins")
         counts = counts[:, :, None] if counts.shape[0] else counts.reshape(0, 0, 0)
     if counts.ndim != 3 or counts.shape[0] == 0:
         raise ManagerError(path, f"counts must be a non-empty trials x channels x time array, got shape {counts.shape}", "reshape the counts")
@@ -159,10 +204,22 @@ def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
     check_counts(counts, path)
     n_trials, _, n_time = counts.shape
     time_key, time_raw = _first_item(fields, TIME_KEYS)
-    time = (np.arange(1, n_time + 1, dtype=np.float64) if time_raw is None
-            else _numbers(time_raw, time_key, path, "the time of each bin in ms", np.float64))
-    time_ms, width = _bin_width(time, n_time, path)
-    condition_id = _condition_vector(_first(fields, CONDITION_KEYS), n_trials, path)
+    width_key, width_raw = _first_item(fields, BIN_WIDTH_KEYS)
+    given_width = None if width_raw is None else _scalar_width(width_raw, width_key, path)
+    if time_raw is None:
+        time = np.arange(1, n_time + 1, dtype=np.float64) * (given_width or 1.0)
+        if given_width is None:
+            unused = unused_fields(fields)
+            notes.append(f"note: {path}: no time vector ({', '.join(TIME_KEYS)}) nor bin width ({', '.join(BIN_WIDTH_KEYS)}),"
+                         " so its bins are taken to be 1 ms wide" + (f"; variables not used: {', '.join(unused)}" if unused else "")
+                         + "; store binWidthMs (or a time vector) if they are not")
+    else:
+        time = _numbers(time_raw, time_key, path, "the time of each bin in ms", np.float64)
+    time_ms, width = _bin_width(time, n_time, path, counts.shape)
+    if given_width is not None and time_raw is not None and not np.isclose(width, given_width, rtol=1e-6, atol=0.0):
+        raise ManagerError(path, f"{width_key} = {given_width:g} but {time_key} steps by {width:g} ms",
+                           f"make them agree, or drop one of {width_key} and {time_key}")
+    condition_id = _condition_vector(_first(fields, CONDITION_KEYS), n_trials, path, counts.shape)
     truth = _truth(fields, counts.shape, condition_id, path)
     ext_key, ext = _first_item(fields, EXT_INPUT_KEYS)
     if ext is not None:
@@ -172,7 +229,42 @@ def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
         if ext.shape[0] != n_trials or ext.shape[2] != n_time:
             raise ManagerError(path, f"externalInputs shape {ext.shape} does not match counts {counts.shape}", "store trials x inputs x time")
         _require_finite(ext, ext_key or "externalInputs", path)
-    return SequenceData(counts, time_ms, width, condition_id, truth, ext)
+    return SequenceData(counts, time_ms, width, condition_id, truth, ext, tuple(notes))
+
+
+def _contents(fields: Mapping[str, Any]) -> str:
+    """The file's variables, a struct's fields included: what to look at when the counts are missing."""
+    if not fields:
+        return "no variables"
+    described = []
+    for key, value in fields.items():
+        names = getattr(getattr(value, "dtype", None), "names", None)
+        described.append(f"struct {key!r} with fields {', '.join(names)}" if names else repr(key))
+    return ", ".join(described)
+
+
+def _struct_fix(fields: Mapping[str, Any]) -> str:
+    for key, value in fields.items():
+        names = getattr(getattr(value, "dtype", None), "names", None) or ()
+        if any(name in COUNT_KEYS for name in names):
+            return f" (the fields of struct {key!r} go in as variables with MATLAB's save(file, '-struct', {key!r}))"
+    return ""
+
+
+def unused_fields(fields: Mapping[str, Any]) -> list[str]:
+    """The file's variables that the export does not read (sorted)."""
+    known = {*COUNT_KEYS, *TIME_KEYS, *CONDITION_KEYS, *TRUTH_KEYS, TRUTH_BY_CONDITION_KEY, *EXT_INPUT_KEYS,
+             *BIN_WIDTH_KEYS, *INFO_KEYS}
+    return sorted(key for key in fields if key not in known)
+
+
+def _scalar_width(raw: Any, key: str, path: Path) -> float:
+    """A bin width given as one positive number of ms."""
+    value = _numbers(raw, key, path, "one number (the bin width in ms)", np.float64)
+    if value.size != 1 or not np.isfinite(value).all() or float(value.ravel()[0]) <= 0:
+        raise ManagerError(path, f"{key} must be one positive number of ms, got {value.ravel()[:4].tolist()}",
+                           f"store {key} as the bin width in ms, e.g. 10")
+    return float(value.ravel()[0])
 
 
 def _require_finite(values: np.ndarray, key: str, path: Path) -> None:
@@ -209,7 +301,15 @@ def _truth(fields: Mapping[str, Any], shape: tuple[int, ...], condition_id: np.n
                            f" (trial {first + 1})",
                            "store conditionId as 1-based condition numbers, or store per-trial truth instead")
     index = numbers.astype(np.int64) - 1
-    if by_condition.shape[1:] != shape[1:] or index.min() < 0 or index.max() >= by_condition.shape[0]:
+    if by_condition.shape[1:] == shape[1:] and index.size and index.min() < 0:
+        lowest = int(numbers.min())
+        raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} needs 1-based conditionId (row 1 is condition 1), but conditionId"
+                           f" has {lowest}{' (0-based?)' if lowest == 0 else ''}",
+                           "add 1 to conditionId, or store per-trial truth instead")
+    if by_condition.shape[1:] == shape[1:] and index.size and index.max() >= by_condition.shape[0]:
+        raise ManagerError(path, f"conditionId goes up to {int(numbers.max())} but {TRUTH_BY_CONDITION_KEY} has"
+                           f" {by_condition.shape[0]} conditions", "store one row of truth per condition, 1 to the highest conditionId")
+    if by_condition.shape[1:] != shape[1:]:
         raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} shape {by_condition.shape} does not fit conditionId and counts {shape}",
                            "store conditions x channels x time with 1-based conditionId")
     truth = by_condition[index]

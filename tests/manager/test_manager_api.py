@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_delete_output_refuses_a_running_run_and_keeps_a_linked_output(collectio
     (run.paths.lfads_output / "lfads_vae.ckpt-10.index").write_text("checkpoint")
     held = runlock.try_acquire(run.paths.lock)  # what a run's supervisor holds while it trains
     try:
-        with pytest.raises(ManagerError, match=r"the run is running.*runqueue cancel"):
+        with pytest.raises(ManagerError, match=re.escape(f"the run is running; stop it first with `runqueue cancel {run.path}`")):
             collection.delete_lfads_output(run, confirm=True)
     finally:
         os.close(held)
@@ -101,6 +102,20 @@ def test_delete_output_command(collection):
     assert not first.paths.lfads_output.exists() and not second.paths.done_marker.exists()
     not_a_run = subprocess.run([*command[:4], str(collection.path), "--yes"], capture_output=True, text=True)
     assert not_a_run.returncode == 2 and "not a run folder" in not_a_run.stderr
+
+
+def test_delete_output_checks_every_path_before_asking(collection):
+    collection.prepare()
+    run = collection.runs[0]
+    run.paths.done_marker.write_text("")
+    missing = collection.path / "no-such-run"
+    command = [sys.executable, "-m", "manager", "delete-output", str(run.path), str(collection.path), str(missing)]
+    result = subprocess.run(command, input="yes\n", capture_output=True, text=True)
+    assert result.returncode == 2 and "Type yes" not in result.stdout + result.stderr  # never asked
+    assert f"lfads-manager: error: {collection.path}: not a run folder (no lfads_train.sh)" in result.stderr
+    assert f"lfads-manager: error: {missing}: does not exist; check the path" in result.stderr
+    assert "nothing deleted (2 of the 3 paths are not run folders)" in result.stderr
+    assert run.paths.done_marker.exists()  # the good one is left alone too
 
 
 def test_values_are_cast_to_the_matlab_type():
@@ -362,6 +377,7 @@ def test_ctrl_c_ends_a_command_with_one_line_saying_what_to_do(tmp_path, monkeyp
     monkeypatch.setattr(manager.experiment, "load_experiment", interrupted)
     monkeypatch.setattr(manager.cleanup, "delete_run_output", interrupted)
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "lfads_train.sh").write_text("")  # a run folder: delete-output checks that before it starts
     argv = ["prepare", str(tmp_path / "e.toml")] if command == "prepare" else ["delete-output", "--yes", str(tmp_path / "run")]
     assert main(argv) == 130
     (line,) = capsys.readouterr().err.strip().splitlines()

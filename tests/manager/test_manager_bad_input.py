@@ -215,6 +215,13 @@ UNREADABLE = {
     "tbc.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), conditionId=np.array(["a", "b"] * 20),
                                    true_rates_by_condition=np.zeros((2, 6, 20))),
                 "true_rates_by_condition needs whole-number conditionId, got 'a'"),
+    "tbc0.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), conditionId=np.arange(40) % 4,
+                                    true_rates_by_condition=np.zeros((4, 6, 20))),
+                 "true_rates_by_condition needs 1-based conditionId (row 1 is condition 1), but conditionId has 0 (0-based?);"
+                 " add 1 to conditionId"),
+    "tbcmax.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), conditionId=np.arange(40) % 5 + 1,
+                                      true_rates_by_condition=np.zeros((4, 6, 20))),
+                   "conditionId goes up to 5 but true_rates_by_condition has 4 conditions"),
     "nochannels.npz": (lambda p: np.savez(p, counts=np.ones((40, 0, 20))), "counts of shape (40, 0, 20) (trials x channels x time) have no channels"),
     "inf.npz": (lambda p: np.savez(p, counts=np.full((40, 6, 20), np.inf)), "inf in spike counts; replace the infinite values"),
     "clock.npz": (lambda p: np.savez(p, counts=np.ones((40, 6, 20)), timeMs=1e8 + np.r_[np.arange(19.0), 19.5]),
@@ -275,7 +282,69 @@ def test_values_of_the_right_type_that_no_run_can_use(tmp_path, datasets, line, 
 
 def test_a_bin_longer_than_the_trials(tmp_path, datasets):
     toml = experiment(tmp_path, params="c_batch_size = 4\nspikeBinMs = 1e308", runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
-    fails(tmp_path, toml, names=datasets / "good.npz", says="trials are shorter than one 1e+308 ms bin; lower spikeBinMs")
+    fails(tmp_path, toml, names=datasets / "good.npz", says="trials are shorter than one 1e+308 ms bin (counts read as"
+          " trials×channels×time = (40, 6, 20): 20 bin(s) of 1 ms); lower spikeBinMs")
+
+
+def test_trials_shorter_than_a_bin_name_the_dataset_at_fault_and_spot_seconds_and_2d_counts(tmp_path, datasets):
+    write_npz_dataset(datasets / "secs.npz", timeVecMs=np.arange(20) * 0.01)  # seconds, not ms
+    toml = experiment(tmp_path, params="c_batch_size = 4\nspikeBinMs = 2",
+                      runspec='[[runspec]]\nname = "both"\ndatasets = ["good", "secs"]')
+    fails(tmp_path, toml, names=datasets / "secs.npz", in_process=True,
+          says="trials are shorter than one 2 ms bin (counts read as trials×channels×time = (40, 6, 20): 20 bin(s) of 0.01 ms);"
+               " is the time vector in seconds (it steps by 0.01)? store it in ms")
+    (datasets / "secs.npz").unlink()
+    write_npz_dataset(datasets / "flat.npz", counts=np.ones((40, 6)), timeVecMs=None, truth=None)
+    toml = experiment(tmp_path, params="c_batch_size = 4\nspikeBinMs = 2",
+                      runspec='[[runspec]]\nname = "both"\ndatasets = ["good", "flat"]')
+    fails(tmp_path, toml, names=datasets / "flat.npz", in_process=True,
+          says="(40, 6, 1): 1 bin(s) of 1 ms); store the counts as trials×channels×time with each trial's bins")
+
+
+def mat_experiment(tmp_path: Path) -> Path:
+    toml = experiment(tmp_path)
+    toml.write_text(toml.read_text().replace('glob = "*.npz"', 'glob = "*.*"'))
+    return toml
+
+
+def test_counts_in_matlab_order_in_a_v5_mat_name_the_reading_and_the_permutation(tmp_path, datasets):
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    scipy.io.savemat(datasets / "bad.mat", {"counts": rng.poisson(1, (6, 20, 40)).astype(float),  # channels×time×trials
+                                            "conditionId": np.arange(40) % 4 + 1.0})
+    fails(tmp_path, mat_experiment(tmp_path), names=datasets / "bad.mat", in_process=True,
+          says="conditionId has 40 entries for 6 trials (counts read as trials×channels×time = (6, 20, 40));"
+               " are the counts channels×time×trials (numpy: counts.transpose(2, 0, 1), MATLAB: permute(counts, [3 1 2]))")
+
+
+def test_a_v73_mat_written_with_h5py_in_numpy_order_gets_the_reversal_hint(tmp_path, datasets):
+    import h5py
+
+    rng = np.random.default_rng(0)
+    with h5py.File(datasets / "bad.mat", "w", userblock_size=512) as handle:
+        handle["counts"] = rng.poisson(1, (40, 6, 20)).astype(float)  # numpy order: read reversed, (20, 6, 40)
+        handle["timeVecMs"] = np.arange(20.0)
+    with open(datasets / "bad.mat", "r+b") as handle:
+        handle.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64".ljust(116) + bytes(8) + b"\x00\x02IM")
+    fails(tmp_path, mat_experiment(tmp_path), names=datasets / "bad.mat", in_process=True,
+          says="time vector of shape (20,) does not match 40 time bins (counts read as trials×channels×time = (20, 6, 40));"
+               " are the counts time×trials×channels")
+    fails(tmp_path, mat_experiment(tmp_path), names=datasets / "bad.mat", in_process=True,
+          says="or time×channels×trials (numpy: counts.T, MATLAB: permute(counts, [3 2 1]))? store them as"
+               " trials×channels×time; .mat files are read in MATLAB's order, so a v7.3 file written with h5py must hold"
+               " the reversed array, counts.T")
+
+
+def test_no_counts_lists_the_variables_and_struct_fields(tmp_path, datasets):
+    import scipy.io
+
+    scipy.io.savemat(datasets / "bad.mat", {"data": {"counts": np.ones((40, 6, 20)), "timeMs": np.arange(20.0)},
+                                            "conditionId": np.arange(40) % 4 + 1.0})
+    fails(tmp_path, mat_experiment(tmp_path), names=datasets / "bad.mat", in_process=True,
+          says="no spike counts found (looked for counts, spikes; the file has struct 'data' with fields counts, timeMs,"
+               " 'conditionId'); save the counts as 'counts' (trials x channels x time) (the fields of struct 'data' go in"
+               " as variables with MATLAB's save(file, '-struct', 'data'))")
 
 
 def python_toml(tmp_path: Path, python: str) -> Path:
@@ -288,8 +357,12 @@ def python_toml(tmp_path: Path, python: str) -> Path:
 def test_a_relative_python_is_relative_to_the_toml_file(tmp_path, datasets, monkeypatch):
     import sys
 
-    (tmp_path / "venv" / "bin").mkdir(parents=True)
-    (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
+    if sys.prefix != sys.base_prefix:  # a virtualenv: its python is one only inside its folder
+        (tmp_path / "venv").symlink_to(sys.prefix)
+        assert (tmp_path / "venv" / "bin" / "python").exists()
+    else:
+        (tmp_path / "venv" / "bin").mkdir(parents=True)
+        (tmp_path / "venv" / "bin" / "python").symlink_to(sys.executable)
     monkeypatch.chdir(datasets)  # not the TOML's folder
     result = run_manager_cli("prepare", str(python_toml(tmp_path, "venv/bin/python")))
     assert result.returncode == 0, result.stderr
@@ -308,6 +381,23 @@ def test_a_relative_python_is_relative_to_the_toml_file(tmp_path, datasets, monk
 def test_a_missing_python_is_refused(tmp_path, datasets, python, says):
     toml = python_toml(tmp_path, python)
     fails(tmp_path, toml, names=toml, says=says.format(tmp=tmp_path), in_process=True)
+
+
+def test_a_python_that_cannot_import_the_queue_and_the_model_is_refused(tmp_path, datasets):
+    import sys
+
+    bare = tmp_path / "bare-python"  # isolated, no site-packages: the standard library only
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+    bare.chmod(0o755)
+    toml = python_toml(tmp_path, str(bare))
+    fails(tmp_path, toml, names=toml, in_process=True,
+          says=f"[collection] python '{bare}' cannot import lfads, runqueue, which the step scripts and run_lfads.py need;"
+               f" install this package into it ({bare} -m pip install 'lfads-runqueue[model]')")
+    wrapped = tmp_path / "wrapped-python"  # another path, the same environment: accepted
+    wrapped.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    wrapped.chmod(0o755)
+    status, stderr = run_manager_cli_in_process("prepare", str(python_toml(tmp_path, str(wrapped))))
+    assert status == 0, stderr
 
 
 def test_an_absolute_python_missing_here_is_kept_with_a_note(tmp_path, datasets):
@@ -465,3 +555,38 @@ def test_a_single_dataset_alignment_without_condition_ids_names_its_own_switch(t
     collection = small_collection(tmp_path, ["a.npz"], useSingleDatasetAlignmentMatrix=True)
     with pytest.raises(Exception, match=r"has no conditionId.*or set useSingleDatasetAlignmentMatrix = false$"):
         collection.prepare()
+
+
+def layout_toml(tmp_path: Path, root: str, name: str, folder: str, glob: str = "*.npz") -> Path:
+    toml = tmp_path / "experiment.toml"
+    toml.write_text(f'[collection]\nroot = "{root}"\nname = "{name}"\n[datasets]\nfolder = "{folder}"\nglob = "{glob}"\n'
+                    'single_runs = true\n[params]\nc_batch_size = 4\n')
+    return toml
+
+
+def test_a_collection_folder_that_is_or_holds_the_datasets_folder_is_refused(tmp_path):
+    (tmp_path / "exp" / "data").mkdir(parents=True)
+    write_npz_dataset(tmp_path / "exp" / "data" / "good.npz")
+    before = file_states(tmp_path)
+    toml = layout_toml(tmp_path, ".", "exp", "exp/data")
+    status, stderr = run_manager_cli_in_process("prepare", str(toml))
+    assert status == 2 and stderr.strip() == (
+        f"lfads-manager: error: {toml}: [collection] the datasets folder {tmp_path}/exp/data is inside the collection"
+        f" folder {tmp_path}/exp, so the run tree would be written around the raw data; put the collection elsewhere"
+        ' (e.g. root = "runs" beside the datasets folder)')
+    toml = layout_toml(tmp_path, "exp", "data", "exp/data")
+    status, stderr = run_manager_cli_in_process("prepare", str(toml))
+    assert status == 2 and f"[collection] the collection folder {tmp_path}/exp/data is the datasets folder" in stderr
+    assert file_states(tmp_path) == {**before, "experiment.toml": file_states(tmp_path)["experiment.toml"]}
+
+
+def test_a_collection_inside_the_datasets_folder_is_refused_only_when_it_holds_a_selected_file(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_npz_dataset(folder / "good.npz")
+    status, stderr = run_manager_cli_in_process("prepare", str(layout_toml(tmp_path, "data", "runs", "data")))
+    assert status == 0, stderr  # data/runs/ beside the data files, which a flat glob never reaches
+    write_npz_dataset(folder / "runs" / "copy.npz")
+    toml = layout_toml(tmp_path, "data", "runs", "data", glob="**/*.npz")
+    status, stderr = run_manager_cli_in_process("prepare", str(toml))
+    assert status == 2 and f"[collection] dataset file {folder}/runs/copy.npz is inside the collection folder" in stderr

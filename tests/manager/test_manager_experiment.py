@@ -108,6 +108,13 @@ def test_going_back_to_the_default_resources_removes_the_runqueue_json_prepare_w
     assert prepared.returncode == 0 and "asks for other values ([queue])" in prepared.stdout + prepared.stderr
     assert json.loads((run_dir / "runqueue.json").read_text()) == {"time_limit": "2h"}
 
+    (run_dir / "runqueue.json").write_text('{"memory": 4000}\n')  # a key the queue does not know: it applies nothing
+    prepared = run_manager_cli("prepare", str(toml))
+    said = prepared.stdout + prepared.stderr
+    assert prepared.returncode == 0 and "still declares" not in said
+    assert (f"{run_dir / 'runqueue.json'} has no mark of prepare's (written by hand, or by a version before the mark) and is"
+            " kept, but the queue refuses it and will not start the run (unknown key(s) memory); fix it (valid keys:") in said
+
 
 def test_a_users_file_where_prepare_writes_a_collection_file_is_kept_aside_not_overwritten(tmp_path):
     datasets = tmp_path / "datasets"

@@ -300,6 +300,7 @@ def test_prepare_leaves_the_inputs_of_a_running_run_alone(tmp_path, data):
             refused = run_manager_cli("prepare", str(changed))
             assert refused.returncode != 0
             assert f"{run_dir}: is running, and this prepare would change its inputs" in refused.stderr
+            assert f"stop it with `runqueue cancel {run_dir}`" in refused.stderr
             assert "runqueue cancel" in refused.stderr
             assert file_states(tmp_path / "runs") == before  # nothing written
     finally:
@@ -414,6 +415,24 @@ def test_a_pending_run_that_left_the_experiment_is_retired_when_its_inputs_chang
     # Back in the experiment: prepared again, as a run.
     assert run_manager_cli("prepare", str(sweep_experiment(tmp_path, [16, 32]))).returncode == 0
     assert (left / "lfads_train.sh").exists() and not (left / "lfads_train.sh.retired").exists()
+
+
+def test_a_done_run_that_left_the_experiment_gets_the_stale_note_when_its_export_changes(tmp_path, data):
+    assert run_manager_cli("prepare", str(sweep_experiment(tmp_path, [16, 32]))).returncode == 0
+    runs = set((tmp_path / "runs" / "sweep").glob("param_*/one"))
+    for run_dir in runs:
+        _train_by_hand(run_dir)
+    narrowed = sweep_experiment(tmp_path, [16])
+    quiet = run_manager_cli("prepare", str(narrowed))
+    assert quiet.returncode == 0 and "note:" not in quiet.stderr
+    write_npz_dataset(data / "ds001.npz", seed=17)  # the export both read gets new content
+    for _ in range(2):  # said on every prepare, as for the runs still in the experiment
+        result = run_manager_cli("prepare", str(narrowed))
+        assert result.returncode == 0, result.stderr
+        for run_dir in runs:
+            assert f"note: {run_dir} was trained before its data changed" in result.stderr, result.stderr
+    (left,) = [run for run in runs if run.parent.name not in (tmp_path / "runs" / "sweep" / "summary.txt").read_text()]
+    assert (left / "lfads_train.sh").exists()  # done: kept, not retired
 
 
 def test_untrained_runs_that_left_the_experiment_are_named_and_pruned_on_request(tmp_path, data):

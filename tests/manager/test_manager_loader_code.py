@@ -1,0 +1,167 @@
+"""A custom loader's code is part of the export stamp: editing it re-exports (manager.codeprint)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import h5py
+import numpy as np
+from manager_test_helpers import small_collection, write_npz_dataset
+
+from manager import Dataset, DatasetCollection, RunCollection, RunParams, RunSpec
+from manager import datasets as dataset_module
+from manager.codeprint import code_fingerprint
+from manager.export_history import EXPORT_STAMP_FILE
+
+KEEP = 20  # bins the loader below keeps; a test changes it as a lab would edit its script
+
+
+def _trimmed(path):
+    with np.load(path) as archive:
+        fields = {key: archive[key] for key in archive.files}
+    return {**fields, "counts": fields["counts"][:, :, :KEEP], "truth": fields["truth"][:, :, :KEEP],
+            "timeVecMs": fields["timeVecMs"][:KEEP]}
+
+
+def _bins(collection: RunCollection, name: str = "x") -> int:
+    (h5,) = collection.path.glob(f"data_*/single_{name}/lfads_{name}.h5")
+    with h5py.File(h5, "r") as handle:
+        return int(handle["train_data"].shape[1])
+
+
+def _from_source(source: str, name: str = "load") -> object:
+    """A function compiled from `source`, as if its file had been edited (same module and name)."""
+    namespace: dict[str, object] = {"np": np, "__name__": __name__}
+    exec(compile(textwrap.dedent(source), "loader.py", "exec"), namespace)
+    return namespace[name]
+
+
+def test_a_changed_value_the_loader_reads_re_exports(tmp_path, monkeypatch):
+    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
+    monkeypatch.setitem(dataset_module.LOADERS, ".npz", _trimmed)
+    collection = small_collection(tmp_path, ["x.npz"])
+    collection.prepare()
+    assert _bins(collection) == 10  # 20 bins of 1 ms at spikeBinMs=2
+    monkeypatch.setattr(sys.modules[__name__], "KEEP", 12)
+    report = small_collection(tmp_path, ["x.npz"]).prepare()
+    assert report.exported and _bins(collection) == 6
+    assert not small_collection(tmp_path, ["x.npz"]).prepare().exported  # and then it is current
+
+
+def test_an_edited_loader_function_re_exports_but_a_moved_one_does_not(tmp_path, monkeypatch):
+    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
+    body = """
+        def load(path):
+            with np.load(path) as archive:
+                fields = {key: archive[key] for key in archive.files}
+            return {**fields, "counts": fields["counts"] * FACTOR}
+    """
+    monkeypatch.setitem(dataset_module.LOADERS, ".npz", _from_source("FACTOR = 1\n" + textwrap.dedent(body)))
+    assert small_collection(tmp_path, ["x.npz"]).prepare().exported
+    moved = _from_source("FACTOR = 1\n\n\n# a comment above it\n" + textwrap.dedent(body))
+    monkeypatch.setitem(dataset_module.LOADERS, ".npz", moved)
+    assert not small_collection(tmp_path, ["x.npz"]).prepare().exported  # line numbers are not its code
+    edited = _from_source("FACTOR = 1\n" + textwrap.dedent(body).replace("* FACTOR", "* FACTOR * 2"))
+    monkeypatch.setitem(dataset_module.LOADERS, ".npz", edited)
+    assert small_collection(tmp_path, ["x.npz"]).prepare().exported
+
+
+def test_an_edited_dataset_subclass_re_exports(tmp_path):
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    write_npz_dataset(folder / "x.npz", n_time=20)
+
+    def prepare(dataset_class: type[Dataset]) -> RunCollection:
+        datasets = DatasetCollection(folder)
+        dataset_class(datasets, "x.npz")
+        collection = RunCollection(tmp_path / "runs", "sub", datasets)
+        collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
+        collection.add_run_spec(RunSpec("single_x", datasets, ["x"]))
+        collection.prepare()
+        return collection
+
+    class Window(Dataset):
+        def load_data(self):
+            fields = dict(super().load_data())
+            return {**fields, "counts": fields["counts"][:, :, :16], "truth": None, "timeVecMs": fields["timeVecMs"][:16]}
+
+    first = prepare(Window)
+    assert _bins(first) == 8
+
+    class Window(Dataset):  # type: ignore[no-redef]  # the same class, edited
+        def load_data(self):
+            fields = dict(super().load_data())
+            return {**fields, "counts": fields["counts"][:, :, :8], "truth": None, "timeVecMs": fields["timeVecMs"][:8]}
+
+    assert _bins(prepare(Window)) == 4
+
+
+def test_a_stamp_from_before_the_fingerprint_counts_as_current_and_then_gets_one(tmp_path, monkeypatch):
+    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
+    monkeypatch.setitem(dataset_module.LOADERS, ".npz", _trimmed)
+    collection = small_collection(tmp_path, ["x.npz"])
+    collection.prepare()
+    (stamp_path,) = collection.path.glob(f"data_*/single_x/{EXPORT_STAMP_FILE}")
+    stamp = json.loads(stamp_path.read_text())
+    fingerprint = stamp["source"]["datasets"][0].pop("loader_code")
+    assert fingerprint
+    stamp_path.write_text(json.dumps(stamp))  # as an older version wrote it
+    assert not small_collection(tmp_path, ["x.npz"]).prepare().exported
+    assert json.loads(stamp_path.read_text())["source"]["datasets"][0]["loader_code"] == fingerprint
+    monkeypatch.setattr(sys.modules[__name__], "KEEP", 12)  # from now on an edit is noticed
+    assert small_collection(tmp_path, ["x.npz"]).prepare().exported
+
+
+def test_built_in_loaders_have_no_fingerprint_and_helpers_of_the_module_count():
+    assert code_fingerprint(len) == ""
+    helper = _from_source("""
+        def helper(x):
+            return x + 1
+        def load(path):
+            return helper(path)
+    """)
+    changed = _from_source("""
+        def helper(x):
+            return x + 2
+        def load(path):
+            return helper(path)
+    """)
+    assert code_fingerprint(helper) and code_fingerprint(helper) != code_fingerprint(changed)
+
+
+def test_the_fingerprint_is_the_same_in_every_process(tmp_path):
+    # A set literal compiles to a frozenset constant, whose order follows the per-process string hash.
+    script = tmp_path / "loader.py"
+    script.write_text("KEYS = frozenset({'alpha', 'beta', 'gamma', 'delta'})\n"
+                      "def load(path):\n    return {k: 1 for k in ('counts', 'timeMs', 'x', 'y') if k in {'counts', 'timeMs', 'x'}}\n"
+                      "import sys\nsys.path.insert(0, sys.argv[1])\nfrom manager.codeprint import code_fingerprint\n"
+                      "print(code_fingerprint(load))\n")
+    root = str(Path(__file__).resolve().parents[2])
+    prints = {subprocess.run([sys.executable, str(script), root], env={**os.environ, "PYTHONHASHSEED": seed},
+                             capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3")}
+    assert len(prints) == 1 and prints.pop().strip()
+
+
+def test_default_arguments_and_class_settings_count():
+    def load(path, keep=20):
+        return keep
+
+    def load_fewer(path, keep=10):
+        return keep
+
+    load_fewer.__name__ = load_fewer.__qualname__ = "load"
+    assert code_fingerprint(load) != code_fingerprint(load_fewer)
+
+    def window(bins: int) -> type[Dataset]:
+        class Window(Dataset):
+            BINS = bins
+
+        return Window
+
+    assert code_fingerprint(window(40), stop_at=Dataset) == code_fingerprint(window(40), stop_at=Dataset)
+    assert code_fingerprint(window(40), stop_at=Dataset) != code_fingerprint(window(20), stop_at=Dataset)
