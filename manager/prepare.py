@@ -353,21 +353,26 @@ def _content_unchanged(plan: _ExportPlan) -> bool:
 def _check_trials(run: Run, counts: dict[str, dict[str, int]]) -> None:
     params = run.params
     batch, ratio = int(params.c_batch_size), int(params.trainToTestRatio)
+    # LFADS cuts each split into batches, so each must hold one. (The original warned below
+    # c_batch_size × (trainToTestRatio+1) trials, which can refuse datasets whose splits both do.)
+    splits = {d.name: tuple(part.size for part in split_indices(counts[d.name]["n_trials"], ratio)) for d in run.spec.datasets}
+    smallest = min(min(split) for split in splits.values())
+    if smallest < batch:
+        # The dataset with the fewest, and a fix that suits every dataset of the run, not only that one.
+        dataset = min(run.spec.datasets, key=lambda d: min(splits[d.name]))
+        train, valid = splits[dataset.name]
+        others = [d.name for d in run.spec.datasets if d is not dataset and min(splits[d.name]) < batch]
+        also = f"; {', '.join(others)} too" if others else ""
+        more = "use a dataset with more trials"
+        raise ManagerError(
+            dataset.path,
+            f"{counts[dataset.name]['n_trials']} trials are too few for c_batch_size={batch} with trainToTestRatio={ratio}:"
+            f" they split into {train} training and {valid} validation trials, and each split must hold"
+            f" a batch (run {run.rel_dir}{also})",
+            f"lower c_batch_size to at most {smallest} or {more}" if smallest > 0 else more,
+        )
     for dataset in run.spec.datasets:
         info = counts[dataset.name]
-        # LFADS cuts each split into batches, so each must hold one. (The original warned below
-        # c_batch_size × (trainToTestRatio+1) trials, which can refuse datasets whose splits both do.)
-        train, valid = (part.size for part in split_indices(info["n_trials"], ratio))
-        fewest = min(train, valid)
-        if fewest < batch:
-            more = "use a dataset with more trials"
-            raise ManagerError(
-                dataset.path,
-                f"{info['n_trials']} trials are too few for c_batch_size={batch} with trainToTestRatio={ratio}:"
-                f" they split into {train} training and {valid} validation trials, and each split must hold"
-                f" a batch (run {run.rel_dir})",
-                f"lower c_batch_size to at most {fewest} or {more}" if fewest > 0 else more,
-            )
         if info["n_ext"] != params.c_ext_input_dim:
             raise ManagerError(dataset.path, f"data has {info['n_ext']} external inputs but c_ext_input_dim={params.c_ext_input_dim}",
                                "set c_ext_input_dim to the number of external inputs")

@@ -20,7 +20,7 @@ from manager.export_history import (
 )
 from manager.matfile import read_mat
 from manager.run import Run
-from runqueue.layout import LFADS_INPUT, LFADS_OUTPUT, POSTERIOR_SCRIPT
+from runqueue.layout import FAILED_MARKER, LFADS_INPUT, LFADS_OUTPUT, POSTERIOR_SCRIPT
 
 POSTERIOR_KINDS = ("posterior_sample_and_average", "posterior_sample", "posterior_push_mean")
 # h5 key -> PosteriorMeans field (the original renames output_dist_params, gen_states, gen_ics)
@@ -187,9 +187,13 @@ def _load_dataset(run: Run | Path | str, run_dir: Path, dataset: str, kind: str 
     input_file = run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{dataset}.h5"
     files = posterior_files(run_dir, dataset, kind)
     if files is None:
+        failed = run_dir / FAILED_MARKER
+        if failed.exists():
+            fix = f"the run failed (see {failed} and its lfads.out); requeue it once fixed: runqueue requeue {run_dir}"
+        else:
+            fix = "run lfads_posterior_mean_sample.sh (the queue does after training)"
         raise ManagerError(run_dir / LFADS_OUTPUT, f"no posterior means for {dataset}",
-                           "run lfads_posterior_mean_sample.sh (the queue does after training)"
-                           + (f"; it writes the {kind} files" if kind else ""))
+                           fix + (f"; it writes the {kind} files" if kind else ""))
     train, valid = (read_h5_arrays(path, POSTERIOR_FIX) for path in files)
     inputs = read_h5_arrays(input_file, INPUT_FIX)
     info_path = run_dir / LFADS_INPUT / f"{INPUT_INFO_PREFIX}{dataset}.mat"

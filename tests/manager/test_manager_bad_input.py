@@ -60,6 +60,16 @@ def test_too_few_trials_for_the_batch_size(tmp_path, datasets):
                " validation trials")
 
 
+def test_too_few_trials_names_the_dataset_with_fewest_and_a_batch_size_that_suits_them_all(tmp_path, datasets):
+    write_npz_dataset(datasets / "bad.npz", n_trials=30)  # 24 + 6 < 8
+    write_npz_dataset(datasets / "worse.npz", n_trials=20)  # 16 + 4
+    toml = experiment(tmp_path, params="c_batch_size = 8\nc_factors_dim = 3",
+                      runspec='[[runspec]]\nname = "all"\ndatasets = ["good", "bad", "worse"]')
+    fails(tmp_path, toml, names=datasets / "worse.npz",
+          says="split into 16 training and 4 validation trials, and each split must hold a batch (run param_HXp8Q5/all;"
+               " bad too); lower c_batch_size to at most 4")
+
+
 def test_trials_enough_for_a_batch_in_each_split_are_accepted(tmp_path, datasets):
     # 16 trials split into 12 + 4: a batch of 4 fits each, though the original's rule asked for 4 × 5 = 20.
     write_npz_dataset(datasets / "bad.npz", n_trials=16)

@@ -84,6 +84,14 @@ def test_missing_outputs_are_explained(trained_run):
         load_posterior_means(trained_run)
 
 
+def test_missing_outputs_of_a_failed_run_point_at_its_failure_not_at_sampling(trained_run):
+    for path in (trained_run.path / "lfadsOutput").glob("model_runs_*"):
+        path.unlink()
+    (trained_run.path / "lfads.failed").write_text('{"reason": "time_limit"}')
+    with pytest.raises(ManagerError, match=re.escape(f"no posterior means for ds; the run failed (see {trained_run.path / 'lfads.failed'}")):
+        load_posterior_means(trained_run)
+
+
 def test_report_writes_plots_and_prints_r2(trained_run):
     result = run_manager_cli("report", str(trained_run.path))
     assert result.returncode == 0, result.stderr
