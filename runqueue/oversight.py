@@ -29,6 +29,7 @@ from runqueue.orphans import (
     steps_of_deleted,
 )
 from runqueue.outlog import append_queue_line
+from runqueue.procinfo import steps_started_for
 from runqueue.queue_parts import QueuePart, QueueParts
 from runqueue.runstate import RunState, load_state, now_iso
 from runqueue.supervisor import HEADER_PREFIX
@@ -122,7 +123,7 @@ class Oversight(QueuePart):
         for run in list(self.runs.values()):  # settle drops vanished runs
             if not run.elsewhere or run.handle is not None or self.executor.submitted(run.path):
                 continue
-            if not runlock.is_held(run.paths.lock):
+            if not runlock.is_held(run.paths.lock) and not steps_started_for(str(run.path)):
                 run.elsewhere = False
                 self.settle(run, None)
             else:

@@ -268,6 +268,15 @@ def processes_with_env(name: str, accept: Callable[[str], bool]) -> list[int]:
     return found
 
 
+def steps_started_for(run_dir: str) -> list[int]:
+    """Live processes whose RUNQUEUE_RUN_DIR names `run_dir` (as the supervisor set it, or the same
+    folder through another spelling): the steps of that run, wherever their supervisor and the run
+    lock went. The queue's last word on whether a run whose lock is gone still runs: a user who
+    deletes `.runqueue/` (or its lock) under an orphaned step must not get the run started twice."""
+    own = os.path.realpath(run_dir)
+    return processes_with_env("RUNQUEUE_RUN_DIR", lambda value: value == run_dir or os.path.realpath(value) == own)
+
+
 def signal_session(sid: int, signum: int, *, spare: frozenset[int] = frozenset()) -> int:
     """Send `signum` to every process of session `sid` except `spare`; returns how many were signalled.
 

@@ -99,8 +99,9 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
     obstacle = paths.runtime_dir_obstacle() or (None if queue_uid is None else not_writable_by(paths, queue_uid))
     if obstacle is not None:
         return obstacle  # not charged to a device: it cannot start
-    if state.phase == Phase.RUNNING and disk_is_full(paths.root):
-        # Its supervisor could not record how it ended: queues wait for space rather than restart it.
+    if disk_is_full(paths.root):
+        # A supervisor could not record how it ended, or could not even write its lock and state:
+        # queues wait for space rather than start it.
         return f"its disk is full ({paths.root}); free space there and it goes again"
     try:
         memory = load_resources(paths, memory_per_run, None).memory_mb

@@ -42,6 +42,7 @@ from runqueue.procinfo import (
     become_subreaper,
     process_start_time,
     reap_orphans,
+    steps_started_for,
 )
 from runqueue.root_safety import unsafe_as_root
 from runqueue.runstate import (
@@ -160,17 +161,24 @@ class Supervisor:
         if submission is not None and submission.token != self.spec.batch_token:
             self._tell({"status": "busy", "slurm_job_id": submission.job_id})
             return EXIT_NOT_STARTED
+        if self._steps_of_a_lost_lock():
+            os.close(fd)
+            self.lock_fd = -1
+            self._tell({"status": "busy"})
+            return EXIT_NOT_STARTED
         try:
             runlock.write_holder(fd)
         except OSError as error:
-            message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.lock}: {error.strerror}; remove it"
+            fix = "free space on that disk" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "remove it"
+            message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.lock}: {error.strerror}; {fix}"
             self._tell({"status": "error", "reason": "lock", "message": message})
             return EXIT_ERROR
         try:
             self._begin_attempt()
             self.steps = plan_steps(self.paths, self.state.resume_step)  # told to the queue, then run
         except OSError as error:
-            message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.state}: {error.strerror}"
+            fix = "; free space on that disk" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.state}: {error.strerror}{fix}"
             self._tell({"status": "error", "reason": "state", "message": message})
             return EXIT_ERROR
         if not self._handshake():
@@ -180,6 +188,13 @@ class Supervisor:
             return self._run_attempt()
         except _Vanished:
             return EXIT_VANISHED
+
+    def _steps_of_a_lost_lock(self) -> bool:
+        """Steps of an earlier attempt still running although we could take the lock: their supervisor
+        was killed and then the lock (or all of `.runqueue/`) deleted, so they hold a lock nobody can
+        see. Starting now would run the run twice at once. Only a run that ran before (it has a log)
+        is looked for, so a fresh run's start costs no scan of the process table."""
+        return os.path.lexists(self.paths.out_log) and bool(steps_started_for(str(self.paths.root)))
 
     def _install_signal_handlers(self) -> None:
         # Handlers only record; the wait loop acts (the wake-up pipe ends its poll at once).

@@ -27,7 +27,7 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.devices.errors import ClaimError, ClaimsBusy
 from runqueue.layout import RunPaths
-from runqueue.procinfo import boot_id, exists_unseen, live_start_time
+from runqueue.procinfo import boot_id, exists_unseen, live_start_time, steps_started_for
 
 CLAIMS_DIR_ENV = "RUNQUEUE_CLAIMS_DIR"
 DEFAULT_CLAIMS_DIR = Path("/tmp/lfads-runqueue-claims")
@@ -72,8 +72,9 @@ class _StoredClaim:
             # better a device held a little too long than booked twice.
             return True
         # The supervisor is gone (kill -9), but steps it left running inherit the run lock, and
-        # they still use the device: the claim lives until the last of them ends.
-        return runlock.is_held(RunPaths(Path(self.claim.run_dir)).lock)
+        # they still use the device: the claim lives until the last of them ends. Found by their
+        # RUNQUEUE_RUN_DIR too, should the lock have been deleted or the folder moved meanwhile.
+        return runlock.is_held(RunPaths(Path(self.claim.run_dir)).lock) or bool(steps_started_for(self.claim.run_dir))
 
 
 def _run_key(run_dir: str) -> str:

@@ -256,6 +256,11 @@ def test_runs_that_could_not_start_on_a_full_disk_are_not_counted_as_running(tmp
     counts = [line for line in result.stdout.splitlines() if line.startswith("runqueue: ") and " running, " in line]
     assert counts and not any(line.startswith(("runqueue: 1 running", "runqueue: 2 running")) for line in counts), counts
     assert not any((run / "lfads.done").exists() for run in runs)
+    assert "; remove it" not in result.stdout and "free space on that disk" in result.stdout  # the fix, not "remove the lock"
+    # status says what the queue does: they wait for space (not "ready" on a device)
+    rows = json.loads(run_queue(queue_env(tmp_path), "status", small, "--json").stdout)["runs"]
+    assert sorted(row["reason"] for row in rows) == [f"its disk is full ({run}); free space there and it goes again"
+                                                     for run in runs], rows
 
 
 def test_a_watching_queue_starts_a_run_again_as_soon_as_its_full_disk_has_space(tmp_path: Path, small: Path) -> None:
