@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,16 @@ from runqueue_testkit import (
     wait_for,
     write_gpus,
 )
+
+
+def _serve_with_notify_socket(tmp_path: Path, config: Path) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """`runqueue serve --config CONFIG` as systemd starts it, and the socket its notifications reach."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
+    service = start_queue(queue_env(tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock")), "serve", "--config", config,
+                          log=tmp_path / "serve.log")
+    return service, notify
 
 
 def test_runqueue_serve_notifies_systemd_and_survives_its_own_restart(tmp_path: Path) -> None:
@@ -59,8 +70,6 @@ def test_runqueue_serve_notifies_systemd_and_survives_its_own_restart(tmp_path: 
 
 @pytest.mark.parametrize(("text", "message"), [("rootz = []\n", "unknown key(s) 'rootz'"), ("roots = []\n", "roots: must be a non-empty list")])
 def test_runqueue_serve_bad_config_is_one_line(tmp_path: Path, text: str, message: str) -> None:
-    import subprocess
-
     config = tmp_path / "bad.toml"
     config.write_text(text)
     result = subprocess.run(queue_command("serve", "--config", config), env=queue_env(tmp_path), capture_output=True, text=True, timeout=60)
@@ -72,11 +81,7 @@ def test_runqueue_serve_hung_up_with_nothing_to_do_exits_130_too(tmp_path: Path)
     (tmp_path / "runs").mkdir()
     config = tmp_path / "runqueue.toml"
     config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\n')
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify.sock"))
-    notify.settimeout(30)
-    service = start_queue(queue_env(tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock")), "serve", "--config", config,
-                          log=tmp_path / "serve.log")
+    service, notify = _serve_with_notify_socket(tmp_path, config)
     try:
         assert notify.recv(4096).decode().startswith("READY=1")
         service.send_signal(signal.SIGHUP)  # not `systemctl stop`: a non-zero status says so, whatever was running
@@ -124,11 +129,7 @@ def test_runqueue_serve_says_in_its_systemd_status_why_nothing_is_placed(tmp_pat
     inventory = write_gpus(tmp_path / "gpus.json", [gpu("GPU-x")])
     config = tmp_path / "runqueue.toml"
     config.write_text(f'roots = ["runs"]\nsimulate_gpus = "{inventory}"\nclaims_dir = "claims"\npoll_interval = 0.2\n')
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify.sock"))
-    notify.settimeout(30)
-    service = start_queue(queue_env(tmp_path, NOTIFY_SOCKET=str(tmp_path / "notify.sock")), "serve", "--config", config,
-                          log=tmp_path / "serve.log")
+    service, notify = _serve_with_notify_socket(tmp_path, config)
     try:
         messages = [notify.recv(4096).decode()]
         assert messages[0].startswith("READY=1")
@@ -148,8 +149,6 @@ def test_runqueue_serve_says_in_its_systemd_status_why_nothing_is_placed(tmp_pat
 
 
 def test_runqueue_serve_refuses_a_claims_dir_of_its_config_that_cannot_serve(tmp_path: Path) -> None:
-    import subprocess
-
     (tmp_path / "runs").mkdir()
     (tmp_path / "claims").write_text("a file where the claims directory goes")
     config = tmp_path / "runqueue.toml"
