@@ -5,6 +5,7 @@ queue runs as `lfads`: os.access() answers only for the caller."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import stat
@@ -30,18 +31,19 @@ def _uid_min() -> int:
     return _DEFAULT_UID_MIN
 
 
-def _groups_of(uid: int) -> set[int]:
+@functools.lru_cache(maxsize=16)
+def _groups_of(uid: int) -> frozenset[int]:
     try:
         entry = pwd.getpwuid(uid)
     except KeyError:
-        return set()
+        return frozenset()
     try:
-        return set(os.getgrouplist(entry.pw_name, entry.pw_gid))
+        return frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid))
     except OSError:
-        return {entry.pw_gid}
+        return frozenset({entry.pw_gid})
 
 
-def _writable(info: os.stat_result, uid: int, groups: set[int]) -> bool:
+def _writable(info: os.stat_result, uid: int, groups: frozenset[int]) -> bool:
     if info.st_uid == uid:
         return bool(info.st_mode & stat.S_IWUSR)
     if info.st_gid in groups:
@@ -50,7 +52,9 @@ def _writable(info: os.stat_result, uid: int, groups: set[int]) -> bool:
 
 
 def not_writable_by(paths: RunPaths, uid: int) -> str | None:
-    """Why a queue running as `uid` could not take this run (lock, state, log), or None."""
+    """Why a queue running as `uid` could not take this run (lock, state, log), or None. For our own
+    account the kernel answers (ACLs included); for another, the owner, group and mode bits do (an
+    ACL granting that account write access is not seen)."""
     if uid == 0:
         return None
     groups = _groups_of(uid)
@@ -64,7 +68,7 @@ def not_writable_by(paths: RunPaths, uid: int) -> str | None:
             info = os.stat(path)
         except OSError:
             return None  # gone or unreadable: other checks say so
-        if not _writable(info, uid, groups):
+        if not (os.access(path, os.W_OK) if uid == os.geteuid() else _writable(info, uid, groups)):
             who = account_name(uid)
             return (f"blocked: {path} is not writable by {who}, the account the queue runs as; make it writable"
                     f" by {who} (its group with g+w, see docs/devices.md) and the queue takes it within a minute")
