@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 
@@ -123,7 +124,8 @@ class Oversight(QueuePart):
         for run in list(self.runs.values()):  # settle drops vanished runs
             if not run.elsewhere or run.handle is not None or self.executor.submitted(run.path):
                 continue
-            if not runlock.is_held(run.paths.lock) and not steps_started_for(str(run.path)):
+            # (A deleted folder's steps are stopped by settle, not waited for.)
+            if not runlock.is_held(run.paths.lock) and not (os.path.isdir(run.path) and steps_started_for(str(run.path))):
                 run.elsewhere = False
                 self.settle(run, None)
             else:

@@ -269,12 +269,24 @@ def processes_with_env(name: str, accept: Callable[[str], bool]) -> list[int]:
 
 
 def steps_started_for(run_dir: str) -> list[int]:
-    """Live processes whose RUNQUEUE_RUN_DIR names `run_dir` (as the supervisor set it, or the same
-    folder through another spelling): the steps of that run, wherever their supervisor and the run
-    lock went. The queue's last word on whether a run whose lock is gone still runs: a user who
-    deletes `.runqueue/` (or its lock) under an orphaned step must not get the run started twice."""
+    """Live processes started as steps of the run at `run_dir` (their RUNQUEUE_RUN_DIR names it) that
+    work in that very folder, told by identity: a run moved away keeps its old path in its steps'
+    environment, and a new run may live there now. With nothing at `run_dir` any more (moved away,
+    deleted) every process naming it counts. The last word on whether a run whose lock is gone still
+    runs: a user who deletes `.runqueue/` (or its lock) under an orphaned step must not get the run
+    started twice, nor its device given away."""
+    try:
+        here = os.stat(run_dir)
+        folder: tuple[int, int] | None = (here.st_dev, here.st_ino)
+    except OSError:
+        folder = None
     own = os.path.realpath(run_dir)
-    return processes_with_env("RUNQUEUE_RUN_DIR", lambda value: value == run_dir or os.path.realpath(value) == own)
+    found = []
+    for pid in processes_with_env("RUNQUEUE_RUN_DIR", lambda value: value == run_dir or os.path.realpath(value) == own):
+        cwd = cwd_identity(pid)
+        if pid != os.getpid() and (folder is None or (cwd is not None and cwd[:2] == folder)):
+            found.append(pid)
+    return found
 
 
 def signal_session(sid: int, signum: int, *, spare: frozenset[int] = frozenset()) -> int:
