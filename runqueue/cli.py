@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     requeue.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run folders, or folders holding runs")
     requeue.add_argument("--yes", action="store_true", help="act on every run in a folder without asking (needed off a terminal)")
 
-    cancel = commands.add_parser("cancel", help="stop a running run (its whole process group) and mark it failed (cancelled);"
+    cancel = commands.add_parser("cancel", help="stop a running run (every process of it) and mark it failed (cancelled);"
                                  " a pending run is marked the same, so no queue starts it")
     cancel.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run folders, or folders holding runs")
     cancel.add_argument("--grace", type=_seconds_or_duration, default=15.0, metavar="DURATION", help="wait this long for the run to stop before killing it (default 15s)")
