@@ -19,6 +19,7 @@ import inspect
 import json
 import os
 import secrets
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -97,9 +98,11 @@ if TYPE_CHECKING:
 ALIGNMENT_PLOT_FILE = "alignment_reconstruction.png"
 # (dataset name, data hash or "" when its load_counts ignores the run, mode) -> its counts
 _CountsCache = dict[tuple[str, str, str], SequenceData]
-# Bump when the export's content changes, so older exports are redone.
-EXPORT_FORMAT = 1
+# Bump when the export's content changes, so older exports are redone. 2: a file without a time
+# vector but with a scalar bin width (binWidthMs, binSizeMs, dtMs) is read at that width, not 1 ms.
+EXPORT_FORMAT = 2
 LOADER_CODE_KEY = "loader_code"  # in a stamp's source datasets: manager.codeprint of the user's loader
+_PYTHON = f"py{sys.version_info.major}.{sys.version_info.minor}"
 
 
 @dataclass
@@ -220,8 +223,9 @@ def _loader_stamp(dataset: Any) -> dict[str, str]:
     loader = dataset.loader or registered_loader(dataset.path)  # also one installed by register_loader()
     stamp = {"loader": _callable_name(type(dataset)) + (f"/{_callable_name(loader)}" if loader else "")}
     prints = [code_fingerprint(type(dataset), stop_at=Dataset), code_fingerprint(loader) if loader else ""]
-    if any(prints):
-        stamp[LOADER_CODE_KEY] = "/".join(prints)
+    # Always there (empty for the built-in readers), so that a Dataset subclass that gains code is an
+    # edit; bytecode differs between Python versions, so the version is part of it (see _comparable).
+    stamp[LOADER_CODE_KEY] = f"{_PYTHON}:" + "/".join(prints)
     return stamp
 
 
@@ -237,7 +241,7 @@ def _callable_name(thing: Any) -> str:
 def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | None:
     """The stored stamp when the export matches the current sources and all its files exist."""
     stored = read_stamp(run.path_common_data)
-    if stored is None or _without_new_keys(source, stored.get("source")) != stored.get("source"):
+    if stored is None or _comparable(source, stored.get("source")) != _comparable(stored.get("source"), source):
         return None
     for dataset in run.dataset_names:
         for name in (lfads_file_name(dataset), input_info_file_name(dataset)):
@@ -246,15 +250,25 @@ def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | Non
     return stored
 
 
-def _without_new_keys(source: dict[str, Any], stored: Any) -> dict[str, Any]:
-    """`source` without the loader fingerprints a stamp written before them lacks: such an export
-    counts as current (no mass re-export on upgrading), and its stamp then gets the fingerprints."""
-    old = stored.get("datasets") if isinstance(stored, dict) else None
-    if not isinstance(old, list) or len(old) != len(source["datasets"]):
-        return source
-    datasets = [{k: v for k, v in new.items() if k != LOADER_CODE_KEY or (isinstance(was, dict) and k in was)}
-                for new, was in zip(source["datasets"], old, strict=True)]
-    return {**source, "datasets": datasets}
+def _comparable(stamp: Any, other: Any) -> Any:
+    """`stamp` without the loader fingerprints that cannot be compared with `other`'s: missing on
+    either side (a stamp from before them), or made under different Pythons (bytecode differs; a
+    workstation and a cluster on two versions would otherwise re-export in turn). Such an export
+    counts as current, and its stamp then gets this Python's fingerprint, against which the next
+    edit is seen."""
+    mine = stamp.get("datasets") if isinstance(stamp, dict) else None
+    theirs = other.get("datasets") if isinstance(other, dict) else None
+    if not isinstance(mine, list) or not isinstance(theirs, list) or len(mine) != len(theirs):
+        return stamp
+
+    def python_of(entry: Any) -> str | None:
+        code = entry.get(LOADER_CODE_KEY) if isinstance(entry, dict) else None
+        return code.split(":", 1)[0] if isinstance(code, str) else None
+
+    datasets = [entry if not isinstance(entry, dict) or (python_of(entry) is not None and python_of(entry) == python_of(twin))
+                else {k: v for k, v in entry.items() if k != LOADER_CODE_KEY}
+                for entry, twin in zip(mine, theirs, strict=True)]
+    return {**stamp, "datasets": datasets}
 
 
 def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _ExportPlan:

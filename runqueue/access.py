@@ -68,7 +68,11 @@ def not_writable_by(paths: RunPaths, uid: int) -> str | None:
             info = os.stat(path)
         except OSError:
             return None  # gone or unreadable: other checks say so
-        if not (os.access(path, os.W_OK) if uid == os.geteuid() else _writable(info, uid, groups)):
+        if uid == os.geteuid():
+            if not os.access(path, os.W_OK):
+                return (f"blocked: {path} is not writable by you ({account_name(uid)}), so no queue of yours can take"
+                        " it; ask its owner, or make it writable")
+        elif not _writable(info, uid, groups):
             who = account_name(uid)
             return (f"blocked: {path} is not writable by {who}, the account the queue runs as; make it writable"
                     f" by {who} (its group with g+w, see docs/devices.md) and the queue takes it within a minute")

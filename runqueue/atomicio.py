@@ -64,6 +64,10 @@ def take_folder_group(path: Path | str, fd: int | None = None) -> None:
         if folder_gid == os.getegid() or folder_gid not in os.getgroups():
             return
         info = os.fstat(fd) if fd is not None else os.lstat(path)
+        if fd is not None:
+            named = os.lstat(path)  # the descriptor must be that very name's file, not a link's target
+            if not stat.S_ISREG(named.st_mode) or (named.st_dev, named.st_ino) != (info.st_dev, info.st_ino):
+                return
         if info.st_uid == os.geteuid() and info.st_gid != folder_gid:
             if fd is not None:
                 os.fchown(fd, -1, folder_gid)

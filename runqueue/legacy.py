@@ -20,6 +20,8 @@ typo of old versions, a CUDA_VISIBLE_DEVICES of their own, a detached tmux sessi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shlex
@@ -34,6 +36,7 @@ _CALLS_RUN_LFADS = re.compile(r"\brun_lfads\.py\b")
 _FOLDER_FLAG = re.compile(r"""--(lfads_save_dir|data_dir)=("[^"]*"|'[^']*'|[^\s;&|)]+)""")
 _STDERR_TYPO = re.compile(r"(?<![>&\w])2&>1\b")
 _OWN_DEVICES = re.compile(r"\bCUDA_VISIBLE_DEVICES=['\"]?[0-9]")
+_SINGLE_QUOTED = re.compile(r"'[^'\n]*'")
 _DETACHED_TMUX = re.compile(r"\btmux\s+(new-session|new)\b[^\n]*\s-d\b")
 _POSTERIOR_KINDS = ("posterior_sample_and_average", "posterior_push_mean")
 _WRITE_PARAMS_KIND = "write_model_params"
@@ -53,29 +56,58 @@ def is_legacy_script(text: str) -> bool:
 
 def calls_run_lfads(text: str) -> bool:
     """A script of the original's kind (`python $(which run_lfads.py) …`): it needs the shims (c)."""
-    return _CALLS_RUN_LFADS.search(text) is not None
+    return _CALLS_RUN_LFADS.search(_without_comments(text)) is not None
 
 
 def refusal(paths: RunPaths, step: str, text: str) -> str | None:
-    """Why the queue must not run this legacy step script as it is (see (d)), or None."""
-    root = os.path.realpath(paths.root)
-    for flag, value in _folder_flags(text):
-        folder = os.path.normpath(os.path.join(paths.root, value))
-        parent = os.path.realpath(os.path.dirname(folder))  # lfadsInput itself links out of the run folder
-        if parent != root and not parent.startswith(root + os.sep):
+    """Why the queue must not run this legacy step script as it is (see (d)), or None. Comments do not
+    count, nor single-quoted text (an `echo '… 2&>1 …'`) for the typo and device checks."""
+    code = _without_comments(text)
+    for flag, value in _folder_flags(code):
+        if not _inside(paths.root, value):
             return (f"{step} gives --{flag}={value}, outside this run folder (a copy of a collection keeps the"
                     f" MATLAB scripts' absolute paths), so it would train another run's model; prepare the"
                     f" collection again here, or change the paths in {step} to this folder's")
-    if _STDERR_TYPO.search(text):
+    unquoted = _SINGLE_QUOTED.sub("''", code)
+    if _STDERR_TYPO.search(unquoted):
         return (f"{step} holds `2&>1`, a typo of old lfads-run-manager versions (bash passes '2' to run_lfads.py"
                 " and sends the output to a file named 1); change it to `2>&1`")
-    if _OWN_DEVICES.search(text):
+    if _OWN_DEVICES.search(unquoted):
         return (f"{step} sets CUDA_VISIBLE_DEVICES itself (MATLAB's cuda_visible_devices argument), which would"
                 " override the device the queue placed the run on; remove that assignment")
-    if _DETACHED_TMUX.search(text):
+    if _DETACHED_TMUX.search(code):
         return (f"{step} starts its command in a detached tmux session, which returns at once and which the"
                 " queue cannot supervise; remove the tmux wrapper (MATLAB: useTmuxSession=false)")
     return None
+
+
+def _inside(root: Path, value: str) -> bool:
+    """Whether the folder a flag names lies in the run folder: by name first (an lfadsOutput linked to a
+    scratch disk is still the run's), else by where it really is (lfadsInput itself links out)."""
+    folder = os.path.normpath(os.path.join(root, value))
+    if folder.startswith(os.path.normpath(root) + os.sep):
+        return True
+    real_root = os.path.realpath(root)
+    parent = os.path.realpath(os.path.dirname(folder))
+    return parent == real_root or parent.startswith(real_root + os.sep)
+
+
+def _without_comments(text: str) -> str:
+    """The script with its `# …` comments cut (a `#` that starts a word, outside quotes), line by line."""
+    kept = []
+    for line in text.splitlines():
+        quote, cut = "", len(line)
+        for index, char in enumerate(line):
+            if quote:
+                if char == quote:
+                    quote = ""
+            elif char in "'\"":
+                quote = char
+            elif char == "#" and (index == 0 or line[index - 1] in " \t;(|&"):
+                cut = index
+                break
+        kept.append(line[:cut])
+    return "\n".join(kept)
 
 
 def chained_steps(train_text: str) -> frozenset[str]:
@@ -90,7 +122,7 @@ def chained_steps(train_text: str) -> frozenset[str]:
 
 def _save_dir(paths: RunPaths, script_text: str) -> Path:
     """The folder the script's LFADS writes into: its --lfads_save_dir, else lfadsOutput."""
-    for flag, value in _folder_flags(script_text):
+    for flag, value in _folder_flags(_without_comments(script_text)):
         if flag == "lfads_save_dir":
             return Path(os.path.normpath(os.path.join(paths.root, value)))
     return paths.lfads_output
@@ -119,7 +151,10 @@ def write_shims(directory: Path, search_path: str, interpreter: str) -> tuple[Pa
     """Create `directory/tee`, `directory/python` and `directory/last/run_lfads.py` (the shims
     described above); return the folder to put first on PATH and the one to put last."""
     last = directory / "last"
-    last.mkdir(parents=True, exist_ok=True)
+    for folder in (directory, last):  # in the run folder: a link planted there must not be written through
+        if folder.is_symlink():
+            raise OSError(errno.ELOOP, "a symbolic link, not the queue's folder (the queue never follows one there)", str(folder))
+        folder.mkdir(exist_ok=True)
     real_tee = shutil.which("tee", path=search_path)
     target = f'exec {real_tee} "$@"' if real_tee else "exec cat"
     _write_script(directory / "tee", (
@@ -153,8 +188,12 @@ def write_shims(directory: Path, search_path: str, interpreter: str) -> tuple[Pa
 
 
 def _write_script(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text() != text:
+    if path.is_symlink() or not path.exists() or path.read_text() != text:
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        tmp.replace(path)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o755)
+        tmp.replace(path)  # a rename replaces a link planted at `path`, never writes through it

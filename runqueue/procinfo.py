@@ -270,7 +270,7 @@ def processes_with_env(name: str, accept: Callable[[str], bool]) -> list[int]:
 
 def steps_started_for(run_dir: str) -> list[int]:
     """Live processes started as steps of the run at `run_dir` (their RUNQUEUE_RUN_DIR names it) that
-    work in that very folder, told by identity: a run moved away keeps its old path in its steps'
+    work in that very folder or below it, the folder told by identity: a run moved away keeps its old path in its steps'
     environment, and a new run may live there now. With nothing at `run_dir` any more (moved away,
     deleted) every process naming it counts. The last word on whether a run whose lock is gone still
     runs: a user who deletes `.runqueue/` (or its lock) under an orphaned step must not get the run
@@ -283,10 +283,20 @@ def steps_started_for(run_dir: str) -> list[int]:
     own = os.path.realpath(run_dir)
     found = []
     for pid in processes_with_env("RUNQUEUE_RUN_DIR", lambda value: value == run_dir or os.path.realpath(value) == own):
-        cwd = cwd_identity(pid)
-        if pid != os.getpid() and (folder is None or (cwd is not None and cwd[:2] == folder)):
+        if pid != os.getpid() and (folder is None or _works_in(pid, folder, own)):
             found.append(pid)
     return found
+
+
+def _works_in(pid: int, folder: tuple[int, int], real_path: str) -> bool:
+    """Whether `pid` works in `folder` or below it (a step may `cd lfadsOutput`)."""
+    cwd = cwd_identity(pid)
+    if cwd is not None and cwd[:2] == folder:
+        return True
+    try:
+        return os.path.realpath(f"/proc/{pid}/cwd").startswith(real_path + os.sep)
+    except OSError:
+        return False
 
 
 def signal_session(sid: int, signum: int, *, spare: frozenset[int] = frozenset()) -> int:

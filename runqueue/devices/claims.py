@@ -74,7 +74,23 @@ class _StoredClaim:
         # The supervisor is gone (kill -9), but steps it left running inherit the run lock, and
         # they still use the device: the claim lives until the last of them ends. Found by their
         # RUNQUEUE_RUN_DIR too, should the lock have been deleted or the folder moved meanwhile.
-        return runlock.is_held(RunPaths(Path(self.claim.run_dir)).lock) or bool(steps_started_for(self.claim.run_dir))
+        return runlock.is_held(RunPaths(Path(self.claim.run_dir)).lock) or _steps_run(self.claim.run_dir)
+
+
+_STEPS_SEEN_FOR_S = 2.0
+_steps_seen: dict[str, tuple[float, bool]] = {}
+
+
+def _steps_run(run_dir: str) -> bool:
+    """steps_started_for, remembered a moment: it reads every process's environment, and another
+    account's stale claim (which the sticky bit keeps us from removing) is looked at on every pass."""
+    now = time.monotonic()
+    seen = _steps_seen.get(run_dir)
+    if seen is None or now - seen[0] > _STEPS_SEEN_FOR_S:
+        if len(_steps_seen) > 1024:
+            _steps_seen.clear()
+        seen = _steps_seen[run_dir] = (now, bool(steps_started_for(run_dir)))
+    return seen[1]
 
 
 def _run_key(run_dir: str) -> str:

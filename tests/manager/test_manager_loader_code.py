@@ -101,6 +101,63 @@ def test_an_edited_dataset_subclass_re_exports(tmp_path):
     assert _bins(prepare(Window)) == 4
 
 
+def test_a_dataset_subclass_that_gains_code_re_exports(tmp_path):
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    write_npz_dataset(folder / "x.npz", n_time=20)
+
+    def prepare(dataset_class: type[Dataset]) -> RunCollection:
+        datasets = DatasetCollection(folder)
+        dataset_class(datasets, "x.npz")
+        collection = RunCollection(tmp_path / "runs", "sub", datasets)
+        collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
+        collection.add_run_spec(RunSpec("single_x", datasets, ["x"]))
+        collection.prepare()
+        return collection
+
+    class Session(Dataset):
+        """No code of its own yet: its fingerprint is empty."""
+
+    assert _bins(prepare(Session)) == 10
+
+    class Session(Dataset):  # type: ignore[no-redef]  # the same class, given a loader
+        def load_data(self):
+            fields = dict(super().load_data())
+            return {**fields, "counts": fields["counts"][:, :, :8], "truth": None, "timeVecMs": fields["timeVecMs"][:8]}
+
+    assert _bins(prepare(Session)) == 4
+
+
+def test_a_fingerprint_made_under_another_python_counts_as_current_and_is_remade(tmp_path, monkeypatch):
+    # Bytecode differs between Python versions: a cluster and a workstation on two versions must not
+    # re-export in turn; the stamp takes this Python's fingerprint, and the next edit is seen.
+    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
+    monkeypatch.setitem(dataset_module.LOADERS, ".npz", _trimmed)
+    collection = small_collection(tmp_path, ["x.npz"])
+    collection.prepare()
+    (stamp_path,) = collection.path.glob(f"data_*/single_x/{EXPORT_STAMP_FILE}")
+    stamp = json.loads(stamp_path.read_text())
+    ours = stamp["source"]["datasets"][0]["loader_code"]
+    assert ours.startswith(f"py{sys.version_info.major}.{sys.version_info.minor}:")
+    stamp["source"]["datasets"][0]["loader_code"] = "py2.7:0123456789abcdef/"
+    stamp_path.write_text(json.dumps(stamp))
+    assert not small_collection(tmp_path, ["x.npz"]).prepare().exported
+    assert json.loads(stamp_path.read_text())["source"]["datasets"][0]["loader_code"] == ours
+    monkeypatch.setattr(sys.modules[__name__], "KEEP", 12)
+    assert small_collection(tmp_path, ["x.npz"]).prepare().exported
+
+
+def test_an_export_of_an_older_format_is_made_again(tmp_path):
+    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
+    collection = small_collection(tmp_path, ["x.npz"])
+    collection.prepare()
+    (stamp_path,) = collection.path.glob(f"data_*/single_x/{EXPORT_STAMP_FILE}")
+    stamp = json.loads(stamp_path.read_text())
+    stamp["source"]["format"] = 1  # before scalar bin widths were read
+    stamp_path.write_text(json.dumps(stamp))
+    assert small_collection(tmp_path, ["x.npz"]).prepare().exported
+
+
 def test_a_stamp_from_before_the_fingerprint_counts_as_current_and_then_gets_one(tmp_path, monkeypatch):
     write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
     monkeypatch.setitem(dataset_module.LOADERS, ".npz", _trimmed)

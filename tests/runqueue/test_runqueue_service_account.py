@@ -91,3 +91,18 @@ def test_cancel_of_a_run_whose_supervisor_it_may_not_signal_asks_in_writing(tmp_
         assert read_json(run / "lfads.failed")["reason"] == "cancelled"
     finally:
         finish(queue, timeout=30)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a process another group needs root")
+def test_a_linked_log_s_target_keeps_its_group(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    os.chown(run, 0, LAB_GID)
+    run.chmod(0o775)
+    private = tmp_path / "service-private.conf"
+    private.write_text("the service's own file")
+    (run / "lfads.out").symlink_to(private)  # planted by someone who can write the run folder
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from runqueue.outlog import open_for_append;"
+                    " open_for_append(Path(sys.argv[1]))", str(run / "lfads.out")],
+                   check=True, timeout=60, user=0, group=0, extra_groups=[LAB_GID])
+    assert private.stat().st_gid == 0

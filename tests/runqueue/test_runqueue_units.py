@@ -196,12 +196,20 @@ def test_runqueue_legacy_tee_shim_writes_no_file_when_the_log_is_among_its_targe
     ("python $(which run_lfads.py) --kind=train 2>&1 | tee lfads.out", None),
     ("CUDA_VISIBLE_DEVICES=1 python $(which run_lfads.py)", "sets CUDA_VISIBLE_DEVICES itself"),
     ('CMD="python $(which run_lfads.py)"\nTMUX= tmux new-session -d -s "run" "$CMD; read -n 1"', "detached tmux session"),
+    # Comments and quoted notes are no commands: none of them refuses a run.
+    ("# MATLAB wrote CUDA_VISIBLE_DEVICES=0 here once\npython $(which run_lfads.py)", None),
+    ("python $(which run_lfads.py)  # copied from --lfads_save_dir={elsewhere}/lfadsOutput", None),
+    ("echo 'note: the 2&>1 typo is fixed' && python $(which run_lfads.py)", None),
+    # A save folder below an lfadsOutput linked to a scratch disk is still this run's.
+    ("python $(which run_lfads.py) --lfads_save_dir={run}/scratch_out/model", None),
 ])
 def test_legacy_scripts_that_would_defeat_the_queue_are_refused_with_the_line_to_change(
         tmp_path: Path, line: str, refused: str | None) -> None:
     run = make_run(tmp_path, "copy/run")
     (tmp_path / "orig/run/lfadsOutput").mkdir(parents=True)
     (run / "lfadsOutput").mkdir()
+    (tmp_path / "scratch").mkdir()
+    (run / "scratch_out").symlink_to(tmp_path / "scratch")
     text = "#!/bin/bash\n" + line.format(run=run, elsewhere=tmp_path / "orig/run") + "\n"
     reason = legacy.refusal(RunPaths(run), "lfads_train.sh", text)
     if refused is None:
@@ -327,6 +335,11 @@ def test_durations_shown_keep_a_sub_second_back_off() -> None:
     assert [format_duration(s) for s in (0.2, 2.5, 1.0, 59, 75, 3700)] == ["0.2s", "2.5s", "1s", "59s", "1m15s", "1h01m"]
 
 
+def test_a_script_naming_run_lfads_py_only_in_a_comment_is_no_legacy_script() -> None:
+    assert not legacy.calls_run_lfads("#!/bin/bash\n# was: python $(which run_lfads.py)\nexec python -m lfads --kind=train\n")
+    assert legacy.calls_run_lfads("#!/bin/bash\npython $(which run_lfads.py) --kind=train  # the original\n")
+
+
 def test_legacy_outputs_are_looked_for_in_the_save_folder_the_script_names(tmp_path: Path) -> None:
     script = "python $(which run_lfads.py) --lfads_save_dir=output --kind=write_model_params\n"
     paths = RunPaths(make_run(tmp_path, "r", script))
@@ -334,3 +347,36 @@ def test_legacy_outputs_are_looked_for_in_the_save_folder_the_script_names(tmp_p
     (paths.root / "output").mkdir()
     (paths.root / "output/model_params").write_text("")
     assert legacy.missing_outputs(paths, script) == []
+
+
+def test_steps_of_a_run_are_found_in_its_folder_or_below_not_in_a_moved_runs(tmp_path: Path) -> None:
+    from runqueue.procinfo import steps_started_for
+
+    run = tmp_path / "run"
+    (run / "lfadsOutput").mkdir(parents=True)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    env = {**os.environ, "RUNQUEUE_RUN_DIR": str(run)}
+    below = subprocess.Popen(["sleep", "30"], cwd=run / "lfadsOutput", env=env)
+    elsewhere = subprocess.Popen(["sleep", "30"], cwd=moved, env=env)  # a run moved away: its old path, another folder
+    try:
+        found = steps_started_for(str(run))
+        assert below.pid in found and elsewhere.pid not in found
+    finally:
+        for process in (below, elsewhere):
+            process.kill()
+            process.wait()
+
+
+def test_legacy_shims_are_never_written_through_a_planted_link(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "service-home"
+    elsewhere.mkdir()
+    (tmp_path / "legacy-bin").symlink_to(elsewhere)
+    with pytest.raises(OSError, match="symbolic link"):
+        legacy.write_shims(tmp_path / "legacy-bin", os.environ["PATH"], sys.executable)
+    assert list(elsewhere.iterdir()) == []
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "tee").symlink_to(elsewhere / "tee")  # a link in place of a shim is replaced, not followed
+    legacy.write_shims(shims, os.environ["PATH"], sys.executable)
+    assert not (elsewhere / "tee").exists() and not (shims / "tee").is_symlink()
