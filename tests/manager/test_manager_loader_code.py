@@ -41,6 +41,30 @@ def _from_source(source: str, name: str = "load") -> object:
     return namespace[name]
 
 
+def _prepare_with(dataset_class: type[Dataset], tmp_path: Path) -> RunCollection:
+    """tmp_path/datasets/x.npz (20 bins of 1 ms, written the first time), read by `dataset_class`."""
+    folder = tmp_path / "datasets"
+    if not folder.exists():
+        folder.mkdir()
+        write_npz_dataset(folder / "x.npz", n_time=20)
+    datasets = DatasetCollection(folder)
+    dataset_class(datasets, "x.npz")
+    collection = RunCollection(tmp_path / "runs", "sub", datasets)
+    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
+    collection.add_run_spec(RunSpec("single_x", datasets, ["x"]))
+    collection.prepare()
+    return collection
+
+
+def _prepared_stamp(tmp_path: Path) -> tuple[Path, dict]:
+    """x.npz (20 bins) prepared by the small collection: its export stamp's path and contents."""
+    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
+    collection = small_collection(tmp_path, ["x.npz"])
+    collection.prepare()
+    (stamp_path,) = collection.path.glob(f"data_*/single_x/{EXPORT_STAMP_FILE}")
+    return stamp_path, json.loads(stamp_path.read_text())
+
+
 def test_a_changed_value_the_loader_reads_re_exports(tmp_path, monkeypatch):
     write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
     monkeypatch.setitem(dataset_module.LOADERS, ".npz", _trimmed)
@@ -72,25 +96,12 @@ def test_an_edited_loader_function_re_exports_but_a_moved_one_does_not(tmp_path,
 
 
 def test_an_edited_dataset_subclass_re_exports(tmp_path):
-    folder = tmp_path / "datasets"
-    folder.mkdir()
-    write_npz_dataset(folder / "x.npz", n_time=20)
-
-    def prepare(dataset_class: type[Dataset]) -> RunCollection:
-        datasets = DatasetCollection(folder)
-        dataset_class(datasets, "x.npz")
-        collection = RunCollection(tmp_path / "runs", "sub", datasets)
-        collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
-        collection.add_run_spec(RunSpec("single_x", datasets, ["x"]))
-        collection.prepare()
-        return collection
-
     class Window(Dataset):
         def load_data(self):
             fields = dict(super().load_data())
             return {**fields, "counts": fields["counts"][:, :, :16], "truth": None, "timeVecMs": fields["timeVecMs"][:16]}
 
-    first = prepare(Window)
+    first = _prepare_with(Window, tmp_path)
     assert _bins(first) == 8
 
     class Window(Dataset):  # type: ignore[no-redef]  # the same class, edited
@@ -98,45 +109,28 @@ def test_an_edited_dataset_subclass_re_exports(tmp_path):
             fields = dict(super().load_data())
             return {**fields, "counts": fields["counts"][:, :, :8], "truth": None, "timeVecMs": fields["timeVecMs"][:8]}
 
-    assert _bins(prepare(Window)) == 4
+    assert _bins(_prepare_with(Window, tmp_path)) == 4
 
 
 def test_a_dataset_subclass_that_gains_code_re_exports(tmp_path):
-    folder = tmp_path / "datasets"
-    folder.mkdir()
-    write_npz_dataset(folder / "x.npz", n_time=20)
-
-    def prepare(dataset_class: type[Dataset]) -> RunCollection:
-        datasets = DatasetCollection(folder)
-        dataset_class(datasets, "x.npz")
-        collection = RunCollection(tmp_path / "runs", "sub", datasets)
-        collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3))
-        collection.add_run_spec(RunSpec("single_x", datasets, ["x"]))
-        collection.prepare()
-        return collection
-
     class Session(Dataset):
         """No code of its own yet: its fingerprint is empty."""
 
-    assert _bins(prepare(Session)) == 10
+    assert _bins(_prepare_with(Session, tmp_path)) == 10
 
     class Session(Dataset):  # type: ignore[no-redef]  # the same class, given a loader
         def load_data(self):
             fields = dict(super().load_data())
             return {**fields, "counts": fields["counts"][:, :, :8], "truth": None, "timeVecMs": fields["timeVecMs"][:8]}
 
-    assert _bins(prepare(Session)) == 4
+    assert _bins(_prepare_with(Session, tmp_path)) == 4
 
 
 def test_a_fingerprint_made_under_another_python_counts_as_current_and_is_remade(tmp_path, monkeypatch):
     # Bytecode differs between Python versions: a cluster and a workstation on two versions must not
     # re-export in turn; the stamp takes this Python's fingerprint, and the next edit is seen.
-    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
     monkeypatch.setitem(dataset_module.LOADERS, ".npz", _trimmed)
-    collection = small_collection(tmp_path, ["x.npz"])
-    collection.prepare()
-    (stamp_path,) = collection.path.glob(f"data_*/single_x/{EXPORT_STAMP_FILE}")
-    stamp = json.loads(stamp_path.read_text())
+    stamp_path, stamp = _prepared_stamp(tmp_path)
     ours = stamp["source"]["datasets"][0]["loader_code"]
     assert ours.startswith(f"py{sys.version_info.major}.{sys.version_info.minor}:")
     stamp["source"]["datasets"][0]["loader_code"] = "py2.7:0123456789abcdef/"
@@ -148,23 +142,15 @@ def test_a_fingerprint_made_under_another_python_counts_as_current_and_is_remade
 
 
 def test_an_export_of_an_older_format_is_made_again(tmp_path):
-    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
-    collection = small_collection(tmp_path, ["x.npz"])
-    collection.prepare()
-    (stamp_path,) = collection.path.glob(f"data_*/single_x/{EXPORT_STAMP_FILE}")
-    stamp = json.loads(stamp_path.read_text())
+    stamp_path, stamp = _prepared_stamp(tmp_path)
     stamp["source"]["format"] = 1  # before scalar bin widths were read
     stamp_path.write_text(json.dumps(stamp))
     assert small_collection(tmp_path, ["x.npz"]).prepare().exported
 
 
 def test_a_stamp_from_before_the_fingerprint_counts_as_current_and_then_gets_one(tmp_path, monkeypatch):
-    write_npz_dataset((tmp_path / "datasets").mkdir() or tmp_path / "datasets" / "x.npz", n_time=20)
     monkeypatch.setitem(dataset_module.LOADERS, ".npz", _trimmed)
-    collection = small_collection(tmp_path, ["x.npz"])
-    collection.prepare()
-    (stamp_path,) = collection.path.glob(f"data_*/single_x/{EXPORT_STAMP_FILE}")
-    stamp = json.loads(stamp_path.read_text())
+    stamp_path, stamp = _prepared_stamp(tmp_path)
     fingerprint = stamp["source"]["datasets"][0].pop("loader_code")
     assert fingerprint
     stamp_path.write_text(json.dumps(stamp))  # as an older version wrote it
