@@ -15,8 +15,15 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.control import processes_of_run
 from runqueue.layout import RunPaths
-from runqueue.procinfo import cwd_identity, file_holders, has_env, processes_with_env, session_id
-from runqueue.runstate import load_state
+from runqueue.procinfo import (
+    cwd_identity,
+    file_holders,
+    has_env,
+    processes_with_env,
+    session_id,
+    steps_started_for,
+)
+from runqueue.runstate import Phase, load_state
 from runqueue.slurm.job import QUEUE_ID_PREFIX as SLURM_QUEUE_ID_PREFIX
 from runqueue.stopping import Stopping
 
@@ -47,6 +54,15 @@ def find_orphan(paths: RunPaths) -> Orphan | None:
     if any(has_env(pid, "RUNQUEUE_RUN_DIR") is False for pid in file_holders(paths.lock, write_locked=True)):
         return None
     return Orphan(state.supervisor_pid, state.started_at, state.time_limit_s, state.kill_grace_s)
+
+
+def steps_left_unlocked(paths: RunPaths) -> bool:
+    """Steps of an attempt whose supervisor never recorded its end (killed), still running although
+    the run lock no longer shows it (deleted, or the folder moved away). The process table is read
+    only then: a supervisor that ended normally recorded its phase, and took its steps with it."""
+    if load_state(paths).phase not in (None, Phase.RUNNING):
+        return False
+    return bool(steps_started_for(str(paths.root)))
 
 
 def steps_of(paths: RunPaths, orphan: Orphan) -> Callable[[], list[int]]:

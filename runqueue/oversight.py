@@ -26,11 +26,11 @@ from runqueue.orphans import (
     Reaper,
     find_orphan,
     steps_in_deleted_folders_under,
+    steps_left_unlocked,
     steps_of,
     steps_of_deleted,
 )
 from runqueue.outlog import append_queue_line
-from runqueue.procinfo import steps_started_for
 from runqueue.queue_parts import QueuePart, QueueParts
 from runqueue.runstate import RunState, load_state, now_iso
 from runqueue.supervisor import HEADER_PREFIX
@@ -125,7 +125,7 @@ class Oversight(QueuePart):
             if not run.elsewhere or run.handle is not None or self.executor.submitted(run.path):
                 continue
             # (A deleted folder's steps are stopped by settle, not waited for.)
-            if not runlock.is_held(run.paths.lock) and not (os.path.isdir(run.path) and steps_started_for(str(run.path))):
+            if not runlock.is_held(run.paths.lock) and not (os.path.isdir(run.path) and steps_left_unlocked(run.paths)):
                 run.elsewhere = False
                 self.settle(run, None)
             else:

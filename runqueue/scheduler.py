@@ -36,9 +36,10 @@ from runqueue.executors.base import Executor, RunHandle
 from runqueue.fswatch import DirectoryWatcher
 from runqueue.layout import FAILED_MARKER, TRAIN_SCRIPT, folder_identity
 from runqueue.logtail import LogTail
+from runqueue.orphans import steps_left_unlocked
 from runqueue.oversight import Oversight
 from runqueue.placer import MAX_CRASHES, Placer
-from runqueue.procinfo import account_name, steps_started_for
+from runqueue.procinfo import account_name
 from runqueue.queue_options import QueueOptions
 from runqueue.queue_parts import QueueParts
 from runqueue.queue_record import record_of, remove_record, write_record
@@ -303,7 +304,7 @@ class Scheduler:
             run.handle = None
             # Steps that outlived their supervisor hold the run lock and still use the device:
             # their claim stays, and lapses by itself when the last of them ends.
-            if not runlock.is_held(run.paths.lock) and not (code is None and steps_started_for(str(run.path))):
+            if not runlock.is_held(run.paths.lock) and not steps_left_unlocked(run.paths):
                 with contextlib.suppress(ClaimError, OSError):
                     self.claims.remove(str(run.path))
             if run.tail is not None:
@@ -341,7 +342,7 @@ class Scheduler:
             run.state = RunState.FAILED
             self.console.event(f"[{run.name}] failed ({failure.get('reason')}): {failure.get('message', '')} — see {paths.out_log}")
             return
-        if runlock.is_running(paths.lock) or (exit_code is None and steps_started_for(str(paths.root))):
+        if runlock.is_running(paths.lock) or steps_left_unlocked(paths):
             # The supervisor is gone but something of the run still holds it (a step that
             # outlived it, or is still stopping; also when its lock was deleted meanwhile):
             # not startable until that ends.
