@@ -20,15 +20,15 @@ typo of old versions, a CUDA_VISIBLE_DEVICES of their own, a detached tmux sessi
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import re
 import shlex
 import shutil
 from pathlib import Path
 
+from runqueue.atomicio import atomic_write_bytes
 from runqueue.layout import OUT_LOG, POSTERIOR_SCRIPT, WRITE_PARAMS_SCRIPT, RunPaths
+from runqueue.runlock import refuse_a_link
 
 _PIPE_INTO_TEE = re.compile(r"\|\s*tee\b")
 _TEE_INTO_LOG = re.compile(r"\|\s*tee\b[^\n]*\b" + re.escape(OUT_LOG) + r"\b")
@@ -152,8 +152,7 @@ def write_shims(directory: Path, search_path: str, interpreter: str) -> tuple[Pa
     described above); return the folder to put first on PATH and the one to put last."""
     last = directory / "last"
     for folder in (directory, last):  # in the run folder: a link planted there must not be written through
-        if folder.is_symlink():
-            raise OSError(errno.ELOOP, "a symbolic link, not the queue's folder (the queue never follows one there)", str(folder))
+        refuse_a_link(folder)
         folder.mkdir(exist_ok=True)
     real_tee = shutil.which("tee", path=search_path)
     target = f'exec {real_tee} "$@"' if real_tee else "exec cat"
@@ -189,11 +188,5 @@ def write_shims(directory: Path, search_path: str, interpreter: str) -> tuple[Pa
 
 def _write_script(path: Path, text: str) -> None:
     if path.is_symlink() or not path.exists() or path.read_text() != text:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o755)
-        tmp.replace(path)  # a rename replaces a link planted at `path`, never writes through it
+        # A fresh temp file renamed into place: a link planted at `path` is replaced, never written through.
+        atomic_write_bytes(path, text.encode(), mode=0o755, durable=False)

@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from runqueue.atomicio import parse_json, read_small_file
+from runqueue.atomicio import parse_json, read_small_file, take_folder_group
 from runqueue.procinfo import holds_write_lock_on, is_alive, process_start_time
 
 # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid (+ padding).
@@ -63,14 +63,13 @@ def try_acquire(lock_path: Path) -> int | None:
 def give_to_run_owner(path: Path, run_root: Path) -> None:
     """Root (an admin's `runqueue cancel`, a root queue) makes a run's files its owner's: a root-owned
     `.runqueue/` or lock would lock the run's own user out of the run. Another account (a service)
-    gives them the run folder's group when it is a member (in a group tree without the setgid bit they
-    would get its own group, and the folder's owner could not take the run lock again)."""
+    gives them their folder's group when it is a member (take_folder_group)."""
+    if os.geteuid() != 0:
+        take_folder_group(path)
+        return
     with contextlib.suppress(OSError):
         owner = os.stat(run_root)
-        if os.geteuid() == 0:
-            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
-        elif os.lstat(path).st_gid != owner.st_gid and owner.st_gid in (os.getegid(), *os.getgroups()):
-            os.chown(path, -1, owner.st_gid, follow_symlinks=False)
+        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
 
 
 def _make_runtime_dir(directory: Path) -> None:
@@ -80,14 +79,15 @@ def _make_runtime_dir(directory: Path) -> None:
         directory.mkdir()
         give_to_run_owner(directory, directory.parent)
     except FileExistsError:
-        _refuse_a_link(directory)
+        refuse_a_link(directory)
         return
     with contextlib.suppress(OSError):
         os.chmod(directory, (os.stat(directory).st_mode & 0o7777) | 0o111)
 
 
-def _refuse_a_link(directory: Path) -> None:
-    """`.runqueue` as a link: a queue run as root or as a service must not write where it points."""
+def refuse_a_link(directory: Path) -> None:
+    """A link where the queue keeps its own folder in a run (`.runqueue`, its shims): a queue run as
+    root or as a service must not write where it points."""
     if directory.is_symlink():
         raise OSError(errno.ELOOP, "a symbolic link, not the queue's folder (the queue never follows one there)", str(directory))
 
@@ -115,7 +115,7 @@ def try_hold_shared(lock_path: Path) -> int | None:
     every supervisor (which needs the write lock) from starting the run, needs only read access to
     a lock file another user's queue created, and `held_by` tells it apart from a running run.
     The open descriptor (close it to let go), or None while a supervisor or its steps hold the run."""
-    _refuse_a_link(lock_path.parent)
+    refuse_a_link(lock_path.parent)
     try:  # a fifo there must not hang us; a link is never followed
         fd = os.open(lock_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
