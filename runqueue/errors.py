@@ -18,3 +18,8 @@ class RunqueueError(Exception):
         where = f"{self.path}: " if self.path else ""
         fix = f" ({self.hint})" if self.hint else ""
         return f"{where}{self.action}{fix}"
+
+
+def without_fix(message: str) -> str:
+    """A `problem; fix` message's problem alone: for a status line, or to give a fix of one's own."""
+    return message.split("; ", 1)[0]

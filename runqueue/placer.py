@@ -30,6 +30,7 @@ from runqueue.devices.placement import (
     why_not_placed,
 )
 from runqueue.durations import format_duration
+from runqueue.errors import without_fix
 from runqueue.executors.base import PendingStart, RunHandle
 from runqueue.layout import RESOURCES_FILE
 from runqueue.logtail import LogTail
@@ -133,7 +134,7 @@ class Placer(QueuePart):
                 self.last_devices = reading.devices
                 if reading.paused:
                     # GPUs exist but cannot be read (e.g. driver upgraded under us): place nothing, look again.
-                    self.placing_paused = _first_clause(reading.status)
+                    self.placing_paused = without_fix(reading.status)
                     self._look_again_in(self.options.poll_interval_s)
                     return False
                 self.placing_paused = None
@@ -163,7 +164,7 @@ class Placer(QueuePart):
         except (InventoryError, ClaimError) as error:
             self.console.event_once(str(error))
             if not isinstance(error, ClaimsBusy):
-                self.placing_paused = _first_clause(str(error))
+                self.placing_paused = without_fix(str(error))
             if isinstance(error, ClaimError) and not isinstance(error, ClaimsBusy) and not self.options.watch:
                 # A claims directory that is no directory or not writable does not mend itself; a
                 # watching queue keeps trying (a service outlives the fix), a batch one stops.
@@ -363,7 +364,3 @@ def _file_size(path: Path) -> int:
     except OSError:
         return 0
 
-
-def _first_clause(message: str) -> str:
-    """A problem without its fix, short enough for a status line (the console has the whole of it)."""
-    return message.split("; ", 1)[0]

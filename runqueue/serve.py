@@ -13,7 +13,7 @@ from runqueue import sdnotify
 from runqueue.config import ConfigError, load_service_config
 from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
-from runqueue.errors import RunqueueError
+from runqueue.errors import RunqueueError, without_fix
 from runqueue.procinfo import account_name
 from runqueue.scheduler import LoopHooks, QueueOptions, Scheduler
 
@@ -81,6 +81,5 @@ def _check_claims_dir(config_path: Path) -> None:
     try:
         ClaimStore().ensure_directory()
     except ClaimError as error:
-        problem = str(error).split("; ", 1)[0]
-        raise ConfigError(config_path, f"claims_dir: {problem}",
+        raise ConfigError(config_path, f"claims_dir: {without_fix(str(error))}",
                           f"make that folder usable by {account_name()}, or choose another claims_dir") from None

@@ -136,7 +136,7 @@ class Supervisor:
                 fix = f"; the queue writes its lock, state and log in the run folder: make it writable by {account_name()}"
             elif error.errno == errno.EROFS:
                 fix = "; the queue writes its lock, state and log in the run folder: remount it read-write"
-            elif error.errno in (errno.ENOSPC, errno.EDQUOT):
+            elif reason_for(error) is Reason.DISK_FULL:
                 fix = "; free space on that disk"
             verb = "cannot write" if self.paths.lock.exists() else "cannot create"
             message = self.paths.runtime_dir_obstacle() or f"{verb} {self.paths.lock}: {error.strerror}{fix}"
@@ -169,7 +169,7 @@ class Supervisor:
         try:
             runlock.write_holder(fd)
         except OSError as error:
-            fix = "free space on that disk" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "remove it"
+            fix = "free space on that disk" if reason_for(error) is Reason.DISK_FULL else "remove it"
             message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.lock}: {error.strerror}; {fix}"
             self._tell({"status": "error", "reason": "lock", "message": message})
             return EXIT_ERROR
@@ -177,7 +177,7 @@ class Supervisor:
             self._begin_attempt()
             self.steps = plan_steps(self.paths, self.state.resume_step)  # told to the queue, then run
         except OSError as error:
-            fix = "; free space on that disk" if error.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            fix = "; free space on that disk" if reason_for(error) is Reason.DISK_FULL else ""
             message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.state}: {error.strerror}{fix}"
             self._tell({"status": "error", "reason": "state", "message": message})
             return EXIT_ERROR
@@ -678,7 +678,7 @@ class Supervisor:
             while data:
                 data = data[os.write(self.log_fd, data) :]
         except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            if reason_for(error) is Reason.DISK_FULL:
                 raise _DiskFull from None
             raise
 

@@ -90,16 +90,12 @@ def _foreign_pids(device: Device, claims: Sequence[Claim]) -> tuple[int, ...]:
 
 
 def _loads(devices: Sequence[Device], claims: Sequence[Claim]) -> list[_Load]:
-    return [
-        _Load(
-            device=device,
-            runs=sum(1 for claim in claims if claim.device_uuid == device.uuid),
-            free_mb=free_memory_mb(device, claims),
-            foreign_pids=_foreign_pids(device, claims) if device.is_gpu else (),
-            holders=tuple(claim for claim in claims if claim.device_uuid == device.uuid),
-        )
-        for device in devices
-    ]
+    loads = []
+    for device in devices:
+        holders = tuple(claim for claim in claims if claim.device_uuid == device.uuid)
+        loads.append(_Load(device=device, runs=len(holders), free_mb=free_memory_mb(device, claims),
+                           foreign_pids=_foreign_pids(device, claims) if device.is_gpu else (), holders=holders))
+    return loads
 
 
 def device_label(device: Device) -> str:
