@@ -673,8 +673,8 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
     changing = set(groups) if regenerate else {key for key, stamp in stamps.items() if stamp is None}
     # Every run folder reading an export: the collection's, and those of param sets that left it but
     # still link there (one export serves every param set with its data hash).
-    readers = {key: {run.path for run in runs if _key(run) == key} | set(_run_folders_reading(groups[key]))
-               for key in changing}
+    linked = {key: _run_folders_reading(run) for key, run in groups.items()}  # one look at the tree's links
+    readers = {key: {run.path for run in runs if _key(run) == key} | set(linked[key]) for key in changing}
     # Saved on leaving, also after a failure: what was written is recorded, so it is not taken for edited.
     with WrittenFiles(collection.path) as record:
         with holding_runs(sorted(set().union(*readers.values()))) as running:
@@ -689,7 +689,8 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
                 export_seconds += _write_export_of(plan, regenerate, progress, report)
             for key, stamp in stamps.items():
                 if stamp is not None and not regenerate and stamp.get("source") != sources[key]:
-                    # current, but stamped before loader fingerprints: record them from now on
+                    # current, but its loader fingerprints were missing or made under another Python
+                    # (see _comparable): record this Python's from now on
                     write_if_changed(groups[key].path_common_data / EXPORT_STAMP_FILE,
                                      json.dumps({**stamp, "source": sources[key]}, indent=1, sort_keys=True) + "\n")
             resources = _resources(collection)
@@ -717,7 +718,7 @@ def _prepare_locked(collection: RunCollection, regenerate: bool, progress: Calla
         # Done runs of param sets that left the experiment but still link to one of its exports: their
         # results go stale with it just the same.
         departed = [(folder, key, run.path_common_data) for key, run in groups.items()
-                    for folder in _run_folders_reading(run) if folder not in current]
+                    for folder in linked[key] if folder not in current]
         _note_stale_runs(runs, {_key(plan.run) for plan in plans if plan.unjudged}, progress, report, departed)
         write_collection_files(collection, on_note=lambda note: _note(report, progress, note), record=record)
     return export_seconds

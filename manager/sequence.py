@@ -238,14 +238,19 @@ def _contents(fields: Mapping[str, Any]) -> str:
         return "no variables"
     described = []
     for key, value in fields.items():
-        names = getattr(getattr(value, "dtype", None), "names", None)
+        names = _struct_fields(value)
         described.append(f"struct {key!r} with fields {', '.join(names)}" if names else repr(key))
     return ", ".join(described)
 
 
+def _struct_fields(value: Any) -> tuple[str, ...]:
+    """The field names of a MATLAB struct as scipy loads it (a record array); () for anything else."""
+    return getattr(getattr(value, "dtype", None), "names", None) or ()
+
+
 def _struct_fix(fields: Mapping[str, Any]) -> str:
     for key, value in fields.items():
-        names = getattr(getattr(value, "dtype", None), "names", None) or ()
+        names = _struct_fields(value)
         if any(name in COUNT_KEYS for name in names):
             return f" (the fields of struct {key!r} go in as variables with MATLAB's save(file, '-struct', {key!r}))"
     return ""
