@@ -8,7 +8,9 @@
 # access, gcc, strip and xz. Writes PARTS_DIR/p01…pNN (≤ 60 MB each: with the working tree they fit one
 # call), PARTS_DIR/sizes and PARTS_DIR/sci.tar.xz (numpy, scipy, h5py's and matplotlib's stack, only
 # for a machine that lacks them). Carry `p01` and `sizes` in the first call and one part per call after
-# it, within the machine's idle time (its `idle_release_s`), then run tf_gpu_bench.sh PARTS_DIR "$OUT".
+# it, within the machine's idle time (its `idle_release_s`). Each call must move what it carried out of
+# the repository (`mkdir -p /tmp/tfparts && mv .tfparts/* /tmp/tfparts/`): the next call's carry
+# replaces the .tfparts folder there. The last call runs tf_gpu_bench.sh /tmp/tfparts "$OUT".
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 parts="$(realpath -m "${1:-$repo/.tfparts}")"

@@ -3,12 +3,12 @@
 #
 #   bench/device/tf_gpu_bench.sh PAYLOAD_DIR OUT_DIR
 #
-# PAYLOAD_DIR is what bench/device/build_tf_payload.sh wrote (p01…pNN and sizes: three xz members of a
+# PAYLOAD_DIR (/tmp/tfparts there, where each call moved its part) holds what bench/device/build_tf_payload.sh wrote (p01…pNN and sizes: three xz members of a
 # site-packages tree, cut to fit the machine's 64 MiB-per-call transfer): TensorFlow 2.21 for Python
 # 3.12 (debug symbols stripped,
 # C++ headers dropped), its pure-Python dependencies, and of TensorFlow's CUDA 12 libraries only the
 # small ones (runtime, cuDNN's loader, ptxas and libdevice for XLA). cuBLAS is the machine's own
-# (torch's CUDA 13 copy, linked under the CUDA 12 name). cuFFT, cuSOLVER and cuSPARSE are empty
+# (its CUDA 13 copy, /usr/local/cuda-13.0 on the H100 seen, linked under the CUDA 12 name). cuFFT, cuSOLVER and cuSPARSE are empty
 # stand-ins: TensorFlow refuses the GPU unless it can dlopen them, LFADS calls none of them, and a
 # call would fail loudly (undefined symbol), not compute something wrong.
 #
@@ -47,6 +47,9 @@ mkdir -p "$site/nvidia/cublas/lib"
 ln -sf "$cublas_dir/libcublas.so.13" "$site/nvidia/cublas/lib/libcublas.so.12"
 ln -sf "$cublas_dir/libcublasLt.so.13" "$site/nvidia/cublas/lib/libcublasLt.so.12"
 export PYTHONPATH="$site:$PWD"
+# TensorFlow's loader found the cuSOLVER stand-in through no library path of its own (seen on an H100:
+# "Could not load dynamic library 'libcusolver.so.11'", so no GPU), while it found the other stand-ins.
+export LD_LIBRARY_PATH="$(printf '%s:' "$site"/nvidia/*/lib)${LD_LIBRARY_PATH:-}"
 export PATH="$site/nvidia/cuda_nvcc/bin:$PATH"
 export XLA_FLAGS="--xla_gpu_cuda_data_dir=$site/nvidia/cuda_nvcc"
 export TF_FORCE_GPU_ALLOW_GROWTH=true
