@@ -97,6 +97,14 @@ def finish(process: subprocess.Popen[bytes], timeout: float = QUEUE_TIMEOUT_S) -
         raise
 
 
+def kill_processes(*processes: subprocess.Popen[Any] | None) -> None:
+    """A test's clean-up: kill and reap those of its own processes still running."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 

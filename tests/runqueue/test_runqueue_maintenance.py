@@ -12,7 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-from runqueue_testkit import finish, make_run, pid_alive, queue_env, run_queue, start_queue, wait_for
+from runqueue_testkit import (
+    finish,
+    kill_processes,
+    make_run,
+    pid_alive,
+    queue_env,
+    run_queue,
+    start_queue,
+    wait_for,
+)
 
 from runqueue import runlock
 from runqueue.layout import RunPaths
@@ -70,9 +79,7 @@ def test_cancel_never_stops_a_session_that_only_reuses_the_dead_supervisors_pid(
         assert pid_alive(stranger.pid)  # ... the stranger's session was not
         assert (run / "lfads.failed").exists()
     finally:
-        for process in (stranger, step):
-            process.kill()
-            process.wait()
+        kill_processes(stranger, step)
 
 
 def test_cancel_stops_every_process_of_a_moved_run_whose_supervisor_died(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from runqueue_testkit import (
     finish,
     gpu,
+    kill_processes,
     make_run,
     pid_alive,
     queue_env,
@@ -77,10 +78,7 @@ def test_deleting_the_lock_under_an_orphaned_step_does_not_start_the_run_twice(t
         assert starts.read_text().count("start") == 2 and (run / "lfads.done").exists()
     finally:
         release.touch()
-        for process in (queue, other):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_processes(queue, other)
 
 
 def test_a_moved_run_whose_supervisor_was_killed_keeps_its_device_while_its_step_runs(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from runqueue_testkit import (
     finish,
+    kill_processes,
     kill_session,
     make_run,
     pid_alive,
@@ -206,10 +207,7 @@ def test_cancel_never_signals_a_process_state_json_merely_names(tmp_path: Path) 
         assert holder.wait(timeout=10) != 0
         assert victim.poll() is None  # neither asked (SIGUSR1) nor stopped with the run's session
     finally:
-        for process in (victim, holder):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_processes(victim, holder)
 
 
 def test_cancel_kills_only_what_it_terminated_and_what_that_forked_never_a_new_attempt(tmp_path: Path) -> None:
@@ -235,10 +233,7 @@ def test_cancel_kills_only_what_it_terminated_and_what_that_forked_never_a_new_a
         wait_for(lambda: not pid_alive(late), timeout=10, what="the helper forked during the grace to be killed")
         assert newcomer[0].poll() is None  # the new attempt is not ours to kill
     finally:
-        for process in (step, *newcomer):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_processes(step, *newcomer)
         kill_session(step.pid)
 
 
@@ -264,10 +259,7 @@ def test_cancel_of_a_run_that_starts_again_once_its_steps_are_gone_stops_the_new
         assert holder.wait(timeout=10) != 0
         assert finish(queue[0], timeout=60) == 1, (tmp_path / "q.log").read_text()
     finally:
-        for process in (holder, *queue):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        kill_processes(holder, *queue)
     assert read_json(run / "lfads.failed")["reason"] == "cancelled"
     assert (run / "lfads.out").read_text().rstrip().splitlines()[-1].endswith("cancelled during lfads_train.sh")
 

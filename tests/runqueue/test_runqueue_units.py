@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runqueue_testkit import make_run
+from runqueue_testkit import kill_processes, make_run
 
 from runqueue import legacy, runlock
 from runqueue.atomicio import atomic_write_bytes
@@ -363,9 +363,7 @@ def test_steps_of_a_run_are_found_in_its_folder_or_below_not_in_a_moved_runs(tmp
         found = steps_started_for(str(run))
         assert below.pid in found and elsewhere.pid not in found
     finally:
-        for process in (below, elsewhere):
-            process.kill()
-            process.wait()
+        kill_processes(below, elsewhere)
 
 
 def test_legacy_shims_are_never_written_through_a_planted_link(tmp_path: Path) -> None:
