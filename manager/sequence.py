@@ -306,17 +306,17 @@ def _truth(fields: Mapping[str, Any], shape: tuple[int, ...], condition_id: np.n
                            f" (trial {first + 1})",
                            "store conditionId as 1-based condition numbers, or store per-trial truth instead")
     index = numbers.astype(np.int64) - 1
-    if by_condition.shape[1:] == shape[1:] and index.size and index.min() < 0:
+    if by_condition.shape[1:] != shape[1:]:
+        raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} shape {by_condition.shape} does not fit conditionId and counts {shape}",
+                           "store conditions x channels x time with 1-based conditionId")
+    if index.size and index.min() < 0:
         lowest = int(numbers.min())
         raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} needs 1-based conditionId (row 1 is condition 1), but conditionId"
                            f" has {lowest}{' (0-based?)' if lowest == 0 else ''}",
                            "add 1 to conditionId, or store per-trial truth instead")
-    if by_condition.shape[1:] == shape[1:] and index.size and index.max() >= by_condition.shape[0]:
+    if index.size and index.max() >= by_condition.shape[0]:
         raise ManagerError(path, f"conditionId goes up to {int(numbers.max())} but {TRUTH_BY_CONDITION_KEY} has"
                            f" {by_condition.shape[0]} conditions", "store one row of truth per condition, 1 to the highest conditionId")
-    if by_condition.shape[1:] != shape[1:]:
-        raise ManagerError(path, f"{TRUTH_BY_CONDITION_KEY} shape {by_condition.shape} does not fit conditionId and counts {shape}",
-                           "store conditions x channels x time with 1-based conditionId")
     truth = by_condition[index]
     _require_finite(truth, TRUTH_BY_CONDITION_KEY, path)
     return truth
