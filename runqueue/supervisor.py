@@ -133,18 +133,13 @@ class Supervisor:
         except OSError as error:
             fix = ""
             if isinstance(error, PermissionError):
-                fix = f"; the queue writes its lock, state and log in the run folder: make it writable by {account_name()}"
+                fix = f"the queue writes its lock, state and log in the run folder: make it writable by {account_name()}"
             elif error.errno == errno.EROFS:
-                fix = "; the queue writes its lock, state and log in the run folder: remount it read-write"
-            elif reason_for(error) is Reason.DISK_FULL:
-                fix = "; free space on that disk"
+                fix = "the queue writes its lock, state and log in the run folder: remount it read-write"
             verb = "cannot write" if self.paths.lock.exists() else "cannot create"
-            message = self.paths.runtime_dir_obstacle() or f"{verb} {self.paths.lock}: {error.strerror}{fix}"
             # Permissions and a read-only mount do not fix themselves within a second: no quick retries
             # (a watching queue still looks again now and then).
-            final = isinstance(error, PermissionError) or error.errno == errno.EROFS
-            self._tell({"status": "error", "reason": "lock", "message": message, "final": final})
-            return EXIT_ERROR
+            return self._cannot_write("lock", self.paths.lock, error, verb=verb, otherwise=fix, final=bool(fix))
         if fd is None:
             self._tell({"status": "busy"})
             return EXIT_NOT_STARTED
@@ -169,18 +164,12 @@ class Supervisor:
         try:
             runlock.write_holder(fd)
         except OSError as error:
-            fix = "free space on that disk" if reason_for(error) is Reason.DISK_FULL else "remove it"
-            message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.lock}: {error.strerror}; {fix}"
-            self._tell({"status": "error", "reason": "lock", "message": message})
-            return EXIT_ERROR
+            return self._cannot_write("lock", self.paths.lock, error, otherwise="remove it")
         try:
             self._begin_attempt()
             self.steps = plan_steps(self.paths, self.state.resume_step)  # told to the queue, then run
         except OSError as error:
-            fix = "; free space on that disk" if reason_for(error) is Reason.DISK_FULL else ""
-            message = self.paths.runtime_dir_obstacle() or f"cannot write {self.paths.state}: {error.strerror}{fix}"
-            self._tell({"status": "error", "reason": "state", "message": message})
-            return EXIT_ERROR
+            return self._cannot_write("state", self.paths.state, error)
         if not self._handshake():
             self._undo_begin()
             return EXIT_NOT_STARTED
@@ -188,6 +177,15 @@ class Supervisor:
             return self._run_attempt()
         except _Vanished:
             return EXIT_VANISHED
+
+    def _cannot_write(self, reason: str, path: Path, error: OSError, *, verb: str = "cannot write",
+                      otherwise: str = "", final: bool = False) -> int:
+        """Tell the queue that the run cannot start because `path` cannot be written (the fix: free
+        space when the disk is full, else `otherwise`); `final`: not worth a quick retry."""
+        fix = "free space on that disk" if reason_for(error) is Reason.DISK_FULL else otherwise
+        message = self.paths.runtime_dir_obstacle() or f"{verb} {path}: {error.strerror}" + (f"; {fix}" if fix else "")
+        self._tell({"status": "error", "reason": reason, "message": message, "final": final})
+        return EXIT_ERROR
 
     def _steps_of_a_lost_lock(self) -> bool:
         """Steps of an earlier attempt still running although we could take the lock: their supervisor
