@@ -1,4 +1,4 @@
-"""`lfads-manager`: demo, prepare (from a TOML experiment file), report and delete-output."""
+"""`lfads-manager`: demo, prepare (from a TOML experiment file), report, compare and delete-output."""
 
 from __future__ import annotations
 
@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="plots of a finished run into RUN_DIR/report/")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a trained run folder (…/param_<hash>/<runspec>)")
+
+    compare = commands.add_parser("compare", help="the runs of a sweep side by side: state, best validation cost, R², differing parameters")
+    compare.add_argument("directory", type=Path, metavar="DIR", help="a collection folder (runs/<collection>), or any folder above runs")
+    output = compare.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="every figure and every parameter of each run, as JSON")
+    output.add_argument("--csv", action="store_true", help="the table as CSV (numbers unrounded, plus each run's path)")
+    compare.add_argument("--no-r2", action="store_true", help="do not read posterior means for the R² vs truth (faster on big sweeps)")
 
     delete = commands.add_parser("delete-output", help="delete runs' lfadsOutput/, lfads.out and markers: the queue trains them afresh")
     delete.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders whose output goes")
@@ -107,6 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for line in write_report(args.run_dir):
                 print(line)
+        elif args.command == "compare":
+            from manager.compare import compare_runs, render_csv, render_json, render_table
+
+            comparison = compare_runs(args.directory, with_r2=not args.no_r2)
+            render = render_json if args.json else render_csv if args.csv else render_table
+            sys.stdout.write(render(comparison))
         elif args.command == "delete-output":
             return _delete_output(args.run_dirs, args.yes)
     except ManagerError as error:

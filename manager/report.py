@@ -7,6 +7,7 @@ import io
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from manager.atomicio import write_if_changed
@@ -102,6 +103,37 @@ def _truth_in_trial_order(run_dir: Path, means: PosteriorMeans) -> np.ndarray | 
     return truth  # spikes per bin, like output_dist_params
 
 
+def input_has_truth(run_dir: Path, dataset: str) -> bool:
+    """Whether the exported input holds the true rates (synthetic data), without loading them."""
+    path = run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{dataset}.h5"
+    try:
+        with h5py.File(path, "r") as handle:
+            return "train_truth" in handle and "valid_truth" in handle
+    except OSError as error:
+        raise ManagerError(path, f"cannot read this HDF5 file ({error})", INPUT_FIX) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TruthFit:
+    """A dataset's inferred rates against the true ones, over the valid trials."""
+
+    means: PosteriorMeans  # valid_inds cut to the valid trials the posterior step processed
+    truth: np.ndarray  # spikes per bin, trials in the original order
+    r2: float
+
+
+def fit_to_truth(run_dir: Path, means: PosteriorMeans) -> TruthFit | str:
+    """The valid-trial rate R² against the truth, or why there is none."""
+    truth = _truth_in_trial_order(run_dir, means)
+    if truth is None:
+        return "no truth in the input"
+    # Valid trials the posterior step processed (--ps_nexamples_to_process leaves the rest NaN).
+    means = dataclasses.replace(means, valid_inds=means.valid_inds[np.isfinite(means.rates_per_bin[means.valid_inds]).all(axis=(1, 2))])
+    if means.valid_inds.size == 0:
+        return "no valid trial has posterior means"
+    return TruthFit(means, truth, r_squared(means.rates_per_bin[means.valid_inds], truth[means.valid_inds]))
+
+
 _UNLABELLED = "(none)"
 
 
@@ -184,20 +216,14 @@ def write_report(run_dir: Path | str) -> list[str]:
         return lines
     scores: list[str] = []
     for name, means in load_posterior_means(run_dir, kind).items():
-        truth = _truth_in_trial_order(run_dir, means)
-        if truth is None:
-            lines.append(f"{name}: no truth in the input; skipped the rate plot")
+        fit = fit_to_truth(run_dir, means)
+        if isinstance(fit, str):
+            lines.append(f"{name}: {fit}; skipped the rate plot")
             continue
-        # Valid trials the posterior step processed (--ps_nexamples_to_process leaves the rest NaN).
-        means = dataclasses.replace(means, valid_inds=means.valid_inds[np.isfinite(means.rates_per_bin[means.valid_inds]).all(axis=(1, 2))])
-        if means.valid_inds.size == 0:
-            lines.append(f"{name}: no valid trial has posterior means; skipped the rate plot")
-            continue
-        score = r_squared(means.rates_per_bin[means.valid_inds], truth[means.valid_inds])
         png = report / f"{RATES_PLOT_PREFIX}{name}.png"
-        write_if_changed(png, rates_png(means, truth))
-        lines += [f"wrote {png}", f"{name}: valid-trial rate R² vs truth = {score:.3f}"]
-        scores.append(f"{name}: valid-trial rate R² vs truth = {score:.6f}\n")
+        write_if_changed(png, rates_png(fit.means, fit.truth))
+        lines += [f"wrote {png}", f"{name}: valid-trial rate R² vs truth = {fit.r2:.3f}"]
+        scores.append(f"{name}: valid-trial rate R² vs truth = {fit.r2:.6f}\n")
     if scores:  # kept with the plots: the console that printed it is gone by the time anyone compares runs
         write_if_changed(report / R2_FILE, "".join(scores))
         lines.append(f"wrote {report / R2_FILE}")

@@ -1,7 +1,11 @@
-"""summary.txt: which runs exist and every parameter of each (RunCollection.generateSummaryText)."""
+"""summary.txt: which runs exist and every parameter of each (RunCollection.generateSummaryText), and
+reading the parameter settings back from one."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from manager.matlab_values import format_summary_value
@@ -48,3 +52,33 @@ def summary_text(collection: RunCollection) -> str:
             lines.append(f"      {prop.name}: {format_summary_value(value)}")
         lines.append("")
     return "\n".join(lines)
+
+
+_PARAMS_HEADER = re.compile(r'^\s*\[\d+ (param_[A-Za-z0-9_-]{6}) data_[A-Za-z0-9_-]{6}\] \S+ "(.*)"\s*$')
+_PROPERTY_LINE = re.compile(r"^\s+([A-Za-z_]\w*): (.*)$")
+
+
+@dataclass(frozen=True)
+class SummaryParams:
+    """One parameter setting as summary.txt lists it: its name and every property's value, as text."""
+
+    name: str
+    values: dict[str, str]
+
+
+def read_summary_params(path: Path) -> dict[str, SummaryParams]:
+    """param_<hash> folder name -> its setting, from a summary.txt written by this package or by the
+    MATLAB lfads-run-manager (same layout); {} when there is no such file."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return {}
+    settings: dict[str, SummaryParams] = {}
+    current: SummaryParams | None = None
+    for line in text.splitlines():
+        header = _PARAMS_HEADER.match(line)
+        if header:
+            current = settings[header.group(1)] = SummaryParams(header.group(2), {})
+        elif current is not None and (prop := _PROPERTY_LINE.match(line)):
+            current.values[prop.group(1)] = prop.group(2).strip()
+    return settings

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from manager.collection import RunCollection
 from manager.datasets import DatasetCollection
 from manager.params import RunParams
+from manager.run import Run
 from manager.runspec import RunSpec
 
 # Enough trials for the seed's c_batch_size=150 (needs 750), tiny in every other way.
@@ -75,3 +77,20 @@ def small_collection(root: Path, files: list[str], batch_size: int = 4, **params
     for dataset in datasets:
         collection.add_run_spec(RunSpec(dataset.single_run_name, datasets, [dataset.name]))
     return collection
+
+
+def write_fake_posterior(run: Run, kind: str = "posterior_sample_and_average", limit: int | None = None, scale: float = 0.9,
+                         gaussian: bool = False) -> None:
+    """model_runs files for every dataset of `run`, as the posterior step writes them: truth x scale
+    (or counts + 0.5 without truth), `limit` trials per split."""
+    for name in run.dataset_names:
+        with h5py.File(run.path / "lfadsInput" / f"lfads_{name}.h5", "r") as inputs:
+            for split in ("train", "valid"):
+                values = inputs[f"{split}_truth"][()] if f"{split}_truth" in inputs else inputs[f"{split}_data"][()] + 0.5
+                values = values[:limit] * scale
+                if gaussian:
+                    values = np.concatenate([values, np.full_like(values, 0.25)], axis=2)
+                out = run.path / "lfadsOutput" / f"model_runs_{name}.h5_{split}_{kind}"
+                out.parent.mkdir(exist_ok=True)
+                with h5py.File(out, "w") as handle:
+                    handle["output_dist_params"] = values

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from manager_test_helpers import run_manager_cli
-from test_manager_results import _fake_outputs, trained_run  # noqa: F401  (fixture)
+from manager_test_helpers import run_manager_cli, write_fake_posterior
+from test_manager_results import trained_run  # noqa: F401  (fixture)
 
 
 def test_the_report_scores_only_the_valid_trials_that_have_posterior_means(trained_run):  # noqa: F811
-    _fake_outputs(trained_run, limit=3)
+    write_fake_posterior(trained_run, limit=3)
     result = run_manager_cli("report", str(trained_run.path))
     assert result.returncode == 0, result.stderr
     score = re.search(r"ds: valid-trial rate R² vs truth = (\S+)", result.stdout)

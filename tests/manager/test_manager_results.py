@@ -8,7 +8,7 @@ import re
 import h5py
 import numpy as np
 import pytest
-from manager_test_helpers import run_manager_cli, small_collection, write_npz_dataset
+from manager_test_helpers import run_manager_cli, small_collection, write_fake_posterior, write_npz_dataset
 
 from manager.collection import RunCollection
 from manager.datasets import DatasetCollection
@@ -175,21 +175,6 @@ def test_a_refused_report_leaves_no_folder_and_old_plots_of_dropped_datasets_go(
     assert sorted(path.name for path in report.iterdir()) == ["my_notes.txt", "r2.txt", "rates_vs_truth_ds.png"]
 
 
-def _fake_outputs(run, kind="posterior_sample_and_average", limit=None, scale=0.9, gaussian=False):
-    """model_runs files for every dataset of `run`: truth x scale (or counts), `limit` trials per split."""
-    for name in run.dataset_names:
-        with h5py.File(run.path / "lfadsInput" / f"lfads_{name}.h5", "r") as inputs:
-            for split in ("train", "valid"):
-                values = inputs[f"{split}_truth"][()] if f"{split}_truth" in inputs else inputs[f"{split}_data"][()] + 0.5
-                values = values[:limit] * scale
-                if gaussian:
-                    values = np.concatenate([values, np.full_like(values, 0.25)], axis=2)
-                out = run.path / "lfadsOutput" / f"model_runs_{name}.h5_{split}_{kind}"
-                out.parent.mkdir(exist_ok=True)
-                with h5py.File(out, "w") as handle:
-                    handle["output_dist_params"] = values
-
-
 def test_a_run_folder_without_truth_knows_its_bin_width(tmp_path):
     # 1000 1-ms bins at 60 ms: 16 output bins, and 1000 // 16 = 62 would be a wrong guess.
     (tmp_path / "datasets").mkdir()
@@ -198,7 +183,7 @@ def test_a_run_folder_without_truth_knows_its_bin_width(tmp_path):
     collection = small_collection(tmp_path, ["ds.npz"], spikeBinMs=60)
     collection.prepare()
     (run,) = collection.runs
-    _fake_outputs(run)
+    write_fake_posterior(run)
     by_run, by_folder = (load_posterior_means(r)["ds"] for r in (run, run.path))
     assert by_run.spike_bin_ms == by_folder.spike_bin_ms == 60.0
     np.testing.assert_array_equal(by_folder.time_ms, np.arange(16) * 60.0)
@@ -219,7 +204,7 @@ def test_text_condition_labels_load_one_per_trial_and_the_report_plots_them(tmp_
     collection = small_collection(tmp_path, ["ds.npz"], spikeBinMs=2)
     collection.prepare()
     (run,) = collection.runs
-    _fake_outputs(run)
+    write_fake_posterior(run)
     means = load_posterior_means(run.path)["ds"]
     assert means.condition_id.tolist() == labels.tolist()
     result = run_manager_cli("report", str(run.path))
@@ -233,7 +218,7 @@ def test_gaussian_outputs_split_means_from_variances(tmp_path):
     collection = small_collection(tmp_path, ["ds.npz"], spikeBinMs=2, c_output_dist="gaussian")
     collection.prepare()
     (run,) = collection.runs
-    _fake_outputs(run, gaussian=True)
+    write_fake_posterior(run, gaussian=True)
     means = load_posterior_means(run)["ds"]
     assert means.rates.shape == (40, 10, 6) and means.output_variances.shape == (40, 10, 6)
     np.testing.assert_array_equal(means.output_variances, 0.25)
@@ -241,7 +226,7 @@ def test_gaussian_outputs_split_means_from_variances(tmp_path):
 
 
 def test_the_kind_the_posterior_script_writes_is_the_one_read(trained_run):
-    _fake_outputs(trained_run, kind="posterior_push_mean", scale=0.5)
+    write_fake_posterior(trained_run, kind="posterior_push_mean", scale=0.5)
     script = trained_run.path / "lfads_posterior_mean_sample.sh"
     script.write_text(script.read_text().replace("--kind=posterior_sample_and_average", "--kind=posterior_push_mean"))
     (truth_scaled,) = load_posterior_means(trained_run.path).values()
@@ -258,7 +243,7 @@ def test_files_of_the_older_posterior_sample_name_load_through_a_run(trained_run
 
 
 def test_trials_the_posterior_step_left_out_are_nan(trained_run):
-    _fake_outputs(trained_run, limit=3)
+    write_fake_posterior(trained_run, limit=3)
     means = load_posterior_means(trained_run)["ds"]
     sampled = np.concatenate([means.train_inds[:3], means.valid_inds[:3]])
     assert np.isfinite(means.rates[sampled]).all()
@@ -279,7 +264,7 @@ def test_datasets_come_back_in_the_run_specs_order(tmp_path):
     collection.add_run_spec(RunSpec("both", datasets, ["zeta", "alpha"]))
     collection.prepare()
     (run,) = collection.runs
-    _fake_outputs(run)
+    write_fake_posterior(run)
     assert list(load_posterior_means(run)) == ["zeta", "alpha"]
 
 

@@ -1,0 +1,163 @@
+"""`lfads-manager compare`: the runs of a sweep side by side, from their files alone."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import h5py
+import pytest
+from manager_test_helpers import run_manager_cli, write_fake_posterior, write_npz_dataset
+
+from manager.collection import RunCollection
+from manager.compare import compare_runs
+from manager.datasets import DatasetCollection
+from manager.errors import ManagerError
+from manager.params import RunParams
+from manager.report import r_squared
+from manager.runspec import RunSpec
+
+
+def _fitlog(valid_costs: list[float], ramped_from: int = 1) -> str:
+    """fitlog.csv rows whose KL/L2 ramps are complete from row `ramped_from` on."""
+    rows = []
+    for epoch, valid in enumerate(valid_costs):
+        weight = "1.00" if epoch >= ramped_from else "0.50"
+        rows.append(f"epoch,{epoch}, step,{8 * (epoch + 1)}, total,{valid - 5:.2f},{valid:.2f},       recon,{valid - 30:.2f},"
+                    f"{valid - 20:.2f}, kl,10.00,20.00, l2,0.30000,       klweight,{weight}, l2weight,{weight}")
+    return "\n".join(rows) + "\n"
+
+
+@pytest.fixture
+def sweep(tmp_path) -> RunCollection:
+    """Three generator sizes x one run spec, prepared; no run has trained yet."""
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "ds.npz", n_trials=37, n_time=20)
+    datasets = DatasetCollection(tmp_path / "datasets")
+    datasets.add_files(["ds.npz"])
+    collection = RunCollection(tmp_path / "runs", "sweep", datasets)
+    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3, spikeBinMs=2).sweep(c_gen_dim=[16, 32, 64]))
+    collection.add_run_spec(RunSpec("single_ds", datasets, ["ds"]))
+    collection.prepare()
+    return collection
+
+
+def _train(run, valid_costs: list[float], *, done: bool = True, scale: float | None = None) -> None:
+    (run.path / "lfadsOutput").mkdir(exist_ok=True)
+    (run.path / "lfadsOutput" / "fitlog.csv").write_text(_fitlog(valid_costs))
+    if scale is not None:
+        write_fake_posterior(run, scale=scale)
+    if done:
+        (run.path / "lfads.done").write_text("")
+
+
+def _valid_r2(run, scale: float) -> float:
+    with h5py.File(run.path / "lfadsInput" / "lfads_ds.h5", "r") as inputs:
+        truth = inputs["valid_truth"][()]
+    return r_squared(truth * scale, truth)
+
+
+def test_runs_come_best_first_with_their_figures_and_the_swept_parameter(sweep):
+    small, medium, large = sweep.runs  # c_gen_dim 16, 32, 64
+    _train(small, [950, 800, 760, 770], scale=0.5)
+    _train(medium, [940, 720, 700, 705], scale=0.9)
+    (large.path / "lfads.failed").write_text('{"reason": "time_limit"}')
+
+    comparison = compare_runs(sweep.path)
+
+    assert [run.path for run in comparison.runs] == [medium.path, small.path, large.path]
+    best, second, failed = comparison.runs
+    assert comparison.varying == ["c_gen_dim"]  # the only parameter the sweep changed
+    assert [run.params["c_gen_dim"] for run in comparison.runs] == ["32", "16", "64"]
+    assert best.params["spikeBinMs"] == "2"  # every property of summary.txt, not only the flags
+    assert (best.state, best.epochs, best.steps) == ("done", 4, 32)
+    assert (best.best_valid, best.best_valid_recon, best.best_epoch) == (700.0, 680.0, 2)
+    assert best.r2 == pytest.approx({"ds": _valid_r2(medium, 0.9)})
+    assert second.r2 == pytest.approx({"ds": _valid_r2(small, 0.5)}) and second.r2["ds"] < best.r2["ds"]
+    assert (failed.state, failed.failure, failed.best_valid, failed.r2) == ("failed", "time_limit", None, {})
+    assert best.name == f"{medium.path.parent.name}/single_ds"
+    assert not any(run.notes for run in comparison.runs)
+    assert comparison.counts() == {"done": 2, "failed": 1}
+
+
+def test_the_r2_is_the_one_the_report_writes(sweep):
+    run = sweep.runs[0]
+    _train(run, [900, 800], scale=0.8)
+    result = run_manager_cli("report", str(run.path))
+    assert result.returncode == 0, result.stderr
+    reported = float((run.path / "report" / "r2.txt").read_text().split("=")[1])
+    (compared,) = [entry for entry in compare_runs(sweep.path).runs if entry.path == run.path]
+    assert compared.r2["ds"] == pytest.approx(reported, abs=1e-6)
+
+
+def test_parameters_come_from_the_flags_when_summary_txt_does_not_list_the_run(sweep):
+    small, medium, _ = sweep.runs
+    _train(small, [900, 800])
+    _train(medium, [900, 700])
+    (sweep.path / "summary.txt").unlink()  # e.g. a param set pruned from the experiment, or a copied tree
+    comparison = compare_runs(sweep.path)
+    assert comparison.varying == ["c_gen_dim"]
+    assert [run.params["c_gen_dim"] for run in comparison.runs] == ["32", "16", "64"]
+    assert "c_data_dir" not in comparison.runs[0].params and "c_kind" not in comparison.runs[0].params
+
+
+def test_a_run_whose_files_cannot_be_read_gets_a_note_and_the_others_are_still_compared(sweep):
+    small, medium, large = sweep.runs
+    _train(small, [900, 800], scale=0.9)
+    (small.path / "lfadsOutput" / "model_runs_ds.h5_valid_posterior_sample_and_average").write_bytes(b"not hdf5")
+    _train(medium, [900, 700])
+    (large.path / "lfadsOutput").mkdir()
+    (large.path / "lfadsOutput" / "fitlog.csv").write_text("this is not, a fit log\n")
+    comparison = compare_runs(sweep.path)
+    by_path = {run.path: run for run in comparison.runs}
+    assert by_path[medium.path].best_valid == 700.0 and by_path[small.path].best_valid == 800.0
+    assert by_path[small.path].r2 == {} and "cannot read this HDF5 file" in by_path[small.path].notes[0]
+    assert by_path[large.path].best_valid is None and by_path[large.path].state == "pending"
+    assert "no 'epoch,N, step,N, ...' rows in fitlog.csv" in by_path[large.path].notes[0]
+
+
+def test_the_command_prints_a_table_csv_and_json(sweep):
+    small, medium, large = sweep.runs
+    _train(small, [900, 800], scale=0.5)
+    _train(medium, [900, 700], scale=0.9)
+
+    table = run_manager_cli("compare", str(sweep.path))
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith(f"{sweep.path}: 3 run(s) (2 done, 1 pending)")
+    assert lines[1].split() == ["run", "state", "epochs", "best_valid", "valid_recon", "at_epoch", "r2", "c_gen_dim"]
+    assert lines[2].split()[:2] == [f"{medium.path.parent.name}/single_ds", "done"] and lines[2].split()[-1] == "32"
+    assert lines[4].split() == [f"{large.path.parent.name}/single_ds", "pending", "-", "-", "-", "-", "-", "64"]
+
+    rows = list(csv.DictReader(io.StringIO(run_manager_cli("compare", "--csv", str(sweep.path)).stdout)))
+    assert [row["c_gen_dim"] for row in rows] == ["32", "16", "64"]
+    assert float(rows[0]["r2"]) == pytest.approx(_valid_r2(medium, 0.9)) and rows[2]["best_valid"] == ""
+    assert rows[0]["path"] == str(medium.path)
+
+    document = json.loads(run_manager_cli("compare", "--json", "--no-r2", str(sweep.path)).stdout)
+    assert document["varying"] == ["c_gen_dim"] and document["root"] == str(sweep.path)
+    first = document["runs"][0]
+    assert (first["path"], first["best_valid"], first["r2"], first["varying"]) == (str(medium.path), 700.0, {}, {"c_gen_dim": "32"})
+    assert first["params"]["c_factors_dim"] == "3"
+
+
+def test_runs_of_several_collections_are_named_from_the_folder_given(sweep, tmp_path):
+    other = RunCollection(tmp_path / "runs", "again", sweep.dataset_collection)
+    other.add_params(RunParams(c_batch_size=4, c_factors_dim=3, spikeBinMs=2, c_gen_dim=16))
+    other.add_run_spec(RunSpec("single_ds", sweep.dataset_collection, ["ds"]))
+    other.prepare()
+    names = [run.name for run in compare_runs(tmp_path / "runs").runs]
+    # The same param_<hash>/single_ds in both collections, told apart by the collection.
+    assert sorted(names) == sorted([f"again/{other.runs[0].path.parent.name}/single_ds",
+                                    *(f"sweep/{run.path.parent.name}/single_ds" for run in sweep.runs)])
+    assert other.runs[0].path.parent.name == sweep.runs[0].path.parent.name
+    (only,) = compare_runs(other.runs[0].path).runs  # a run folder itself
+    assert only.name == f"{other.runs[0].path.parent.name}/single_ds"
+
+
+def test_no_runs_under_the_folder_is_a_clear_error(tmp_path, sweep):
+    with pytest.raises(ManagerError, match="no run folders under it"):
+        compare_runs(tmp_path / "datasets")
+    result = run_manager_cli("compare", str(tmp_path / "missing"))
+    assert result.returncode == 2 and result.stderr == f"lfads-manager: error: {tmp_path / 'missing'}: no such folder; give a collection folder, e.g. runs/<collection>\n"
