@@ -87,13 +87,3 @@ def batch_costs(model: LfadsModel, out: ModelOutput, data: tf.Tensor, step: tf.T
         corr = cfg.co_mean_corr_scale * tf.reduce_mean(correlation_per_trial(out.co_post.mean))
     total = recon + kl_w * kl + l2_w * l2 + corr
     return Costs(total, recon, kl, l2, kl_w, l2_w, corr), terms
-
-
-def nll_bounds(terms: TrialTerms) -> tuple[tf.Tensor, tf.Tensor]:
-    """(VAE, IWAE) NLL bounds over the last axis, e.g. the K samples of one trial."""
-    bound = terms.log_p - terms.kl_ic - terms.kl_co
-    samples = tf.cast(tf.shape(bound)[-1], tf.float32)
-    vae = -tf.reduce_mean(bound, axis=-1)
-    iwae = -(tf.reduce_logsumexp(bound, axis=-1) - tf.math.log(samples))
-    return vae, iwae
-

@@ -13,7 +13,7 @@ tf = pytest.importorskip("tensorflow")
 
 from lfads.augment import jitter_spikes  # noqa: E402
 from lfads.build import RunContext  # noqa: E402
-from lfads.costs import l2_cost, ramp_weight  # noqa: E402
+from lfads.costs import correlation_per_trial, l2_cost, ramp_weight  # noqa: E402
 from lfads.flags import parse_flags  # noqa: E402
 from lfads.model.priors import AR1Prior, DiagGaussian  # noqa: E402
 from lfads.model.recurrent import EncoderGRU, GenGRU  # noqa: E402
@@ -200,3 +200,25 @@ def test_a_causal_controller_still_gets_the_factors_fed_back(make_context: Calla
     ctx = make_context("causal", ["--co_dim=1", "--do_causal_controller=true"], trials=20, steps=8, neurons=4)
     weights = {v.name: v.shape for v in ctx.built.model.trainable_variables}
     assert weights["LFADS/con/GenGRU/Gates/x_2_ru/W:0"][0] == 3 + 3  # ci_enc_dim (forward only) + factors_dim
+
+
+def test_the_correlation_cost_is_half_the_squared_time_sum_of_each_pair_of_inferred_inputs() -> None:
+    means = np.random.default_rng(0).normal(size=(3, 6, 3)).astype(np.float32)  # trials x time x co_dim
+    expected = [np.mean([0.5 * np.sum(trial[:, i] * trial[:, j]) ** 2 for i in range(3) for j in range(i + 1, 3)])
+                for trial in means]
+    np.testing.assert_allclose(correlation_per_trial(tf.constant(means)).numpy(), expected, rtol=1e-5)
+    assert np.all(correlation_per_trial(tf.constant(means[..., :1])).numpy() == 0)  # one input has no pair
+
+
+@pytest.mark.parametrize("scale", [0.0, 2.0])
+def test_co_mean_corr_scale_adds_the_correlation_cost_to_the_total(make_context: Callable[..., RunContext], scale: float) -> None:
+    ctx = make_context(f"corr_{scale:g}", ["--co_dim=2", f"--co_mean_corr_scale={scale}"], trials=20, steps=8, neurons=4)
+    steps = CompiledSteps(ctx.built, ctx.costs, 0.9, jit_compile=False)
+    ds = ctx.datasets[0]
+    result = steps.train(0)(ds.train_data[np.arange(4)], None, np.array([3, 4], np.int64))
+    costs = result.costs
+    corr = float(costs.corr)
+    assert (corr > 0) if scale else (corr == 0)
+    expected_total = float(costs.recon) + float(costs.kl_weight) * float(costs.kl) + float(costs.l2_weight) * float(costs.l2) + corr
+    assert float(costs.total) == pytest.approx(expected_total, rel=1e-5)
+

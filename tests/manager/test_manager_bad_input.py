@@ -600,3 +600,49 @@ def test_a_collection_inside_the_datasets_folder_is_refused_only_when_it_holds_a
     toml = layout_toml(tmp_path, "data", "runs", "data", glob="**/*.npz")
     status, stderr = run_manager_cli_in_process("prepare", str(toml))
     assert status == 2 and f"[collection] dataset file {folder}/runs/copy.npz is inside the collection folder" in stderr
+
+
+_GOOD_TABLES = {
+    "collection": 'root = "runs"\nname = "trial"',
+    "datasets": 'folder = "datasets"\nglob = "*.npz"',
+    "params": "c_batch_size = 4\nc_factors_dim = 3",
+}
+
+
+def _experiment_text(tables: dict[str, str | None], tail: str) -> str:
+    """The good experiment with some tables replaced (a None value leaves the table out)."""
+    merged = {**_GOOD_TABLES, **tables}
+    return "".join(f"[{name}]\n{body}\n\n" for name, body in merged.items() if body is not None) + tail
+
+
+_RUNSPEC = '[[runspec]]\nname = "one"\ndatasets = ["good"]\n'
+
+
+@pytest.mark.parametrize(("tables", "tail", "says"), [
+    ({"collection": None}, _RUNSPEC, "missing [collection] table; add a [collection] table"),
+    ({"datasets": 'folder = "datasets"\nglob = "*.npz"\nfolders = "x"'}, _RUNSPEC, "unknown key(s) ['folders'] in [datasets]"),
+    ({"datasets": 'folder = "nowhere"\nglob = "*.npz"'}, _RUNSPEC, "dataset folder"),
+    ({"datasets": 'folder = "datasets"\nglob = "*.npz"\nfiles = ["good.npz"]'}, _RUNSPEC,
+     '[datasets] needs exactly one of files = [...] or glob = "..."'),
+    ({"datasets": 'folder = "datasets"\nfiles = []'}, _RUNSPEC, "[datasets] files must be a non-empty list of file names"),
+    ({"datasets": 'folder = "datasets"\nglob = "*.mat"'}, _RUNSPEC, "[datasets] glob '*.mat' matches no file in"),
+    ({"datasets": 'folder = "datasets"\nfiles = ["gone.npz"]'}, _RUNSPEC, "dataset file"),
+    ({"datasets": 'folder = "datasets"\nglob = "*.npz"\nsingle_runs = "yes"'}, _RUNSPEC, "[datasets] single_runs must be true or false"),
+    ({"sweep": "c_gen_dim = 16"}, _RUNSPEC, "[sweep] c_gen_dim must be a non-empty list of values; write c_gen_dim = [value, value, ...]"),
+    ({"queue": "memory_mb = -5"}, _RUNSPEC, "[queue] memory_mb must be a positive whole number of MB, got -5"),
+    ({}, '[runspec]\nname = "one"\ndatasets = ["good"]\n', "runspec entries must be written as [[runspec]] tables"),
+    ({}, '[[runspec]]\nname = "one"\ndatasets = ["good"]\nsessions = 2\n', "unknown key(s) ['sessions'] in [[runspec]] #1"),
+    ({}, '[[runspec]]\nname = "one"\ndatasets = []\n', "[[runspec]] 'one': datasets must be a non-empty list of dataset names"),
+    ({}, "", "no run specs; add [[runspec]] entries or set single_runs = true in [datasets]"),
+    ({}, "[[runspec]\n", "not valid TOML ("),
+], ids=["no-collection", "unknown-key", "no-folder", "files-and-glob", "empty-files", "glob-matches-nothing",
+        "missing-file", "single-runs-not-bool", "sweep-not-a-list", "bad-memory", "runspec-single-brackets",
+        "runspec-unknown-key", "runspec-no-datasets", "no-runspecs", "bad-toml"])
+def test_an_experiment_file_of_the_wrong_shape_names_itself_and_the_fix(tmp_path, datasets, tables, tail, says):
+    toml = tmp_path / "experiment.toml"
+    toml.write_text(_experiment_text(tables, tail))
+    fails(tmp_path, toml, names=toml, says=says, in_process=True)
+
+
+def test_a_missing_experiment_file(tmp_path):
+    fails(tmp_path, tmp_path / "nope.toml", names=tmp_path / "nope.toml", says="experiment file not found; check the path", in_process=True)
