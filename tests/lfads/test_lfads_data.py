@@ -187,3 +187,27 @@ def test_a_file_that_only_shares_the_stem_is_named_with_the_stem_rule(tmp_path: 
     with pytest.raises(LfadsError, match=r"lfads_notes\.txt: cannot be read as HDF5 .*every file whose name starts with"
                                          r" --data_filename_stem is read as a dataset .*move it out of the folder"):
         load_datasets(tmp_path, "lfads", "poisson", 0)
+
+
+def _replace(path: Path, key: str, value: np.ndarray | None) -> None:
+    with h5py.File(path, "a") as h5:
+        del h5[key]
+        if value is not None:
+            h5[key] = value
+
+
+@pytest.mark.parametrize(("key", "value", "dist", "needle"), [
+    ("train_data", None, "poisson", r"no 'train_data' dataset; an LFADS input file needs train_data and valid_data"),
+    ("train_data", np.array([b"spikes"]), "gaussian", r"'train_data' is not numeric \(\|S6\)"),
+    ("valid_data", np.zeros((4, 12), np.int64), "poisson", r"'valid_data' has shape \(4, 12\); expected trials × time × neurons"),
+    ("valid_data", np.zeros((4, 12, 5), np.int64), "poisson",
+     r"valid_data \(4, 12, 5\) and train_data \(\d+, 12, 6\) differ in time or neurons; export both splits from one dataset again"),
+], ids=["no-train-data", "text-data", "two-dimensional", "splits-differ"])
+def test_input_files_of_the_wrong_shape_name_the_file_and_the_fix(
+    tmp_path: Path, dataset_factory: MakeDataset, key: str, value: np.ndarray | None, dist: str, needle: str
+) -> None:
+    path = tmp_path / "lfads_x.h5"
+    dataset_factory(path, neurons=6, gaussian=dist == "gaussian")
+    _replace(path, key, value)
+    with pytest.raises(LfadsError, match=r"lfads_x\.h5: " + needle):
+        load_datasets(tmp_path, "lfads", dist, 0)
