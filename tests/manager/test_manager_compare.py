@@ -17,6 +17,7 @@ from manager.errors import ManagerError
 from manager.params import RunParams
 from manager.report import r_squared
 from manager.runspec import RunSpec
+from manager.summary import read_summary_params
 
 
 def _fitlog(valid_costs: list[float], ramped_from: int = 1) -> str:
@@ -161,3 +162,49 @@ def test_no_runs_under_the_folder_is_a_clear_error(tmp_path, sweep):
         compare_runs(tmp_path / "datasets")
     result = run_manager_cli("compare", str(tmp_path / "missing"))
     assert result.returncode == 2 and result.stderr == f"lfads-manager: error: {tmp_path / 'missing'}: no such folder; give a collection folder, e.g. runs/<collection>\n"
+
+
+MATLAB_SUMMARY = """LorenzExperiment.RunCollection "exampleRun" (4 runs total)
+  Path: /data/runs/exampleRun
+  Dataset Collection "lorenz_example" (3 datasets) in /data/datasets
+
+  ------------------------
+  2 Run Specifications:
+
+    [runSpec 1] LorenzExperiment.RunSpec "all" (3 datasets)
+      [ds 1] LorenzExperiment.Dataset "dataset001"
+  ------------------------
+  2 Parameter Settings:
+
+    [1 param_Qr2PeG data_RE1kuL] LorenzExperiment.RunParams "first"
+      c_factors_dim=8 c_ic_enc_dim=64
+
+      spikeBinMs: 2
+      c_device: /gpu:0
+      c_factors_dim: 8
+
+    [2 param_YOs74u data_4MaTKO] LorenzExperiment.RunParams ""
+      default
+
+      spikeBinMs: 2
+      c_device: /gpu:0
+      c_factors_dim: 40
+"""
+
+
+def test_summary_txt_of_the_matlab_tool_is_read_back(tmp_path):
+    path = tmp_path / "summary.txt"
+    path.write_text(MATLAB_SUMMARY)
+    settings = read_summary_params(path)
+    assert list(settings) == ["param_Qr2PeG", "param_YOs74u"]
+    assert settings["param_Qr2PeG"].name == "first"
+    assert settings["param_Qr2PeG"].values == {"spikeBinMs": "2", "c_device": "/gpu:0", "c_factors_dim": "8"}
+    assert settings["param_YOs74u"].values["c_factors_dim"] == "40"
+    assert read_summary_params(tmp_path / "missing.txt") == {}
+
+
+def test_a_summary_txt_this_package_wrote_reads_back_as_the_params(sweep):
+    settings = read_summary_params(sweep.path / "summary.txt")
+    for params in sweep.params:
+        values = settings[params.param_hash_name].values
+        assert values["c_gen_dim"] == str(params.c_gen_dim) and values["spikeBinMs"] == "2"
