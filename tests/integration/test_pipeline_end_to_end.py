@@ -110,6 +110,17 @@ def test_manager_queue_and_model_run_a_collection_end_to_end(tmp_path: Path) -> 
     stitched = next(run for run in collection.runs if run.spec.name == "all")
     assert sorted(load_posterior_means(stitched)) == ["dataset001", "dataset002"]
 
+    # The sweep overview reads what the model wrote: figures for every run, R² from the Lorenz truth.
+    compared = subprocess.run([sys.executable, "-m", "manager", "compare", "--json", str(collection_dir)],
+                              env=env, capture_output=True, text=True, timeout=120, check=True)
+    overview = json.loads(compared.stdout)
+    assert sorted(entry["name"] for entry in overview["runs"]) == sorted(runs)
+    for entry in overview["runs"]:
+        assert entry["state"] == "done" and entry["epochs"] == 3 and entry["notes"] == [], entry
+        assert entry["best_valid"] is not None and entry["best_valid"] > 0
+        assert set(entry["r2"]) == ({"dataset001", "dataset002"} if entry["name"].endswith("/all") else {"dataset001"})
+        assert entry["params"]["c_gen_dim"] == "16" and entry["params"]["spikeBinMs"] == "20"
+
     # Finished runs stay finished: a second pass over the tree starts nothing.
     again = subprocess.run(
         [sys.executable, str(collection_dir / "run_lfads.py"), "--cpu-slots", "2"],
@@ -119,6 +130,10 @@ def test_manager_queue_and_model_run_a_collection_end_to_end(tmp_path: Path) -> 
     for run in collection.runs:
         assert (Path(run.path) / OUT_LOG).read_text().count("step=lfads_train.sh") == 1
     assert all((Path(run.path) / DONE_MARKER).exists() for run in collection.runs)
+
+
+def _names_in_order(document: str) -> list[str]:
+    return [entry["name"] for entry in json.loads(document)["runs"]]
 
 
 def _matlab_flags(values: dict[str, object]) -> str:
@@ -197,3 +212,13 @@ def test_a_folder_written_by_the_matlab_run_manager_runs_on_the_real_model(tmp_p
     assert not (broken / DONE_MARKER).exists()
     failure = json.loads((broken / FAILED_MARKER).read_text())
     assert failure["step"] == "lfads_train.sh"
+
+    # The overview of a MATLAB tree without summary.txt takes the parameters from the flags.
+    compared = subprocess.run([sys.executable, "-m", "manager", "compare", "--json", "--no-r2", str(tmp_path / "legacy")],
+                              env=env, capture_output=True, text=True, timeout=120, check=True)
+    overview = {entry["name"]: entry for entry in json.loads(compared.stdout)["runs"]}
+    done, failed = (overview[f"lfads_example/param_legacy/{name}"] for name in ("single_dataset001", "single_broken"))
+    assert done["state"] == "done" and done["epochs"] == 3 and done["params"]["c_gen_dim"] == "16"
+    assert failed["state"] == "failed" and failed["best_valid"] is None
+    assert _names_in_order(compared.stdout) == ["lfads_example/param_legacy/single_dataset001", "lfads_example/param_legacy/single_broken"]
+    assert json.loads(compared.stdout)["varying"] == ["c_factors_dim"]  # 4 against the broken run's x
