@@ -82,6 +82,16 @@ class LoopHooks:
     def stopping(self, status: str) -> None:
         """The queue is about to stop."""
 
+    # SIGHUP: a plain queue leaves (its terminal is gone); a service reloads instead.
+    reloads_on_hangup = False
+
+    def reload_refusal(self) -> str | None:
+        """Why the settings cannot be reloaded now (the queue then goes on as it is); None: reload."""
+        return None
+
+    def reloading(self, status: str) -> None:
+        """The queue leaves its loop to start again in place with the new settings."""
+
 
 class Scheduler:
     def __init__(
@@ -108,6 +118,7 @@ class Scheduler:
         self.stop_level = 0  # 1: stop placing; 2: stop the runs; 3: leave now
         self.signals: list[int] = []
         self.hung_up = False  # left on SIGHUP (not asked to stop): a service wants restarting then
+        self.reloading = False  # left on SIGHUP to start again in place with new settings (runqueue serve)
         parts = QueueParts(options, self.console, self.runs, self.executor, self.claims)
         self.oversight = Oversight(parts, start_watching=self._start_watching, settle=self._settle)
         self.placer = Placer(
@@ -171,19 +182,40 @@ class Scheduler:
             os.close(wake_w)
         return self._summarize()
 
+    def reload_due(self) -> bool:
+        """Left the loop to reload, and no stop request came after that (one that arrived as the
+        loop ended is still in `signals`): the caller may start the queue again in place."""
+        return self.reloading and not any(signum != signal.SIGHUP for signum in self.signals)
+
     def _record_signal(self, signum: int, _frame: object) -> None:
         self.signals.append(signum)
 
     def _act_on_signals(self) -> None:
         while self.signals:
             signum = self.signals.pop(0)
+            if self.reloading and signum != signal.SIGHUP:
+                self.reloading = False  # asked to stop before the reload happened: a stop wins
+                self.hooks.stopping(self.status_line())
+                self.console.event("stopping instead of reloading: asked to stop meanwhile")
+                continue
             self.stop_level += 1
             watched = self._ours()
             others = self._others(watched)
             others_text = "" if not others else (
                 f" (the {others} other running run(s) are {_NOT_OURS}: they keep going, and"
                 " this queue neither waits for nor stops them)")
-            if signum == signal.SIGHUP and self.stop_level < 3:
+            if signum == signal.SIGHUP and self.stop_level == 1 and self.hooks.reloads_on_hangup:
+                refusal = self.hooks.reload_refusal()
+                if refusal is not None:
+                    self.stop_level = 0  # not a stop: the queue goes on with the settings it has
+                    self.console.event(f"reload refused, going on with the settings it has: {refusal}")
+                    continue
+                self.reloading = True
+                self.hooks.reloading(self.status_line())
+                self.console.event(f"reloading: starting again in place with the new settings; {len(watched)} started"
+                                   f" run(s) keep going under their supervisors and are re-adopted{others_text}")
+                self.stop_level = 3
+            elif signum == signal.SIGHUP and self.stop_level < 3:
                 self.hung_up = True
                 # The terminal is gone (or someone asked for a restart): nobody is left to watch,
                 # so leave at once like a service; the runs do not depend on us.

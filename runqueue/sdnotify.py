@@ -1,4 +1,5 @@
-"""A tiny client for systemd's notification socket ($NOTIFY_SOCKET): READY, STATUS, WATCHDOG, STOPPING.
+"""A tiny client for systemd's notification socket ($NOTIFY_SOCKET): READY, STATUS, WATCHDOG, STOPPING,
+RELOADING.
 
 No-op (returns False) when not started by systemd with Type=notify, so `runqueue serve` calls it
 unconditionally. One datagram per message; never raises for a missing or closed socket.
@@ -54,6 +55,13 @@ def watchdog() -> bool:
 
 def stopping(status: str | None = None) -> bool:
     return notify("STOPPING=1", *([f"STATUS={status}"] if status else []))
+
+
+def reloading(status: str | None = None) -> bool:
+    """A reload has begun; the READY=1 of the queue started again in place ends it. MONOTONIC_USEC
+    is what Type=notify-reload (systemd 253+) also asks for; older systemd ignores it."""
+    now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    return notify("RELOADING=1", f"MONOTONIC_USEC={now_usec}", *([f"STATUS={status}"] if status else []))
 
 
 def watchdog_interval_s() -> float | None:

@@ -2,16 +2,22 @@
 
 On SIGTERM it stops placing and leaves at once: running runs stay with their supervisors (each in
 its own session, and the unit uses KillMode=process) and the next start re-adopts them.
+
+On SIGHUP (`systemctl reload`) it reads its config again; when that reads well it tells systemd
+RELOADING=1, lets go of everything as on SIGTERM and starts itself again in the same process, which
+re-adopts the running runs and says READY=1. A config that does not read well is reported and the
+queue goes on with the settings it has, so a typo never takes the service down.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from runqueue import sdnotify
 from runqueue.config import ConfigError, load_service_config
-from runqueue.devices.claims import ClaimStore
+from runqueue.devices.claims import CLAIMS_DIR_ENV, ClaimStore
 from runqueue.devices.errors import ClaimError
 from runqueue.errors import RunqueueError, without_fix
 from runqueue.procinfo import account_name
@@ -19,8 +25,15 @@ from runqueue.scheduler import LoopHooks, QueueOptions, Scheduler
 
 
 class SystemdHooks(LoopHooks):
-    def __init__(self) -> None:
+    """Forwards the loop's milestones to systemd, and judges a reload (SIGHUP, `systemctl reload`)
+    by reading the config again before the queue lets go of anything."""
+
+    reloads_on_hangup = True
+
+    def __init__(self, config_path: Path | None, roots: list[Path]) -> None:
         self.pinger = sdnotify.WatchdogPinger()
+        self.config_path = config_path
+        self.roots = roots
 
     def ready(self, status: str) -> None:
         sdnotify.ready(status)
@@ -37,9 +50,23 @@ class SystemdHooks(LoopHooks):
     def stopping(self, status: str) -> None:
         sdnotify.stopping(status)
 
+    def reload_refusal(self) -> str | None:
+        try:
+            service_options(self.config_path, self.roots)
+        except RunqueueError as error:
+            return str(error)
+        return None
 
-def serve(config_path: Path | None, roots: list[Path]) -> int:
+    def reloading(self, status: str) -> None:
+        sdnotify.reloading(status)
+
+
+def service_options(config_path: Path | None, roots: list[Path]) -> tuple[QueueOptions, Path | None]:
+    """The queue's settings from the config file plus `roots`, and the claims directory the config
+    names; ConfigError or RunqueueError when they cannot serve. Changes nothing, so a reload can
+    ask it first and keep going as it is when the edited file is wrong."""
     options = QueueOptions(roots=list(roots), watch=True, detach_on_stop=True)
+    claims_dir = None
     if config_path is not None:
         config = load_service_config(config_path)
         options.roots = [*config.roots, *roots]
@@ -62,24 +89,56 @@ def serve(config_path: Path | None, roots: list[Path]) -> int:
         if config.poll_interval is not None:
             options.poll_interval_s = config.poll_interval
         if config.claims_dir is not None:
-            os.environ["RUNQUEUE_CLAIMS_DIR"] = str(config.claims_dir)
-            _check_claims_dir(config_path)
+            claims_dir = config.claims_dir
+            _check_claims_dir(config_path, claims_dir)
     if not options.roots:
         raise RunqueueError(None, "no roots to watch", "pass --config FILE (with roots = [...]) or ROOT folders")
     if not any(root.is_dir() for root in options.roots):
         raise RunqueueError(options.roots[0], "is not a directory", "create or mount it, or remove it from the roots")
-    scheduler = Scheduler(options, hooks=SystemdHooks())
+    return options, claims_dir
+
+
+def serve(config_path: Path | None, roots: list[Path]) -> int:
+    inherited_claims_dir = os.environ.get(CLAIMS_DIR_ENV)  # what a reload starts from again
+    options, claims_dir = service_options(config_path, roots)
+    if claims_dir is not None:
+        os.environ[CLAIMS_DIR_ENV] = str(claims_dir)  # for the supervisors and steps too
+    scheduler = Scheduler(options, hooks=SystemdHooks(config_path, roots))
     scheduler.run()
+    if scheduler.reload_due():
+        return _start_again_in_place(config_path, roots, inherited_claims_dir)
     # A service that stops when asked has succeeded, whatever its runs did (they have their own
-    # markers). A hang-up is no such request (the unit restarts either way: Restart=always).
+    # markers), a reload overtaken by a stop included. A hang-up while stopping is no such request
+    # (the unit restarts either way: Restart=always).
     return 130 if scheduler.hung_up else 0
 
 
-def _check_claims_dir(config_path: Path) -> None:
+def _start_again_in_place(config_path: Path | None, roots: list[Path], inherited_claims_dir: str | None) -> int:
+    """A reload: the same process (systemd's MainPID, the watchdog's) runs `runqueue serve` afresh,
+    which reads the config, re-adopts the running runs and says READY=1, exactly as a restart
+    would but without the restart delay. The environment is the one this queue started with: a
+    claims_dir the new config no longer names must not stay in force."""
+    environment = dict(os.environ)
+    if inherited_claims_dir is None:
+        environment.pop(CLAIMS_DIR_ENV, None)
+    else:
+        environment[CLAIMS_DIR_ENV] = inherited_claims_dir
+    argv = [sys.executable, "-m", "runqueue", "serve", *(["--config", str(config_path)] if config_path else []), *map(str, roots)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, argv, environment)
+    except OSError as error:
+        print(f"runqueue serve: cannot start again to reload ({error.strerror}: {sys.executable}); leaving, so that"
+              " systemd starts it afresh", file=sys.stderr)
+    return 1
+
+
+def _check_claims_dir(config_path: Path, claims_dir: Path) -> None:
     """A claims_dir the config names and that cannot serve is the config's fault: say so at the start,
     naming the key, rather than run without ever placing a run."""
     try:
-        ClaimStore().ensure_directory()
+        ClaimStore(claims_dir).ensure_directory()
     except ClaimError as error:
         raise ConfigError(config_path, f"claims_dir: {without_fix(str(error))}",
                           f"make that folder usable by {account_name()}, or choose another claims_dir") from None

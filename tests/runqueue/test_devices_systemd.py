@@ -35,6 +35,7 @@ def test_unit_has_the_keys_the_service_relies_on() -> None:
     assert service["PrivateTmp"] == "no"  # the claims directory in /tmp is shared with users' queues
     assert service.get("PrivateDevices", "no") == "no"  # would hide /dev/nvidia*
     assert service["Restart"] == "always"  # a stray SIGTERM from a run must not leave the box without a queue
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"  # serve reloads its config in place on SIGHUP
     assert service["User"] and service["User"] != "root"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
 

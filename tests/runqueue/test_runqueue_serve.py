@@ -77,22 +77,91 @@ def test_runqueue_serve_bad_config_is_one_line(tmp_path: Path, text: str, messag
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr and str(config) in result.stderr
 
 
-def test_runqueue_serve_hung_up_with_nothing_to_do_exits_130_too(tmp_path: Path) -> None:
-    (tmp_path / "runs").mkdir()
+def _messages_until(notify: socket.socket, prefix: str, seen: list[str]) -> list[str]:
+    """Notifications up to and including the first that starts with `prefix` (appended to `seen`)."""
+    while not seen or not seen[-1].startswith(prefix):
+        seen.append(notify.recv(4096).decode())
+    return seen
+
+
+def test_runqueue_serve_reloads_its_config_in_place_on_sighup_and_keeps_its_runs(tmp_path: Path) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    long = make_run(tmp_path / "alice", "c/param_A/long", f"touch {started}\nfor i in $(seq 1200); do [ -e {release} ] && break; sleep 0.05; done\n")
     config = tmp_path / "runqueue.toml"
-    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\n')
+    config.write_text('roots = ["alice"]\ngpus = "none"\ncpu_slots = 2\nclaims_dir = "claims"\npoll_interval = 0.2\n')
     service, notify = _serve_with_notify_socket(tmp_path, config)
     try:
         assert notify.recv(4096).decode().startswith("READY=1")
-        service.send_signal(signal.SIGHUP)  # not `systemctl stop`: a non-zero status says so, whatever was running
-        assert finish(service, timeout=30) == 130, (tmp_path / "serve.log").read_text()
+        wait_for(started.exists, what="the long run to start")
+        supervisor = read_json(long / ".runqueue/state.json")["supervisor_pid"]
+        late = make_run(tmp_path / "bob", "c/param_B/late")
+        config.write_text('roots = ["alice", "bob"]\ngpus = "none"\ncpu_slots = 2\nclaims_dir = "claims"\npoll_interval = 0.2\n')
+        service.send_signal(signal.SIGHUP)  # systemctl reload
+        messages = _messages_until(notify, "RELOADING=1", [])
+        assert "MONOTONIC_USEC=" in messages[-1]
+        assert _messages_until(notify, "READY=1", messages)[-1].startswith("READY=1")  # the queue started again in place
+        wait_for((late / "lfads.done").exists, what="the run under the root the reload added")
+        assert service.poll() is None and pid_alive(supervisor)  # the same process serves on; the run kept going
+        log = (tmp_path / "serve.log").read_text()
+        assert "reloading: starting again in place with the new settings; 1 started run(s) keep going" in log
+        assert "[param_A/long] re-adopted" in log
+        release.touch()
+        wait_for((long / "lfads.done").exists, what="the re-adopted run to finish")
+        assert (long / "lfads.out").read_text().count("step=lfads_train.sh") == 1  # not started twice
     finally:
-        if service.poll() is None:
-            service.kill()
+        service.send_signal(signal.SIGTERM)
+        assert finish(service, timeout=30) == 0
         notify.close()
 
 
-def test_runqueue_serve_hung_up_with_runs_left_exits_130_so_systemd_restarts_it(tmp_path: Path) -> None:
+def test_a_reload_whose_config_does_not_read_goes_on_with_the_settings_it_has(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    config = tmp_path / "runqueue.toml"
+    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\npoll_interval = 0.2\n')
+    service, notify = _serve_with_notify_socket(tmp_path, config)
+    try:
+        assert notify.recv(4096).decode().startswith("READY=1")
+        config.write_text('roots = ["runs"\n')  # an edit saved half-way
+        service.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in (tmp_path / "serve.log").read_text(), what="the refusal")
+        refusal = next(line for line in (tmp_path / "serve.log").read_text().splitlines() if "reload refused" in line)
+        assert "going on with the settings it has" in refusal and str(config) in refusal
+        run = make_run(tmp_path / "runs", "c/param_R/r")
+        wait_for((run / "lfads.done").exists, what="a run placed with the old settings")
+        assert service.poll() is None
+        notify.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            while True:
+                assert not notify.recv(4096).decode().startswith("RELOADING=1")
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert finish(service, timeout=30) == 0
+        notify.close()
+
+
+def test_a_reload_starts_from_the_environment_the_service_began_with(tmp_path: Path) -> None:
+    # The config's claims_dir reaches the runs through the environment; a reload to a config without
+    # one must fall back to the unit's (here RUNQUEUE_CLAIMS_DIR = tmp/claims), not keep the old value.
+    (tmp_path / "runs").mkdir()
+    config = tmp_path / "runqueue.toml"
+    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "other-claims"\n')
+    service, notify = _serve_with_notify_socket(tmp_path, config)
+    try:
+        assert notify.recv(4096).decode().startswith("READY=1")
+        record = f"queue-{socket.gethostname()}-{service.pid}.json"
+        assert (tmp_path / "other-claims" / record).exists()
+        config.write_text('roots = ["runs"]\ngpus = "none"\n')
+        service.send_signal(signal.SIGHUP)
+        _messages_until(notify, "READY=1", [])
+        wait_for((tmp_path / "claims" / record).exists, what="the record in the unit's claims directory")
+        assert not (tmp_path / "other-claims" / record).exists()
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert finish(service, timeout=30) == 0
+        notify.close()
+
+
+def test_a_stop_that_comes_with_a_reload_wins(tmp_path: Path) -> None:
     started = tmp_path / "started"
     make_run(tmp_path / "runs", "c/param_H/long", f"touch {started}\nsleep 60\n")
     config = tmp_path / "runqueue.toml"
@@ -100,8 +169,14 @@ def test_runqueue_serve_hung_up_with_runs_left_exits_130_so_systemd_restarts_it(
     service = start_queue(queue_env(tmp_path), "serve", "--config", config, log=tmp_path / "serve.log")
     try:
         wait_for(started.exists, what="the run to start")
-        service.send_signal(signal.SIGHUP)  # systemctl kill -s HUP: not a stop
-        assert finish(service, timeout=30) == 130, (tmp_path / "serve.log").read_text()
+        # `systemctl reload` and `systemctl stop` at once: both arrive before the loop looks (the
+        # kernel hands over SIGHUP first), and the queue must stop, not start again in place.
+        service.send_signal(signal.SIGSTOP)
+        service.send_signal(signal.SIGTERM)
+        service.send_signal(signal.SIGHUP)
+        service.send_signal(signal.SIGCONT)
+        assert finish(service, timeout=30) == 0, (tmp_path / "serve.log").read_text()
+        assert "stopping instead of reloading: asked to stop meanwhile" in (tmp_path / "serve.log").read_text()
     finally:
         if service.poll() is None:
             service.kill()
