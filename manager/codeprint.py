@@ -3,20 +3,30 @@ editing its loader, and the export made by the old code must then be redone.
 
 What counts: the function's bytecode, constants and names (nested functions and lambdas included),
 the simple values (numbers, text, tuples of them) of its default arguments and of what it reads from
-its module's globals or its closure, and the functions of the same module it calls, followed the same
-way; for a class, its methods and simple class attributes. Line numbers and the file name
-do not count, so moving the function in its file or adding code above it changes nothing. Helpers from
-other modules, and values of other types (arrays, dicts), are not followed: their change goes unnoticed.
+its module's globals or its closure, and the functions it calls, followed the same way: those of its
+own module, and those of the lab's other modules (`from preprocess import smooth`, or
+`preprocess.smooth(...)`) — code that is not installed (outside the standard library and
+site-packages, and not this package's); for a class, its methods and simple class attributes. Line
+numbers and the file name do not count, so moving the function in its file or adding code above it
+changes nothing. Installed libraries (their changes come with their versions), and values of other
+types (arrays, dicts), are not followed: their change goes unnoticed.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import site
+import sys
+import sysconfig
 import types
 from typing import Any
 
 _SIMPLE = (int, float, complex, str, bytes, bool, type(None))
+# Bump when the rules change what a fingerprint covers (stamps made by other rules are not compared).
+# 2: helpers in the lab's other modules are followed.
+RULES = 2
 
 
 def code_fingerprint(thing: Any, stop_at: type | None = None) -> str:
@@ -66,8 +76,16 @@ def _function(function: types.FunctionType, parts: list[str], seen: set[int], st
         value = function.__globals__[name]
         if _simple(value):
             parts.append(f"{name}={_stable_repr(value)}")
-        elif isinstance(value, types.FunctionType) and value.__module__ == function.__module__:
+        elif _followed(value, function):
             _collect(value, parts, seen, stop_at)
+        elif isinstance(value, types.ModuleType) and _labs_own(value):
+            # `module.helper(...)`: the helper's name is among the code's names, like the module's.
+            for attribute in names:
+                member = getattr(value, attribute, None)
+                if _simple(member) and hasattr(value, attribute):
+                    parts.append(f"{name}.{attribute}={_stable_repr(member)}")
+                elif _followed(member, function):
+                    _collect(member, parts, seen, stop_at)
     for cell in function.__closure__ or ():
         try:
             value = cell.cell_contents
@@ -77,6 +95,38 @@ def _function(function: types.FunctionType, parts: list[str], seen: set[int], st
             parts.append(_stable_repr(value))
         elif isinstance(value, types.FunctionType):
             _collect(value, parts, seen, stop_at)
+
+
+@functools.cache
+def _installed_folders() -> tuple[str, ...]:
+    """Where installed code lives: the standard library, site-packages, and this package's folders."""
+    paths = sysconfig.get_paths()
+    folders = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    folders |= set(site.getsitepackages()) | {site.getusersitepackages()}
+    this_distribution = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folders |= {os.path.join(this_distribution, package) for package in ("manager", "runqueue", "lfads")}
+    return tuple(os.path.join(os.path.realpath(folder), "") for folder in folders if folder)
+
+
+def _followed(value: Any, caller: types.FunctionType) -> bool:
+    """A function or class whose code counts for `caller`: from its module, or from the lab's own."""
+    if isinstance(value, types.FunctionType):
+        return value.__module__ == caller.__module__ or _labs_own(value)
+    return isinstance(value, type) and _labs_own(value)
+
+
+def _labs_own(thing: types.FunctionType | type | types.ModuleType) -> bool:
+    """Code of the lab's own modules: a Python file that is not installed (see _installed_folders)."""
+    if isinstance(thing, types.FunctionType):
+        filename = thing.__code__.co_filename
+    elif isinstance(thing, types.ModuleType):
+        filename = getattr(thing, "__file__", None) or ""
+    else:
+        filename = getattr(sys.modules.get(thing.__module__), "__file__", None) or ""
+    if not filename.endswith(".py"):
+        return False  # built-in, frozen or compiled (an extension module): not source a lab edits
+    real = os.path.realpath(filename)
+    return not real.startswith(_installed_folders())
 
 
 def _stable_repr(value: Any) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 
 from manager.alignment import AlignmentResult, compute_alignment, plot_alignment_reconstruction
 from manager.atomicio import write_if_changed
+from manager.codeprint import RULES as CODEPRINT_RULES
 from manager.codeprint import code_fingerprint
 from manager.datasets import ALIGNMENT_MODE, EXPORT_MODE, Dataset, registered_loader
 from manager.departed import departed_notes, pending_departed_runs, prune_departed, retire
@@ -102,7 +103,9 @@ _CountsCache = dict[tuple[str, str, str], SequenceData]
 # vector but with a scalar bin width (binWidthMs, binSizeMs, dtMs) is read at that width, not 1 ms.
 EXPORT_FORMAT = 2
 LOADER_CODE_KEY = "loader_code"  # in a stamp's source datasets: manager.codeprint of the user's loader
-_PYTHON = f"py{sys.version_info.major}.{sys.version_info.minor}"
+# What a loader fingerprint is comparable with: bytecode differs between Python versions, and
+# fingerprints made by other rules (codeprint.RULES) cover other code.
+_FINGERPRINT_KIND = f"py{sys.version_info.major}.{sys.version_info.minor}-r{CODEPRINT_RULES}"
 
 
 @dataclass
@@ -224,8 +227,9 @@ def _loader_stamp(dataset: Any) -> dict[str, str]:
     stamp = {"loader": _callable_name(type(dataset)) + (f"/{_callable_name(loader)}" if loader else "")}
     prints = [code_fingerprint(type(dataset), stop_at=Dataset), code_fingerprint(loader) if loader else ""]
     # Always there (empty for the built-in readers), so that a Dataset subclass that gains code is an
-    # edit; bytecode differs between Python versions, so the version is part of it (see _comparable).
-    stamp[LOADER_CODE_KEY] = f"{_PYTHON}:" + "/".join(prints)
+    # edit; bytecode differs between Python versions, so the version is part of it, and so are the
+    # fingerprint's rules (see _comparable).
+    stamp[LOADER_CODE_KEY] = f"{_FINGERPRINT_KIND}:" + "/".join(prints)
     return stamp
 
 
@@ -253,7 +257,8 @@ def _export_is_current(run: Run, source: dict[str, Any]) -> dict[str, Any] | Non
 def _comparable(stamp: Any, other: Any) -> Any:
     """`stamp` without the loader fingerprints that cannot be compared with `other`'s: missing on
     either side (a stamp from before them), or made under different Pythons (bytecode differs; a
-    workstation and a cluster on two versions would otherwise re-export in turn). Such an export
+    workstation and a cluster on two versions would otherwise re-export in turn) or by other rules
+    (an upgrade that follows more of the lab's code must not re-export what nobody edited). Such an export
     counts as current, and its stamp then gets this Python's fingerprint, against which the next
     edit is seen."""
     mine = stamp.get("datasets") if isinstance(stamp, dict) else None

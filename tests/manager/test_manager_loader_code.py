@@ -15,7 +15,7 @@ from manager_test_helpers import small_collection, write_npz_dataset
 
 from manager import Dataset, DatasetCollection, RunCollection, RunParams, RunSpec
 from manager import datasets as dataset_module
-from manager.codeprint import code_fingerprint
+from manager.codeprint import RULES, code_fingerprint
 from manager.export_history import EXPORT_STAMP_FILE
 
 KEEP = 20  # bins the loader below keeps; a test changes it as a lab would edit its script
@@ -126,17 +126,19 @@ def test_a_dataset_subclass_that_gains_code_re_exports(tmp_path):
     assert _bins(_prepare_with(Session, tmp_path)) == 4
 
 
-def test_a_fingerprint_made_under_another_python_counts_as_current_and_is_remade(tmp_path, monkeypatch):
+def test_a_fingerprint_made_under_another_python_or_rules_counts_as_current_and_is_remade(tmp_path, monkeypatch):
     # Bytecode differs between Python versions: a cluster and a workstation on two versions must not
     # re-export in turn; the stamp takes this Python's fingerprint, and the next edit is seen.
     monkeypatch.setitem(dataset_module.LOADERS, ".npz", _trimmed)
     stamp_path, stamp = _prepared_stamp(tmp_path)
     ours = stamp["source"]["datasets"][0]["loader_code"]
-    assert ours.startswith(f"py{sys.version_info.major}.{sys.version_info.minor}:")
-    stamp["source"]["datasets"][0]["loader_code"] = "py2.7:0123456789abcdef/"
-    stamp_path.write_text(json.dumps(stamp))
-    assert not small_collection(tmp_path, ["x.npz"]).prepare().exported
-    assert json.loads(stamp_path.read_text())["source"]["datasets"][0]["loader_code"] == ours
+    assert ours.startswith(f"py{sys.version_info.major}.{sys.version_info.minor}-r{RULES}:")
+    for other in ("py2.7:0123456789abcdef/",  # another Python
+                  f"py{sys.version_info.major}.{sys.version_info.minor}:0123456789abcdef/"):  # the rules before RULES 2
+        stamp["source"]["datasets"][0]["loader_code"] = other
+        stamp_path.write_text(json.dumps(stamp))
+        assert not small_collection(tmp_path, ["x.npz"]).prepare().exported
+        assert json.loads(stamp_path.read_text())["source"]["datasets"][0]["loader_code"] == ours
     monkeypatch.setattr(sys.modules[__name__], "KEEP", 12)
     assert small_collection(tmp_path, ["x.npz"]).prepare().exported
 
@@ -208,3 +210,44 @@ def test_default_arguments_and_class_settings_count():
 
     assert code_fingerprint(window(40), stop_at=Dataset) == code_fingerprint(window(40), stop_at=Dataset)
     assert code_fingerprint(window(40), stop_at=Dataset) != code_fingerprint(window(20), stop_at=Dataset)
+
+
+def _lab_package(folder: Path, factor: int, window: int) -> None:
+    """The lab's own code outside site-packages: a loader and the helpers it imports."""
+    package = folder / "labcode"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "preprocess.py").write_text(f"WINDOW = {window}\n\ndef smooth(x):\n    return x * {factor}\n")
+    (package / "loaders.py").write_text(
+        "import json\nimport numpy as np\nfrom labcode import preprocess\nfrom labcode.preprocess import smooth\n\n"
+        "def load(path):\n    return smooth(np.mean(path)) + preprocess.WINDOW + len(json.dumps(path))\n")
+
+
+def _fresh_loader(folder: Path, factor: int, window: int):
+    import importlib
+
+    _lab_package(folder, factor, window)
+    for name in [name for name in sys.modules if name == "labcode" or name.startswith("labcode.")]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    return importlib.import_module("labcode.loaders").load
+
+
+def test_helpers_in_the_labs_other_modules_count_installed_libraries_do_not(tmp_path, monkeypatch):
+    from manager.codeprint import _labs_own
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        first = code_fingerprint(_fresh_loader(tmp_path, factor=1, window=3))
+        assert code_fingerprint(_fresh_loader(tmp_path, factor=1, window=3)) == first  # the same code: no re-export
+        assert code_fingerprint(_fresh_loader(tmp_path, factor=2, window=3)) != first  # `from … import smooth` edited
+        assert code_fingerprint(_fresh_loader(tmp_path, factor=1, window=5)) != first  # `preprocess.WINDOW` edited
+        import labcode.preprocess
+
+        assert _labs_own(labcode.preprocess.smooth) and _labs_own(labcode.preprocess)
+    finally:
+        for name in [name for name in sys.modules if name == "labcode" or name.startswith("labcode.")]:
+            del sys.modules[name]
+    # Installed code comes with its version, and this package's with its EXPORT_FORMAT.
+    assert not _labs_own(np.mean) and not _labs_own(json) and not _labs_own(json.dumps)
+    assert not _labs_own(code_fingerprint) and not _labs_own(Dataset)
