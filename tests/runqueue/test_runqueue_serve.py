@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,18 +86,31 @@ def _messages_until(notify: socket.socket, prefix: str, seen: list[str]) -> list
     return seen
 
 
-def test_runqueue_serve_reloads_its_config_in_place_on_sighup_and_keeps_its_runs(tmp_path: Path) -> None:
-    release, started = tmp_path / "release", tmp_path / "started"
-    long = make_run(tmp_path / "alice", "c/param_A/long", f"touch {started}\nfor i in $(seq 1200); do [ -e {release} ] && break; sleep 0.05; done\n")
+@contextlib.contextmanager
+def _serving(tmp_path: Path, config_text: str) -> Iterator[tuple[subprocess.Popen[bytes], socket.socket, Path]]:
+    """`runqueue serve` with tmp_path/runqueue.toml holding `config_text`, once it said READY=1;
+    stopped with SIGTERM afterwards, which must end it with 0."""
     config = tmp_path / "runqueue.toml"
-    config.write_text('roots = ["alice"]\ngpus = "none"\ncpu_slots = 2\nclaims_dir = "claims"\npoll_interval = 0.2\n')
+    config.write_text(config_text)
     service, notify = _serve_with_notify_socket(tmp_path, config)
     try:
         assert notify.recv(4096).decode().startswith("READY=1")
+        yield service, notify, config
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert finish(service, timeout=30) == 0
+        notify.close()
+
+
+def test_runqueue_serve_reloads_its_config_in_place_on_sighup_and_keeps_its_runs(tmp_path: Path) -> None:
+    release, started = tmp_path / "release", tmp_path / "started"
+    long = make_run(tmp_path / "alice", "c/param_A/long", f"touch {started}\nfor i in $(seq 1200); do [ -e {release} ] && break; sleep 0.05; done\n")
+    settings = 'gpus = "none"\ncpu_slots = 2\nclaims_dir = "claims"\npoll_interval = 0.2\n'
+    with _serving(tmp_path, 'roots = ["alice"]\n' + settings) as (service, notify, config):
         wait_for(started.exists, what="the long run to start")
         supervisor = read_json(long / ".runqueue/state.json")["supervisor_pid"]
         late = make_run(tmp_path / "bob", "c/param_B/late")
-        config.write_text('roots = ["alice", "bob"]\ngpus = "none"\ncpu_slots = 2\nclaims_dir = "claims"\npoll_interval = 0.2\n')
+        config.write_text('roots = ["alice", "bob"]\n' + settings)
         service.send_signal(signal.SIGHUP)  # systemctl reload
         messages = _messages_until(notify, "RELOADING=1", [])
         assert "MONOTONIC_USEC=" in messages[-1]
@@ -108,19 +123,11 @@ def test_runqueue_serve_reloads_its_config_in_place_on_sighup_and_keeps_its_runs
         release.touch()
         wait_for((long / "lfads.done").exists, what="the re-adopted run to finish")
         assert (long / "lfads.out").read_text().count("step=lfads_train.sh") == 1  # not started twice
-    finally:
-        service.send_signal(signal.SIGTERM)
-        assert finish(service, timeout=30) == 0
-        notify.close()
 
 
 def test_a_reload_whose_config_does_not_read_goes_on_with_the_settings_it_has(tmp_path: Path) -> None:
     (tmp_path / "runs").mkdir()
-    config = tmp_path / "runqueue.toml"
-    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\npoll_interval = 0.2\n')
-    service, notify = _serve_with_notify_socket(tmp_path, config)
-    try:
-        assert notify.recv(4096).decode().startswith("READY=1")
+    with _serving(tmp_path, 'roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\npoll_interval = 0.2\n') as (service, notify, config):
         config.write_text('roots = ["runs"\n')  # an edit saved half-way
         service.send_signal(signal.SIGHUP)
         wait_for(lambda: "reload refused" in (tmp_path / "serve.log").read_text(), what="the refusal")
@@ -133,21 +140,13 @@ def test_a_reload_whose_config_does_not_read_goes_on_with_the_settings_it_has(tm
         with pytest.raises(TimeoutError):
             while True:
                 assert not notify.recv(4096).decode().startswith("RELOADING=1")
-    finally:
-        service.send_signal(signal.SIGTERM)
-        assert finish(service, timeout=30) == 0
-        notify.close()
 
 
 def test_a_reload_starts_from_the_environment_the_service_began_with(tmp_path: Path) -> None:
     # The config's claims_dir reaches the runs through the environment; a reload to a config without
     # one must fall back to the unit's (here RUNQUEUE_CLAIMS_DIR = tmp/claims), not keep the old value.
     (tmp_path / "runs").mkdir()
-    config = tmp_path / "runqueue.toml"
-    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "other-claims"\n')
-    service, notify = _serve_with_notify_socket(tmp_path, config)
-    try:
-        assert notify.recv(4096).decode().startswith("READY=1")
+    with _serving(tmp_path, 'roots = ["runs"]\ngpus = "none"\nclaims_dir = "other-claims"\n') as (service, notify, config):
         record = f"queue-{socket.gethostname()}-{service.pid}.json"
         assert (tmp_path / "other-claims" / record).exists()
         config.write_text('roots = ["runs"]\ngpus = "none"\n')
@@ -155,10 +154,6 @@ def test_a_reload_starts_from_the_environment_the_service_began_with(tmp_path: P
         _messages_until(notify, "READY=1", [])
         wait_for((tmp_path / "claims" / record).exists, what="the record in the unit's claims directory")
         assert not (tmp_path / "other-claims" / record).exists()
-    finally:
-        service.send_signal(signal.SIGTERM)
-        assert finish(service, timeout=30) == 0
-        notify.close()
 
 
 def test_a_stop_that_comes_with_a_reload_wins(tmp_path: Path) -> None:
