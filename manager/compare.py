@@ -123,8 +123,8 @@ def _fill_params(result: RunResult, summaries: dict[Path, dict[str, SummaryParam
 def _fill_fit(result: RunResult) -> None:
     try:
         log = fit_log(result.path)
-    except ManagerError as error:
-        result.notes.append(error.problem)
+    except (ManagerError, OSError) as error:
+        result.notes.append(_problem(error))
         return
     result.epochs = len(log.epoch)
     steps = _finite(log.step[-1])
@@ -160,8 +160,15 @@ def _fill_r2(result: RunResult) -> None:
                 result.notes.append(f"{name}: {fit if isinstance(fit, str) else 'no channel of the truth varies'}")
             else:
                 result.r2[name] = score
-    except ManagerError as error:
-        result.notes.append(error.problem)
+    except (ManagerError, OSError) as error:
+        result.notes.append(_problem(error))
+
+
+def _problem(error: ManagerError | OSError) -> str:
+    """A note for the table: what could not be read (the run's name is beside it)."""
+    if isinstance(error, ManagerError):
+        return error.problem
+    return f"cannot read {error.filename}: {error.strerror or error}"
 
 
 def _varying(runs: list[RunResult]) -> list[str]:

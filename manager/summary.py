@@ -68,10 +68,10 @@ class SummaryParams:
 
 def read_summary_params(path: Path) -> dict[str, SummaryParams]:
     """param_<hash> folder name -> its setting, from a summary.txt written by this package or by the
-    MATLAB lfads-run-manager (same layout); {} when there is no such file."""
+    MATLAB lfads-run-manager (same layout); {} when there is no such file or it cannot be read."""
     try:
         text = path.read_text(errors="replace")
-    except FileNotFoundError:
+    except OSError:
         return {}
     settings: dict[str, SummaryParams] = {}
     current: SummaryParams | None = None

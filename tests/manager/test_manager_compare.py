@@ -117,6 +117,13 @@ def test_a_run_whose_files_cannot_be_read_gets_a_note_and_the_others_are_still_c
     assert by_path[large.path].best_valid is None and by_path[large.path].state == "pending"
     assert "no 'epoch,N, step,N, ...' rows in fitlog.csv" in by_path[large.path].notes[0]
 
+    # A fitlog.csv that cannot be read at all (here a folder) is a note too, not a traceback.
+    fitlog = large.path / "lfadsOutput" / "fitlog.csv"
+    fitlog.unlink()
+    fitlog.mkdir()
+    (noted,) = [run for run in compare_runs(sweep.path).runs if run.path == large.path]
+    assert noted.notes == [f"cannot read {fitlog}: Is a directory"]
+
 
 def test_the_command_prints_a_table_csv_and_json(sweep):
     small, medium, large = sweep.runs
