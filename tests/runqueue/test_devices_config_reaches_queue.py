@@ -25,6 +25,9 @@ class CapturingScheduler:
     def run(self) -> None:
         pass
 
+    def reload_due(self) -> bool:
+        return False
+
     def counts(self) -> RunCounts:
         return RunCounts()
 
