@@ -28,12 +28,13 @@ class SystemdHooks(LoopHooks):
     """Forwards the loop's milestones to systemd, and judges a reload (SIGHUP, `systemctl reload`)
     by reading the config again before the queue lets go of anything."""
 
-    reloads_on_hangup = True
-
     def __init__(self, config_path: Path | None, roots: list[Path]) -> None:
         self.pinger = sdnotify.WatchdogPinger()
         self.config_path = config_path
         self.roots = roots
+        # On a terminal, SIGHUP says the terminal is gone: leave (a queue started again in place
+        # would write into a dead terminal). Under systemd, or with the console in a file, reload.
+        self.reloads_on_hangup = not any(_is_terminal(stream) for stream in (sys.stdout, sys.stderr))
 
     def ready(self, status: str) -> None:
         sdnotify.ready(status)
@@ -59,6 +60,13 @@ class SystemdHooks(LoopHooks):
 
     def reloading(self, status: str) -> None:
         sdnotify.reloading(status)
+
+
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):  # None (no stream) or closed
+        return False
 
 
 def service_options(config_path: Path | None, roots: list[Path]) -> tuple[QueueOptions, Path | None]:

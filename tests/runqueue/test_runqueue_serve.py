@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import pty
 import signal
 import socket
 import subprocess
@@ -228,3 +230,28 @@ def test_runqueue_serve_refuses_a_claims_dir_of_its_config_that_cannot_serve(tmp
     assert result.returncode == 2
     assert result.stderr.startswith(f"runqueue serve: error: {config}: claims_dir: {tmp_path / 'claims'}")
     assert "choose another claims_dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_serve_on_a_terminal_leaves_on_a_hang_up_instead_of_reloading(tmp_path: Path) -> None:
+    # There SIGHUP means the terminal is gone: a queue started again in place would write into it.
+    (tmp_path / "runs").mkdir()
+    config = tmp_path / "runqueue.toml"
+    config.write_text('roots = ["runs"]\ngpus = "none"\nclaims_dir = "claims"\n')
+    leader, follower = pty.openpty()
+    service = subprocess.Popen(queue_command("serve", "--config", config), env=queue_env(tmp_path),
+                               stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    try:
+        seen = b""
+        while b"0 running" not in seen:  # its status line: the loop is up
+            seen += os.read(leader, 4096)
+        service.send_signal(signal.SIGHUP)
+        assert finish(service, timeout=30) == 130
+        with contextlib.suppress(OSError):  # EIO once the queue is gone
+            while chunk := os.read(leader, 4096):
+                seen += chunk
+        assert b"hang-up: leaving" in seen and b"reloading" not in seen
+    finally:
+        if service.poll() is None:
+            service.kill()
+        os.close(leader)
