@@ -6,7 +6,8 @@ its own session, and the unit uses KillMode=process) and the next start re-adopt
 On SIGHUP (`systemctl reload`) it reads its config again; when that reads well it tells systemd
 RELOADING=1, lets go of everything as on SIGTERM and starts itself again in the same process, which
 re-adopts the running runs and says READY=1. A config that does not read well is reported and the
-queue goes on with the settings it has, so a typo never takes the service down.
+queue goes on with the settings it has, so a typo never takes the service down. (A `serve` whose
+console is a terminal takes SIGHUP as the terminal going away, and leaves, as `runqueue run` does.)
 """
 
 from __future__ import annotations
