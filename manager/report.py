@@ -12,7 +12,7 @@ import numpy as np
 
 from manager.atomicio import write_if_changed
 from manager.errors import ManagerError
-from manager.export import LFADS_FILE_PREFIX
+from manager.export import lfads_file_name
 from manager.results import (
     INPUT_FIX,
     PosteriorMeans,
@@ -93,7 +93,7 @@ def training_curves_png(run_dir: Path) -> bytes:
 
 
 def _truth_in_trial_order(run_dir: Path, means: PosteriorMeans) -> np.ndarray | None:
-    inputs = read_h5_arrays(run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{means.dataset}.h5", INPUT_FIX,
+    inputs = read_h5_arrays(run_dir / LFADS_INPUT / lfads_file_name(means.dataset), INPUT_FIX,
                             keys=("train_truth", "valid_truth"))
     if "train_truth" not in inputs or "valid_truth" not in inputs:
         return None
@@ -105,7 +105,7 @@ def _truth_in_trial_order(run_dir: Path, means: PosteriorMeans) -> np.ndarray | 
 
 def input_has_truth(run_dir: Path, dataset: str) -> bool:
     """Whether the exported input holds the true rates (synthetic data), without loading them."""
-    path = run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{dataset}.h5"
+    path = run_dir / LFADS_INPUT / lfads_file_name(dataset)
     try:
         with h5py.File(path, "r") as handle:
             return "train_truth" in handle and "valid_truth" in handle

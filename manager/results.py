@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 
 from manager.errors import ManagerError
-from manager.export import INPUT_INFO_PREFIX, LFADS_FILE_PREFIX, rebin_sum
+from manager.export import LFADS_FILE_PREFIX, input_info_file_name, lfads_file_name, rebin_sum
 from manager.export_history import (
     describe_time,
     export_interrupted,
@@ -184,7 +184,7 @@ def load_posterior_means(run: Run | Path | str, kind: str | None = None) -> dict
 
 
 def _load_dataset(run: Run | Path | str, run_dir: Path, dataset: str, kind: str | None) -> PosteriorMeans:
-    input_file = run_dir / LFADS_INPUT / f"{LFADS_FILE_PREFIX}{dataset}.h5"
+    input_file = run_dir / LFADS_INPUT / lfads_file_name(dataset)
     files = posterior_files(run_dir, dataset, kind)
     if files is None:
         failed = run_dir / FAILED_MARKER
@@ -196,7 +196,7 @@ def _load_dataset(run: Run | Path | str, run_dir: Path, dataset: str, kind: str 
                            fix + (f"; it writes the {kind} files" if kind else ""))
     train, valid = (read_h5_arrays(path, POSTERIOR_FIX) for path in files)
     inputs = read_h5_arrays(input_file, INPUT_FIX)
-    info_path = run_dir / LFADS_INPUT / f"{INPUT_INFO_PREFIX}{dataset}.mat"
+    info_path = run_dir / LFADS_INPUT / input_info_file_name(dataset)
     info = read_mat(info_path)
     train_inds = inputs["train_inds"].astype(np.int64).ravel() - 1
     valid_inds = inputs["valid_inds"].astype(np.int64).ravel() - 1
