@@ -24,7 +24,7 @@ from manager.summary import SummaryParams, read_summary_params
 from runqueue.discovery import find_runs
 from runqueue.layout import LFADS_OUTPUT, RunPaths
 from runqueue.naming import run_identity
-from runqueue.runstate import marker_state, read_failure
+from runqueue.runstate import RunState, marker_state, read_failure
 
 SUMMARY_FILE = "summary.txt"
 # Flags that say where a run's files are, not how it is fitted.
@@ -90,9 +90,9 @@ def _result(run_dir: Path, root: Path, summaries: dict[Path, dict[str, SummaryPa
     # Named from DIR down (runs of two collections may share a param_<hash>/<spec>), but never less
     # than param_<hash>/<spec>.
     name = run_identity(run_dir)[1] if root in (run_dir, run_dir.parent) else run_dir.relative_to(root).as_posix()
-    state = marker_state(paths).value
-    failure = read_failure(paths) if state == "failed" else None
-    result = RunResult(run_dir, name, state, failure=None if failure is None else str(failure.get("reason", "unknown")))
+    state = marker_state(paths)
+    failure = read_failure(paths) if state is RunState.FAILED else None
+    result = RunResult(run_dir, name, state.value, failure=None if failure is None else str(failure.get("reason", "unknown")))
     _fill_params(result, summaries)
     if (run_dir / LFADS_OUTPUT / "fitlog.csv").exists():
         _fill_fit(result)
