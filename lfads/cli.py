@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Sequence
 
 from lfads.errors import LfadsError
+from lfads.xla_flags import xla_flags_for
 
 HELP_FLAGS = ("-h", "--help", "--helpfull", "--helpshort", "-?")
 
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlagError as err:
         print(f"lfads: error: {err}", file=sys.stderr)
         return 2
+    if xla_flags := xla_flags_for(flags.kind, os.environ.get("XLA_FLAGS", "")):
+        os.environ["XLA_FLAGS"] = xla_flags  # before TensorFlow loads: XLA reads them once
     try:
         if not flags.debug_verbose:
             _import_tensorflow_quietly()

@@ -145,6 +145,21 @@ def test_push_mean_prior_sample_and_model_params(trained: Trained, tmp_path: Pat
     assert "LFADS_x_2_infac_dataset001.h5_W:0" not in params  # single session, no alignment: identity read-in
 
 
+def test_compiled_sampling_runs_with_xla_gpu_autotuning_off_and_keeps_the_users_xla_flags(
+        trained: Trained, tmp_path: Path, run_lfads: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """XLA stops the process on a flag it does not know and writes the options it compiled with
+    next to its dump: the run finishing and the dump saying level 0 show that XLA took ours."""
+    out, dump = tmp_path / "out", tmp_path / "xla_dump"
+    shutil.copytree(trained.out, out)
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_dump_to={dump}")
+    run_lfads(["--kind=posterior_sample_and_average", *_io_flags(trained.data_dir, out), *trained.flags,
+               "--batch_size=6", "--checkpoint_pb_load_name=checkpoint_lve", "--jit_compile=true"])
+    assert (out / "model_runs_dataset001.h5_valid_posterior_sample_and_average").exists()
+    options = [path.read_text() for path in dump.glob("*.debug_options")]
+    assert options, f"XLA wrote no dump into {dump}: the user's XLA_FLAGS were lost"
+    assert all("xla_gpu_autotune_level: 0" in text.splitlines() for text in options)
+
+
 def test_a_posterior_step_without_an_lve_checkpoint_names_the_missing_file(trained: Trained, tmp_path: Path,
                                                                           run_lfads: Runner) -> None:
     proc = run_lfads(["--kind=posterior_sample_and_average", *_io_flags(trained.data_dir, tmp_path / "empty"),
