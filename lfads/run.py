@@ -81,7 +81,7 @@ def restore_or_init(ctx: RunContext) -> int:
 def write_model_params(ctx: RunContext) -> Path:
     path = ctx.save_dir / model_params_name(ctx.flags.output_filename_stem)
     arrays = {f"{name}:0": var.numpy() for name, var in sorted(ctx.built.variables.items())}
-    write_h5(path, arrays, compression=None)
+    write_h5(path, arrays, filters=None)
     print(f"Wrote {len(arrays)} variables to {path}", flush=True)
     return path
 

@@ -117,6 +117,8 @@ def test_posterior_sample_and_average_writes_every_key_and_shape(trained: Traine
         # IWAE is a tighter bound than the VAE average of the same samples
         assert np.all(runs["nll_bound_iwaes"] <= runs["nll_bound_vaes"] + 1e-6)
         np.testing.assert_allclose(runs["prior_g0_logvar"], np.log(0.1), rtol=1e-5)
+        with h5py.File(out / f"model_runs_dataset001.h5_{split}_posterior_sample_and_average", "r") as h5:
+            assert {h5[key].compression for key in h5} == {"gzip"}  # as the original wrote them
 
 
 def test_push_mean_prior_sample_and_model_params(trained: Trained, tmp_path: Path, run_lfads: Runner) -> None:
