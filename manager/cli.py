@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="every figure and every parameter of each run, as JSON")
     output.add_argument("--csv", action="store_true", help="the table as CSV (numbers unrounded, plus each run's path)")
     compare.add_argument("--no-r2", action="store_true", help="do not read posterior means for the R² vs truth (faster on big sweeps)")
+    compare.add_argument("--sort", default="best_valid", metavar="KEY",
+                         help="order of the runs: best_valid (lowest first, the default), r2 (highest first), epochs, run,"
+                              " state, or a parameter such as c_gen_dim (numbers in numeric order); runs without it come last")
 
     delete = commands.add_parser("delete-output", help="delete runs' lfadsOutput/, lfads.out and markers: the queue trains them afresh")
     delete.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run folders whose output goes")
@@ -117,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "compare":
             from manager.compare import compare_runs, render_csv, render_json, render_table
 
-            comparison = compare_runs(args.directory, with_r2=not args.no_r2)
+            comparison = compare_runs(args.directory, with_r2=not args.no_r2, sort=args.sort)
             render = render_json if args.json else render_csv if args.csv else render_table
             sys.stdout.write(render(comparison))
         elif args.command == "delete-output":

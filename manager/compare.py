@@ -58,8 +58,9 @@ class RunResult:
 @dataclass
 class Comparison:
     root: Path
-    runs: list[RunResult]  # lowest best_valid first; runs without one last, by name
+    runs: list[RunResult]  # in `order`; runs without that figure last, by name
     varying: list[str]  # parameters whose values differ between the runs
+    order: str = "best_valid"  # what the runs are sorted by: a SORT_KEYS entry or a parameter
 
     def counts(self) -> dict[str, int]:
         counted: dict[str, int] = {}
@@ -68,9 +69,17 @@ class Comparison:
         return counted
 
 
-def compare_runs(root: Path | str, *, with_r2: bool = True) -> Comparison:
+# What a comparison can be sorted by besides a parameter: the figure, and which end comes first.
+SORT_KEYS: dict[str, str] = {
+    "best_valid": "lowest first", "r2": "highest first", "epochs": "most first", "run": "by name", "state": "by name",
+}
+_DESCENDING = frozenset({"r2", "epochs"})
+
+
+def compare_runs(root: Path | str, *, with_r2: bool = True, sort: str = "best_valid") -> Comparison:
     """Every run folder under `root` (a collection, a param_<hash> folder, or a folder of
-    collections), best first. `with_r2=False` skips reading the posterior means."""
+    collections), sorted by `sort` (see SORT_KEYS; or a parameter's name, e.g. c_gen_dim). The
+    default puts the best run first. `with_r2=False` skips reading the posterior means."""
     root = Path(root).absolute()
     if not root.is_dir():
         raise ManagerError(root, "no such folder" if not root.exists() else "a file, not a folder",
@@ -81,8 +90,34 @@ def compare_runs(root: Path | str, *, with_r2: bool = True) -> Comparison:
                            "give a prepared collection folder, e.g. runs/<collection> (lfads-manager prepare makes one)")
     summaries: dict[Path, dict[str, SummaryParams]] = {}
     runs = [_result(run.path, root, summaries, with_r2) for run in found]
-    runs.sort(key=lambda run: (run.best_valid is None, run.best_valid if run.best_valid is not None else 0.0, run.name))
-    return Comparison(root, runs, _varying(runs))
+    if sort not in SORT_KEYS and not any(sort in run.params for run in runs):
+        raise ManagerError(root, f"cannot sort by {sort!r}: no run has that figure or parameter",
+                           f"use one of {', '.join(SORT_KEYS)} or a parameter name, e.g. "
+                           f"{', '.join(_varying(runs)[:3]) or 'c_gen_dim'}")
+    return Comparison(root, _sorted(runs, sort), _varying(runs), sort)
+
+
+def _sorted(runs: list[RunResult], key: str) -> list[RunResult]:
+    """By `key`, runs without a value for it last; ties and the runs left over by name."""
+    def value(run: RunResult) -> float | str | None:
+        figures: dict[str, float | str | None] = {"best_valid": run.best_valid, "r2": run.mean_r2, "epochs": run.epochs,
+                                                  "run": run.name, "state": run.state}
+        return figures[key] if key in SORT_KEYS else run.params.get(key)
+
+    valued = [run for run in runs if value(run) is not None]
+    rest = sorted((run for run in runs if value(run) is None), key=lambda run: run.name)
+    numbers = {run.path: _number(value(run)) for run in valued}
+    if all(number is not None for number in numbers.values()):  # 16 before 128, not after it
+        sign = -1.0 if key in _DESCENDING else 1.0
+        return sorted(valued, key=lambda run: (sign * numbers[run.path], run.name)) + rest  # type: ignore[operator]
+    return sorted(valued, key=lambda run: (str(value(run)), run.name)) + rest
+
+
+def _number(value: float | str | None) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def _result(run_dir: Path, root: Path, summaries: dict[Path, dict[str, SummaryParams]], with_r2: bool) -> RunResult:
@@ -198,8 +233,10 @@ def _cell(value: object) -> str:
 
 def render_table(comparison: Comparison) -> str:
     counts = ", ".join(f"{count} {state}" for state, count in sorted(comparison.counts().items()))
-    lines = [f"{comparison.root}: {len(comparison.runs)} run(s) ({counts}); best first, by the lowest validation cost"
-             " after the KL/L2 ramps (best valid); r2 = valid-trial rate R² vs truth (mean over datasets)"]
+    order = SORT_KEYS.get(comparison.order, "by value")
+    lines = [f"{comparison.root}: {len(comparison.runs)} run(s) ({counts}); sorted by {comparison.order} ({order});"
+             " best_valid = lowest validation cost after the KL/L2 ramps; r2 = valid-trial rate R² vs truth"
+             " (mean over datasets)"]
     header = ["run", *_FIGURES, *comparison.varying]
     table = [header] + [[_cell(value) for value in _row(run, comparison.varying).values()] for run in comparison.runs]
     widths = [max(len(row[column]) for row in table) for column in range(len(header))]
@@ -233,5 +270,6 @@ def render_json(comparison: Comparison) -> str:
                 "r2": run.r2, "varying": {name: run.params.get(name) for name in comparison.varying},
                 "params": run.params, "notes": run.notes}
 
-    document = {"root": str(comparison.root), "varying": comparison.varying, "runs": [encode(run) for run in comparison.runs]}
+    document = {"root": str(comparison.root), "sorted_by": comparison.order, "varying": comparison.varying,
+                "runs": [encode(run) for run in comparison.runs]}
     return json.dumps(document, indent=1) + "\n"

@@ -150,6 +150,48 @@ def test_the_command_prints_a_table_csv_and_json(sweep):
     assert first["params"]["c_factors_dim"] == "3"
 
 
+def test_runs_can_be_sorted_by_r2_a_figure_or_a_parameter_in_numeric_order(sweep, tmp_path):
+    small, medium, large = sweep.runs  # c_gen_dim 16, 32, 64
+    _train(small, [950, 700], scale=0.95)  # the best R² but not the lowest validation cost
+    _train(medium, [940, 720, 710], scale=0.5)
+    (large.path / "lfads.failed").write_text('{"reason": "time_limit"}')
+
+    def order(key: str) -> list:
+        return [run.path for run in compare_runs(sweep.path, sort=key).runs]
+
+    assert order("best_valid") == [small.path, medium.path, large.path]
+    assert order("r2") == [small.path, medium.path, large.path]  # highest first; the run without one last
+    _train(small, [950, 700], scale=0.3)
+    assert order("r2") == [medium.path, small.path, large.path]
+    assert order("epochs") == [medium.path, small.path, large.path]  # most first
+    assert [run.state for run in compare_runs(sweep.path, sort="state").runs] == ["done", "done", "failed"]
+    assert order("c_gen_dim") == [small.path, medium.path, large.path]
+
+    # Numbers in numeric order: 8 < 16 < 128, where the text would give "128" < "16" < "8".
+    sizes = RunCollection(tmp_path / "runs", "sizes", sweep.dataset_collection)
+    sizes.add_params(RunParams(c_batch_size=4, c_factors_dim=3, spikeBinMs=2).sweep(c_gen_dim=[128, 8, 16]))
+    sizes.add_run_spec(RunSpec("single_ds", sweep.dataset_collection, ["ds"]))
+    sizes.prepare()
+    comparison = compare_runs(sizes.path, sort="c_gen_dim")
+    assert [run.params["c_gen_dim"] for run in comparison.runs] == ["8", "16", "128"]
+    assert comparison.order == "c_gen_dim"
+
+    table = run_manager_cli("compare", "--sort", "r2", str(sweep.path))
+    assert table.returncode == 0, table.stderr
+    assert "sorted by r2 (highest first)" in table.stdout.splitlines()[0]
+    assert table.stdout.splitlines()[2].split()[0] == f"{medium.path.parent.name}/single_ds"
+    document = json.loads(run_manager_cli("compare", "--json", "--sort", "c_gen_dim", str(sizes.path)).stdout)
+    assert document["sorted_by"] == "c_gen_dim"
+    assert [run["varying"]["c_gen_dim"] for run in document["runs"]] == ["8", "16", "128"]
+
+
+def test_an_unknown_sort_key_is_refused_with_the_keys_it_could_be(sweep):
+    result = run_manager_cli("compare", "--sort", "c_gen_dimm", str(sweep.path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (f"lfads-manager: error: {sweep.path}: cannot sort by 'c_gen_dimm': no run has that figure or"
+                             " parameter; use one of best_valid, r2, epochs, run, state or a parameter name, e.g. c_gen_dim\n")
+
+
 def test_runs_of_several_collections_are_named_from_the_folder_given(sweep, tmp_path):
     other = RunCollection(tmp_path / "runs", "again", sweep.dataset_collection)
     other.add_params(RunParams(c_batch_size=4, c_factors_dim=3, spikeBinMs=2, c_gen_dim=16))
