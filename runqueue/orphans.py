@@ -19,6 +19,7 @@ from runqueue.procinfo import (
     cwd_identity,
     file_holders,
     has_env,
+    is_alive,
     processes_with_env,
     session_id,
     steps_started_for,
@@ -40,19 +41,25 @@ class Orphan:
 
 
 def find_orphan(paths: RunPaths) -> Orphan | None:
-    """The run's attempt when its lock is held with its supervisor gone, on this host and not in a
-    SLURM job (SLURM stops a job's processes itself); None otherwise."""
-    if not runlock.is_running(paths.lock):
-        return None
+    """The run's attempt when its steps run on with its supervisor gone, on this host and not in a
+    SLURM job (SLURM stops a job's processes itself); None otherwise. Its steps hold the run lock,
+    or, where the lock was deleted under them, state.json still says the attempt is running and
+    steps naming the run are alive. (With state.json deleted too, nothing says when the attempt
+    began or what its limit was: such steps keep the run, unlimited, until they end or are cancelled.)"""
     state = load_state(paths)
     if state.host not in (None, socket.gethostname()) or (state.queue_id or "").startswith(SLURM_QUEUE_ID_PREFIX):
         return None
-    if runlock.live_supervisor(paths.lock, state.supervisor_pid, state.supervisor_start_time) is not None:
+    if runlock.is_running(paths.lock):
+        if runlock.live_supervisor(paths.lock, state.supervisor_pid, state.supervisor_start_time) is not None:
+            return None
+        # Steps carry RUNQUEUE_RUN_DIR and a supervisor does not: one holding the lock is a new attempt's
+        # supervisor that has not written state.json or the lock file yet, never an orphan.
+        if any(has_env(pid, "RUNQUEUE_RUN_DIR") is False for pid in file_holders(paths.lock, write_locked=True)):
+            return None
+    elif state.phase != Phase.RUNNING or not steps_started_for(str(paths.root)):
         return None
-    # Steps carry RUNQUEUE_RUN_DIR and a supervisor does not: one holding the lock is a new attempt's
-    # supervisor that has not written state.json or the lock file yet, never an orphan.
-    if any(has_env(pid, "RUNQUEUE_RUN_DIR") is False for pid in file_holders(paths.lock, write_locked=True)):
-        return None
+    elif is_alive(state.supervisor_pid, state.supervisor_start_time):
+        return None  # the lock deleted under a live supervisor, which keeps the time limit itself
     return Orphan(state.supervisor_pid, state.started_at, state.time_limit_s, state.kill_grace_s)
 
 

@@ -513,6 +513,34 @@ def test_steps_left_by_a_killed_supervisor_are_stopped_at_the_time_limit(tmp_pat
     assert (run / "lfads.done").exists()
 
 
+def test_steps_of_a_killed_supervisor_whose_lock_was_deleted_are_stopped_at_the_time_limit_too(tmp_path: Path) -> None:
+    """With the lock deleted under them (a user cleaning up), the steps still keep the run (its
+    RUNQUEUE_RUN_DIR) and state.json still says when their attempt began and its limit: they were
+    kept, but nobody stopped them at the limit."""
+    step_pid = tmp_path / "step.pid"
+    run = make_run(tmp_path / "runs", "c/param_O/r0",
+                   f'if [ "$RUNQUEUE_ATTEMPT" = 1 ] && [ ! -e {step_pid} ]; then echo $$ > {step_pid};'
+                   ' while :; do sleep 0.2; done; fi\necho "second go"\n')
+    queue = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--time-limit", "2s",
+                        "--kill-grace", "1", log=tmp_path / "q.log")
+    try:
+        state = run / ".runqueue" / "state.json"
+        wait_for(lambda: step_pid.exists() and step_pid.read_text().strip() != "", what="the step")
+        os.kill(int(read_json(state)["supervisor_pid"]), signal.SIGKILL)  # its step goes on, orphaned
+        (run / ".runqueue" / "lock").unlink()
+        assert finish(queue, timeout=60) == 0, (tmp_path / "q.log").read_text()
+    finally:
+        if queue.poll() is None:
+            queue.kill()
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(step_pid.read_text()), signal.SIGKILL)
+    assert not pid_alive(int(step_pid.read_text()))
+    console, log = (tmp_path / "q.log").read_text(), (run / "lfads.out").read_text()
+    assert "its supervisor is gone and its steps ran past the time limit (2s); stopped them" in console, console
+    assert log.index("ran past the time limit") < log.index("second go"), log  # started again only after
+    assert (run / "lfads.done").exists()
+
+
 def test_deleting_a_run_held_by_steps_of_a_killed_supervisor_stops_them_and_the_queue_goes_on(tmp_path: Path) -> None:
     """The queue's look at such runs dropped the deleted one while iterating its runs (the queue died
     with "dictionary changed size during iteration"); and the steps ran on in the deleted folder."""
