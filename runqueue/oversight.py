@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable
 
 from runqueue import runlock
+from runqueue.devices.claims import Claim
 from runqueue.devices.errors import ClaimError
 from runqueue.durations import format_duration
+from runqueue.errors import RunqueueError
 from runqueue.executors.base import RunHandle
 from runqueue.layout import folder_identity
 from runqueue.orphans import (
@@ -32,6 +34,7 @@ from runqueue.orphans import (
 )
 from runqueue.outlog import append_queue_line
 from runqueue.queue_parts import QueuePart, QueueParts
+from runqueue.resources import load_resources
 from runqueue.runstate import RunState, load_state, now_iso
 from runqueue.supervisor import HEADER_PREFIX
 from runqueue.tracked import TrackedRun
@@ -114,9 +117,34 @@ class Oversight(QueuePart):
             self.console.event(f"[{run.name}] running under another queue ({owner}); watching it, leaving it to that queue")
         elif announce:
             self.console.event(f"[{run.name}] re-adopted ({self.executor.adopted_text(handle)})")
+            self._claim_adopted(run)
         if owner is None:
             state = load_state(run.paths)
             run.overdue_at = overdue_at(state.started_at, state.time_limit_s, state.kill_grace_s or 0.0)
+
+    def _claim_adopted(self, run: TrackedRun) -> None:
+        """A run re-adopted from an earlier queue of ours keeps its device claim. When the claims
+        directory changed in between (a reload or a restart with another claims_dir), its claim is
+        in the old one, which this queue does not read: claim its device here again, so that no run
+        is put on it on top of this one."""
+        if self.executor.placement_device() is not None:
+            return  # a batch system places the runs: no host-wide claims
+        state = load_state(run.paths)
+        if not state.device_uuid or state.supervisor_pid is None:
+            return
+        try:
+            memory_mb = load_resources(run.paths, self.options.memory_per_run, None).memory_mb
+        except RunqueueError:
+            memory_mb = self.options.memory_per_run  # as the placer would refuse it now; it was placed before
+        try:
+            with self.claims.transaction() as txn:
+                if txn.claim_for(str(run.path)) is None:
+                    txn.add(Claim(str(run.path), state.device_uuid, memory_mb, state.supervisor_pid,
+                                  state.supervisor_pid, state.queue_id or "", time.time()))
+                    self.console.event(f"[{run.name}] its device claim was not in {self.claims.directory}"
+                                       f" (another claims directory before?); claimed {state.device_uuid} there again")
+        except ClaimError as error:
+            self.console.event_once(str(error))
 
     def probe_elsewhere(self) -> None:
         """Runs held by a process we cannot watch: see whether they have ended."""

@@ -89,6 +89,37 @@ def test_runqueue_sigkilled_queue_loses_nothing_and_a_restart_re_adopts(tmp_path
     assert "[param_K/long] after-release" in console  # the adopted run's output is followed too
 
 
+def test_a_restart_with_another_claims_directory_claims_the_adopted_runs_device_there(tmp_path: Path) -> None:
+    """The adopted run's claim is in the old directory, which the new queue does not read: without
+    claiming its device again, the next run went onto the same GPU on top of it."""
+    sim = write_gpus(tmp_path / "gpus.json", [gpu("GPU-m")])
+    release, started = tmp_path / "release", tmp_path / "started"
+    run = make_run(tmp_path / "runs", "c/param_M/long", wait_until_released(release, started))
+    waiting = make_run(tmp_path / "runs", "c/param_M/next", "echo second\n")
+    first = start_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q1.log")
+    supervisor = None
+    try:
+        wait_for(started.exists, what="the run to start")
+        supervisor = read_json(run / ".runqueue" / "state.json")["supervisor_pid"]
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        env = queue_env(tmp_path, RUNQUEUE_CLAIMS_DIR=str(tmp_path / "other-claims"))
+        second = start_queue(env, "run", tmp_path / "runs", "--simulate-gpus", sim, log=tmp_path / "q2.log")
+        wait_for(lambda: "claimed GPU-m there again" in (tmp_path / "q2.log").read_text(), what="the claim")
+        time.sleep(0.5)
+        assert not (waiting / "lfads.out").exists(), (tmp_path / "q2.log").read_text()  # the GPU is still taken
+        (claim,) = (tmp_path / "other-claims").glob("*.claim.json")
+        assert (read_json(claim)["run_dir"], read_json(claim)["pid"]) == (str(run), supervisor)
+        release.touch()
+        assert finish(second) == 0, (tmp_path / "q2.log").read_text()
+    finally:
+        if supervisor:
+            kill_session(supervisor)
+    assert (run / "lfads.done").exists() and (waiting / "lfads.done").exists()
+    console = (tmp_path / "q2.log").read_text()
+    assert f"its device claim was not in {tmp_path / 'other-claims'}" in console, console
+
+
 def test_status_and_re_adoption_without_state_json(tmp_path: Path) -> None:
     # state.json deleted by hand while the run runs: the lock file still names the supervisor and the
     # claim its device, so status must not call the supervisor gone, nor re-adoption say "device None".
