@@ -117,12 +117,12 @@ class Oversight(QueuePart):
             self.console.event(f"[{run.name}] running under another queue ({owner}); watching it, leaving it to that queue")
         elif announce:
             self.console.event(f"[{run.name}] re-adopted ({self.executor.adopted_text(handle)})")
-            self._claim_adopted(run)
+            self._claim_adopted(run, handle)
         if owner is None:
             state = load_state(run.paths)
             run.overdue_at = overdue_at(state.started_at, state.time_limit_s, state.kill_grace_s or 0.0)
 
-    def _claim_adopted(self, run: TrackedRun) -> None:
+    def _claim_adopted(self, run: TrackedRun, handle: RunHandle) -> None:
         """A run re-adopted from an earlier queue of ours keeps its device claim. When the claims
         directory changed in between (a reload or a restart with another claims_dir), its claim is
         in the old one, which this queue does not read: claim its device here again, so that no run
@@ -130,8 +130,8 @@ class Oversight(QueuePart):
         if self.executor.placement_device() is not None:
             return  # a batch system places the runs: no host-wide claims
         state = load_state(run.paths)
-        if not state.device_uuid or state.supervisor_pid is None:
-            return
+        if not state.device_uuid or state.supervisor_pid != handle.pid:
+            return  # no device recorded, or recorded by an earlier supervisor: nothing sure to claim
         try:
             memory_mb = load_resources(run.paths, self.options.memory_per_run, None).memory_mb
         except RunqueueError:
@@ -139,8 +139,8 @@ class Oversight(QueuePart):
         try:
             with self.claims.transaction() as txn:
                 if txn.claim_for(str(run.path)) is None:
-                    txn.add(Claim(str(run.path), state.device_uuid, memory_mb, state.supervisor_pid,
-                                  state.supervisor_pid, state.queue_id or "", time.time()))
+                    txn.add(Claim(str(run.path), state.device_uuid, memory_mb, handle.pid, handle.pid,
+                                  state.queue_id or "", time.time()))
                     self.console.event(f"[{run.name}] its device claim was not in {self.claims.directory}"
                                        f" (another claims directory before?); claimed {state.device_uuid} there again")
         except ClaimError as error:
