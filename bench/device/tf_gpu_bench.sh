@@ -3,14 +3,15 @@
 #
 #   bench/device/tf_gpu_bench.sh PAYLOAD_DIR OUT_DIR
 #
-# PAYLOAD_DIR (/tmp/tfparts there, where each call moved its part) holds what bench/device/build_tf_payload.sh wrote (p01…pNN and sizes: three xz members of a
-# site-packages tree, cut to fit the machine's 64 MiB-per-call transfer): TensorFlow 2.21 for Python
-# 3.12 (debug symbols stripped,
-# C++ headers dropped), its pure-Python dependencies, and of TensorFlow's CUDA 12 libraries only the
-# small ones (runtime, cuDNN's loader, ptxas and libdevice for XLA). cuBLAS is the machine's own
-# (its CUDA 13 copy, /usr/local/cuda-13.0 on the H100 seen, linked under the CUDA 12 name). cuFFT, cuSOLVER and cuSPARSE are empty
-# stand-ins: TensorFlow refuses the GPU unless it can dlopen them, LFADS calls none of them, and a
-# call would fail loudly (undefined symbol), not compute something wrong.
+# PAYLOAD_DIR (/tmp/tfparts there, where each call moved its part) holds what
+# bench/device/build_tf_payload.sh wrote (p01…pNN and sizes: three xz members of a site-packages tree,
+# cut to fit the machine's 64 MiB-per-call transfer): TensorFlow 2.21 for Python 3.12 (debug symbols
+# stripped, C++ headers dropped), its pure-Python dependencies, and of TensorFlow's CUDA 12 libraries
+# only the small ones (runtime, cuDNN's loader, ptxas and libdevice for XLA). cuBLAS is the machine's
+# own (its CUDA 13 copy, /usr/local/cuda-13.0 on the H100 seen, linked under the CUDA 12 name). cuFFT,
+# cuSOLVER and cuSPARSE are empty stand-ins: TensorFlow refuses the GPU unless it can dlopen them,
+# LFADS calls none of them, and a call would fail loudly (undefined symbol), not compute something
+# wrong. tf_site.sh (shared with posterior_gpu.sh) unpacks it and sets TensorFlow up.
 #
 # Then: the Lorenz bench (training through the run's own lfads_train.sh, posterior sampling, the
 # in-process vectorised-vs-per-trial posterior timing on the GPU), three trainings sharing the GPU
