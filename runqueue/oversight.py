@@ -135,7 +135,7 @@ class Oversight(QueuePart):
         try:
             memory_mb = load_resources(run.paths, self.options.memory_per_run, None).memory_mb
         except RunqueueError:
-            memory_mb = self.options.memory_per_run  # as the placer would refuse it now; it was placed before
+            memory_mb = self.options.memory_per_run  # its runqueue.json broke after it started: charge the default
         try:
             with self.claims.transaction() as txn:
                 if txn.claim_for(str(run.path)) is None:
