@@ -19,14 +19,20 @@ from typing import Any
 
 from manager.errors import ManagerError
 from manager.report import fit_to_truth, input_has_truth
-from manager.results import fit_log, input_datasets, load_posterior_means, posterior_files, posterior_kind
+from manager.results import (
+    FITLOG_FILE,
+    fit_log,
+    input_datasets,
+    load_posterior_means,
+    posterior_files,
+    posterior_kind,
+)
 from manager.summary import SummaryParams, read_summary_params
 from runqueue.discovery import find_runs
-from runqueue.layout import LFADS_OUTPUT, RunPaths
+from runqueue.layout import LFADS_OUTPUT, SUMMARY_FILE, RunPaths
 from runqueue.naming import run_identity
 from runqueue.runstate import RunState, marker_state, read_failure
 
-SUMMARY_FILE = "summary.txt"
 # Flags that say where a run's files are, not how it is fitted.
 _LOCATION_FLAGS = frozenset({"kind", "data_dir", "data_filename_stem", "lfads_save_dir", "checkpoint_pb_load_name"})
 _FLAG = re.compile(r"--([A-Za-z_]\w*)=(\S+)")
@@ -99,18 +105,22 @@ def compare_runs(root: Path | str, *, with_r2: bool = True, sort: str = "best_va
 
 def _sorted(runs: list[RunResult], key: str) -> list[RunResult]:
     """By `key`, runs without a value for it last; ties and the runs left over by name."""
-    def value(run: RunResult) -> float | str | None:
-        figures: dict[str, float | str | None] = {"best_valid": run.best_valid, "r2": run.mean_r2, "epochs": run.epochs,
-                                                  "run": run.name, "state": run.state}
-        return figures[key] if key in SORT_KEYS else run.params.get(key)
-
-    valued = [run for run in runs if value(run) is not None]
-    rest = sorted((run for run in runs if value(run) is None), key=lambda run: run.name)
-    numbers = {run.path: _number(value(run)) for run in valued}
+    values = {run.path: _sort_value(run, key) for run in runs}
+    valued = [run for run in runs if values[run.path] is not None]
+    rest = sorted((run for run in runs if values[run.path] is None), key=lambda run: run.name)
+    numbers = {run.path: _number(values[run.path]) for run in valued}
     if all(number is not None for number in numbers.values()):  # 16 before 128, not after it
         sign = -1.0 if key in _DESCENDING else 1.0
         return sorted(valued, key=lambda run: (sign * numbers[run.path], run.name)) + rest  # type: ignore[operator]
-    return sorted(valued, key=lambda run: (str(value(run)), run.name)) + rest
+    return sorted(valued, key=lambda run: (str(values[run.path]), run.name)) + rest
+
+
+def _sort_value(run: RunResult, key: str) -> float | str | None:
+    if key not in SORT_KEYS:
+        return run.params.get(key)
+    figures: dict[str, float | str | None] = {"best_valid": run.best_valid, "r2": run.mean_r2, "epochs": run.epochs,
+                                              "run": run.name, "state": run.state}
+    return figures[key]
 
 
 def _number(value: float | str | None) -> float | None:
@@ -129,7 +139,7 @@ def _result(run_dir: Path, root: Path, summaries: dict[Path, dict[str, SummaryPa
     failure = read_failure(paths) if state is RunState.FAILED else None
     result = RunResult(run_dir, name, state.value, failure=None if failure is None else str(failure.get("reason", "unknown")))
     _fill_params(result, summaries)
-    if (run_dir / LFADS_OUTPUT / "fitlog.csv").exists():
+    if (run_dir / LFADS_OUTPUT / FITLOG_FILE).exists():
         _fill_fit(result)
     if with_r2:
         _fill_r2(result)

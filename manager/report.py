@@ -14,6 +14,7 @@ from manager.atomicio import write_if_changed
 from manager.errors import ManagerError
 from manager.export import lfads_file_name
 from manager.results import (
+    FITLOG_FILE,
     INPUT_FIX,
     PosteriorMeans,
     fit_log,
@@ -190,7 +191,7 @@ def write_report(run_dir: Path | str) -> list[str]:
     if not output.is_dir():
         raise ManagerError(output, "no LFADS output yet", "train the run first (python run_lfads.py in its collection)")
     refuse_if_stale(run_dir)
-    has_fitlog = (output / "fitlog.csv").exists()
+    has_fitlog = (output / FITLOG_FILE).exists()
     datasets = input_datasets(run_dir)
     kind = posterior_kind(run_dir)  # what its posterior step writes: a folder may hold an older kind too
     has_posterior = all(posterior_files(run_dir, name, kind) is not None for name in datasets)

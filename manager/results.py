@@ -23,6 +23,7 @@ from manager.run import Run
 from runqueue.layout import FAILED_MARKER, LFADS_INPUT, LFADS_OUTPUT, POSTERIOR_SCRIPT
 
 POSTERIOR_KINDS = ("posterior_sample_and_average", "posterior_sample", "posterior_push_mean")
+FITLOG_FILE = "fitlog.csv"  # in lfadsOutput/
 # h5 key -> PosteriorMeans field (the original renames output_dist_params, gen_states, gen_ics)
 _RENAMED = {"gen_states": "generator_states", "gen_ics": "generator_ics"}
 _KEPT = ("factors", "controller_outputs", "costs", "nll_bound_vaes", "nll_bound_iwaes", "post_g0_mean", "post_g0_logvar")
@@ -284,7 +285,7 @@ def _parse_fitlog_line(fields: list[str]) -> dict[str, list[float]]:
 
 def fit_log(run: Run | Path | str) -> FitLog:
     """Read lfadsOutput/fitlog.csv (no header; label,value pairs; spaces around fields are ignored)."""
-    path = _run_dir(run) / LFADS_OUTPUT / "fitlog.csv"
+    path = _run_dir(run) / LFADS_OUTPUT / FITLOG_FILE
     if not path.exists():
         raise ManagerError(path, "no fitlog.csv yet", "train the run first (lfads_train.sh)")
     rows = [_parse_fitlog_line([f.strip() for f in line.split(",")]) for line in path.read_text(errors="replace").splitlines() if line.strip()]
