@@ -35,7 +35,7 @@ from runqueue.orphans import (
 from runqueue.outlog import append_queue_line
 from runqueue.queue_parts import QueuePart, QueueParts
 from runqueue.resources import load_resources
-from runqueue.runstate import RunState, load_state, now_iso
+from runqueue.runstate import PersistedState, RunState, load_state, now_iso
 from runqueue.supervisor import HEADER_PREFIX
 from runqueue.tracked import TrackedRun
 
@@ -115,21 +115,20 @@ class Oversight(QueuePart):
             run.tail = None  # the queue that started it shows its output
         if announce and owner is not None:
             self.console.event(f"[{run.name}] running under another queue ({owner}); watching it, leaving it to that queue")
-        elif announce:
-            self.console.event(f"[{run.name}] re-adopted ({self.executor.adopted_text(handle)})")
-            self._claim_adopted(run, handle)
         if owner is None:
             state = load_state(run.paths)
+            if announce:
+                self.console.event(f"[{run.name}] re-adopted ({self.executor.adopted_text(handle)})")
+                self._claim_adopted(run, handle, state)
             run.overdue_at = overdue_at(state.started_at, state.time_limit_s, state.kill_grace_s or 0.0)
 
-    def _claim_adopted(self, run: TrackedRun, handle: RunHandle) -> None:
+    def _claim_adopted(self, run: TrackedRun, handle: RunHandle, state: PersistedState) -> None:
         """A run re-adopted from an earlier queue of ours keeps its device claim. When the claims
         directory changed in between (a reload or a restart with another claims_dir), its claim is
         in the old one, which this queue does not read: claim its device here again, so that no run
         is put on it on top of this one."""
         if self.executor.placement_device() is not None:
             return  # a batch system places the runs: no host-wide claims
-        state = load_state(run.paths)
         if not state.device_uuid or state.supervisor_pid != handle.pid:
             return  # no device recorded, or recorded by an earlier supervisor: nothing sure to claim
         try:
