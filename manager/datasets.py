@@ -152,12 +152,17 @@ class Dataset:
                                "convert the file or call manager.register_loader(suffix, function)")
         self.source_stamp()
         try:
-            return loader(self.path)
+            loaded = loader(self.path)
         except ManagerError:
             raise
         except Exception as error:  # a bad file must name itself, not end in a library's traceback
             raise ManagerError(self.path, f"cannot read the file ({describe(error)})",
                                "copy it again if it is truncated, or re-save it (see docs/manager.md for the formats)") from error
+        if not isinstance(loaded, Mapping):  # a user's loader: its mistake must not surface as a TypeError far away
+            name = getattr(loader, "__qualname__", type(loader).__name__)
+            raise ManagerError(self.path, f"loader {name} returned {type(loaded).__name__}, not the file's variables",
+                               "make the loader return a dict of name -> array (counts, timeVecMs, ...)")
+        return loaded
 
     def load_counts(self, run: Run | None = None, mode: str = EXPORT_MODE) -> SequenceData:
         """Counts, time and truth for export and alignment; checked for bad values.

@@ -8,6 +8,8 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
+
 from manager.datahash import MValue, short_hash
 from manager.errors import ManagerError
 from manager.matlab_values import ParamValueError, cast_value, is_number, matlab_isequal, to_mvalue
@@ -205,3 +207,7 @@ def check_usable(name: str, value: Any) -> None:
         unknown = [option for option in value[::2] if option not in ALIGNMENT_OPTIONS]
         if unknown:
             raise ParamValueError(f"alignmentExtraArgs: unknown option {unknown[0]!r}; known: {', '.join(ALIGNMENT_OPTIONS)}")
+        for option, setting in zip(value[::2], value[1::2], strict=True):
+            # MATLAB's inputParser takes only a logical here; bool("false") would be True
+            if option == "ridgeNormalizeEach" and not isinstance(setting, bool | np.bool_):
+                raise ParamValueError(f"alignmentExtraArgs: ridgeNormalizeEach must be true or false, got {setting!r}")

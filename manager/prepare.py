@@ -174,6 +174,17 @@ def _stray_inputs(run: Run) -> tuple[list[Path], list[Path]]:
     return ours, foreign
 
 
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The lowest of `folder` and its ancestors that exists but is no folder (a file, a dangling
+    link): a file at param_<hash> hides every path below it, so folder.exists() alone misses it."""
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            return None
+        if path.is_symlink() or path.exists():
+            return path
+    return None
+
+
 def _check_obstacles(runs: list[Run]) -> None:
     collection = runs[0].collection.path
     files = [collection / name for name in (SUMMARY_FILE, TENSORBOARD_SCRIPT, COLLECTION_QUEUE_SCRIPT)]
@@ -186,9 +197,10 @@ def _check_obstacles(runs: list[Run]) -> None:
         if path.is_dir() and not path.is_symlink():
             raise ManagerError(path, "a folder is in the way of a file the run tree needs", "move it away or delete it")
     for run in runs:
-        for folder in (run.path, run.paths.lfads_input, run.path_common_data):
-            if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
-                raise ManagerError(folder, "a file is in the way of a folder the run tree needs", "move it away or delete it")
+        for folder in (run.paths.lfads_input, run.path_common_data):
+            obstacle = _file_in_the_way(folder)
+            if obstacle is not None:
+                raise ManagerError(obstacle, "a file is in the way of a folder the run tree needs", "move it away or delete it")
         for name in run.symlink_targets():
             entry = run.paths.lfads_input / name
             if (entry.exists() or entry.is_dir()) and not entry.is_symlink():

@@ -68,8 +68,13 @@ class WrittenFiles:
 
     def _keep_if_edited(self, path: Path, new: bytes) -> str | None:
         """An edited file goes aside (`.orig`); -> the note saying so."""
+        if path.is_symlink():  # prepare writes files, never links: this one is the user's wiring
+            target = os.readlink(path)
+            aside = set_aside(path)
+            return (f"note: {path} was a symlink (to {target}); it is kept as {aside.name} and replaced by the"
+                    " generated file")
         recorded = self.hashes.get(self._key(path))
-        if recorded is None or path.is_symlink():
+        if recorded is None:
             return None
         try:
             current = path.read_bytes()

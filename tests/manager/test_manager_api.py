@@ -403,3 +403,23 @@ def test_a_generated_file_edited_since_prepare_wrote_it_is_kept_as_orig(tmp_path
         assert f"note: {path} was edited since lfads-manager prepare wrote it; it is kept as {path.name}.orig and replaced by the generated one" in notes
     assert small_collection(tmp_path, ["a.npz"]).prepare(progress=lambda _line: None).notes == []  # unedited: quiet
     assert not script.with_name("lfads_train.sh.orig.1").exists()
+
+
+def test_a_generated_file_replaced_by_a_symlink_keeps_the_link_as_orig(tmp_path):
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "a.npz")
+    small_collection(tmp_path, ["a.npz"]).prepare()
+    collection = small_collection(tmp_path, ["a.npz"])
+    (run,) = collection.runs
+    script = run.path / "lfads_train.sh"
+    generated = script.read_text()
+    mine = tmp_path / "my_train.sh"
+    mine.write_text("#!/bin/bash\necho my own training\n")
+    script.unlink()
+    script.symlink_to(mine)
+
+    notes = collection.prepare(progress=lambda _line: None).notes
+    assert not script.is_symlink() and script.read_text() == generated
+    aside = script.with_name("lfads_train.sh.orig")
+    assert aside.is_symlink() and aside.resolve() == mine and mine.read_text().startswith("#!/bin/bash")
+    assert f"note: {script} was a symlink (to {mine}); it is kept as lfads_train.sh.orig and replaced by the generated file" in notes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,24 @@ def test_a_folder_in_the_way_of_a_file_is_refused_before_anything_is_written(tmp
     assert file_states(tmp_path / "runs") == before
 
 
+@pytest.mark.parametrize("where", ["param_*", "data_*", "param_*/one", "data_*/one", "param_*/one/lfadsInput"])
+def test_a_file_in_the_way_of_a_folder_is_refused_before_anything_is_written(tmp_path, datasets, where):
+    toml = experiment(tmp_path, runspec='[[runspec]]\nname = "one"\ndatasets = ["good"]')
+    assert run_manager_cli("prepare", str(toml)).returncode == 0
+    collection = tmp_path / "runs" / "trial"
+    (folder,) = collection.glob(where)
+    shutil.rmtree(collection)  # a fresh tree: the export must not be written first and left behind
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_text("my own notes")
+    before = file_states(tmp_path / "runs")
+    result = run_manager_cli("prepare", str(toml))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (f"lfads-manager: error: {folder}: a file is in the way of a folder "
+                                                      "the run tree needs; move it away or delete it")
+    assert folder.read_text() == "my own notes"
+    assert file_states(tmp_path / "runs") == before
+
+
 def datasets_toml(tmp_path: Path, selection: str) -> Path:
     toml = tmp_path / "experiment.toml"
     toml.write_text(f'[collection]\nroot = "runs"\nname = "x"\n[datasets]\nfolder = "datasets"\n{selection}\n'
@@ -270,6 +289,8 @@ def test_unreadable_file_from_the_cli(tmp_path, datasets):
                                       "'posterior_push_mean', got 'bogus'"),
     ('alignmentApproach = "pca"', "[params] alignmentApproach must be one of 'regressGlobalPCs'"),
     ('alignmentExtraArgs = ["foo", 1]', "[params] alignmentExtraArgs: unknown option 'foo'; known: ridgeNormalizeEach"),
+    ('alignmentExtraArgs = ["ridgeNormalizeEach", "false"]', "[params] alignmentExtraArgs: ridgeNormalizeEach must be true or"
+                                                            " false, got 'false'"),
     ('c_output_dist = "Poisson"', "[params] c_output_dist must be one of 'poisson', 'gaussian', got 'Poisson'"),
     ('c_feedback_factors_or_rates = "rate"', "[params] c_feedback_factors_or_rates must be one of 'factors', 'rates'"),
     ("c_keep_prob = 1.5", "[params] c_keep_prob must be in (0, 1], got 1.5"),

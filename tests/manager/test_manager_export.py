@@ -248,3 +248,23 @@ def test_a_cell_array_of_numbers_as_condition_ids_is_numeric(tmp_path):
     fields["conditionId"] = [*fields["conditionId"][:5], 3.0]
     truth = sequence_from_fields(fields, tmp_path / "cells.mat").truth
     assert truth is not None and truth.shape == (6, 2, 4)
+
+
+@pytest.mark.parametrize("returned", [None, np.zeros((3, 4, 5))])
+def test_a_loader_that_returns_no_mapping_is_named_with_the_file(tmp_path, monkeypatch, returned):
+    from manager import ManagerError
+    from manager import datasets as dataset_module
+
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "x.pkl").write_text("whatever")
+
+    def arrays_only(path):
+        return returned
+
+    monkeypatch.setitem(dataset_module.LOADERS, ".pkl", arrays_only)
+    collection = small_collection(tmp_path, ["x.pkl"])
+    with pytest.raises(ManagerError) as raised:
+        collection.prepare()
+    assert raised.value.path == tmp_path / "datasets" / "x.pkl"
+    assert f"loader {arrays_only.__qualname__} returned {type(returned).__name__}, not the file's variables" in str(raised.value)
+    assert not collection.path.exists() or not any(collection.path.glob("data_*"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from manager.datahash import MValue, short_hash
-from manager.matlab_values import ParamValueError
+from manager.matlab_values import ParamValueError, to_mvalue
 from manager.params import RunParams
 from manager.params_schema import NOT_AFFECTING_HASH, PROPERTIES, Prop
 
@@ -125,11 +125,25 @@ def test_every_property_outside_the_original_exclusions_changes_the_param_hash()
     ({"c_device": "/gpu:\U0001F600"}, "BDUf-i"),  # beyond the BMP: two UTF-16 code units, so 1x7
     ({"c_device": ""}, "d1tsGa"),  # '' is 0x0
     ({"alignmentExtraArgs": ("ridgeNormalizeEach", True)}, "b_4LL8"),
-    ({"alignmentExtraArgs": ["ridgeNormalizeEach", []]}, "96J5_0"),  # [] in a cell is 0x0, not 1x0
     ({"c_seed": 40000}, "k1f1jy"),  # int32 that does not fit int16 is not downsized
 ])
 def test_char_cell_and_integer_values_hash_as_matlab_holds_them(values, expected):
     assert RunParams(**values).param_hash == expected
+
+
+def test_an_empty_array_in_a_cell_hashes_as_0x0_not_1x0():
+    # RunParams refuses [] for ridgeNormalizeEach (MATLAB's inputParser wants a logical), so the
+    # struct DataHash sees is built here from the property's own conversion.
+    prop = next(prop for prop in PROPERTIES if prop.name == "alignmentExtraArgs")
+    value = to_mvalue(prop, ("ridgeNormalizeEach", ()))
+    assert short_hash(MValue("struct", {"alignmentExtraArgs": value})) == "96J5_0"
+
+
+@pytest.mark.parametrize("setting", ["false", 1, [1, 2]])
+def test_ridge_normalize_each_takes_only_true_or_false(setting):
+    with pytest.raises(ParamValueError, match="ridgeNormalizeEach must be true or false"):
+        RunParams(alignmentExtraArgs=["ridgeNormalizeEach", setting])
+    assert RunParams(alignmentExtraArgs=["ridgeNormalizeEach", False]).alignmentExtraArgs == ("ridgeNormalizeEach", False)
 
 
 def test_nan_is_refused_rather_than_hashed_with_a_bit_pattern_matlab_does_not_use():
