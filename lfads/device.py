@@ -6,6 +6,8 @@ import os
 
 import tensorflow as tf
 
+from lfads.flags import device_kind_and_index
+
 
 def configure_device(requested: str, allow_growth: bool) -> str:
     """-> a tf.device string. Must run before TensorFlow touches a GPU."""
@@ -17,9 +19,7 @@ def configure_device(requested: str, allow_growth: bool) -> str:
                 tf.config.experimental.set_memory_growth(gpu, True)
             except RuntimeError:
                 pass  # already initialised: growth cannot change any more, and that is not fatal
-    spec = requested.strip().lower().lstrip("/").removeprefix("device:")
-    kind, _, index_text = spec.partition(":")
-    index = int(index_text) if index_text.isdigit() else 0
+    kind, index = device_kind_and_index(requested) or ("cpu", 0)  # check_flags refused what does not parse
     if kind == "gpu":
         if index < len(gpus):
             return f"/GPU:{index}"

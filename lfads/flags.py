@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -234,10 +235,41 @@ def check_flags(parsed: Flags) -> None:
     if parsed.ic_dim > 0 and not (init > 0.0 and low <= init <= high):  # the original asserted these building the IC prior
         raise FlagError(f"--ic_prior_var_scale={init:g} (the IC prior's initial variance) must be positive and within"
                         f" [--ic_prior_var_min={low:g}, --ic_prior_var_max={high:g}]")
+    if parsed.co_dim > 0:
+        _check_ar1_prior(parsed)
+    if device_kind_and_index(parsed.device) is None:
+        raise FlagError(f"--device={parsed.device} is not a TensorFlow device; give gpu:N or cpu:0 (as /gpu:0, /device:GPU:0)")
     if parsed.jit_compile not in ("auto", "true", "false"):
         raise FlagError(f"--jit_compile={parsed.jit_compile} must be auto, true or false")
     if parsed.checkpoint_pb_load_name in ("", "."):
         raise FlagError("--checkpoint_pb_load_name must name a state file, e.g. checkpoint_lve")
+
+
+# TF1's tf.device took these (a job/replica/task prefix too); anything else it refused.
+_DEVICE = re.compile(r"(/job:[^/]+)?(/replica:\d+)?(/task:\d+)?/?(device:)?(?P<kind>cpu|gpu)(:(?P<index>\d+))?", re.IGNORECASE)
+
+
+def device_kind_and_index(requested: str) -> tuple[str, int] | None:
+    """("cpu"|"gpu", index) of a --device value; None for one TensorFlow would not take."""
+    match = _DEVICE.fullmatch(requested.strip())
+    if match is None:
+        return None
+    return match["kind"].lower(), int(match["index"] or 0)
+
+
+_PERCENT_F_HINT = "MATLAB's %f writes values below 5e-7 as 0.000000: give the value in full"
+
+
+def _check_ar1_prior(parsed: Flags) -> None:
+    """The inferred inputs' AR(1) prior starts from log(nvar) and log(atau): the original took
+    log(0) as -inf, which only a fixed time constant survives (phi = 0, white noise)."""
+    if not parsed.prior_ar_nvar > 0.0:
+        raise FlagError(f"--prior_ar_nvar={parsed.prior_ar_nvar:g} must be positive (the AR(1) innovation variance of"
+                        f" the inferred inputs); {_PERCENT_F_HINT}")
+    atau = parsed.prior_ar_atau
+    if not atau >= 0.0 or (atau == 0.0 and parsed.do_train_prior_ar_atau):
+        raise FlagError(f"--prior_ar_atau={atau:g} must be positive (the AR(1) time constant in bins; 0, white noise,"
+                        f" only with --do_train_prior_ar_atau=false); {_PERCENT_F_HINT}")
 
 
 def as_dict(parsed: Flags) -> dict[str, Any]:

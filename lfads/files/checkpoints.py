@@ -15,7 +15,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -187,6 +187,23 @@ def lve_valid_cost(save_dir: Path) -> float:
 _PER_DATASET_SCOPES = ("LFADS/x_2_infac_", "LFADS/glm/")
 
 
+# The dataset a per-dataset read-in or read-out belongs to (reference §8: named after its input file).
+_DATASET_OF_VARIABLE = re.compile(r"LFADS/(?:x_2_infac_|glm/fac_2_(?:logrates|means|logvars)_)(?P<dataset>.+)/[Wb]")
+
+
+def _missing_variable_problem(prefix: Path, name: str, shapes: dict[str, Any]) -> str:
+    """Why `name` is not in the checkpoint: another dataset name (the input files were renamed, or
+    another --data_filename_stem), else other model flags."""
+    wanted = _DATASET_OF_VARIABLE.fullmatch(name)
+    trained = sorted({match["dataset"] for stored in shapes if (match := _DATASET_OF_VARIABLE.fullmatch(stored))})
+    if wanted is not None and trained and wanted["dataset"] not in trained:
+        return (f"{prefix}: was trained on dataset(s) {', '.join(trained)}, not {wanted['dataset']}; dataset names come"
+                " from the input file names, so pass the --data_dir and --data_filename_stem of training (or give the"
+                " files their training names again)")
+    return (f"{prefix}: has no variable {name}; pass the same model flags as in training"
+            " (the README of LFADS: every training flag must be passed again)")
+
+
 def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str]) -> list[str]:
     """Assign every variable found in the checkpoint; -> names that were not in it.
 
@@ -217,10 +234,7 @@ def restore(prefix: Path, variables: dict[str, tf.Variable], required: set[str])
         stored = name if name in shapes else FORMER_NAMES.get(name, name)
         if stored not in shapes:
             if name in required:
-                raise LfadsError(
-                    f"{prefix}: has no variable {name}; pass the same model flags as in training"
-                    " (the README of LFADS: every training flag must be passed again)"
-                )
+                raise LfadsError(_missing_variable_problem(prefix, name, shapes))
             missing.append(name)
             continue
         if list(shapes[stored]) != var.shape.as_list():

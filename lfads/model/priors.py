@@ -97,8 +97,9 @@ class AR1Prior(tf.Module):
     def __init__(self, scope: str, dim: int, tau: float, noise_var: float, train_tau: bool,
                  train_noise_var: bool) -> None:
         super().__init__(name=None)
-        self.logatau = tf.Variable(np.full((1, dim), math.log(tau), np.float32), name=f"{scope}/logatau",
-                                   trainable=train_tau)
+        with np.errstate(divide="ignore"):  # tau = 0 (kept fixed): log -inf, so phi = 0, white noise, as the original
+            log_tau = np.log(np.float32(tau))
+        self.logatau = tf.Variable(np.full((1, dim), log_tau, np.float32), name=f"{scope}/logatau", trainable=train_tau)
         self.logevars = tf.Variable(np.full((1, dim), math.log(noise_var), np.float32),
                                     name=f"{scope}/logevars", trainable=train_noise_var)
 

@@ -294,6 +294,20 @@ def test_sampling_with_flags_that_drop_trained_parts_is_refused(trained: Trained
     assert not list(out.glob("model_runs_*"))
 
 
+def test_sampling_a_renamed_input_file_names_the_trained_datasets(trained: Trained, tmp_path: Path,
+                                                                  run_lfads: Runner) -> None:
+    out, data = tmp_path / "out", tmp_path / "in"
+    shutil.copytree(trained.out, out)
+    data.mkdir()
+    shutil.copy(trained.data_dir / "lfads_dataset001.h5", data / "lfads_renamed.h5")
+    proc = run_lfads(["--kind=posterior_push_mean", *_io_flags(data, out), *trained.flags,
+                      "--checkpoint_pb_load_name=checkpoint_lve"], check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "was trained on dataset(s) dataset001.h5, not renamed.h5; dataset names come from the input file names" in last
+    assert not list(out.glob("model_runs_*"))
+
+
 def test_a_truncated_checkpoint_is_named_and_the_previous_one_listed_is_used(trained: Trained, tmp_path: Path,
                                                                                 run_lfads: Runner) -> None:
     out = tmp_path / "out"

@@ -69,12 +69,36 @@ def test_booleans_take_every_absl_spelling_and_whole_floats_pass_as_ints() -> No
         (["--keep_prob=0"], "--keep_prob"),
         (["positional"], "positional"),
         (["--num_steps_for_gen_ic=0"], "--num_steps_for_gen_ic"),
+        (["--prior_ar_nvar=0.000000"], "--prior_ar_nvar=0 must be positive"),
+        (["--prior_ar_nvar=-1"], "--prior_ar_nvar=-1 must be positive"),
+        (["--prior_ar_atau=0"], "--prior_ar_atau=0 must be positive"),
+        (["--prior_ar_atau=-2", "--do_train_prior_ar_atau=false"], "--prior_ar_atau=-2 must be positive"),
+        (["--device=gpu0"], "--device=gpu0 is not a TensorFlow device"),
+        (["--device=tpu:0"], "--device=tpu:0 is not a TensorFlow device"),
     ],
 )
 def test_bad_flags_are_one_line_errors_naming_the_flag(argv: list[str], needle: str) -> None:
     with pytest.raises(FlagError) as err:
         parse_flags(argv)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_fixed_zero_time_constant_and_an_unused_prior_parse() -> None:
+    """atau = 0 kept fixed is white noise (the original took log(0) as -inf); without inferred inputs
+    (co_dim = 0) the AR(1) values are never used."""
+    assert parse_flags(["--prior_ar_atau=0", "--do_train_prior_ar_atau=false"]).prior_ar_atau == 0.0
+    assert parse_flags(["--co_dim=0", "--prior_ar_nvar=0", "--prior_ar_atau=0"]).co_dim == 0
+
+
+@pytest.mark.parametrize(("device", "kind_and_index"), [
+    ("gpu:0", ("gpu", 0)), ("/gpu:1", ("gpu", 1)), ("/device:GPU:2", ("gpu", 2)), ("/cpu:0", ("cpu", 0)),
+    ("gpu", ("gpu", 0)), ("/job:localhost/replica:0/task:0/device:GPU:0", ("gpu", 0)),
+])
+def test_every_device_spelling_tensorflow_took_parses(device: str, kind_and_index: tuple[str, int]) -> None:
+    from lfads.flags import device_kind_and_index
+
+    assert parse_flags([f"--device={device}"]).device == device
+    assert device_kind_and_index(device) == kind_and_index
 
 
 def test_cli_rejects_an_unknown_flag_fast_without_tensorflow() -> None:

@@ -70,6 +70,18 @@ def test_ar1_kl_is_the_fixed_form_conditioned_on_the_previous_sample() -> None:
     np.testing.assert_allclose(samples.var(axis=1).mean(), pvar, rtol=0.05)  # stationary from t=0
 
 
+def test_a_fixed_zero_time_constant_is_white_noise_as_the_originals_log_0() -> None:
+    prior = AR1Prior("T/ar0", 2, tau=0.0, noise_var=0.2, train_tau=False, train_noise_var=True)
+    assert prior.phi().numpy().tolist() == [[0.0, 0.0]]
+    u = tf.constant(np.random.default_rng(1).normal(size=(3, 6, 2)).astype(np.float32))
+    kl = prior.kl_sampled(u, DiagGaussian(tf.zeros_like(u), tf.zeros_like(u))).numpy()
+    assert np.isfinite(kl).all()
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(prior.kl_sampled(u, DiagGaussian(tf.zeros_like(u), tf.zeros_like(u))))
+    (grad,) = tape.gradient(loss, prior.trainable_variables)
+    assert np.isfinite(grad.numpy()).all()
+
+
 def test_ramps_are_linear_in_steps() -> None:
     weights = [float(ramp_weight(tf.constant(s, tf.int64), 2, 4)) for s in (0, 2, 4, 6, 9)]
     assert weights == [0.0, 0.0, 0.5, 1.0, 1.0]
