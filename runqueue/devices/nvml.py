@@ -105,7 +105,7 @@ def without_retry_note(status: str) -> str:
     return _RETRY_NOTE.sub("", status)
 
 
-def init_failure(name: str, had_gpus: bool, retry_in_s: float) -> InitFailure:
+def init_failure(name: str, had_gpus: bool, retry_in_s: float, detail: str = "") -> InitFailure:
     """Status line for an NVML that cannot be used, and whether placing must pause.
 
     Pause (offer no device, not even CPU slots) when GPUs are known to exist: after a driver
@@ -123,8 +123,12 @@ def init_failure(name: str, had_gpus: bool, retry_in_s: float) -> InitFailure:
         "DriverNotLoaded": "NVIDIA driver not loaded: check `nvidia-smi` and load the nvidia kernel module",
         "NoPermission": "no permission to open /dev/nvidia*: fix the device permissions or the user's groups",
         "ModuleNotFound": "Python module pynvml not found: install nvidia-ml-py into this Python to use GPUs",
+        "BindingError": f"the pynvml module is not a usable nvidia-ml-py ({detail}); uninstall the old pynvml and"
+                        " nvidia-ml-py3 packages, then install nvidia-ml-py again",
     }
     reason = hints.get(name, f"NVML error {name}")
+    if name == "BindingError":  # it cannot tell whether GPUs exist: pause rather than train GPU work in a CPU slot
+        return InitFailure(f"paused: NVML cannot be read ({reason}); {retry}", paused=True)
     if had_gpus:
         return InitFailure(f"paused: GPUs were seen but NVML now fails ({reason}); {retry}", paused=True)
     return InitFailure(f"no GPUs ({reason}); {retry}", paused=False)
@@ -223,11 +227,20 @@ def select_devices(devices: Sequence[Device], wanted: Sequence[str]) -> tuple[tu
 
 
 class NvmlCallError(Exception):
-    """An NVML call failed for the whole library (not one device); `.name` is the error name."""
+    """An NVML call failed for the whole library (not one device); `.name` is the error name,
+    `.detail` what the status line should add (the binding's own error)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, detail: str = "") -> None:
         super().__init__(name)
         self.name = name
+        self.detail = detail
+
+
+def _binding_error(err: Exception) -> NvmlCallError:
+    """A pynvml that raises something other than NVMLError is not the nvidia-ml-py we were written
+    for: an old `pynvml`/`nvidia-ml-py3` package shadowing it (reference gpu-queues §3.1)."""
+    where = getattr(pynvml, "__file__", None) or "pynvml"
+    return NvmlCallError("BindingError", f"{where}: {type(err).__name__}: {err}")
 
 
 class _NvmlCalls:
@@ -235,7 +248,9 @@ class _NvmlCalls:
 
     def __init__(self) -> None:
         self._missing_logged: set[str] = set()
-        self._process_calls = ["nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v2"]
+        # Newest first; the unsuffixed name is all the old pynvml / nvidia-ml-py3 bindings have.
+        self._process_calls = ["nvmlDeviceGetComputeRunningProcesses_v3", "nvmlDeviceGetComputeRunningProcesses_v2",
+                               "nvmlDeviceGetComputeRunningProcesses"]
         self._memory_v2 = True
         self._shutdown_registered = False
 
@@ -246,6 +261,8 @@ class _NvmlCalls:
             pynvml.nvmlInit()
         except pynvml.NVMLError as err:
             raise NvmlCallError(error_name(err)) from None
+        except Exception as err:  # the binding itself is broken: say so, never crash
+            raise _binding_error(err) from None
         if not self._shutdown_registered:
             atexit.register(self.shutdown)
             self._shutdown_registered = True
@@ -260,9 +277,11 @@ class _NvmlCalls:
         try:
             count = pynvml.nvmlDeviceGetCount()
             driver = _text(pynvml.nvmlSystemGetDriverVersion())
+            return RawReading(driver_version=driver, devices=tuple(self._read_gpu(i) for i in range(count)))
         except pynvml.NVMLError as err:
             raise NvmlCallError(error_name(err)) from None
-        return RawReading(driver_version=driver, devices=tuple(self._read_gpu(i) for i in range(count)))
+        except Exception as err:  # a binding without a call or constant we use
+            raise _binding_error(err) from None
 
     def _read_gpu(self, index: int) -> RawDevice:
         handle, error = _query(pynvml.nvmlDeviceGetHandleByIndex, index)
@@ -304,7 +323,7 @@ class _NvmlCalls:
 
     def _memory(self, handle: Any) -> tuple[RawMemory | None, str | None]:
         if self._memory_v2:
-            info, error = _query(pynvml.nvmlDeviceGetMemoryInfo, handle, version=pynvml.nvmlMemory_v2)
+            info, error = self._memory_v2_call(handle)
             if error is None:
                 return RawMemory(int(info.total), int(info.used), "v2", int(info.reserved)), None
             if error not in _FALL_BACK:
@@ -316,6 +335,18 @@ class _NvmlCalls:
         if error is not None:
             return None, error
         return RawMemory(int(info.total), int(info.used), "v1"), None
+
+    @staticmethod
+    def _memory_v2_call(handle: Any) -> tuple[Any, str | None]:
+        """The v2 memory call; "FunctionNotFound" where the binding predates it (no nvmlMemory_v2, or a
+        nvmlDeviceGetMemoryInfo without `version`, as in the old pynvml / nvidia-ml-py3 packages)."""
+        version = getattr(pynvml, "nvmlMemory_v2", None)
+        if version is None:
+            return None, "FunctionNotFound"
+        try:
+            return _query(pynvml.nvmlDeviceGetMemoryInfo, handle, version=version)
+        except TypeError:  # unexpected keyword argument 'version'
+            return None, "FunctionNotFound"
 
     def _processes(self, handle: Any) -> tuple[tuple[RawProcess, ...], str | None]:
         error = "FunctionNotFound"
@@ -388,6 +419,7 @@ class NvmlInventory:
         self._retry_delay_s = retry_first_s
         self._next_attempt = -math.inf
         self._failure: str | None = None  # name of the NVML error that stopped the last attempt
+        self._failure_detail = ""
         self.init_attempts = 0
 
     @property
@@ -404,7 +436,7 @@ class NvmlInventory:
             # The whole library stopped answering (e.g. driver upgraded): start over after a back-off.
             self._initialized = False
             self._calls.shutdown()
-            self._fail(err.name)
+            self._fail(err.name, err.detail)
             return self._failed_reading()
         devices, problems = devices_from_raw(raw)
         if self.only is not None:
@@ -431,20 +463,21 @@ class NvmlInventory:
         try:
             self._calls.init()
         except NvmlCallError as err:
-            self._fail(err.name)
+            self._fail(err.name, err.detail)
             return False
         self._initialized = True
         self._failure = None
         self._retry_delay_s = self._retry_first_s
         return True
 
-    def _fail(self, name: str) -> None:
+    def _fail(self, name: str, detail: str = "") -> None:
         delay = self._retry_delay_s
         self._next_attempt = self._clock() + delay
         self._retry_delay_s = min(delay * 2, self._retry_max_s)
         self._failure = name
+        self._failure_detail = detail
 
     def _failed_reading(self) -> InventoryReading:
         retry_in = max(0.0, self._next_attempt - self._clock())
-        failure = init_failure(self._failure or "Uninitialized", self._had_gpus, retry_in)
+        failure = init_failure(self._failure or "Uninitialized", self._had_gpus, retry_in, self._failure_detail)
         return InventoryReading(devices=(), status=failure.status, paused=failure.paused)

@@ -180,3 +180,41 @@ def test_gpus_list_while_the_driver_is_mismatched_pauses_instead_of_untracked_st
     # GPUs exist but NVML cannot read them: nothing is placed (not GPU "0" untracked, not a CPU slot)
     assert reading.paused and reading.devices == (), reading
     assert "reload the nvidia modules" in reading.status
+
+
+def test_a_binding_without_memory_v2_falls_back_to_v1(fake_driver: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The old pynvml / nvidia-ml-py3 packages: no nvmlMemory_v2, and nvmlDeviceGetMemoryInfo(handle) only.
+    monkeypatch.delattr(pynvml, "nvmlMemory_v2", raising=False)
+    raw = nvml._NvmlCalls().read()
+    assert {child.memory.api for child in raw.devices[0].mig_children} == {"v1"}
+    assert fake_driver["memory_v2"] == 0
+    monkeypatch.setattr(pynvml, "nvmlMemory_v2", object(), raising=False)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", lambda handle: SimpleNamespace(total=10240 * MIB, used=MIB))
+    raw = nvml._NvmlCalls().read()  # a `version` keyword it does not take: a TypeError, not a crash
+    assert {child.memory.api for child in raw.devices[0].mig_children} == {"v1"}
+
+
+def test_a_binding_that_lacks_a_call_pauses_placing_with_a_line_naming_the_module(
+        fake_driver: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(pynvml, "nvmlDeviceGetMigMode")
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    clock = Clock()
+    inventory = NvmlInventory(clock=clock)
+    reading = inventory.read()  # never an AttributeError out of the queue
+    assert reading.paused and reading.devices == ()
+    assert reading.status.startswith("paused: NVML cannot be read (the pynvml module")
+    assert f"the pynvml module is not a usable nvidia-ml-py ({pynvml.__file__}: AttributeError:" in reading.status
+    assert "uninstall the old pynvml and nvidia-ml-py3 packages, then install nvidia-ml-py again" in reading.status
+    assert "retrying in 30 s" in reading.status
+
+
+def test_a_binding_with_only_the_unsuffixed_process_call_still_sees_other_processes(
+        fake_driver: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(pynvml, "nvmlDeviceGetComputeRunningProcesses_v3", raising=False)
+    monkeypatch.delattr(pynvml, "nvmlDeviceGetComputeRunningProcesses_v2", raising=False)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses",
+                        lambda handle: [SimpleNamespace(pid=77, usedGpuMemory=10 * MIB)])
+    devices, problems = nvml.devices_from_raw(nvml._NvmlCalls().read(), session_of=lambda pid: None)
+    assert [(p.pid, p.used_mb) for p in devices[0].processes] == [(77, 10)]
+    assert not any("process list unreadable" in p for p in problems), problems
