@@ -22,7 +22,10 @@ from runqueue.runstate import RunState, state_stamp
 from runqueue.tracked import TrackedRun
 
 _FULL_RESCAN_EVERY = 12  # rescans; the others use the mtime hint
-_RESCAN_BUDGET_FACTOR = 200.0  # wait at least 200x what the last rescan cost: <= 0.5 % of a core
+_FULL_RESCAN_AFTER_S = 300.0  # ... and a full pass at least this often, however slow the rescans
+_CPU_BUDGET_FACTOR = 200.0  # wait at least 200x the CPU the last rescan took: <= 0.5 % of a core
+_WAIT_BUDGET_FACTOR = 10.0  # and 10x its wall time: <= 10 % of the time spent waiting on a (NFS) disk
+_RESCAN_GAP_MAX_S = 60.0  # but never longer: only the rescan sees other NFS clients' changes
 _HINT_SETTLE_S = 0.05  # after an inotify event, wait this long for the rest of a burst
 
 
@@ -45,6 +48,7 @@ class Rescanner(QueuePart):
         self.scanner = RunScanner(parts.options.roots, watcher=watcher)
         self.rescans = 0
         self.next_rescan = 0.0
+        self.last_full_rescan = time.monotonic()  # the first rescan lists everything anyway
         self.next_hinted_rescan: float | None = None
 
     def heard_changes(self) -> None:
@@ -58,12 +62,15 @@ class Rescanner(QueuePart):
         """`hinted`: an inotify event's quick look (changed folders only); it leaves the periodic
         rescan's schedule alone, since only that one sees changes made on other NFS clients."""
         self.next_hinted_rescan = None
+        began, began_cpu = time.monotonic(), time.thread_time()
         if not hinted:
             self.rescans += 1
-            full = full or self.rescans % _FULL_RESCAN_EVERY == 0
-        began = time.monotonic()
+            full = (full or self.rescans % _FULL_RESCAN_EVERY == 0
+                    or began - self.last_full_rescan >= _FULL_RESCAN_AFTER_S)
+            if full:
+                self.last_full_rescan = began
         found = self.scanner.scan(full=full, hinted=hinted)
-        cost = time.monotonic() - began
+        wall, cpu = time.monotonic() - began, time.thread_time() - began_cpu
         for problem in self.scanner.problems:
             self.console.event_once(problem)
         if self.watcher is not None and self.watcher.limit_reached:
@@ -119,10 +126,8 @@ class Rescanner(QueuePart):
                 self.oversight.stop_steps_in_deleted_folder(run)
         if membership_changed:
             disambiguate_names(self.runs.values())
-        # Rescans may use at most ~0.5 % of a core: a huge tree on a slow (NFS) disk is rescanned
-        # less often than --poll-interval asks, a small one exactly as often.
         if not hinted:
-            self.next_rescan = time.monotonic() + max(self.options.poll_interval_s, cost * _RESCAN_BUDGET_FACTOR)
+            self.next_rescan = time.monotonic() + rescan_gap(self.options.poll_interval_s, wall, cpu)
 
     def _notice_requeue(self, run: TrackedRun) -> None:
         """`runqueue requeue` of a run that waits out a back-off or was blocked here replaces its
@@ -140,3 +145,12 @@ class Rescanner(QueuePart):
         if was_blocked or was_backing_off:
             self.console.event(f"[{run.name}] requeued")
         self.placer.dirty = True
+
+
+def rescan_gap(poll_interval_s: float, wall_s: float, cpu_s: float) -> float:
+    """Seconds until the next periodic rescan. A huge tree is rescanned less often than
+    --poll-interval asks (at most ~0.5 % of a core, ~10 % of the time waiting on its disk), a small one
+    exactly as often; but within a minute, whatever the cost: a slow NFS server's round trips must not
+    push a requeue made on another client out by many minutes."""
+    budget = max(cpu_s * _CPU_BUDGET_FACTOR, wall_s * _WAIT_BUDGET_FACTOR)
+    return max(poll_interval_s, min(budget, _RESCAN_GAP_MAX_S))

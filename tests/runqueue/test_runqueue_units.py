@@ -378,3 +378,42 @@ def test_legacy_shims_are_never_written_through_a_planted_link(tmp_path: Path) -
     (shims / "tee").symlink_to(elsewhere / "tee")  # a link in place of a shim is replaced, not followed
     legacy.write_shims(shims, os.environ["PATH"], sys.executable)
     assert not (elsewhere / "tee").exists() and not (shims / "tee").is_symlink()
+
+
+@pytest.mark.parametrize(("wall_s", "cpu_s", "gap_s"), [
+    (0.01, 0.01, 5.0),  # a small tree: every --poll-interval
+    (0.05, 0.05, 10.0),  # 50 ms of CPU: 0.5 % of a core
+    (1.5, 0.12, 24.0),  # NFS: mostly waiting, the CPU budget rules
+    (4.0, 0.05, 40.0),  # a slow disk: at most 10 % of the time waiting on it
+    (60.0, 2.0, 60.0),  # a huge tree on a slow server: still within a minute
+])
+def test_rescans_space_out_by_their_cost_but_come_within_a_minute(wall_s: float, cpu_s: float, gap_s: float) -> None:
+    from runqueue.rescanner import rescan_gap
+
+    assert rescan_gap(5.0, wall_s, cpu_s) == pytest.approx(gap_s)
+    assert rescan_gap(120.0, wall_s, cpu_s) == 120.0  # a longer --poll-interval is the user's to choose
+
+
+def test_a_full_rescan_comes_after_five_minutes_also_when_rescans_are_few(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from runqueue import rescanner as rescanner_module
+    from runqueue.queue_options import QueueOptions
+    from runqueue.queue_parts import QueueParts
+
+    now = [1000.0]
+    monkeypatch.setattr(rescanner_module.time, "monotonic", lambda: now[0])
+    console = SimpleNamespace(event=lambda line: None, event_once=lambda line: None)
+    parts = QueueParts(QueueOptions(roots=[tmp_path]), console, {}, None, None)
+    rescanner = rescanner_module.Rescanner(parts, watcher=None, placer=SimpleNamespace(dirty=False),
+                                           oversight=None)
+    passes = []
+    rescanner.scanner = SimpleNamespace(problems=[], scan=lambda full, hinted: passes.append(full) or [])
+    for _ in range(5):  # a minute apart, as a slow tree is rescanned: fewer than 12 rescans in 5 minutes
+        rescanner.rescan()
+        now[0] += 60.0
+    assert passes == [False, False, False, False, False]
+    rescanner.rescan()  # 300 s after the queue started: a full pass, not one after 12 minutes
+    rescanner.rescan()
+    assert passes[5:] == [True, False]
