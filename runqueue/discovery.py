@@ -5,8 +5,10 @@ listing per folder. Run folders are not descended into (runs do not nest), nor a
 `lfadsOutput`, hidden folders, or a collection's `data_<hash>` export folders (`data_` plus six
 hash characters beside a `param_<hash>` folder: a collection or run spec the user named `data_...`
 is walked like any other). A symlink to a folder
-is a run when that folder is one (runs kept on another disk, linked into a collection); other
-linked folders are not walked, so a link can never make the scan loop.
+outside the roots is a run when that folder is one (runs kept on another disk, linked into a
+collection), and is walked otherwise (a collection kept on a scratch disk); each folder is walked,
+and each run found, at most once per pass, so no link can make the scan loop or list a run twice. A
+link to a folder inside the roots is not followed: its runs are found under their own path.
 
 Rescans use the mtime trick: a directory whose mtime has not changed still has the same entries
 (creating or deleting lfads.done changes its run folder's mtime), so it is not listed again. mtime
@@ -24,7 +26,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runqueue.fswatch import DirectoryWatcher
@@ -48,10 +50,11 @@ class FoundRun:
 
 @dataclass
 class _Listing:
+    identity: tuple[int, int]  # (st_dev, st_ino): the folder, whatever path reached it
     mtime_ns: int
     listed_at_ns: int
     subdirs: tuple[str, ...]
-    linked_subdirs: tuple[str, ...]  # symlinks to folders: taken only when they are run folders
+    linked_subdirs: tuple[str, ...]  # symlinks to folders: runs, or walked when outside the roots
     is_run: bool
     has_done: bool
     has_failed: bool
@@ -81,6 +84,27 @@ def _without_export_folders(subdirs: list[str], names: set[str]) -> list[str]:
     return [name for name in subdirs if not _EXPORT_FOLDER.fullmatch(name)]
 
 
+@dataclass
+class _Pass:
+    """One scan's bookkeeping across its roots."""
+
+    seen: set[str]  # paths listed
+    found: dict[str, FoundRun]
+    trust_watcher: bool
+    real_roots: list[str]
+    walked: set[tuple[int, int]] = field(default_factory=set)  # folders walked into, by identity
+    runs_by_identity: dict[tuple[int, int], str] = field(default_factory=dict)  # each run under one path
+
+    def inside_roots(self, directory: str) -> bool:
+        """Whether `directory` (a link) leads into a root, or to a folder holding one (a loop upward)."""
+        real = os.path.realpath(directory)
+        return any(_within(real, root) or _within(root, real) for root in self.real_roots)
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
 class RunScanner:
     """Scans roots for runs; remembers listings so that rescans only list what changed."""
 
@@ -100,13 +124,14 @@ class RunScanner:
         self.problems = []
         seen: set[str] = set()
         found: dict[str, FoundRun] = {}
+        walk = _Pass(seen, found, trust_watcher, [os.path.realpath(root) for root in self.roots])
         for root in self.roots:
             if not root.is_dir():
                 self.problems.append(
                     f"{root}: no such folder (yet); its runs are picked up once it is created or mounted" if not os.path.lexists(root)
                     else f"{root}: not a directory (give a runs folder, a collection or a run folder)")
                 continue
-            self._walk(str(root).rstrip("/") or "/", root, seen, found, trust_watcher)
+            self._walk(str(root).rstrip("/") or "/", root, walk)
         # Forget listings of folders that are gone, so a recreated folder is listed afresh.
         for stale in set(self._listings) - seen:
             del self._listings[stale]
@@ -114,25 +139,31 @@ class RunScanner:
                 self.watcher.forget(stale)
         return [found[key] for key in sorted(found)]
 
-    def _walk(self, top: str, root: Path, seen: set[str], found: dict[str, FoundRun], trust_watcher: bool) -> None:
+    def _walk(self, top: str, root: Path, walk: _Pass) -> None:
         stack = [(top, False)]
         while stack:
             directory, via_link = stack.pop()
-            if directory in seen:
+            if directory in walk.seen:
                 continue  # two roots that overlap
-            seen.add(directory)
-            listing = self._listing(directory, trust_watcher)
+            walk.seen.add(directory)
+            if via_link and walk.inside_roots(directory):
+                continue  # a link back into the tree (or above it): its runs are found under their own path
+            listing = self._listing(directory, walk.trust_watcher)
             if listing is None:
                 continue
             if listing.is_run:
                 if listing.found is None or listing.found.root is not root:
                     listing.found = FoundRun(Path(directory), root, listing.has_done, listing.has_failed)
-                found[directory] = listing.found
+                if walk.runs_by_identity.setdefault(listing.identity, directory) == directory:
+                    walk.found[directory] = listing.found  # else: reached already under another path
                 continue
-            if via_link:
-                continue  # a linked folder counts only as a run: never walked (no loops, no surprises)
+            if listing.identity in walk.walked:
+                continue  # reached again through a link: a loop, or a second link to one folder
+            walk.walked.add(listing.identity)
+            # Links below the folders (the stack is last in, first out): a run reached both ways
+            # keeps its real path.
+            stack.extend((f"{directory}/{name}", True) for name in sorted(listing.linked_subdirs, reverse=True))
             stack.extend((f"{directory}/{name}", False) for name in listing.subdirs)
-            stack.extend((f"{directory}/{name}", True) for name in listing.linked_subdirs)
 
     def _listing(self, directory: str, trust_watcher: bool) -> _Listing | None:
         cached = self._listings.get(directory)
@@ -140,9 +171,10 @@ class RunScanner:
         if cached is not None and trust_watcher and watcher is not None and watcher.is_clean(directory):
             return cached
         try:
-            mtime_ns = os.stat(directory).st_mtime_ns
+            info = os.stat(directory)
         except OSError:
             return None
+        mtime_ns = info.st_mtime_ns
         if cached is not None and cached.mtime_ns == mtime_ns and cached.listed_at_ns - mtime_ns > _RACY_WINDOW_NS:
             if watcher is not None:
                 watcher.listed(directory)  # every event we watch for changes the mtime: none since
@@ -167,6 +199,7 @@ class RunScanner:
             self.problems.append(f"{directory}: cannot list ({error.strerror}); skipped")
             return None
         listing = _Listing(
+            identity=(info.st_dev, info.st_ino),
             mtime_ns=mtime_ns,
             listed_at_ns=time.time_ns(),
             subdirs=tuple(_without_export_folders(subdirs, names)),

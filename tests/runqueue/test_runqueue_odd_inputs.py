@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from runqueue_testkit import finish, make_run, queue_command, queue_env, run_queue, start_queue, wait_for
 
+from runqueue.discovery import find_runs
+
 
 def test_a_folder_name_that_is_not_utf8_does_not_stop_the_other_runs(tmp_path: Path) -> None:
     root = tmp_path / "runs"
@@ -59,19 +61,25 @@ def test_a_claims_directory_that_cannot_work_ends_a_batch_run_instead_of_waiting
     assert "stopped: runs cannot be started:" in result.stdout and "claims directory is not a directory" in result.stdout
 
 
-def test_a_linked_run_folder_is_a_run_and_other_links_are_not_walked(tmp_path: Path) -> None:
+def test_linked_run_folders_and_collections_are_found_once_and_links_cannot_loop(tmp_path: Path) -> None:
     store = tmp_path / "store"
     elsewhere = make_run(store, "r1")
-    make_run(store, "notrun/deep/r2")  # reachable only through a link to a non-run folder
+    deep = make_run(store, "notrun/deep/r2")  # reachable only through a link to a non-run folder
+    (store / "notrun" / "deep" / "back").symlink_to("..")  # a loop outside the roots
+    (store / "notrun" / "again").symlink_to(store / "notrun")  # the same collection by a second link
     collection = tmp_path / "runs" / "coll"
-    collection.mkdir(parents=True)
+    make_run(collection, "param_real/r3")
+    collection.mkdir(parents=True, exist_ok=True)
     (collection / "param_abc").symlink_to(elsewhere)
-    (collection / "other").symlink_to(store / "notrun")
-    (collection / "loop").symlink_to("../..")
+    (collection / "other").symlink_to(store / "notrun")  # a collection kept on a scratch disk
+    (collection / "loop").symlink_to("../..")  # above the root: would walk all of tmp_path
+    (collection / "inside").symlink_to(collection / "param_real")  # into the root: found at its own path
+    found = sorted(str(run.path.relative_to(tmp_path / "runs")) for run in find_runs([tmp_path / "runs"]))
+    assert found == ["coll/other/deep/r2", "coll/param_abc", "coll/param_real/r3"]
     result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "summary: 1 run(s): 1 done" in result.stdout
-    assert (elsewhere / "lfads.done").exists() and not (store / "notrun/deep/r2/lfads.done").exists()
+    assert "summary: 3 run(s): 3 done" in result.stdout
+    assert (elsewhere / "lfads.done").exists() and (deep / "lfads.done").exists()
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--time-limit", "nan"), ("--poll-interval", "inf"), ("--retry-backoff", "nan")])
