@@ -37,7 +37,7 @@ from benchkit import make_runs, queue_env
 
 from runqueue.devices.nvml import NvmlInventory
 from runqueue.devices.simulated import SimulatedInventory
-from runqueue.discovery import RunScanner
+from runqueue.discovery import REFRESH_SHARES, RunScanner
 from runqueue.fswatch import DirectoryWatcher
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -167,12 +167,18 @@ def bench_rescan(work: Path, runs: int = 10_000, idle_s: float = 120.0) -> None:
 
     scanner = RunScanner([root])
     full = best_of(lambda: scanner.scan(full=True))
-    incremental = best_of(scanner.scan)
+    cycle = []  # one whole rolling refresh: each periodic rescan lists another share again
+    for _ in range(REFRESH_SHARES):
+        start = time.perf_counter()
+        scanner.scan()
+        cycle.append((time.perf_counter() - start) * 1000)
+    incremental, slowest = statistics.median(cycle), max(cycle)
     naive = best_of(lambda: _naive_scan(root))
     assert len(scanner.scan()) == runs and _naive_scan(root) == runs
-    print(f"rescan of {runs} runs: {incremental:.1f} ms (the regular rescan, mtime hint), {full:.1f} ms (full pass,"
-          f" every 12th); naive os.walk + 2 exists per run {naive:.1f} ms; ratios {incremental / naive:.2f} / {full / naive:.2f}"
-          f" [target <= 100 ms: {'met' if incremental <= 100 else 'NOT met'}]")
+    print(f"rescan of {runs} runs: {incremental:.1f} ms median, {slowest:.1f} ms slowest of the {REFRESH_SHARES} periodic"
+          f" rescans of one cycle (mtime hint plus a rolling 1/{REFRESH_SHARES} listed again), {full:.1f} ms (full pass: queue start-up,"
+          f" status); naive os.walk + 2 exists per run {naive:.1f} ms; ratios {incremental / naive:.2f} / {full / naive:.2f}"
+          f" [target <= 100 ms: {'met' if slowest <= 100 else 'NOT met'} by every periodic rescan]")
     watcher = DirectoryWatcher.create()
     if watcher is not None:
         watched_scanner = RunScanner([root], watcher=watcher)
@@ -269,9 +275,12 @@ def bench_output(work: Path, rounds: int = 7) -> None:
     # Each round's queued run against the plain run just before it: slow drifts of a shared
     # machine (another job, the page cache filling) cancel in these paired ratios.
     paired = statistics.median(ours / base for ours, base in zip(times["ours_script"], times["base_script"], strict=True))
+    best_ratio = best["ours_script"] / best["base_script"]
+    # Met only when both views agree: on a shared 2-core machine one can straddle the line.
+    verdict = "met" if paired <= 1.10 and best_ratio <= 1.10 else "met by the paired median only" if paired <= 1.10 else "NOT met"
     print(f"1 GB of output: the script runs {best['ours_script']:.2f} s under the queue (console echo on) vs"
-          f" {best['base_script']:.2f} s writing the file itself (best of {rounds}), ratio {best['ours_script'] / best['base_script']:.3f};"
-          f" median of the {rounds} paired rounds {paired:.3f} [target <= 1.10: {'met' if paired <= 1.10 else 'NOT met'}];"
+          f" {best['base_script']:.2f} s writing the file itself (best of {rounds}), ratio {best_ratio:.3f};"
+          f" median of the {rounds} paired rounds {paired:.3f} [target <= 1.10: {verdict}];"
           f" end to end incl. the queue's start-up and finish {best['ours']:.2f} s vs {best['base']:.2f} s,"
           f" ratio {best['ours'] / best['base']:.3f}")
     print(f"  the same script appending after a {len(header) + 1}-byte header line (its writes no longer"

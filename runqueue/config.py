@@ -52,7 +52,7 @@ class ServiceConfig:
     kill_grace: float | None = None  # seconds between SIGTERM and SIGKILL when stopping a run
     time_limit: float | None = None  # seconds; the file may say "12h", "90m", "1h30m" or a number
     foreign: Literal["block", "share"] = "block"
-    poll_interval: float | None = None  # seconds between full rescans
+    poll_interval: float | None = None  # seconds between periodic rescans
     quiet: bool = False
     executor: Literal["local", "slurm"] = "local"
     claims_dir: Path | None = None

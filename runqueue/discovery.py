@@ -13,7 +13,9 @@ link to a folder inside the roots is not followed: its runs are found under thei
 Rescans use the mtime trick: a directory whose mtime has not changed still has the same entries
 (creating or deleting lfads.done changes its run folder's mtime), so it is not listed again. mtime
 is only a hint: a folder changed within the last two seconds is always listed again (coarse
-timestamps, NFS attribute caches), and callers do a full pass every so often.
+timestamps, NFS attribute caches), and each periodic scan lists one 24th of the other folders
+again (a rolling refresh), so every folder is listed afresh within 24 scans (two minutes at the
+default interval) without a full pass's cost in any one of them.
 
 With a `DirectoryWatcher` (inotify), a *hinted* scan goes further: a folder the watcher calls clean
 is not even stat'ed, so the scan an event triggers costs a walk of memory plus the changed folders.
@@ -38,6 +40,7 @@ _PARAM_FOLDER = re.compile(r"param_[A-Za-z0-9_-]{6}")
 
 
 _RACY_WINDOW_NS = 2_000_000_000
+REFRESH_SHARES = 24  # a periodic scan lists again the folders of one share: all of them within 24 scans
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class _Listing:
     identity: tuple[int, int]  # (st_dev, st_ino): the folder, whatever path reached it
     mtime_ns: int
     listed_at_ns: int
+    share: int  # which periodic scan (modulo REFRESH_SHARES) lists it again whatever its mtime
     subdirs: tuple[str, ...]
     linked_subdirs: tuple[str, ...]  # symlinks to folders: runs, or walked when outside the roots
     is_run: bool
@@ -92,6 +96,7 @@ class _Pass:
     found: dict[str, FoundRun]
     trust_watcher: bool
     real_roots: list[str]
+    refresh: int | None  # the share a periodic scan lists again; None for full and hinted scans
     walked: set[tuple[int, int]] = field(default_factory=set)  # folders walked into, by identity
     runs_by_identity: dict[tuple[int, int], str] = field(default_factory=dict)  # each run under one path
 
@@ -113,18 +118,25 @@ class RunScanner:
         self.watcher = watcher
         self._listings: dict[str, _Listing] = {}
         self.problems: list[str] = []
+        self._scans = 0  # periodic scans so far: the share they refresh
+        self._listed = 0  # listings made: spreads new ones over the shares evenly
 
     def scan(self, *, full: bool = False, hinted: bool = False) -> list[FoundRun]:
         """Every run under the roots, in path order (the order runs are started in).
 
-        `hinted`: trust the listings of folders the watcher calls clean (after an inotify event)."""
+        `full`: list every folder; `hinted`: trust the listings of folders the watcher calls clean
+        (after an inotify event); else a periodic scan, which also lists one share of the folders again."""
         if full:
             self._listings.clear()
         trust_watcher = hinted and not full
+        refresh = None
+        if not full and not hinted:
+            self._scans += 1
+            refresh = self._scans % REFRESH_SHARES
         self.problems = []
         seen: set[str] = set()
         found: dict[str, FoundRun] = {}
-        walk = _Pass(seen, found, trust_watcher, [os.path.realpath(root) for root in self.roots])
+        walk = _Pass(seen, found, trust_watcher, [os.path.realpath(root) for root in self.roots], refresh)
         for root in self.roots:
             if not root.is_dir():
                 self.problems.append(
@@ -148,7 +160,7 @@ class RunScanner:
             walk.seen.add(directory)
             if via_link and walk.inside_roots(directory):
                 continue  # a link back into the tree (or above it): its runs are found under their own path
-            listing = self._listing(directory, walk.trust_watcher)
+            listing = self._listing(directory, walk.trust_watcher, walk.refresh)
             if listing is None:
                 continue
             if listing.is_run:
@@ -165,8 +177,10 @@ class RunScanner:
             stack.extend((f"{directory}/{name}", True) for name in sorted(listing.linked_subdirs, reverse=True))
             stack.extend((f"{directory}/{name}", False) for name in listing.subdirs)
 
-    def _listing(self, directory: str, trust_watcher: bool) -> _Listing | None:
+    def _listing(self, directory: str, trust_watcher: bool, refresh: int | None) -> _Listing | None:
         cached = self._listings.get(directory)
+        if cached is not None and cached.share == refresh:
+            cached = None  # its turn in the rolling refresh: listed again whatever its mtime says
         watcher = self.watcher
         if cached is not None and trust_watcher and watcher is not None and watcher.is_clean(directory):
             return cached
@@ -202,6 +216,7 @@ class RunScanner:
             identity=(info.st_dev, info.st_ino),
             mtime_ns=mtime_ns,
             listed_at_ns=time.time_ns(),
+            share=self._listed % REFRESH_SHARES,
             subdirs=tuple(_without_export_folders(subdirs, names)),
             linked_subdirs=tuple(linked),
             is_run=TRAIN_SCRIPT in names,
@@ -209,6 +224,7 @@ class RunScanner:
             has_failed=FAILED_MARKER in names,
         )
         self._listings[directory] = listing
+        self._listed += 1
         if watcher is not None:
             watcher.listed(directory)
         return listing

@@ -21,8 +21,6 @@ from runqueue.queue_parts import QueuePart, QueueParts
 from runqueue.runstate import RunState, state_stamp
 from runqueue.tracked import TrackedRun
 
-_FULL_RESCAN_EVERY = 12  # rescans; the others use the mtime hint
-_FULL_RESCAN_AFTER_S = 300.0  # ... and a full pass at least this often, however slow the rescans
 _CPU_BUDGET_FACTOR = 200.0  # wait at least 200x the CPU the last rescan took: <= 0.5 % of a core
 _WAIT_BUDGET_FACTOR = 10.0  # and 10x its wall time: <= 10 % of the time spent waiting on a (NFS) disk
 _RESCAN_GAP_MAX_S = 60.0  # but never longer: only the rescan sees other NFS clients' changes
@@ -46,9 +44,7 @@ class Rescanner(QueuePart):
         self.placer = placer
         self.oversight = oversight
         self.scanner = RunScanner(parts.options.roots, watcher=watcher)
-        self.rescans = 0
         self.next_rescan = 0.0
-        self.last_full_rescan = time.monotonic()  # the first rescan lists everything anyway
         self.next_hinted_rescan: float | None = None
 
     def heard_changes(self) -> None:
@@ -63,12 +59,8 @@ class Rescanner(QueuePart):
         rescan's schedule alone, since only that one sees changes made on other NFS clients."""
         self.next_hinted_rescan = None
         began, began_cpu = time.monotonic(), time.thread_time()
-        if not hinted:
-            self.rescans += 1
-            full = (full or self.rescans % _FULL_RESCAN_EVERY == 0
-                    or began - self.last_full_rescan >= _FULL_RESCAN_AFTER_S)
-            if full:
-                self.last_full_rescan = began
+        # A periodic scan also lists a share of the folders again (discovery.REFRESH_SHARES), so
+        # what the mtime hint missed (coarse timestamps, NFS attribute caches) is seen within 24.
         found = self.scanner.scan(full=full, hinted=hinted)
         wall, cpu = time.monotonic() - began, time.thread_time() - began_cpu
         for problem in self.scanner.problems:

@@ -394,26 +394,22 @@ def test_rescans_space_out_by_their_cost_but_come_within_a_minute(wall_s: float,
     assert rescan_gap(120.0, wall_s, cpu_s) == 120.0  # a longer --poll-interval is the user's to choose
 
 
-def test_a_full_rescan_comes_after_five_minutes_also_when_rescans_are_few(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
+def test_a_change_the_mtime_hint_misses_is_seen_within_a_cycle_of_periodic_scans(tmp_path: Path) -> None:
+    from runqueue.discovery import REFRESH_SHARES
 
-    from runqueue import rescanner as rescanner_module
-    from runqueue.queue_options import QueueOptions
-    from runqueue.queue_parts import QueueParts
-
-    now = [1000.0]
-    monkeypatch.setattr(rescanner_module.time, "monotonic", lambda: now[0])
-    console = SimpleNamespace(event=lambda line: None, event_once=lambda line: None)
-    parts = QueueParts(QueueOptions(roots=[tmp_path]), console, {}, None, None)
-    rescanner = rescanner_module.Rescanner(parts, watcher=None, placer=SimpleNamespace(dirty=False),
-                                           oversight=None)
-    passes = []
-    rescanner.scanner = SimpleNamespace(problems=[], scan=lambda full, hinted: passes.append(full) or [])
-    for _ in range(5):  # a minute apart, as a slow tree is rescanned: fewer than 12 rescans in 5 minutes
-        rescanner.rescan()
-        now[0] += 60.0
-    assert passes == [False, False, False, False, False]
-    rescanner.rescan()  # 300 s after the queue started: a full pass, not one after 12 minutes
-    rescanner.rescan()
-    assert passes[5:] == [True, False]
+    runs = [make_run(tmp_path / "runs", f"c/param_R/r{index:02d}") for index in range(30)]
+    old = time.time() - 60
+    for folder in [tmp_path / "runs", tmp_path / "runs/c", tmp_path / "runs/c/param_R", *runs]:
+        os.utime(folder, (old, old))
+    scanner = RunScanner([tmp_path / "runs"])
+    scanner.scan(full=True)
+    for run in runs:  # a marker whose folder mtime did not move (a coarse clock, an NFS attribute cache)
+        (run / "lfads.done").write_text("{}")
+        os.utime(run, (old, old))
+    seen_after = {}
+    for scan in range(1, REFRESH_SHARES + 1):
+        for found in scanner.scan():
+            if found.has_done:
+                seen_after.setdefault(found.path, scan)
+    assert sorted(seen_after) == runs  # every one within a cycle of scans, without a full pass
+    assert len(set(seen_after.values())) > 1  # spread over the scans, not all at once
