@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def live_start_time(pid: int) -> int | None:
     if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def live_started_at(pid: int) -> float | None:
+    """Wall-clock time (time.time()) a live process started, to about a clock tick; None when gone."""
+    ticks = live_start_time(pid)
+    if ticks is None:
+        return None
+    try:
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return time.time() - uptime_s + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def session_id(pid: int) -> int | None:

@@ -365,6 +365,11 @@ class Scheduler:
             self.runs.pop(run.path, None)
             self.rescanner.next_rescan = 0.0  # a move within the roots shows up at once
             return
+        # The markers may have been written on another machine (a SLURM node): on NFS a lookup can
+        # answer from a cached "no such file" for up to a minute, and the run would be taken for
+        # pending and started again. Listing the folder makes the client look again.
+        with contextlib.suppress(OSError):
+            os.listdir(paths.root)
         if os.path.lexists(paths.done_marker):
             run.state = RunState.DONE
             self.console.event(f"[{run.name}] done")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import socket
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from runqueue import runlock
 from runqueue.atomicio import atomic_write_bytes
 from runqueue.devices.model import Device
 from runqueue.executors.base import Executor, PendingStart, RunHandle
+from runqueue.procinfo import live_started_at
 from runqueue.runstate import Phase, Reason, load_state
 from runqueue.slurm.commands import SlurmCommands, SlurmError
 from runqueue.slurm.jobscript import JobScriptInputs, render_job_script
@@ -209,6 +211,26 @@ class SlurmExecutor(Executor):
         attempt = load_state(paths.run).attempt or None
         return RunHandle(run_dir, 0, None, device, True, wait_fd, attempt=attempt, native=job)
 
+    def run_by_another_queue(self, handle: RunHandle) -> str | None:
+        """An adopted job submitted by another queue that is still alive (its record's "host:pid",
+        started before the submission: a reused pid is newer) is that queue's to wait for and to
+        stop. A queue on another host cannot be asked, so its jobs are left to it."""
+        if not handle.adopted:
+            return None
+        record = load_submission(SlurmPaths.of(handle.run_dir))
+        if record is None:
+            return None
+        host, _, pid_text = record.queue_id.rpartition(":")
+        if not host or not pid_text.isdigit():
+            return None
+        if host != socket.gethostname():
+            return f"the queue on {host}"
+        pid = int(pid_text)
+        started = None if pid == os.getpid() else live_started_at(pid)
+        if started is None or started > record.submitted_at + 1.0:  # a tick of slack on both clocks
+            return None
+        return f"queue pid {pid}"
+
     # ------------------------------------------------------------------ ending
     def collect(self, handle: RunHandle) -> int | None:
         job: _Job = handle.native
@@ -246,8 +268,9 @@ class SlurmExecutor(Executor):
         with contextlib.suppress(OSError), submission_lock(paths):
             record = load_submission(paths)
             if record is not None and record.token == job.token and record.active:
-                job.job_id = job.job_id or record.job_id
-                save_submission(paths, replace(record, stop_requested=how))
+                # The watcher finds by its comment a job whose sbatch never reported its id.
+                job.job_id = job.job_id or record.job_id or self.watcher.job_id(job.key)
+                save_submission(paths, replace(record, stop_requested=how, job_id=record.job_id or job.job_id))
         if job.job_id is None:
             return
         # Running: the supervisor (the job's batch process) stops the steps and records it

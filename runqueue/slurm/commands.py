@@ -121,7 +121,7 @@ class SlurmCommands:
     def find_by_comment(self, comment: str) -> JobInfo | None:
         """The job of this user whose --comment is `comment` (to find a submission whose id was never recorded)."""
         result = self._run(["squeue", "-h", "-t", "all", "-u", str(os.getuid()), "-O", _QUERY_FIELDS])
-        matches = [info for info in _parse_query(result.stdout) if info.comment == comment]
+        matches = [info for info in _parse_query(result.stdout) if comment in info.comment]  # a site may add to it
         return max(matches, key=lambda info: info.job_id) if matches else None
 
     def show_job(self, job_id: int) -> JobInfo | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -14,12 +15,14 @@ from runqueue.errors import RunqueueError
 from runqueue.layout import RunPaths
 from runqueue.runstate import RunState, load_state
 from runqueue.slurm.commands import JobInfo, SlurmCommands, SlurmError
+from runqueue.slurm.jobscript import COMMENT_PREFIX
 from runqueue.slurm.outcome import write_cancelled
 from runqueue.slurm.paths import SlurmPaths
 from runqueue.slurm.records import (
     STOP_CANCEL,
     SubmissionRecord,
     load_submission,
+    record_found_job_id,
     save_submission,
     submission_lock,
 )
@@ -48,7 +51,7 @@ def cancel_if_submitted(paths: RunPaths, grace_s: float, commands: SlurmCommands
         if record is None or not record.active:
             return None
         save_submission(slurm_paths, dataclasses.replace(record, stop_requested=STOP_CANCEL))
-    job = record.job_id
+    job = record.job_id if record.job_id is not None else _job_by_comment(commands, slurm_paths, record.token)
     if job is None:
         write_cancelled(paths, "cancelled with `runqueue cancel` while its submission to SLURM was in flight")
         return "marked failed (cancelled); its SLURM submission was still in flight"
@@ -70,6 +73,20 @@ def cancel_if_submitted(paths: RunPaths, grace_s: float, commands: SlurmCommands
         write_cancelled(paths, f"cancelled with `runqueue cancel` (SLURM job {job} scancelled)")
     _settle(slurm_paths, record.token, f"SLURM job {job} scancelled with `runqueue cancel`")
     return f"cancelled (SLURM job {job} scancelled)"
+
+
+def _job_by_comment(commands: SlurmCommands, paths: SlurmPaths, token: str) -> int | None:
+    """The job of a submission whose id never reached slurm.json (its queue died during sbatch), by
+    the comment it was submitted with; recorded when found. None while SLURM has none (in flight)."""
+    try:
+        info = commands.find_by_comment(COMMENT_PREFIX + token)
+    except SlurmError:
+        return None
+    if info is None or not info.job_id:
+        return None
+    with contextlib.suppress(OSError):
+        record_found_job_id(paths, token, info.job_id)
+    return info.job_id
 
 
 def _wait_for_end(commands: SlurmCommands, paths: RunPaths, job: int, timeout_s: float) -> bool:

@@ -39,12 +39,15 @@ _RESERVED_LONG: dict[str, str] = {
                " several times",
     "--quiet": "runqueue reads the job id sbatch prints; --quiet hides it",
     "--test-only": "runqueue reads the job id of a job sbatch submits; --test-only submits nothing",
+    "--wait": "runqueue watches its jobs itself; with --wait sbatch would not return until the job ends",
+    "--clusters": "runqueue asks squeue, scontrol and scancel about its jobs on the local cluster only; a job"
+                  " on another cluster would be taken for lost",
     "--time": "give the job's time with --slurm-time: runqueue sets --time from it with a margin, so the run's"
               " supervisor stops the run and records it before SLURM kills the job",
 }
 _RESERVED_LETTERS: dict[str, str] = {"D": "--chdir", "o": "--output", "a": "--array", "e": "--error", "Q": "--quiet",
-                                     "t": "--time"}
-_FLAG_LETTERS = frozenset("HhIkOsuvVW")  # sbatch's short options without an argument
+                                     "t": "--time", "W": "--wait", "M": "--clusters"}
+_FLAG_LETTERS = frozenset("HhIkOsuvV")  # sbatch's short options without an argument (and -W, refused)
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,15 @@ def save_job_report(paths: SlurmPaths, report: JobReport) -> None:
     atomic_write_json(paths.job_report, asdict(report))
 
 
+def record_found_job_id(paths: SlurmPaths, token: str, job_id: int) -> None:
+    """Put the id of a job found by its comment on the record whose sbatch never reported it (the
+    queue died during sbatch), so that `cancel`, `status` and a stopping queue can name the job."""
+    with submission_lock(paths):
+        record = load_submission(paths)
+        if record is not None and record.token == token and record.job_id is None:
+            save_submission(paths, replace(record, job_id=job_id))
+
+
 @contextlib.contextmanager
 def submission_lock(paths: SlurmPaths) -> Iterator[None]:
     """Exclusive per-run lock for check + submit + record (and for settling a job's end).

@@ -27,7 +27,7 @@ from pathlib import Path
 from runqueue.slurm.commands import LOST, JobInfo, SlurmCommands, SlurmError
 from runqueue.slurm.jobscript import COMMENT_PREFIX
 from runqueue.slurm.paths import SlurmPaths
-from runqueue.slurm.records import load_job_report
+from runqueue.slurm.records import load_job_report, record_found_job_id
 
 DEFAULT_MAX_INTERVAL_S = 30.0
 MAX_INTERVAL_ENV = "RUNQUEUE_SLURM_POLL_MAX_S"
@@ -51,6 +51,7 @@ STUCK_REASONS = frozenset({
 
 
 HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})  # --hold, or `scontrol hold`: said once as well
+HELD_STATES = frozenset({"REQUEUE_HOLD", "SPECIAL_EXIT"})  # requeued held (`scontrol requeuehold`): waits, said once
 
 
 @dataclass
@@ -210,9 +211,9 @@ class JobWatcher:
                 changed = True
             elif watch.info is None or (info.state, info.reason) != (watch.info.state, watch.info.reason):
                 changed = True
-                if info.state == "PENDING" and info.reason in HELD_REASONS:
+                if (info.state == "PENDING" and info.reason in HELD_REASONS) or info.state in HELD_STATES:
                     self.report_problem(
-                        f"{watch.run_dir}: SLURM job {info.job_id} is held ({info.reason}) and waits until released:"
+                        f"{watch.run_dir}: SLURM job {info.job_id} is held ({info.reason or info.state}) and waits until released:"
                         f" `scontrol release {info.job_id}`, or `runqueue cancel` the run"
                     )
                 elif info.state == "PENDING" and info.reason in STUCK_REASONS:
@@ -232,6 +233,8 @@ class JobWatcher:
             return False
         if info is not None:
             watch.job_id = info.job_id
+            with contextlib.suppress(OSError):  # the watch has it anyway; the record is for the others
+                record_found_job_id(SlurmPaths.of(watch.run_dir), watch.token, info.job_id)
             return True
         watch.misses += 1
         if watch.misses >= _MISSES_BEFORE_UNSUBMITTED:
@@ -317,5 +320,6 @@ class JobWatcher:
 
 def _is_ours(info: JobInfo, watch: _Watch) -> bool:
     # Our jobs carry --comment=runqueue:<token>. A job without any comment is given the benefit of
-    # the doubt (some sites clear comments); one with another comment is someone else's.
-    return info.comment in ("", "(null)") or info.comment == COMMENT_PREFIX + watch.token
+    # the doubt (some sites clear comments), and one whose comment a site's plugin extended is ours
+    # while it holds the token (random: no other job's can); any other comment is someone else's.
+    return info.comment in ("", "(null)") or COMMENT_PREFIX + watch.token in info.comment

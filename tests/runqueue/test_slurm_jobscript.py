@@ -124,6 +124,10 @@ def test_slurm_options_refuse_what_the_executor_sets_itself() -> None:
         ("--o=x",): "--o is short for --output or --open-mode: ",
         ("--time=1",): "give the job's time with --slurm-time: runqueue sets --time from it with a margin",
         ("-t", "5"): "-t is --time: give the job's time with --slurm-time",
+        ("--wait",): "with --wait sbatch would not return until the job ends",
+        ("-sW",): "-W is --wait: runqueue watches its jobs itself",
+        ("--clusters=gpu2",): "a job on another cluster would be taken for lost",
+        ("-M", "gpu2"): "-M is --clusters: runqueue asks squeue, scontrol and scancel",
     }
     messages = set()
     for extra, reason in reasons.items():
@@ -230,3 +234,90 @@ def test_cancel_says_so_when_scancel_fails(tmp_path: Path) -> None:
         cancel_if_submitted(RunPaths(run), 0.1, commands=Unreachable())  # type: ignore[arg-type]
     record = load_submission(paths)
     assert record is not None and record.stop_requested == STOP_CANCEL  # a job that starts later runs nothing
+
+
+def test_an_adopted_job_of_another_live_queue_is_left_to_it(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import time
+
+    from runqueue.executors.base import RunHandle
+    from runqueue.executors.slurm import SlurmExecutor
+    from runqueue.slurm.paths import SlurmPaths
+    from runqueue.slurm.records import SubmissionRecord, save_submission
+
+    class Idle:
+        def check_available(self) -> None:
+            pass
+
+    run = tmp_path / "runs" / "c" / "param_Q" / "r"
+    run.mkdir(parents=True)
+    executor = SlurmExecutor(commands=Idle())  # type: ignore[arg-type]
+    other = subprocess.Popen(["sleep", "30"])  # stands in for the queue that submitted the job
+    try:
+        time.sleep(0.05)
+        host = socket.gethostname()
+        cases = {
+            f"{host}:{other.pid}": f"queue pid {other.pid}",  # alive, started before it submitted
+            f"{host}:{os.getpid()}": None,  # this queue's own
+            "login2:4242": "the queue on login2",  # another host: not ours to stop
+            "no-pid": None,
+        }
+        for queue_id, expected in cases.items():
+            save_submission(SlurmPaths.of(run), SubmissionRecord(token="t", job_id=5, queue_id=queue_id,
+                                                                 submitted_at=time.time()))
+            adopted = RunHandle(run, 0, None, None, True, -1)
+            assert executor.run_by_another_queue(adopted) == expected, queue_id
+        assert executor.run_by_another_queue(RunHandle(run, 0, None, None, False, -1)) is None  # launched here
+        save_submission(SlurmPaths.of(run), SubmissionRecord(token="t", job_id=5, queue_id=f"{host}:{other.pid}",
+                                                             submitted_at=time.time() - 3600))
+        assert executor.run_by_another_queue(RunHandle(run, 0, None, None, True, -1)) is None  # its pid is newer: reused
+        other.kill()
+        other.wait()
+        save_submission(SlurmPaths.of(run), SubmissionRecord(token="t", job_id=5, queue_id=f"{host}:{other.pid}",
+                                                             submitted_at=time.time()))
+        assert executor.run_by_another_queue(RunHandle(run, 0, None, None, True, -1)) is None  # that queue is gone
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_cancel_finds_a_job_whose_id_was_never_recorded_by_its_comment(tmp_path: Path) -> None:
+    from runqueue.layout import RunPaths
+    from runqueue.slurm.commands import JobInfo
+    from runqueue.slurm.control import cancel_if_submitted
+    from runqueue.slurm.paths import SlurmPaths
+    from runqueue.slurm.records import SubmissionRecord, load_submission, save_submission
+
+    class QueueDiedDuringSbatch:  # the job exists in SLURM, slurm.json never got its id
+        def __init__(self) -> None:
+            self.cancelled: list[int] = []
+
+        def check_available(self) -> None:
+            pass
+
+        def find_by_comment(self, comment: str) -> JobInfo | None:
+            return JobInfo(909, "PENDING", comment=comment) if comment == "runqueue:tok" else None
+
+        def signal_batch(self, job_id: int, signal_name: str) -> bool:
+            return False  # pending: no batch shell to signal
+
+        def cancel(self, job_id: int) -> bool:
+            self.cancelled.append(job_id)
+            return True
+
+        def query(self, job_ids: list[int]) -> dict[int, JobInfo]:
+            return {job_id: JobInfo(job_id, "CANCELLED") for job_id in job_ids if job_id in self.cancelled}
+
+    run = tmp_path / "runs" / "c" / "param_U" / "r"
+    run.mkdir(parents=True)
+    (run / "lfads_train.sh").write_text("echo\n")
+    paths = SlurmPaths.of(run)
+    save_submission(paths, SubmissionRecord(token="tok", job_id=None, queue_id="q:1", submitted_at=0.0))
+    slurm = QueueDiedDuringSbatch()
+    said = cancel_if_submitted(RunPaths(run), 0.1, commands=slurm)  # type: ignore[arg-type]
+    assert said == "cancelled (SLURM job 909 scancelled)" and slurm.cancelled == [909]
+    record = load_submission(paths)
+    assert record is not None and record.job_id == 909 and not record.active
+    assert (run / "lfads.failed").exists()

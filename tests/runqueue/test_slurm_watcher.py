@@ -8,6 +8,8 @@ import select
 import time
 from pathlib import Path
 
+import pytest
+
 from runqueue.slurm.commands import JobInfo
 from runqueue.slurm.paths import SlurmPaths
 from runqueue.slurm.records import JobReport, save_job_report
@@ -90,16 +92,45 @@ def test_a_job_slurm_requeued_after_its_supervisor_returned_is_not_polled_at_ful
         watcher.close()
 
 
-def test_a_held_job_is_said_once_with_how_to_release_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("state", "reason", "said"), [("PENDING", "JobHeldUser", "JobHeldUser"),
+                                                      ("REQUEUE_HOLD", "", "REQUEUE_HOLD")])  # scontrol requeuehold
+def test_a_held_job_is_said_once_with_how_to_release_it(tmp_path: Path, state: str, reason: str, said: str) -> None:
     slurm = ScriptedSlurm()
-    slurm.state, slurm.reason = "PENDING", "JobHeldUser"
+    slurm.state, slurm.reason = state, reason
     problems: list[str] = []
     watcher = JobWatcher(slurm, min_interval_s=0.1, max_interval_s=0.2, report_problem=problems.append)  # type: ignore[arg-type]
     try:
         _key, fd = watcher.add(tmp_path, 9, TOKEN, time.time())
         time.sleep(1.0)
-        assert problems == [f"{tmp_path}: SLURM job 9 is held (JobHeldUser) and waits until released: `scontrol release 9`,"
+        assert problems == [f"{tmp_path}: SLURM job 9 is held ({said}) and waits until released: `scontrol release 9`,"
                             " or `runqueue cancel` the run"]
         os.close(fd)
+    finally:
+        watcher.close()
+
+
+def test_a_job_found_by_its_comment_gets_its_id_recorded_for_cancel_and_status(tmp_path: Path) -> None:
+    from runqueue.slurm.jobscript import COMMENT_PREFIX
+    from runqueue.slurm.records import SubmissionRecord, load_submission, save_submission
+
+    class FoundByComment(ScriptedSlurm):
+        def find_by_comment(self, comment: str) -> JobInfo | None:
+            # a site's plugin appended to the comment: still ours, the token is in it
+            return JobInfo(314, "RUNNING", comment=f"{comment} [site:acct=lab]") if comment == COMMENT_PREFIX + TOKEN else None
+
+    run = tmp_path / "run"
+    run.mkdir()
+    paths = SlurmPaths.of(run)
+    save_submission(paths, SubmissionRecord(token=TOKEN, job_id=None, queue_id="q:1", submitted_at=time.time()))
+    slurm = FoundByComment()
+    watcher = JobWatcher(slurm, min_interval_s=0.05, max_interval_s=0.1, report_problem=lambda line: None)  # type: ignore[arg-type]
+    try:
+        key, _fd = watcher.add(run, None, TOKEN, time.time())
+        deadline = time.monotonic() + 10
+        while (load_submission(paths) or SubmissionRecord("", None, "", 0)).job_id is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        record = load_submission(paths)
+        assert record is not None and record.job_id == 314 and record.token == TOKEN
+        assert watcher.job_id(key) == 314
     finally:
         watcher.close()
