@@ -214,17 +214,16 @@ class SlurmExecutor(Executor):
     def run_by_another_queue(self, handle: RunHandle) -> str | None:
         """An adopted job submitted by another queue that is still alive (its record's "host:pid",
         started before the submission: a reused pid is newer) is that queue's to wait for and to
-        stop. A queue on another host cannot be asked, so its jobs are left to it."""
+        stop. A queue on another host cannot be asked whether it lives: its jobs are watched as ours
+        (output, time limit), as the local executor does with another host's runs."""
         if not handle.adopted:
             return None
         record = load_submission(SlurmPaths.of(handle.run_dir))
         if record is None:
             return None
         host, _, pid_text = record.queue_id.rpartition(":")
-        if not host or not pid_text.isdigit():
+        if host != socket.gethostname() or not pid_text.isdigit():
             return None
-        if host != socket.gethostname():
-            return f"the queue on {host}"
         pid = int(pid_text)
         started = None if pid == os.getpid() else live_started_at(pid)
         if started is None or started > record.submitted_at + 1.0:  # a tick of slack on both clocks
