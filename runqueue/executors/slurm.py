@@ -33,7 +33,7 @@ from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.procinfo import live_started_at
 from runqueue.runstate import Phase, Reason, load_state
 from runqueue.slurm.commands import SlurmCommands, SlurmError
-from runqueue.slurm.jobscript import JobScriptInputs, render_job_script
+from runqueue.slurm.jobscript import COMMENT_PREFIX, JobScriptInputs, render_job_script
 from runqueue.slurm.options import SlurmOptions, job_time_limits
 from runqueue.slurm.outcome import settle_job_end
 from runqueue.slurm.paths import SlurmPaths
@@ -159,25 +159,45 @@ class SlurmExecutor(Executor):
         try:
             job_id = self.commands.sbatch(paths.job_script, self.options.extra)
         except SlurmError as error:
-            if previous is not None:
-                save_submission(paths, previous)
+            found = self._submitted_after_all(str(error), token)
+            if found is not None:
+                job_id = found
             else:
-                with contextlib.suppress(FileNotFoundError):
-                    paths.submission.unlink()
-            if not _is_transient(str(error)):
-                # SLURM refuses this job as asked (partition, GPUs, time…): asking again will not help.
-                message = (f"SLURM refused the job: {error}; asked for {self.options.asked()}: check them against"
-                           " `sinfo` and your account's limits (`sacctmgr show assoc user=$USER`)")
-                return PendingStart(run_dir, spec, {"status": "error", "message": message, "final": True})
-            self._sbatch_paused_until = time.monotonic() + _SBATCH_PAUSE_S
-            self._sbatch_error = f"not submitted, trying again later: {error}"
-            return PendingStart(run_dir, spec, {"status": "deferred", "message": self._sbatch_error})
+                return self._not_submitted(run_dir, spec, paths, previous, error)
         record = replace(record, job_id=job_id)
         save_submission(paths, record)
         state = load_state(paths.run)
         attempt, resume = _next_attempt(state.phase, state.attempt, state.resume_step, state.step)
         reply = {"status": "submitted", "job_id": job_id, "attempt": attempt, "resume_step": resume}
         return PendingStart(run_dir, spec, reply, native=_Job(job_id, token, record.submitted_at))
+
+    def _submitted_after_all(self, error: str, token: str) -> int | None:
+        """An sbatch that timed out may have been accepted by a busy slurmctld: a job carrying this
+        token is taken as submitted, not duplicated by a later sbatch. None when SLURM lists none."""
+        if not _is_transient(error):
+            return None
+        try:
+            info = self.commands.find_by_comment(COMMENT_PREFIX + token)
+        except SlurmError:
+            return None  # still not answering: the job, if there is one, runs nothing (stale token)
+        return info.job_id if info is not None and info.job_id else None
+
+    def _not_submitted(self, run_dir: Path, spec: SupervisorSpec, paths: SlurmPaths, previous: SubmissionRecord | None,
+                       error: SlurmError) -> PendingStart:
+        """Put the record back as it was, and say whether to try again later or give up."""
+        if previous is not None:
+            save_submission(paths, previous)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                paths.submission.unlink()
+        if not _is_transient(str(error)):
+            # SLURM refuses this job as asked (partition, GPUs, time…): asking again will not help.
+            message = (f"SLURM refused the job: {error}; asked for {self.options.asked()}: check them against"
+                       " `sinfo` and your account's limits (`sacctmgr show assoc user=$USER`)")
+            return PendingStart(run_dir, spec, {"status": "error", "message": message, "final": True})
+        self._sbatch_paused_until = time.monotonic() + _SBATCH_PAUSE_S
+        self._sbatch_error = f"not submitted, trying again later: {error}"
+        return PendingStart(run_dir, spec, {"status": "deferred", "message": self._sbatch_error})
 
     def await_replies(self, pending: list[PendingStart], timeout_s: float) -> None:
         pass  # sbatch answered in launch(); the job itself starts whenever SLURM decides

@@ -321,3 +321,33 @@ def test_cancel_finds_a_job_whose_id_was_never_recorded_by_its_comment(tmp_path:
     record = load_submission(paths)
     assert record is not None and record.job_id == 909 and not record.active
     assert (run / "lfads.failed").exists()
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_an_sbatch_that_timed_out_but_was_accepted_is_not_submitted_twice(tmp_path: Path, accepted: bool) -> None:
+    from runqueue.executors.slurm import SlurmExecutor
+    from runqueue.slurm.commands import JobInfo, SlurmError
+    from runqueue.slurm.paths import SlurmPaths
+    from runqueue.slurm.records import load_submission
+
+    class BusyController:  # slurmctld took the job, but sbatch gave up waiting for its answer
+        def check_available(self) -> None:
+            pass
+
+        def sbatch(self, *args: object, **kwargs: object) -> int:
+            raise SlurmError("sbatch: error: Socket timed out on send/recv operation")
+
+        def find_by_comment(self, comment: str) -> JobInfo | None:
+            return JobInfo(555, "PENDING", comment=comment) if accepted else None
+
+    run = make_run(tmp_path / "runs", "c/param_T/r")
+    spec = SupervisorSpec(run_dir=str(run), device_uuid="slurm", device_name="x", device_env={}, max_attempts=1,
+                          time_limit_s=None, queue_id="q:1")
+    pending = SlurmExecutor(commands=BusyController()).launch(spec)  # type: ignore[arg-type]
+    record = load_submission(SlurmPaths.of(run))
+    if accepted:
+        assert pending.reply["status"] == "submitted" and pending.reply["job_id"] == 555
+        assert record is not None and record.job_id == 555 and record.active
+    else:
+        assert pending.reply["status"] == "deferred" and "trying again later" in pending.reply["message"]
+        assert record is None  # nothing on record: the next try submits afresh
