@@ -32,8 +32,8 @@ from runqueue.devices.model import Device
 from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.procinfo import live_started_at
 from runqueue.runstate import Phase, Reason, load_state
-from runqueue.slurm.commands import SlurmCommands, SlurmError
-from runqueue.slurm.jobscript import COMMENT_PREFIX, JobScriptInputs, render_job_script
+from runqueue.slurm.commands import SlurmCommands, SlurmError, job_with_token
+from runqueue.slurm.jobscript import JobScriptInputs, render_job_script
 from runqueue.slurm.options import SlurmOptions, job_time_limits
 from runqueue.slurm.outcome import settle_job_end
 from runqueue.slurm.paths import SlurmPaths
@@ -174,13 +174,8 @@ class SlurmExecutor(Executor):
     def _submitted_after_all(self, error: str, token: str) -> int | None:
         """An sbatch that timed out may have been accepted by a busy slurmctld: a job carrying this
         token is taken as submitted, not duplicated by a later sbatch. None when SLURM lists none."""
-        if not _is_transient(error):
-            return None
-        try:
-            info = self.commands.find_by_comment(COMMENT_PREFIX + token)
-        except SlurmError:
-            return None  # still not answering: the job, if there is one, runs nothing (stale token)
-        return info.job_id if info is not None and info.job_id else None
+        # Still not answering: None, and the job, if there is one, runs nothing (its token is stale).
+        return job_with_token(self.commands, token) if _is_transient(error) else None
 
     def _not_submitted(self, run_dir: Path, spec: SupervisorSpec, paths: SlurmPaths, previous: SubmissionRecord | None,
                        error: SlurmError) -> PendingStart:

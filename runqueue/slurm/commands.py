@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runqueue.errors import RunqueueError
+from runqueue.slurm.jobscript import COMMENT_PREFIX
 
 _COMMAND_TIMEOUT_S = 60.0
 _SIGNAL_TIMEOUT_S = 15.0  # a running job's signal is delivered at once; a stuck one falls back to scancel
@@ -296,3 +297,13 @@ def _epoch(stamp: str | None) -> float | None:
         return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
         return None
+
+
+def job_with_token(commands: SlurmCommands, token: str) -> int | None:
+    """The id of the job submitted with this token (in its --comment), when SLURM lists one; None
+    when it lists none or does not answer. For a submission whose sbatch never reported its id."""
+    try:
+        info = commands.find_by_comment(COMMENT_PREFIX + token)
+    except SlurmError:
+        return None
+    return info.job_id if info is not None and info.job_id else None

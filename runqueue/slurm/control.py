@@ -14,8 +14,7 @@ from runqueue.control import CancelRefused, leave_grace
 from runqueue.errors import RunqueueError
 from runqueue.layout import RunPaths
 from runqueue.runstate import RunState, load_state
-from runqueue.slurm.commands import JobInfo, SlurmCommands, SlurmError
-from runqueue.slurm.jobscript import COMMENT_PREFIX
+from runqueue.slurm.commands import JobInfo, SlurmCommands, SlurmError, job_with_token
 from runqueue.slurm.outcome import write_cancelled
 from runqueue.slurm.paths import SlurmPaths
 from runqueue.slurm.records import (
@@ -78,15 +77,11 @@ def cancel_if_submitted(paths: RunPaths, grace_s: float, commands: SlurmCommands
 def _job_by_comment(commands: SlurmCommands, paths: SlurmPaths, token: str) -> int | None:
     """The job of a submission whose id never reached slurm.json (its queue died during sbatch), by
     the comment it was submitted with; recorded when found. None while SLURM has none (in flight)."""
-    try:
-        info = commands.find_by_comment(COMMENT_PREFIX + token)
-    except SlurmError:
-        return None
-    if info is None or not info.job_id:
-        return None
-    with contextlib.suppress(OSError):
-        record_found_job_id(paths, token, info.job_id)
-    return info.job_id
+    job = job_with_token(commands, token)
+    if job is not None:
+        with contextlib.suppress(OSError):
+            record_found_job_id(paths, token, job)
+    return job
 
 
 def _wait_for_end(commands: SlurmCommands, paths: RunPaths, job: int, timeout_s: float) -> bool:
