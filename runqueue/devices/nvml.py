@@ -418,8 +418,7 @@ class NvmlInventory:
         self._had_gpus = False
         self._retry_delay_s = retry_first_s
         self._next_attempt = -math.inf
-        self._failure: str | None = None  # name of the NVML error that stopped the last attempt
-        self._failure_detail = ""
+        self._failure: NvmlCallError | None = None  # what stopped the last attempt
         self.init_attempts = 0
 
     @property
@@ -436,7 +435,7 @@ class NvmlInventory:
             # The whole library stopped answering (e.g. driver upgraded): start over after a back-off.
             self._initialized = False
             self._calls.shutdown()
-            self._fail(err.name, err.detail)
+            self._fail(err)
             return self._failed_reading()
         devices, problems = devices_from_raw(raw)
         if self.only is not None:
@@ -463,21 +462,21 @@ class NvmlInventory:
         try:
             self._calls.init()
         except NvmlCallError as err:
-            self._fail(err.name, err.detail)
+            self._fail(err)
             return False
         self._initialized = True
         self._failure = None
         self._retry_delay_s = self._retry_first_s
         return True
 
-    def _fail(self, name: str, detail: str = "") -> None:
+    def _fail(self, error: NvmlCallError) -> None:
         delay = self._retry_delay_s
         self._next_attempt = self._clock() + delay
         self._retry_delay_s = min(delay * 2, self._retry_max_s)
-        self._failure = name
-        self._failure_detail = detail
+        self._failure = error
 
     def _failed_reading(self) -> InventoryReading:
         retry_in = max(0.0, self._next_attempt - self._clock())
-        failure = init_failure(self._failure or "Uninitialized", self._had_gpus, retry_in, self._failure_detail)
+        error = self._failure or NvmlCallError("Uninitialized")
+        failure = init_failure(error.name, self._had_gpus, retry_in, error.detail)
         return InventoryReading(devices=(), status=failure.status, paused=failure.paused)
