@@ -150,8 +150,10 @@ def _condition_vector(raw: Any, n_trials: int, path: Path, shape: tuple[int, ...
     return values
 
 
-def _bin_width(time: np.ndarray, n_time: int, path: Path, shape: tuple[int, ...] = ()) -> tuple[np.ndarray, float]:
-    """The first trial's time vector and the one bin width every trial must share."""
+def _bin_width(time: np.ndarray, n_time: int, path: Path, shape: tuple[int, ...] = (),
+               given_width: float | None = None) -> tuple[np.ndarray, float]:
+    """The first trial's time vector and the one bin width every trial must share. With one bin
+    per trial the times say nothing about the width: the given one holds, else 1 ms."""
     if time.size == n_time:
         rows = time.reshape(1, n_time)
     elif time.ndim == 2 and time.shape[1] == n_time:
@@ -164,7 +166,7 @@ def _bin_width(time: np.ndarray, n_time: int, path: Path, shape: tuple[int, ...]
         raise ManagerError(path, f"time vector of shape {time.shape} does not match {n_time} time bins{read}",
                            fix or "store one time per bin")
     if n_time < 2:
-        return rows[0].astype(np.float64), 1.0
+        return rows[0].astype(np.float64), given_width or 1.0
     steps = np.diff(rows.astype(np.float64), axis=-1)
     if not np.isfinite(steps).all():
         raise ManagerError(path, "NaN or inf in the time vector", "store the time of every bin in ms")
@@ -215,8 +217,11 @@ def sequence_from_fields(fields: Mapping[str, Any], path: Path) -> SequenceData:
                          + "; store binWidthMs (or a time vector) if they are not")
     else:
         time = _numbers(time_raw, time_key, path, "the time of each bin in ms", np.float64)
-    time_ms, width = _bin_width(time, n_time, path, counts.shape)
-    if given_width is not None and time_raw is not None and not np.isclose(width, given_width, rtol=1e-6, atol=0.0):
+        if n_time == 1 and given_width is None:
+            notes.append(f"note: {path}: one time bin per trial, so {time_key} cannot tell the bin width; it is taken"
+                         f" to be 1 ms; store binWidthMs if it is not")
+    time_ms, width = _bin_width(time, n_time, path, counts.shape, given_width)
+    if given_width is not None and time_raw is not None and n_time > 1 and not np.isclose(width, given_width, rtol=1e-6, atol=0.0):
         raise ManagerError(path, f"{width_key} = {given_width:g} but {time_key} steps by {width:g} ms",
                            f"make them agree, or drop one of {width_key} and {time_key}")
     condition_id = _condition_vector(_first(fields, CONDITION_KEYS), n_trials, path, counts.shape)

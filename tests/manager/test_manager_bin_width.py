@@ -58,3 +58,28 @@ def test_a_bin_width_that_disagrees_with_the_time_vector_or_is_not_one_positive_
     with pytest.raises(ManagerError, match=r"x\.npz: ") as error:
         small_collection(tmp_path, ["x.npz"]).prepare()
     assert says in str(error.value)
+
+
+@pytest.mark.parametrize("time_vector", [None, np.array([10.0])])
+def test_one_bin_per_trial_takes_its_width_from_bin_width_not_from_the_time_vector(tmp_path, time_vector):
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    write_npz_dataset(folder / "x.npz", counts=np.ones((40, 3, 1)), timeVecMs=time_vector, truth=None, binWidthMs=10)
+    collection = small_collection(tmp_path, ["x.npz"], spikeBinMs=10)
+    report = collection.prepare()
+    assert _exported_bins(collection, "x") == 1  # one 10 ms bin, not "shorter than one 10 ms bin"
+    assert not [note for note in report.notes if "1 ms" in note]
+
+
+def test_one_bin_per_trial_without_a_bin_width_is_1_ms_with_a_note(tmp_path):
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    write_npz_dataset(folder / "x.npz", counts=np.ones((40, 3, 1)), timeVecMs=np.array([10.0]), truth=None)
+    with pytest.raises(ManagerError, match=r"shorter than one 10 ms bin") as error:
+        small_collection(tmp_path, ["x.npz"], spikeBinMs=10).prepare()
+    assert "x.npz" in str(error.value)
+    lines: list[str] = []
+    report = small_collection(tmp_path, ["x.npz"], spikeBinMs=1).prepare(progress=lines.append)
+    (note,) = [n for n in report.notes if "1 ms" in n]
+    assert note in lines
+    assert "one time bin per trial" in note and "store binWidthMs" in note
