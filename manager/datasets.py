@@ -183,10 +183,30 @@ class Dataset:
         fields = self.load_data()
         data = sequence_from_fields(fields, self.path)
         self.n_trials, self.n_channels = data.n_trials, data.n_channels
-        subject = fields.get("subject")
-        self.subject = subject if isinstance(subject, str) else ""
-        when = fields.get("datetime")
-        self.datenum = float(np.asarray(when).ravel()[0]) if when is not None and np.size(when) else None
+        self.subject = _text(fields.get("subject")) or ""
+        self.datenum = _number(fields.get("datetime"))
+
+
+def _text(value: Any) -> str | None:
+    """A string, also as .npz and .mat files hold one (a 0-d or one-element array of text)."""
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value) if isinstance(value, np.ndarray | bytes) else None
+    if array is None or array.size != 1 or array.dtype.kind not in "US":
+        return None
+    item = array.ravel()[0]
+    return item.decode(errors="replace") if isinstance(item, bytes) else str(item)
+
+
+def _number(value: Any) -> float | None:
+    """A MATLAB datenum; None for anything else (a datetime saved as text is information, not an error)."""
+    if value is None:
+        return None
+    try:
+        array = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        return None
+    return float(array[0]) if array.size else None
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import numbers
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -172,9 +173,9 @@ class RunParams:
         """One copy per combination (`generateSweep`), the first named parameter varying fastest,
         which is MATLAB's column-major order of the N-D array."""
         names = list(grid)
-        value_lists = [list(grid[name]) for name in names]
         for name in names:
             self.prop_named(name)
+        value_lists = [_sweep_values(name, grid[name]) for name in names]
         combos = itertools.product(*reversed(value_lists))
         return [self.copy(**dict(zip(reversed(names), combo, strict=True))) for combo in combos]
 
@@ -185,6 +186,19 @@ class RunParams:
             return cls(**dict(values))
         except ParamValueError as error:
             raise ManagerError(source, str(error), "fix the value in [params]") from error
+
+
+def _sweep_values(name: str, values: Any) -> list[Any]:
+    """A sweep's values; one value alone (c_factors_dim=8, a text) is a grid of one, as in MATLAB."""
+    if isinstance(values, str | bytes | numbers.Number):
+        return [values]
+    try:
+        listed = list(values)
+    except TypeError:
+        raise ParamValueError(f"sweep {name}: give a list of values, got {values!r}") from None
+    if not listed:
+        raise ParamValueError(f"sweep {name}: the list of values is empty; give at least one")
+    return listed
 
 
 def check_usable(name: str, value: Any) -> None:

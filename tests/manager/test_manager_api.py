@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.io
 from manager_test_helpers import small_collection, write_npz_dataset
 
-from manager import ManagerError, RunParams, RunSpec
+from manager import DatasetCollection, ManagerError, RunParams, RunSpec
 from runqueue import runlock
 from runqueue.runstate import PersistedState, Phase, load_state, save_state
 
@@ -423,3 +425,17 @@ def test_a_generated_file_replaced_by_a_symlink_keeps_the_link_as_orig(tmp_path)
     aside = script.with_name("lfads_train.sh.orig")
     assert aside.is_symlink() and aside.resolve() == mine and mine.read_text().startswith("#!/bin/bash")
     assert f"note: {script} was a symlink (to {mine}); it is kept as lfads_train.sh.orig and replaced by the generated file" in notes
+
+
+def test_load_info_reads_subject_and_datenum_as_mat_and_npz_files_hold_them(tmp_path):
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    write_npz_dataset(folder / "text_date.npz", subject="monkeyA", datetime="2020-01-01")  # 0-d text arrays
+    write_npz_dataset(folder / "plain.npz")
+    with np.load(folder / "plain.npz") as archive:
+        scipy.io.savemat(folder / "matlab.mat", {**archive, "subject": "monkeyB", "datetime": 738000.5})
+    datasets = DatasetCollection(folder)
+    datasets.add_files(["text_date.npz", "plain.npz", "matlab.mat"])
+    datasets.filter_having_minimum_trials(5)  # reads every file's info; a text datetime is no error
+    assert [(d.name, d.subject, d.datenum, d.n_trials) for d in datasets] == [
+        ("text_date", "monkeyA", None, 40), ("plain", "", None, 40), ("matlab", "monkeyB", 738000.5, 40)]

@@ -667,3 +667,10 @@ def test_an_experiment_file_of_the_wrong_shape_names_itself_and_the_fix(tmp_path
 
 def test_a_missing_experiment_file(tmp_path):
     fails(tmp_path, tmp_path / "nope.toml", names=tmp_path / "nope.toml", says="experiment file not found; check the path", in_process=True)
+
+
+@pytest.mark.parametrize("pattern", ["s**.npz", "."])
+def test_a_glob_pathlib_cannot_read_is_a_one_line_error(tmp_path, datasets, pattern):
+    toml = experiment(tmp_path)
+    toml.write_text(toml.read_text().replace('glob = "*.npz"', f'glob = "{pattern}"'))
+    fails(tmp_path, toml, names=toml, says=f"[datasets] glob {pattern!r} is not a valid pattern", in_process=True)

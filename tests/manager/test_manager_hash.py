@@ -86,6 +86,16 @@ def test_sweep_varies_the_first_name_fastest():
     assert [(p.c_factors_dim, p.c_gen_dim) for p in grid] == [(2, 10), (4, 10), (2, 20), (4, 20), (2, 30), (4, 30)]
 
 
+def test_sweep_takes_one_value_alone_as_a_grid_of_one_and_refuses_what_is_no_list():
+    grid = RunParams().sweep(c_factors_dim=8, alignmentApproach="ridgeRegressGlobalPCs", c_gen_dim=range(10, 30, 10))
+    assert [(p.c_factors_dim, p.alignmentApproach, p.c_gen_dim) for p in grid] == [
+        (8, "ridgeRegressGlobalPCs", 10), (8, "ridgeRegressGlobalPCs", 20)]
+    with pytest.raises(ParamValueError, match=r"sweep c_gen_dim: give a list of values, got None"):
+        RunParams().sweep(c_gen_dim=None)
+    with pytest.raises(ParamValueError, match=r"sweep c_gen_dim: the list of values is empty"):
+        RunParams().sweep(c_gen_dim=[])
+
+
 # Reference §3.1: getListPropertiesNotAffectingHash, plus `name` (always excluded).
 ORIGINAL_NOT_HASHED = {
     "name", "version", "num_samples_posterior", "posterior_mean_kind", "c_tf_debug_cli", "c_tf_debug_tensorboard",
