@@ -29,6 +29,11 @@ def _compress(value: Any) -> bool:
     return not (isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.nbytes > _UNCOMPRESSED_FLOAT_BYTES)
 
 
+class MatVariableTooLarge(Exception):
+    def __init__(self, name: str, error: Exception) -> None:
+        super().__init__(f"variable {name!r} is too large for a v5 .mat file ({describe(error)})")
+
+
 def mat_v5_bytes(fields: Mapping[str, Any]) -> bytes:
     """The bytes of a v5 .mat file holding `fields`, without a timestamp.
 
@@ -37,7 +42,10 @@ def mat_v5_bytes(fields: Mapping[str, Any]) -> bytes:
     parts = []
     for name, value in fields.items():
         buffer = io.BytesIO()
-        scipy.io.savemat(buffer, {name: value}, do_compression=_compress(value), oned_as="column")
+        try:
+            scipy.io.savemat(buffer, {name: value}, do_compression=_compress(value), oned_as="column")
+        except scipy.io.matlab.MatWriteError as error:  # a v5 variable cannot hold more than 4 GiB
+            raise MatVariableTooLarge(name, error) from error
         parts.append(buffer.getvalue())
     header = bytearray(parts[0][:_HEADER_BYTES] if parts else _empty_header())
     header[:_HEADER_TEXT_BYTES] = _FIXED_HEADER.ljust(_HEADER_TEXT_BYTES, b" ")
@@ -53,7 +61,10 @@ def _empty_header() -> bytes:
 def write_mat(path: Path, fields: Mapping[str, Any], force: bool = False) -> bool:
     """Atomically write a v5 .mat file; returns False when the file already held these bytes
     (unless `force`)."""
-    data = mat_v5_bytes(fields)
+    try:
+        data = mat_v5_bytes(fields)
+    except MatVariableTooLarge as error:
+        raise ManagerError(path, str(error), "use fewer trials or channels per dataset (v5 holds up to 4 GiB per variable)") from None
     if force:
         write_bytes_atomic(path, data)
         return True
@@ -65,16 +76,19 @@ def is_mat_v73(path: Path) -> bool:
         return handle.read(19) == b"MATLAB 7.3 MAT-file" or h5py.is_hdf5(path)
 
 
-def read_mat(path: Path) -> dict[str, Any]:
-    """Top-level variables of a .mat file, arrays in MATLAB's dimension order."""
+_READ_FIX = "copy the file again if it is truncated, or save it with save(..., '-v7') or '-v7.3'"
+
+
+def read_mat(path: Path, fix: str = _READ_FIX) -> dict[str, Any]:
+    """Top-level variables of a .mat file, arrays in MATLAB's dimension order. `fix` is the advice
+    when it cannot be read: the default suits a user's data file, not one prepare wrote."""
     path = Path(path)
     try:
         if is_mat_v73(path):
             return _read_mat_v73(path)
         raw = scipy.io.loadmat(path, squeeze_me=False, mat_dtype=False)
     except Exception as error:  # scipy's MatReadError, zlib, h5py, ...: any of them means an unreadable file
-        raise ManagerError(path, f"cannot read MATLAB file ({describe(error)})",
-                           "copy the file again if it is truncated, or save it with save(..., '-v7') or '-v7.3'") from error
+        raise ManagerError(path, f"cannot read MATLAB file ({describe(error)})", fix) from error
     return {key: _from_v5(value) for key, value in raw.items() if not key.startswith("__")}
 
 

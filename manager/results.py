@@ -198,7 +198,7 @@ def _load_dataset(run: Run | Path | str, run_dir: Path, dataset: str, kind: str 
     train, valid = (read_h5_arrays(path, POSTERIOR_FIX) for path in files)
     inputs = read_h5_arrays(input_file, INPUT_FIX)
     info_path = run_dir / LFADS_INPUT / input_info_file_name(dataset)
-    info = read_mat(info_path)
+    info = read_mat(info_path, INPUT_FIX)
     train_inds = inputs["train_inds"].astype(np.int64).ravel() - 1
     valid_inds = inputs["valid_inds"].astype(np.int64).ravel() - 1
     n_channels = inputs["train_data"].shape[2]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import scipy.io
 from manager_test_helpers import file_states, small_collection, write_npz_dataset
 
-from manager import RunSpec
+from manager import ManagerError, RunSpec
 from manager.datasets import register_loader
 from manager.matfile import mat_v5_bytes, read_mat
 
@@ -268,3 +269,26 @@ def test_a_loader_that_returns_no_mapping_is_named_with_the_file(tmp_path, monke
     assert raised.value.path == tmp_path / "datasets" / "x.pkl"
     assert f"loader {arrays_only.__qualname__} returned {type(returned).__name__}, not the file's variables" in str(raised.value)
     assert not collection.path.exists() or not any(collection.path.glob("data_*"))
+
+
+def test_a_variable_too_large_for_a_v5_mat_is_a_one_line_error_naming_the_file(tmp_path, monkeypatch):
+    # Past 4 GiB per variable scipy refuses; faked here, as CI cannot hold such a truth tensor.
+    (tmp_path / "datasets").mkdir()
+    write_npz_dataset(tmp_path / "datasets" / "big.npz")
+    collection = small_collection(tmp_path, ["big.npz"])
+    real_savemat = scipy.io.savemat
+
+    def savemat(file, variables, **options):
+        if "truth" in variables:
+            raise scipy.io.matlab.MatWriteError("Matrix too large to save with Matlab 5 format")
+        return real_savemat(file, variables, **options)
+
+    monkeypatch.setattr(scipy.io, "savemat", savemat)
+    with pytest.raises(ManagerError) as error:
+        collection.prepare()
+    assert str(error.value).startswith(f"{collection.path}/data_")
+    assert "inputInfo_big.mat: variable 'truth' is too large for a v5 .mat file" in str(error.value)
+    assert str(error.value).endswith("use fewer trials or channels per dataset (v5 holds up to 4 GiB per variable)")
+    monkeypatch.undo()
+    collection.prepare()  # the next prepare exports again and succeeds
+    assert "truth" in read_mat(next(collection.path.glob("data_*/*/inputInfo_big.mat")))

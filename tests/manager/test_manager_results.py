@@ -290,3 +290,11 @@ def test_a_truncated_posterior_or_input_file_is_named_with_its_fix(trained_run):
     result = run_manager_cli("report", str(trained_run.path))
     assert result.returncode == 2
     assert result.stderr.startswith(f"lfads-manager: error: {posterior}: cannot read this HDF5 file"), result.stderr
+
+
+def test_a_missing_input_info_file_points_at_prepare_not_at_the_users_matlab(trained_run):
+    info = trained_run.path / "lfadsInput" / "inputInfo_ds.mat"
+    info.unlink()
+    with pytest.raises(ManagerError, match=re.escape(f"{info}: cannot read MATLAB file (FileNotFoundError")) as error:
+        load_posterior_means(trained_run)
+    assert str(error.value).endswith("prepare the collection again with --regenerate (it rewrites the exported inputs)")
