@@ -30,7 +30,9 @@ def collection_lock(folder: Path) -> Iterator[bool]:
     """flock on the collection folder itself (no extra file in the tree); yields whether it is held.
 
     ManagerError when another prepare holds it; False where the file system cannot lock folders.
-    A first prepare makes the folder to lock it, and removes what it made if it fails."""
+    A first prepare makes the folder to lock it, and removes what it made if it fails while holding
+    the lock: a prepare that lost the race for it found the folder missing too, but it is the
+    winner's."""
     made = []
     ancestor = folder
     while not ancestor.exists():
@@ -41,16 +43,21 @@ def collection_lock(folder: Path) -> Iterator[bool]:
     except OSError as error:
         raise ManagerError(folder, f"cannot create the collection folder ({error.strerror})",
                            disk_fix(error, "choose a root you can write to")) from None
-    try:
-        with _flocked(folder) as held:
+    with _flocked(folder) as held:
+        try:
             yield held
-    except BaseException:
-        for path in made:  # deepest first; only while still empty: nothing half-written stays
-            try:
-                path.rmdir()
-            except OSError:
-                break
-        raise
+        except BaseException:
+            if held:
+                _remove_empty(made)
+            raise
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for path in folders:  # deepest first; only while still empty: nothing half-written stays
+        try:
+            path.rmdir()
+        except OSError:
+            break
 
 
 @contextlib.contextmanager

@@ -244,6 +244,37 @@ def test_a_second_prepare_of_the_same_collection_at_once_is_refused(tmp_path):
     collection.prepare()
 
 
+def test_a_prepare_that_loses_the_race_for_a_new_collection_leaves_the_winners_folder(tmp_path, monkeypatch):
+    from manager.leftovers import collection_lock
+
+    folder = tmp_path / "runs" / "new"
+    folder.mkdir(parents=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    real_exists = Path.exists
+    looked: list[Path] = []
+
+    def exists_before_the_winner_made_it(path: Path) -> bool:
+        if path == folder and not looked:  # the loser looked just before the winner's mkdir
+            looked.append(path)
+            return False
+        return real_exists(path)
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the winner, another process, holds the new folder
+        monkeypatch.setattr(Path, "exists", exists_before_the_winner_made_it)
+        with pytest.raises(ManagerError, match="another `lfads-manager prepare` is writing this collection"), \
+                collection_lock(folder):
+            pass
+        monkeypatch.undo()
+        assert looked and folder.is_dir()  # still there for the winner, its lock on a live folder
+    finally:
+        os.close(fd)
+    # A prepare that held the lock and failed removes what it made.
+    with pytest.raises(ZeroDivisionError), collection_lock(tmp_path / "runs" / "other" / "c"):
+        raise ZeroDivisionError
+    assert not (tmp_path / "runs" / "other").exists() and (tmp_path / "runs").is_dir()
+
+
 def test_launch_tensorboard_names_logdirs_tensorboard_can_split_in_any_collection_path(tmp_path):
     from manager.scripts import tensorboard_script
 
