@@ -19,12 +19,14 @@ from manager.params_schema import (
     AT_LEAST_ONE,
     CHOICES,
     DATA_HASH_VERSION_CUTOFF,
+    DEVICE,
     FRACTIONS,
     NOT_AFFECTING_HASH,
     OPTIONAL_AT_LEAST_ONE,
     POSITIVE_FINITE,
     PROPERTIES,
     ROOT_NAMES,
+    SWITCHES,
     Prop,
 )
 
@@ -104,10 +106,29 @@ class RunParams:
 
     def check_consistent(self) -> None:
         """ParamValueError for values that are usable one by one but not together (LFADS refuses them)."""
-        low, init, high = self.c_ic_prior_var_min, self.c_ic_prior_var_scale, self.c_ic_prior_var_max
-        if not (init > 0 and low <= init <= high):
-            raise ParamValueError(f"c_ic_prior_var_scale={init:g} must be positive and within [c_ic_prior_var_min={low:g},"
-                                  f" c_ic_prior_var_max={high:g}]")
+        # Checked here, not on assignment: the hash test vectors hold devices no run could use.
+        if self.c_device and DEVICE.fullmatch(self.c_device.strip()) is None:
+            raise ParamValueError(f"c_device={self.c_device!r} is not a TensorFlow device; give /gpu:0 or /cpu:0 (the queue"
+                                  " picks the GPU through CUDA_VISIBLE_DEVICES, so /gpu:0 is right on any GPU)")
+        if self.c_ic_dim > 0:
+            if self.c_ic_enc_dim == 0:
+                raise ParamValueError(f"c_ic_enc_dim must be at least 1 when c_ic_dim={self.c_ic_dim} (or set c_ic_dim = 0)")
+            low, init, high = self.c_ic_prior_var_min, self.c_ic_prior_var_scale, self.c_ic_prior_var_max
+            if not (init > 0 and low <= init <= high):
+                raise ParamValueError(f"c_ic_prior_var_scale={init:g} must be positive and within [c_ic_prior_var_min={low:g},"
+                                      f" c_ic_prior_var_max={high:g}]")
+        if self.c_co_dim > 0:
+            for name in ("c_ci_enc_dim", "c_con_dim"):
+                if getattr(self, name) == 0:
+                    raise ParamValueError(f"{name} must be at least 1 when c_co_dim={self.c_co_dim} (or set c_co_dim = 0)")
+            # The inferred inputs' AR(1) prior starts from log(nvar) and log(atau).
+            if not self.c_prior_ar_nvar > 0:
+                raise ParamValueError(f"c_prior_ar_nvar={self.c_prior_ar_nvar:g} must be positive (the AR(1) innovation"
+                                      " variance of the inferred inputs)")
+            atau = self.c_prior_ar_atau
+            if not atau >= 0 or (atau == 0 and self.c_do_train_prior_ar_atau):
+                raise ParamValueError(f"c_prior_ar_atau={atau:g} must be positive (the AR(1) time constant in bins; 0,"
+                                      " white noise, only with c_do_train_prior_ar_atau = false)")
 
     def copy(self, **changes: Any) -> RunParams:
         clone = type(self).__new__(type(self))
@@ -213,6 +234,8 @@ def check_usable(name: str, value: Any) -> None:
         raise ParamValueError(f"{name} must be a positive, finite number{unit}, got {value!r}")
     if name in FRACTIONS and not (math.isfinite(value) and 0 < value <= 1):
         raise ParamValueError(f"{name} must be in (0, 1], got {value!r}")
+    if name in SWITCHES and not (isinstance(value, bool | np.bool_) or value in (0, 1)):
+        raise ParamValueError(f"{name} must be true or false, got {value!r}")
     if name in CHOICES and value not in CHOICES[name]:
         raise ParamValueError(f"{name} must be one of {', '.join(map(repr, CHOICES[name]))}, got {value!r}")
     if name == "alignmentExtraArgs":

@@ -6,6 +6,7 @@ Order is the order of `src/+LFADS/RunParams.m`; it only matters for summary.txt 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +138,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "c_output_dist": ("poisson", "gaussian"),
     "c_feedback_factors_or_rates": ("factors", "rates"),
 }
+# Untyped in MATLAB, but LFADS takes only true/false (or 1/0).
+SWITCHES: frozenset[str] = frozenset({"c_debug_verbose", "c_debug_print_each_step"})
+# What TF1's tf.device took, as lfads/flags.py checks it (the parts share no code, only files).
+DEVICE = re.compile(r"(/job:[^/]+)?(/replica:\d+)?(/task:\d+)?/?(device:)?(cpu|gpu)(:\d+)?", re.IGNORECASE)
 # (0, 1]: the fraction of units dropout keeps.
 FRACTIONS: frozenset[str] = frozenset({"c_keep_prob"})
 # alignmentExtraArgs names the alignment understands (MATLAB's inputParser refuses others too).

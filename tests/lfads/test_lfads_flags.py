@@ -136,3 +136,42 @@ def test_an_ic_prior_initial_variance_outside_its_bounds_is_refused(bounds: tupl
         parse_flags([f"--ic_prior_var_min={low}", f"--ic_prior_var_scale={init}", f"--ic_prior_var_max={high}"])
     # Without an IC prior (--ic_dim=0) the original never looked at them.
     parse_flags(["--ic_dim=0", f"--ic_prior_var_min={low}", f"--ic_prior_var_scale={init}", f"--ic_prior_var_max={high}"])
+
+
+# Values at the edge of what LFADS takes: prepare refuses exactly those the model refuses, so no run
+# is written only to fail at its first step in the queue.
+PREPARE_AND_MODEL_AGREE = [
+    ({"c_prior_ar_nvar": 0}, False), ({"c_prior_ar_nvar": 0, "c_co_dim": 0}, True),
+    ({"c_prior_ar_atau": 0}, False), ({"c_prior_ar_atau": 0, "c_do_train_prior_ar_atau": False}, True),
+    ({"c_ic_enc_dim": 0}, False), ({"c_ic_enc_dim": 0, "c_ic_dim": 0}, True),
+    ({"c_ci_enc_dim": 0}, False), ({"c_con_dim": 0}, False), ({"c_con_dim": 0, "c_ci_enc_dim": 0, "c_co_dim": 0}, True),
+    ({"c_ic_prior_var_scale": 5.0}, False), ({"c_ic_prior_var_scale": 5.0, "c_ic_dim": 0}, True),
+    ({"c_device": "cuda:0"}, False), ({"c_device": "/device:GPU:1"}, True), ({"c_device": "/cpu:0"}, True),
+    ({"c_device": ""}, True),
+    ({"c_debug_verbose": 0.5}, False), ({"c_debug_verbose": 1}, True), ({"c_debug_print_each_step": True}, True),
+    ({"c_prior_ar_nvar": 1e-9}, True),
+]
+
+
+@pytest.mark.parametrize(("values", "usable"), PREPARE_AND_MODEL_AGREE)
+def test_prepare_refuses_exactly_the_values_lfads_refuses(values: dict[str, object], usable: bool) -> None:
+    from manager import RunParams
+    from manager.matlab_values import ParamValueError
+    from manager.scripts import flag_pairs
+
+    try:
+        params = RunParams(**values)
+        params.check_consistent()
+    except ParamValueError:
+        assert not usable, f"prepare refuses {values}, which LFADS takes"
+        params = RunParams()
+        for name, value in values.items():  # what the script would say, had prepare let it through
+            params._values[name] = value
+    else:
+        assert usable, f"prepare takes {values}, which LFADS refuses"
+    argv = [f"--{name}={text}" for name, text in flag_pairs(params, n_datasets=1)]
+    if usable:
+        parse_flags(argv)
+    else:
+        with pytest.raises(FlagError):
+            parse_flags(argv)

@@ -303,6 +303,15 @@ def test_unreadable_file_from_the_cli(tmp_path, datasets):
     ('c_debug_reduce_timesteps_to = "x"', "[params] c_debug_reduce_timesteps_to must be a whole number of at least 1"),
     ("c_ic_prior_var_scale = 0.5", "[params] c_ic_prior_var_scale=0.5 must be positive and within [c_ic_prior_var_min=0.1,"
                                    " c_ic_prior_var_max=0.1]"),
+    ("c_ic_enc_dim = 0", "[params] c_ic_enc_dim must be at least 1 when c_ic_dim=64 (or set c_ic_dim = 0)"),
+    ("c_ci_enc_dim = 0", "[params] c_ci_enc_dim must be at least 1 when c_co_dim=4 (or set c_co_dim = 0)"),
+    ("c_con_dim = 0", "[params] c_con_dim must be at least 1 when c_co_dim=4"),
+    ("c_prior_ar_nvar = 0", "[params] c_prior_ar_nvar=0 must be positive (the AR(1) innovation variance"),
+    ("c_prior_ar_atau = 0", "[params] c_prior_ar_atau=0 must be positive (the AR(1) time constant in bins; 0, white noise,"
+                            " only with c_do_train_prior_ar_atau = false)"),
+    ("c_prior_ar_atau = -1", "[params] c_prior_ar_atau=-1 must be positive"),
+    ('c_device = "cuda:0"', "[params] c_device='cuda:0' is not a TensorFlow device; give /gpu:0 or /cpu:0"),
+    ("c_debug_verbose = 0.5", "[params] c_debug_verbose must be true or false, got 0.5"),
 ])
 def test_values_of_the_right_type_that_no_run_can_use(tmp_path, datasets, line, says):
     batch = "" if line.startswith("c_batch_size") else "c_batch_size = 4\n"
