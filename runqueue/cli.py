@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from runqueue.config import ServiceConfig, load_service_config
-from runqueue.durations import parse_duration
+from runqueue.durations import LONGEST_GRACE_S, LONGEST_S, at_most, parse_duration
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB
 
@@ -33,13 +33,23 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _seconds_or_duration(text: str) -> float:
+def _seconds_or_duration(text: str, longest: float = LONGEST_S) -> float:
     """0 or more seconds, written as a number or a duration (10, 10s, 1m)."""
     try:
         float(text)
     except ValueError:
-        return _duration(text)  # 10s, 1m
-    return float(_non_negative_float(text))  # a plain number: 0 allowed, negative or non-finite refused
+        seconds = _duration(text)  # 10s, 1m
+    else:
+        seconds = float(_non_negative_float(text))  # a plain number: 0 allowed, negative or non-finite refused
+    try:
+        return at_most(seconds, text, longest)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _grace(text: str) -> float:
+    """A wait before SIGKILL: at most a day (the supervisor's own bound on a cancel's grace)."""
+    return _seconds_or_duration(text, LONGEST_GRACE_S)
 
 
 def _path(text: str) -> Path:
@@ -91,7 +101,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=_non_negative_int, default=1, metavar="N", help="attempts after the first failure, each from the failed step (default 1)")
     parser.add_argument("--retry-backoff", type=_seconds_or_duration, default=10.0, metavar="DURATION", help="wait before the first retry, doubled for each further one up to 10 minutes (or this, if longer) (default 10s)")
     parser.add_argument("--time-limit", type=_duration, metavar="DURATION", help="stop a run's attempt after e.g. 90s, 45m, 2h, 1h30m (default: none; a time_limit in the run's runqueue.json wins)")
-    parser.add_argument("--kill-grace", type=_seconds_or_duration, default=10.0, metavar="DURATION", help="between SIGTERM and SIGKILL when stopping a run (default 10s)")
+    parser.add_argument("--kill-grace", type=_grace, default=10.0, metavar="DURATION", help="between SIGTERM and SIGKILL when stopping a run (default 10s)")
     parser.add_argument("--executor", choices=("local", "slurm"), default="local", help="where runs execute: local (default) or slurm (one sbatch job per run; docs/slurm.md)")
     parser.add_argument("--poll-interval", type=_duration, default=5.0, metavar="DURATION", help="rescan the roots this often (default 5s)")
     parser.add_argument("--quiet", action="store_true", help="do not echo the runs' output (events and status still show)")
@@ -179,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="stop a running run (every process of it) and mark it failed (cancelled);"
                                  " a pending run is marked the same, so no queue starts it")
     cancel.add_argument("runs", nargs="+", metavar="RUN", type=_path, help="run folders, or folders holding runs")
-    cancel.add_argument("--grace", type=_seconds_or_duration, default=15.0, metavar="DURATION", help="wait this long for the run to stop before killing it (default 15s)")
+    cancel.add_argument("--grace", type=_grace, default=15.0, metavar="DURATION", help="wait this long for the run to stop before killing it (default 15s)")
     cancel.add_argument("--yes", action="store_true", help="act on every run in a folder without asking (needed off a terminal)")
 
     commands.add_parser("gpus", help="what the inventory sees", add_help=False)

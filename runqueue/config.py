@@ -21,13 +21,14 @@ supervisors). Relative paths are taken from the file's folder, so a config can t
 
 from __future__ import annotations
 
+import math
 import shlex
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from runqueue.durations import parse_duration
+from runqueue.durations import LONGEST_GRACE_S, LONGEST_S, at_most, parse_duration
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB
 from runqueue.slurm.options import SlurmOptions, parse_slurm_time, split_extra
@@ -135,8 +136,8 @@ class _Checker:
         for key in ("cpu_slots", "retries", "memory_per_run"):  # as on the command line: 0 allowed
             self._maybe(values, key, self.integer(key, minimum=0))
         self._maybe(values, "max_per_gpu", self.integer("max_per_gpu", minimum=1))
-        for key in ("retry_backoff", "kill_grace"):
-            self._maybe(values, key, self.seconds(key))
+        self._maybe(values, "retry_backoff", self.seconds("retry_backoff"))
+        self._maybe(values, "kill_grace", self.seconds("kill_grace", LONGEST_GRACE_S))
         self._maybe(values, "gpus", self.gpu_list("gpus"))
         for key in ("simulate_gpus", "claims_dir"):
             text = self.text(key)
@@ -267,15 +268,21 @@ class _Checker:
             raise self.fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
         return str(value)
 
-    def seconds(self, key: str) -> float | None:
+    def seconds(self, key: str, longest: float = LONGEST_S) -> float | None:
         """A wait in seconds that may be 0 (a number, or a duration such as "30s")."""
         value = self.data.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
             return 0.0
+        if value is None:
+            return None
         try:
-            return self.duration(key)
-        except ConfigError:
+            seconds = parse_duration(value, longest=math.inf)
+        except ValueError:
             raise self.fail(key, f"must be 0 or a duration such as \"30s\" or a number of seconds, got {value!r}") from None
+        try:
+            return at_most(seconds, value, longest)
+        except ValueError as err:
+            raise self.fail(key, str(err)) from None
 
     def duration(self, key: str) -> float | None:
         value = self.data.get(key)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_json
+from runqueue.durations import LONGEST_GRACE_S
 from runqueue.layout import REQUEUE_NUDGE, SUPERVISOR_LOOKS_EVERY_S, TRAIN_SCRIPT, RunPaths
 from runqueue.procinfo import (
     account_name,
@@ -171,7 +172,7 @@ def _ask_supervisor(paths: RunPaths, pid: int, start: int | None, grace_s: float
             if not os.path.lexists(paths.cancel_request):
                 return False
             wait_s += SUPERVISOR_LOOKS_EVERY_S
-        ready, _, _ = select.select([pidfd], [], [], wait_s)
+        ready, _, _ = select.select([pidfd], [], [], min(wait_s, 2 * LONGEST_GRACE_S))
         return bool(ready)
     except OSError:
         return False

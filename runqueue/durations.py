@@ -7,10 +7,26 @@ import re
 
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+# Longer is a typo (30d meant as 30m?) and would overflow clocks and timers (epoll takes < 25 days).
+LONGEST_S = 365 * 86400.0
+LONGEST_GRACE_S = 86400.0  # between SIGTERM and SIGKILL: a stop that takes longer is no stop
 
 
-def parse_duration(text: str | int | float) -> float:
-    """Seconds in `text`; raises ValueError with the accepted forms on anything else."""
+def parse_duration(text: str | int | float, longest: float = LONGEST_S) -> float:
+    """Seconds in `text`; raises ValueError with the accepted forms on anything else, or when it
+    is longer than `longest`."""
+    return at_most(_parse(text), text, longest)
+
+
+def at_most(seconds: float, text: object, longest: float) -> float:
+    """`seconds`, or ValueError naming `text` when it is longer than `longest`."""
+    if seconds > longest:
+        limit = f"{longest / 86400:g}d" if longest >= 86400 else f"{longest:g}s"
+        raise ValueError(f"invalid duration {text!r}: must be at most {limit}")
+    return seconds
+
+
+def _parse(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError(f"invalid duration {text!r}")
     if isinstance(text, int | float):

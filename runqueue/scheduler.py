@@ -59,6 +59,7 @@ __all__ = ["LoopHooks", "QueueOptions", "RunCounts", "Scheduler"]  # QueueOption
 
 _TAIL_INTERVAL_S = 0.25
 _QUEUED_REFRESH_S = 2.0
+_LONGEST_WAIT_S = 3600.0
 # Running runs a queue does not answer for when it stops.
 _NOT_OURS = "another queue's, a SLURM job's, or steps that outlived their supervisor"
 
@@ -307,7 +308,9 @@ class Scheduler:
         tick = self.hooks.tick_interval_s()
         if tick is not None:
             deadlines.append(now + tick)
-        timeout = max(0.0, min(deadlines) - now) if deadlines else None
+        # Capped: epoll refuses a wait over ~25 days, and a far deadline (a long time limit's
+        # overdue check while stopping) is simply looked at again.
+        timeout = min(max(0.0, min(deadlines) - now), _LONGEST_WAIT_S) if deadlines else None
         for key, _ in self.selector.select(timeout):
             if key.data is None:
                 with contextlib.suppress(BlockingIOError):

@@ -86,13 +86,21 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: list[Claim], pol
     return RunRow(**base, state=RunState.PENDING, step=resume_point(state), attempt=attempt if goes_on else None, device=None, pid=None, exit_code=state.exit_code if state.phase == Phase.RETRY_WAIT else None, reason=_pending_reason(paths, state, devices, claims, policy, memory_per_run, queue_is_root, queue_uid))
 
 
+def _clock(when: float) -> str:
+    """A local time of the next day or so as the clock shows it, a later one with its date."""
+    try:
+        local = time.localtime(when)
+    except (OverflowError, OSError, ValueError):  # past what the platform's time_t holds
+        return "a time too far ahead to show (see state.json's retry_after)"
+    return time.strftime("%H:%M:%S" if when - time.time() < 86400 else "%Y-%m-%d %H:%M:%S", local)
+
+
 def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], claims: list[Claim], policy: PlacementPolicy,
                     memory_per_run: int, queue_is_root: bool | None = None, queue_uid: int | None = None) -> str | None:
     prefix = ""
     if state.phase == Phase.RETRY_WAIT:
         if state.retry_after and state.retry_after > time.time():
-            when = time.strftime("%H:%M:%S", time.localtime(state.retry_after))
-            return f"retry after {state.reason} (attempt {state.attempt} failed); not before {when}"
+            return f"retry after {state.reason} (attempt {state.attempt} failed); not before {_clock(state.retry_after)}"
         prefix = f"retry due after {state.reason} (attempt {state.attempt} failed); "  # then it waits like any run
     if state.phase == Phase.INTERRUPTED:
         prefix = f"interrupted; resumes at {state.resume_step}; "

@@ -34,6 +34,7 @@ from runqueue.atomicio import atomic_write_json, read_json_object
 from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
 from runqueue.devices.model import device_label
+from runqueue.durations import LONGEST_GRACE_S
 from runqueue.failure_reasons import log_open_problem, needs_the_user, reason_for, step_failure
 from runqueue.layout import SUPERVISOR_LOOKS_EVERY_S, RunPaths, folder_identity
 from runqueue.outlog import ends_mid_line, open_for_append
@@ -87,7 +88,13 @@ _FAILED_TAIL_LINES = 30
 _MAX_BACKOFF_S = 600.0
 _GO_TIMEOUT_S = 60.0
 _OWN_SIGNAL_WAIT_S = 1.0  # after a step killed by a signal: how long ours may trail it
-_MAX_CANCEL_GRACE_S = 24 * 3600.0  # the most `runqueue cancel --grace` may ask for
+
+
+def retry_backoff(first_s: float, attempt: int) -> float:
+    """The wait after failed attempt `attempt` (1, 2, ...): `first_s` doubled for each attempt after
+    the first, up to 10 minutes or `first_s` if that is longer. The exponent stops where the cap has
+    long been reached, so --retries 2000 cannot overflow a float."""
+    return min(max(_MAX_BACKOFF_S, first_s), first_s * 2.0 ** min(max(attempt - 1, 0), 64))
 
 
 class _DiskFull(Exception):
@@ -449,7 +456,7 @@ class Supervisor:
         with contextlib.suppress(OSError):
             self.paths.cancel_request.unlink()
         grace = None if request is None else request.get("grace_s")
-        if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= _MAX_CANCEL_GRACE_S:
+        if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 <= grace <= LONGEST_GRACE_S:
             self.stop_grace_s = float(grace)
 
     def _cancel_asked_in_writing(self) -> bool:
@@ -520,7 +527,7 @@ class Supervisor:
         attempt = self.state.attempt
         if retry and attempt < self.max_attempts:
             # Doubling stops at 10 minutes, or at the back-off asked for if that is longer.
-            backoff = min(max(_MAX_BACKOFF_S, self.spec.retry_backoff_s), self.spec.retry_backoff_s * 2 ** (attempt - 1))
+            backoff = retry_backoff(self.spec.retry_backoff_s, attempt)
             self.state.phase = Phase.RETRY_WAIT
             self.state.resume_step = step
             self.state.retry_after = time.time() + backoff

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from runqueue_testkit import make_run, queue_env, run_queue
+from runqueue_testkit import finish, make_run, queue_env, run_queue, start_queue, wait_for
 
 
 def test_runqueue_cli_never_imports_tensorflow_or_the_model() -> None:
@@ -105,3 +106,32 @@ def test_requeue_of_a_run_that_never_ran_leaves_its_folder_untouched(tmp_path: P
     result = run_queue(queue_env(tmp_path), "requeue", run)
     assert result.returncode == 0 and "already pending" in result.stdout, result.stderr
     assert sorted(path.relative_to(run) for path in run.rglob("*")) == before  # no .runqueue/lock made
+
+
+def test_durations_past_a_year_and_graces_past_a_day_are_refused_not_a_crash_later(tmp_path: Path) -> None:
+    env = queue_env(tmp_path)
+    make_run(tmp_path / "runs", "c/param_X/a")
+    for flag, value, says in (("--poll-interval", "400d", "invalid duration '400d': must be at most 365d"),
+                              ("--time-limit", "1e300", "invalid duration '1e300': must be at most 365d"),
+                              ("--retry-backoff", "1e300", "invalid duration '1e300': must be at most 365d"),
+                              ("--kill-grace", "2d", "invalid duration '2d': must be at most 1d")):
+        result = run_queue(env, "run", tmp_path / "runs", flag, value)
+        assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
+    cancel = run_queue(env, "cancel", tmp_path / "runs" / "c/param_X/a", "--grace", "1e300")
+    assert cancel.returncode == 2 and "must be at most 1d" in cancel.stderr
+    assert not (tmp_path / "runs" / "c/param_X/a" / "lfads.out").exists()  # nothing ran
+
+
+def test_waits_longer_than_epoll_takes_wait_as_asked(tmp_path: Path) -> None:
+    """epoll refuses a timeout over ~25 days: a 30-day poll interval, or a 25-day time limit's
+    overdue check once the queue is stopping, crashed the queue with OverflowError."""
+    env = queue_env(tmp_path)
+    run = make_run(tmp_path / "runs", "c/param_X/a", "sleep 1; echo trained\n")
+    result = run_queue(env, "run", tmp_path / "runs", "--poll-interval", "30d", "--quiet")
+    assert result.returncode == 0 and (run / "lfads.done").exists(), result.stdout + result.stderr
+    second = make_run(tmp_path / "runs", "c/param_X/b", "touch started; sleep 2; echo trained\n")
+    queue = start_queue(env, "run", tmp_path / "runs", "--time-limit", "25d", "--quiet", log=tmp_path / "q.log")
+    wait_for((second / "started").exists, what="run b to start")
+    queue.send_signal(signal.SIGINT)  # stop placing; wait for b, whose overdue check is 25 days away
+    assert finish(queue) == 0, (tmp_path / "q.log").read_text()  # nothing was left undone
+    assert (second / "lfads.done").exists() and "Traceback" not in (tmp_path / "q.log").read_text()

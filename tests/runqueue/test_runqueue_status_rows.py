@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -36,6 +37,21 @@ def test_done_run_shows_exit_code_0_and_a_waiting_retry_shows_the_failed_attempt
     row = run_row(FoundRun(retry, root, False, False), [GPU], [], PlacementPolicy())
     assert (row.state, row.exit_code, row.attempt, row.step) == ("pending", 3, 1, "lfads_train.sh")
     assert row.reason is not None and row.reason.startswith("retry after exit_status (attempt 1 failed)")
+
+
+def test_a_retry_days_away_shows_its_date_and_one_past_the_clocks_range_no_traceback(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    reasons = {}
+    for name, wait in (("soon", 600.0), ("days", 3 * 86400.0), ("never", 1e300)):  # a hand-edited state.json
+        run = make_run(root, f"c/param_A/{name}")
+        state = PersistedState()
+        state.phase, state.attempt, state.resume_step = Phase.RETRY_WAIT, 1, "lfads_train.sh"
+        state.reason, state.retry_after = "exit_status", time.time() + wait
+        save_state(RunPaths(run), state)
+        reasons[name] = run_row(FoundRun(run, root, False, False), [GPU], [], PlacementPolicy()).reason or ""
+    assert re.search(r"; not before \d\d:\d\d:\d\d$", reasons["soon"]), reasons["soon"]
+    assert re.search(r"; not before \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", reasons["days"]), reasons["days"]
+    assert reasons["never"].endswith("not before a time too far ahead to show (see state.json's retry_after)")
 
 
 def test_pending_runs_are_judged_in_turn_so_only_those_that_would_start_are_ready(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from runqueue.naming import run_identity
 from runqueue.resources import load_resources
 from runqueue.runstate import PersistedState, Phase, RunState, load_state, marker_state
 from runqueue.steps import looks_like_cuda_oom, looks_like_disk_full, plan_steps
+from runqueue.supervisor import retry_backoff
 
 DATA = Path(__file__).parent / "data"
 
@@ -36,6 +37,18 @@ def test_runqueue_durations_parse(text: str | int, seconds: float) -> None:
 def test_runqueue_durations_reject_with_the_accepted_forms(text: str) -> None:
     with pytest.raises(ValueError, match=r"invalid duration|must be positive"):
         parse_duration(text)
+
+
+def test_durations_stop_at_a_year() -> None:
+    assert parse_duration("365d") == 365 * 86400
+    for text in ("366d", 1e300, "99999999h"):
+        with pytest.raises(ValueError, match=r"must be at most 365d"):
+            parse_duration(text)
+
+
+def test_retry_backoff_doubles_up_to_its_cap_and_never_overflows() -> None:
+    assert [retry_backoff(10.0, attempt) for attempt in (1, 2, 3, 7, 8, 1025, 10**9)] == [10, 20, 40, 600, 600, 600, 600]
+    assert retry_backoff(3600.0, 5000) == 3600.0 and retry_backoff(0.0, 5000) == 0.0
 
 
 def test_runqueue_naming_seed_layout_and_other_trees(tmp_path: Path) -> None:
