@@ -24,6 +24,7 @@ from pathlib import Path
 
 from runqueue import runlock
 from runqueue.console import Console
+from runqueue.departed import Fate, fate_of, hold_folder, release_folder
 from runqueue.devices.claims import ClaimStore
 from runqueue.devices.errors import ClaimError
 from runqueue.devices.inventory import make_inventory
@@ -53,7 +54,7 @@ from runqueue.runstate import (
     state_stamp,
 )
 from runqueue.supervisor import EXIT_VANISHED
-from runqueue.tracked import RunCounts, TrackedRun, count_runs, status_text, summary_lines
+from runqueue.tracked import Dropped, RunCounts, TrackedRun, count_runs, status_text, summary_lines
 
 __all__ = ["LoopHooks", "QueueOptions", "RunCounts", "Scheduler"]  # QueueOptions, RunCounts: imported from here too
 
@@ -115,6 +116,8 @@ class Scheduler:
         self.last_status = ""
         self.watcher = DirectoryWatcher.create()  # None: no inotify here, polling alone
         self.runs: dict[Path, TrackedRun] = {}
+        # Runs whose folder went while they ran: name, what happened, whether their work is lost.
+        self.dropped: dict[Path, Dropped] = {}
         self.selector = selectors.DefaultSelector()
         self.stop_level = 0  # 1: stop placing; 2: stop the runs; 3: leave now
         self.signals: list[int] = []
@@ -323,6 +326,8 @@ class Scheduler:
         """Follow a run's supervisor: its end makes the loop's selector readable."""
         run.handle = handle
         run.folder_id = folder_identity(run.path)
+        release_folder(run.folder_fd)
+        run.folder_fd = hold_folder(run.path)
         run.overdue_at = None
         run.state = RunState.RUNNING
         run.tail = None if self.options.quiet else LogTail(run.paths.out_log)
@@ -345,7 +350,11 @@ class Scheduler:
             if run.tail is not None:
                 self.console.run_output(run.name, run.tail.read_lines(final=True))
                 run.tail = None
-            self._settle(run, code)
+            try:
+                self._settle(run, code)
+            finally:
+                release_folder(run.folder_fd)
+                run.folder_fd = None
 
     def _settle(self, run: TrackedRun, exit_code: int | None) -> None:
         """A run's supervisor ended: its markers, lock and state.json say what happened."""
@@ -357,14 +366,10 @@ class Scheduler:
             # the old folder. (A supervisor that saw its folder vanish stopped its steps itself.)
             self.oversight.stop_steps_in_deleted_folder(run)
         if exit_code == EXIT_VANISHED or not os.path.isdir(paths.root):  # (Path.is_dir raises on EACCES)
-            if exit_code == EXIT_VANISHED:
-                self.console.event(f"[{run.name}] {run.path} vanished while running; dropped")
-            elif exit_code is not None:  # its supervisor followed the folder and recorded the outcome there
-                self.console.event(f"[{run.name}] {run.path} was moved while running; it finished where it went"
-                                   " (see its lfads.out there); dropped here")
-            else:  # the local executor cannot tell which
-                self.console.event(f"[{run.name}] {run.path} is gone (deleted, or moved: a moved run finishes where"
-                                   " it went, see its lfads.out there); dropped here")
+            fate = Fate.DELETED if exit_code == EXIT_VANISHED else fate_of(run.folder_fd)
+            dropped = Dropped(run.name, f"{run.path} {fate.value}", fate.lost, run.folder_id)
+            self.console.event(f"[{run.name}] {dropped.what}; dropped")
+            self.dropped[run.path] = dropped
             self.runs.pop(run.path, None)
             self.rescanner.next_rescan = 0.0  # a move within the roots shows up at once
             return
@@ -463,14 +468,22 @@ class Scheduler:
             if run.state in (RunState.DONE, RunState.FAILED) and run.handle is None:
                 run.state = marker_state(run.paths)
 
+    def _still_gone(self) -> list[Dropped]:
+        """Dropped runs not found again since: at their path (made again) or elsewhere (moved within the roots)."""
+        if not self.dropped:
+            return []
+        found_ids = {folder_identity(path) for path in self.runs} - {None}
+        return [gone for path, gone in self.dropped.items() if path not in self.runs and gone.folder_id not in found_ids]
+
     def _summarize(self) -> int:
         self._recheck_ended()
         self.console.status(self.status_line(), force=True)
         self.console.close()
         counts = self.counts()
-        for line in summary_lines(list(self.runs.values()), counts):
+        dropped = self._still_gone()
+        for line in summary_lines(list(self.runs.values()), counts, dropped):
             self.console.event(line)
-        if not self.runs:  # a mistyped root would otherwise look like success, to a script or cron too
+        if not self.runs and not dropped:  # a mistyped root would otherwise look like success, to a script or cron too
             roots = ", ".join(map(str, self.options.roots))
             self.console.event(f"no run folders (folders holding {TRAIN_SCRIPT}) under {roots}; check the path")
             if not self.options.watch:
@@ -478,7 +491,7 @@ class Scheduler:
         if self.placer.cannot_place is not None and (counts.pending or counts.running):
             self.console.event(f"stopped: runs cannot be started: {self.placer.cannot_place}")
             return 2
-        if counts.failed or counts.blocked:
+        if counts.failed or counts.blocked or any(gone.lost for gone in dropped):
             return 1
         if self.stop_level and (counts.pending or counts.running):
             return 130

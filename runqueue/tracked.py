@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ class TrackedRun:
     orphan: Orphan | None = None
     orphan_stopped: Orphan | None = None
     folder_id: tuple[int, int] | None = None  # the run folder seen running: a new one at its path is another run
+    folder_fd: int | None = None  # while running: the folder itself, to tell deleted from moved (departed.py)
 
     def __post_init__(self) -> None:
         self.short_name = self.short_name or self.name
@@ -90,13 +91,24 @@ def status_text(counts: RunCounts, stopping: bool) -> str:
     return text + (" (stopping)" if stopping else "")
 
 
-def summary_lines(runs: list[TrackedRun], counts: RunCounts) -> list[str]:
-    """The summary printed when `runqueue run` ends: totals, then each failed and blocked run with why."""
+@dataclass(frozen=True)
+class Dropped:
+    """A run whose folder went while it ran: no markers left here to count it by."""
+
+    name: str
+    what: str
+    lost: bool  # its work did not end in lfads.done (deleted, or moved and failed): a failure
+    folder_id: tuple[int, int] | None  # to know it again if it was moved within the roots
+
+
+def summary_lines(runs: list[TrackedRun], counts: RunCounts, dropped: Sequence[Dropped] = ()) -> list[str]:
+    """The summary printed when `runqueue run` ends: totals, then each failed, blocked and dropped
+    run with why."""
     head = (
-        f"summary: {len(runs)} run(s): {counts.done} done, {counts.failed} failed, "
+        f"summary: {len(runs) + len(dropped)} run(s): {counts.done} done, {counts.failed} failed, "
         f"{counts.running} running, {counts.pending} pending"
     )
-    lines = [head + (f", {counts.blocked} blocked" if counts.blocked else "")]
+    lines = [head + (f", {counts.blocked} blocked" if counts.blocked else "") + (f", {len(dropped)} gone" if dropped else "")]
     for run in runs:
         if run.state == RunState.FAILED:
             failure = read_failure(run.paths) or {}
@@ -104,4 +116,5 @@ def summary_lines(runs: list[TrackedRun], counts: RunCounts) -> list[str]:
             where = run.paths.out_log if run.paths.out_log.exists() else run.paths.failed_marker
             lines.append(f"  failed  {run.name}: {failure.get('reason')} — {failure.get('message', '')} ({where})")
     lines.extend(f"  blocked {run.name}: {run.blocked}" for run in runs if run.is_blocked)
+    lines.extend(f"  gone    {gone.name}: {gone.what}" for gone in dropped)
     return lines

@@ -17,6 +17,7 @@ import pytest
 from runqueue_testkit import (
     finish,
     gpu,
+    kill_processes,
     make_run,
     pid_alive,
     queue_env,
@@ -131,10 +132,38 @@ def test_runqueue_vanished_run_folder_is_dropped_and_the_queue_carries_on(tmp_pa
     make_run(root, "c/param_V/gone", 'rm -rf "$RUNQUEUE_RUN_DIR"\nexit 1\n')
     fine = make_run(root, "c/param_V/zfine")
     result = run_queue(queue_env(tmp_path), "run", root, "--simulate-gpus", _sim(tmp_path), "--quiet")
-    assert "[param_V/gone]" in result.stdout and "/c/param_V/gone is gone (deleted, or moved" in result.stdout
+    assert "[param_V/gone]" in result.stdout and "/c/param_V/gone vanished while running (deleted); dropped" in result.stdout
     assert (fine / "lfads.done").exists()
     assert not (root / "c/param_V/gone").exists()
-    assert result.returncode == 0
+    # Its work is lost: the summary names it and the exit status says a run failed.
+    assert "summary: 2 run(s): 1 done, 0 failed, 0 running, 0 pending, 1 gone" in result.stdout
+    assert "  gone    param_V/gone: " in result.stdout
+    assert result.returncode == 1
+
+
+@pytest.mark.parametrize(("ending", "code", "says"), [
+    ("echo trained", 0, "was moved while running; it finished where it went"),
+    ("exit 3", 1, "was moved while running; it failed where it went (see its lfads.failed there)"),
+])
+def test_a_run_moved_out_of_the_roots_while_running_ends_there_and_counts_by_its_markers(
+        tmp_path: Path, ending: str, code: int, says: str) -> None:
+    root = tmp_path / "runs"
+    run = make_run(root, "c/param_M/moved", f"touch started; sleep 2; {ending}\n")
+    log = tmp_path / "queue.log"
+    queue = start_queue(queue_env(tmp_path), "run", root, "--cpu-slots", "1", "--retries", "0", "--quiet", log=log)
+    try:
+        wait_for((run / "started").exists, what="the step")
+        (tmp_path / "elsewhere").mkdir()
+        run.rename(tmp_path / "elsewhere" / "moved")
+        exit_status = finish(queue)
+    finally:
+        kill_processes(queue)
+    console = log.read_text()
+    assert exit_status == code, console  # never "no run folders under runs; check the path" (2)
+    marker = "lfads.done" if code == 0 else "lfads.failed"
+    assert (tmp_path / "elsewhere" / "moved" / marker).exists()
+    assert "summary: 1 run(s): 0 done, 0 failed, 0 running, 0 pending, 1 gone" in console
+    assert f"  gone    param_M/moved: {run} {says}" in console and "no run folders" not in console
 
 
 def test_a_run_folder_deleted_under_a_running_step_stops_the_step_and_frees_its_device(tmp_path: Path) -> None:
@@ -363,7 +392,9 @@ def test_a_run_folder_renamed_while_running_finishes_where_it_went(tmp_path: Pat
     assert log.count("old-step-finished") == 1  # the training step ran once
     assert f"the run folder moved from {run} to {moved}; following it" in log
     assert f"posterior in {moved}" in log  # the next step ran in the folder's new place
-    assert f"{run} is gone (deleted, or moved: a moved run finishes where it went" in (tmp_path / "q.log").read_text()
+    console = (tmp_path / "q.log").read_text()
+    assert f"{run} was moved while running; it finished where it went; dropped" in console
+    assert "summary: 1 run(s): 1 done, 0 failed, 0 running, 0 pending\n" in console  # found again, counted once
     assert read_json(moved / ".runqueue" / "state.json")["phase"] == "succeeded"
 
 
