@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from runqueue import runlock
-from runqueue.atomicio import atomic_write_json, read_json_object
+from runqueue.atomicio import atomic_write_json, parse_json, read_json_object, read_small_file
 from runqueue.layout import STEP_SCRIPTS, RunPaths
 
 STATE_VERSION = 1
@@ -185,8 +185,14 @@ def read_failure(paths: RunPaths) -> dict[str, Any] | None:
     """lfads.failed as a dict; a hand-made or garbled file still counts as failed (reason unknown)."""
     if not os.path.lexists(paths.failed_marker):
         return None
-    record = read_json_object(paths.failed_marker)
-    return record if record is not None else {"reason": "unknown", "message": "lfads.failed is not JSON"}
+    try:
+        record = parse_json(read_small_file(paths.failed_marker))
+    except OSError as error:  # a permission, a fifo, a file too large: say which, not "not JSON"
+        detail = error.strerror or str(error)
+        return {"reason": "unknown", "message": f"lfads.failed cannot be read ({detail})"}
+    except ValueError:
+        record = None
+    return record if isinstance(record, dict) else {"reason": "unknown", "message": "lfads.failed is not JSON"}
 
 
 def marker_state(paths: RunPaths) -> RunState:

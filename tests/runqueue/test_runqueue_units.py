@@ -21,7 +21,7 @@ from runqueue.layout import RunPaths
 from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
 from runqueue.resources import load_resources
-from runqueue.runstate import PersistedState, Phase, RunState, load_state, marker_state
+from runqueue.runstate import PersistedState, Phase, RunState, load_state, marker_state, read_failure
 from runqueue.steps import looks_like_cuda_oom, looks_like_disk_full, plan_steps
 from runqueue.supervisor import retry_backoff
 
@@ -49,6 +49,21 @@ def test_durations_stop_at_a_year() -> None:
 def test_retry_backoff_doubles_up_to_its_cap_and_never_overflows() -> None:
     assert [retry_backoff(10.0, attempt) for attempt in (1, 2, 3, 7, 8, 1025, 10**9)] == [10, 20, 40, 600, 600, 600, 600]
     assert retry_backoff(3600.0, 5000) == 3600.0 and retry_backoff(0.0, 5000) == 0.0
+
+
+def test_an_lfads_failed_that_cannot_be_read_says_why_not_that_it_is_not_json(tmp_path: Path) -> None:
+    paths = RunPaths(make_run(tmp_path, "c/param_F/r"))
+    paths.failed_marker.write_text("{garbled")
+    assert read_failure(paths) == {"reason": "unknown", "message": "lfads.failed is not JSON"}
+    paths.failed_marker.unlink()
+    os.mkfifo(paths.failed_marker)  # opened without blocking, refused: never a hang
+    assert read_failure(paths) == {"reason": "unknown", "message": "lfads.failed cannot be read (not a regular file)"}
+    assert marker_state(paths) is RunState.FAILED  # still failed: any file at that path is
+    paths.failed_marker.unlink()
+    paths.failed_marker.write_text('{"reason": "exit_status", "message": "exit 3"}')
+    if os.geteuid() != 0:  # root reads past the mode bits
+        paths.failed_marker.chmod(0)
+        assert read_failure(paths) == {"reason": "unknown", "message": "lfads.failed cannot be read (Permission denied)"}
 
 
 def test_runqueue_naming_seed_layout_and_other_trees(tmp_path: Path) -> None:
