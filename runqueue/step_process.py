@@ -81,7 +81,8 @@ class RunProcesses:
             return
         for pid in run_processes(os.getpid()):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
+                if os.getpgid(pid) != process.pid:  # the step's group had it already: a trap must run once
+                    os.kill(pid, signum)
 
     def stop(self, process: subprocess.Popen[bytes], pidfd: int, grace_s: float) -> bool:
         """TERM every process of the run, then KILL what is left after the grace period; True when
