@@ -29,6 +29,7 @@ from runqueue.devices.placement import (
     provisional_claim,
     why_not_placed,
 )
+from runqueue.diskspace import disk_is_full
 from runqueue.durations import format_duration
 from runqueue.errors import without_fix
 from runqueue.executors.base import PendingStart, RunHandle
@@ -102,6 +103,15 @@ class Placer(QueuePart):
         if reason != run.last_block_message:  # a re-check that finds the same problem stays quiet
             run.last_block_message = reason
             self.console.event(f"[{run.name}] {event}")
+
+    def waits_for_space(self, run: TrackedRun, what: str, event: str = "stopped") -> bool:
+        """On a full disk, block the run until there is space (rescans re-check it); True if so."""
+        if not disk_is_full(run.paths.root):
+            return False
+        reason = f"the disk of {run.paths.root} is full, so {what}; free space there (the run goes again once there is some)"
+        self.block(run, reason, recheck=True, event=f"{event}: {reason}")
+        run.needs_space = True
+        return True
 
     def _look_again_in(self, seconds: float) -> None:
         """Place again after `seconds`, or sooner when a sooner look is planned already."""
@@ -251,7 +261,12 @@ class Placer(QueuePart):
         `txn` None: a batch system places the runs (no host-wide claim; "launched" means submitted)."""
         launches: list[tuple[Candidate, Device, PendingStart]] = []
         charged = list(live)
+        skipped = False  # its device may take another run: place again
         for candidate, device in placements:
+            # As `runqueue status` says: nothing (a lock, a log line, a checkpoint) would fit.
+            if self.waits_for_space(candidate.run, "it is not started", event="waits"):
+                skipped = True
+                continue
             spec = SupervisorSpec(
                 run_dir=candidate.request.run_dir,
                 device_uuid=device.uuid,
@@ -273,7 +288,7 @@ class Placer(QueuePart):
             launches.append((candidate, device, pending))
             candidate.run.tail = None if self.options.quiet else LogTail(candidate.run.paths.out_log, offset)
         self.executor.await_replies([pending for _, _, pending in launches], _REPLY_TIMEOUT_S)
-        again = False
+        again = skipped
         for candidate, device, pending in launches:
             run = candidate.run
             if not pending.started:

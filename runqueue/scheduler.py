@@ -30,7 +30,6 @@ from runqueue.devices.errors import ClaimError
 from runqueue.devices.inventory import make_inventory
 from runqueue.devices.model import Inventory
 from runqueue.devices.placement import PlacementPolicy
-from runqueue.diskspace import disk_is_full
 from runqueue.durations import format_duration
 from runqueue.executors import make_executor
 from runqueue.executors.base import Executor, RunHandle
@@ -410,7 +409,7 @@ class Scheduler:
             # It ended without recording an outcome: killed (kill -9, out of memory), crashed, or
             # it could not write one. A full disk is said as such and waits for space (rescans
             # re-check it), rather than being restarted into the same wall.
-            if self._waits_for_space(run, "the run could not record its outcome"):
+            if self.placer.waits_for_space(run, "the run could not record its outcome"):
                 return
             run.crashes += 1
             how = f"exit status {exit_code}" if exit_code is not None else "no outcome recorded"
@@ -423,21 +422,12 @@ class Scheduler:
         elif state.phase == Phase.FAILED and run.ended_here:
             # Given up, but lfads.failed could not be written: a full disk waits for space; anything
             # else (a folder this account cannot write) would fail the same way at every start.
-            if self._waits_for_space(run, f"it failed and {FAILED_MARKER} could not be written"):
+            if self.placer.waits_for_space(run, f"it failed and {FAILED_MARKER} could not be written"):
                 return
             run.state_stamp = state_stamp(paths)
             reason = (f"it failed ({state.reason}: {state.message}) and {FAILED_MARKER} could not be written in"
                       f" {paths.root}; make the folder writable by {account_name()}, then `runqueue requeue` it")
             self.placer.block(run, reason, recheck=False, event=f"not started again: {reason}")
-
-    def _waits_for_space(self, run: TrackedRun, what: str) -> bool:
-        """On a full disk, block the run until there is space (rescans re-check it); True if so."""
-        if not disk_is_full(run.paths.root):
-            return False
-        reason = f"the disk of {run.paths.root} is full, so {what}; free space there (the run goes again once there is some)"
-        self.placer.block(run, reason, recheck=True, event=f"stopped: {reason}")
-        run.needs_space = True
-        return True
 
     # ================================================================ console
     def _tail_logs(self) -> None:
