@@ -145,6 +145,10 @@ def load_dataset(path: Path, name: str, output_dist: str, ext_input_dim: int) ->
             raise LfadsError(f"{path}: '{key}' has shape {array.shape}; expected trials × time × neurons")
     if train.shape[0] == 0:
         raise LfadsError(f"{path}: train_data holds no trials; export the dataset again with trials in its training split")
+    if 0 in train.shape[1:]:
+        what = "time bins" if train.shape[1] == 0 else "neurons"
+        raise LfadsError(f"{path}: train_data has shape {train.shape} (trials × time × neurons), so no {what};"
+                         " export the dataset again with at least one time bin and one neuron")
     if valid is not None and valid.shape[0] == 0:
         valid = None  # as if the key were absent: training goes on without a validation set
     if valid is not None and valid.shape[1:] != train.shape[1:]:

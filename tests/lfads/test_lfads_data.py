@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -178,6 +179,17 @@ def test_an_empty_validation_split_trains_without_one_and_an_empty_training_spli
         del h5["train_data"]
         h5["train_data"] = np.zeros((0, *arrays["train_data"].shape[1:]), np.int64)
     with pytest.raises(LfadsError, match=r"lfads_ds\.h5: train_data holds no trials; export the dataset again"):
+        load_datasets(tmp_path, "lfads", "poisson", 0)
+
+
+@pytest.mark.parametrize(("shape", "says"), [((40, 0, 6), "(40, 0, 6) (trials × time × neurons), so no time bins"),
+                                            ((40, 10, 0), "(40, 10, 0) (trials × time × neurons), so no neurons")])
+def test_training_data_without_time_bins_or_neurons_is_named(tmp_path: Path, dataset_factory: MakeDataset,
+                                                            shape: tuple[int, int, int], says: str) -> None:
+    dataset_factory(tmp_path / "lfads_ds.h5")
+    _replace(tmp_path / "lfads_ds.h5", "train_data", np.zeros(shape, np.int64))
+    _replace(tmp_path / "lfads_ds.h5", "valid_data", np.zeros((20, *shape[1:]), np.int64))
+    with pytest.raises(LfadsError, match=re.escape(f"lfads_ds.h5: train_data has shape {says}; export the dataset")):
         load_datasets(tmp_path, "lfads", "poisson", 0)
 
 
