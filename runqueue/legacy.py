@@ -30,8 +30,9 @@ from runqueue.atomicio import atomic_write_bytes
 from runqueue.layout import OUT_LOG, POSTERIOR_SCRIPT, WRITE_PARAMS_SCRIPT, RunPaths
 from runqueue.runlock import refuse_a_link
 
-_PIPE_INTO_TEE = re.compile(r"\|\s*tee\b")
-_TEE_INTO_LOG = re.compile(r"\|\s*tee\b[^\n]*\b" + re.escape(OUT_LOG) + r"\b")
+# `| tee`, `|& tee`, `| /usr/bin/tee`; its arguments may go on after a `\` line continuation.
+_PIPE_INTO_TEE = re.compile(r"\|&?\s*(?P<path>[\w.~/-]*/)?tee\b")
+_TEE_INTO_LOG = re.compile(_PIPE_INTO_TEE.pattern + r"(?:[^\n]|\\\n)*?\b" + re.escape(OUT_LOG) + r"(?![\w.-])")
 _CALLS_RUN_LFADS = re.compile(r"\brun_lfads\.py\b")
 _FOLDER_FLAG = re.compile(r"""--(lfads_save_dir|data_dir)=("[^"]*"|'[^']*'|[^\s;&|)]+)""")
 _STDERR_TYPO = re.compile(r"(?<![>&\w])2&>1\b")
@@ -69,6 +70,11 @@ def refusal(paths: RunPaths, step: str, text: str) -> str | None:
                     f" MATLAB scripts' absolute paths), so it would train another run's model; prepare the"
                     f" collection again here, or change the paths in {step} to this folder's")
     unquoted = _SINGLE_QUOTED.sub("''", code)
+    into_log = _TEE_INTO_LOG.search(unquoted)
+    if into_log is not None and into_log.group("path"):
+        return (f"{step} pipes into {into_log.group('path')}tee {OUT_LOG}, which would truncate the log the queue"
+                f" appends to (the queue stands in for a plain `tee` only); write `tee {OUT_LOG}` without the path,"
+                " or drop the tee: the queue writes the step's output to lfads.out itself")
     if _STDERR_TYPO.search(unquoted):
         return (f"{step} holds `2&>1`, a typo of old lfads-run-manager versions (bash passes '2' to run_lfads.py"
                 " and sends the output to a file named 1); change it to `2>&1`")

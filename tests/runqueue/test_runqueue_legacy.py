@@ -180,3 +180,25 @@ def test_a_copied_matlab_run_whose_script_points_at_the_original_is_refused_not_
     assert f"--data_dir={original}/lfadsInput, outside this run folder" in failure["message"]
     assert (original / "lfadsOutput/checkpoint").read_text() == "the original's model"
     assert sorted(path.name for path in (original / "lfadsOutput").iterdir()) == ["checkpoint"]
+
+
+@pytest.mark.parametrize("tee", ["|& tee lfads.out", "2>&1 | tee \\\n    lfads.out"])
+def test_hand_edited_tee_forms_into_lfads_out_keep_the_log_whole_and_fail_with_the_command(tmp_path: Path, tee: str) -> None:
+    run = make_run(tmp_path / "runs", "c/param_E/r0", f'(echo "attempt $RUNQUEUE_ATTEMPT"; [ "$RUNQUEUE_ATTEMPT" = 2 ]) {tee}\n')
+    (run / "lfads.out").write_text("an earlier line\n")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1", "--retry-backoff", "0")
+    assert result.returncode == 0, result.stdout + result.stderr  # attempt 1 failed despite tee (pipefail)
+    log = (run / "lfads.out").read_text()
+    assert log.startswith("an earlier line\n") and log.count("attempt 1\n") == 1 and log.count("attempt 2\n") == 1, log
+    assert len(step_headers(log)) == 2 and (run / "lfads.done").exists()
+
+
+def test_a_tee_by_path_into_lfads_out_is_refused_as_it_would_truncate_the_log(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs", "c/param_E/r0", "(echo trained) 2>&1 | /usr/bin/tee lfads.out\n")
+    (run / "lfads.out").write_text("an earlier line\n")
+    result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    failure = read_json(run / "lfads.failed")
+    assert failure["reason"] == "legacy_script_refused" and failure["attempt"] == 1
+    assert "pipes into /usr/bin/tee lfads.out, which would truncate the log" in failure["message"]
+    assert (run / "lfads.out").read_text().startswith("an earlier line\n")
