@@ -59,7 +59,10 @@ def run_row(found: FoundRun, devices: Sequence[Device], claims: list[Claim], pol
     attempt = state.attempt or None
     base = {"path": str(found.path), "collection": collection, "name": name}
     if found.has_done:
-        return RunRow(**base, state=RunState.DONE, step=None, attempt=attempt, device=state.device_uuid, pid=None, exit_code=0 if state.phase == Phase.SUCCEEDED else None, reason=None)
+        # Finished by a queue, or made by hand (then state.json, if any, is of an earlier attempt).
+        finished = state.phase == Phase.SUCCEEDED
+        return RunRow(**base, state=RunState.DONE, step=None, attempt=attempt if finished else None,
+                      device=state.device_uuid if finished else None, pid=None, exit_code=0 if finished else None, reason=None)
     if found.has_failed:
         failure = read_failure(paths) or {}
         return RunRow(

@@ -29,6 +29,14 @@ def test_done_run_shows_exit_code_0_and_a_waiting_retry_shows_the_failed_attempt
     row = run_row(FoundRun(done, root, True, False), [GPU], [], PlacementPolicy())
     assert (row.state, row.exit_code, row.device, row.attempt) == ("done", 0, "GPU-a", 1)
 
+    by_hand = make_run(root, "c/param_A/by_hand")  # failed once, then marked done by hand
+    state = PersistedState()
+    state.phase, state.attempt, state.device_uuid, state.exit_code = Phase.RETRY_WAIT, 1, "GPU-a", 3
+    save_state(RunPaths(by_hand), state)
+    (by_hand / "lfads.done").touch()
+    row = run_row(FoundRun(by_hand, root, True, False), [GPU], [], PlacementPolicy())
+    assert (row.state, row.exit_code, row.device, row.attempt) == ("done", None, None, None)
+
     retry = make_run(root, "c/param_A/retry")
     state = PersistedState()
     state.phase, state.attempt, state.step, state.resume_step = Phase.RETRY_WAIT, 1, "lfads_train.sh", "lfads_train.sh"
