@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -365,3 +366,39 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+_STEPS_NOFILE_ENV = "RUNQUEUE_STEPS_NOFILE"  # the soft limit the queue found: what its steps run with
+_MOST_OPEN_FILES = 1 << 20
+
+
+def raise_open_file_limit() -> None:
+    """Lift the queue's soft limit on open files to its hard one, and note the old soft limit for
+    the steps (restore_open_file_limit), which keep it: programs that use select() need the usual 1024.
+
+    A queue holds a few descriptors per running run (a pidfd or a SLURM watch's pipe, a handle on
+    its folder), so a sweep of hundreds of SLURM jobs would run out at a soft limit of 1024. The
+    queue process waits with epoll and poll, never select(), so descriptors past 1024 are fine."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _MOST_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, _MOST_OPEN_FILES)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return  # some containers refuse: the soft limit stays
+    os.environ.setdefault(_STEPS_NOFILE_ENV, str(soft))  # a queue started by a queue keeps the first's
+
+
+def restore_open_file_limit() -> None:
+    """In a supervisor: put back the soft limit the queue found, for the steps it starts."""
+    try:
+        soft = int(os.environ.pop(_STEPS_NOFILE_ENV, ""))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    except (ValueError, OSError):
+        pass  # not started by a queue that raised it, or a value the system refuses: keep what there is
+
+
+def open_file_limit() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return _MOST_OPEN_FILES if soft == resource.RLIM_INFINITY else soft

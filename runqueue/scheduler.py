@@ -39,7 +39,7 @@ from runqueue.logtail import LogTail
 from runqueue.orphans import steps_left_unlocked
 from runqueue.oversight import Oversight
 from runqueue.placer import MAX_CRASHES, Placer
-from runqueue.procinfo import account_name
+from runqueue.procinfo import account_name, raise_open_file_limit
 from runqueue.queue_options import QueueOptions
 from runqueue.queue_parts import QueueParts
 from runqueue.queue_record import record_of, remove_record, write_record
@@ -106,6 +106,7 @@ class Scheduler:
         hooks: LoopHooks | None = None,
     ) -> None:
         self.options = options
+        raise_open_file_limit()  # before the executor forks anything: a big SLURM sweep holds many descriptors
         self.console = console or Console(quiet=options.quiet)
         policy = PlacementPolicy(max_per_gpu=options.max_per_gpu, foreign=options.foreign)  # type: ignore[arg-type]
         inventory = inventory or make_inventory(gpus=options.gpus, simulate_gpus=options.simulate_gpus, cpu_slots=options.cpu_slots)

@@ -43,6 +43,7 @@ from runqueue.procinfo import (
     become_subreaper,
     process_start_time,
     reap_orphans,
+    restore_open_file_limit,
     steps_started_for,
 )
 from runqueue.root_safety import unsafe_as_root
@@ -127,6 +128,7 @@ class Supervisor:
 
     # ----------------------------------------------------------------- start-up
     def run(self) -> int:
+        restore_open_file_limit()  # the steps get the limit the queue found, not the one it raised for itself
         self._install_signal_handlers()
         own_session = os.getsid(0) == os.getpid()
         self.processes = RunProcesses(own_session)

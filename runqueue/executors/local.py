@@ -153,8 +153,10 @@ class LocalExecutor(Executor):
         launched.control.close()
         # It lets go of the run lock as it exits, at once: waited for (briefly), so that the next
         # look at the run does not take it for running elsewhere.
+        poller = select.poll()  # not select.select: the queue's descriptors may number past 1024
+        poller.register(launched.pidfd, select.POLLIN)
         with contextlib.suppress(OSError):
-            select.select([launched.pidfd], [], [], _ABANDON_WAIT_S)
+            poller.poll(int(_ABANDON_WAIT_S * 1000))
         os.close(launched.pidfd)
 
     def submitted(self, run_dir: Path) -> bool:

@@ -30,7 +30,7 @@ from runqueue import runlock
 from runqueue.atomicio import atomic_write_bytes
 from runqueue.devices.model import Device
 from runqueue.executors.base import Executor, PendingStart, RunHandle
-from runqueue.procinfo import live_started_at
+from runqueue.procinfo import live_started_at, open_file_limit
 from runqueue.runstate import Phase, Reason, load_state
 from runqueue.slurm.commands import SlurmCommands, SlurmError, job_with_token
 from runqueue.slurm.jobscript import JobScriptInputs, render_job_script
@@ -51,6 +51,8 @@ from runqueue.slurm.watcher import JobWatcher
 from runqueue.supervisor_spec import SupervisorSpec
 
 _PACKAGE_PARENT = str(Path(runqueue.__file__).resolve().parent.parent)
+_FDS_PER_JOB = 3  # its watch's pipe (two ends) and the queue's handle on its run folder
+_FD_MARGIN = 256  # sbatch's pipes, the claims, inotify, logs: what the queue needs besides
 _SBATCH_PAUSE_S = 5.0  # after sbatch failed: defer further submissions this long, not one timeout per run
 _ESCALATE_AFTER_S = 30.0  # beyond the kill grace: a job whose supervisor ignores a stop gets scancel
 
@@ -83,8 +85,11 @@ class SlurmExecutor(Executor):
         return Device(uuid="slurm", index=0, name=name, is_gpu=gpus > 0)
 
     def capacity(self, watched: int) -> int | None:
+        # Each watched job holds a pipe, and the queue a handle on its folder: never more jobs than
+        # descriptors (what is left once a margin for everything else is kept).
+        fits = max(0, (open_file_limit() - _FD_MARGIN) // _FDS_PER_JOB - watched)
         limit = self.options.max_submitted
-        return None if limit is None else max(0, limit - watched)
+        return fits if limit is None else max(0, min(limit - watched, fits))
 
     def submitted(self, run_dir: Path) -> bool:
         return active_submission(SlurmPaths.of(run_dir)) is not None
