@@ -192,7 +192,7 @@ class _Checker:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, str | int | float) or (
-                not isinstance(value, str) and value <= 0):
+                not isinstance(value, str) and not 0 < value < math.inf):  # NaN fails this too
             raise self.fail(key, f'must be a SLURM time such as "12:00:00" or "2h", or minutes, got {value!r}')
         try:
             return parse_slurm_time(value) if isinstance(value, str) else float(value) * 60

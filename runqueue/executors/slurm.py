@@ -29,6 +29,7 @@ import runqueue
 from runqueue import runlock
 from runqueue.atomicio import atomic_write_bytes
 from runqueue.devices.model import Device
+from runqueue.errors import RunqueueError
 from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.procinfo import live_started_at, open_file_limit
 from runqueue.runstate import Phase, Reason, load_state
@@ -131,6 +132,8 @@ class SlurmExecutor(Executor):
                 return self._submit_locked(spec, paths)
         except OSError as error:
             return PendingStart(run_dir, spec, {"status": "error", "message": f"cannot write {paths.run.runtime_dir}: {error.strerror}"})
+        except RunqueueError as error:  # this run's folder cannot be given to sbatch: it alone waits
+            return PendingStart(run_dir, spec, {"status": "error", "final": True, "message": str(error)})
 
     def _submit_locked(self, spec: SupervisorSpec, paths: SlurmPaths) -> PendingStart:
         run_dir = paths.run.root
@@ -313,7 +316,7 @@ class SlurmExecutor(Executor):
 
 # sbatch errors that pass by themselves (controller busy or restarting, submit limits reached).
 _TRANSIENT = ("unable to contact", "timed out", "socket", "connection refused", "try again", "temporarily",
-              "maxsubmit", "did not answer", "slurm_persist", "zero bytes were transmitted")
+              "maxsubmit", "job submit limit", "grpsubmit", "did not answer", "slurm_persist", "zero bytes were transmitted")
 
 
 def _is_transient(message: str) -> bool:

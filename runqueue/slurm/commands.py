@@ -26,6 +26,7 @@ _COMMAND_TIMEOUT_S = 60.0
 _SIGNAL_TIMEOUT_S = 15.0  # a running job's signal is delivered at once; a stuck one falls back to scancel
 _QUERY_FIELDS = "JobID:|,State:|,Reason:|,exit_code:|,NodeList:|,Comment:|"
 _INVALID_JOB_ID = "Invalid job id specified"
+_IDS_PER_QUERY = 1000  # job ids per squeue call
 _JOBCOMP_TAIL_BYTES = 8 << 20
 
 # States in which a job is over. Anything else (PENDING, RUNNING, COMPLETING, REQUEUED, SUSPENDED,
@@ -109,15 +110,18 @@ class SlurmCommands:
         Ids SLURM does not know are absent from the answer. SlurmError when squeue itself fails.
         """
         ids = sorted(set(job_ids))
-        if not ids:
-            return {}
-        try:
-            result = self._run(["squeue", "-h", "-t", "all", "-j", ",".join(map(str, ids)), "-O", _QUERY_FIELDS])
-        except SlurmError as error:
-            if _INVALID_JOB_ID in str(error):
-                return {}  # none of them is known any more (squeue fails only when all are unknown)
-            raise
-        return {info.job_id: info for info in _parse_query(result.stdout)}
+        found: dict[int, JobInfo] = {}
+        # In chunks: one argument of every id of a big sweep would pass the kernel's 128 KiB per argument.
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start:start + _IDS_PER_QUERY]
+            try:
+                result = self._run(["squeue", "-h", "-t", "all", "-j", ",".join(map(str, chunk)), "-O", _QUERY_FIELDS])
+            except SlurmError as error:
+                if _INVALID_JOB_ID in str(error):
+                    continue  # none of these is known any more (squeue fails only when all are unknown)
+                raise
+            found.update((info.job_id, info) for info in _parse_query(result.stdout))
+        return found
 
     def find_by_comment(self, comment: str) -> JobInfo | None:
         """The job of this user whose --comment is `comment` (to find a submission whose id was never recorded)."""
@@ -229,8 +233,9 @@ class SlurmCommands:
             raise SlurmError(f"cannot run {argv[0]}: {error.strerror}") from None
         if result.returncode != 0:
             lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-            last = lines[-1] if lines else f"exit status {result.returncode}"
-            raise SlurmError(f"{Path(argv[0]).name} failed: {last}")
+            # The last line says what failed; an earlier one may name why (QOSMaxSubmitJobPerUserLimit).
+            text = "; ".join(lines[-3:]) if lines else f"exit status {result.returncode}"
+            raise SlurmError(f"{Path(argv[0]).name} failed: {text}")
         return result
 
 

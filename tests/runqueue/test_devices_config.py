@@ -92,6 +92,8 @@ def test_minimal_config_takes_the_design_defaults(tmp_path: Path) -> None:
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ngres = 1\n", "[slurm]: unknown key(s) 'gres'"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ngpus = -1\n", "slurm.gpus: must be a whole number >= 0"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ntime = \"soon\"\n", "slurm.time: invalid --slurm-time 'soon'"),
+        ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ntime = inf\n", "slurm.time: must be a SLURM time such as"),
+        ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ntime = nan\n", "slurm.time: must be a SLURM time such as"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\nextra = [\"--chdir=/tmp\"]\n", "runqueue sets --chdir itself"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\nextra = 3\n", "slurm.extra: must be a list of sbatch arguments"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\nslurm = 1\n", "slurm: must be a table"),

@@ -351,3 +351,56 @@ def test_an_sbatch_that_timed_out_but_was_accepted_is_not_submitted_twice(tmp_pa
     else:
         assert pending.reply["status"] == "deferred" and "trying again later" in pending.reply["message"]
         assert record is None  # nothing on record: the next try submits afresh
+
+
+def _fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
+    """sbatch, squeue, scontrol and scancel on PATH as bash snippets (exit 0 when not given)."""
+    folder = tmp_path / "fake-slurm"
+    folder.mkdir(exist_ok=True)
+    for name in ("sbatch", "squeue", "scontrol", "scancel"):
+        (folder / name).write_text("#!/bin/bash\n" + scripts.get(name, "exit 0\n"))
+        (folder / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_submit_limit_is_waited_out_not_a_blocked_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runqueue.executors.slurm import SlurmExecutor
+
+    # What sbatch prints at a QOS's per-user submit limit: the reason first, then the generic line.
+    _fake_slurm(tmp_path, monkeypatch, sbatch="echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2\n"
+                "echo 'sbatch: error: Batch job submission failed: Job violates accounting/QOS policy"
+                " (job submit limit, user'\"'\"'s size and/or time limits)' >&2\nexit 1\n")
+    run = make_run(tmp_path / "runs", "c/param_M/r")
+    spec = SupervisorSpec(run_dir=str(run), device_uuid="slurm", device_name="x", device_env={}, max_attempts=1,
+                          time_limit_s=None, queue_id="q:1")
+    pending = SlurmExecutor().launch(spec)
+    assert pending.reply["status"] == "deferred", pending.reply
+    assert "QOSMaxSubmitJobPerUserLimit" in pending.reply["message"]
+
+
+def test_a_run_folder_sbatch_cannot_take_is_refused_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runqueue.executors.slurm import SlurmExecutor
+
+    _fake_slurm(tmp_path, monkeypatch, sbatch="echo submitted >> \"$0.calls\"; echo 7\n")
+    run = make_run(tmp_path / "runs", "c/param_B/bad\\name")
+    spec = SupervisorSpec(run_dir=str(run), device_uuid="slurm", device_name="x", device_env={}, max_attempts=1,
+                          time_limit_s=None, queue_id="q:1")
+    pending = SlurmExecutor().launch(spec)  # raised out of launch before, and ended the whole queue
+    assert pending.reply["status"] == "error" and pending.reply["final"] is True
+    assert "cannot be given to sbatch" in pending.reply["message"]
+    assert not (tmp_path / "fake-slurm" / "sbatch.calls").exists()
+
+
+def test_job_states_are_asked_in_chunks_a_command_line_can_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runqueue.slurm.commands import SlurmCommands
+
+    calls = tmp_path / "squeue.calls"
+    # Knows every job whose id ends in 7; reports each as RUNNING, as squeue -O with our fields prints.
+    _fake_slurm(tmp_path, monkeypatch, squeue=(
+        'while [ $# -gt 0 ]; do [ "$1" = -j ] && ids=$2; shift; done\n'
+        f'echo "$ids" | tr , "\\n" | wc -l >> {calls}\n'
+        'for id in $(echo "$ids" | tr , " "); do case $id in *7) echo "$id|RUNNING|None|0:0|node1|runqueue:t|";; esac; done\n'))
+    found = SlurmCommands().query(range(100_000, 102_500))
+    assert [int(n) for n in calls.read_text().split()] == [1000, 1000, 500]
+    assert sorted(found) == [job for job in range(100_000, 102_500) if job % 10 == 7]
+    assert {info.state for info in found.values()} == {"RUNNING"}
