@@ -12,7 +12,7 @@ from pathlib import Path
 from runqueue import runlock
 from runqueue.control import CancelRefused, leave_grace
 from runqueue.errors import RunqueueError
-from runqueue.layout import RunPaths
+from runqueue.layout import SUPERVISOR_LOOKS_EVERY_S, RunPaths
 from runqueue.runstate import RunState, load_state
 from runqueue.slurm.commands import JobInfo, SlurmCommands, SlurmError, job_with_token
 from runqueue.slurm.outcome import write_cancelled
@@ -44,13 +44,28 @@ def cancel_if_submitted(paths: RunPaths, grace_s: float, commands: SlurmCommands
     if record is None or not record.active:
         return None
     commands = commands or SlurmCommands()
-    commands.check_available()
+    try:
+        commands.check_available()
+    except RunqueueError:
+        raise CancelRefused("it is a SLURM job and the SLURM tools (squeue, scancel) are not on PATH here; cancel it"
+                            " where they are (a login node, or after `module load slurm`)") from None
     with submission_lock(slurm_paths):
         record = load_submission(slurm_paths)
         if record is None or not record.active:
             return None
         save_submission(slurm_paths, dataclasses.replace(record, stop_requested=STOP_CANCEL))
     job = record.job_id if record.job_id is not None else _job_by_comment(commands, slurm_paths, record.token)
+    if job is None and runlock.is_held(paths.lock):
+        # SLURM did not name the job (squeue failing, or another account's job), yet its supervisor
+        # runs: ask it in writing, as for another account's local run, and wait for it to stop.
+        leave_grace(paths, grace_s, batch_token=record.token)
+        deadline = time.monotonic() + grace_s + SUPERVISOR_LOOKS_EVERY_S + 10.0
+        while runlock.is_held(paths.lock) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        if os.path.lexists(paths.failed_marker):
+            return "cancelled (its SLURM job's supervisor stopped the run)"
+        raise CancelRefused("cancel recorded, but SLURM did not name the job and its supervisor has not stopped yet;"
+                            " run `runqueue cancel` again when SLURM answers")
     if job is None:
         write_cancelled(paths, "cancelled with `runqueue cancel` while its submission to SLURM was in flight")
         return "marked failed (cancelled); its SLURM submission was still in flight"

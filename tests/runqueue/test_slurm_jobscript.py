@@ -5,7 +5,9 @@ No cluster needed; the end-to-end behaviour on a real SLURM is in test_slurm_que
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -404,3 +406,59 @@ def test_job_states_are_asked_in_chunks_a_command_line_can_hold(tmp_path: Path, 
     assert [int(n) for n in calls.read_text().split()] == [1000, 1000, 500]
     assert sorted(found) == [job for job in range(100_000, 102_500) if job % 10 == 7]
     assert {info.state for info in found.values()} == {"RUNNING"}
+
+
+def test_cancel_of_a_running_job_slurm_cannot_name_asks_its_supervisor_instead_of_only_marking_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from runqueue.layout import RunPaths
+    from runqueue.slurm.control import cancel_if_submitted
+    from runqueue.slurm.paths import SlurmPaths
+    from runqueue.slurm.records import SubmissionRecord, save_submission
+
+    class SlurmSilent:  # squeue fails, or the job is another account's: no job by that comment
+        def check_available(self) -> None:
+            pass
+
+        def find_by_comment(self, comment: str) -> None:
+            return None
+
+    run = make_run(tmp_path / "runs", "c/param_S/r")
+    paths = RunPaths(run)
+    save_submission(SlurmPaths.of(run), SubmissionRecord(token="tok", job_id=None, queue_id="q:1", submitted_at=0.0))
+    # The job's supervisor, as far as cancel can see: it holds the run lock, and on the written request
+    # (cancel.json naming its submission's token) stops and records the cancel.
+    supervisor = subprocess.Popen([sys.executable, "-c", (
+        "import json, os, sys, time\n"
+        "from pathlib import Path\n"
+        "from runqueue import runlock\n"
+        f"run = Path({str(run)!r})\n"
+        "(run / '.runqueue').mkdir(exist_ok=True)\n"
+        "fd = runlock.try_acquire(run / '.runqueue' / 'lock')\n"
+        "print('held', flush=True)\n"
+        "while not (run / '.runqueue' / 'cancel.json').exists(): time.sleep(0.05)\n"
+        "assert json.loads((run / '.runqueue' / 'cancel.json').read_text())['batch_token'] == 'tok'\n"
+        "(run / 'lfads.failed').write_text(json.dumps({'reason': 'cancelled'}))\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert supervisor.stdout is not None and supervisor.stdout.readline().strip() == "held"
+        said = cancel_if_submitted(paths, 0.1, commands=SlurmSilent())  # type: ignore[arg-type]
+    finally:
+        supervisor.wait(timeout=30)
+    assert said == "cancelled (its SLURM job's supervisor stopped the run)"
+    assert json.loads((run / "lfads.failed").read_text())["reason"] == "cancelled"  # the supervisor's, not ours
+
+
+def test_cancel_of_a_slurm_run_without_the_slurm_tools_refuses_that_run_and_goes_on(tmp_path: Path) -> None:
+    from runqueue.slurm.paths import SlurmPaths
+    from runqueue.slurm.records import SubmissionRecord, save_submission
+
+    slurm_run = make_run(tmp_path / "runs", "c/param_C/a")
+    save_submission(SlurmPaths.of(slurm_run), SubmissionRecord(token="tok", job_id=42, queue_id="q:1", submitted_at=0.0))
+    local_run = make_run(tmp_path / "runs", "c/param_C/b")
+    env = {**queue_env(tmp_path), "PATH": str(Path(sys.executable).parent)}  # no squeue, scancel here
+    result = run_queue(env, "cancel", slurm_run, local_run)
+    assert result.returncode == 2
+    assert f"{slurm_run}: it is a SLURM job and the SLURM tools (squeue, scancel) are not on PATH here" in result.stderr
+    assert f"{local_run}: " in result.stdout  # the next run was still cancelled
+    assert (local_run / "lfads.failed").exists() and not (slurm_run / "lfads.failed").exists()
