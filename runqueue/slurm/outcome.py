@@ -125,7 +125,10 @@ def write_cancelled(run: RunPaths, message: str, device: str | None = None) -> N
 
 def _write_failed(run: RunPaths, reason: str, message: str, info: JobInfo | None, device: str | None) -> None:
     state = load_state(run)
-    tail = read_region_tail(run.out_log, 0, 64 * 1024)
+    # Root (an admin's cancel, a root queue settling a user's job) never follows a link at the log:
+    # it could point at a file only root may read or write.
+    log_is_ours = not (os.geteuid() == 0 and run.out_log.is_symlink())
+    tail = read_region_tail(run.out_log, 0, 64 * 1024) if log_is_ours else b""
     record = FailureRecord(
         step=state.step or state.resume_step,
         exit_code=None if info is None else info.exit_code,
@@ -138,8 +141,11 @@ def _write_failed(run: RunPaths, reason: str, message: str, info: JobInfo | None
         device=device or state.device_uuid,
     )
     atomic_write_json(run.failed_marker, record.to_json())
+    runlock.give_to_run_owner(run.failed_marker, run.root)  # written by root (an admin's cancel): still the user's
     # The log's last word: the supervisor may have taken SLURM's SIGTERM (scancel, TIMEOUT) for the
     # queue's and said the run goes again; it does not.
+    if not log_is_ours:
+        return
     with contextlib.suppress(OSError):
         append_queue_line(run.out_log, f"{HEADER_PREFIX} {now_iso()} failed ({reason}): {message}; it does not go"
                           " again by itself, whatever a line above says: see lfads.failed (`runqueue requeue` to run"

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from runqueue.atomicio import atomic_write_json, read_json_object
+from runqueue.runlock import give_to_run_owner, refuse_a_link
 from runqueue.slurm.paths import SlurmPaths
 
 STOP_CANCEL = "cancel"  # `runqueue cancel`: the run ends failed(cancelled)
@@ -94,6 +95,7 @@ def save_submission(paths: SlurmPaths, record: SubmissionRecord) -> None:
     paths.run.runtime_dir.mkdir(parents=True, exist_ok=True)
     # Durable: this file is what keeps a queue that restarts after a crash from submitting twice.
     atomic_write_json(paths.submission, asdict(record))
+    give_to_run_owner(paths.submission, paths.run.root)
 
 
 def load_job_report(paths: SlurmPaths) -> JobReport | None:
@@ -123,7 +125,9 @@ def submission_lock(paths: SlurmPaths) -> Iterator[None]:
     other too. Held for one sbatch call at most.
     """
     paths.run.runtime_dir.mkdir(exist_ok=True)  # never its parents: a vanished run folder stays gone
-    fd = os.open(paths.submission_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    refuse_a_link(paths.run.runtime_dir)  # a queue or `cancel` run as root must not write where a link points
+    fd = os.open(paths.submission_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+    give_to_run_owner(paths.submission_lock, paths.run.root)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -462,3 +462,43 @@ def test_cancel_of_a_slurm_run_without_the_slurm_tools_refuses_that_run_and_goes
     assert f"{slurm_run}: it is a SLURM job and the SLURM tools (squeue, scancel) are not on PATH here" in result.stderr
     assert f"{local_run}: " in result.stdout  # the next run was still cancelled
     assert (local_run / "lfads.failed").exists() and not (slurm_run / "lfads.failed").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="what root does with links a user planted: needs root")
+def test_root_cancelling_a_users_slurm_run_follows_no_link_the_user_planted(tmp_path: Path) -> None:
+    import pwd
+
+    from runqueue.layout import RunPaths
+    from runqueue.slurm.control import cancel_if_submitted
+    from runqueue.slurm.paths import SlurmPaths
+    from runqueue.slurm.records import SubmissionRecord, save_submission
+
+    class SlurmSilent:
+        def check_available(self) -> None:
+            pass
+
+        def find_by_comment(self, comment: str) -> None:
+            return None
+
+    nobody = pwd.getpwnam("nobody")
+    secret, created = tmp_path / "root_secret", tmp_path / "created_by_root"
+    secret.write_text("root's secret line\n")
+    secret.chmod(0o600)
+    run = make_run(tmp_path / "runs", "c/param_R/r")
+    save_submission(SlurmPaths.of(run), SubmissionRecord(token="tok", job_id=None, queue_id="q:1", submitted_at=0.0))
+    (run / "lfads.out").symlink_to(secret)
+    for path in (run, run / ".runqueue", *(run / ".runqueue").iterdir(), run / "lfads_train.sh"):
+        os.chown(path, nobody.pw_uid, nobody.pw_gid, follow_symlinks=False)
+    lock = run / ".runqueue" / "slurm.lock"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(created)
+    with pytest.raises(OSError):  # the lock at a link: refused, nothing made where it points
+        cancel_if_submitted(RunPaths(run), 0.1, commands=SlurmSilent())  # type: ignore[arg-type]
+    assert not created.exists()
+    lock.unlink()
+    said = cancel_if_submitted(RunPaths(run), 0.1, commands=SlurmSilent())  # type: ignore[arg-type]
+    assert said is not None and "marked failed (cancelled)" in said
+    assert secret.read_text() == "root's secret line\n"  # not appended to
+    failed = run / "lfads.failed"
+    assert "secret" not in failed.read_text()  # nor copied into the run's lfads.failed
+    assert (failed.stat().st_uid, lock.stat().st_uid) == (nobody.pw_uid, nobody.pw_uid)  # the user's files
