@@ -19,10 +19,12 @@ from pathlib import Path
 from runqueue import sdnotify
 from runqueue.config import ConfigError, load_service_config
 from runqueue.devices.claims import CLAIMS_DIR_ENV, ClaimStore
-from runqueue.devices.errors import ClaimError
+from runqueue.devices.errors import ClaimError, InventoryError
+from runqueue.devices.inventory import check_inventory_settings
 from runqueue.errors import RunqueueError, without_fix
 from runqueue.procinfo import account_name
 from runqueue.scheduler import LoopHooks, QueueOptions, Scheduler
+from runqueue.slurm.commands import SlurmCommands
 
 
 class SystemdHooks(LoopHooks):
@@ -53,9 +55,15 @@ class SystemdHooks(LoopHooks):
         sdnotify.stopping(status)
 
     def reload_refusal(self) -> str | None:
+        """Why the edited settings cannot serve, asked before starting again with them: the file's
+        values, and what starting makes of them (the device list, the SLURM tools)."""
         try:
-            service_options(self.config_path, self.roots)
-        except RunqueueError as error:
+            options, _ = service_options(self.config_path, self.roots)
+            if options.executor == "slurm":
+                SlurmCommands().check_available()
+            else:
+                check_inventory_settings(gpus=options.gpus, simulate_gpus=options.simulate_gpus, cpu_slots=options.cpu_slots)
+        except (RunqueueError, InventoryError) as error:
             return str(error)
         return None
 

@@ -114,6 +114,24 @@ def make_inventory(*, gpus: str | None, simulate_gpus: str | None, cpu_slots: in
     devices; whichever it is, a reading without any GPU offers `cpu_slots` CPU slots (default 1).
     A simulated file is read once here so that a bad path fails at start, not at first placement.
     """
+    slots, simulated, ids = check_inventory_settings(gpus=gpus, simulate_gpus=simulate_gpus, cpu_slots=cpu_slots)
+    inner: Inventory
+    if ids == ():
+        inner = NoGpuInventory()
+    elif simulated is not None:
+        inner = simulated
+    elif ids:
+        inner = _static_inventory(ids)
+    else:
+        inner = _nvml_inventory()
+    return CpuFallbackInventory(inner, slots)
+
+
+def check_inventory_settings(*, gpus: str | None, simulate_gpus: str | None, cpu_slots: int | None
+                             ) -> tuple[int, SimulatedInventory | None, tuple[str, ...] | None]:
+    """InventoryError for settings no inventory can be made of, without asking NVML (a service's
+    reload asks this before it starts again with them); else the CPU slots, the simulated
+    inventory (read once) and the chosen GPU ids."""
     slots = DEFAULT_CPU_SLOTS if cpu_slots is None else cpu_slots
     if slots < 0:
         raise InventoryError(f"--cpu-slots {slots}: must be 0 or more (0 = never run on the CPU)")
@@ -121,18 +139,11 @@ def make_inventory(*, gpus: str | None, simulate_gpus: str | None, cpu_slots: in
     ids = parse_gpu_list(gpus) if gpus else None
     if ids == () and slots == 0:
         raise InventoryError("--gpus none with --cpu-slots 0 leaves no device to run on; give --cpu-slots 1 or more")
-    inner: Inventory
-    if ids == ():
-        inner = NoGpuInventory()
-    elif simulated_path:  # `--gpus` picks among the simulated GPUs, as among real ones
+    simulated = None
+    if simulated_path and ids != ():  # `--gpus` picks among the simulated GPUs, as among real ones
         simulated = SimulatedInventory(Path(simulated_path), ids or ())
         simulated.check_chosen()
-        inner = simulated
-    elif ids:
-        inner = _static_inventory(ids)
-    else:
-        inner = _nvml_inventory()
-    return CpuFallbackInventory(inner, slots)
+    return slots, simulated, ids
 
 
 def _static_inventory(ids: tuple[str, ...]) -> Inventory:

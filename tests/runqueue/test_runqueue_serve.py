@@ -144,6 +144,22 @@ def test_a_reload_whose_config_does_not_read_goes_on_with_the_settings_it_has(tm
                 assert not notify.recv(4096).decode().startswith("RELOADING=1")
 
 
+@pytest.mark.parametrize(("edit", "says"), [('gpus = "0,0"', "a GPU is listed twice"),
+                                           ('simulate_gpus = "nosuch.json"', "nosuch.json")])
+def test_a_reload_to_devices_that_cannot_be_made_goes_on_with_the_settings_it_has(tmp_path: Path, edit: str, says: str) -> None:
+    (tmp_path / "runs").mkdir()
+    base = 'roots = ["runs"]\nclaims_dir = "claims"\npoll_interval = 0.2\n'
+    with _serving(tmp_path, base + 'gpus = "none"\n') as (service, _notify, config):
+        config.write_text(base + edit + "\n")  # reads as TOML; only starting with it would fail
+        service.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in (tmp_path / "serve.log").read_text(), what="the refusal")
+        refusal = next(line for line in (tmp_path / "serve.log").read_text().splitlines() if "reload refused" in line)
+        assert says in refusal and "going on with the settings it has" in refusal, refusal
+        run = make_run(tmp_path / "runs", "c/param_R/r")
+        wait_for((run / "lfads.done").exists, what="a run placed with the old settings")
+        assert service.poll() is None  # not taken down by the typo
+
+
 def test_a_reload_starts_from_the_environment_the_service_began_with(tmp_path: Path) -> None:
     # The config's claims_dir reaches the runs through the environment; a reload to a config without
     # one must fall back to the unit's (here RUNQUEUE_CLAIMS_DIR = tmp/claims), not keep the old value.
