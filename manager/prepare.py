@@ -311,6 +311,11 @@ def _plan_export(run: Run, source: dict[str, Any], cache: _CountsCache) -> _Expo
         for_alignment, alignment_rebins = sequences, rebins
         if any(dataset.uses_different_data_for_alignment(run) for dataset in run.spec.datasets):
             for_alignment, alignment_rebins = _counts_and_rebins(run, ALIGNMENT_MODE, cache)
+            for dataset, exported, aligned in zip(run.spec.datasets, sequences, for_alignment, strict=True):
+                if aligned.n_channels != exported.n_channels:  # the read-in maps the exported channels
+                    raise ManagerError(dataset.path, f"its alignment data has {aligned.n_channels} channels but its exported"
+                                       f" data {exported.n_channels}", "give load_counts(run, 'alignment') the same"
+                                       " channels as load_counts(run, 'export'), in the same order")
         alignment = compute_alignment(for_alignment, alignment_rebins, int(params.c_factors_dim), params.alignmentApproach,
                                       params.alignmentExtraArgs, sources=[d.path for d in run.spec.datasets])
         png = plot_alignment_reconstruction(alignment, run.dataset_names)

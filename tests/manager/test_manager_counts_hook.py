@@ -7,9 +7,10 @@ from typing import ClassVar
 
 import h5py
 import numpy as np
+import pytest
 from manager_test_helpers import write_npz_dataset
 
-from manager import Dataset, DatasetCollection, RunCollection, RunParams, RunSpec
+from manager import Dataset, DatasetCollection, ManagerError, RunCollection, RunParams, RunSpec
 from manager.params_schema import PROPERTIES, Prop
 from manager.sequence import SequenceData, sequence_from_fields
 
@@ -126,3 +127,22 @@ def test_an_override_returning_the_fields_is_checked_like_a_file_and_anything_el
     collection.add_params(RunParams(c_batch_size=4))
     with pytest.raises(ManagerError, match=r"s1.npz: ReturnsArray.load_counts returned ndarray, not SequenceData; return sequence_from_fields"):
         collection.prepare()
+
+
+class FewerChannelsForAlignment(Dataset):
+    def load_counts(self, run=None, mode="export") -> SequenceData:
+        fields = dict(self.load_data())
+        if mode == "alignment":
+            fields["counts"], fields["truth"] = fields["counts"][:, :4], fields["truth"][:, :4]
+        return sequence_from_fields(fields, self.path)
+
+    def uses_different_data_for_alignment(self, run) -> bool:
+        return True
+
+
+def test_alignment_data_with_other_channels_than_the_export_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    collection = _collection(tmp_path, FewerChannelsForAlignment)
+    collection.add_params(RunParams(c_batch_size=4, c_factors_dim=3, useAlignmentMatrix=True))
+    with pytest.raises(ManagerError, match=r"s1\.npz: its alignment data has 4 channels but its exported data 6"):
+        collection.prepare()
+    assert not list((tmp_path / "runs").glob("**/lfads_*.h5"))  # no alignment matrix that fits no export
