@@ -35,7 +35,7 @@ from runqueue.runstate import RunState, marker_state, read_failure
 
 # Flags that say where a run's files are, not how it is fitted.
 _LOCATION_FLAGS = frozenset({"kind", "data_dir", "data_filename_stem", "lfads_save_dir", "checkpoint_pb_load_name"})
-_FLAG = re.compile(r"--([A-Za-z_]\w*)=(\S+)")
+_FLAG = re.compile(r"""--([A-Za-z_]\w*)=("[^"]*"|'[^']*'|[^\s;&|)]+)""")
 
 
 @dataclass
@@ -162,7 +162,10 @@ def _fill_params(result: RunResult, summaries: dict[Path, dict[str, SummaryParam
     except OSError as error:
         result.notes.append(f"cannot read lfads_train.sh ({error.strerror})")
         return
-    result.params = {f"c_{flag}": value for flag, value in _FLAG.findall(script) if flag not in _LOCATION_FLAGS}
+    # The training command only: a MATLAB script chains `(train && posterior && write-params) | tee`,
+    # whose later commands give their own --batch_size.
+    training = script.split("&&", 1)[0]
+    result.params = {f"c_{flag}": value.strip("\"'") for flag, value in _FLAG.findall(training) if flag not in _LOCATION_FLAGS}
 
 
 def _fill_fit(result: RunResult) -> None:

@@ -103,6 +103,19 @@ def test_parameters_come_from_the_flags_when_summary_txt_does_not_list_the_run(s
     assert "c_data_dir" not in comparison.runs[0].params and "c_kind" not in comparison.runs[0].params
 
 
+def test_flags_of_a_matlab_chained_script_are_the_training_commands(tmp_path):
+    # lfads_train.sh as the MATLAB tool writes it: train && posterior (its own --batch_size) && params, in ( ) | tee.
+    run = tmp_path / "exampleRun" / "param_YOs74u" / "single_dataset001"
+    run.mkdir(parents=True)
+    common = f"--data_dir={run}/lfadsInput --data_filename_stem=lfads --lfads_save_dir={run}/lfadsOutput"
+    (run / "lfads_train.sh").write_text(
+        f"(python $(which run_lfads.py) --kind=train {common} --batch_size=150 --factors_dim=8"
+        f" && python $(which run_lfads.py) --kind=posterior_sample_and_average {common} --batch_size=512 --factors_dim=8"
+        f" && python $(which run_lfads.py) --kind=write_model_params {common} --factors_dim=8) 2>&1 | tee {run}/lfads.out\n")
+    (params,) = [r.params for r in compare_runs(tmp_path / "exampleRun", with_r2=False).runs]
+    assert params == {"c_batch_size": "150", "c_factors_dim": "8"}
+
+
 def test_a_run_whose_files_cannot_be_read_gets_a_note_and_the_others_are_still_compared(sweep):
     small, medium, large = sweep.runs
     _train(small, [900, 800], scale=0.9)
