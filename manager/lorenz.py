@@ -112,7 +112,8 @@ def _dataset_fields(index: int, trajectories: np.ndarray, sizes: LorenzSizes, rn
                     settings: dict[str, Any]) -> dict[str, object]:
     n_conditions = trajectories.shape[2]
     n_channels = int(rng.integers(sizes.min_channels, sizes.max_channels + 1))
-    trials_per_condition = rng.integers(sizes.min_trials_per_condition, sizes.max_trials_per_condition + 1, n_conditions)
+    # One count per dataset, the same for every condition (generateDemoDatasets' nTrialsCByDataset).
+    trials_per_condition = np.full(n_conditions, rng.integers(sizes.min_trials_per_condition, sizes.max_trials_per_condition + 1))
     loading = (rng.random((n_channels, 3)) + 1.0) * np.sign(rng.standard_normal((n_channels, 3)))
     loading = loading[np.argsort(loading[:, 0], kind="stable")]  # sortrows by column 1 (issue #18)
     bias = np.full(n_channels, np.log(sizes.mean_rate_hz / 1000.0))

@@ -20,6 +20,18 @@ def test_same_seed_gives_same_bytes_and_dataset_k_does_not_depend_on_count(tmp_p
     assert other_seed[0].read_bytes() != first[0].read_bytes()
 
 
+def test_every_condition_of_a_dataset_has_its_trials_per_condition(tmp_path):
+    # generateDemoDatasets draws one count per dataset (nTrialsCByDataset), so a dataset has n_conditions x n trials.
+    paths = generate_lorenz_datasets(tmp_path, n_datasets=6, seed=1, **{**TINY, "min_trials_per_condition": 3,
+                                                                         "max_trials_per_condition": 9})
+    per_dataset = []
+    for path in paths:
+        counts = np.unique(read_mat(path)["conditionId"].ravel(), return_counts=True)[1]
+        assert counts.size == 4 and len(set(counts)) == 1, counts  # balanced conditions
+        per_dataset.append(int(counts[0]))
+    assert all(3 <= n <= 9 for n in per_dataset) and len(set(per_dataset)) > 1, per_dataset
+
+
 def test_fields_follow_the_recipe(tmp_path):
     (path,) = generate_lorenz_datasets(tmp_path, n_datasets=1, seed=0, **TINY)
     fields = read_mat(path)
