@@ -122,6 +122,10 @@ def load_service_config(path: Path | str) -> ServiceConfig:
     return _Checker(path, data).config()
 
 
+# Settings of this machine's devices, which a SLURM executor does not use.
+_LOCAL_DEVICE_KEYS = ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")
+
+
 class _Checker:
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
@@ -147,6 +151,12 @@ class _Checker:
         self._maybe(values, "time_limit", self.duration("time_limit"))
         self._maybe(values, "poll_interval", self.duration("poll_interval"))
         self._maybe(values, "slurm", self.slurm(values.get("executor", "local")))
+        if values.get("executor") == "slurm":  # as on the command line: an error, not silently ignored
+            local = [key for key in _LOCAL_DEVICE_KEYS if key in values]
+            if local:
+                raise ConfigError(self.path, f"{', '.join(local)}: only {'applies' if len(local) == 1 else 'apply'} to this"
+                                  " machine's devices, and SLURM picks the devices of its jobs",
+                                  "remove them, or ask SLURM through the [slurm] table (gpus, extra)")
         if "quiet" in self.data:
             if not isinstance(self.data["quiet"], bool):
                 raise self.fail("quiet", "must be true or false")

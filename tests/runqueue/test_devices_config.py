@@ -93,6 +93,8 @@ def test_minimal_config_takes_the_design_defaults(tmp_path: Path) -> None:
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ngpus = -1\n", "slurm.gpus: must be a whole number >= 0"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ntime = \"soon\"\n", "slurm.time: invalid --slurm-time 'soon'"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ntime = inf\n", "slurm.time: must be a SLURM time such as"),
+        ("roots = [\"{root}\"]\nexecutor = \"slurm\"\ngpus = \"0\"\nforeign = \"share\"\n",
+         "gpus, foreign: only apply to this machine's devices, and SLURM picks the devices of its jobs"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\ntime = nan\n", "slurm.time: must be a SLURM time such as"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\nextra = [\"--chdir=/tmp\"]\n", "runqueue sets --chdir itself"),
         ("roots = [\"{root}\"]\nexecutor = \"slurm\"\n[slurm]\nextra = 3\n", "slurm.extra: must be a list of sbatch arguments"),
