@@ -357,7 +357,9 @@ def test_slurm_refused_submission_blocks_the_run_with_slurms_reason(tmp_path: Pa
     run = make_run(tmp_path / "runs", "c/param_P/r", "echo never\n")
     result = run_queue(slurm_env, "run", tmp_path / "runs", *SLURM, "--slurm-partition", "nosuch")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "[param_P/r] could not start: SLURM refused the job: sbatch failed: sbatch: error: Batch job submission failed: Invalid partition name specified" in result.stdout
+    # sbatch's lines up to its last: the reason before the generic failure, as a submit limit names itself.
+    assert "[param_P/r] could not start: SLURM refused the job: sbatch failed: sbatch: error: invalid partition specified:" \
+           " nosuch; sbatch: error: Batch job submission failed: Invalid partition name specified" in result.stdout
     assert "blocked param_P/r: SLURM refused the job" in result.stdout
     assert "asked for --slurm-gpus 1, --slurm-partition nosuch: check them against `sinfo`" in result.stdout  # what to change
     assert not (run / ".runqueue" / "slurm.json").exists() and not (run / "lfads.out").exists()
