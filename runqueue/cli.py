@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from runqueue.config import ServiceConfig, load_service_config
+from runqueue.config import LOCAL_DEVICE_KEYS, ServiceConfig, load_service_config
 from runqueue.durations import LONGEST_GRACE_S, LONGEST_S, at_most, parse_duration
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB
@@ -275,7 +275,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 # The device and placement settings `status` judges waiting runs by (its flags of those names).
-_JUDGING_FLAGS = ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")
+_JUDGING_FLAGS = LOCAL_DEVICE_KEYS
 
 
 def _status_settings(args: argparse.Namespace) -> ServiceConfig:

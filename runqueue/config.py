@@ -122,8 +122,9 @@ def load_service_config(path: Path | str) -> ServiceConfig:
     return _Checker(path, data).config()
 
 
-# Settings of this machine's devices, which a SLURM executor does not use.
-_LOCAL_DEVICE_KEYS = ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")
+# Settings of this machine's devices: what a SLURM executor does not use, and what `status` judges
+# waiting runs by.
+LOCAL_DEVICE_KEYS = ("gpus", "simulate_gpus", "cpu_slots", "max_per_gpu", "memory_per_run", "foreign")
 
 
 class _Checker:
@@ -152,7 +153,7 @@ class _Checker:
         self._maybe(values, "poll_interval", self.duration("poll_interval"))
         self._maybe(values, "slurm", self.slurm(values.get("executor", "local")))
         if values.get("executor") == "slurm":  # as on the command line: an error, not silently ignored
-            local = [key for key in _LOCAL_DEVICE_KEYS if key in values]
+            local = [key for key in LOCAL_DEVICE_KEYS if key in values]
             if local:
                 raise ConfigError(self.path, f"{', '.join(local)}: only {'applies' if len(local) == 1 else 'apply'} to this"
                                   " machine's devices, and SLURM picks the devices of its jobs",
