@@ -59,9 +59,7 @@ def cancel_if_submitted(paths: RunPaths, grace_s: float, commands: SlurmCommands
         # SLURM did not name the job (squeue failing, or another account's job), yet its supervisor
         # runs: ask it in writing, as for another account's local run, and wait for it to stop.
         leave_grace(paths, grace_s, batch_token=record.token)
-        deadline = time.monotonic() + grace_s + SUPERVISOR_LOOKS_EVERY_S + 10.0
-        while runlock.is_held(paths.lock) and time.monotonic() < deadline:
-            time.sleep(_POLL_S)
+        _wait_for_end(commands, paths, None, grace_s + SUPERVISOR_LOOKS_EVERY_S + 10.0)
         if os.path.lexists(paths.failed_marker):
             return "cancelled (its SLURM job's supervisor stopped the run)"
         raise CancelRefused("cancel recorded, but SLURM did not name the job and its supervisor has not stopped yet;"
@@ -99,12 +97,13 @@ def _job_by_comment(commands: SlurmCommands, paths: SlurmPaths, token: str) -> i
     return job
 
 
-def _wait_for_end(commands: SlurmCommands, paths: RunPaths, job: int, timeout_s: float) -> bool:
-    """Until the job is over in SLURM and nothing of the run holds its lock; False on time-out."""
+def _wait_for_end(commands: SlurmCommands, paths: RunPaths, job: int | None, timeout_s: float) -> bool:
+    """Until the job is over in SLURM (`job` None: SLURM cannot name it) and nothing of the run holds
+    its lock; False on time-out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            info = commands.query([job]).get(job)
+            info = None if job is None else commands.query([job]).get(job)
         except SlurmError:
             info = None
         if (info is None or info.finished or info.state == "COMPLETING") and not runlock.is_held(paths.lock):
