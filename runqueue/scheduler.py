@@ -197,6 +197,9 @@ class Scheduler:
     def _act_on_signals(self) -> None:
         while self.signals:
             signum = self.signals.pop(0)
+            if signum == signal.SIGHUP and self.stop_level >= 3 and not self.reloading:
+                self.hung_up = True  # a hang-up while leaving on a stop: no longer a clean stop
+                continue
             if self.reloading and signum != signal.SIGHUP:
                 self.reloading = False  # asked to stop before the reload happened: a stop wins
                 self.hooks.stopping(self.status_line())

@@ -13,6 +13,7 @@ console is a terminal takes SIGHUP as the terminal going away, and leaves, as `r
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -127,7 +128,8 @@ def serve(config_path: Path | None, roots: list[Path]) -> int:
     # A service that stops when asked has succeeded, whatever its runs did (they have their own
     # markers), a reload overtaken by a stop included. A hang-up while stopping is no such request
     # (the unit restarts either way: Restart=always).
-    return 130 if scheduler.hung_up else 0
+    # A hang-up that came as the loop ended is still in `signals`.
+    return 130 if scheduler.hung_up or signal.SIGHUP in scheduler.signals else 0
 
 
 def _start_again_in_place(config_path: Path | None, roots: list[Path], inherited_claims_dir: str | None) -> int:

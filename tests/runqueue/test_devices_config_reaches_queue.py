@@ -20,6 +20,7 @@ class CapturingScheduler:
     def __init__(self, options: QueueOptions, hooks: object = None) -> None:
         self.options = options
         self.hung_up = False
+        self.signals: list[int] = []
         CapturingScheduler.seen.append(options)
 
     def run(self) -> None:

@@ -26,6 +26,9 @@ from runqueue_testkit import (
     write_gpus,
 )
 
+from runqueue import serve as serve_module
+from runqueue.scheduler import QueueOptions, Scheduler
+
 
 def _serve_with_notify_socket(tmp_path: Path, config: Path) -> tuple[subprocess.Popen[bytes], socket.socket]:
     """`runqueue serve --config CONFIG` as systemd starts it, and the socket its notifications reach."""
@@ -271,3 +274,29 @@ def test_serve_on_a_terminal_leaves_on_a_hang_up_instead_of_reloading(tmp_path: 
         if service.poll() is None:
             service.kill()
         os.close(leader)
+
+
+def test_a_hang_up_on_top_of_a_stop_makes_serve_exit_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SIGTERM then SIGHUP (a terminal closing as the service stops): no clean stop any more, so the
+    # unit's exit says so, whether the hang-up was acted on in the loop or came as the loop ended.
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setenv("RUNQUEUE_CLAIMS_DIR", str(tmp_path / "claims"))
+    scheduler = Scheduler(QueueOptions(roots=[tmp_path / "runs"], watch=True, detach_on_stop=True, gpus="none", quiet=True))
+    scheduler.signals[:] = [signal.SIGTERM, signal.SIGHUP]
+    scheduler._act_on_signals()
+    assert scheduler.stop_level >= 3 and scheduler.hung_up and not scheduler.reload_due()
+    scheduler.executor.close()
+
+    class EndsWithAHangUpPending:
+        def __init__(self, options: QueueOptions, hooks: object = None) -> None:
+            self.hung_up = False
+            self.signals: list[int] = []
+
+        def run(self) -> None:
+            self.signals.append(signal.SIGHUP)  # arrived after the loop's last look at its signals
+
+        def reload_due(self) -> bool:
+            return False
+
+    monkeypatch.setattr(serve_module, "Scheduler", EndsWithAHangUpPending)
+    assert serve_module.serve(None, [tmp_path / "runs"]) == 130
