@@ -98,6 +98,10 @@ def retry_backoff(first_s: float, attempt: int) -> float:
     return min(max(_MAX_BACKOFF_S, first_s), first_s * 2.0 ** min(max(attempt - 1, 0), 64))
 
 
+def _swallow_signal(_signum: int, _frame: object) -> None:
+    pass
+
+
 class _DiskFull(Exception):
     pass
 
@@ -208,7 +212,10 @@ class Supervisor:
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signum, self._record_signal)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # A hang-up is not for us, but is swallowed by a handler rather than ignored: an ignored
+        # signal stays ignored across exec, and the steps (and whatever they start) should keep the
+        # default. SIGPIPE's default comes back for them through Popen's restore_signals.
+        signal.signal(signal.SIGHUP, _swallow_signal)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     def _record_signal(self, signum: int, _frame: object) -> None:

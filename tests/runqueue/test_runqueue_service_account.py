@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from runqueue_testkit import finish, make_run, queue_env, read_json, run_queue, start_queue, wait_for
+from runqueue_testkit import (
+    finish,
+    make_run,
+    queue_command,
+    queue_env,
+    read_json,
+    run_queue,
+    start_queue,
+    wait_for,
+)
 
 from runqueue import control
 from runqueue.layout import RunPaths
@@ -106,3 +116,16 @@ def test_a_linked_log_s_target_keeps_its_group(tmp_path: Path) -> None:
                     " open_for_append(Path(sys.argv[1]))", str(run / "lfads.out")],
                    check=True, timeout=60, user=0, group=0, extra_groups=[LAB_GID])
     assert private.stat().st_gid == 0
+
+
+def test_steps_get_the_default_hang_up_and_pipe_signals_even_under_nohup(tmp_path: Path) -> None:
+    # A queue started under nohup (SIGHUP ignored) or any supervisor (it ignores hang-ups itself)
+    # must not hand an ignored SIGHUP or SIGPIPE down to the run's programs: exec keeps SIG_IGN.
+    run = make_run(tmp_path / "runs", "c/param_A/x", "grep SigIgn /proc/self/status\n")
+    command = ["nohup", *queue_command("run", tmp_path / "runs", "--gpus", "none")]
+    result = subprocess.run(command, env=queue_env(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = [line for line in (run / "lfads.out").read_text().splitlines() if line.startswith("SigIgn:")]
+    ignored = int(line.split()[1], 16)
+    assert not ignored & (1 << (signal.SIGHUP - 1)) and not ignored & (1 << (signal.SIGPIPE - 1)), line
