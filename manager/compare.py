@@ -48,7 +48,7 @@ class RunResult:
     failure: str | None = None  # lfads.failed's reason
     params_name: str = ""  # the RunParams name given in summary.txt
     params: dict[str, str] = field(default_factory=dict)  # every property, as summary.txt (or the flags) write it
-    epochs: int | None = None  # epochs in fitlog.csv
+    epochs: int | None = None  # epochs trained (fitlog.csv rows; one re-logged after a restart counts once)
     steps: int | None = None  # the last training step logged
     best_valid: float | None = None  # lowest total validation cost after the ramps
     best_valid_recon: float | None = None  # the reconstruction part of that cost
@@ -174,7 +174,7 @@ def _fill_fit(result: RunResult) -> None:
     except (ManagerError, OSError) as error:
         result.notes.append(_problem(error))
         return
-    result.epochs = len(log.epoch)
+    result.epochs = log.epochs_trained
     steps = _finite(log.step[-1])
     result.steps = None if steps is None else int(steps)
     best = log.lve_index

@@ -260,6 +260,14 @@ class FitLog:
         return int(candidates[np.argmin(self.total_valid[candidates])])
 
     @property
+    def epochs_trained(self) -> int:
+        """Epochs that moved training on: a restart from an older checkpoint logs the epochs since
+        that checkpoint again (their steps repeat), and those rows count once."""
+        steps = np.where(np.isfinite(self.step), self.step, -np.inf)
+        furthest_before = np.maximum.accumulate(np.concatenate([[-np.inf], steps[:-1]]))
+        return int(np.count_nonzero(steps > furthest_before))
+
+    @property
     def lve_epoch(self) -> int | None:
         """The epoch of that row. Not the same number as the row after a restart: training resumes at
         its last checkpoint, so fitlog.csv holds some epochs twice (the original LFADS counted from 0 again)."""

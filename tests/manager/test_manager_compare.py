@@ -82,6 +82,18 @@ def test_runs_come_best_first_with_their_figures_and_the_swept_parameter(sweep):
     assert comparison.counts() == {"done": 2, "failed": 1}
 
 
+def test_epochs_logged_again_after_a_restart_count_once(sweep):
+    # Killed after epoch 3, restarted from the checkpoint after epoch 1: epochs 2 and 3 are trained
+    # (and logged) again, with the same steps, before training goes on to epoch 4.
+    run = sweep.runs[0]
+    _train(run, [950, 800, 760, 770, 750])
+    fitlog = run.path / "lfadsOutput" / "fitlog.csv"
+    rows = fitlog.read_text().splitlines()
+    fitlog.write_text("\n".join([*rows[:4], *rows[2:]]) + "\n")
+    (result,) = [result for result in compare_runs(sweep.path).runs if result.path == run.path]
+    assert (result.epochs, result.steps) == (5, 40)
+
+
 def test_the_r2_is_the_one_the_report_writes(sweep):
     run = sweep.runs[0]
     _train(run, [900, 800], scale=0.8)
