@@ -86,11 +86,16 @@ def _datasets(path: Path, table: dict[str, Any]) -> DatasetCollection:
             raise _fail(path, f"[datasets] glob {pattern!r} is not relative to [datasets] folder",
                         f"give the folder as folder = and a pattern within it, e.g. glob = {Path(pattern).name!r}")
         try:
-            files = sorted(str(p.relative_to(folder)) for p in folder.glob(pattern) if p.is_file())
+            matches = [p.relative_to(folder) for p in folder.glob(pattern) if p.is_file()]
         except (ValueError, IndexError) as error:  # pathlib's ways of refusing a pattern, e.g. 's**.npz' or '.'
             detail = f" ({error})" if isinstance(error, ValueError) else ""
             raise _fail(path, f"[datasets] glob {pattern!r} is not a valid pattern{detail}",
                         "use * within a name and ** only as a whole path part, e.g. glob = \"*.mat\" or \"**/*.mat\"") from None
+        # As a shell's glob: a hidden name (macOS's `._dataset001.mat`, an editor's `.x.mat.swp`) is
+        # matched only by a pattern part that starts with a dot itself.
+        if not any(part.startswith(".") for part in Path(pattern).parts):
+            matches = [match for match in matches if not any(part.startswith(".") for part in match.parts)]
+        files = sorted(str(match) for match in matches)
         if not files:
             raise _fail(path, f"[datasets] glob {pattern!r} matches no file in {folder}", "fix the pattern or the folder")
     for name in files:

@@ -142,3 +142,17 @@ def test_a_users_file_where_prepare_writes_a_collection_file_is_kept_aside_not_o
     assert again.returncode == 0 and "not written by lfads-manager" not in again.stdout + again.stderr
     assert sorted(p.name for p in collection.glob("*.orig*")) == [
         "launch_tensorboard.sh.orig", "run_lfads.py.orig", "summary.txt.orig", "summary.txt.orig.1"]
+
+
+def test_a_glob_skips_hidden_files_unless_its_pattern_asks_for_them(tmp_path):
+    # macOS leaves `._name.mat` beside each file copied to a foreign disk: not a dataset, and no shell
+    # glob would match it; an editor's swap folder `.old/` neither.
+    (tmp_path / "data" / ".old").mkdir(parents=True)
+    for name in ("a.npz", "b.npz", "._a.npz", ".old/c.npz"):
+        write_npz_dataset(tmp_path / "data" / name, n_trials=12, n_time=10)
+    toml = tmp_path / "experiment.toml"
+    body = '[collection]\nroot = "runs"\nname = "c"\n[datasets]\nfolder = "data"\nglob = "{}"\nsingle_runs = true\n[params]\nc_batch_size = 4\n'
+    toml.write_text(body.format("**/*.npz"))
+    assert [dataset.name for dataset in load_experiment(toml).dataset_collection] == ["a", "b"]
+    toml.write_text(body.format(".old/*.npz"))
+    assert [dataset.name for dataset in load_experiment(toml).dataset_collection] == ["c"]
