@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from runqueue.config import LOCAL_DEVICE_KEYS, ServiceConfig, load_service_config
-from runqueue.durations import LONGEST_GRACE_S, LONGEST_S, at_most, parse_duration
+from runqueue.durations import LONGEST_GRACE_S, LONGEST_S, parse_duration, parse_wait
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB
 
@@ -36,13 +36,7 @@ def _duration(text: str) -> float:
 def _seconds_or_duration(text: str, longest: float = LONGEST_S) -> float:
     """0 or more seconds, written as a number or a duration (10, 10s, 1m)."""
     try:
-        float(text)
-    except ValueError:
-        seconds = _duration(text)  # 10s, 1m
-    else:
-        seconds = float(_non_negative_float(text))  # a plain number: 0 allowed, negative or non-finite refused
-    try:
-        return at_most(seconds, text, longest)
+        return parse_wait(text, longest)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -79,7 +73,6 @@ def _bounded(convert: Callable[[str], Any], minimum: float, noun: str) -> Callab
 
 _positive_int = _bounded(int, 1, "whole number")
 _non_negative_int = _bounded(int, 0, "whole number")
-_non_negative_float = _bounded(float, 0, "number")
 
 
 def _add_device_flags(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from runqueue.durations import LONGEST_GRACE_S, LONGEST_S, at_most, parse_duration
+from runqueue.durations import LONGEST_GRACE_S, LONGEST_S, parse_duration, parse_wait
 from runqueue.errors import RunqueueError
 from runqueue.layout import DEFAULT_MEMORY_MB
 from runqueue.slurm.options import SlurmOptions, parse_slurm_time, split_extra
@@ -282,16 +282,10 @@ class _Checker:
     def seconds(self, key: str, longest: float = LONGEST_S) -> float | None:
         """A wait in seconds that may be 0 (a number, or a duration such as "30s")."""
         value = self.data.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value == 0:
-            return 0.0
         if value is None:
             return None
         try:
-            seconds = parse_duration(value, longest=math.inf)
-        except ValueError:
-            raise self.fail(key, f"must be 0 or a duration such as \"30s\" or a number of seconds, got {value!r}") from None
-        try:
-            return at_most(seconds, value, longest)
+            return parse_wait(value, longest)
         except ValueError as err:
             raise self.fail(key, str(err)) from None
 

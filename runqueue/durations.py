@@ -18,6 +18,16 @@ def parse_duration(text: str | int | float, longest: float = LONGEST_S) -> float
     return at_most(_parse(text), text, longest)
 
 
+def parse_wait(value: str | int | float, longest: float = LONGEST_S) -> float:
+    """A wait that may be 0: 0, a number of seconds, or a duration ("30s", "0s"); one rule for the
+    command line and the config file. ValueError says what is accepted."""
+    try:
+        seconds = _parse(value, allow_zero=True)
+    except ValueError:
+        raise ValueError(f'must be 0 or a duration such as "30s" or a finite number of seconds, got {value!r}') from None
+    return at_most(seconds, value, longest)
+
+
 def at_most(seconds: float, text: object, longest: float) -> float:
     """`seconds`, or ValueError naming `text` when it is longer than `longest`."""
     if seconds > longest:
@@ -26,21 +36,18 @@ def at_most(seconds: float, text: object, longest: float) -> float:
     return seconds
 
 
-def _parse(text: str | int | float) -> float:
+def _parse(text: str | int | float, allow_zero: bool = False) -> float:
     if isinstance(text, bool):
         raise ValueError(f"invalid duration {text!r}")
-    if isinstance(text, int | float):
-        if not math.isfinite(text) or text <= 0:
-            raise ValueError(f"invalid duration {text!r}: must be a positive, finite number of seconds")
-        return float(text)
-    if not isinstance(text, str):  # a JSON list, object or null in a resources file
+    if not isinstance(text, str | int | float):  # a JSON list, object or null in a resources file
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 45m, 2h, 1h30m or a number of seconds")
-    cleaned = text.strip().lower().replace(" ", "")
+    cleaned = text.strip().lower().replace(" ", "") if isinstance(text, str) else text
     try:
-        seconds = float(cleaned)
+        seconds: float | None = float(cleaned)
     except ValueError:
         seconds = None
     if seconds is None:
+        assert isinstance(cleaned, str)
         position = 0
         seconds = 0.0
         for match in _PART.finditer(cleaned):
@@ -50,7 +57,7 @@ def _parse(text: str | int | float) -> float:
             position = match.end()
         if position != len(cleaned) or not cleaned:
             raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 45m, 2h, 1h30m or a number of seconds")
-    if not math.isfinite(seconds) or seconds <= 0:  # float() accepts "inf" and "nan"
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):  # float() takes "inf", "nan"
         raise ValueError(f"invalid duration {text!r}: must be a positive, finite number of seconds")
     return seconds
 

@@ -15,7 +15,7 @@ from runqueue_testkit import kill_processes, make_run
 from runqueue import legacy, runlock
 from runqueue.atomicio import atomic_write_bytes
 from runqueue.discovery import RunScanner, find_runs
-from runqueue.durations import parse_duration
+from runqueue.durations import parse_duration, parse_wait
 from runqueue.errors import RunqueueError
 from runqueue.layout import RunPaths
 from runqueue.logtail import LogTail
@@ -44,6 +44,19 @@ def test_durations_stop_at_a_year() -> None:
     for text in ("366d", 1e300, "99999999h"):
         with pytest.raises(ValueError, match=r"must be at most 365d"):
             parse_duration(text)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(0, 0), (0.0, 0), ("0", 0), (" 0 ", 0), ("0s", 0), ("30s", 30), (12, 12), ("1.5", 1.5)])
+def test_a_wait_may_be_zero_in_any_spelling(value: str | int | float, seconds: float) -> None:
+    assert parse_wait(value) == seconds
+
+
+@pytest.mark.parametrize("value", [-1, "-1", "nan", float("inf"), True, "soon", "", [30]])
+def test_a_wait_refuses_what_is_not_zero_or_a_duration(value: object) -> None:
+    with pytest.raises(ValueError, match=r'must be 0 or a duration such as "30s" or a finite number of seconds'):
+        parse_wait(value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"must be at most 1d"):
+        parse_wait("25h", longest=86400)
 
 
 def test_retry_backoff_doubles_up_to_its_cap_and_never_overflows() -> None:
