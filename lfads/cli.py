@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from lfads.errors import LfadsError
 from lfads.xla_flags import xla_flags_for
 
-HELP_FLAGS = ("-h", "--help", "--helpfull", "--helpshort", "-?")
+HELP_FLAGS = ("-h", "--help", "--helpfull", "--helpshort", "--helpxml", "-?")
 
 
 def _is_disk_full(err: BaseException) -> bool:
@@ -78,16 +78,19 @@ def main(argv: Sequence[str] | None = None) -> int:
               f" extra: {sys.executable} -m pip install 'tensorflow-cpu>=2.16' absl-py tensorboard"
               " (tensorflow[and-cuda] instead of tensorflow-cpu on a GPU machine)", file=sys.stderr)
         return 1
-    from lfads.flags import FlagError, parse_flags, usage  # absl, checked above
+    from lfads.app_flags import post_mortem_if_asked, run_as_asked
+    from lfads.flags import FlagError, parse_command_line, usage  # absl, checked above
 
     if any(a in HELP_FLAGS for a in args):
         print(usage())
         return 0
     try:
-        flags = parse_flags(args)
+        flags, app = parse_command_line(args)
     except FlagError as err:
         print(f"lfads: error: {err}", file=sys.stderr)
         return 2
+    if app.only_check_args:
+        return 0
     if xla_flags := xla_flags_for(flags.kind, os.environ.get("XLA_FLAGS", "")):
         os.environ["XLA_FLAGS"] = xla_flags  # before TensorFlow loads: XLA reads them once
     try:
@@ -95,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _import_tensorflow_quietly()
         from lfads.run import run  # TensorFlow loads here, after the flags are known to be good
 
-        run(flags)
+        run_as_asked(lambda: run(flags), app)
     except LfadsError as err:
         print(f"lfads: error: {err}", file=sys.stderr)
         return 1
@@ -105,5 +108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # anything else: full traceback, then the one-line verdict
         traceback.print_exc()
         print(f"lfads: error: {_one_line_verdict(err)}", file=sys.stderr)
+        post_mortem_if_asked(app)
         return 1
     return 0

@@ -17,6 +17,8 @@ from typing import Any
 
 from absl import flags as absl_flags
 
+from lfads.app_flags import AppFlags, app_flags_from, define_app_flags, usage_lines
+
 KINDS: tuple[str, ...] = (
     "train",
     "posterior_sample_and_average",
@@ -182,13 +184,19 @@ def usage() -> str:
         flag = values[name]
         lines.append(f"  --{name}  (default: {flag.default_as_str or repr('')})")
         lines.append(f"      {flag.help}")
-    return "\n".join(lines)
+    return "\n".join(lines + usage_lines())
 
 
 def parse_flags(argv: Sequence[str]) -> Flags:
     """Parse `argv` (without the program name) into `Flags`; raise FlagError with one line."""
+    return parse_command_line(argv)[0]
+
+
+def parse_command_line(argv: Sequence[str]) -> tuple[Flags, AppFlags]:
+    """`parse_flags`, plus absl.app's own flags (lfads/app_flags.py), which are not LFADS settings."""
     values = absl_flags.FlagValues()
     _define_all(values)
+    define_app_flags(values)
     try:
         leftover = values(["lfads", *argv], known_only=False)
     except absl_flags.UnrecognizedFlagError as err:
@@ -202,7 +210,7 @@ def parse_flags(argv: Sequence[str]) -> Flags:
     parsed_values: dict[str, Any] = {name: values[name].value for name in FLAG_NAMES}
     parsed = Flags(**parsed_values)
     check_flags(parsed)
-    return parsed
+    return parsed, app_flags_from(values)
 
 
 def check_flags(parsed: Flags) -> None:

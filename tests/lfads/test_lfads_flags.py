@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import pstats
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("absl")  # the model extra; a queue-only install has no flags to parse
 
-from lfads.flags import KINDS, FlagError, parse_flags
+from lfads.app_flags import AppFlags
+from lfads.flags import KINDS, FlagError, parse_command_line, parse_flags
 
 # The posterior-mean command as LFADS.Run.buildCommandLFADSPosteriorMeanSample writes it: every
 # c_* property, doubles with %f, logicals as true/false, debug flags included (run-manager.md §6).
@@ -113,17 +116,59 @@ def test_cli_rejects_an_unknown_flag_fast_without_tensorflow() -> None:
     )
 
 
+ABSL_LOGGING_FLAGS = ["--logtostderr", "--alsologtostderr", "--log_dir=/tmp", "-v", "1", "--verbosity=2",
+                      "--stderrthreshold=info", "--noshowprefixforinfo", "--logger_levels=tensorflow:INFO"]
+
+
+def test_absl_app_and_logging_flags_parse_as_under_the_originals_tf_app_run() -> None:
+    flags, app = parse_command_line(["--kind=posterior_push_mean", *ABSL_LOGGING_FLAGS])
+    assert flags == parse_flags(["--kind=posterior_push_mean"]) and app == AppFlags()
+    _, app = parse_command_line(["--pdb", "--profile_file=/tmp/p.prof", "--nouse_cprofile_for_profiling"])
+    assert app == AppFlags(pdb_post_mortem=True, profile_file="/tmp/p.prof", use_cprofile_for_profiling=False)
+    assert parse_command_line([])[1] == AppFlags()  # nothing carried over from the parse before
+    with pytest.raises(FlagError, match="verbosity"):
+        parse_command_line(["--verbosity=loud"])
+
+
+def test_only_check_args_checks_the_flags_and_runs_nothing(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom lfads.cli import main\nrc = main(sys.argv[1:])\n"
+        "assert 'tensorflow' not in sys.modules\nsys.exit(rc)\n"
+    )
+    out = tmp_path / "out"
+    argv = ["--kind=train", f"--data_dir={tmp_path / 'missing'}", f"--lfads_save_dir={out}", "--only_check_args"]
+    proc = subprocess.run([sys.executable, "-c", code, *argv, *ABSL_LOGGING_FLAGS], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "") and not out.exists()
+    proc = subprocess.run([sys.executable, "-c", code, *argv, "--batch_size=abc"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--batch_size" in proc.stderr
+
+
+def test_a_profiled_run_leaves_its_profile_even_when_it_fails(tmp_path: Path) -> None:
+    profile = tmp_path / "lfads.prof"
+    argv = ["--kind=train", f"--data_dir={tmp_path / 'missing'}", f"--lfads_save_dir={tmp_path / 'out'}",
+            f"--profile_file={profile}"]
+    proc = subprocess.run([sys.executable, "-m", "lfads", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "data folder not found" in proc.stderr
+    stats = pstats.Stats(str(profile))
+    assert any(function == "run" and file.endswith("lfads/run.py") for file, _, function in stats.stats)  # type: ignore[attr-defined]
+
+
+def test_run_with_pdb_stops_in_the_debugger_before_running(tmp_path: Path) -> None:
+    argv = ["--kind=train", f"--data_dir={tmp_path / 'missing'}", f"--lfads_save_dir={tmp_path / 'out'}", "--run_with_pdb"]
+    proc = subprocess.run([sys.executable, "-m", "lfads", *argv], input="continue\n", capture_output=True, text=True, timeout=120)
+    assert "(Pdb)" in proc.stdout
+    assert proc.returncode == 1 and "data folder not found" in proc.stderr  # continued into the run
+
+
 def test_help_lists_every_kind_and_the_added_flags() -> None:
     proc = subprocess.run([sys.executable, "-m", "lfads", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
-    for word in (*KINDS, "--max_epochs", "--seed", "--tf_debug_cli"):
+    for word in (*KINDS, "--max_epochs", "--seed", "--tf_debug_cli", "--only_check_args", "--logtostderr"):
         assert word in proc.stdout
 
 
 def test_run_lfads_py_is_on_path_next_to_the_interpreter() -> None:
     # MATLAB-written scripts look for `run_lfads.py` on PATH; it is the same program.
-    from pathlib import Path
-
     script = Path(sys.executable).parent / "run_lfads.py"
     proc = subprocess.run([str(script), "--kind=train", "--batch_size=abc"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--batch_size" in proc.stderr.strip().splitlines()[-1]
