@@ -248,10 +248,10 @@ class JobWatcher:
             info = self.commands.show_job(watch.job_id)
         except SlurmError:
             info = None
-        if info is not None and not _is_ours(info, watch):
-            info = None
-        if info is None:
+        if info is None or not _is_ours(info, watch):
             info = self.commands.from_jobcomp(watch.job_id, watch.submitted_at)
+        if info is not None and not _is_ours(info, watch):
+            info = None  # the id is another job's (ids restart when a cluster's state is wiped)
         if info is not None:
             watch.misses = 0
             return info

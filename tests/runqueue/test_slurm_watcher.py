@@ -134,3 +134,36 @@ def test_a_job_found_by_its_comment_gets_its_id_recorded_for_cancel_and_status(t
         assert watcher.job_id(key) == 314
     finally:
         watcher.close()
+
+
+def test_a_jobcomp_line_of_someone_elses_job_with_our_id_is_not_taken_for_ours(tmp_path: Path) -> None:
+    from runqueue.slurm.jobscript import COMMENT_PREFIX
+
+    class Forgotten(ScriptedSlurm):
+        """squeue and scontrol forgot job 5; the jobcomp file holds a line for id 5 with this comment."""
+
+        comment = "runqueue:another-token"
+
+        def query(self, job_ids: list[int]) -> dict[int, JobInfo]:
+            self.queries.append(time.monotonic())
+            return {}
+
+        def from_jobcomp(self, job_id: int, submitted_at: float) -> JobInfo | None:
+            return JobInfo(job_id, "COMPLETED", comment=self.comment, source="jobcomp")
+
+    slurm = Forgotten()
+    watcher = JobWatcher(slurm, min_interval_s=0.05, max_interval_s=0.1)  # type: ignore[arg-type]
+    try:
+        key, fd = watcher.add(tmp_path, 5, TOKEN, time.time())
+        assert _ended(fd, 20)  # after its misses: lost, not another job's COMPLETED
+        final = watcher.remove(key)
+        assert final is not None and final.source == "lost", final
+        os.close(fd)
+        slurm.comment = f"{COMMENT_PREFIX}{TOKEN}"
+        key, fd = watcher.add(tmp_path, 5, TOKEN, time.time())
+        assert _ended(fd, 10)
+        final = watcher.remove(key)
+        assert final is not None and (final.state, final.source) == ("COMPLETED", "jobcomp"), final
+        os.close(fd)
+    finally:
+        watcher.close()
