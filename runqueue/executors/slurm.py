@@ -293,15 +293,11 @@ class SlurmExecutor(Executor):
                 # The watcher finds by its comment a job whose sbatch never reported its id.
                 job.job_id = job.job_id or record.job_id or self.watcher.job_id(job.key)
                 save_submission(paths, replace(record, stop_requested=how, job_id=record.job_id or job.job_id))
-        if job.job_id is None:
-            return
         # Running: the supervisor (the job's batch process) stops the steps and records it
-        # (USR1 = cancel, TERM = interrupt). Pending: SLURM drops the job.
-        if self.commands.signal_batch(job.job_id, "USR1" if how == STOP_CANCEL else "TERM"):
-            self.watcher.poke(job.key, escalate_after_s=self.kill_grace_s + _ESCALATE_AFTER_S)
-        else:
-            self.commands.cancel(job.job_id)
-            self.watcher.poke(job.key)
+        # (USR1 = cancel, TERM = interrupt). Pending: SLURM drops the job. Sent by the watcher's
+        # thread: SLURM's commands may take a minute each when slurmctld hangs.
+        self.watcher.request_stop(job.key, "USR1" if how == STOP_CANCEL else "TERM",
+                                  escalate_after_s=self.kill_grace_s + _ESCALATE_AFTER_S)
 
     def close(self) -> None:
         self.watcher.close()

@@ -68,6 +68,8 @@ class _Watch:
     folder_ended_at: float | None = None  # monotonic: when slurm-job.json said the supervisor returned
     ended_report: float | None = None  # that report's started_at: after a SLURM requeue it is old news
     escalate_at: float | None = None  # monotonic: scancel if still not over by then
+    stop_signal: str | None = None  # a stop to deliver (request_stop), until SLURM takes it
+    stop_escalate_after_s: float = 0.0
 
 
 class JobWatcher:
@@ -127,11 +129,18 @@ class JobWatcher:
             watch = self._watches.get(key)
             return None if watch is None else watch.job_id
 
-    def poke(self, key: int | None = None, *, escalate_after_s: float | None = None) -> None:
-        """Ask SLURM soon (after a stop was requested); optionally scancel the job if it is not over in time."""
+    def request_stop(self, key: int, signal_name: str, *, escalate_after_s: float) -> None:
+        """Stop the job, from this thread: `signal_name` to its batch script (our supervisor) while it
+        runs, scancel while it pends, and scancel if it is not over `escalate_after_s` after the
+        signal. Tried again every pass until SLURM takes it, so the scheduler never waits on a hung
+        slurmctld (its loop must still answer a third Ctrl-C and feed systemd's watchdog), and a stop
+        for a job whose id is still being looked for (by its comment) is sent once it is found."""
         with self._lock:
-            if key is not None and escalate_after_s is not None and key in self._watches:
-                self._watches[key].escalate_at = time.monotonic() + escalate_after_s
+            watch = self._watches.get(key)
+            if watch is None:
+                return
+            watch.stop_signal = signal_name
+            watch.stop_escalate_after_s = escalate_after_s
             self._next_query = min(self._next_query, time.monotonic() + _SOON_S)
             self._interval = self.min_interval_s
         self._wake.set()
@@ -172,6 +181,7 @@ class JobWatcher:
             self._wake.clear()
             return
         self._look_at_folders(open_watches)
+        self._deliver_stops(open_watches)
         self._escalate(open_watches)
         if time.monotonic() >= self._next_query:
             self._refresh(open_watches)
@@ -280,6 +290,27 @@ class JobWatcher:
         if soon:
             with self._lock:
                 self._next_query = min(self._next_query, time.monotonic() + _SOON_S)
+
+    def _deliver_stops(self, watches: list[_Watch]) -> None:
+        for watch in watches:
+            with self._lock:
+                signal_name, job_id = watch.stop_signal, watch.job_id
+            if signal_name is None or job_id is None:
+                continue
+            if self.commands.signal_batch(job_id, signal_name):
+                escalate_at: float | None = time.monotonic() + watch.stop_escalate_after_s
+            elif self.commands.cancel(job_id):  # pending (or between states): SLURM drops it
+                escalate_at = None
+            else:
+                # SLURM took neither (slurmctld down or hung): again next pass. The other stops wait
+                # for it, so a hung slurmctld costs one command timeout per pass, not one per job.
+                return
+            with self._lock:
+                if watch.stop_signal == signal_name:
+                    watch.stop_signal = None
+                watch.escalate_at = escalate_at
+                self._next_query = min(self._next_query, time.monotonic() + _SOON_S)
+                self._interval = self.min_interval_s
 
     def _escalate(self, watches: list[_Watch]) -> None:
         now = time.monotonic()

@@ -167,3 +167,68 @@ def test_a_jobcomp_line_of_someone_elses_job_with_our_id_is_not_taken_for_ours(t
         os.close(fd)
     finally:
         watcher.close()
+
+
+class HungSlurm(ScriptedSlurm):
+    """slurmctld hangs: every stop command takes `hang_s` and fails, until `hung` is cleared."""
+
+    def __init__(self, hang_s: float) -> None:
+        super().__init__()
+        self.hang_s = hang_s
+        self.hung = True
+        self.calls: list[tuple[str, int]] = []
+
+    def check_available(self) -> None:
+        pass
+
+    def _answer(self, what: str, job_id: int) -> bool:
+        self.calls.append((what, job_id))
+        if self.hung:
+            time.sleep(self.hang_s)
+            return False
+        return True
+
+    def signal_batch(self, job_id: int, signal_name: str) -> bool:
+        return self._answer(signal_name, job_id)
+
+    def cancel(self, job_id: int) -> bool:  # type: ignore[override]
+        return self._answer("scancel", job_id)
+
+
+def test_stopping_slurm_jobs_never_waits_on_a_hung_slurmctld_and_is_delivered_once_it_answers(tmp_path: Path) -> None:
+    from runqueue.executors.slurm import SlurmExecutor
+    from runqueue.slurm.records import STOP_INTERRUPT, SubmissionRecord, load_submission, save_submission
+
+    slurm = HungSlurm(hang_s=1.0)
+    executor = SlurmExecutor(commands=slurm)  # type: ignore[arg-type]
+    executor.watcher.min_interval_s = executor.watcher.max_interval_s = 0.1
+    handles = []
+    for job_id in (11, 12, 13):
+        run = tmp_path / f"run{job_id}"
+        run.mkdir()
+        save_submission(SlurmPaths.of(run), SubmissionRecord(token=f"tok{job_id}", job_id=job_id, queue_id="elsewhere:1",
+                                                             submitted_at=time.time()))
+        handle = executor.adopt(run)
+        assert handle is not None
+        handles.append(handle)
+    try:
+        started = time.monotonic()
+        for handle in handles:
+            executor.interrupt(handle)  # the scheduler's second Ctrl-C
+        assert time.monotonic() - started < 0.5, "the scheduler's loop waited on SLURM's commands"
+        for handle in handles:
+            record = load_submission(SlurmPaths.of(handle.run_dir))
+            assert record is not None and record.stop_requested == STOP_INTERRUPT  # the supervisor's reading of TERM
+        time.sleep(3.0)
+        # Hung: one job tried per pass (signal, then scancel), the others wait behind it.
+        assert {job_id for _, job_id in slurm.calls} == {11}, slurm.calls
+        slurm.hung = False
+        deadline = time.monotonic() + 10
+        while {job_id for what, job_id in slurm.calls if what == "TERM"} != {11, 12, 13} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {job_id for what, job_id in slurm.calls if what == "TERM"} == {11, 12, 13}, slurm.calls
+        count = len(slurm.calls)
+        time.sleep(0.5)
+        assert len(slurm.calls) == count, "a stop SLURM took was sent again"
+    finally:
+        executor.close()
