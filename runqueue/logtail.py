@@ -22,10 +22,12 @@ class LogTail:
         self.partial = b""
         self.overlong = False  # dropping the rest of a line that grew past max_bytes
 
-    def read_lines(self, *, final: bool = False) -> list[str]:
-        """Complete new lines; with `final`, also an unterminated last line."""
+    def read_lines(self, *, final: bool = False, folder_fd: int | None = None) -> list[str]:
+        """Complete new lines; with `final`, also an unterminated last line. With `folder_fd` (the
+        queue's descriptor on the run folder), read through it: a folder renamed while its run goes
+        on is still followed."""
         try:
-            with open_for_reading(self.path) as log:
+            with open_for_reading(self.path, folder_fd) as log:
                 size = os.fstat(log.fileno()).st_size
                 if self.offset is None:
                     self.offset = size  # adopted run: do not replay its history

@@ -53,10 +53,13 @@ def open_for_append(path: Path) -> int:
     return _regular_or_refused(fd, path)
 
 
-def open_for_reading(path: Path) -> BinaryIO:
+def open_for_reading(path: Path, folder_fd: int | None = None) -> BinaryIO:
     """`path` opened to read, refused (NotARegularFile) unless a regular file: opening a fifo to
-    read would wait for a writer, and stall the queue."""
-    return os.fdopen(_regular_or_refused(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK), path), "rb")
+    read would wait for a writer, and stall the queue. With `folder_fd` (a descriptor on the run
+    folder), `path.name` in that folder, wherever it has been moved to."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(path, flags) if folder_fd is None else os.open(path.name, flags, dir_fd=folder_fd)
+    return os.fdopen(_regular_or_refused(fd, path), "rb")
 
 
 def append_queue_line(path: Path, line: str) -> None:

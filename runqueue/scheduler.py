@@ -351,7 +351,7 @@ class Scheduler:
                 with contextlib.suppress(ClaimError, OSError):
                     self.claims.remove(str(run.path))
             if run.tail is not None:
-                self.console.run_output(run.name, run.tail.read_lines(final=True))
+                self.console.run_output(run.name, run.tail.read_lines(final=True, folder_fd=run.folder_fd))
                 run.tail = None
             try:
                 self._settle(run, code)
@@ -437,7 +437,7 @@ class Scheduler:
     def _tail_logs(self) -> None:
         for run in self.runs.values():
             if run.handle is not None and run.tail is not None:
-                self.console.run_output(run.name, run.tail.read_lines())
+                self.console.run_output(run.name, run.tail.read_lines(folder_fd=run.folder_fd))
 
     def counts(self) -> RunCounts:
         return count_runs(self.runs.values(), self.executor.waiting)

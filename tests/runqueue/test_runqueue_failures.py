@@ -395,6 +395,7 @@ def test_a_run_folder_renamed_while_running_finishes_where_it_went(tmp_path: Pat
     assert f"posterior in {moved}" in log  # the next step ran in the folder's new place
     console = (tmp_path / "q.log").read_text()
     assert f"{run} was moved while running; it finished where it went; dropped" in console
+    assert f"[param_M/r] posterior in {moved}\n" in console  # its output is still echoed, through the folder's descriptor
     assert "summary: 1 run(s): 1 done, 0 failed, 0 running, 0 pending\n" in console  # found again, counted once
     assert read_json(moved / ".runqueue" / "state.json")["phase"] == "succeeded"
 
