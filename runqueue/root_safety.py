@@ -57,8 +57,11 @@ def _not_roots_alone(path: Path, info: os.stat_result, above: bool) -> str | Non
                 f" that account ({_run_as(info.st_uid)}), or keep the runs under folders only root can change")
     if info.st_uid != 0:
         owner = account_name(info.st_uid)
-        return (f"{path} belongs to {owner} and the queue runs as root, so its steps would run as root; run the queue"
-                f" as {owner} ({_run_as(info.st_uid)}), or chown -R it to root")
+        # chown -R does not follow links: a linked step script is fixed where the link points.
+        target = os.path.realpath(path) if os.path.islink(path) else None
+        named, fix = (f"{path} (a link to {target})", f"chown root {target}") if target else (str(path), "chown -R it to root")
+        return (f"{named} belongs to {owner} and the queue runs as root, so its steps would run as root; run the queue"
+                f" as {owner} ({_run_as(info.st_uid)}), or {fix}")
     # Group root is root's own; another group's members could change what root runs.
     if writable:
         return (f"{path} is writable by other accounts and the queue runs as root, so they could run code as root;"

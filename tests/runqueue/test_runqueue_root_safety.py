@@ -125,3 +125,18 @@ def test_status_as_root_does_not_call_runs_refused_when_another_accounts_queue_r
         simulate_gpus=None, cpu_slots=None, max_per_gpu=1, foreign="block", memory_per_run=2000))))  # as a queue writes it
     os.chown(record, nobody.pw_uid, nobody.pw_gid)
     assert "belongs to nobody" not in run_queue(env, "status", root).stdout
+
+
+@needs_root
+def test_a_linked_step_script_of_another_account_is_named_with_its_target_and_the_chown_that_fixes_it(tmp_path: Path) -> None:
+    # chown -R on the run folder leaves a link's target alone: the advice must name the target.
+    run = make_run(tmp_path / "runs", "c/param_L/r")
+    shared = tmp_path / "shared_train.sh"
+    shared.write_text("#!/bin/bash\necho trained\n")
+    os.chown(shared, pwd.getpwnam("nobody").pw_uid, 0)
+    script = run / "lfads_train.sh"
+    script.unlink()
+    script.symlink_to(shared)
+    problem = unsafe_as_root(RunPaths(run)) or ""
+    assert problem.startswith(f"{script} (a link to {shared}) belongs to nobody"), problem
+    assert problem.endswith(f"or chown root {shared}") and "chown -R" not in problem
