@@ -424,23 +424,11 @@ def _requeue(args: argparse.Namespace) -> int:
     from runqueue.control import RequeueRefused, requeue
     from runqueue.layout import RunPaths
 
-    chosen = _runs_to_act_on("requeue", args)
-    if chosen is None:
-        return 1
-    runs, bad_arguments = chosen
-    errors: list[str] = []
-    for run in runs:
-        try:
-            print(f"{run}: {requeue(RunPaths(run))}")
-        except RequeueRefused as refusal:
-            errors.append(f"{run}: {refusal}")
-        except PermissionError as error:
-            errors.append(f"{run}: not allowed to requeue this run ({error.strerror}: {error.filename}); ask its owner or run as root")
-        except OSError as error:  # e.g. a marker that is a directory
-            errors.append(f"{run}: cannot requeue ({error.strerror}: {error.filename}); remove that by hand")
-    for message in errors:
-        print(f"runqueue requeue: error: {message}", file=sys.stderr)
-    return 2 if errors or bad_arguments else 0
+    return _act_on_runs(
+        "requeue", args, lambda run: requeue(RunPaths(run)), RequeueRefused,
+        denied=lambda error: f"not allowed to requeue this run ({error.strerror}: {error.filename}); ask its owner or run as root",
+        failed=lambda error: f"cannot requeue ({error.strerror}: {error.filename}); remove that by hand",  # a marker that is a directory
+    )
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -448,24 +436,38 @@ def _cancel(args: argparse.Namespace) -> int:
     from runqueue.layout import RunPaths
     from runqueue.slurm.control import cancel_if_submitted
 
-    chosen = _runs_to_act_on("cancel", args)
+    def stop(run: Path) -> str:
+        # A run handed to SLURM is stopped through SLURM; any other through its supervisor.
+        return cancel_if_submitted(RunPaths(run), args.grace) or cancel(RunPaths(run), args.grace)
+
+    return _act_on_runs(
+        "cancel", args, stop, CancelRefused,
+        denied=lambda error: f"not allowed to stop this run ({error.strerror}); ask its owner or run as root",
+        # .runqueue that is a file, a read-only file system
+        failed=lambda error: f"cannot cancel ({error.strerror}: {error.filename}); fix that by hand, then cancel again",
+    )
+
+
+def _act_on_runs(verb: str, args: argparse.Namespace, act: Callable[[Path], str], refused: type[Exception], *,
+                 denied: Callable[[OSError], str], failed: Callable[[OSError], str]) -> int:
+    """`act` on every run named (after the confirmation a big set needs): one line per run on stdout,
+    errors together on stderr; exit status 2 if any run or argument failed, 1 when not confirmed."""
+    chosen = _runs_to_act_on(verb, args)
     if chosen is None:
         return 1
     runs, bad_arguments = chosen
     errors: list[str] = []
     for run in runs:
         try:
-            # A run handed to SLURM is stopped through SLURM; any other through its supervisor.
-            outcome = cancel_if_submitted(RunPaths(run), args.grace) or cancel(RunPaths(run), args.grace)
-            print(f"{run}: {outcome}")
-        except CancelRefused as refusal:
+            print(f"{run}: {act(run)}")
+        except refused as refusal:
             errors.append(f"{run}: {refusal}")
         except PermissionError as error:
-            errors.append(f"{run}: not allowed to stop this run ({error.strerror}); ask its owner or run as root")
-        except OSError as error:  # e.g. .runqueue that is a file, a read-only file system
-            errors.append(f"{run}: cannot cancel ({error.strerror}: {error.filename}); fix that by hand, then cancel again")
+            errors.append(f"{run}: {denied(error)}")
+        except OSError as error:
+            errors.append(f"{run}: {failed(error)}")
     for message in errors:
-        print(f"runqueue cancel: error: {message}", file=sys.stderr)
+        print(f"runqueue {verb}: error: {message}", file=sys.stderr)
     return 2 if errors or bad_arguments else 0
 
 
