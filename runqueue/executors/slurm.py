@@ -33,7 +33,7 @@ from runqueue.errors import RunqueueError
 from runqueue.executors.base import Executor, PendingStart, RunHandle
 from runqueue.procinfo import live_started_at, open_file_limit
 from runqueue.runstate import Phase, Reason, load_state
-from runqueue.slurm.commands import SlurmCommands, SlurmError, job_with_token
+from runqueue.slurm.commands import SlurmCommands, SlurmError
 from runqueue.slurm.jobscript import JobScriptInputs, render_job_script
 from runqueue.slurm.options import SlurmOptions, job_time_limits
 from runqueue.slurm.outcome import settle_job_end
@@ -55,6 +55,9 @@ _PACKAGE_PARENT = str(Path(runqueue.__file__).resolve().parent.parent)
 _FDS_PER_JOB = 3  # its watch's pipe (two ends) and the queue's handle on its run folder
 _FD_MARGIN = 256  # sbatch's pipes, the claims, inotify, logs: what the queue needs besides
 _SBATCH_PAUSE_S = 5.0  # after sbatch failed: defer further submissions this long, not one timeout per run
+# After an sbatch with no answer (slurmctld hung or swamped): a full command timeout, so a hung
+# controller holds the queue's loop at most about half of the time, not nearly all of it.
+_SBATCH_PAUSE_AFTER_NO_ANSWER_S = 60.0
 _ESCALATE_AFTER_S = 30.0  # beyond the kill grace: a job whose supervisor ignores a stop gets scancel
 
 
@@ -105,7 +108,10 @@ class SlurmExecutor(Executor):
         return report is None or report.token != handle.native.token
 
     def started_text(self, handle: RunHandle, device: Device) -> str:
-        return f"submitted as SLURM job {handle.native.job_id}"
+        job = handle.native.job_id
+        if job is None:
+            return "given to sbatch, which did not answer in time; its job is looked for by its --comment"
+        return f"submitted as SLURM job {job}"
 
     def adopted_text(self, handle: RunHandle) -> str:
         job = handle.native.job_id
@@ -164,26 +170,26 @@ class SlurmExecutor(Executor):
         record = SubmissionRecord(token=token, job_id=None, queue_id=spec.queue_id, submitted_at=time.time(),
                                   lost=0 if previous is None else previous.lost)
         save_submission(paths, record)
+        job_id: int | None
         try:
             job_id = self.commands.sbatch(paths.job_script, self.options.extra)
         except SlurmError as error:
-            found = self._submitted_after_all(str(error), token)
-            if found is not None:
-                job_id = found
-            else:
+            if not _maybe_accepted(str(error)):
                 return self._not_submitted(run_dir, spec, paths, previous, error)
-        record = replace(record, job_id=job_id)
-        save_submission(paths, record)
+            # A busy slurmctld may have taken the job without answering: it is not submitted twice.
+            # The watcher's thread looks for it by its comment (recording its id), or finds that it
+            # never reached SLURM and the run is pending again; asking here could hold the loop
+            # for another command timeout.
+            job_id = None
+            self._sbatch_paused_until = time.monotonic() + _SBATCH_PAUSE_AFTER_NO_ANSWER_S
+            self._sbatch_error = f"not submitted, trying again later: {error}"
+        else:
+            record = replace(record, job_id=job_id)
+            save_submission(paths, record)
         state = load_state(paths.run)
         attempt, resume = _next_attempt(state.phase, state.attempt, state.resume_step, state.step)
         reply = {"status": "submitted", "job_id": job_id, "attempt": attempt, "resume_step": resume}
         return PendingStart(run_dir, spec, reply, native=_Job(job_id, token, record.submitted_at))
-
-    def _submitted_after_all(self, error: str, token: str) -> int | None:
-        """An sbatch that timed out may have been accepted by a busy slurmctld: a job carrying this
-        token is taken as submitted, not duplicated by a later sbatch. None when SLURM lists none."""
-        # Still not answering: None, and the job, if there is one, runs nothing (its token is stale).
-        return job_with_token(self.commands, token) if _is_transient(error) else None
 
     def _not_submitted(self, run_dir: Path, spec: SupervisorSpec, paths: SlurmPaths, previous: SubmissionRecord | None,
                        error: SlurmError) -> PendingStart:
@@ -315,9 +321,18 @@ _TRANSIENT = ("unable to contact", "timed out", "socket", "connection refused", 
               "maxsubmit", "job submit limit", "grpsubmit", "did not answer", "slurm_persist", "zero bytes were transmitted")
 
 
+# Of those, the ones where slurmctld may have taken the job all the same (it did not answer in time).
+_NO_ANSWER = ("timed out", "did not answer", "zero bytes were transmitted")
+
+
 def _is_transient(message: str) -> bool:
     lowered = message.lower()
     return any(marker in lowered for marker in _TRANSIENT)
+
+
+def _maybe_accepted(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _NO_ANSWER)
 
 
 def _next_attempt(phase: str | None, attempt: int, resume: str | None, step: str | None) -> tuple[int, str | None]:

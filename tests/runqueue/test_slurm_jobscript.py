@@ -327,32 +327,73 @@ def test_cancel_finds_a_job_whose_id_was_never_recorded_by_its_comment(tmp_path:
 
 @pytest.mark.parametrize("accepted", [True, False])
 def test_an_sbatch_that_timed_out_but_was_accepted_is_not_submitted_twice(tmp_path: Path, accepted: bool) -> None:
+    import time
+
     from runqueue.executors.slurm import SlurmExecutor
     from runqueue.slurm.commands import JobInfo, SlurmError
     from runqueue.slurm.paths import SlurmPaths
     from runqueue.slurm.records import load_submission
 
-    class BusyController:  # slurmctld took the job, but sbatch gave up waiting for its answer
+    class BusyController:  # slurmctld took the job (or not), but sbatch gave up waiting for its answer
+        def __init__(self) -> None:
+            self.sbatches = 0
+            self.lookups = 0
+
         def check_available(self) -> None:
             pass
 
         def sbatch(self, *args: object, **kwargs: object) -> int:
+            self.sbatches += 1
             raise SlurmError("sbatch: error: Socket timed out on send/recv operation")
 
         def find_by_comment(self, comment: str) -> JobInfo | None:
+            self.lookups += 1
             return JobInfo(555, "PENDING", comment=comment) if accepted else None
+
+        def query(self, job_ids: list[int]) -> dict[int, JobInfo]:
+            return {job_id: JobInfo(job_id, "PENDING") for job_id in job_ids}
 
     run = make_run(tmp_path / "runs", "c/param_T/r")
     spec = SupervisorSpec(run_dir=str(run), device_uuid="slurm", device_name="x", device_env={}, max_attempts=1,
                           time_limit_s=None, queue_id="q:1")
-    pending = SlurmExecutor(commands=BusyController()).launch(spec)  # type: ignore[arg-type]
-    record = load_submission(SlurmPaths.of(run))
-    if accepted:
-        assert pending.reply["status"] == "submitted" and pending.reply["job_id"] == 555
-        assert record is not None and record.job_id == 555 and record.active
-    else:
-        assert pending.reply["status"] == "deferred" and "trying again later" in pending.reply["message"]
-        assert record is None  # nothing on record: the next try submits afresh
+    slurm = BusyController()
+    executor = SlurmExecutor(commands=slurm)  # type: ignore[arg-type]
+    executor.watcher.min_interval_s = executor.watcher.max_interval_s = 0.05
+    try:
+        pending = executor.launch(spec)
+        # Not asked in the scheduler's loop (a hung slurmctld would hold it for another timeout):
+        assert slurm.lookups == 0 and pending.reply["status"] == "submitted" and pending.reply["job_id"] is None
+        record = load_submission(SlurmPaths.of(run))
+        assert record is not None and record.job_id is None and record.active  # the token stays on record
+        other = make_run(tmp_path / "runs", "c/param_T/other")
+        deferred = executor.launch(SupervisorSpec(run_dir=str(other), device_uuid="slurm", device_name="x", device_env={},
+                                                  max_attempts=1, time_limit_s=None, queue_id="q:1"))
+        assert deferred.reply["status"] == "deferred" and slurm.sbatches == 1  # no sbatch until the pause ends
+        handle = executor.confirm(pending)
+        assert "did not answer in time" in executor.started_text(handle, executor.placement_device())
+        def settled() -> bool:
+            if accepted:
+                found = load_submission(SlurmPaths.of(run))
+                return found is not None and found.job_id is not None
+            seen = executor.watcher.last_seen(handle.native.key)
+            return seen is not None and seen.source == "lost"
+
+        deadline = time.monotonic() + 20
+        while not settled() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        record = load_submission(SlurmPaths.of(run))
+        if accepted:
+            assert record is not None and record.job_id == 555 and record.active  # found by its comment: one job
+            assert executor.watcher.job_id(handle.native.key) == 555
+        else:
+            seen = executor.watcher.last_seen(handle.native.key)
+            assert seen is not None and seen.reason == "never submitted", seen
+            executor.collect(handle)
+            record = load_submission(SlurmPaths.of(run))
+            assert record is not None and not record.active and record.ending is not None
+            assert "never reached SLURM; the run is pending again" in record.ending
+    finally:
+        executor.close()
 
 
 def _fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **scripts: str) -> None:
