@@ -1,11 +1,13 @@
 """Benchmarks of the SLURM executor on a real cluster, each printed against a baseline measured in this run.
 
-    sudo python bench/slurm.py [--runs 24] [--keep DIR]      (needs SLURM; start one with scripts/slurm/start-slurm.sh)
+    sudo python bench/slurm.py [--runs 24] [--keep DIR] [--hung]   (needs SLURM; start one with scripts/slurm/start-slurm.sh)
 
 1. throughput: N trivial runs (one GPU each) through `runqueue run --executor slurm`, against the
    same number of bare `sbatch --wrap` jobs submitted in a loop and awaited with a 0.1 s squeue loop;
 2. end-to-end latency: one 2 s run, from its lfads.done to the queue's exit, against a bare job
-   awaited the way a backed-off squeue poller (1, 2, 4 … s) would notice it.
+   awaited the way a backed-off squeue poller (1, 2, 4 … s) would notice it;
+3. with --hung: slurmctld stopped for 150 s under a queue with runs to submit: the longest gap
+   between its watchdog pings against systemd's WatchdogSec, and how long a Ctrl-C waits.
 
 Holds the test cluster's session lock (as tests/runqueue/slurm_testkit.py does), so a test session
 and the benchmark do not share the 4 GPUs. Timings are noisy on a shared machine: read the ratios.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import itertools
 import os
 import shutil
 import subprocess
@@ -77,10 +80,63 @@ def latency(work: Path) -> None:
           f"| ratio {ours / bare:.2f}x")
 
 
+def hung_controller(work: Path, hang_s: float = 150.0) -> None:
+    """slurmctld stopped (SIGSTOP) while a queue under a systemd-style watchdog (WatchdogSec=120,
+    its notify socket ours) has runs to submit, then a Ctrl-C: the longest gap between the
+    queue's WATCHDOG=1 pings, against WatchdogSec (systemd kills the service past 1.0), and how
+    long the Ctrl-C took to be acted on."""
+    import signal
+    import socket
+
+    watchdog_s = 120.0
+    make_runs(work / "runs", 3, "sleep 1\n", prefix="H")
+    notify_path = work / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(0.5)
+    controller = int((Path(os.environ.get("SLURM_TMP", "/tmp/slurm-ci")) / "slurmctld.pid").read_text())
+    env = dict(queue_env(work), NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC=str(int(watchdog_s * 1e6)))
+    command = f'export WATCHDOG_PID=$$; exec "{sys.executable}" -m runqueue run "{work / "runs"}" --executor slurm'
+    log = (work / "queue.log").open("w")
+    os.kill(controller, signal.SIGSTOP)
+    try:
+        queue = subprocess.Popen(["sh", "-c", command], env=env, stdout=log, stderr=subprocess.STDOUT)
+        pings: list[float] = [time.monotonic()]
+        asked_at = None
+        stopping_seen = None
+        deadline = time.monotonic() + hang_s
+        while time.monotonic() < deadline or (asked_at is not None and stopping_seen is None and time.monotonic() < deadline + 120):
+            try:
+                message = listener.recv(4096).decode()
+            except TimeoutError:
+                message = ""
+            now = time.monotonic()
+            if "WATCHDOG=1" in message:
+                pings.append(now)
+            if asked_at is None and now > deadline - 30:
+                queue.send_signal(signal.SIGINT)
+                asked_at = now
+            if asked_at is not None and stopping_seen is None and "stopping" in (work / "queue.log").read_text():
+                stopping_seen = now
+    finally:
+        os.kill(controller, signal.SIGCONT)
+    pings.append(time.monotonic())
+    try:
+        queue.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        queue.kill()
+    listener.close()
+    gap = max(later - earlier for earlier, later in itertools.pairwise(pings))
+    reaction = "never" if stopping_seen is None or asked_at is None else f"{stopping_seen - asked_at:.1f} s"
+    print(f"hung slurmctld for {hang_s:.0f} s: longest gap between watchdog pings {gap:.1f} s | WatchdogSec {watchdog_s:.0f} s"
+          f" | ratio {gap / watchdog_s:.2f} (systemd kills at 1.0); Ctrl-C acted on after {reaction}; queue exit {queue.returncode}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=24)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--hung", action="store_true", help="also stop slurmctld for 150 s under a queue (watchdog gaps)")
     args = parser.parse_args()
     if shutil.which("sbatch") is None:
         print("bench/slurm.py: sbatch not found; start a cluster with scripts/slurm/start-slurm.sh", file=sys.stderr)
@@ -92,6 +148,8 @@ def main() -> int:
     try:
         throughput(work / "t", args.runs)
         latency(work / "l")
+        if args.hung:
+            hung_controller(work / "h")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

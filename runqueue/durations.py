@@ -39,26 +39,32 @@ def at_most(seconds: float, text: object, longest: float) -> float:
 def _parse(text: str | int | float, allow_zero: bool = False) -> float:
     if isinstance(text, bool):
         raise ValueError(f"invalid duration {text!r}")
-    if not isinstance(text, str | int | float):  # a JSON list, object or null in a resources file
+    if isinstance(text, int | float):
+        seconds = float(text)
+    elif isinstance(text, str):
+        seconds = _parse_text(text)
+    else:  # a JSON list, object or null in a resources file
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 45m, 2h, 1h30m or a number of seconds")
-    cleaned = text.strip().lower().replace(" ", "") if isinstance(text, str) else text
-    try:
-        seconds: float | None = float(cleaned)
-    except ValueError:
-        seconds = None
-    if seconds is None:
-        assert isinstance(cleaned, str)
-        position = 0
-        seconds = 0.0
-        for match in _PART.finditer(cleaned):
-            if match.start() != position:
-                break
-            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            position = match.end()
-        if position != len(cleaned) or not cleaned:
-            raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 45m, 2h, 1h30m or a number of seconds")
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):  # float() takes "inf", "nan"
         raise ValueError(f"invalid duration {text!r}: must be a positive, finite number of seconds")
+    return seconds
+
+
+def _parse_text(text: str) -> float:
+    cleaned = text.strip().lower().replace(" ", "")
+    try:
+        return float(cleaned)
+    except ValueError:
+        pass
+    position = 0
+    seconds = 0.0
+    for match in _PART.finditer(cleaned):
+        if match.start() != position:
+            break
+        seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(cleaned) or not cleaned:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 45m, 2h, 1h30m or a number of seconds")
     return seconds
 
 
