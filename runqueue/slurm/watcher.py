@@ -302,8 +302,11 @@ class JobWatcher:
             elif self.commands.cancel(job_id):  # pending (or between states): SLURM drops it
                 escalate_at = None
             else:
-                # SLURM took neither (slurmctld down or hung): again next pass. The other stops wait
-                # for it, so a hung slurmctld costs one command timeout per pass, not one per job.
+                # SLURM took neither (slurmctld down or hung, or the job is over): again next pass,
+                # after asking SLURM soon how the job is. The other stops wait for it, so a hung
+                # slurmctld costs one command timeout per pass, not one per job.
+                with self._lock:
+                    self._next_query = min(self._next_query, time.monotonic() + _SOON_S)
                 return
             with self._lock:
                 if watch.stop_signal == signal_name:
