@@ -7,7 +7,7 @@
 2. end-to-end latency: one 2 s run, from its lfads.done to the queue's exit, against a bare job
    awaited the way a backed-off squeue poller (1, 2, 4 … s) would notice it;
 3. with --hung: slurmctld stopped for 150 s under a queue with runs to submit: the longest gap
-   between its watchdog pings against systemd's WatchdogSec, and how long a Ctrl-C waits.
+   between its watchdog pings against systemd's WatchdogSec, and how long a stop waits.
 
 Holds the test cluster's session lock (as tests/runqueue/slurm_testkit.py does), so a test session
 and the benchmark do not share the 4 GPUs. Timings are noisy on a shared machine: read the ratios.
@@ -81,10 +81,10 @@ def latency(work: Path) -> None:
 
 
 def hung_controller(work: Path, hang_s: float = 150.0) -> None:
-    """slurmctld stopped (SIGSTOP) while a queue under a systemd-style watchdog (WatchdogSec=120,
-    its notify socket ours) has runs to submit, then a Ctrl-C: the longest gap between the
-    queue's WATCHDOG=1 pings, against WatchdogSec (systemd kills the service past 1.0), and how
-    long the Ctrl-C took to be acted on."""
+    """slurmctld stopped (SIGSTOP) while `runqueue serve` under a systemd-style watchdog
+    (WatchdogSec=120, its notify socket ours) has runs to submit, then a SIGTERM (systemctl stop):
+    the longest gap between the queue's WATCHDOG=1 pings, against WatchdogSec (systemd kills the
+    service past 1.0), and how long the stop took to be acted on."""
     import signal
     import socket
 
@@ -96,7 +96,9 @@ def hung_controller(work: Path, hang_s: float = 150.0) -> None:
     listener.settimeout(0.5)
     controller = int((Path(os.environ.get("SLURM_TMP", "/tmp/slurm-ci")) / "slurmctld.pid").read_text())
     env = dict(queue_env(work), NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC=str(int(watchdog_s * 1e6)))
-    command = f'export WATCHDOG_PID=$$; exec "{sys.executable}" -m runqueue run "{work / "runs"}" --executor slurm'
+    config = work / "runqueue.toml"
+    config.write_text(f'roots = ["{work / "runs"}"]\nexecutor = "slurm"\n')
+    command = f'export WATCHDOG_PID=$$; exec "{sys.executable}" -m runqueue serve --config "{config}"'
     log = (work / "queue.log").open("w")
     os.kill(controller, signal.SIGSTOP)
     try:
@@ -114,7 +116,7 @@ def hung_controller(work: Path, hang_s: float = 150.0) -> None:
             if "WATCHDOG=1" in message:
                 pings.append(now)
             if asked_at is None and now > deadline - 30:
-                queue.send_signal(signal.SIGINT)
+                queue.send_signal(signal.SIGTERM)  # systemctl stop
                 asked_at = now
             if asked_at is not None and stopping_seen is None and "stopping" in (work / "queue.log").read_text():
                 stopping_seen = now
@@ -129,7 +131,7 @@ def hung_controller(work: Path, hang_s: float = 150.0) -> None:
     gap = max(later - earlier for earlier, later in itertools.pairwise(pings))
     reaction = "never" if stopping_seen is None or asked_at is None else f"{stopping_seen - asked_at:.1f} s"
     print(f"hung slurmctld for {hang_s:.0f} s: longest gap between watchdog pings {gap:.1f} s | WatchdogSec {watchdog_s:.0f} s"
-          f" | ratio {gap / watchdog_s:.2f} (systemd kills at 1.0); Ctrl-C acted on after {reaction}; queue exit {queue.returncode}")
+          f" | ratio {gap / watchdog_s:.2f} (systemd kills at 1.0); SIGTERM acted on after {reaction}; exit {queue.returncode}")
 
 
 def main() -> int:
