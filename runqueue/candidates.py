@@ -21,7 +21,7 @@ from runqueue.layout import RunPaths
 from runqueue.resources import RunResources, load_resources
 from runqueue.root_safety import unsafe_as_root
 from runqueue.runstate import Phase, Reason, RunState, load_state, state_stamp
-from runqueue.steps import script_has_commands
+from runqueue.steps import script_problem
 from runqueue.tracked import TrackedRun
 
 # A train script younger than this may still be being written (the MATLAB run manager's fprintf
@@ -101,7 +101,7 @@ def sift_pending(
         if unsafe is not None:
             sifted.refused.append((run, unsafe))
             continue
-        refusal = empty_script_reason(paths) or interrupted_deletion_reason(paths)
+        refusal = train_script_reason(paths) or interrupted_deletion_reason(paths)
         if refusal is not None:
             sifted.refused.append((run, refusal))
             continue
@@ -126,12 +126,10 @@ def _written_at(path: Path) -> float | None:
         return None  # missing or unreadable: the supervisor fails the run with the reason
 
 
-def empty_script_reason(paths: RunPaths) -> str | None:
-    """Why a run whose train script holds no command is not started (bash would exit 0: "done")."""
-    if script_has_commands(paths.train_script):
-        return None
-    return (f"{paths.train_script} has no commands (empty, or only comments); write the training command into it"
-            " (lfads-manager prepare writes the whole script)")
+def train_script_reason(paths: RunPaths) -> str | None:
+    """Why a run is not started for what its train script holds: no command (bash would exit 0:
+    "done"), or Windows line endings. The supervisor checks every step's script again."""
+    return script_problem(paths.train_script)
 
 
 def interrupted_deletion_reason(paths: RunPaths) -> str | None:

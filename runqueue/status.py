@@ -9,7 +9,7 @@ from typing import Any
 
 from runqueue import runlock
 from runqueue.access import not_writable_by
-from runqueue.candidates import empty_script_reason, interrupted_deletion_reason
+from runqueue.candidates import interrupted_deletion_reason, train_script_reason
 from runqueue.devices.claims import Claim
 from runqueue.devices.model import Device
 from runqueue.devices.placement import (
@@ -121,7 +121,7 @@ def _pending_reason(paths: RunPaths, state: Any, devices: Sequence[Device], clai
     unsafe = unsafe_as_root(paths, queue_is_root)  # None: judged by this command's own uid
     if unsafe is not None:
         return unsafe
-    refusal = empty_script_reason(paths) or interrupted_deletion_reason(paths)
+    refusal = train_script_reason(paths) or interrupted_deletion_reason(paths)
     if refusal is not None:
         return refusal
     request = PlacementRequest(str(paths.root), memory)

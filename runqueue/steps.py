@@ -64,10 +64,23 @@ def check_step_script(path: Path) -> str:
     if b"\0" in raw[:4096]:
         raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"{path} is not a shell script (binary content)")
     text = raw.decode("utf-8", "replace")
-    if not has_commands(text):  # bash would exit 0 and the step would count as done
-        raise StepScriptError(Reason.SCRIPT_UNREADABLE, f"{path} has no commands (empty, or only comments); re-create"
-                                                        " the run folder (lfads-manager prepare) or write the step's command into it")
+    problem = script_text_problem(path, text)
+    if problem is not None:
+        raise StepScriptError(Reason.SCRIPT_UNREADABLE, problem)
     return text
+
+
+def script_text_problem(path: Path, text: str) -> str | None:
+    """Why a script that reads fine cannot be run as a step, in one sentence with the fix; None if it can."""
+    if not has_commands(text):  # bash would exit 0 and the step would count as done
+        return (f"{path} has no commands (empty, or only comments); write the step's command into it"
+                " (lfads-manager prepare writes the whole script)")
+    if "\r\n" in text:
+        # Written on Windows (MATLAB's fopen 'wt' there) and copied over: bash takes each line's
+        # carriage return as part of its last word (--batch_size=50\r, $'\r': command not found).
+        return (f"{path} has Windows line endings (CRLF), which bash would pass on as part of each line's last word;"
+                f" convert it: sed -i 's/\\r$//' {path} (or dos2unix)")
+    return None
 
 
 def has_commands(text: str) -> bool:
@@ -75,14 +88,14 @@ def has_commands(text: str) -> bool:
     return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
 
 
-def script_has_commands(path: Path) -> bool:
-    """False only for a readable script without commands; what cannot be read (a fifo, which a plain
+def script_problem(path: Path) -> str | None:
+    """`script_text_problem` of the script at `path`; what cannot be read (a fifo, which a plain
     open would hang on, a folder, …) is the supervisor's to report."""
     try:
         head = read_small_file(path)
-    except OSError:  # also NotAPlainFile: a fifo or device, or a script too long to be empty
-        return True
-    return has_commands(head.decode("utf-8", "replace"))
+    except OSError:  # also NotAPlainFile: a fifo or device, or a script too long to check here
+        return None
+    return script_text_problem(path, head.decode("utf-8", "replace"))
 
 
 def plan_steps(paths: RunPaths, resume_step: str | None) -> list[str]:

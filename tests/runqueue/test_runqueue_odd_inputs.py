@@ -4,6 +4,7 @@ thing never stops the rest."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -153,10 +154,32 @@ def test_a_train_script_still_being_written_waits_until_it_settles(tmp_path: Pat
         finish(queue)
 
 
+def test_scripts_with_windows_line_endings_are_not_run_and_say_how_to_convert_them(tmp_path: Path) -> None:
+    # A tree prepared by MATLAB on Windows and copied over: bash would take each \r as part of a word.
+    root = tmp_path / "runs"
+    train = make_run(root, "c/param_W/train", "touch ran\r\n")
+    (train / "lfads_train.sh").write_bytes(b"#!/bin/bash\r\ntouch ran\r\n")
+    os.utime(train / "lfads_train.sh", (time.time() - 10, time.time() - 10))
+    posterior = make_run(root, "c/param_W/posterior", posterior="touch sampled\r\n")
+    result = run_queue(queue_env(tmp_path), "run", root, "--cpu-slots", "1", "--retries", "0")
+    output = result.stdout + result.stderr
+    script = train / "lfads_train.sh"
+    assert (f"blocked param_W/train: {script} has Windows line endings (CRLF), which bash would pass on as part of"
+            f" each line's last word; convert it: sed -i 's/\\r$//' {script} (or dos2unix)") in output
+    assert not (train / "ran").exists() and not (train / "ran\r").exists()
+    failed = json.loads((posterior / "lfads.failed").read_text())  # caught again before each later step
+    assert failed["step"] == "lfads_posterior_mean_sample.sh" and "Windows line endings (CRLF)" in failed["message"]
+    assert not any(name.startswith("sampled") for name in os.listdir(posterior))
+    subprocess.run(["sed", "-i", "s/\\r$//", str(script)], check=True)  # the fix the message gives
+    os.utime(script, (time.time() - 10, time.time() - 10))
+    result = run_queue(queue_env(tmp_path), "run", root, "--cpu-slots", "1")
+    assert (train / "lfads.done").exists() and (train / "ran").exists(), result.stdout + result.stderr
+
+
 def test_an_empty_train_script_is_not_run_and_says_why(tmp_path: Path) -> None:
     run = make_run(tmp_path / "runs", "c/param_E/r", train="# to be written\n")
     result = run_queue(queue_env(tmp_path), "run", tmp_path / "runs", "--cpu-slots", "1")
-    reason = f"{run / 'lfads_train.sh'} has no commands (empty, or only comments); write the training command into it"
+    reason = f"{run / 'lfads_train.sh'} has no commands (empty, or only comments); write the step's command into it"
     assert result.returncode == 1 and f"blocked param_E/r: {reason}" in result.stdout + result.stderr
     assert sorted(os.listdir(run)) == ["lfads_train.sh"]  # no marker: it runs once it holds a command
     status = run_queue(queue_env(tmp_path), "status", tmp_path / "runs")
