@@ -8,6 +8,7 @@ SLURM: `CUDA_VISIBLE_DEVICES` as slurmd set it, named by its UUID when NVML can 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runqueue.slurm.paths import SlurmPaths
-from runqueue.slurm.records import JobReport, load_submission, save_job_report
+from runqueue.slurm.records import JobReport, load_submission, record_found_job_id, save_job_report
 from runqueue.supervisor import EXIT_ERROR, EXIT_NOT_STARTED, Supervisor
 from runqueue.supervisor_spec import SupervisorSpec
 
@@ -100,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     if record.stop_requested is not None:
         _say(f"a queue asked to {record.stop_requested} this run before SLURM started job {job_id}; nothing run")
         return EXIT_NOT_STARTED
+    if record.job_id is None and job_id:
+        # Its sbatch never answered the queue (timed out, or the queue died during it): say which
+        # job this is, so that `status`, `cancel` and a stopping queue can name it without squeue.
+        with contextlib.suppress(OSError):
+            record_found_job_id(paths, token, job_id)
     device = job_device(os.environ, job_id)
     report = JobReport(
         job_id=job_id,

@@ -543,3 +543,26 @@ def test_root_cancelling_a_users_slurm_run_follows_no_link_the_user_planted(tmp_
     failed = run / "lfads.failed"
     assert "secret" not in failed.read_text()  # nor copied into the run's lfads.failed
     assert (failed.stat().st_uid, lock.stat().st_uid) == (nobody.pw_uid, nobody.pw_uid)  # the user's files
+
+
+def test_a_job_whose_sbatch_never_answered_records_its_own_id(tmp_path: Path) -> None:
+    """The job entry point as SLURM's batch script runs it, for a submission on record without an id."""
+    import subprocess
+    import sys
+
+    from runqueue.slurm.paths import SlurmPaths
+    from runqueue.slurm.records import SubmissionRecord, load_submission, save_submission
+
+    run = make_run(tmp_path / "runs", "c/param_J/r")
+    paths = SlurmPaths.of(run)
+    save_submission(paths, SubmissionRecord(token="tok", job_id=None, queue_id="q:1", submitted_at=0.0))
+    spec = SupervisorSpec(run_dir=str(run), device_uuid="slurm", device_name="x", device_env={}, max_attempts=1,
+                          time_limit_s=None, queue_id="q:1")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SLURM_", "RUNQUEUE_"))}
+    env.update(SLURM_JOB_ID="4242", CUDA_VISIBLE_DEVICES="", RUNQUEUE_CLAIMS_DIR=str(tmp_path / "claims"))
+    result = subprocess.run([sys.executable, "-m", "runqueue.slurm.job", "--token", "tok", "--spec", spec.to_argv_json()],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = load_submission(paths)
+    assert record is not None and record.job_id == 4242 and record.token == "tok"
+    assert (run / "lfads.done").exists()
