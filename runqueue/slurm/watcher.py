@@ -27,7 +27,7 @@ from pathlib import Path
 from runqueue.slurm.commands import LOST, JobInfo, SlurmCommands, SlurmError
 from runqueue.slurm.jobscript import COMMENT_PREFIX
 from runqueue.slurm.paths import SlurmPaths
-from runqueue.slurm.records import load_job_report, record_found_job_id
+from runqueue.slurm.records import load_job_report, load_submission, record_found_job_id
 
 DEFAULT_MAX_INTERVAL_S = 30.0
 MAX_INTERVAL_ENV = "RUNQUEUE_SLURM_POLL_MAX_S"
@@ -198,18 +198,21 @@ class JobWatcher:
             self._schedule(changed=False)
             return
         self._recovered()
-        changed = False
+        changed = found = False
         for watch in watches:
-            if watch.job_id is None and not self._find_unrecorded(watch):
+            if watch.job_id is None:
+                # Its state comes with the next refresh, which asks squeue for the id found now.
+                found = self._find_unrecorded(watch) or found
                 changed = True if watch.final is not None else changed
                 continue
-            info = known.get(watch.job_id or 0)
+            info = known.get(watch.job_id)
             if info is not None and not _is_ours(info, watch):
                 info = None  # the same id now belongs to another job (the cluster's state was wiped)
             if info is None:
                 info = self._look_elsewhere(watch)
                 if info is None:
                     continue
+            watch.misses = 0  # "in a row": a job SLURM knows again starts counting afresh
             if (watch.folder_ended_at is not None and info.state != "COMPLETING" and not info.finished
                     and (info.state == "PENDING" or time.monotonic() - watch.folder_ended_at > _REQUEUED_AFTER_S)):
                 # Its supervisor returned, yet the job goes on: SLURM requeued it (node failure,
@@ -233,16 +236,22 @@ class JobWatcher:
                         " cancel` it and lower --slurm-time/--slurm-cpus/--slurm-mem/--slurm-gpus"
                     )
             watch.info = info
-        self._schedule(changed=changed, soon=any(watch.folder_ended_at is not None and watch.final is None for watch in watches))
+        self._schedule(changed=changed, soon=found or any(watch.folder_ended_at is not None and watch.final is None for watch in watches))
 
     def _find_unrecorded(self, watch: _Watch) -> bool:
-        """A submission whose job id never reached slurm.json (the queue died during sbatch): find it by comment."""
+        """A submission whose job id never reached slurm.json (the queue died during sbatch, or sbatch
+        did not answer): the job records its own id there once it starts; else find it by comment."""
+        with contextlib.suppress(OSError, ValueError):
+            record = load_submission(SlurmPaths.of(watch.run_dir))
+            if record is not None and record.token == watch.token and record.job_id is not None:
+                watch.job_id, watch.misses = record.job_id, 0
+                return True
         try:
             info = self.commands.find_by_comment(COMMENT_PREFIX + watch.token)
         except SlurmError:
             return False
         if info is not None:
-            watch.job_id = info.job_id
+            watch.job_id, watch.misses = info.job_id, 0
             with contextlib.suppress(OSError):  # the watch has it anyway; the record is for the others
                 record_found_job_id(SlurmPaths.of(watch.run_dir), watch.token, info.job_id)
             return True

@@ -232,3 +232,51 @@ def test_stopping_slurm_jobs_never_waits_on_a_hung_slurmctld_and_is_delivered_on
         assert len(slurm.calls) == count, "a stop SLURM took was sent again"
     finally:
         executor.close()
+
+
+def test_a_job_id_the_job_recorded_itself_is_taken_from_its_submission(tmp_path: Path) -> None:
+    from runqueue.slurm.records import SubmissionRecord, record_found_job_id, save_submission
+
+    paths = SlurmPaths.of(tmp_path)
+    save_submission(paths, SubmissionRecord(token=TOKEN, job_id=None, queue_id="q:1", submitted_at=time.time()))
+    slurm = ScriptedSlurm()  # squeue lists no job with our comment (yet)
+    watcher = JobWatcher(slurm, min_interval_s=0.05, max_interval_s=0.1)  # type: ignore[arg-type]
+    try:
+        key, fd = watcher.add(tmp_path, None, TOKEN, time.time())
+        record_found_job_id(paths, TOKEN, 77)  # what runqueue.slurm.job does when the job starts
+        deadline = time.monotonic() + 10
+        while watcher.job_id(key) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert watcher.job_id(key) == 77
+        slurm.state = "COMPLETED"
+        assert _ended(fd, 10)
+        final = watcher.remove(key)
+        assert final is not None and (final.job_id, final.state) == (77, "COMPLETED")
+        os.close(fd)
+    finally:
+        watcher.close()
+
+
+def test_a_job_squeue_misses_now_and_then_is_lost_only_after_misses_in_a_row(tmp_path: Path) -> None:
+    class Flaky(ScriptedSlurm):
+        """squeue leaves the job out of every other answer (a controller restarting, a lagging replica)."""
+
+        def query(self, job_ids: list[int]) -> dict[int, JobInfo]:
+            self.queries.append(time.monotonic())
+            return {} if len(self.queries) % 2 else {job_id: JobInfo(job_id, self.state) for job_id in job_ids}
+
+    slurm = Flaky()
+    watcher = JobWatcher(slurm, min_interval_s=0.05, max_interval_s=0.05)  # type: ignore[arg-type]
+    try:
+        key, fd = watcher.add(tmp_path, 8, TOKEN, time.time())
+        deadline = time.monotonic() + 10
+        while len(slurm.queries) < 12 and time.monotonic() < deadline and not _ended(fd, 0):
+            time.sleep(0.05)
+        assert not _ended(fd, 0), watcher.last_seen(key)  # never two misses in a row: not lost
+        slurm.state = "COMPLETED"
+        assert _ended(fd, 10)
+        final = watcher.remove(key)
+        assert final is not None and final.state == "COMPLETED", final
+        os.close(fd)
+    finally:
+        watcher.close()
