@@ -80,6 +80,11 @@ def script_text_problem(path: Path, text: str) -> str | None:
         # carriage return as part of its last word (--batch_size=50\r, $'\r': command not found).
         return (f"{path} has Windows line endings (CRLF), which bash would pass on as part of each line's last word;"
                 f" convert it: sed -i 's/\\r$//' {path} (or dos2unix)")
+    if text.startswith("\ufeff"):
+        # Saved as "UTF-8 with BOM": bash takes the mark as part of the first word, so a first line
+        # `set -euo pipefail` becomes a command not found, and the script runs on without it.
+        return (f"{path} starts with a byte-order mark (saved as UTF-8 with BOM), which bash would take as part of"
+                f" its first command; remove it: sed -i '1s/^\\xEF\\xBB\\xBF//' {path}")
     return None
 
 

@@ -22,7 +22,7 @@ from runqueue.logtail import LogTail
 from runqueue.naming import run_identity
 from runqueue.resources import load_resources
 from runqueue.runstate import PersistedState, Phase, RunState, load_state, marker_state, read_failure
-from runqueue.steps import looks_like_cuda_oom, looks_like_disk_full, plan_steps
+from runqueue.steps import looks_like_cuda_oom, looks_like_disk_full, plan_steps, script_problem
 from runqueue.supervisor import retry_backoff
 
 DATA = Path(__file__).parent / "data"
@@ -454,3 +454,21 @@ def test_a_change_the_mtime_hint_misses_is_seen_within_a_cycle_of_periodic_scans
                 seen_after.setdefault(found.path, scan)
     assert sorted(seen_after) == runs  # every one within a cycle of scans, without a full pass
     assert len(set(seen_after.values())) > 1  # spread over the scans, not all at once
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (b"#!/bin/bash\r\nset -euo pipefail\r\necho ok\r\n", "Windows line endings (CRLF)"),
+    (b"\xef\xbb\xbfset -euo pipefail\necho ok\n", "byte-order mark"),
+])
+def test_scripts_saved_by_windows_editors_are_refused_with_a_fix_that_works(tmp_path: Path, content: bytes, said: str) -> None:
+    import shlex
+    import subprocess
+
+    script = tmp_path / "lfads_train.sh"
+    script.write_bytes(content)
+    problem = script_problem(script) or ""
+    assert said in problem, problem
+    fix = problem.split("; remove it: ")[-1].split("; convert it: ")[-1].removesuffix(" (or dos2unix)")
+    subprocess.run(shlex.split(fix), check=True)  # the command the message gives, as a user would paste it
+    assert script_problem(script) is None
+    assert subprocess.run(["bash", str(script)], capture_output=True, text=True).stdout == "ok\n"
