@@ -128,7 +128,7 @@ def _written_at(path: Path) -> float | None:
 
 def train_script_reason(paths: RunPaths) -> str | None:
     """Why a run is not started for what its train script holds: no command (bash would exit 0:
-    "done"), or Windows line endings. The supervisor checks every step's script again."""
+    "done"), Windows line endings or a byte-order mark. The supervisor checks every step's script again."""
     return script_problem(paths.train_script)
 
 
